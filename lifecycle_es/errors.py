@@ -1,0 +1,85 @@
+"""The domain's exceptions: one hierarchy rooted at `LifecycleError`.
+
+Transport errors live in `bus.errors` (rooted at `BusError`) because `bus` imports nothing of
+ours; `lifecycle_es` re-exports them so users import every error from one place.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DivergenceError",
+    "DuplicateEntityError",
+    "InconsistentEventError",
+    "InvalidMetricError",
+    "InvalidTransitionError",
+    "LifecycleError",
+    "SchemaError",
+    "SequenceGapError",
+    "SpecError",
+    "UnknownEntityError",
+    "UnknownStateError",
+]
+
+
+class LifecycleError(Exception):
+    """Base class of every domain error raised by lifecycle_es."""
+
+
+class SpecError(LifecycleError, ValueError):
+    """Raised when a lifecycle spec is malformed: unknown names, duplicate edges, unreachable states."""
+
+
+class ConfigError(LifecycleError, ValueError):
+    """Raised when a configuration value is out of range or of the wrong type."""
+
+
+class SchemaError(LifecycleError, ValueError):
+    """Raised when a record cannot be decoded: unknown kind, newer schema, or invalid fields."""
+
+
+class UnknownEntityError(LifecycleError, KeyError):
+    """Raised when a command names an entity the registry does not hold."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateEntityError(LifecycleError, ValueError):
+    """Raised when an entity id, or an occupied slot, is registered a second time."""
+
+
+class UnknownStateError(LifecycleError, ValueError):
+    """Raised when a state or trigger name is not part of the entity's spec."""
+
+
+class InvalidMetricError(LifecycleError, ValueError):
+    """Raised when a metric is not a finite real number (NaN, infinity, or a wrong type)."""
+
+
+class SequenceGapError(LifecycleError, ValueError):
+    """Raised when an event is folded whose seq is not exactly one past the last folded seq."""
+
+
+class InconsistentEventError(LifecycleError, ValueError):
+    """Raised when the fold meets an event that contradicts the registry (a corrupt or foreign log)."""
+
+
+class InvalidTransitionError(LifecycleError):
+    """Raised after a refused transition has been recorded as `TransitionRejected`.
+
+    `reasons` holds one sentence per failed check (the edge itself, or each failed gate).
+    """
+
+    def __init__(self, message: str, *, reasons: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reasons = reasons
+
+
+class DivergenceError(LifecycleError):
+    """Raised when ranks disagree on the digest of parameters, optimizer state and applied events."""
+
+    def __init__(self, message: str, *, step: int, ranks: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.step = step
+        self.ranks = ranks

@@ -1,0 +1,298 @@
+"""The event model: every lifecycle fact as a frozen pydantic model in one discriminated union.
+
+As a log record an event is one flat mapping, envelope and payload side by side; `kind` is the
+stable stored name (equal to the class name), never a Python class path.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from lifecycle_es._ids import new_event_id
+
+__all__ = [
+    "RUN_ID_PATTERN",
+    "Action",
+    "ActionsVerified",
+    "CheckpointRestored",
+    "CheckpointSaved",
+    "DecisionMade",
+    "EntityRegistered",
+    "Event",
+    "EventBase",
+    "FiniteFloat",
+    "GateCategory",
+    "GateChecked",
+    "GateMode",
+    "MetricsObserved",
+    "RunStarted",
+    "RunStateChanged",
+    "StepSealed",
+    "TransitionApplied",
+    "TransitionRejected",
+    "EVENT_TYPES",
+]
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+"""A metric value: NaN and infinities are refused at validation."""
+
+Metrics = dict[str, FiniteFloat]
+EntityId = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class GateCategory(StrEnum):
+    """What a gate checks (seeds/000): prerequisites, performance, consistency or usefulness."""
+
+    STRUCTURAL = "structural"
+    PERFORMANCE = "performance"
+    STABILITY = "stability"
+    CONTRIBUTION = "contribution"
+
+
+class GateMode(StrEnum):
+    """Strict: every gate must pass. Permissive: only structural gates block."""
+
+    STRICT = "strict"
+    PERMISSIVE = "permissive"
+
+
+class Action(StrEnum):
+    """What a lifecycle decision does to the model or to an entity."""
+
+    SPAWN = "SPAWN"
+    PRUNE = "PRUNE"
+    SPLIT = "SPLIT"
+    MERGE = "MERGE"
+    GERMINATE = "GERMINATE"
+    CULL = "CULL"
+    ROLLBACK = "ROLLBACK"
+    FOSSILIZE = "FOSSILIZE"
+    ADVANCE = "ADVANCE"
+    REVIVE = "REVIVE"
+    REPAIR = "REPAIR"
+
+
+class EventBase(BaseModel):
+    """The envelope every event carries; subclasses add their payload and a `kind` literal."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    SCHEMA: ClassVar[int] = 1
+    """The schema version this code writes for the kind; older records are upcast on read."""
+
+    event_id: str = Field(default_factory=new_event_id, pattern=_UUID_PATTERN)
+    """Unique id of the event; a retried append is recognised by it."""
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
+    """The run whose log holds the event."""
+    seq: int = Field(0, ge=0)
+    """Position in the run's log, from 1; 0 until appended."""
+    schema_version: int = Field(1, ge=1, alias="schema")
+    """Version of the kind's payload layout, stored as `schema`."""
+    step: int = Field(0, ge=0)
+    """Training step (the lifecycle clock) at which the event happened."""
+    ts: float = Field(default_factory=time.time, allow_inf_nan=False)
+    """Wall time, seconds since the epoch."""
+    rank: int = Field(0, ge=0)
+    """DDP rank of the writer."""
+    entity: EntityId | None = None
+    """The entity the event is about, or None for run-level events."""
+    causation: str | None = Field(None, pattern=_UUID_PATTERN)
+    """The event_id of the event that caused this one."""
+
+    _defaults: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._defaults = {
+            name: info.default
+            for name, info in cls.model_fields.items()
+            if not info.is_required() and info.default_factory is None
+        }
+        cls._defaults["schema_version"] = cls.SCHEMA
+
+    @classmethod
+    def trusted(cls, **fields: Any) -> Self:
+        """Build an event without validation, from values a command handler already checked.
+
+        This is the hot path of a transition (DESIGN.md section 9); everything built from
+        outside input goes through the validating constructor or `codec.from_record` instead.
+        """
+        values = {**cls._defaults, "event_id": new_event_id(), "ts": time.time(), **fields}
+        event = cls.__new__(cls)
+        object.__setattr__(event, "__dict__", values)
+        object.__setattr__(event, "__pydantic_fields_set__", set(values))
+        object.__setattr__(event, "__pydantic_extra__", None)
+        object.__setattr__(event, "__pydantic_private__", None)
+        return event
+
+
+class RunStarted(EventBase):
+    """A run began: its configuration, the specs in use and the environment that reproduces it."""
+
+    kind: Literal["RunStarted"] = "RunStarted"
+    config: dict[str, JsonValue] = Field(default_factory=dict)
+    specs: list[str] = Field(default_factory=list)
+    world_size: int = Field(1, ge=1)
+    torch_version: str = ""
+    seed: int = 0
+
+
+class RunStateChanged(EventBase):
+    """The run itself moved between states of the `run` spec."""
+
+    kind: Literal["RunStateChanged"] = "RunStateChanged"
+    from_state: str
+    to_state: str
+    reason: str = ""
+
+
+class EntityRegistered(EventBase):
+    """An entity (seed, module, expert, agent) entered the registry in an initial state."""
+
+    kind: Literal["EntityRegistered"] = "EntityRegistered"
+    entity: EntityId
+    spec: str
+    state: str
+    slot: int | None = Field(None, ge=0)
+    layer: int | None = Field(None, ge=0)
+    parent: str | None = None
+    attrs: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class GateChecked(EventBase):
+    """One gate was evaluated for a requested transition."""
+
+    kind: Literal["GateChecked"] = "GateChecked"
+    entity: EntityId
+    from_state: str
+    to_state: str
+    gate: str
+    category: GateCategory
+    passed: bool
+    blocking: bool = True
+    """Whether a failure of this gate refuses the transition in the mode in force."""
+    reason: str = ""
+    observed: Metrics = Field(default_factory=dict)
+    thresholds: Metrics = Field(default_factory=dict)
+    mode: GateMode = GateMode.STRICT
+
+
+class TransitionApplied(EventBase):
+    """An entity moved from one state to another."""
+
+    kind: Literal["TransitionApplied"] = "TransitionApplied"
+    entity: EntityId
+    from_state: str
+    to_state: str
+    trigger: str
+    reason: str = ""
+
+
+class TransitionRejected(EventBase):
+    """A requested transition was refused; `reasons` has one sentence per failed check."""
+
+    kind: Literal["TransitionRejected"] = "TransitionRejected"
+    entity: EntityId
+    from_state: str
+    to_state: str
+    trigger: str = ""
+    reasons: list[str] = Field(default_factory=list)
+
+
+class MetricsObserved(EventBase):
+    """Metrics of an entity or a layer at an evaluation checkpoint (not every step)."""
+
+    kind: Literal["MetricsObserved"] = "MetricsObserved"
+    layer: int | None = Field(None, ge=0)
+    metrics: Metrics = Field(default_factory=dict)
+
+
+class DecisionMade(EventBase):
+    """A controller decided a lifecycle action, to be applied at `apply_at_step` on every rank."""
+
+    kind: Literal["DecisionMade"] = "DecisionMade"
+    action: Action
+    layer: int | None = Field(None, ge=0)
+    parent: str | None = None
+    children: list[str] = Field(default_factory=list)
+    reason: str = ""
+    metrics_at_decision: dict[str, JsonValue] = Field(default_factory=dict)
+    config_snapshot: dict[str, JsonValue] = Field(default_factory=dict)
+    apply_at_step: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)
+    """Seeds the CPU generator of any noise or random init the action draws."""
+
+
+class StepSealed(EventBase):
+    """The leader finished writing the lifecycle events of `step`; followers may apply them."""
+
+    kind: Literal["StepSealed"] = "StepSealed"
+
+
+class ActionsVerified(EventBase):
+    """Every rank reported the same digest after applying the step's actions."""
+
+    kind: Literal["ActionsVerified"] = "ActionsVerified"
+    digest: str = Field(pattern=r"^[0-9a-f]{16}$")
+    world_size: int = Field(1, ge=1)
+
+
+class CheckpointSaved(EventBase):
+    """A checkpoint (model, optimizer, projections) was written, covering the log up to `upto_seq`."""
+
+    kind: Literal["CheckpointSaved"] = "CheckpointSaved"
+    checkpoint_id: str
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    upto_seq: int = Field(ge=0)
+
+
+class CheckpointRestored(EventBase):
+    """A process resumed from a checkpoint and will replay the log after `upto_seq`."""
+
+    kind: Literal["CheckpointRestored"] = "CheckpointRestored"
+    checkpoint_id: str
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    upto_seq: int = Field(ge=0)
+
+
+Event = Annotated[
+    RunStarted
+    | RunStateChanged
+    | EntityRegistered
+    | GateChecked
+    | TransitionApplied
+    | TransitionRejected
+    | MetricsObserved
+    | DecisionMade
+    | StepSealed
+    | ActionsVerified
+    | CheckpointSaved
+    | CheckpointRestored,
+    Field(discriminator="kind"),
+]
+"""Any lifecycle event; validate with `codec.from_record`."""
+
+EVENT_TYPES: tuple[type[EventBase], ...] = (
+    RunStarted,
+    RunStateChanged,
+    EntityRegistered,
+    GateChecked,
+    TransitionApplied,
+    TransitionRejected,
+    MetricsObserved,
+    DecisionMade,
+    StepSealed,
+    ActionsVerified,
+    CheckpointSaved,
+    CheckpointRestored,
+)
