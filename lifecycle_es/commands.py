@@ -1,0 +1,235 @@
+"""Command handlers: validate a request against the registry and return the events it produces.
+
+Nothing here changes the registry. The caller appends the returned events to the run's log and
+folds them; only then has anything happened.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from lifecycle_es.errors import (
+    ConfigError,
+    DuplicateEntityError,
+    InvalidMetricError,
+    SchemaError,
+    SpecError,
+    UnknownStateError,
+)
+from lifecycle_es.events import (
+    EntityRegistered,
+    EventBase,
+    GateCategory,
+    GateChecked,
+    GateMode,
+    MetricsObserved,
+    TransitionApplied,
+    TransitionRejected,
+)
+from lifecycle_es.gates import MIN_TIME_GATE, GateInput, GateLibrary
+from lifecycle_es.registry import EntityState, Registry
+from lifecycle_es.spec import Spec, TransitionDef
+
+__all__ = ["GatePolicy", "Outcome", "Stamp", "check_metrics", "observe", "register", "request_transition"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Stamp:
+    """The envelope values a command puts on every event it produces."""
+
+    run_id: str
+    """The run whose log receives the events."""
+    step: int
+    """The training step the command happens at."""
+    rank: int = 0
+    """The rank of the process issuing the command."""
+    causation: str | None = None
+    """The event_id of the event that caused the command (a decision), if any."""
+
+    def __post_init__(self) -> None:
+        if self.step < 0 or self.rank < 0:
+            raise ConfigError(f"step and rank must be >= 0, got step {self.step}, rank {self.rank}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GatePolicy:
+    """How gates are applied: the mode and any parameters that override a gate's defaults."""
+
+    mode: GateMode = GateMode.STRICT
+    """Strict: every gate blocks. Permissive: only structural gates block (all are recorded)."""
+    params: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Per gate name, parameters over the gate's defaults (thresholds, windows, cooldowns)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The events of a transition request and whether the transition was accepted."""
+
+    events: tuple[EventBase, ...]
+    accepted: bool
+    reasons: tuple[str, ...] = ()
+
+
+def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    """Return the metrics as floats, or raise `InvalidMetricError` for a bad name or value."""
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise InvalidMetricError(f"metrics must be a mapping of names to numbers, got {type(metrics).__name__}")
+    checked: dict[str, float] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidMetricError(f"metric names must be non-empty strings, got {name!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidMetricError(f"metric {name!r} must be a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise InvalidMetricError(f"metric {name!r} must be finite, got {value}")
+        checked[name] = float(value)
+    return checked
+
+
+def register(
+    registry: Registry,
+    stamp: Stamp,
+    *,
+    entity: str,
+    spec: str,
+    state: str | None = None,
+    slot: int | None = None,
+    layer: int | None = None,
+    parent: str | None = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> EntityRegistered:
+    """Return the event that registers `entity` under `spec`, in its default or a given initial state."""
+    if entity in registry:
+        raise DuplicateEntityError(f"entity {entity!r} is already registered")
+    found = registry.specs.get(spec)
+    if found is None:
+        raise SpecError(f"unknown spec {spec!r}; this run knows {sorted(registry.specs)}")
+    state = found.initial[0] if state is None else state
+    if state not in found.initial:
+        found.state(state)  # an unknown name raises its own, more precise error
+        raise UnknownStateError(f"{spec} entities cannot start in {state!r}; initial states: {list(found.initial)}")
+    if isinstance(slot, int) and (holder := registry.slot_holder(spec, layer, slot)) is not None:
+        raise DuplicateEntityError(f"slot {slot} of layer {layer} is held by {holder!r}")
+    try:
+        return EntityRegistered(run_id=stamp.run_id, step=stamp.step, rank=stamp.rank,
+                                causation=stamp.causation, entity=entity, spec=spec, state=state,
+                                slot=slot, layer=layer, parent=parent, attrs=dict(attrs or {}))
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SchemaError(f"cannot register {entity!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+
+
+def observe(
+    registry: Registry,
+    stamp: Stamp,
+    metrics: Mapping[str, Any],
+    *,
+    entity: str | None = None,
+    layer: int | None = None,
+) -> MetricsObserved:
+    """Return the event recording metrics of an entity, a layer, or the run."""
+    checked = check_metrics(metrics)
+    if entity is not None:
+        registry.get(entity)
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
+        raise ConfigError(f"layer must be a non-negative int, got {layer!r}")
+    return MetricsObserved.trusted(run_id=stamp.run_id, step=stamp.step, rank=stamp.rank,
+                                   causation=stamp.causation, entity=entity, layer=layer,
+                                   metrics=checked)
+
+
+def request_transition(
+    registry: Registry,
+    gates: GateLibrary,
+    policy: GatePolicy,
+    stamp: Stamp,
+    *,
+    entity: str,
+    to: str | None = None,
+    trigger: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    reason: str = "",
+) -> Outcome:
+    """Check a transition and return its events: gate checks, then applied or rejected.
+
+    Bad input (unknown entity, state or trigger, bad metrics) raises before any event exists.
+    A transition the spec or a gate refuses is not bad input: it returns the rejection's events.
+    """
+    current = registry.get(entity)
+    spec = registry.spec_of(current)
+    edge, target, trig = _resolve(spec, current.state, to, trigger)
+    checked = check_metrics(metrics)
+    if edge is None:
+        why = f"Invalid transition: {current.state} -> {target}"
+        return _rejected(stamp, current, target, trig, (), (why,))
+    merged = {**registry.latest_metrics(entity), **checked}
+    gate_input = GateInput(current, target, stamp.step, merged, registry)
+    checks = tuple(_check(gates, policy, stamp, gate_input, name, spec, edge)
+                   for name in _gate_names(spec, current, edge))
+    failed = tuple(f"{c.gate}: {c.reason}" for c in checks if c.blocking and not c.passed)
+    if failed:
+        return _rejected(stamp, current, target, trig, checks, failed)
+    applied = TransitionApplied.trusted(
+        run_id=stamp.run_id, step=stamp.step, rank=stamp.rank, causation=stamp.causation,
+        entity=entity, from_state=current.state, to_state=target, trigger=trig, reason=reason)
+    return Outcome((*checks, applied), True)
+
+
+def _resolve(
+    spec: Spec, state: str, to: str | None, trigger: str | None
+) -> tuple[TransitionDef | None, str, str]:
+    if (to is None) == (trigger is None):
+        raise ConfigError("name exactly one of `to` and `trigger`")
+    if trigger is not None:
+        edge = spec.edge_for_trigger(state, trigger)
+        if edge is None and all(t.trigger != trigger for t in spec.transitions):
+            raise UnknownStateError(f"spec {spec.name!r} has no trigger {trigger!r}")
+        return edge, edge.target if edge else f"<{trigger}>", trigger
+    assert to is not None
+    spec.state(to)
+    edge = spec.edge(state, to)
+    return edge, to, edge.trigger if edge else ""
+
+
+def _gate_names(spec: Spec, current: EntityState, edge: TransitionDef) -> tuple[str, ...]:
+    minimum = spec.state(current.state).min_time_in_state
+    if minimum > 0 and not edge.skip_min_time:
+        return (MIN_TIME_GATE, *edge.gates)
+    return edge.gates
+
+
+def _check(
+    gates: GateLibrary, policy: GatePolicy, stamp: Stamp, gate_input: GateInput, name: str,
+    spec: Spec, edge: TransitionDef,
+) -> GateChecked:
+    gate = gates[name]
+    params = dict(policy.params.get(name, {}))
+    if name == MIN_TIME_GATE:
+        params["min_steps"] = spec.state(edge.source).min_time_in_state
+    params = {**gate.defaults, **params}
+    result = gate.fn(gate_input, params)
+    blocking = policy.mode is GateMode.STRICT or gate.category is GateCategory.STRUCTURAL
+    return GateChecked.trusted(
+        run_id=stamp.run_id, step=stamp.step, rank=stamp.rank, causation=stamp.causation,
+        entity=gate_input.entity.entity, from_state=edge.source, to_state=edge.target, gate=name,
+        category=gate.category, passed=result.passed, blocking=blocking, reason=result.reason,
+        observed={k: v for k, v in result.observed.items() if math.isfinite(v)},
+        thresholds={k: float(v) for k, v in params.items() if math.isfinite(v)}, mode=policy.mode)
+
+
+def _rejected(
+    stamp: Stamp, current: EntityState, target: str, trigger: str,
+    checks: tuple[GateChecked, ...], reasons: tuple[str, ...],
+) -> Outcome:
+    rejected = TransitionRejected.trusted(
+        run_id=stamp.run_id, step=stamp.step, rank=stamp.rank, causation=stamp.causation,
+        entity=current.entity, from_state=current.state, to_state=target, trigger=trigger,
+        reasons=list(reasons))
+    return Outcome((*checks, rejected), False, reasons)

@@ -1,0 +1,85 @@
+"""Policies that keep a lifecycle from thrashing: cooldown/embargo, hysteresis, budgets, patience.
+
+Every policy is a pure function of facts the registry folded from events (failure counts per
+slot, transition history, populations, metric windows, decisions this cycle) and of its own
+parameters. No policy keeps a counter of its own, so replaying a log reproduces every decision,
+and a what-if replay with other parameters sees the same facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from lifecycle_es.events import Action
+
+if TYPE_CHECKING:
+    from lifecycle_es.registry import EntityState, Registry
+
+__all__ = [
+    "action_budget_left",
+    "cooldown_elapsed",
+    "embargo_until",
+    "hysteresis",
+    "patience",
+    "population_budget_left",
+]
+
+
+def embargo_until(registry: Registry, entity: EntityState, *, base: int, exponential: bool) -> int:
+    """Return the first step at which the entity's slot may be reused after its failures.
+
+    The cooldown after the n-th failure in a row is `base * 2**(n-1)` with exponential backoff,
+    else `base`; a success (entering a success state) resets the count (seeds/000).
+    """
+    failures = registry.slot_failures(entity)
+    if failures is None:
+        return 0
+    count, last_step = failures
+    cooldown = base * 2 ** (count - 1) if exponential else base
+    return last_step + cooldown
+
+
+def hysteresis(
+    entity: EntityState, step: int, *, min_time: int, max_transitions: int, window: int
+) -> tuple[bool, str, int]:
+    """Debounce: refuse when the entity entered its state too recently or moved too often.
+
+    Returns (allowed, reason, transitions within the last `window` steps).
+    """
+    recent = sum(1 for at, _, _ in entity.history if step - at < window)
+    spent = entity.time_in_state(step)
+    if spent < min_time:
+        return False, f"Too soon since last transition: {spent} < {min_time} steps", recent
+    if recent >= max_transitions:
+        return False, f"Too many transitions in window: {recent} >= {max_transitions}", recent
+    return True, f"{spent} steps in state, {recent} transitions in the last {window}", recent
+
+
+def population_budget_left(
+    registry: Registry, spec: str, layer: int | None, states: Iterable[str], cap: int
+) -> int:
+    """Return how many more entities of `spec` in `states` the layer may hold under `cap`."""
+    return cap - sum(registry.population(spec, layer, s) for s in states)
+
+
+def action_budget_left(registry: Registry, action: Action, cap: int) -> int:
+    """Return how many more `action` decisions fit in the current evaluation cycle."""
+    return cap - registry.decisions_this_cycle(action)
+
+
+def cooldown_elapsed(
+    registry: Registry, action: Action, step: int, cooldown: int, *, key: str | int | None = None
+) -> bool:
+    """Tell whether `cooldown` steps have passed since the last `action` on `key`.
+
+    `key` narrows the cooldown: an entity id (a per-expert split cooldown), a layer, or None
+    for a global one.
+    """
+    last = registry.last_decision_step(action, key)
+    return last is None or step - last >= cooldown
+
+
+def patience(values: tuple[float, ...], n: int, signal: Callable[[float], bool]) -> bool:
+    """Tell whether `signal` held on each of the last `n` observed values (n checkpoints)."""
+    return n > 0 and len(values) >= n and all(signal(v) for v in values[-n:])

@@ -1,0 +1,313 @@
+"""The registry: the state of one run, and the one fold that builds it from events.
+
+`fold(registry, event)` is the only way the registry changes. It is deterministic: it reads
+nothing but the registry and the event (no clock, no randomness, no I/O), checks that the
+event's seq is exactly one past the last, and checks the event against the registry before it
+changes anything, so a refused event leaves the registry as it was. It updates the registry in
+place and returns it; take `registry.copy()` first to keep an earlier state.
+
+The fold reads events as field mappings, so the same code applies a validated event model and,
+on the trusted bulk-replay path, a raw record read back from our own log.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lifecycle_es.errors import (
+    InconsistentEventError,
+    SchemaError,
+    SequenceGapError,
+    UnknownEntityError,
+)
+from lifecycle_es.events import Action, EventBase
+from lifecycle_es.spec import Spec, StateCategory
+
+__all__ = ["EntityState", "Registry", "fold", "fold_record"]
+
+HISTORY_LIMIT = 32
+"""Transitions kept per entity: enough for hysteresis windows and debugging, bounded."""
+
+_MetricKey = tuple[str, str | int | None]  # ("entity", id) | ("layer", n) | ("run", None)
+_SlotKey = tuple[str, int | None, int | str]
+
+
+@dataclass(frozen=True, slots=True)
+class EntityState:
+    """One entity as the registry knows it. Immutable: the fold replaces it on every change."""
+
+    entity: str
+    spec: str
+    state: str
+    slot: int | None
+    layer: int | None
+    parent: str | None
+    born_step: int
+    entered_step: int
+    transitions: int = 0
+    rejections: int = 0
+    history: tuple[tuple[int, str, str], ...] = ()
+    """(step, from, to) of the latest transitions, oldest first, at most HISTORY_LIMIT."""
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def time_in_state(self, step: int) -> int:
+        """Return the steps spent in the current state as of `step`."""
+        return step - self.entered_step
+
+
+class Registry:
+    """Every entity of a run with its state, plus the facts policies read; built only by `fold`."""
+
+    def __init__(self, specs: Mapping[str, Spec], *, window: int = 50) -> None:
+        self.specs = dict(specs)
+        self.window = window
+        """How many observations of each metric are kept per entity or layer."""
+        self.run_id: str | None = None
+        self.seq = 0
+        self.step = 0
+        self.run_state: str | None = None
+        self.run_config: dict[str, Any] = {}
+        self.sealed_step: int | None = None
+        self.verified_step: int | None = None
+        self.last_checkpoint: dict[str, Any] | None = None
+        self.entities: dict[str, EntityState] = {}
+        self._slots: dict[_SlotKey, str] = {}
+        self._failures: dict[_SlotKey, tuple[int, int]] = {}
+        self._population: Counter[tuple[str, int | None, str]] = Counter()
+        self._windows: dict[_MetricKey, dict[str, deque[float]]] = {}
+        self._cycle: Counter[str] = Counter()
+        self._last_decision: dict[tuple[str, str | int | None], int] = {}
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def __contains__(self, entity: object) -> bool:
+        return entity in self.entities
+
+    def __iter__(self) -> Iterator[EntityState]:
+        return iter(self.entities.values())
+
+    def __len__(self) -> int:
+        return len(self.entities)
+
+    def get(self, entity: str) -> EntityState:
+        """Return the entity, or raise `UnknownEntityError`."""
+        try:
+            return self.entities[entity]
+        except KeyError:
+            raise UnknownEntityError(f"no entity {entity!r} in run {self.run_id!r}") from None
+
+    def spec_of(self, entity: EntityState) -> Spec:
+        """Return the spec the entity follows."""
+        return self.specs[entity.spec]
+
+    def population(self, spec: str, layer: int | None, state: str) -> int:
+        """Return how many entities of `spec` in `layer` are in `state`."""
+        return self._population[(spec, layer, state)]
+
+    def count_transitional(self, spec: str, *, exclude: str | None = None) -> int:
+        """Return how many entities of `spec`, other than `exclude`, are in transitional states."""
+        names = self.specs[spec].states_in(StateCategory.TRANSITIONAL)
+        return sum(1 for e in self.entities.values()
+                   if e.spec == spec and e.state in names and e.entity != exclude)
+
+    def slot_holder(self, spec: str, layer: int | None, slot: int) -> str | None:
+        """Return the entity holding a slot, or None when the slot is free."""
+        return self._slots.get((spec, layer, slot))
+
+    def slot_failures(self, entity: EntityState) -> tuple[int, int] | None:
+        """Return (failures in a row, step of the last) for the entity's slot, or None."""
+        return self._failures.get(_slot_key(entity))
+
+    def metric_window(self, key: str | int | None, name: str, *, layer: bool = False) -> tuple[float, ...]:
+        """Return the observed values of metric `name` for an entity (or a layer), oldest first."""
+        mkey: _MetricKey = ("layer", key) if layer else ("entity", key) if key else ("run", None)
+        values = self._windows.get(mkey, {}).get(name)
+        return tuple(values) if values else ()
+
+    def latest_metrics(self, entity: str) -> dict[str, float]:
+        """Return the latest observed value of each metric of an entity."""
+        return {k: v[-1] for k, v in self._windows.get(("entity", entity), {}).items() if v}
+
+    def decisions_this_cycle(self, action: Action) -> int:
+        """Return how many `action` decisions were made since the last sealed step."""
+        return self._cycle[action]
+
+    def last_decision_step(self, action: Action, key: str | int | None = None) -> int | None:
+        """Return the step of the latest `action` decision on `key` (entity, layer or None)."""
+        return self._last_decision.get((action, key))
+
+    # -- value semantics -----------------------------------------------------------------------
+
+    def copy(self) -> Registry:
+        """Return an independent copy (entities are immutable and shared)."""
+        clone = copy.copy(self)
+        for name in ("entities", "_slots", "_failures", "_population", "_cycle", "_last_decision",
+                     "run_config"):
+            setattr(clone, name, copy.copy(getattr(self, name)))
+        clone._windows = {k: {n: deque(d, d.maxlen) for n, d in v.items()}
+                          for k, v in self._windows.items()}
+        return clone
+
+    def _facts(self) -> tuple[Any, ...]:
+        windows = {k: {n: tuple(d) for n, d in v.items()} for k, v in self._windows.items()}
+        return (sorted(self.specs), self.window, self.run_id, self.seq, self.step, self.run_state,
+                self.run_config, self.sealed_step, self.verified_step, self.last_checkpoint,
+                self.entities, self._slots, self._failures, +self._population, windows,
+                +self._cycle, self._last_decision)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Registry) and self._facts() == other._facts()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Registry(run_id={self.run_id!r}, seq={self.seq}, entities={len(self.entities)})"
+
+
+def _slot_key(e: EntityState) -> _SlotKey:
+    return (e.spec, e.layer, e.slot) if e.slot is not None else (e.spec, e.layer, f"entity:{e.entity}")
+
+
+# -- the fold ------------------------------------------------------------------------------------
+
+Record = Mapping[str, Any]
+
+
+def fold(registry: Registry, event: EventBase) -> Registry:
+    """Apply one appended event to the registry and return it."""
+    return fold_record(registry, event.__dict__)
+
+
+def fold_record(registry: Registry, record: Record) -> Registry:
+    """Apply one event given as a field mapping (a record read back from the log)."""
+    seq = record["seq"]
+    if seq != registry.seq + 1:
+        raise SequenceGapError(f"event seq {seq} does not follow the registry's last seq {registry.seq}")
+    handler = _HANDLERS.get(record["kind"])
+    if handler is None:
+        raise SchemaError(f"record seq {seq}: unknown kind {record['kind']!r}")
+    handler(registry, record)
+    registry.seq = seq
+    registry.step = max(registry.step, record["step"])
+    return registry
+
+
+def _on_run_started(r: Registry, ev: Record) -> None:
+    r.run_id = ev["run_id"]
+    r.run_config = dict(ev["config"])
+    if "run" in r.specs:
+        r.run_state = r.specs["run"].initial[0]
+
+
+def _on_run_state_changed(r: Registry, ev: Record) -> None:
+    if r.run_state is not None and ev["from_state"] != r.run_state:
+        raise InconsistentEventError(
+            f"seq {ev['seq']}: run moves from {ev['from_state']!r} but is in {r.run_state!r}")
+    r.run_state = ev["to_state"]
+
+
+def _on_entity_registered(r: Registry, ev: Record) -> None:
+    name, spec = ev["entity"], r.specs.get(ev["spec"])
+    if name in r.entities or spec is None or not spec.has_state(ev["state"]):
+        raise InconsistentEventError(f"seq {ev['seq']}: cannot register {name!r} as {ev['spec']}/{ev['state']}")
+    e = EntityState(entity=name, spec=ev["spec"], state=ev["state"], slot=ev["slot"],
+                    layer=ev["layer"], parent=ev["parent"], born_step=ev["step"],
+                    entered_step=ev["step"], attrs=dict(ev["attrs"]))
+    r.entities[name] = e
+    r._population[(e.spec, e.layer, e.state)] += 1
+    if e.slot is not None:
+        r._slots[(e.spec, e.layer, e.slot)] = name
+
+
+def _on_transition_applied(r: Registry, ev: Record) -> None:
+    e = r.entities.get(ev["entity"])
+    if e is None or e.state != ev["from_state"] or r.specs[e.spec].edge(e.state, ev["to_state"]) is None:
+        raise InconsistentEventError(
+            f"seq {ev['seq']}: {ev['entity']!r} cannot move {ev['from_state']}->{ev['to_state']}")
+    step, target = ev["step"], ev["to_state"]
+    moved = EntityState(
+        entity=e.entity, spec=e.spec, state=target, slot=e.slot, layer=e.layer, parent=e.parent,
+        born_step=e.born_step, entered_step=step, transitions=e.transitions + 1,
+        rejections=e.rejections, history=(*e.history, (step, e.state, target))[-HISTORY_LIMIT:],
+        attrs=e.attrs)
+    r.entities[e.entity] = moved
+    r._population[(e.spec, e.layer, e.state)] -= 1
+    r._population[(e.spec, e.layer, target)] += 1
+    _track_slot(r, e, moved, step)
+
+
+def _track_slot(r: Registry, before: EntityState, after: EntityState, step: int) -> None:
+    spec = r.specs[after.spec]
+    released = spec.states_in(StateCategory.FAILURE)
+    key = _slot_key(after)
+    if after.state in released and before.state not in released:
+        count, _ = r._failures.get(key, (0, 0))
+        r._failures[key] = (count + 1, step)
+    elif spec.state(after.state).category is StateCategory.SUCCESS:
+        r._failures.pop(key, None)
+    if after.slot is not None:
+        holder_key = (after.spec, after.layer, after.slot)
+        if after.state in released or spec.state(after.state).terminal:
+            if r._slots.get(holder_key) == after.entity:
+                del r._slots[holder_key]
+        else:
+            r._slots[holder_key] = after.entity
+
+
+def _on_transition_rejected(r: Registry, ev: Record) -> None:
+    e = r.entities.get(ev["entity"])
+    if e is None:
+        raise InconsistentEventError(f"seq {ev['seq']}: rejection for unknown entity {ev['entity']!r}")
+    r.entities[e.entity] = dataclasses.replace(e, rejections=e.rejections + 1)
+
+
+def _on_metrics_observed(r: Registry, ev: Record) -> None:
+    key: _MetricKey = (("entity", ev["entity"]) if ev["entity"] is not None
+                       else ("layer", ev["layer"]) if ev["layer"] is not None else ("run", None))
+    windows = r._windows.setdefault(key, {})
+    for name, value in ev["metrics"].items():
+        window = windows.get(name)
+        if window is None:
+            window = windows[name] = deque(maxlen=r.window)
+        window.append(value)
+
+
+def _on_decision_made(r: Registry, ev: Record) -> None:
+    action, step = ev["action"], ev["step"]
+    r._cycle[action] += 1
+    for key in {None, ev["layer"], ev["entity"], ev["parent"]}:
+        r._last_decision[(action, key)] = step
+
+
+def _on_step_sealed(r: Registry, ev: Record) -> None:
+    r.sealed_step = ev["step"]
+    r._cycle.clear()
+
+
+def _on_actions_verified(r: Registry, ev: Record) -> None:
+    r.verified_step = ev["step"]
+
+
+def _on_checkpoint(r: Registry, ev: Record) -> None:
+    r.last_checkpoint = {k: ev[k] for k in ("checkpoint_id", "path", "sha256", "upto_seq")}
+
+
+_HANDLERS: dict[str, Callable[[Registry, Record], None]] = {
+    "RunStarted": _on_run_started,
+    "RunStateChanged": _on_run_state_changed,
+    "EntityRegistered": _on_entity_registered,
+    "GateChecked": lambda r, ev: None,  # gate statistics are a projection (projections.metrics)
+    "TransitionApplied": _on_transition_applied,
+    "TransitionRejected": _on_transition_rejected,
+    "MetricsObserved": _on_metrics_observed,
+    "DecisionMade": _on_decision_made,
+    "StepSealed": _on_step_sealed,
+    "ActionsVerified": _on_actions_verified,
+    "CheckpointSaved": _on_checkpoint,
+    "CheckpointRestored": _on_checkpoint,
+}
