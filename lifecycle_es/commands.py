@@ -7,6 +7,7 @@ folds them; only then has anything happened.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from lifecycle_es.errors import (
     UnknownStateError,
 )
 from lifecycle_es.events import (
+    _UUID_PATTERN,
     EntityRegistered,
     EventBase,
     GateCategory,
@@ -32,7 +34,7 @@ from lifecycle_es.events import (
     TransitionRejected,
 )
 from lifecycle_es.gates import MIN_TIME_GATE, GateInput, GateLibrary
-from lifecycle_es.registry import EntityState, Registry
+from lifecycle_es.registry import EntityState, Registry, holds_slot
 from lifecycle_es.spec import Spec, TransitionDef
 
 __all__ = ["GatePolicy", "Outcome", "Stamp", "check_metrics", "observe", "register", "request_transition"]
@@ -54,6 +56,10 @@ class Stamp:
     def __post_init__(self) -> None:
         if self.step < 0 or self.rank < 0:
             raise ConfigError(f"step and rank must be >= 0, got step {self.step}, rank {self.rank}")
+        # Checked here because transitions and observations build their events unvalidated.
+        if self.causation is not None and (
+                not isinstance(self.causation, str) or not re.fullmatch(_UUID_PATTERN, self.causation)):
+            raise ConfigError(f"causation must be an event id (UUID text), got {self.causation!r}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -80,7 +86,8 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     if metrics is None:
         return {}
     if not isinstance(metrics, Mapping):
-        raise InvalidMetricError(f"metrics must be a mapping of names to numbers, got {type(metrics).__name__}")
+        kind = type(metrics).__name__
+        raise InvalidMetricError(f"metrics must be a mapping of names to numbers, got {kind}")
     checked: dict[str, float] = {}
     for name, value in metrics.items():
         if not isinstance(name, str) or not name:
@@ -114,8 +121,14 @@ def register(
     state = found.initial[0] if state is None else state
     if state not in found.initial:
         found.state(state)  # an unknown name raises its own, more precise error
-        raise UnknownStateError(f"{spec} entities cannot start in {state!r}; initial states: {list(found.initial)}")
-    if isinstance(slot, int) and (holder := registry.slot_holder(spec, layer, slot)) is not None:
+        raise UnknownStateError(
+            f"{spec} entities cannot start in {state!r}; initial states: {list(found.initial)}")
+    for name, value in (("slot", slot), ("layer", layer)):
+        # Checked here, not left to pydantic, whose lax mode would turn "3" or True into 3
+        # after the slot-holder check below had been skipped.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"{name} must be an int or None, got {type(value).__name__}")
+    if slot is not None and (holder := registry.slot_holder(spec, layer, slot)) is not None:
         raise DuplicateEntityError(f"slot {slot} of layer {layer} is held by {holder!r}")
     try:
         return EntityRegistered(run_id=stamp.run_id, step=stamp.step, rank=stamp.rank,
@@ -123,7 +136,8 @@ def register(
                                 slot=slot, layer=layer, parent=parent, attrs=dict(attrs or {}))
     except ValidationError as e:
         err = e.errors()[0]
-        raise SchemaError(f"cannot register {entity!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+        where = ".".join(map(str, err["loc"]))
+        raise SchemaError(f"cannot register {entity!r}: {where}: {err['msg']}") from e
 
 
 def observe(
@@ -164,11 +178,16 @@ def request_transition(
     """
     current = registry.get(entity)
     spec = registry.spec_of(current)
+    if not isinstance(reason, str):  # the applied event is built unvalidated
+        raise ConfigError(f"reason must be a str, got {type(reason).__name__}")
     edge, target, trig = _resolve(spec, current.state, to, trigger)
     checked = check_metrics(metrics)
     if edge is None:
-        why = f"Invalid transition: {current.state} -> {target}"
+        why = (f"Invalid transition: {current.state} -> {target}" if target
+               else f"Invalid transition: no {trig!r} edge leaves {current.state}")
         return _rejected(stamp, current, target, trig, (), (why,))
+    if (taken := _slot_taken(registry, spec, current, target)) is not None:
+        return _rejected(stamp, current, target, trig, (), (taken,))
     merged = {**registry.latest_metrics(entity), **checked}
     gate_input = GateInput(current, target, stamp.step, merged, registry)
     checks = tuple(_check(gates, policy, stamp, gate_input, name, spec, edge)
@@ -191,11 +210,21 @@ def _resolve(
         edge = spec.edge_for_trigger(state, trigger)
         if edge is None and all(t.trigger != trigger for t in spec.transitions):
             raise UnknownStateError(f"spec {spec.name!r} has no trigger {trigger!r}")
-        return edge, edge.target if edge else f"<{trigger}>", trigger
+        return edge, edge.target if edge else "", trigger
     assert to is not None
     spec.state(to)
     edge = spec.edge(state, to)
     return edge, to, edge.trigger if edge else ""
+
+
+def _slot_taken(registry: Registry, spec: Spec, current: EntityState, target: str) -> str | None:
+    """A slot released by a failure may have been given to another entity meanwhile."""
+    if current.slot is None or not holds_slot(spec, target):
+        return None
+    holder = registry.slot_holder(current.spec, current.layer, current.slot)
+    if holder is None or holder == current.entity:
+        return None
+    return f"slot {current.slot} of layer {current.layer} is now held by {holder!r}"
 
 
 def _gate_names(spec: Spec, current: EntityState, edge: TransitionDef) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from lifecycle_es._ids import new_event_id
 
 __all__ = [
+    "EVENT_TYPES",
     "RUN_ID_PATTERN",
     "Action",
     "ActionsVerified",
@@ -34,7 +35,6 @@ __all__ = [
     "StepSealed",
     "TransitionApplied",
     "TransitionRejected",
-    "EVENT_TYPES",
 ]
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -117,6 +117,12 @@ class EventBase(BaseModel):
             if not info.is_required() and info.default_factory is None
         }
         cls._defaults["schema_version"] = cls.SCHEMA
+
+    def model_post_init(self, context: Any, /) -> None:
+        # The field's default is 1 for every kind; a kind at a newer SCHEMA must write that
+        # version, or its records would be upcast again on read.
+        if "schema_version" not in self.model_fields_set:
+            self.__dict__["schema_version"] = self.SCHEMA
 
     @classmethod
     def trusted(cls, **fields: Any) -> Self:

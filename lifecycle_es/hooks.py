@@ -17,9 +17,9 @@ import structlog
 
 from lifecycle_es.spec import Spec
 
-__all__ = ["Handler", "Hooks", "TRANSITION_POINTS"]
+__all__ = ["TRANSITION_POINTS", "Handler", "Hooks"]
 
-Handler = Callable[[str, Mapping[str, Any]], None | Awaitable[None]]
+Handler = Callable[[str, Mapping[str, Any]], Awaitable[None] | None]
 """Called as `handler(point, data)`; `data` has entity, spec, from_state, to_state, trigger,
 reason and step. A coroutine function is awaited."""
 

@@ -27,8 +27,9 @@ from lifecycle_es.errors import (
 )
 from lifecycle_es.events import Action, EventBase
 from lifecycle_es.spec import Spec, StateCategory
+from lifecycle_es.specs.run import RUN_SPEC
 
-__all__ = ["EntityState", "Registry", "fold", "fold_record"]
+__all__ = ["EntityState", "Registry", "fold", "fold_record", "holds_slot"]
 
 HISTORY_LIMIT = 32
 """Transitions kept per entity: enough for hysteresis windows and debugging, bounded."""
@@ -141,6 +142,45 @@ class Registry:
         """Return the step of the latest `action` decision on `key` (entity, layer or None)."""
         return self._last_decision.get((action, key))
 
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Return the registry as plain data (JSON- and `torch.load(weights_only=True)`-safe)."""
+        return {
+            "window": self.window, "run_id": self.run_id, "seq": self.seq, "step": self.step,
+            "run_state": self.run_state, "run_config": self.run_config,
+            "sealed_step": self.sealed_step, "verified_step": self.verified_step,
+            "last_checkpoint": self.last_checkpoint,
+            "entities": [_entity_to_plain(e) for e in self.entities.values()],
+            "failures": [[*k, *v] for k, v in self._failures.items()],
+            "windows": [[kind, key, name, list(values)]
+                        for (kind, key), named in self._windows.items()
+                        for name, values in named.items()],
+            "cycle": dict(self._cycle),
+            "last_decision": [[a, k, s] for (a, k), s in self._last_decision.items()],
+        }
+
+    @classmethod
+    def from_state(cls, specs: Mapping[str, Spec], state: Mapping[str, Any]) -> Registry:
+        """Rebuild a registry from `to_state()` output; the specs must include every spec it uses."""
+        r = cls(specs, window=state["window"])
+        for name in ("run_id", "seq", "step", "run_state", "sealed_step", "verified_step",
+                     "last_checkpoint"):
+            setattr(r, name, state[name])
+        r.run_config = dict(state["run_config"])
+        for plain in state["entities"]:
+            e = _entity_from_plain(plain)
+            r.entities[e.entity] = e
+            r._population[(e.spec, e.layer, e.state)] += 1
+            if e.slot is not None and holds_slot(r.specs[e.spec], e.state):
+                r._slots[(e.spec, e.layer, e.slot)] = e.entity
+        r._failures = {(s, layer, slot): (n, at) for s, layer, slot, n, at in state["failures"]}
+        for kind, key, name, values in state["windows"]:
+            r._windows.setdefault((kind, key), {})[name] = deque(values, maxlen=r.window)
+        r._cycle = Counter(state["cycle"])
+        r._last_decision = {(a, k): s for a, k, s in state["last_decision"]}
+        return r
+
     # -- value semantics -----------------------------------------------------------------------
 
     def copy(self) -> Registry:
@@ -169,6 +209,23 @@ class Registry:
         return f"Registry(run_id={self.run_id!r}, seq={self.seq}, entities={len(self.entities)})"
 
 
+def _entity_to_plain(e: EntityState) -> dict[str, Any]:
+    plain = {f.name: getattr(e, f.name) for f in dataclasses.fields(e)}
+    plain["history"] = [list(h) for h in e.history]
+    plain["attrs"] = dict(e.attrs)
+    return plain
+
+
+def _entity_from_plain(plain: Mapping[str, Any]) -> EntityState:
+    return EntityState(**{**plain, "history": tuple(tuple(h) for h in plain["history"]),
+                          "attrs": dict(plain["attrs"])})
+
+
+def holds_slot(spec: Spec, state: str) -> bool:
+    """Tell whether an entity in `state` keeps its slot (failure and terminal states release it)."""
+    return state not in spec.states_in(StateCategory.FAILURE) and not spec.state(state).terminal
+
+
 def _slot_key(e: EntityState) -> _SlotKey:
     return (e.spec, e.layer, e.slot) if e.slot is not None else (e.spec, e.layer, f"entity:{e.entity}")
 
@@ -185,13 +242,18 @@ def fold(registry: Registry, event: EventBase) -> Registry:
 
 def fold_record(registry: Registry, record: Record) -> Registry:
     """Apply one event given as a field mapping (a record read back from the log)."""
-    seq = record["seq"]
+    seq = record.get("seq")
+    if "kind" not in record or not isinstance(seq, int):
+        raise SchemaError(f"record {seq!r} lacks its kind or an integer seq")
     if seq != registry.seq + 1:
         raise SequenceGapError(f"event seq {seq} does not follow the registry's last seq {registry.seq}")
     handler = _HANDLERS.get(record["kind"])
     if handler is None:
         raise SchemaError(f"record seq {seq}: unknown kind {record['kind']!r}")
-    handler(registry, record)
+    try:
+        handler(registry, record)
+    except KeyError as e:  # handlers read every field before they change anything
+        raise SchemaError(f"record seq {seq} ({record['kind']}) lacks the field {e}") from None
     registry.seq = seq
     registry.step = max(registry.step, record["step"])
     return registry
@@ -200,8 +262,8 @@ def fold_record(registry: Registry, record: Record) -> Registry:
 def _on_run_started(r: Registry, ev: Record) -> None:
     r.run_id = ev["run_id"]
     r.run_config = dict(ev["config"])
-    if "run" in r.specs:
-        r.run_state = r.specs["run"].initial[0]
+    if RUN_SPEC.name in r.specs:
+        r.run_state = r.specs[RUN_SPEC.name].initial[0]
 
 
 def _on_run_state_changed(r: Registry, ev: Record) -> None:
@@ -214,7 +276,8 @@ def _on_run_state_changed(r: Registry, ev: Record) -> None:
 def _on_entity_registered(r: Registry, ev: Record) -> None:
     name, spec = ev["entity"], r.specs.get(ev["spec"])
     if name in r.entities or spec is None or not spec.has_state(ev["state"]):
-        raise InconsistentEventError(f"seq {ev['seq']}: cannot register {name!r} as {ev['spec']}/{ev['state']}")
+        raise InconsistentEventError(
+            f"seq {ev['seq']}: cannot register {name!r} as {ev['spec']}/{ev['state']}")
     e = EntityState(entity=name, spec=ev["spec"], state=ev["state"], slot=ev["slot"],
                     layer=ev["layer"], parent=ev["parent"], born_step=ev["step"],
                     entered_step=ev["step"], attrs=dict(ev["attrs"]))
@@ -252,11 +315,10 @@ def _track_slot(r: Registry, before: EntityState, after: EntityState, step: int)
         r._failures.pop(key, None)
     if after.slot is not None:
         holder_key = (after.spec, after.layer, after.slot)
-        if after.state in released or spec.state(after.state).terminal:
-            if r._slots.get(holder_key) == after.entity:
-                del r._slots[holder_key]
-        else:
+        if holds_slot(spec, after.state):
             r._slots[holder_key] = after.entity
+        elif r._slots.get(holder_key) == after.entity:
+            del r._slots[holder_key]
 
 
 def _on_transition_rejected(r: Registry, ev: Record) -> None:

@@ -80,6 +80,7 @@ class _Index:
     edges: Mapping[tuple[str, str], TransitionDef]
     triggers: Mapping[tuple[str, str], TransitionDef]
     exits: Mapping[str, tuple[TransitionDef, ...]]
+    by_category: Mapping[StateCategory, frozenset[str]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,7 +139,9 @@ class Spec:
 
     def states_in(self, *categories: StateCategory) -> frozenset[str]:
         """Return the names of the states in any of `categories`."""
-        return frozenset(s.name for s in self.states if s.category in categories)
+        if len(categories) == 1:
+            return self._index.by_category[categories[0]]
+        return frozenset().union(*(self._index.by_category[c] for c in categories))
 
     @property
     def gate_names(self) -> frozenset[str]:
@@ -196,7 +199,8 @@ def _build_index(spec: Spec) -> _Index:
     for t in spec.transitions:
         for end in (t.source, t.target):
             if end not in states:
-                raise SpecError(f"spec {spec.name!r}: edge {t.source}->{t.target} names unknown state {end!r}")
+                raise SpecError(
+                    f"spec {spec.name!r}: edge {t.source}->{t.target} names unknown state {end!r}")
         if (t.source, t.target) in edges:
             raise SpecError(f"spec {spec.name!r}: duplicate edge {t.source}->{t.target}")
         if (t.source, t.trigger) in triggers:
@@ -209,6 +213,7 @@ def _build_index(spec: Spec) -> _Index:
         edges=edges,
         triggers=triggers,
         exits={k: tuple(sorted(v, key=lambda t: states[t.target].code)) for k, v in exits.items()},
+        by_category={c: frozenset(s.name for s in spec.states if s.category is c) for c in StateCategory},
     )
 
 
