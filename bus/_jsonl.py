@@ -1,0 +1,299 @@
+"""The JSONL file log: `DIR/<run_id>.jsonl`, one JSON object per line, 'seq' first.
+
+Locking (fcntl.flock on the log file itself):
+- every append holds an exclusive lock while it checks the tail, compares `expected_seq`
+  and writes its batch with one `write` call, so writers in several processes serialise
+  batch by batch and never interleave (each seq is won by exactly one of them);
+- readers and followers take a shared lock only for the instant they learn where the last
+  complete line ends, so they see whole batches and never wait on a long read.
+Opening a log takes the exclusive lock once to cut a torn last line (left by a writer that
+died mid-write) into `<run_id>.jsonl.corrupt`, with a warning.
+
+No index of line offsets is kept (a handle costs no memory per record): a read continues
+from where the previous one stopped, and any other position is found by counting newlines
+from the start at C speed (about 0.1 s per million lines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from bus import _jsonl_file as jf
+from bus._log import Log, ids_match
+from bus._records import DEFAULT_MAX_RECORD_BYTES, check_size
+from bus._runid import validate_run_id
+from bus.errors import BusUnavailableError, ConcurrencyError, CorruptLogError, InvalidRecordError
+
+FsyncPolicy = Literal["always", "batch", "never"]
+
+GROUP_COMMIT_S = 1.0
+"""With fsync="batch", the longest an appended batch stays unsynced while appends go on."""
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, check_circular=False)
+
+
+class JsonlLog(Log):
+    """A log in one JSONL file; many processes may append and follow it on one machine.
+
+    fsync: "always" syncs every batch before `append` returns; "batch" (group commit)
+    syncs at most once every `GROUP_COMMIT_S` seconds and at close, so a crash of the
+    process loses nothing and a power loss at most that window; "never" leaves it to the OS.
+    lenient: skip lines that cannot be read instead of raising `CorruptLogError`; `skipped`
+    counts them.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        run_id: str,
+        *,
+        fsync: FsyncPolicy = "batch",
+        lenient: bool = False,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        id_key: str = "event_id",
+    ) -> None:
+        self.run_id = validate_run_id(run_id)
+        if fsync not in ("always", "batch", "never"):
+            raise ValueError(f"fsync must be 'always', 'batch' or 'never', got {fsync!r}")
+        self.path = Path(directory) / f"{run_id}.jsonl"
+        self.url = f"jsonl://{directory}"
+        self.fsync, self.lenient, self.id_key = fsync, lenient, id_key
+        self.max_record_bytes = max_record_bytes
+        self._bad_lines: set[int] = set()
+        self._mutex = threading.RLock()  # one flock per fd: threads must not convert it
+        self._end, self._last = 0, 0  # offset after the last complete line, and its seq
+        self._cursor = (1, 0)  # (next seq, its offset) where the previous read stopped
+        self._synced_at, self._unsynced = time.monotonic(), False
+        self._fd = self._open_file()
+        try:
+            with self._mutex, jf.flocked(self._fd, exclusive=True):
+                self._recover()
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    @property
+    def skipped(self) -> int:
+        """Number of distinct bad lines skipped so far in lenient mode."""
+        return len(self._bad_lines)
+
+    def _open_file(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            created = not self.path.exists()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise BusUnavailableError(self.url, e.strerror or type(e).__name__) from e
+        if created and self.fsync == "always":
+            jf.fsync_path(self.path.parent)
+        return fd
+
+    def _recover(self) -> None:
+        """Cut a torn last line, then learn where the last good line ends and its seq."""
+        size = os.fstat(self._fd).st_size
+        newline = jf.last_newline(self._fd, 0, size)
+        if newline + 1 < size:
+            jf.cut_tail(self._fd, self.path, newline + 1, size, "a last line with no newline")
+        if newline < 0:
+            return
+        start, line = jf.line_ending_at(self._fd, newline)
+        if jf.parse_seq(line) is None:
+            jf.cut_tail(self._fd, self.path, start, newline + 1, "an unparsable last line")
+            newline = start - 1
+        self._learn_tail(newline)
+
+    def _learn_tail(self, newline: int) -> None:
+        """Set the end and last seq from the line ending at `newline` (or the line before it
+        in lenient mode, when that one is bad)."""
+        while newline >= 0:
+            start, line = jf.line_ending_at(self._fd, newline)
+            seq = jf.parse_seq(line)
+            if seq is not None:
+                self._end, self._last = newline + 1, seq
+                return
+            line_no = jf.count_lines(self._fd, newline + 1)
+            if not self.lenient:
+                raise CorruptLogError(str(self.path), line_no, "the line is not a valid record")
+            self._bad_lines.add(line_no)
+            newline = start - 1
+
+    def _refresh(self, exclusive: bool) -> None:
+        """Learn about lines other handles appended; a writer also cuts a torn tail.
+
+        The caller holds the mutex and an flock (exclusive when `exclusive`), so a torn tail
+        seen under the exclusive lock cannot be a write in progress.
+        """
+        size = os.fstat(self._fd).st_size
+        if size == self._end:
+            return
+        if size < self._end:
+            why = f"the file shrank from {self._end} to {size} bytes while open"
+            raise CorruptLogError(str(self.path), 0, why)
+        newline = jf.last_newline(self._fd, self._end, size)
+        if exclusive and newline + 1 < size:
+            start = max(newline + 1, self._end)
+            jf.cut_tail(self._fd, self.path, start, size, "a torn line left by a dead writer")
+        if newline >= 0:
+            self._learn_tail(newline)
+
+    def _append(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
+        bodies = self._encode(batch)
+        with self._mutex, jf.flocked(self._fd, exclusive=True):
+            self._check_open()
+            self._refresh(exclusive=True)
+            last = self._last
+            if expected_seq is not None and expected_seq != last:
+                stored = self._read_range(expected_seq, len(batch))
+                if ids_match(stored, batch, self.id_key):
+                    return expected_seq + 1
+                raise ConcurrencyError(expected_seq, last)
+            self._write(_lines(bodies, last + 1))
+            self._last = last + len(batch)
+        return last + 1
+
+    def _encode(self, batch: list[dict[str, Any]]) -> list[str]:
+        """JSON bodies of the records (without seq), size-checked before anything is written."""
+        bodies = [_ENCODER.encode(record) for record in batch]
+        limit = self.max_record_bytes
+        for i, body in enumerate(bodies):
+            # len(body) counts characters; only bodies that could be over in UTF-8 are encoded.
+            if len(body) * 4 > limit:
+                check_size(len(body.encode("utf-8", "surrogatepass")), i, limit)
+        return bodies
+
+    def _write(self, text: str) -> None:
+        """Write one batch with one `write` call; on failure, cut back to the last good line."""
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidRecordError("a record holds a lone surrogate in a string") from e
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):  # a short write (disk nearly full): finish or fail
+                written += os.write(self._fd, data[written:])
+        except OSError as e:
+            os.ftruncate(self._fd, self._end)
+            raise BusUnavailableError(self.url, e.strerror or type(e).__name__) from e
+        self._end += len(data)
+        self._sync()
+
+    def _sync(self) -> None:
+        if self.fsync == "never":
+            return
+        now = time.monotonic()
+        if self.fsync == "always" or now - self._synced_at >= GROUP_COMMIT_S:
+            os.fsync(self._fd)
+            self._synced_at, self._unsynced = now, False
+        else:
+            self._unsynced = True
+
+    def read(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        self._check_open()
+        with self._mutex, jf.flocked(self._fd, exclusive=False):
+            self._refresh(exclusive=False)
+        return self._read_range(after, limit)
+
+    def _read_range(self, after: int, limit: int | None) -> list[dict[str, Any]]:
+        """Records after `after` up to the end learnt by the last refresh."""
+        end, last, after = self._end, self._last, max(after, 0)
+        count = last - after if limit is None else min(limit, last - after)
+        if count <= 0:
+            return []
+        if self.lenient:
+            return self._read_lenient(after, count, end)
+        base_seq, base = self._cursor if self._cursor[0] <= after + 1 else (1, 0)
+        offset = jf.skip_lines(self._fd, base, after + 1 - base_seq, end)
+        return self._parse_from(offset, after + 1, count, end)
+
+    def _parse_from(self, offset: int, seq: int, count: int, end: int) -> list[dict[str, Any]]:
+        """Parse `count` lines from `offset`, whose first line must hold `seq`."""
+        out: list[dict[str, Any]] = []
+        while len(out) < count and offset < end:
+            text, lines, used = self._lines_at(offset, end, count - len(out))
+            records = jf.parse_fast(text, lines, seq)
+            out.extend(records if records is not None else self._parse_each(text, seq))
+            offset, seq = offset + used, seq + lines
+        self._cursor = (seq, offset)
+        return out
+
+    def _lines_at(self, offset: int, end: int, most: int) -> tuple[bytes, int, int]:
+        """Up to `most` complete lines from `offset`, without their last newline: the text,
+        the number of lines and the bytes they take in the file."""
+        size = jf.CHUNK
+        while True:
+            data = os.pread(self._fd, min(size, end - offset), offset)
+            cut = data.rfind(b"\n") + 1
+            if cut or offset + len(data) >= end:
+                break
+            size *= 2  # a single line longer than a chunk
+        lines = data.count(b"\n", 0, cut)
+        if lines > most:
+            lines, cut = most, jf.skip_in(data, most)
+        return data[: cut - 1], lines, cut
+
+    def _parse_each(self, text: bytes, seq: int) -> list[dict[str, Any]]:
+        """The slow path: parse line by line to name the first bad line."""
+        out = []
+        for i, line in enumerate(text.split(b"\n")):
+            record = jf.parse_line(line, self.path, seq + i)
+            if record["seq"] != seq + i:
+                why = f"expected seq {seq + i}, found {record['seq']}"
+                raise CorruptLogError(str(self.path), seq + i, why)
+            out.append(record)
+        return out
+
+    def _read_lenient(self, after: int, count: int, end: int) -> list[dict[str, Any]]:
+        """Scan from the start, skipping (and counting) lines that are bad or out of order."""
+        out: list[dict[str, Any]] = []
+        offset, line_no, prev = 0, 0, 0
+        while len(out) < count and offset < end:
+            text, _, used = self._lines_at(offset, end, end)
+            for line in text.split(b"\n"):
+                line_no += 1
+                seq = jf.parse_seq(line)
+                if seq is None or seq <= prev:
+                    self._bad_lines.add(line_no)
+                    continue
+                prev = seq
+                if seq > after and len(out) < count:
+                    out.append(jf.parse_line(line, self.path, line_no))
+            offset += used
+        return out
+
+    def _wait(self, after: int, timeout: float) -> list[dict[str, Any]]:
+        # Poll the size: cheap, and a partial line (a write in progress, or a dead writer's
+        # torn tail) leaves it unchanged, so that does not turn into a busy loop.
+        deadline = time.monotonic() + timeout
+        seen = os.fstat(self._fd).st_size
+        while True:
+            if os.fstat(self._fd).st_size != seen:
+                return self.read(after, self.follow_batch_size)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            time.sleep(min(0.005, left))
+
+    def last_seq(self) -> int:
+        self._check_open()
+        with self._mutex, jf.flocked(self._fd, exclusive=False):
+            self._refresh(exclusive=False)
+            return self._last
+
+    def _close(self) -> None:
+        with self._mutex:
+            if self._unsynced:
+                os.fsync(self._fd)
+            os.close(self._fd)
+
+
+def _lines(bodies: list[str], first: int) -> str:
+    """The batch's text: each body with its seq spliced in as the first key."""
+    return "".join(
+        f'{{"seq":{seq},{body[1:]}\n' if len(body) > 2 else f'{{"seq":{seq}}}\n'
+        for seq, body in enumerate(bodies, first)
+    )

@@ -1,0 +1,100 @@
+"""`bus.open`: a log from a URL.
+
+| URL | log |
+|---|---|
+| `memory://` | a new, empty `MemoryLog` (nothing is shared between opens) |
+| `jsonl://DIR` (relative or absolute; `?fsync=always|batch|never&lenient=1`) | `JsonlLog` |
+| `redis://`, `rediss://`, `unix://` (user, password, db as redis-py reads them) | `RedisLog` |
+| any Redis URL with `?mirror=DIR` | `MirroredLog` of that Redis log and `JsonlLog(DIR)` |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+from bus._jsonl import JsonlLog
+from bus._log import Log
+from bus._memory import MemoryLog
+from bus._mirror import MirroredLog
+from bus._redis import RedisLog
+from bus._runid import validate_run_id
+from bus._urls import pop_param, redact_url
+from bus.errors import InvalidUrlError, UnknownRunError
+
+DEFAULT_URL = "jsonl://./runs"
+"""The embedded default log: JSONL files under ./runs, no server needed."""
+
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+
+
+def open(url: str, run_id: str, *, create: bool = True, **options: Any) -> Log:
+    """Open the log of run `run_id` at `url`; keyword options go to the backend's constructor.
+
+    With `create=False` (readers: replay, tail, verify) a run with no log there raises
+    `UnknownRunError` and nothing is created.
+    """
+    validate_run_id(run_id)
+    scheme = _scheme(url)
+    if scheme == "memory":
+        if not create:
+            raise UnknownRunError(run_id, "memory:// (a memory log exists only in its process)")
+        return MemoryLog(run_id, **options)
+    if scheme == "jsonl":
+        directory, params = jsonl_target(url)
+        if not create and not (Path(directory) / f"{run_id}.jsonl").is_file():
+            raise UnknownRunError(run_id, redact_url(url))
+        return JsonlLog(directory, run_id, **{**params, **options})
+    primary_url, mirror = split_mirror(url)
+    primary = RedisLog(primary_url, run_id, **options)
+    if not create and primary.last_seq() == 0:
+        primary.close()
+        raise UnknownRunError(run_id, primary.url)
+    if mirror is None:
+        return primary
+    try:
+        return MirroredLog(primary, JsonlLog(mirror, run_id))
+    except BaseException:
+        primary.close()
+        raise
+
+
+def split_mirror(url: str) -> tuple[str, str | None]:
+    """A Redis URL without its `mirror` option, and the mirror directory (or None)."""
+    if _scheme(url) not in REDIS_SCHEMES:
+        raise InvalidUrlError(f"{redact_url(url)} is not a redis://, rediss:// or unix:// URL")
+    primary_url, mirror = pop_param(url, "mirror")
+    if mirror == "":
+        raise InvalidUrlError(f"the mirror option of {redact_url(url)} names no directory")
+    return primary_url, mirror
+
+
+def jsonl_target(url: str) -> tuple[str, dict[str, Any]]:
+    """The directory of a `jsonl://DIR` URL and the options in its query."""
+    rest = url.split("://", 1)[1]
+    directory, _, query = rest.partition("?")
+    if not directory:
+        raise InvalidUrlError(f"{url} names no directory (try {DEFAULT_URL})")
+    params: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "fsync":
+            params["fsync"] = value
+        elif key == "lenient":
+            params["lenient"] = value.lower() in ("1", "true", "yes")
+        else:
+            raise InvalidUrlError(f"{url} has the unknown option {key!r} (fsync, lenient)")
+    return directory, params
+
+
+def _scheme(url: str) -> str:
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidUrlError(
+            f"{redact_url(str(url))} is not a log URL (memory://, jsonl://DIR, redis://, rediss://, unix://)"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in REDIS_SCHEMES | {"memory", "jsonl"}:
+        raise InvalidUrlError(
+            f"unknown log URL scheme {scheme!r}: use memory://, jsonl://DIR, redis://, rediss:// or unix://"
+        )
+    return scheme

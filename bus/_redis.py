@@ -1,0 +1,190 @@
+"""The Redis Streams log.
+
+Layout (DESIGN section 3): stream key `lces:{<run_id>}:log` (the braces are a Cluster hash
+tag), entry id `<seq>-0`, one field `d` holding the msgpack of the record with its seq first.
+
+A batch append is one EVALSHA: the script reads the top entry, compares it with the expected
+last seq and XADDs the batch with explicit ids, or returns the actual last seq. Nothing else
+is stored: when the check fails, the client reads the entries at the expected positions and
+compares their ids itself. That is as safe as doing it inside the script, because entries at
+or below the last seq never change; it keeps the exact one-field layout and needs no msgpack
+in Lua (fakeredis's Lua has no cmsgpack). The conflict path costs one more round trip.
+
+Every append is checked: without `expected_seq` the client uses the last seq it knows
+(asking the server only the first time) and, on a conflict that is not its own landed
+batch, retries at the real end. So a retry after a lost reply is always recognised, as long
+as the records carry `id_key`; a batch without ids is never resent after a lost reply
+(`BusUnavailableError` says the outcome is unknown) rather than risk a duplicate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from bus._log import Log, ids_match
+from bus._records import DEFAULT_MAX_RECORD_BYTES, check_size, pack_msgpack
+from bus._redis_client import Caller, RetryPolicy, connect, decode_entries, decode_id
+from bus._redis_group import GroupWorker
+from bus._runid import validate_run_id
+from bus.errors import BusError, ConcurrencyError, InvalidRecordError
+
+# KEYS[1] the stream; ARGV[1] the expected last seq; ARGV[2..] the encoded records.
+# Returns {1, first seq} after appending, or {0, actual last seq} without writing.
+APPEND_LUA = """
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local last = 0
+if #top > 0 then last = tonumber(string.match(top[1][1], '^%d+')) end
+local expected = tonumber(ARGV[1])
+if last ~= expected then return {0, last} end
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], string.format('%d-0', expected + i - 1), 'd', ARGV[i])
+end
+return {1, expected + 1}
+"""
+
+
+def stream_key(run_id: str) -> str:
+    """The stream key of a run (validated first, so no key is ever built from a bad id)."""
+    return f"lces:{{{validate_run_id(run_id)}}}:log"
+
+
+class RedisLog(Log):
+    """A log in one Redis stream; any number of processes may append and follow it.
+
+    Build it from a URL (it then owns its connection pool and closes it) or with
+    `from_client` around an existing client such as `fakeredis.FakeRedis` (left open).
+    """
+
+    poll_interval = 0.5  # the XREAD BLOCK time; the socket timeout is set above it
+    page_size = 10_000
+    """Entries fetched per XRANGE while reading."""
+    conflict_retries = 100
+    """Appends without `expected_seq` retry at the new end this many times under contention."""
+
+    def __init__(
+        self,
+        url: str,
+        run_id: str,
+        *,
+        policy: RetryPolicy | None = None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        id_key: str = "event_id",
+        _client: redis.Redis | None = None,
+    ) -> None:
+        self.run_id = validate_run_id(run_id)
+        self.key = stream_key(run_id)
+        self.policy = policy or RetryPolicy()
+        self.max_record_bytes, self.id_key = max_record_bytes, id_key
+        self._caller = Caller(url, self.policy)
+        self.url = self._caller.url
+        self._owns_client = _client is None
+        self._client = _client or connect(url, self.policy, self.poll_interval)
+        self._script = self._client.register_script(APPEND_LUA)
+        self._known_last: int | None = None
+        try:
+            self._caller.call(self._client.ping)  # an unreachable server fails here, quickly
+        except BusError:
+            self._close()
+            raise
+
+    @classmethod
+    def from_client(
+        cls, client: redis.Redis, run_id: str, *, url: str = "redis://(client)", **options: Any
+    ) -> RedisLog:
+        """A log on an existing client (e.g. fakeredis); `close` leaves the client open."""
+        return cls(url, run_id, _client=client, **options)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The redis-py client (for consumer groups and tests)."""
+        return self._client
+
+    def group(self, group: str, consumer: str, *, start: int = 0) -> GroupWorker:
+        """A consumer-group worker on this log's stream (the group is created if absent)."""
+        return GroupWorker(self, group, consumer, start=start)
+
+    def _append(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
+        guess = expected_seq if expected_seq is not None else self._last_known()
+        for _ in range(self.conflict_retries):
+            ok, value = self._try_append(batch, guess)
+            if ok:
+                self._known_last = value + len(batch) - 1
+                return value
+            if ids_match(self.read(guess, len(batch)), batch, self.id_key):
+                return guess + 1  # our batch already landed: a reply was lost on the way
+            if expected_seq is not None:
+                raise ConcurrencyError(expected_seq, value)
+            guess = value
+        raise ConcurrencyError(guess, self.last_seq())
+
+    def _try_append(self, batch: list[dict[str, Any]], expected: int) -> tuple[bool, int]:
+        """One script call: (True, first seq) or (False, actual last seq).
+
+        A call whose reply is lost is retried only when every record has an id: the retry
+        then recognises the landed batch. Without ids it could not, so the error is raised.
+        """
+        args: list[bytes | int] = [expected, *self._encode(batch, expected + 1)]
+        has_ids = all(r.get(self.id_key) is not None for r in batch)
+        reply = self._caller.call(lambda: self._script(keys=[self.key], args=args), idempotent=has_ids)
+        return bool(reply[0]), int(reply[1])
+
+    def _encode(self, batch: list[dict[str, Any]], first: int) -> list[bytes]:
+        limit = self.max_record_bytes
+        try:
+            payloads = [pack_msgpack({"seq": seq, **r}) for seq, r in enumerate(batch, first)]
+        except UnicodeEncodeError as e:
+            raise InvalidRecordError("a record holds a lone surrogate in a string") from e
+        for i, payload in enumerate(payloads):
+            check_size(len(payload), i, limit)
+        return payloads
+
+    def _last_known(self) -> int:
+        if self._known_last is None:
+            self._known_last = self.last_seq()
+        return self._known_last
+
+    def read(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        self._check_open()
+        out: list[dict[str, Any]] = []
+        start = max(after, 0) + 1
+        while limit is None or len(out) < limit:
+            count = self.page_size if limit is None else min(self.page_size, limit - len(out))
+            page = self._xrange(start, count)
+            out.extend(decode_entries(page))
+            if len(page) < count:
+                break
+            start = decode_id(page[-1][0]) + 1
+        return out
+
+    def _xrange(self, start: int, count: int) -> list[Any]:
+        """Up to `count` entries from seq `start` on."""
+        page = self._caller.call(lambda: self._client.xrange(self.key, f"{start}-0", "+", count=count))
+        return list(page or [])
+
+    def _wait(self, after: int, timeout: float) -> list[dict[str, Any]]:
+        block_ms = max(1, int(timeout * 1000))
+        reply = self._caller.call(
+            lambda: self._client.xread({self.key: f"{after}-0"}, count=self.follow_batch_size, block=block_ms)
+        )
+        return decode_entries(_xread_entries(reply))
+
+    def last_seq(self) -> int:
+        self._check_open()
+        top = self._caller.call(lambda: self._client.xrevrange(self.key, "+", "-", count=1))
+        return decode_id(top[0][0]) if top else 0
+
+    def _close(self) -> None:
+        if self._owns_client:
+            self._client.close()
+
+
+def _xread_entries(reply: Any) -> list[Any]:
+    """The entries of a one-stream XREAD reply, in either RESP2 or RESP3 shape."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        (streams,) = reply.values()
+        return list(streams[0]) if streams and isinstance(streams[0], list) else list(streams)
+    return list(reply[0][1])

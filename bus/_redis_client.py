@@ -1,0 +1,128 @@
+"""The Redis connection the bus owns: built from a URL with timeouts that suit blocking reads,
+plus bounded retries and the translation of redis-py errors into bus errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgpack
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from bus._urls import password_of, redact_url
+from bus.errors import BusError, BusUnavailableError
+
+log = logging.getLogger("bus.redis")
+
+T = TypeVar("T")
+
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How hard to try before a log server counts as unavailable."""
+
+    attempts: int = 6
+    """Tries of one idempotent operation, the first included."""
+    backoff_s: float = 0.05
+    """Sleep before the second try; doubled for each later one."""
+    backoff_cap_s: float = 1.0
+    """Longest sleep between two tries."""
+    connect_timeout_s: float = 1.5
+    """Seconds to wait for a TCP/TLS/unix connection before the try fails."""
+    command_timeout_s: float = 5.0
+    """Seconds to wait for a reply, on top of any BLOCK time the command asks for."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+        if min(self.backoff_s, self.backoff_cap_s, self.connect_timeout_s) < 0:
+            raise ValueError("backoff and timeout seconds must not be negative")
+        if self.command_timeout_s <= 0:
+            raise ValueError(f"command_timeout_s must be positive, got {self.command_timeout_s}")
+
+    def sleep_before(self, attempt: int) -> float:
+        """Seconds to sleep before try number `attempt` (1-based; the first try waits 0)."""
+        return 0.0 if attempt <= 1 else min(self.backoff_cap_s, self.backoff_s * 2 ** (attempt - 2))
+
+
+def connect(url: str, policy: RetryPolicy, block_s: float) -> redis.Redis:
+    """A client for `url` (redis://, rediss://, unix://) whose socket timeout exceeds the
+    longest BLOCK the bus asks for, and with redis-py's own retries off (the bus retries
+    only what is idempotent, a bounded number of times)."""
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_connect_timeout=policy.connect_timeout_s,
+            socket_timeout=policy.command_timeout_s + block_s,
+            retry=Retry(NoBackoff(), 0),
+            protocol=2,  # the reply shapes the bus parses; RESP3 adds nothing it uses
+            max_connections=32,
+            driver_info=None,  # no CLIENT SETINFO: one less command for a minimal ACL user
+        )
+    except (ValueError, redis.RedisError) as e:
+        raise BusError(f"cannot use the log URL {redact_url(url)}: {e}") from e
+
+
+class Caller:
+    """Runs Redis commands for one log: retries transient failures of idempotent commands
+    and turns redis-py errors into bus errors whose messages hold no password."""
+
+    def __init__(self, url: str, policy: RetryPolicy) -> None:
+        self.url = redact_url(url)
+        self.policy = policy
+        self._secret = password_of(url)
+
+    def call(self, fn: Callable[[], T], *, idempotent: bool = True) -> T:
+        """Run `fn`, retrying connection failures when `idempotent`; raise bus errors."""
+        attempts = self.policy.attempts if idempotent else 1
+        for attempt in range(1, attempts + 1):
+            time.sleep(self.policy.sleep_before(attempt))
+            try:
+                return fn()
+            except redis.AuthenticationError as e:
+                raise self.unavailable(e) from e
+            except _TRANSIENT as e:
+                if attempt == attempts:
+                    raise self.unavailable(e) from e
+                log.warning(
+                    "log server %s unreachable (try %d of %d): %s",
+                    self.url,
+                    attempt,
+                    attempts,
+                    self.scrub(str(e)),
+                )
+            except redis.RedisError as e:
+                raise BusError(f"the log server at {self.url} refused: {self.scrub(str(e))}") from e
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def unavailable(self, e: Exception) -> BusUnavailableError:
+        """The bus error for a server that could not be reached or would not let us in."""
+        return BusUnavailableError(self.url, self.scrub(str(e)) or type(e).__name__)
+
+    def scrub(self, text: str) -> str:
+        """`text` with the URL's password (if any) replaced, in case a library echoed it."""
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+def decode_id(entry_id: Any) -> int:
+    """The seq of a stream entry id `<seq>-0` (bytes or str)."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return int(text.split("-", 1)[0])
+
+
+_unpack = msgpack.unpackb
+
+
+def decode_entries(entries: list[Any]) -> list[dict[str, Any]]:
+    """Records from XRANGE/XREAD/XREADGROUP entries `(id, {b'd': payload})`."""
+    try:
+        return [_unpack(fields[b"d"]) for _, fields in entries]
+    except (KeyError, ValueError, TypeError) as e:
+        raise BusError(f"a stream entry is not a bus record: {e}") from e

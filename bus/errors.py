@@ -1,0 +1,101 @@
+"""The bus's exceptions: one small hierarchy under `BusError`, builtins mixed in where they fit.
+
+Every message is one sentence and never contains a password: URLs are redacted before they
+reach an exception (see `bus._urls.redact_url`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BusError",
+    "BusUnavailableError",
+    "ConcurrencyError",
+    "CorruptLogError",
+    "FollowTimeoutError",
+    "InvalidRecordError",
+    "InvalidRunIdError",
+    "InvalidUrlError",
+    "RecordTooLargeError",
+]
+
+
+class BusError(Exception):
+    """Base of every error the bus raises; catch it to handle any transport failure.
+
+    Raised as such when a closed log is used.
+    """
+
+
+class ConcurrencyError(BusError):
+    """Raised by `append` when `expected_seq` is not the log's last seq and the batch is not a
+    retry of one that already landed; `.actual` is the last seq the log really has."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"expected the log's last seq to be {expected}, but it is {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class BusUnavailableError(BusError, ConnectionError):
+    """Raised when the log's server cannot be reached after bounded retries; `.url` names it
+    with any password redacted."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the log at {url}: {reason}")
+        self.url = url
+
+
+class CorruptLogError(BusError, ValueError):
+    """Raised when a stored log holds a record that cannot be read back (a bad line in the
+    middle of a JSONL file, a gap or repeat in its seqs), or when a mirror disagrees with its
+    primary; `.path` and `.line` (1-based, 0 when no single line is at fault) say where."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        where = f"{path} line {line}" if line else path
+        super().__init__(f"{where}: {reason}")
+        self.path = path
+        self.line = line
+
+
+class InvalidRunIdError(BusError, ValueError):
+    """Raised before any key or path is built when a run id does not fullmatch
+    `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`."""
+
+
+class UnknownRunError(BusError, LookupError):
+    """Raised by `bus.open(..., create=False)` when the run has no log at the URL (readers such
+    as replay and tail must not create one)."""
+
+    def __init__(self, run_id: str, url: str) -> None:
+        super().__init__(f"run {run_id!r} has no log at {url}")
+        self.run_id = run_id
+
+
+class InvalidUrlError(BusError, ValueError):
+    """Raised by `bus.open` for a log URL with an unknown scheme or an unusable option."""
+
+
+class InvalidRecordError(BusError, ValueError):
+    """Raised by `append`, before anything is written, when a record is not a mapping of
+    JSON/msgpack-compatible plain values (str keys; None, bool, 64-bit int, finite float, str,
+    list, tuple, mapping)."""
+
+
+class RecordTooLargeError(InvalidRecordError):
+    """Raised by `append`, before anything is written, when a record's encoding exceeds the
+    log's `max_record_bytes`."""
+
+    def __init__(self, index: int, size: int, limit: int) -> None:
+        super().__init__(f"record {index} of the batch encodes to {size} bytes, over the limit of {limit}")
+        self.size = size
+        self.limit = limit
+
+
+class FollowTimeoutError(BusError, TimeoutError):
+    """Raised by `follow`/`follow_batches` when no new record arrives within `timeout`
+    seconds; `.after` is the last seq yielded (resume from it)."""
+
+    def __init__(self, after: int, timeout: float) -> None:
+        super().__init__(f"no record after seq {after} arrived within {timeout:g} s")
+        self.after = after
+        self.timeout = timeout

@@ -1,0 +1,56 @@
+"""Shared fixtures: real redis-server processes on free loopback ports, and unique run ids.
+
+`redis_server` is one server for the whole session, or the one named by LCES_REDIS_URL when
+.ci/run has started it already. `redis_factory` starts extra servers with custom options
+(AOF with appendfsync always, ACL users) for fault and security tests. Tests skip only when
+the redis-server binary is truly absent. The server processes themselves are
+`bus.testing.RedisServer` (importable, unlike a conftest module).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bus.testing import RedisFactory, RedisServer, free_port, have_redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server for the session: LCES_REDIS_URL if set, else one started here."""
+    given = os.environ.get("LCES_REDIS_URL")
+    if given:
+        yield RedisServer(port=0, directory=Path(tempfile.gettempdir()), url=given)
+        return
+    if not have_redis_server():
+        pytest.skip("redis-server is not installed")
+    with tempfile.TemporaryDirectory(prefix="lces-redis-") as directory:
+        server = RedisServer(port=free_port(), directory=Path(directory))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[RedisFactory]:
+    """Start extra redis-servers with custom options; all are stopped after the test."""
+    if not have_redis_server():
+        pytest.skip("redis-server is not installed")
+    factory = RedisFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture
+def run_id() -> str:
+    """A run id no other test uses, so tests sharing one server never see each other's keys."""
+    return f"t-{uuid.uuid4().hex}"
