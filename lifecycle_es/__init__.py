@@ -1,0 +1,118 @@
+"""lifecycle-es: event-sourced lifecycle orchestration for dynamic ML training.
+
+The domain lives here: events and their codec, declarative specs, gates, policies, the
+registry and its fold, command handlers, and `Lifecycle`, the writer of one run. The bus's
+transport errors are re-exported so every error can be imported from this package.
+"""
+
+from bus.errors import (
+    BusError,
+    BusUnavailableError,
+    ConcurrencyError,
+    CorruptLogError,
+    FollowTimeoutError,
+    InvalidRecordError,
+    InvalidRunIdError,
+    InvalidUrlError,
+    RecordTooLargeError,
+    UnknownRunError,
+)
+from lifecycle_es.codec import CODEC, Codec
+from lifecycle_es.errors import (
+    ConfigError,
+    DivergenceError,
+    DuplicateEntityError,
+    InconsistentEventError,
+    InvalidMetricError,
+    InvalidTransitionError,
+    LifecycleError,
+    SchemaError,
+    SequenceGapError,
+    SpecError,
+    UnknownEntityError,
+    UnknownStateError,
+)
+from lifecycle_es.events import (
+    Action,
+    ActionsVerified,
+    CheckpointRestored,
+    CheckpointSaved,
+    DecisionMade,
+    EntityRegistered,
+    Event,
+    GateCategory,
+    GateChecked,
+    GateMode,
+    MetricsObserved,
+    RunStarted,
+    RunStateChanged,
+    StepSealed,
+    TransitionApplied,
+    TransitionRejected,
+)
+from lifecycle_es.gates import Gate, GateInput, GateLibrary, GateResult, default_gates
+from lifecycle_es.registry import EntityState, Registry, fold, fold_record
+from lifecycle_es.session import Lifecycle, LifecycleConfig
+from lifecycle_es.spec import HookPoint, Spec, StateCategory, StateDef, TransitionDef
+from lifecycle_es.specs import BUILTIN_SPECS, get_spec
+
+__all__ = [
+    "BUILTIN_SPECS",
+    "CODEC",
+    "Action",
+    "ActionsVerified",
+    "BusError",
+    "BusUnavailableError",
+    "CheckpointRestored",
+    "CheckpointSaved",
+    "Codec",
+    "ConcurrencyError",
+    "ConfigError",
+    "CorruptLogError",
+    "DecisionMade",
+    "DivergenceError",
+    "DuplicateEntityError",
+    "EntityRegistered",
+    "EntityState",
+    "Event",
+    "FollowTimeoutError",
+    "Gate",
+    "GateCategory",
+    "GateChecked",
+    "GateInput",
+    "GateLibrary",
+    "GateMode",
+    "GateResult",
+    "HookPoint",
+    "InconsistentEventError",
+    "InvalidMetricError",
+    "InvalidRecordError",
+    "InvalidRunIdError",
+    "InvalidTransitionError",
+    "InvalidUrlError",
+    "Lifecycle",
+    "LifecycleConfig",
+    "LifecycleError",
+    "MetricsObserved",
+    "RecordTooLargeError",
+    "Registry",
+    "RunStarted",
+    "RunStateChanged",
+    "SchemaError",
+    "SequenceGapError",
+    "Spec",
+    "SpecError",
+    "StateCategory",
+    "StateDef",
+    "StepSealed",
+    "TransitionApplied",
+    "TransitionDef",
+    "TransitionRejected",
+    "UnknownEntityError",
+    "UnknownRunError",
+    "UnknownStateError",
+    "default_gates",
+    "fold",
+    "fold_record",
+    "get_spec",
+]

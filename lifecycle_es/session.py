@@ -1,0 +1,232 @@
+"""`Lifecycle`: the in-process writer of one run. Commands become events on the log, then state.
+
+This is a composition module (DESIGN.md section 2): it joins the domain (specs, gates,
+commands, the fold) to a `bus` log. Every change takes the same path: a command handler returns
+events, they are appended with `expected_seq` (one writer per run), then folded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from bus import Log, MemoryLog
+from lifecycle_es import commands
+from lifecycle_es.codec import CODEC, Codec
+from lifecycle_es.commands import GatePolicy, Stamp
+from lifecycle_es.errors import ConfigError, InvalidTransitionError
+from lifecycle_es.events import EventBase, GateMode, RunStarted, RunStateChanged, StepSealed
+from lifecycle_es.gates import MIN_TIME_GATE, GateLibrary, default_gates
+from lifecycle_es.hooks import Hooks
+from lifecycle_es.registry import EntityState, Registry, fold_record
+from lifecycle_es.spec import Spec
+from lifecycle_es.specs import BUILTIN_SPECS, RUN_SPEC, RunState
+
+__all__ = ["Lifecycle", "LifecycleConfig"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LifecycleConfig:
+    """How a lifecycle applies its gates and how much metric history it keeps."""
+
+    mode: GateMode = GateMode.STRICT
+    """Strict: every gate blocks. Permissive: only structural gates block."""
+    gate_params: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    """Per gate name, parameters over its defaults, e.g. {"kasmina.reconstruction": {...}}."""
+    metric_window: int = 50
+    """Observations kept per metric per entity or layer (ChronoMoE's basin_window_size)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in tuple(GateMode):
+            raise ConfigError(f"mode must be one of {[m.value for m in GateMode]}, got {self.mode!r}")
+        object.__setattr__(self, "mode", GateMode(self.mode))
+        window = self.metric_window
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ConfigError(f"metric_window must be an int >= 1, got {window!r}")
+
+    @property
+    def gate_policy(self) -> GatePolicy:
+        """The gate mode and parameters as the command handlers take them."""
+        return GatePolicy(mode=self.mode, params=self.gate_params)
+
+
+class Lifecycle:
+    """The writer of one run: registers entities, requests transitions, records metrics.
+
+    Built on a `bus` log (an in-memory one by default); on construction it folds whatever the
+    log already holds, so a restarted writer continues where the log ends.
+    """
+
+    def __init__(
+        self,
+        log: Log | None = None,
+        *,
+        run_id: str = "run",
+        specs: Mapping[str, Spec] | Iterable[Spec] | None = None,
+        gates: GateLibrary | None = None,
+        config: LifecycleConfig | None = None,
+        rank: int = 0,
+        codec: Codec = CODEC,
+    ) -> None:
+        self._owns_log = log is None
+        self.log = MemoryLog(run_id) if log is None else log
+        self.run_id = self.log.run_id
+        self.config = config or LifecycleConfig()
+        self.gates = default_gates() if gates is None else gates  # an empty library is falsy
+        self.rank = rank
+        self.codec = codec
+        self.hooks = Hooks()
+        specs = BUILTIN_SPECS if specs is None else specs
+        spec_map = dict(specs) if isinstance(specs, Mapping) else {s.name: s for s in specs}
+        _check_gates(spec_map, self.gates)
+        self.registry = Registry(spec_map, window=self.config.metric_window)
+        self._policy = self.config.gate_policy
+        self.step = 0
+        self.catch_up()
+
+    # -- the clock -----------------------------------------------------------------------------
+
+    def advance(self, step: int) -> None:
+        """Set the lifecycle clock (the training step) used by commands that name no step."""
+        self.step = self._check_step(step)
+
+    def _stamp(self, step: int | None, causation: str | None = None) -> Stamp:
+        at = self.step if step is None else self._check_step(step)
+        return Stamp(run_id=self.run_id, step=at, rank=self.rank, causation=causation)
+
+    def _check_step(self, step: int) -> int:
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ConfigError(f"step must be an int, got {type(step).__name__}")
+        if step < self.registry.step:
+            raise ConfigError(f"step {step} is before the run's latest step {self.registry.step}")
+        return step
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def start(self, *, config: Mapping[str, Any] | None = None, seed: int = 0,
+              world_size: int = 1, torch_version: str = "") -> None:
+        """Record `RunStarted` and move the run from pending to running."""
+        stamp = self._stamp(None)
+        started = RunStarted(run_id=self.run_id, step=stamp.step, rank=self.rank,
+                             config=dict(config or {}), specs=sorted(self.registry.specs),
+                             world_size=world_size, torch_version=torch_version, seed=seed)
+        self.append([started])
+        if RUN_SPEC.name in self.registry.specs:
+            self.set_run_state(RunState.RUNNING, reason="run started")
+
+    def set_run_state(self, to: RunState | str, *, reason: str = "", step: int | None = None) -> None:
+        """Move the run along the `run` spec, firing its hooks (pre_stop, post_start, ...).
+
+        The run is not an entity: a move the spec does not allow is a programming error and
+        raises `InvalidTransitionError` without recording anything.
+        """
+        spec = self.registry.specs[RUN_SPEC.name]
+        current = self.registry.run_state
+        target = spec.state(str(to)).name
+        edge = None if current is None else spec.edge(current, target)
+        if current is None or edge is None:
+            raise InvalidTransitionError(f"Invalid run transition: {current} -> {target}")
+        stamp = self._stamp(step)
+        data = {"entity": self.run_id, "spec": spec.name, "from_state": current,
+                "to_state": target, "trigger": edge.trigger, "reason": reason, "step": stamp.step}
+        self.hooks.fire("pre", spec, data)
+        self.append([RunStateChanged(run_id=self.run_id, step=stamp.step, rank=self.rank,
+                                     from_state=current, to_state=target, reason=reason)])
+        self.hooks.fire("post", spec, data)
+
+    def register(self, entity: str, spec: str, *, state: str | None = None,
+                 slot: int | None = None, layer: int | None = None, parent: str | None = None,
+                 attrs: Mapping[str, Any] | None = None, step: int | None = None,
+                 causation: str | None = None) -> EntityState:
+        """Register an entity in its spec's default (or a given) initial state and return it."""
+        event = commands.register(self.registry, self._stamp(step, causation), entity=entity,
+                                  spec=spec, state=state, slot=slot, layer=layer, parent=parent,
+                                  attrs=attrs)
+        self.append([event])
+        return self.registry.get(entity)
+
+    def transition(self, entity: str, to: str | None = None, *, trigger: str | None = None,
+                   metrics: Mapping[str, Any] | None = None, reason: str = "",
+                   step: int | None = None, causation: str | None = None) -> EntityState:
+        """Move an entity to `to` (or along `trigger`) if its gates pass, and return it.
+
+        A refused transition is recorded (its gate checks and `TransitionRejected`) and then
+        raises `InvalidTransitionError` naming every failed check.
+        """
+        outcome = commands.request_transition(
+            self.registry, self.gates, self._policy, self._stamp(step, causation),
+            entity=entity, to=to, trigger=trigger, metrics=metrics, reason=reason)
+        final = outcome.events[-1].__dict__
+        data = {k: final[k] for k in ("entity", "from_state", "to_state", "trigger", "step")}
+        spec = self.registry.spec_of(self.registry.get(entity))
+        if outcome.accepted and self.hooks:
+            self.hooks.fire("pre", spec, {**data, "spec": spec.name, "reason": reason})
+        self.append(outcome.events)
+        if not outcome.accepted:
+            raise InvalidTransitionError(
+                f"{entity}: {data['from_state']} -> {data['to_state']} refused: "
+                + "; ".join(outcome.reasons), reasons=outcome.reasons)
+        if self.hooks:
+            self.hooks.fire("post", spec, {**data, "spec": spec.name, "reason": reason})
+        return self.registry.get(entity)
+
+    def observe(self, metrics: Mapping[str, Any], *, entity: str | None = None,
+                layer: int | None = None, step: int | None = None) -> None:
+        """Record metrics of an entity, a layer or the run at an evaluation checkpoint."""
+        self.append([commands.observe(self.registry, self._stamp(step), metrics,
+                                      entity=entity, layer=layer)])
+
+    def seal(self, step: int | None = None) -> None:
+        """Record `StepSealed`: the lifecycle events of the step are complete."""
+        stamp = self._stamp(step)
+        self.append([StepSealed(run_id=self.run_id, step=stamp.step, rank=self.rank)])
+
+    # -- the log -------------------------------------------------------------------------------
+
+    def append(self, events: Sequence[EventBase]) -> list[dict[str, Any]]:
+        """Append events as one atomic batch with the concurrency check, then fold them.
+
+        Returns the records as appended, with their seqs.
+        """
+        for event in events:
+            if event.run_id != self.run_id:
+                raise ConfigError(f"event of run {event.run_id!r} cannot go to run {self.run_id!r}")
+        first = self.registry.seq + 1
+        records = [self.codec.to_record(e) for e in events]
+        for i, record in enumerate(records):
+            record["seq"] = first + i
+        self.log.append(records, expected_seq=self.registry.seq)
+        for record in records:
+            fold_record(self.registry, record)
+        return records
+
+    def catch_up(self) -> int:
+        """Fold the records other writers appended since the last fold; return how many."""
+        records = self.log.read(after=self.registry.seq)
+        for record in records:
+            fold_record(self.registry, self.codec.check(record))
+        return len(records)
+
+    def close(self) -> None:
+        """Close the log if this lifecycle created it."""
+        if self._owns_log:
+            self.log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _check_gates(specs: Mapping[str, Spec], gates: GateLibrary) -> None:
+    for spec in specs.values():
+        # A state with a minimum time makes the command handler check MIN_TIME_GATE too.
+        needed = spec.gate_names | (
+            {MIN_TIME_GATE} if any(s.min_time_in_state > 0 for s in spec.states) else set())
+        missing = sorted(needed - set(gates))
+        if missing:
+            raise ConfigError(f"spec {spec.name!r} names gates missing from the library: {missing}")

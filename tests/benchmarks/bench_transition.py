@@ -1,0 +1,130 @@
+"""Benchmark: one guarded transition (one gate) producing its events and folding them,
+against a `transitions` (pytransitions) Machine trigger with one condition, in the same run.
+
+Run: python tests/benchmarks/bench_transition.py [--n 20000]
+Target (DESIGN.md section 9): median ratio ours / transitions <= 0.6.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+from transitions import Machine
+
+from lifecycle_es import Gate, GateCategory, GateLibrary, GateResult, Lifecycle, Spec, StateCategory
+from lifecycle_es.codec import CODEC
+from lifecycle_es.commands import GatePolicy, Stamp, request_transition
+from lifecycle_es.gates import GateInput
+from lifecycle_es.registry import fold_record
+from lifecycle_es.spec import StateDef, TransitionDef
+
+
+def _ready(inp: GateInput, params: Mapping[str, float]) -> GateResult:
+    return GateResult(True, "ready", {})
+
+
+SPEC = Spec(
+    name="toggle",
+    states=(
+        StateDef(name="a", code=0, category=StateCategory.INITIAL),
+        StateDef(name="b", code=1, category=StateCategory.ACTIVE),
+    ),
+    transitions=(
+        TransitionDef(source="a", target="b", trigger="go", gates=("ready",)),
+        TransitionDef(source="b", target="a", trigger="back", gates=("ready",)),
+    ),
+    initial=("a",),
+)
+GATES = GateLibrary([Gate("ready", GateCategory.STRUCTURAL, _ready)])
+
+
+def _median_ns(fn: Callable[[], object], n: int, batch: int = 100) -> float:
+    """Median over batches of `batch` calls, per call, in nanoseconds."""
+    samples = []
+    for _ in range(n // batch):
+        t0 = time.perf_counter_ns()
+        for _ in range(batch):
+            fn()
+        samples.append((time.perf_counter_ns() - t0) / batch)
+    return statistics.median(samples)
+
+
+def bench_transitions(n: int) -> float:
+    class Model:
+        def ready(self) -> bool:
+            return True
+
+    model = Model()
+    machine = Machine(model=model, states=["a", "b"], initial="a")
+    machine.add_transition("go", "a", "b", conditions="ready")
+    machine.add_transition("back", "b", "a", conditions="ready")
+    flip = iter(lambda: None, 1)
+    state = {"up": False}
+
+    def step() -> None:
+        if state["up"]:
+            model.back()  # type: ignore[attr-defined]
+        else:
+            model.go()  # type: ignore[attr-defined]
+        state["up"] = not state["up"]
+
+    del flip
+    return _median_ns(step, n)
+
+
+def bench_lifecycle(n: int) -> float:
+    lc = Lifecycle(run_id="bench", specs=[SPEC], gates=GATES)
+    lc.register("e", "toggle")
+    targets = ("b", "a")
+    counter = {"i": 0}
+
+    def step() -> None:
+        lc.transition("e", targets[counter["i"] & 1])
+        counter["i"] += 1
+
+    return _median_ns(step, n)
+
+
+def bench_core(n: int) -> float:
+    """The domain alone: the command handler and the fold, no log."""
+    lc = Lifecycle(run_id="bench", specs=[SPEC], gates=GATES)
+    lc.register("e", "toggle")
+    registry, policy = lc.registry, GatePolicy()
+    stamp = Stamp(run_id="bench", step=0)
+    targets = ("b", "a")
+    counter = {"i": 0}
+
+    def step() -> None:
+        outcome = request_transition(registry, GATES, policy, stamp, entity="e", to=targets[counter["i"] & 1])
+        for event in outcome.events:
+            record = CODEC.to_record(event)
+            record["seq"] = registry.seq + 1
+            fold_record(registry, record)
+        counter["i"] += 1
+
+    return _median_ns(step, n)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=20_000)
+    args = parser.parse_args()
+    bench_transitions(2000), bench_lifecycle(2000)  # warm up
+    peer = bench_transitions(args.n)
+    ours = bench_lifecycle(args.n)
+    core = bench_core(args.n)
+    print(f"{'what':<62} {'median us':>10} {'ratio':>7}")
+    print(f"{'transitions Machine trigger, one condition':<62} {peer / 1e3:>10.2f} {1:>7.2f}")
+    print(
+        f"{'Lifecycle.transition, one gate, memory log (2 events + fold)':<62} "
+        f"{ours / 1e3:>10.2f} {ours / peer:>7.2f}"
+    )
+    print(f"{'command handler + fold, no log':<62} {core / 1e3:>10.2f} {core / peer:>7.2f}")
+    print(f"target: ratio <= 0.60 -> {'met' if ours / peer <= 0.6 else 'NOT met'} (Lifecycle.transition)")
+
+
+if __name__ == "__main__":
+    main()

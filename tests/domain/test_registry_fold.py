@@ -1,0 +1,220 @@
+"""The registry fold: deterministic, copyable, bounded, and keeping slots as the specs say."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lifecycle_es import (
+    BUILTIN_SPECS,
+    CODEC,
+    Action,
+    DecisionMade,
+    InvalidTransitionError,
+    Lifecycle,
+    LifecycleConfig,
+    Registry,
+    fold,
+    fold_record,
+)
+from lifecycle_es.gates import GateLibrary
+from lifecycle_es.registry import HISTORY_LIMIT
+
+
+def busy_run() -> Lifecycle:
+    """A run with registrations, transitions, a rejection, metrics, a decision and a seal."""
+    lc = Lifecycle(run_id="fold")
+    lc.start(config={"lr": 0.1})
+    lc.register("m", "module", slot=0, layer=0)
+    lc.register("x", "expert", state="active", layer=1, attrs={"width": 64})
+    lc.transition("m", to="INSTANTIATED", metrics={"available_slots": 1}, step=5)
+    lc.observe({"share": 0.2}, entity="x", step=5)
+    lc.observe({"loss": 1.5}, layer=1, step=5)
+    lc.observe({"tokens": 1e6}, step=6)
+    with pytest.raises(InvalidTransitionError):
+        lc.transition("x", to="archived", step=6)
+    lc.transition("x", to="dormant", step=7)
+    lc.seal(7)
+    return lc
+
+
+def fold_all(records: list[dict[str, Any]], *, window: int = 50) -> Registry:
+    registry = Registry(BUILTIN_SPECS, window=window)
+    for record in records:
+        fold_record(registry, record)
+    return registry
+
+
+def test_the_fold_is_deterministic() -> None:
+    """The same records folded twice, or as decoded events, give equal registries."""
+    lc = busy_run()
+    records = lc.log.read()
+    first, second = fold_all(records), fold_all(records)
+    decoded = Registry(BUILTIN_SPECS)
+    for record in records:
+        fold(decoded, CODEC.from_record(record))
+    assert first == second == decoded == lc.registry
+    assert first.seq == len(records)
+    assert first.run_state == "running"
+    assert first.get("x").state == "dormant"
+
+
+def test_registries_differing_in_one_fact_are_not_equal() -> None:
+    """Equality sees every folded fact: one more observation makes registries differ."""
+    lc = busy_run()
+    before = lc.registry.copy()
+    lc.observe({"share": 0.0}, entity="x")
+    assert lc.registry != before
+    assert fold_all(lc.log.read()) == lc.registry
+
+
+def test_a_copy_is_independent_of_its_original() -> None:
+    """Folding into the original leaves a copy as it was, and folding into a copy leaves the
+    original."""
+    lc = busy_run()
+    snapshot = lc.registry.copy()
+    frozen = fold_all(lc.log.read())
+    assert snapshot == frozen
+    lc.observe({"share": 0.9}, entity="x", step=8)
+    lc.transition("x", to="active", step=8)
+    lc.register("m2", "module", slot=1, layer=0, step=8)
+    lc.append([DecisionMade(run_id=lc.run_id, step=8, action=Action.SPAWN, layer=0)])
+    assert snapshot == frozen
+    assert snapshot.metric_window("x", "share") == (0.2,)
+    assert snapshot.get("x").state == "dormant"
+    assert snapshot.slot_holder("module", 0, 1) is None
+
+    branch = lc.registry.copy()
+    original = fold_all(lc.log.read())
+    fold(
+        branch,
+        CODEC.from_record(
+            {
+                **CODEC.to_record(DecisionMade(run_id=lc.run_id, step=9, action=Action.PRUNE, entity="x")),
+                "seq": branch.seq + 1,
+            }
+        ),
+    )
+    assert branch.decisions_this_cycle(Action.PRUNE) == 1
+    assert lc.registry == original
+    assert lc.registry.decisions_this_cycle(Action.PRUNE) == 0
+
+
+def test_history_keeps_only_the_latest_transitions() -> None:
+    """After 40 moves an entity's history holds the last HISTORY_LIMIT, oldest first."""
+    lc = Lifecycle()
+    lc.register("x", "expert", state="active")
+    moves = 40
+    for step in range(1, moves + 1):
+        lc.transition("x", to="dormant" if step % 2 else "active", step=step)
+    x = lc.registry.get("x")
+    assert x.transitions == moves
+    assert len(x.history) == HISTORY_LIMIT == 32
+    assert x.history[0] == (moves - HISTORY_LIMIT + 1, "active", "dormant")
+    assert x.history[-1] == (moves, "dormant", "active")
+    assert fold_all(lc.log.read()) == lc.registry
+
+
+def test_a_slot_is_released_when_its_module_fails_and_taken_again_when_recycled() -> None:
+    """PRUNED frees the slot (another module may register there); recycling takes it back."""
+    lc = Lifecycle()
+    lc.register("m", "module", slot=0)
+    assert lc.registry.slot_holder("module", None, 0) == "m"
+    for target in ("INSTANTIATED", "TRAINING", "PRUNED"):
+        lc.transition("m", to=target, metrics={"available_slots": 1})
+    assert lc.registry.slot_holder("module", None, 0) is None
+    lc.transition("m", to="DORMANT")
+    assert lc.registry.slot_holder("module", None, 0) == "m"
+
+
+def test_a_recycled_entity_cannot_take_back_a_slot_another_entity_now_holds() -> None:
+    """Once a freed slot goes to a new entity, the old one's recycle is refused and recorded."""
+    lc = Lifecycle()
+    lc.register("m1", "module", slot=0)
+    for target in ("INSTANTIATED", "TRAINING", "PRUNED"):
+        lc.transition("m1", to=target, metrics={"available_slots": 1})
+    lc.register("m2", "module", slot=0)
+    with pytest.raises(InvalidTransitionError, match="slot 0 of layer None is now held by 'm2'"):
+        lc.transition("m1", to="DORMANT")
+    assert lc.log.read()[-1]["kind"] == "TransitionRejected"
+    assert lc.registry.get("m1").state == "PRUNED"
+    assert lc.registry.slot_holder("module", None, 0) == "m2"
+
+
+@pytest.mark.parametrize(
+    ("spec", "path"),
+    [
+        ("kasmina", ["GERMINATED", "TRAINING", "CULLED"]),
+        ("kasmina", ["GERMINATED", "CANCELLED"]),
+        ("module", ["INSTANTIATED", "TRAINING", "PRUNED", "EMBARGOED"]),
+        ("expert", ["dormant", "pending_prune", "archived"]),
+        ("agent", ["deleted"]),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "-".join(v),
+)
+def test_a_slot_is_released_in_failure_and_terminal_states(
+    spec: str, path: list[str], passing_gates: GateLibrary
+) -> None:
+    """Entering a failure state, or a terminal one, frees the slot for a new registration."""
+    lc = Lifecycle(gates=passing_gates)
+    start = "active" if spec == "expert" else None
+    lc.register("a", spec, slot=4, layer=2, state=start)
+    for target in path:
+        lc.advance(lc.registry.step + 1_000)
+        lc.transition("a", to=target)
+    assert lc.registry.slot_holder(spec, 2, 4) is None
+    lc.register("b", spec, slot=4, layer=2, state=start)
+    assert lc.registry.slot_holder(spec, 2, 4) == "b"
+
+
+def test_a_slot_is_released_on_success_and_on_rollback(passing_gates: GateLibrary) -> None:
+    """FOSSILIZED (success, terminal) and ROLLED_BACK (error, terminal) free the seed's slot."""
+    lc = Lifecycle(gates=passing_gates)
+    walk = ["GERMINATED", "TRAINING", "GRAFTING", "STABILIZATION", "EVALUATING", "FINE_TUNING"]
+    for name, last in (("s1", "FOSSILIZED"), ("s2", "ROLLED_BACK")):
+        lc.register(name, "kasmina", slot=0)
+        for target in [*walk, last]:
+            lc.advance(lc.registry.step + 1_000)
+            lc.transition(name, to=target)
+        assert lc.registry.slot_holder("kasmina", None, 0) is None
+
+
+def test_slots_are_separate_per_spec_and_layer() -> None:
+    """Slot 0 of layer 0, of layer 1, and of another spec are three different slots."""
+    lc = Lifecycle()
+    lc.register("a", "module", slot=0, layer=0)
+    lc.register("b", "module", slot=0, layer=1)
+    lc.register("c", "kasmina", slot=0, layer=0)
+    assert [lc.registry.slot_holder(s, n, 0) for s, n in (("module", 0), ("module", 1), ("kasmina", 0))] == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
+def test_metric_windows_keep_the_last_metric_window_values() -> None:
+    """With metric_window=3, entity, layer and run windows keep their 3 latest values."""
+    lc = Lifecycle(config=LifecycleConfig(metric_window=3))
+    lc.register("x", "expert", state="active")
+    for i in range(5):
+        lc.observe({"share": float(i)}, entity="x")
+        lc.observe({"loss": float(10 + i)}, layer=0)
+        lc.observe({"tokens": float(100 + i)})
+    assert lc.registry.metric_window("x", "share") == (2.0, 3.0, 4.0)
+    assert lc.registry.metric_window(0, "loss", layer=True) == (12.0, 13.0, 14.0)
+    assert lc.registry.metric_window(None, "tokens") == (102.0, 103.0, 104.0)
+    assert lc.registry.latest_metrics("x") == {"share": 4.0}
+    assert lc.registry.metric_window("x", "never") == ()
+    assert fold_all(lc.log.read(), window=3) == lc.registry
+    assert fold_all(lc.log.read(), window=4) != lc.registry
+
+
+def test_counters_follow_transitions_and_rejections() -> None:
+    """transitions counts applied moves, rejections refused ones, entered_step the last move."""
+    lc = busy_run()
+    x = lc.registry.get("x")
+    assert (x.transitions, x.rejections, x.entered_step, x.born_step) == (1, 1, 7, 0)
+    assert x.attrs == {"width": 64}
+    assert lc.registry.population("expert", 1, "dormant") == 1
+    assert lc.registry.population("expert", 1, "active") == 0
