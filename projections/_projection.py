@@ -1,0 +1,72 @@
+"""The projection protocol: a read model folded from events in seq order, in batches.
+
+A projection is idempotent (a seq it already applied is skipped), refuses gaps, snapshots as
+(state, seq) and resumes from a snapshot. Events arrive as field mappings: records read back
+from a log, or the `__dict__` of event models.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lifecycle_es.errors import SequenceGapError
+
+__all__ = ["Projection", "Record", "Snapshot"]
+
+Record = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A projection's state as plain data and tensors, and the last seq folded into it.
+
+    `state` holds only what `torch.save` stores and `torch.load(weights_only=True)` reads back:
+    tensors, numbers, strings, None, and lists, tuples and dicts of those.
+    """
+
+    kind: str
+    seq: int
+    state: dict[str, Any]
+
+
+class Projection(ABC):
+    """A read model that consumes events in seq order; `apply` is the one way in."""
+
+    name: str = "projection"
+    """Stable name, used as the key of the projection's snapshot in a checkpoint."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def apply(self, records: Sequence[Record]) -> int:
+        """Fold a batch of consecutive records, skipping those already applied; return how many.
+
+        A record whose seq is not one past the previous raises `SequenceGapError` before the
+        projection changes.
+        """
+        fresh = [r for r in records if r["seq"] > self.seq]
+        expected = self.seq + 1
+        for record in fresh:
+            if record["seq"] != expected:
+                raise SequenceGapError(
+                    f"{self.name}: record seq {record['seq']} does not follow seq {expected - 1}")
+            expected += 1
+        if fresh:
+            self._apply_batch(fresh)
+            self.seq = fresh[-1]["seq"]
+        return len(fresh)
+
+    @abstractmethod
+    def _apply_batch(self, records: Sequence[Record]) -> None:
+        """Fold a non-empty batch of consecutive, not yet applied records."""
+
+    @abstractmethod
+    def snapshot(self) -> Snapshot:
+        """Return the projection's state and seq, detached from the live object."""
+
+    @abstractmethod
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace the projection's state with a snapshot's, including its seq."""

@@ -1,0 +1,280 @@
+"""The host side of the state tensors: which rows and cells a batch of records writes.
+
+Records are Python mappings, so reading them is a per-record scan on the host; the scan builds
+a `Plan` and touches no tensor. Writes are kept in dictionaries keyed by the cell's flat index
+(row * width + column), so a later record of the batch overwrites an earlier one's value:
+last-write-wins is decided here, explicitly, before any `index_put_` sees an index (duplicate
+indices in one `index_put_` are undefined in torch), and each tensor then takes one
+`index_put_` on its flat view. Transitions are grouped in rounds by occurrence: round k holds
+every row's k-th transition of the batch, so each round has distinct rows, and the rounds,
+applied in order, write a row's last transition last and push its transitions onto its
+history ring in order.
+
+A record that names an unknown entity, spec or state raises `InconsistentEventError` from the
+scan, before the projection changes.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lifecycle_es.errors import InconsistentEventError
+from lifecycle_es.spec import Spec
+
+__all__ = [
+    "BLUEPRINT",
+    "CHECKPOINT_ID",
+    "COLUMNS",
+    "EPOCHS_IN_STATE",
+    "ERROR_COUNT",
+    "EVALUATION_SCORE",
+    "GRAFTING_STRATEGY",
+    "HISTORY_DEPTH",
+    "METRIC_NAMES",
+    "MOVE_COLUMNS",
+    "PARENT_STATE",
+    "STATE",
+    "Plan",
+    "Round",
+    "RowIndex",
+    "plan_batch",
+]
+
+Record = Mapping[str, Any]
+
+COLUMNS = ("state", "blueprint", "epochs_in_state", "grafting_strategy", "parent_state",
+           "checkpoint_id", "evaluation_score", "error_count")
+"""The columns of the [N, 8] int32 state tensor, in Kasmina's order."""
+(STATE, BLUEPRINT, EPOCHS_IN_STATE, GRAFTING_STRATEGY, PARENT_STATE, CHECKPOINT_ID,
+ EVALUATION_SCORE, ERROR_COUNT) = range(len(COLUMNS))
+
+HISTORY_DEPTH = 10
+"""Transitions kept per row in the history ring (Kasmina's HISTORY_DEPTH)."""
+METRIC_NAMES = ("loss", "accuracy", "stability", "efficiency")
+"""The columns of the [N, 4] float32 metrics tensor: metric names of `MetricsObserved`."""
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_FLOAT32_MAX = 3.4028234663852886e38
+_METRIC_COLUMN = {name: i for i, name in enumerate(METRIC_NAMES)}
+_WIDTH = len(COLUMNS)
+
+
+def _saturate(x: float) -> float:
+    return min(max(x, float(_INT32_MIN)), float(_INT32_MAX))
+
+
+_INT_METRICS: Mapping[str, tuple[int, Callable[[float], int]]] = {
+    "checkpoint_id": (CHECKPOINT_ID, lambda x: int(_saturate(x))),
+    "evaluation_score": (EVALUATION_SCORE, lambda x: round(_saturate(x * 1000.0))),
+    "error_count": (ERROR_COUNT, lambda x: int(_saturate(x))),
+}
+"""Metrics stored in int32 columns: (column, conversion saturating at the int32 range)."""
+
+
+def _int32_attr(attrs: Mapping[str, Any] | None, name: str) -> int | None:
+    value = attrs.get(name) if attrs else None
+    if type(value) is int and _INT32_MIN <= value <= _INT32_MAX:  # bool is not a blueprint id
+        return value
+    return None
+
+
+class RowIndex:
+    """Host-side maps: entity to row (registration order), row to spec, state name to codes.
+
+    A state's key numbers it across every spec (its spec's offset plus its code), so one
+    boolean table indexed by key answers "is this row of spec S in one of these states".
+    """
+
+    def __init__(self, specs: Mapping[str, Spec]) -> None:
+        self.spec_names = list(specs)
+        """Spec names by spec id: the order of the mapping the projection was built with."""
+        self.spec_ids = {name: i for i, name in enumerate(self.spec_names)}
+        self.offsets: list[int] = []
+        """Per spec id, the key of its state with code 0."""
+        self.tables: list[dict[str, tuple[int, int]]] = []
+        """Per spec id, state name to (code, key)."""
+        offset = 0
+        for spec in specs.values():
+            self.offsets.append(offset)
+            self.tables.append({s.name: (s.code, offset + s.code) for s in spec.states})
+            offset += 1 + max(s.code for s in spec.states)
+        self.keys = offset
+        """How many keys there are."""
+        self.rows: dict[str, int] = {}
+        self.row_spec: list[int] = []
+
+    @property
+    def live(self) -> int:
+        """How many rows are in use."""
+        return len(self.row_spec)
+
+    def reset(self, entities: Sequence[str], row_spec: Sequence[int]) -> None:
+        """Replace the maps with the rows of a snapshot."""
+        self.rows = {entity: row for row, entity in enumerate(entities)}
+        self.row_spec = list(row_spec)
+
+    def commit(self, plan: Plan) -> None:
+        """Take in the rows a plan registered."""
+        self.rows.update(plan.new_rows)
+        self.row_spec.extend(plan.new_specs)
+
+
+@dataclass(slots=True)
+class Round:
+    """Round k of a batch: every row's k-th transition, so no row appears twice."""
+
+    rows: array[int] = field(default_factory=lambda: array("i"))
+    moves: array[int] = field(default_factory=lambda: array("i"))
+    """Per row, flattened: (from code, to code, epochs in state relative to the plan's start),
+    the values of the columns `MOVE_COLUMNS`."""
+    keys: array[int] = field(default_factory=lambda: array("i"))
+    """Per row, the key of the state it moved to."""
+
+    def take(self, other: Round, i: int) -> None:
+        """Append the `i`-th transition of another round."""
+        self.rows.append(other.rows[i])
+        self.moves.extend(other.moves[3 * i : 3 * i + 3])
+        self.keys.append(other.keys[i])
+
+
+MOVE_COLUMNS = (PARENT_STATE, STATE, EPOCHS_IN_STATE)
+"""The state columns a transition writes, in the order of `Round.moves`."""
+
+
+@dataclass(slots=True)
+class Plan:
+    """The writes of one batch, on the host, each cell with its last value.
+
+    Epochs in state are written relative to `start`: a row that entered a state at `step`
+    gets `start - step`, and the device then adds the batch's clock advance, `clock - start`,
+    to every live row.
+    """
+
+    first_row: int
+    """The row the batch's first registration takes."""
+    start: int
+    """The largest step folded before the batch."""
+    clock: int = 0
+    """The largest step folded, this batch included."""
+    new_rows: dict[str, int] = field(default_factory=dict)
+    new_specs: list[int] = field(default_factory=list)
+    cells: dict[int, int] = field(default_factory=dict)
+    """Flat index (row * 8 + column) of the int32 state tensor to its value, for what
+    registrations and metrics write; transitions write through `rounds`, applied after."""
+    keys: dict[int, int] = field(default_factory=dict)
+    """Row to the key of the state it was registered in."""
+    values: dict[int, float] = field(default_factory=dict)
+    """Flat index (row * 4 + column) of the float32 metrics tensor to its value."""
+    counts: dict[int, int] = field(default_factory=dict)
+    """Row to how many transitions it made in the batch."""
+    rounds: list[Round] = field(default_factory=list)
+    """The transitions by occurrence: applied in order, the last of a row is written last."""
+
+    def history_rounds(self) -> list[Round]:
+        """Return the rounds to apply: `rounds`, or fewer when a row moved too often to keep all.
+
+        Only a row's last HISTORY_DEPTH transitions survive in its ring, so when a row moved
+        more often the transitions are regrouped by rank from the newest, oldest rank first,
+        and older ones are dropped; each row's newest transition is still written last.
+        """
+        if len(self.rounds) <= HISTORY_DEPTH:
+            return self.rounds
+        by_rank = [Round() for _ in range(HISTORY_DEPTH)]
+        for k, round_ in enumerate(self.rounds):
+            for i, row in enumerate(round_.rows):
+                rank = self.counts[row] - 1 - k
+                if rank < HISTORY_DEPTH:
+                    by_rank[rank].take(round_, i)
+        return [r for r in reversed(by_rank) if r.rows]
+
+
+class _Scan:
+    """One pass over a batch: dispatches each record by kind into a `Plan`."""
+
+    def __init__(self, index: RowIndex, clock: int) -> None:
+        self.index = index
+        self.plan = Plan(first_row=index.live, start=clock)
+        self.handlers: dict[str, Callable[[Record], None]] = {
+            "EntityRegistered": self.register,
+            "TransitionApplied": self.transition,
+            "MetricsObserved": self.metrics,
+        }
+
+    def row(self, entity: Any) -> int | None:
+        row = self.index.rows.get(entity)
+        return self.plan.new_rows.get(entity) if row is None else row
+
+    def table(self, row: int) -> dict[str, tuple[int, int]]:
+        first = self.plan.first_row
+        spec = self.index.row_spec[row] if row < first else self.plan.new_specs[row - first]
+        return self.index.tables[spec]
+
+    def register(self, r: Record) -> None:
+        entity, plan = r["entity"], self.plan
+        sid = self.index.spec_ids.get(r["spec"])
+        found = None if sid is None else self.index.tables[sid].get(r["state"])
+        if found is None or sid is None or self.row(entity) is not None:
+            raise InconsistentEventError(
+                f"seq {r['seq']}: cannot register {entity!r} as {r['spec']}/{r['state']}")
+        row = plan.first_row + len(plan.new_specs)
+        plan.new_rows[entity] = row
+        plan.new_specs.append(sid)
+        cells, at = plan.cells, row * _WIDTH
+        cells[at + STATE], plan.keys[row] = found
+        cells[at + EPOCHS_IN_STATE] = plan.start - r["step"]
+        for column, name in ((BLUEPRINT, "blueprint"), (GRAFTING_STRATEGY, "grafting_strategy")):
+            value = _int32_attr(r.get("attrs"), name)
+            if value is not None:
+                cells[at + column] = value
+
+    def transition(self, r: Record) -> None:
+        row = self.row(r["entity"])
+        table = None if row is None else self.table(row)
+        source = None if table is None else table.get(r["from_state"])
+        target = None if table is None else table.get(r["to_state"])
+        if row is None or source is None or target is None:
+            raise InconsistentEventError(
+                f"seq {r['seq']}: {r['entity']!r} cannot move {r['from_state']}->{r['to_state']}")
+        plan = self.plan
+        k = plan.counts.get(row, 0)
+        plan.counts[row] = k + 1
+        if k == len(plan.rounds):
+            plan.rounds.append(Round())
+        round_ = plan.rounds[k]
+        round_.rows.append(row)
+        round_.moves.extend((source[0], target[0], plan.start - r["step"]))
+        round_.keys.append(target[1])
+
+    def metrics(self, r: Record) -> None:
+        row = self.row(r.get("entity"))
+        if row is None:  # a layer's or the run's metrics, or an entity not registered yet
+            return
+        for name, value in r["metrics"].items():
+            column = _METRIC_COLUMN.get(name)
+            if column is not None:
+                self.plan.values[row * len(METRIC_NAMES) + column] = min(
+                    max(value, -_FLOAT32_MAX), _FLOAT32_MAX)
+            elif name in _INT_METRICS:
+                column, convert = _INT_METRICS[name]
+                self.plan.cells[row * _WIDTH + column] = convert(value)
+
+
+def plan_batch(index: RowIndex, records: Sequence[Record], clock: int) -> Plan:
+    """Scan a batch into its writes.
+
+    `clock` is the largest step folded before the batch; the plan's clock includes the batch.
+    """
+    scan = _Scan(index, clock)
+    handlers, top = scan.handlers, clock
+    for record in records:
+        step = record["step"]
+        if step > top:
+            top = step
+        handler = handlers.get(record["kind"])
+        if handler is not None:
+            handler(record)
+    scan.plan.clock = top
+    return scan.plan

@@ -1,0 +1,104 @@
+"""The runner: keeps a set of projections up to date with a run's log, in batches.
+
+It catches up from wherever the projections are (fresh, or restored from snapshots), then
+follows the log live, in the foreground or on a thread of its own. Records read back from our
+own log take the trusted path: kind and schema are checked, field validation is skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Self
+
+from bus import Log
+from lifecycle_es.codec import CODEC, Codec
+from lifecycle_es.errors import ConfigError
+from projections._projection import Projection, Record
+
+__all__ = ["Runner"]
+
+
+class Runner:
+    """Feeds one log's records to several projections; the slowest projection sets the start."""
+
+    def __init__(self, log: Log, projections: Iterable[Projection], *, codec: Codec = CODEC,
+                 batch_size: int = 10_000) -> None:
+        self.log = log
+        self.projections = tuple(projections)
+        if not self.projections:
+            raise ConfigError("a runner needs at least one projection")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.codec = codec
+        self.batch_size = batch_size
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def seq(self) -> int:
+        """The last seq every projection has applied."""
+        return min(p.seq for p in self.projections)
+
+    def apply(self, batch: Sequence[Record]) -> None:
+        """Check a batch's kinds and schemas (upcasting old ones), then apply it to every projection."""
+        check = self.codec.check
+        batch = [check(record) for record in batch]
+        for projection in self.projections:
+            projection.apply(batch)
+
+    def catch_up(self) -> int:
+        """Apply every record the log holds past the projections; return how many were read."""
+        total = 0
+        while batch := self.log.read(after=self.seq, limit=self.batch_size):
+            self.apply(batch)
+            total += len(batch)
+        return total
+
+    def follow(self, *, stop: threading.Event | None = None, timeout: float | None = None) -> None:
+        """Catch up, then apply live batches until `stop` is set (or the follow times out)."""
+        for batch in self.log.follow_batches(self.seq, timeout=timeout, stop=stop):
+            self.apply(batch)
+
+    # -- on a thread -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Follow the log on a daemon thread until `stop()`."""
+        if self._thread is not None:
+            raise ConfigError("the runner is already following its log")
+        self._stop.clear()
+        self._error = None
+        self._thread = threading.Thread(target=self._follow_safely, name="lifecycle-es-runner",
+                                        daemon=True)
+        self._thread.start()
+
+    def _follow_safely(self) -> None:
+        try:
+            self.follow(stop=self._stop)
+        except BaseException as e:  # handed to the caller of stop(), who re-raises it
+            self._error = e
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop following, wait for the thread, and re-raise any error a projection raised."""
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None:
+            thread.join(timeout)
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    @property
+    def running(self) -> bool:
+        """Whether the follow thread is alive (it ends on stop() or on a projection's error)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._thread is not None:
+            self.stop()

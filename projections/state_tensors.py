@@ -1,0 +1,315 @@
+"""State tensors: the Kasmina seed layout on a chosen device, folded from lifecycle events.
+
+Every registered entity, of any spec, owns one row, in registration order, of three tensors
+that hold exactly 128 bytes per entity, the layout of esperlite's `ExtendedStateTensor`
+(reference/seed-projects.md section 1.5):
+
+- `state` [N, 8] int32, columns `STATE` ... `ERROR_COUNT` (32 bytes): the state's code in its
+  own spec; the blueprint id (-1 unknown); the steps spent in the current state; the grafting
+  strategy; the code of the state the last transition left (-1 before any transition, where
+  Kasmina writes 0, which is a real state code); the checkpoint id (-1 none); the evaluation
+  score x 1000; the error count. Metric-derived values saturate at the int32 range;
+- `history` [N, 10, 2] int32 (80 bytes): the latest (from, to) codes, newest at index 0, kept
+  in order by shifting rather than with Kasmina's per-seed write pointer; -1 when empty;
+- `metrics` [N, 4] float32 (16 bytes): the latest loss, accuracy, stability and efficiency.
+
+Outside that budget each row has one int32 `state_keys` entry: its state numbered across all
+specs (spec offset + code). State codes are per spec (code 1 is GERMINATED for a kasmina seed
+and INSTANTIATED for a module), so a mask by state must know each row's spec; with the key, a
+mask is one `index_select` of a cached boolean table, with no host sync. A projection per spec
+would avoid the 4 bytes but give up one row space for all entities.
+
+`EPOCHS_IN_STATE` equals the registry's `time_in_state(registry.step)`: the projection's clock
+is the largest step folded, every live row gains what the clock gained in a batch, and the rows
+a batch registered or moved are set to clock minus the step they entered their state at.
+Steps, like every value stored, must fit in int32.
+
+A batch is scanned on the host into a plan (`_state_plan`), uploaded in one transfer, then each
+dirty column gets one `index_put_` and each round of transitions one shift of the history
+rings; nothing reads a device tensor back while applying.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from itertools import chain, islice
+from typing import Any
+
+import torch
+
+from lifecycle_es.errors import ConfigError, SpecError, UnknownEntityError
+from lifecycle_es.spec import Spec
+from projections._projection import Projection, Record, Snapshot
+from projections._state_plan import (
+    BLUEPRINT,
+    CHECKPOINT_ID,
+    COLUMNS,
+    EPOCHS_IN_STATE,
+    ERROR_COUNT,
+    EVALUATION_SCORE,
+    GRAFTING_STRATEGY,
+    HISTORY_DEPTH,
+    METRIC_NAMES,
+    MOVE_COLUMNS,
+    PARENT_STATE,
+    STATE,
+    Plan,
+    RowIndex,
+    plan_batch,
+)
+
+__all__ = [
+    "BLUEPRINT",
+    "BYTES_PER_ROW",
+    "CHECKPOINT_ID",
+    "COLUMNS",
+    "EPOCHS_IN_STATE",
+    "ERROR_COUNT",
+    "EVALUATION_SCORE",
+    "GRAFTING_STRATEGY",
+    "HISTORY_DEPTH",
+    "METRIC_NAMES",
+    "PARENT_STATE",
+    "STATE",
+    "StateTensors",
+]
+
+BYTES_PER_ROW = 128
+"""Bytes of Kasmina-layout tensor state per entity: 32 (state) + 80 (history) + 16 (metrics)."""
+
+_BLANK_ROW = (0, -1, 0, 0, -1, -1, 0, 0)
+"""A row before registration writes it: no blueprint, parent state or checkpoint."""
+_TENSORS = ("state", "history", "metrics", "state_keys")
+
+
+class StateTensors(Projection):
+    """The Kasmina state, history and metrics tensors of every entity, updated in batches."""
+
+    name = "state_tensors"
+
+    def __init__(self, specs: Mapping[str, Spec], *, capacity: int = 64,
+                 device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        if capacity < 1:
+            raise ConfigError(f"capacity must be >= 1, got {capacity}")
+        self.specs = dict(specs)
+        self.device = torch.device(device)
+        self._index = RowIndex(self.specs)
+        self._clock = 0
+        self._masks: dict[tuple[str, frozenset[str]], torch.Tensor] = {}
+        self._move_columns = torch.tensor(MOVE_COLUMNS, device=self.device)
+        self._allocate(capacity)
+
+    # -- storage -------------------------------------------------------------------------------
+
+    def _allocate(self, capacity: int) -> None:
+        """Replace the tensors with blank ones of `capacity` rows on the projection's device."""
+        dev = self.device
+        self.state = torch.tensor(_BLANK_ROW, dtype=torch.int32, device=dev).repeat(capacity, 1)
+        """[N, 8] int32: the columns of `COLUMNS`."""
+        self.history = torch.full((capacity, HISTORY_DEPTH, 2), -1, dtype=torch.int32, device=dev)
+        """[N, 10, 2] int32: (from, to) state codes of the latest transitions, newest first."""
+        self.metrics = torch.zeros((capacity, len(METRIC_NAMES)), dtype=torch.float32, device=dev)
+        """[N, 4] float32: the latest value of each of `METRIC_NAMES`."""
+        self.state_keys = torch.zeros(capacity, dtype=torch.int32, device=dev)
+        """[N] int32: each row's state numbered across all specs, what masks index by."""
+        self._flat_state = self.state.view(-1)
+        self._flat_metrics = self.metrics.view(-1)
+        self._state_columns = self.state.unbind(1)
+
+    def _grow(self, needed: int) -> None:
+        """Double the capacity until `needed` rows fit, keeping every live row."""
+        capacity = self.capacity
+        if needed <= capacity:
+            return
+        while capacity < needed:
+            capacity *= 2
+        live = self._index.live
+        old = [getattr(self, name) for name in _TENSORS]
+        self._allocate(capacity)
+        for name, kept in zip(_TENSORS, old, strict=True):
+            getattr(self, name)[:live] = kept[:live]
+
+    @property
+    def capacity(self) -> int:
+        """Rows allocated; it doubles when a registration needs more."""
+        return int(self.state.shape[0])
+
+    def _upload(self, data: array[int] | array[float], dtype: torch.dtype) -> torch.Tensor:
+        """Move host values to the device without waiting on it (pinned memory on CUDA)."""
+        if not data:
+            return torch.empty(0, dtype=dtype, device=self.device)
+        host = torch.frombuffer(data, dtype=dtype)
+        if self.device.type == "cpu":
+            return host
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host.to(self.device)
+
+    def _pack(self, parts: Sequence[Collection[int]]) -> Iterator[torch.Tensor]:
+        """Upload int32 sequences in one transfer; yield one device view per sequence."""
+        data = array("i")
+        for part in parts:
+            data.extend(part)
+        return iter(torch.split(self._upload(data, torch.int32), [len(p) for p in parts]))
+
+    # -- applying a batch ----------------------------------------------------------------------
+
+    def _apply_batch(self, records: Sequence[Record]) -> None:
+        self._commit(plan_batch(self._index, records, self._clock))
+
+    def _commit(self, plan: Plan) -> None:
+        """Write a plan: new rows; registration and metric cells; the rounds; then the clock."""
+        if plan.new_specs:
+            self._grow(plan.first_row + len(plan.new_specs))
+            self._index.commit(plan)
+        rounds = plan.history_rounds()
+        uploaded = self._pack((plan.cells.keys(), plan.cells.values(), plan.keys.keys(),
+                               plan.keys.values(), plan.values.keys(),
+                               *chain.from_iterable((r.rows, r.moves, r.keys) for r in rounds)))
+        cells, values, key_rows, keys, where = islice(uploaded, 5)
+        if plan.cells:
+            self._flat_state.index_put_((cells,), values)
+        if plan.keys:
+            self.state_keys.index_put_((key_rows,), keys)
+        if plan.values:
+            self._flat_metrics.index_put_((where,), self._upload(array("f", plan.values.values()),
+                                                                 torch.float32))
+        for rows in uploaded:
+            self._apply_round(rows, next(uploaded).view(-1, len(MOVE_COLUMNS)), next(uploaded))
+        if plan.clock > plan.start:  # epochs written in this batch are relative to its start
+            self._state_columns[EPOCHS_IN_STATE][: self._index.live] += plan.clock - plan.start
+        self._clock = plan.clock
+
+    def _apply_round(self, rows: torch.Tensor, moves: torch.Tensor, keys: torch.Tensor) -> None:
+        """Write one round of transitions (distinct rows): columns, keys, and a ring push."""
+        self.state.index_put_((rows[:, None], self._move_columns), moves)
+        self.state_keys.index_put_((rows,), keys)
+        kept = self.history.index_select(0, rows)[:, : HISTORY_DEPTH - 1]
+        self.history[rows] = torch.cat((moves[:, None, :2], kept), dim=1)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """How many entities have a row."""
+        return self._index.live
+
+    def entities(self) -> list[str]:
+        """Return the entities in row order."""
+        return list(self._index.rows)
+
+    def row(self, entity: str) -> int:
+        """Return the entity's row, or raise `UnknownEntityError`."""
+        try:
+            return self._index.rows[entity]
+        except KeyError:
+            raise UnknownEntityError(f"{self.name}: no row for entity {entity!r}") from None
+
+    def codes(self) -> torch.Tensor:
+        """Return the live rows' state codes: a device view of column `STATE`, not a copy.
+
+        The view is of the current tensors; growth replaces them, so take it again after a batch.
+        """
+        return self.state[: self._index.live, STATE]
+
+    def mask(self, spec: str, states: Iterable[str]) -> torch.Tensor:
+        """Return a [live rows] bool device tensor: True where a row of `spec` is in `states`.
+
+        The table of a (spec, states) pair is uploaded once and cached, so repeated calls (a
+        model's forward reading the experts that route) never wait on the host.
+        """
+        key = (spec, frozenset(str(s) for s in states))
+        table = self._masks.get(key)
+        if table is None:
+            table = self._masks[key] = self._mask_table(*key)
+        return table.index_select(0, self.state_keys[: self._index.live])
+
+    def _mask_table(self, spec: str, states: frozenset[str]) -> torch.Tensor:
+        if spec not in self.specs:
+            raise SpecError(f"{self.name}: unknown spec {spec!r}; known: {', '.join(self.specs)}")
+        offset = self._index.offsets[self._index.spec_ids[spec]]
+        table = torch.zeros(self._index.keys, dtype=torch.bool)
+        table[[offset + self.specs[spec].state(name).code for name in sorted(states)]] = True
+        return table.to(self.device)
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Return the live rows as CPU tensors, with the entities and each row's spec.
+
+        Entities are one JSON string and row specs one tensor: `torch.load(weights_only=True)`
+        unpickles in Python, one object at a time, so 10k small objects would cost more than
+        all the tensors together.
+        """
+        live = self._index.live
+        state: dict[str, Any] = {
+            "capacity": self.capacity,
+            "clock": self._clock,
+            "specs": list(self._index.spec_names),
+            "entities": json.dumps(list(self._index.rows)),
+            "row_specs": torch.tensor(self._index.row_spec, dtype=torch.int32),
+            **{name: getattr(self, name)[:live].detach().to("cpu", copy=True)
+               for name in ("state", "history", "metrics")},
+        }
+        return Snapshot(kind=self.name, seq=self.seq, state=state)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace every row, the clock and the seq with a snapshot's, on this device."""
+        if snapshot.kind != self.name:
+            raise ConfigError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
+        s = snapshot.state
+        entities: list[str] = json.loads(s["entities"])
+        live = len(entities)
+        row_specs = self._remap_specs(s["specs"], s["row_specs"])
+        self._allocate(max(int(s["capacity"]), live, 1))
+        for name in ("state", "history", "metrics"):
+            getattr(self, name)[:live] = s[name].to(self.device)
+        offsets = torch.tensor(self._index.offsets, dtype=torch.int32)
+        keys = offsets[row_specs] + s["state"][:, STATE]
+        self.state_keys[:live] = keys.to(self.device)
+        self._index.reset(entities, row_specs.tolist())
+        self._clock = int(s["clock"])
+        self.seq = snapshot.seq
+
+    def _remap_specs(self, names: Sequence[str], row_specs: torch.Tensor) -> torch.Tensor:
+        """Translate a snapshot's per-row spec ids into this projection's, by spec name."""
+        unknown = sorted(set(names) - set(self.specs))
+        if unknown:
+            raise SpecError(f"{self.name}: the snapshot uses specs this projection lacks: {unknown}")
+        ids = torch.tensor([self._index.spec_ids[name] for name in names] or [0], dtype=torch.long)
+        return ids[row_specs.long()]
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def as_rows(self) -> list[dict[str, Any]]:
+        """Return every live row as plain values with state names, copied to the host once.
+
+        For tests and debugging; a training loop reads the tensors, never this.
+        """
+        live = self._index.live
+        packed = torch.cat((self.state[:live], self.history[:live].reshape(live, 2 * HISTORY_DEPTH),
+                            self.metrics[:live].view(torch.int32)), dim=1).cpu()
+        ints = packed[:, : 8 + 2 * HISTORY_DEPTH].tolist()
+        floats = packed[:, 8 + 2 * HISTORY_DEPTH :].contiguous().view(torch.float32).tolist()
+        return [self._row_dict(entity, ints[row], floats[row])
+                for entity, row in self._index.rows.items()]
+
+    def _row_dict(self, entity: str, ints: list[int], floats: list[float]) -> dict[str, Any]:
+        spec = self.specs[self._index.spec_names[self._index.row_spec[self._index.rows[entity]]]]
+
+        def name(code: int) -> str | None:
+            return None if code < 0 else spec.state_by_code(code).name
+
+        pairs = zip(ints[8::2], ints[9::2], strict=True)
+        return {
+            "entity": entity,
+            "spec": spec.name,
+            **dict(zip(COLUMNS, ints[:8], strict=True)),
+            "state_code": ints[STATE],
+            "state": name(ints[STATE]),
+            "parent_state": name(ints[PARENT_STATE]),
+            "history": [(name(a), name(b)) for a, b in pairs if a >= 0],
+            "metrics": dict(zip(METRIC_NAMES, floats, strict=True)),
+        }
