@@ -1,0 +1,1 @@
+"""Reading runs back: replay to a point, analysis, tail, and the `lifecycle-es` command line."""

@@ -1,0 +1,63 @@
+"""`lifecycle-es verify LOG_URL --run RUN [--repair]`: compare a Redis log with its JSONL
+mirror record by record, print what differs, and optionally rewrite the mirror.
+
+Exit status: 0 when they are equal (or were repaired), 1 when they differ and were not
+repaired, 2 when the input is bad or the log cannot be read (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import bus
+from bus import BusError, JsonlLog, Log, RedisLog
+
+EXIT_EQUAL, EXIT_DIFFERENT, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the `verify` options to `parser`."""
+    parser.add_argument("log_url", metavar="LOG_URL", help="a Redis URL with ?mirror=DIR")
+    parser.add_argument("--run", required=True, metavar="RUN", help="the run id")
+    parser.add_argument(
+        "--repair", action="store_true", help="rewrite the mirror from the primary if they differ"
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `verify` with parsed arguments; returns the exit status."""
+    try:
+        primary_url, mirror_dir = bus.split_mirror(args.log_url)
+        if mirror_dir is None:
+            raise bus.InvalidUrlError("LOG_URL has no ?mirror=DIR to compare against")
+        with RedisLog(primary_url, args.run) as primary:
+            return _verify(primary, mirror_dir, args.repair)
+    except BusError as e:
+        print(f"lifecycle-es verify: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _verify(primary: Log, mirror_dir: str, repair: bool) -> int:
+    with JsonlLog(mirror_dir, primary.run_id) as mirror:
+        report = bus.verify(primary, mirror)
+    _print_report(report, primary.url, mirror_dir)
+    if report.equal:
+        return EXIT_EQUAL
+    if not repair:
+        print("the mirror differs from the primary; run again with --repair to rewrite it")
+        return EXIT_DIFFERENT
+    written = bus.repair(primary, mirror_dir)
+    print(f"repaired: rewrote the mirror with {written} records from the primary")
+    return EXIT_EQUAL
+
+
+def _print_report(report: bus.VerifyReport, primary_url: str, mirror_dir: str) -> None:
+    print(f"primary {primary_url}: last seq {report.primary_last}")
+    print(f"mirror  {mirror_dir}: last seq {report.mirror_last}")
+    for seq, what in report.differences:
+        print(f"  seq {seq}: {what}")
+    if len(report.differences) >= bus.MAX_DIFFERENCES:
+        print(f"  (stopped after {bus.MAX_DIFFERENCES} differences)")
+    print("equal" if report.equal else "DIFFERENT")

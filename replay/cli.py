@@ -1,0 +1,63 @@
+"""The `lifecycle-es` command line: one subcommand per module, errors as one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+from bus.errors import BusError, InvalidRunIdError, InvalidUrlError, UnknownRunError
+from lifecycle_es.errors import ConfigError, LifecycleError
+from replay import _cmd_replay, _cmd_spec, _cmd_tail, _cmd_verify
+
+__all__ = ["main"]
+
+_COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
+    ("spec", "list the built-in lifecycle specs, or show one as a table, JSON or Mermaid", _cmd_spec),
+    ("tail", "print a run's events from a point, filtered, and follow it live", _cmd_tail),
+    ("replay", "rebuild a run's registry as of a seq, a step or a wall time", _cmd_replay),
+    ("verify", "compare a Redis log with its JSONL mirror, and optionally repair the mirror", _cmd_verify),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"lifecycle-es: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of every subcommand."""
+    parser = _Parser(prog="lifecycle-es",
+                     description="Event-sourced lifecycle orchestration for dynamic ML training.")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, help_text, module in _COMMANDS:
+        module.add_parser(subparsers.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (ConfigError, InvalidRunIdError, InvalidUrlError, UnknownRunError) as e:
+        sys.stderr.write(f"lifecycle-es {args.command}: {e}\n")
+        return 2  # bad input, as for a usage error
+    except (LifecycleError, BusError) as e:
+        sys.stderr.write(f"lifecycle-es {args.command}: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader (head, jq) went away; that is how a pipeline ends, not an error.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
