@@ -1,0 +1,374 @@
+"""Model surgery: `DecisionMade` actions applied to an MoE model and its optimizer, as a projection.
+
+Every rank folds the same records in the same order, at the same step boundary (after
+`optimizer.step()`, with gradients cleared), and so makes the same change to the same bytes
+(DESIGN.md section 6, reference/ddp-structural-changes.md section 6). A decision is applied
+when it is folded; its `apply_at_step` tells the caller at which boundary to fold it.
+
+Actions, for experts of the layers this surgery manages (others are left to their owners):
+
+- SPAWN: for each child (`children`, else `entity`), the init strategy of
+  `config_snapshot["spawn_init_strategy"]` (default: `clone_and_perturb` with a `parent`,
+  else `random`): `random` draws zero-mean noise at its siblings' spread, with no first
+  moment and the siblings' mean second moment; `clone_and_perturb` copies `parent` plus
+  noise, with the parent's moments; `mean_cluster` averages `metrics_at_decision["cluster"]`
+  (entity ids; default: every routing expert of the layer) plus noise, with their mean moments.
+- SPLIT: each child of `children` becomes `parent` (else `entity`) plus noise, and inherits
+  its moments; the parent is untouched.
+- PRUNE: `entity` stops routing. masked: its moments are zeroed, its weights kept. resize: its
+  rows are removed from every slot-major parameter and from the optimizer state.
+- MERGE: `entity` survives with the average (expert and router rows) of itself and `children`, weighted by
+  `metrics_at_decision["shares"]` (entity -> share for each of them; equal weights when
+  absent) and keeps its own moments; the children are pruned as above.
+
+Noise is `split_perturbation_scale` (from `config_snapshot`, default 0.01) times the RMS of
+the weights it perturbs, per parameter, for router rows as for experts.
+
+Which slots route follows the expert states folded from the same log (see `_expert_slots`);
+each batch writes each changed layer's mask once, with one copy to the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lifecycle_es.errors import ConfigError, InconsistentEventError
+from lifecycle_es.events import Action
+from lifecycle_es.specs.expert import EXPERT_SPEC
+from projections._expert_slots import ROUTING_STATES, ExpertSlots, Strategy
+from projections._optim_state import optimizer_holds, optimizer_params_match
+from projections._projection import Projection, Record, Snapshot
+from projections._slot_ops import SlotEditor
+from projections.moe import ExpertLayer
+
+__all__ = ["ROUTING_STATES", "SPAWN_INITS", "ModelSurgery", "Strategy", "optimizer_params_match"]
+
+_log = logging.getLogger("projections.surgery")
+
+SPAWN_INITS = ("random", "clone_and_perturb", "mean_cluster")
+"""The spawn init strategies of seeds/002's `spawn_init_strategy`."""
+DEFAULT_PERTURBATION = 0.01
+"""seeds/002's default `split_perturbation_scale`."""
+_ACTIONS = frozenset({Action.SPAWN, Action.PRUNE, Action.SPLIT, Action.MERGE})
+
+
+class ModelSurgery(Projection):
+    """Applies expert SPAWN, PRUNE, SPLIT and MERGE decisions to MoE layers and their optimizer."""
+
+    name = "surgery"
+
+    def __init__(self, layers: Mapping[int, ExpertLayer], optimizer: torch.optim.Optimizer, *,
+                 strategy: Strategy = "masked", model: nn.Module | None = None,
+                 on_rewrap: Callable[[], None] | None = None) -> None:
+        """Manage `layers` (by layer index) trained by `optimizer`.
+
+        `model`, when given, names every parameter in `digest()` and is checked to hold exactly
+        the optimizer's parameters after every action; `on_rewrap` runs after a batch that
+        resized parameters (re-wrap DDP there, with `init_sync=False`).
+        """
+        super().__init__()
+        if strategy not in ("masked", "resize"):
+            raise ConfigError(f"strategy must be 'masked' or 'resize', got {strategy!r}")
+        for index, layer in layers.items():
+            if not isinstance(layer, ExpertLayer):
+                raise ConfigError(f"layer {index} does not implement the ExpertLayer protocol")
+        self.strategy: Strategy = strategy
+        self.optimizer = optimizer
+        self.model = model
+        self.on_rewrap = on_rewrap
+        self._editors = {i: SlotEditor(i, layers[i], optimizer) for i in sorted(layers)}
+        self._slots = ExpertSlots({i: e.layer.capacity for i, e in self._editors.items()},
+                                  strategy=strategy)
+        self.applied_ids: list[str] = []
+        """Event ids of the decisions applied, in order; part of `digest()`."""
+        self._check_params("at construction")
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def row(self, entity: str) -> int | None:
+        """Return the row of an expert in its layer's parameters, or None if it has none."""
+        expert = self._slots.experts.get(entity)
+        return None if expert is None else expert.row
+
+    def routing_rows(self, layer: int) -> list[int]:
+        """Return the rows of `layer` the router may pick, ascending."""
+        return self._slots.routing_rows(layer)
+
+    def digest(self) -> str:
+        """Return 16 hex digits hashing parameters, optimizer state and applied event ids.
+
+        The value all ranks all-reduce (MIN and MAX) after applying a step's actions. Bytes are
+        hashed exactly, in sorted parameter-name and state-key order.
+        """
+        h = hashlib.blake2b(digest_size=8)
+        for name, param in self._named_parameters():
+            _feed(h, name, param)
+            state = self.optimizer.state.get(param, {})
+            for key in sorted(state):
+                _feed(h, f"{name}/{key}", state[key])
+        for event_id in self.applied_ids:
+            h.update(event_id.encode() + b"\x00")
+        return h.hexdigest()
+
+    def _named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        if self.model is not None:
+            return sorted(self.model.named_parameters())
+        return sorted((e.qualified(n), p) for e in self._editors.values() for n, p in e.params().items())
+
+    # -- folding -------------------------------------------------------------------------------
+
+    def _apply_batch(self, records: Sequence[Record]) -> None:
+        resized = False
+        try:
+            for record in records:
+                resized |= self._fold(record)
+                # Per record, so a decision that raises leaves seq just before it.
+                self.seq = record["seq"]
+        finally:
+            self._write_masks()
+            if resized and self.on_rewrap is not None:
+                self.on_rewrap()
+
+    def _fold(self, record: Record) -> bool:
+        """Fold one record; return True if it changed a parameter set."""
+        kind = record["kind"]
+        if kind == "EntityRegistered":
+            if record["spec"] == EXPERT_SPEC.name and record["layer"] in self._editors:
+                self._slots.register(record["entity"], layer=record["layer"], slot=record["slot"],
+                                     state=record["state"])
+        elif kind == "TransitionApplied":
+            if record["entity"] in self._slots:
+                self._slots.move(record["entity"], record["to_state"])
+        elif kind == "DecisionMade" and record["action"] in _ACTIONS:
+            layer = self._layer_of(record)
+            if layer is not None:
+                return self._decide(record, layer)
+        return False
+
+    def _layer_of(self, record: Record) -> int | None:
+        """Return the managed layer a decision is about, or None if it is another's."""
+        layer = record.get("layer")
+        if layer is None:
+            named = [record["entity"], record["parent"], *record["children"]]
+            layer = next((self._slots.experts[e].layer for e in named if e in self._slots), None)
+        return layer if layer in self._editors else None
+
+    def _decide(self, record: Record, layer: int) -> bool:
+        action = Action(record["action"])
+        handler = {Action.SPAWN: self._spawn, Action.SPLIT: self._split,
+                   Action.PRUNE: self._prune, Action.MERGE: self._merge}[action]
+        resized = handler(record, layer)
+        self.applied_ids.append(record["event_id"])
+        self._check_params(f"after {action.value} {record['event_id']}")
+        _log.debug("applied %s to layer %d (event %s, seq %d)", action.value, layer,
+                   record["event_id"], record["seq"])
+        return resized
+
+    def _write_masks(self) -> None:
+        for layer in self._slots.take_dirty():
+            self._editors[layer].layer.set_active(self._slots.mask(layer))
+
+    def _check_params(self, when: str) -> None:
+        if self.model is not None:
+            ok = optimizer_params_match(self.model, self.optimizer)
+        else:
+            ok = optimizer_holds(self.optimizer, (p for e in self._editors.values()
+                                                  for p in e.params().values()))
+        if not ok:
+            raise ConfigError(f"{self.name} {when}: the optimizer's parameters differ from the model's")
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def _spawn(self, record: Record, layer: int) -> bool:
+        children = record["children"] or [record["entity"]]
+        init = _spawn_init(record)
+        for child in children:
+            self._slots.get(child, layer)
+        sources = self._spawn_sources(record, layer, init, children)
+        resized = False
+        for child in children:
+            dst, grew = self._materialize(layer, child)
+            resized |= grew
+            self._init_slot(record, layer, dst, child, sources)
+        return resized
+
+    def _spawn_sources(self, record: Record, layer: int, init: str,
+                       children: Sequence[str]) -> list[int]:
+        """Return the rows a spawn copies from: none for random init (or an empty cluster)."""
+        if init == "random":
+            return []
+        if init == "clone_and_perturb":
+            if record["parent"] is None:
+                raise InconsistentEventError(f"surgery: clone_and_perturb spawn {record['event_id']} "
+                                             "names no parent")
+            return [self._slots.row(record["parent"], layer)]
+        cluster = record["metrics_at_decision"].get("cluster")
+        if cluster is None:
+            own = {self._slots.get(c, layer).row for c in children}
+            return [r for r in self._slots.routing_rows(layer) if r not in own]
+        return [self._slots.row(str(member), layer) for member in _as_list(cluster, "cluster")]
+
+    def _init_slot(self, record: Record, layer: int, dst: int, child: str,
+                   sources: Sequence[int]) -> None:
+        editor, seed = self._editors[layer], record["seed"]
+        if sources:
+            editor.clone(dst, sources, scale=_perturbation(record), seed=seed, target=child)
+        else:
+            siblings = [r for r in self._slots.routing_rows(layer) if r != dst]
+            editor.randomize(dst, siblings, seed=seed, target=child)
+        self._slots.attach(child, dst)
+
+    def _split(self, record: Record, layer: int) -> bool:
+        parent = record["parent"] or record["entity"]
+        children = [c for c in record["children"] if c != parent]
+        if not children:
+            raise InconsistentEventError(f"surgery: split {record['event_id']} names no child")
+        self._slots.row(parent, layer)
+        for child in children:
+            self._slots.get(child, layer)
+        resized = False
+        for child in children:
+            dst, grew = self._materialize(layer, child)
+            resized |= grew
+            self._init_slot(record, layer, dst, child, [self._slots.row(parent, layer)])
+        return resized
+
+    def _prune(self, record: Record, layer: int) -> bool:
+        self._slots.get(record["entity"], layer)
+        return self._remove(layer, record["entity"])
+
+    def _merge(self, record: Record, layer: int) -> bool:
+        survivor, absorbed = record["entity"], list(record["children"])
+        if not absorbed or survivor in absorbed:
+            raise InconsistentEventError(f"surgery: merge {record['event_id']} needs a survivor "
+                                         "(entity) and absorbed experts (children)")
+        members = [survivor, *absorbed]
+        rows = [self._slots.row(e, layer) for e in members]
+        weights = _merge_weights(record, members)
+        self._editors[layer].average(rows[0], rows, weights)
+        resized = False
+        for entity in absorbed:
+            resized |= self._remove(layer, entity)
+        return resized
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def _materialize(self, layer: int, entity: str) -> tuple[int, bool]:
+        """Return the expert's row, appending one under resize; and whether parameters changed."""
+        row = self._slots.get(entity, layer).row
+        if row is not None:
+            return row, False
+        if self.strategy == "masked":  # registration refused slot-less experts already
+            raise InconsistentEventError(f"surgery: expert {entity!r} has no slot in layer {layer}")
+        size = len(self._slots.owners[layer])
+        self._reindex(layer, [*range(size), None])
+        return size, True
+
+    def _remove(self, layer: int, entity: str) -> bool:
+        """Take an expert out of use; return True if its rows were really removed."""
+        row = self._slots.get(entity, layer).row
+        self._slots.detach(entity)
+        if row is None:
+            return False
+        if self.strategy == "masked":
+            self._editors[layer].clear(row)
+            return False
+        self._reindex(layer, [r for r in range(len(self._slots.owners[layer])) if r != row])
+        return True
+
+    def _reindex(self, layer: int, index: Sequence[int | None]) -> None:
+        self._editors[layer].resize(index)
+        self._slots.reindex(layer, index)
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Return the expert table, the routing masks (CPU) and the applied ids, with the seq.
+
+        The model and optimizer are the caller's to checkpoint, next to this snapshot.
+        """
+        state: dict[str, Any] = {
+            "strategy": self.strategy,
+            **self._slots.to_plain(),
+            "masks": {str(layer): self._slots.mask(layer) for layer in self._editors},
+            "applied_ids": list(self.applied_ids),
+        }
+        return Snapshot(kind=self.name, seq=self.seq, state=state)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace the table, masks and applied ids with a snapshot's; the model is restored first."""
+        if snapshot.kind != self.name:
+            raise ConfigError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
+        s = snapshot.state
+        if s["strategy"] != self.strategy:
+            raise ConfigError(f"{self.name}: snapshot strategy {s['strategy']!r} != {self.strategy!r}")
+        capacities = {int(layer): int(n) for layer, n in s["capacities"]}
+        current = {i: e.layer.capacity for i, e in self._editors.items()}
+        if capacities != current:
+            raise ConfigError(f"{self.name}: snapshot capacities {capacities} != the model's {current}; "
+                              "load the model's checkpoint first")
+        self._slots = ExpertSlots.from_plain(s, strategy=self.strategy)
+        for layer, mask in s["masks"].items():
+            self._editors[int(layer)].layer.set_active(mask)
+        self._slots.dirty.clear()
+        self.applied_ids = list(s["applied_ids"])
+        self.seq = snapshot.seq
+
+
+# -- reading decision payloads ---------------------------------------------------------------
+
+
+def _spawn_init(record: Record) -> str:
+    default = "random" if record["parent"] is None else "clone_and_perturb"
+    init = record["config_snapshot"].get("spawn_init_strategy", default)
+    if init not in SPAWN_INITS:
+        raise InconsistentEventError(f"surgery: spawn {record['event_id']} has init {init!r}; "
+                                     f"expected one of {SPAWN_INITS}")
+    return str(init)
+
+
+def _perturbation(record: Record) -> float:
+    scale = record["config_snapshot"].get("split_perturbation_scale", DEFAULT_PERTURBATION)
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 <= scale < math.inf:
+        raise InconsistentEventError(f"surgery: {record['event_id']} has perturbation scale {scale!r}")
+    return float(scale)
+
+
+def _merge_weights(record: Record, members: Sequence[str]) -> list[float]:
+    """Return the members' shares, or equal weights when the decision records none (or all zero)."""
+    shares = record["metrics_at_decision"].get("shares")
+    if shares is None:
+        return [1.0] * len(members)
+    if not isinstance(shares, Mapping) or not all(_is_share(shares.get(m)) for m in members):
+        raise InconsistentEventError(f"surgery: merge {record['event_id']} needs a share >= 0 for "
+                                     f"each of {list(members)}, got {shares!r}")
+    weights = [float(shares[m]) for m in members]
+    return weights if math.fsum(weights) > 0 else [1.0] * len(members)
+
+
+def _is_share(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
+def _as_list(value: Any, name: str) -> Iterable[Any]:
+    if not isinstance(value, list) or not value:
+        raise InconsistentEventError(f"surgery: {name} must be a non-empty list, got {value!r}")
+    return value
+
+
+def _feed(h: Any, name: str, value: Any) -> None:
+    """Hash a name and a tensor's dtype, shape and exact bytes (or a plain value's repr)."""
+    h.update(name.encode() + b"\x00")
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{flat.dtype}{tuple(value.shape)}".encode())
+        h.update(flat.view(torch.uint8).numpy().tobytes())
+    else:
+        h.update(repr(value).encode())
