@@ -36,44 +36,42 @@ from eventsourcing.popo import POPOApplicationRecorder
 
 from bus import JsonlLog, MemoryLog, RedisLog
 from bus._jsonl import FsyncPolicy
+from lifecycle_es import CODEC, GateChecked, MetricsObserved, TransitionApplied
+from lifecycle_es.events import EventBase
 
 Record = dict[str, Any]
 
 OURS = "RedisLog.append (expected_seq)"
+OURS_VALIDATED = "validated events + codec + RedisLog.append"
 RAW = "raw pipelined XADD, same bytes"
 RAW_ENCODING = "raw pipelined XADD + msgpack encode"
 ES_APP = "eventsourcing Application(POPO), 100/save"
 ES_RECORDER = "eventsourcing POPO recorder, 100/insert"
 
 
-def make_events(n: int, run_id: str = "bench", start: int = 0) -> list[Record]:
-    """n records shaped like lifecycle events (~17 fields, a nested `observed` dict).
+def make_models(n: int, run_id: str = "bench", start: int = 0) -> list[EventBase]:
+    """n typical lifecycle events, built with the validating pydantic constructors."""
+    out: list[EventBase] = []
+    for i in range(start, start + n):
+        common = {"run_id": run_id, "step": i, "entity": f"seed-L{i % 12}-{i % 64}"}
+        if i % 3 == 0:
+            out.append(GateChecked(**common, from_state="TRAINING", to_state="GRAFTING",
+                                   gate="kasmina.reconstruction", category="performance",
+                                   passed=i % 5 != 0, reason="reconstruction loss 0.004 <= 0.01",
+                                   observed={"reconstruction_loss": 0.004},
+                                   thresholds={"reconstruction_threshold": 0.01}))
+        elif i % 3 == 1:
+            out.append(TransitionApplied(**common, from_state="TRAINING", to_state="GRAFTING",
+                                         trigger="graft"))
+        else:
+            out.append(MetricsObserved(**common, metrics={"loss": 0.1234 + i * 1e-6,
+                                                          "grad_norm": 1.5, "alpha": 0.25}))
+    return out
 
-    Swap this for "validated pydantic events through the real codec" once lifecycle_es
-    has one: the benchmarks only need a list of plain records.
-    """
-    kinds = ("transition", "gate_checked", "metrics_observed")
-    return [
-        {
-            "event_id": str(uuid.uuid4()),
-            "run_id": run_id,
-            "seq": 0,
-            "kind": kinds[i % 3],
-            "schema": 1,
-            "step": i,
-            "ts": 1_700_000_000.0 + i * 0.01,
-            "rank": 0,
-            "entity": f"seed/L{i % 12}/{i % 64}",
-            "causation": str(uuid.uuid4()),
-            "from": "TRAINING",
-            "to": "BLENDING",
-            "gate": "g2_stability",
-            "passed": i % 5 != 0,
-            "reason": "loss plateau within tolerance",
-            "observed": {"loss": 0.1234 + i * 1e-6, "grad_norm": 1.5, "alpha": 0.25},
-        }
-        for i in range(start, start + n)
-    ]
+
+def make_events(n: int, run_id: str = "bench", start: int = 0) -> list[Record]:
+    """n records of typical lifecycle events: validated events through the real codec."""
+    return [CODEC.to_record(e) for e in make_models(n, run_id, start)]
 
 
 def free_port() -> int:
@@ -211,6 +209,16 @@ def main() -> None:
             keys.append(f"lces:{{raw-{uuid.uuid4().hex}}}:log")
             return keys[-1]
 
+        def redis_log_validated() -> None:
+            """Event construction with validation and the codec inside the timing."""
+            with RedisLog(url, f"bench-{uuid.uuid4().hex}") as log:
+                keys.append(log.key)
+                last = 0
+                for start in range(0, n, batch):
+                    models = make_models(min(batch, n - start), start=start)
+                    log.append([CODEC.to_record(m) for m in models], expected_seq=last)
+                    last += len(models)
+
         def redis_log() -> None:
             with RedisLog(url, f"bench-{uuid.uuid4().hex}") as log:
                 keys.append(log.key)
@@ -228,6 +236,7 @@ def main() -> None:
 
         scenarios: dict[str, Callable[[], object]] = {
             OURS: redis_log,
+            OURS_VALIDATED: redis_log_validated,
             RAW: lambda: bench_raw_xadd(client, fresh_key(), payloads, batch),
             RAW_ENCODING: lambda: bench_raw_xadd_encoding(client, fresh_key(), events, batch),
             ES_APP: lambda: bench_es_application(events, 100),
@@ -252,6 +261,9 @@ def report(n: int, batch: int, rounds: int, results: dict[str, float]) -> None:
     print(f"{'ratio':<60} {'value':>7} target")
     for name, target in ((RAW, ">= 0.8"), (RAW_ENCODING, ">= 0.8"), (ES_APP, ">= 2"), (ES_RECORDER, ">= 2")):
         print(f"{'RedisLog / ' + name:<60} {results[OURS] / results[name]:>7.2f} {target}")
+    for name, target in ((RAW, ">= 0.8"), (ES_APP, ">= 2")):
+        print(f"{'validated events + codec + RedisLog / ' + name:<60} "
+              f"{results[OURS_VALIDATED] / results[name]:>7.2f} {target}")
 
 
 if __name__ == "__main__":
