@@ -110,6 +110,10 @@ class Registry:
         """Return how many entities of `spec` in `layer` are in `state`."""
         return self._population[(spec, layer, state)]
 
+    def populations(self) -> dict[tuple[str, int | None, str], int]:
+        """Return every non-zero population, keyed by (spec, layer, state)."""
+        return {key: n for key, n in self._population.items() if n}
+
     def count_transitional(self, spec: str, *, exclude: str | None = None) -> int:
         """Return how many entities of `spec`, other than `exclude`, are in transitional states."""
         names = self.specs[spec].states_in(StateCategory.TRANSITIONAL)
