@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Any
 
-import bus
+from bus import Log
+from replay._open import open_run
 from replay._replay import Replay, Until, replay
 
 __all__ = ["add_parser", "replay_json", "run"]
@@ -30,11 +31,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the registry as of the chosen point."""
     until = _until(args)
-    options = {"lenient": True} if args.lenient else {}
-    with bus.open(args.log_url, args.run, create=False, **options) as log:
+    with open_run(args.log_url, args.run, lenient=args.lenient) as log:
         result = replay(log, until, tensors=False)
         skipped = getattr(log, "skipped", 0)
-    if not until.open_ended and result.reached_end:
+        short = result.reached_end and not until.open_ended and _ends_before(log, until, result.last_seq)
+    if short:
         sys.stderr.write(f"lifecycle-es replay: the log ends at seq {result.last_seq}, before the "
                          "requested point; replayed to the end\n")
     if skipped:
@@ -44,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_table(replay_json(result, args.run)), end="")
     return 0
+
+
+def _ends_before(log: Log, until: Until, last_seq: int) -> bool:
+    """Tell whether the log's last record lies before the requested point."""
+    last = log.read(after=last_seq - 1, limit=1) if last_seq else []
+    return not last or until.beyond(last[0])
 
 
 def _until(args: argparse.Namespace) -> Until:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import bus
 from lifecycle_es.errors import ConfigError
+from replay._open import open_run
 from replay._tail import Filter, Printer, parse_kinds, records_from, start_after, take
 
 __all__ = ["add_parser", "run"]
@@ -35,8 +35,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--count must be >= 0, got {args.count}")
     flt = Filter(kinds=parse_kinds(args.kind), entity=args.entity, layer=args.layer, rank=args.rank)
     printer = Printer(sys.stdout, fmt=args.format, colour=args.format == "pretty" and sys.stdout.isatty())
-    options = {"lenient": True} if args.lenient else {}
-    with bus.open(args.log_url, args.run, create=False, **options) as log:
+    with open_run(args.log_url, args.run, lenient=args.lenient) as log:
         after = start_after(log, args.start)
         try:
             for record in take(records_from(log, after, follow=args.follow), flt, args.count):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import torch
@@ -48,7 +48,7 @@ class Until:
         except ValueError:
             raise ConfigError(f"not an ISO 8601 time: {text!r}") from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=datetime.now().astimezone().tzinfo).astimezone()
+            when = when.replace(tzinfo=UTC)
         return cls(time=when.timestamp())
 
     def admits(self, record: Record) -> bool:
@@ -59,6 +59,16 @@ class Until:
             return bool(record["step"] <= self.step)
         if self.time is not None:
             return bool(record["ts"] <= self.time)
+        return True
+
+    def beyond(self, record: Record) -> bool:
+        """Tell whether the bound lies strictly after `record` (an unbounded one always does)."""
+        if self.seq is not None:
+            return bool(self.seq > record["seq"])
+        if self.step is not None:
+            return bool(self.step > record["step"])
+        if self.time is not None:
+            return bool(self.time > record["ts"])
         return True
 
     @property

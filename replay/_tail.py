@@ -134,10 +134,12 @@ def parse_kinds(text: str | None) -> frozenset[str]:
 
 def take(records: Iterable[dict[str, Any]], flt: Filter, count: int | None) -> Iterator[dict[str, Any]]:
     """Yield the records the filter admits, at most `count` of them."""
+    if count == 0:
+        return
     shown = 0
     for record in records:
-        if count is not None and shown >= count:
-            return
         if flt.admits(record):
-            shown += 1
             yield record
+            shown += 1
+            if shown == count:
+                return  # before asking for another: a follow would wait for one that may never come
