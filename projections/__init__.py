@@ -4,11 +4,26 @@ Each projection consumes records in seq order, in batches, skips what it has app
 snapshots as plain data with its seq (see `Projection`).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from projections._projection import Projection, Snapshot
 from projections.metrics import MetricsProjection
 from projections.registry_views import RegistryProjection
 from projections.runner import Runner
-from projections.state_tensors import StateTensors
+
+if TYPE_CHECKING:
+    from projections.state_tensors import StateTensors
+
+
+def __getattr__(name: str) -> Any:
+    # StateTensors needs torch (over a second to import); tools that only read the log, such
+    # as `lifecycle-es tail`, should not pay for it.
+    if name == "StateTensors":
+        from projections.state_tensors import StateTensors
+
+        return StateTensors
+    raise AttributeError(f"module 'projections' has no attribute {name!r}")
+
 
 __all__ = [
     "MetricsProjection",

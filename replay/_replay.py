@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bus import Log
 from lifecycle_es.errors import ConfigError
@@ -16,7 +14,11 @@ from lifecycle_es.specs import BUILTIN_SPECS
 from projections import MetricsProjection, RegistryProjection
 from projections._projection import Projection, Record
 from projections.runner import Runner
-from projections.state_tensors import StateTensors
+
+if TYPE_CHECKING:
+    import torch
+
+    from projections.state_tensors import StateTensors
 
 __all__ = ["Replay", "Until", "iter_records", "replay"]
 
@@ -113,7 +115,7 @@ def replay(
     """Replay a run into the registry, metrics and (optionally) state-tensor projections."""
     until = until or Until()
     registry, metrics = RegistryProjection(specs), MetricsProjection()
-    state = StateTensors(specs, device=device) if tensors else None
+    state = _state_tensors(specs, device) if tensors else None
     runner = Runner(log, [p for p in (registry, metrics, state, *extra) if p is not None])
     last_seq = log.last_seq()
     for batch in iter_records(log):
@@ -128,6 +130,12 @@ def replay(
     return Replay(registry=registry, metrics=metrics, tensors=state, seq=seq,
                   step=registry.registry.step, last_seq=max(last_seq, seq),
                   reached_end=seq >= max(last_seq, log.last_seq()))
+
+
+def _state_tensors(specs: Mapping[str, Spec], device: torch.device | str) -> StateTensors:
+    from projections.state_tensors import StateTensors  # torch loads only when tensors are asked for
+
+    return StateTensors(specs, device=device)
 
 
 def _first_miss(until: Until, batch: list[dict[str, Any]]) -> int:
