@@ -13,7 +13,7 @@ from lifecycle_es.spec import Spec
 from lifecycle_es.specs import BUILTIN_SPECS
 from projections import MetricsProjection, RegistryProjection
 from projections._projection import Projection, Record
-from projections.runner import Runner
+from projections.runner import Runner, gc_paused
 
 if TYPE_CHECKING:
     import torch
@@ -118,14 +118,15 @@ def replay(
     state = _state_tensors(specs, device) if tensors else None
     runner = Runner(log, [p for p in (registry, metrics, state, *extra) if p is not None])
     last_seq = log.last_seq()
-    for batch in iter_records(log):
-        # A replay stops at the first record past the bound, even if a later one (a clock
-        # step back, say) would be admitted again: "as of" a point means a prefix of the log.
-        cut = len(batch) if until.open_ended else _first_miss(until, batch)
-        if cut:
-            runner.apply(batch[:cut])
-        if cut < len(batch):
-            break
+    with gc_paused():
+        for batch in iter_records(log):
+            # A replay stops at the first record past the bound, even if a later one (a clock
+            # step back, say) would be admitted again: "as of" a point means a prefix of the log.
+            cut = len(batch) if until.open_ended else _first_miss(until, batch)
+            if cut:
+                runner.apply(batch[:cut])
+            if cut < len(batch):
+                break
     seq = registry.seq
     return Replay(registry=registry, metrics=metrics, tensors=state, seq=seq,
                   step=registry.registry.step, last_seq=max(last_seq, seq),
