@@ -239,10 +239,10 @@ def _check(
     spec: Spec, edge: TransitionDef,
 ) -> GateChecked:
     gate = gates[name]
-    params = dict(policy.params.get(name, {}))
+    overrides = dict(policy.params.get(name, {}))
     if name == MIN_TIME_GATE:
-        params["min_steps"] = spec.state(edge.source).min_time_in_state
-    params = {**gate.defaults, **params}
+        overrides["min_steps"] = spec.state(edge.source).min_time_in_state
+    params = gate.parameters(overrides)
     result = gate.fn(gate_input, params)
     blocking = policy.mode is GateMode.STRICT or gate.category is GateCategory.STRUCTURAL
     return GateChecked.trusted(

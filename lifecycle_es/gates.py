@@ -70,9 +70,9 @@ class Gate:
     defaults: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
 
-    def check(self, gate_input: GateInput, params: Mapping[str, float]) -> GateResult:
-        """Evaluate the gate with `params` over its defaults."""
-        return self.fn(gate_input, {**self.defaults, **params})
+    def parameters(self, overrides: Mapping[str, float]) -> dict[str, float]:
+        """Return the parameters in force: `overrides` over the gate's defaults."""
+        return {**self.defaults, **overrides}
 
 
 class GateLibrary(Mapping[str, Gate]):
