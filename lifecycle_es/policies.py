@@ -23,6 +23,8 @@ __all__ = [
     "hysteresis",
     "patience",
     "population_budget_left",
+    "population_floor_left",
+    "streak",
 ]
 
 
@@ -63,6 +65,13 @@ def population_budget_left(
     return cap - sum(registry.population(spec, layer, s) for s in states)
 
 
+def population_floor_left(
+    registry: Registry, spec: str, layer: int | None, states: Iterable[str], floor: int
+) -> int:
+    """Return how many entities of `spec` in `states` the layer may lose before it hits `floor`."""
+    return sum(registry.population(spec, layer, s) for s in states) - floor
+
+
 def action_budget_left(registry: Registry, action: Action, cap: int) -> int:
     """Return how many more `action` decisions fit in the current evaluation cycle."""
     return cap - registry.decisions_this_cycle(action)
@@ -83,3 +92,16 @@ def cooldown_elapsed(
 def patience(values: tuple[float, ...], n: int, signal: Callable[[float], bool]) -> bool:
     """Tell whether `signal` held on each of the last `n` observed values (n checkpoints)."""
     return n > 0 and len(values) >= n and all(signal(v) for v in values[-n:])
+
+
+def streak(values: tuple[float, ...], signal: Callable[[float], bool]) -> int:
+    """Return for how many of the latest observed values in a row `signal` has held.
+
+    The progress of a patience policy: `patience(values, n, signal)` holds once this is >= n.
+    """
+    held = 0
+    for value in reversed(values):
+        if not signal(value):
+            break
+        held += 1
+    return held

@@ -27,6 +27,8 @@ from lifecycle_es.policies import (
     hysteresis,
     patience,
     population_budget_left,
+    population_floor_left,
+    streak,
 )
 from lifecycle_es.spec import Spec, StateCategory, StateDef, TransitionDef
 from lifecycle_es.specs import ModuleState
@@ -246,6 +248,18 @@ def test_population_budget_counts_entities_of_a_layer_in_the_given_states() -> N
     assert left() == 2
 
 
+def test_population_floor_counts_how_many_a_layer_may_still_lose() -> None:
+    """The floor's room is the layer's population in the given states minus the floor."""
+    lc = Lifecycle()
+    for n in range(3):
+        lc.register(f"x{n}", "expert", state="active", layer=0)
+    lc.register("y", "expert", state="active", layer=1)
+    assert population_floor_left(lc.registry, "expert", 0, ["active", "dormant"], floor=2) == 1
+    lc.transition("x0", to="dormant")
+    lc.transition("x1", to="pending_prune")
+    assert population_floor_left(lc.registry, "expert", 0, ["active", "dormant"], floor=2) == 0
+
+
 def test_action_budget_counts_decisions_until_the_step_is_sealed() -> None:
     """Each DecisionMade uses one unit of its action's budget; StepSealed restores them all."""
     lc = Lifecycle()
@@ -296,6 +310,19 @@ def test_patience_needs_the_signal_on_each_of_the_last_n_checkpoints() -> None:
         held.append(dead())
     assert held == [False, False, True, False, False, False, True]
     assert patience(lc.registry.metric_window("x", "share"), 0, lambda v: True) is False
+
+
+def test_streak_counts_the_latest_observations_in_a_row_where_the_signal_held() -> None:
+    """The progress of a patience: it stops at the first older value where the signal failed."""
+
+    def zero(v: float) -> bool:
+        return v < 0.01
+
+    assert streak((), zero) == 0
+    assert streak((0.0, 0.3, 0.0, 0.0), zero) == 2
+    assert streak((0.0, 0.0, 0.3), zero) == 0
+    values = (0.0, 0.0, 0.0)
+    assert (streak(values, zero), patience(values, 3, zero), patience(values, 4, zero)) == (3, True, False)
 
 
 def test_patience_over_layer_metrics() -> None:

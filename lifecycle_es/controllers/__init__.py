@@ -1,0 +1,12 @@
+"""Controllers: turn a run's registry and observed metrics into lifecycle events.
+
+`ExpertCoordinator` runs the Mixture-of-Experts expert lifecycle of seeds/002 (spawn, prune,
+split and merge with patience, cooldowns, budgets and basin similarity) under a
+`LifecycleConfig`; `expert_id` names the experts it creates.
+"""
+
+from lifecycle_es.controllers._config import InitStrategy, LifecycleConfig
+from lifecycle_es.controllers._expert_ids import expert_id
+from lifecycle_es.controllers.expert import ExpertCoordinator
+
+__all__ = ["ExpertCoordinator", "InitStrategy", "LifecycleConfig", "expert_id"]

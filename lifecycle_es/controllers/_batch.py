@@ -1,0 +1,102 @@
+"""The events of one coordinator evaluation, folded into a scratch registry as they are made.
+
+Decisions within one evaluation must see each other's effects: a spawn takes a slot the next
+spawn cannot have, a merge uses up the cycle's merge budget, a pruned expert no longer counts
+toward the floor. So every event is folded, the moment it is made, into a copy of the registry
+under a provisional seq (one past the copy's last). The events themselves keep seq 0: the
+caller appends them with `Lifecycle.append`, which gives them their real seqs and folds them
+into the real registry in the same order, reaching the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pydantic import JsonValue
+
+from lifecycle_es import commands
+from lifecycle_es.commands import GatePolicy, Stamp
+from lifecycle_es.controllers._basin_math import decision_seed
+from lifecycle_es.errors import InconsistentEventError
+from lifecycle_es.events import Action, DecisionMade, EventBase, GateCategory, GateChecked, GateMode
+from lifecycle_es.gates import GateLibrary
+from lifecycle_es.registry import Registry, fold_record
+from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
+
+__all__ = ["Batch", "Check"]
+
+_NO_GATES = GateLibrary()
+"""The expert spec's edges name no gates: the coordinator's own checks are its gates."""
+_STRICT = GatePolicy(mode=GateMode.STRICT)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One evaluated gate of a candidate action, before it becomes a `GateChecked` event."""
+
+    gate: str
+    """Stable name, `<action>.<what>` (e.g. `split.overload_patience`): gate statistics key on it."""
+    category: GateCategory
+    passed: bool
+    reason: str
+    """One sentence: what was observed against what was required."""
+    observed: Mapping[str, float]
+    thresholds: Mapping[str, float]
+
+
+class Batch:
+    """The events of one `ExpertCoordinator.decide` call and the scratch registry they shape."""
+
+    def __init__(self, registry: Registry, stamp: Stamp, config: Mapping[str, JsonValue]) -> None:
+        self.registry = registry.copy()
+        """The caller's registry plus every event made so far; the caller's is never touched."""
+        self.stamp = stamp
+        self.config = dict(config)
+        self.events: list[EventBase] = []
+
+    def add(self, event: EventBase) -> None:
+        """Keep an event and fold it into the scratch registry under a provisional seq."""
+        fold_record(self.registry, {**event.__dict__, "seq": self.registry.seq + 1})
+        self.events.append(event)
+
+    def checks(self, entity: str, from_state: str, to_state: str, checks: Iterable[Check]) -> bool:
+        """Record every check as a strict `GateChecked` on `entity`; return whether all passed."""
+        passed = True
+        for check in checks:
+            self.add(GateChecked.trusted(
+                run_id=self.stamp.run_id, step=self.stamp.step, rank=self.stamp.rank,
+                entity=entity, from_state=str(from_state), to_state=str(to_state), gate=check.gate,
+                category=check.category, passed=check.passed, blocking=True, reason=check.reason,
+                observed={k: float(v) for k, v in check.observed.items()},
+                thresholds={k: float(v) for k, v in check.thresholds.items()},
+                mode=GateMode.STRICT))
+            passed = passed and check.passed
+        return passed
+
+    def move(self, entity: str, to: ExpertState, reason: str) -> None:
+        """Move an expert along its spec's edge to `to`, through the transition command."""
+        outcome = commands.request_transition(self.registry, _NO_GATES, _STRICT, self.stamp,
+                                              entity=entity, to=to.value, reason=reason)
+        if not outcome.accepted:  # the coordinator only asks for edges the spec has
+            raise InconsistentEventError(f"coordinator: {entity} -> {to.value} refused: "
+                                         + "; ".join(outcome.reasons))
+        for event in outcome.events:
+            self.add(event)
+
+    def register(self, entity: str, *, layer: int, slot: int, parent: str | None) -> None:
+        """Register a new expert in `pending_spawn` in `slot` of `layer`."""
+        self.add(commands.register(self.registry, self.stamp, entity=entity, spec=EXPERT_SPEC.name,
+                                   state=ExpertState.PENDING_SPAWN.value, slot=slot, layer=layer,
+                                   parent=parent))
+
+    def decide(self, action: Action, *, layer: int, entity: str, target: str, reason: str,
+               metrics: Mapping[str, JsonValue], parent: str | None = None,
+               children: Sequence[str] = ()) -> None:
+        """Record a `DecisionMade`, applied at the next step, seeded from (run, step, action, target)."""
+        step = self.stamp.step
+        self.add(DecisionMade(
+            run_id=self.stamp.run_id, step=step, rank=self.stamp.rank, entity=entity,
+            action=action, layer=layer, parent=parent, children=list(children), reason=reason,
+            metrics_at_decision=dict(metrics), config_snapshot=dict(self.config),
+            apply_at_step=step + 1, seed=decision_seed(self.stamp.run_id, step, action.value, target)))

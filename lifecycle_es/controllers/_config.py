@@ -1,0 +1,151 @@
+"""`LifecycleConfig`: every knob of the expert coordinator, with ChronoMoE v3's defaults.
+
+The defaults are those of seeds/002 (reference/seed-projects.md section 2.6). The fields it
+leaves open are added here, each saying why: the starvation thresholds that make "high routing
+entropy or saturated top-k" a test, the share below which an expert counts as receiving nothing,
+per-cycle budgets for splits and merges, and the length of a merged expert's "brief" cooling.
+
+Not to be confused with `lifecycle_es.LifecycleConfig`, which configures a `Lifecycle` writer
+(gate mode, metric window); that one's `metric_window` must be at least `basin_window_size`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from pydantic import JsonValue
+
+from lifecycle_es.errors import ConfigError
+
+__all__ = ["InitStrategy", "LifecycleConfig"]
+
+InitStrategy = Literal["random", "clone_and_perturb", "mean_cluster"]
+"""How a spawned expert's weights start (seeds/002)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LifecycleConfig:
+    """When the expert coordinator spawns, prunes, splits and merges, and what limits it."""
+
+    # -- spawning ------------------------------------------------------------------------------
+    spawn_patience: int = 5
+    """Checkpoints in a row a layer must be starved before an expert is spawned into it."""
+    spawn_cooldown_steps: int = 500
+    """Minimum training steps between any two spawns, in any layer (a global cooldown)."""
+    max_spawns_per_cycle: int = 1
+    """Spawns allowed per lifecycle cycle (the decisions between two `StepSealed`); 0 disables."""
+    max_experts_per_layer: int = 16
+    """Hard cap on the live experts of a layer (pending_spawn, cooling, active, dormant)."""
+    spawn_init_strategy: InitStrategy = "clone_and_perturb"
+    """How a spawned expert starts: random init, a perturbed clone of the layer's most loaded
+    expert, or the mean of that expert's cluster of co-activated experts."""
+    starvation_entropy_threshold: float | None = 0.95
+    """A checkpoint counts as starved when the layer's normalized routing entropy
+    (entropy / ln n_active, 1 for a single expert) is at least this: tokens are spread over
+    every expert nearly evenly, so no expert has room to specialise further. None disables
+    this test. n_eff / n_active is the same signal on another scale (exp of the entropy)."""
+    starvation_saturation_threshold: float | None = 0.5
+    """A checkpoint also counts as starved when the layer's `topk_saturation` (the fraction of
+    tokens whose top-k routing weights are nearly uniform: the router finds no expert that
+    fits them) is at least this. Only read when the observation has it; None disables it."""
+
+    # -- pruning -------------------------------------------------------------------------------
+    prune_patience: int = 10
+    """Checkpoints in a row a dormant expert must have received no tokens before it is pruned."""
+    max_prunes_per_cycle: int = 1
+    """Prunes allowed per lifecycle cycle; 0 disables pruning."""
+    min_experts_per_layer: int = 2
+    """Floor on the live experts of a layer: neither a prune nor a merge goes below it."""
+    dormant_share_epsilon: float = 1e-6
+    """A share below this counts as zero. Shares averaged from router probabilities are never
+    exactly 0; 1e-6 is less than one token in a million."""
+
+    # -- splitting -----------------------------------------------------------------------------
+    split_share_threshold: float = 0.4
+    """Routing share above which an expert is overloaded."""
+    split_patience: int = 5
+    """Checkpoints in a row an expert must be overloaded before it is split."""
+    split_perturbation_scale: float = 0.01
+    """Noise added to a clone (split or clone_and_perturb spawn), relative to the weights' RMS."""
+    split_cooldown_per_expert: int = 1000
+    """Minimum training steps before the same expert may be split again, and before a child may
+    be merged back into the parent it was split or cloned from (their basins start identical
+    and need this long to diverge; merging them sooner would undo the split)."""
+    max_splits_per_cycle: int = 1
+    """Splits allowed per lifecycle cycle; 0 disables splitting."""
+
+    # -- merging -------------------------------------------------------------------------------
+    merge_similarity_threshold: float = 0.95
+    """Weight cosine similarity above which two experts have converged."""
+    merge_overlap_threshold: float = 0.8
+    """Basin overlap (1 - Jensen-Shannon divergence of their token-type distributions, in [0, 1])
+    above which two experts serve the same tokens."""
+    merge_patience: int = 8
+    """Checkpoints in a row both similarities must hold before two experts are merged."""
+    max_merges_per_cycle: int = 1
+    """Merges allowed per lifecycle cycle (seeds/002 names this budget); 0 disables merging."""
+    merge_cooling_period: int = 1
+    """Checkpoints the surviving expert of a merge spends in its "brief" cooling."""
+
+    # -- cadence -------------------------------------------------------------------------------
+    basin_window_size: int = 50
+    """Checkpoints of metric history kept per expert and layer; the `Lifecycle`'s
+    `metric_window` must be at least this."""
+    lifecycle_eval_interval: int = 5
+    """Run a lifecycle evaluation every N controller updates; read by the training loop, which
+    decides when to call `ExpertCoordinator.decide`."""
+    cooling_period: int = 3
+    """Checkpoints a spawned or split-off expert spends in cooling before it is evaluated."""
+
+    def __post_init__(self) -> None:
+        for name in ("spawn_patience", "prune_patience", "split_patience", "merge_patience",
+                     "basin_window_size", "lifecycle_eval_interval", "cooling_period",
+                     "merge_cooling_period", "max_experts_per_layer", "min_experts_per_layer"):
+            _check_int(self, name, 1)
+        for name in ("spawn_cooldown_steps", "split_cooldown_per_expert", "max_spawns_per_cycle",
+                     "max_prunes_per_cycle", "max_splits_per_cycle", "max_merges_per_cycle"):
+            _check_int(self, name, 0)
+        if self.min_experts_per_layer > self.max_experts_per_layer:
+            raise ConfigError(f"min_experts_per_layer {self.min_experts_per_layer} exceeds "
+                              f"max_experts_per_layer {self.max_experts_per_layer}")
+        if self.spawn_init_strategy not in get_args(InitStrategy):
+            raise ConfigError(f"spawn_init_strategy must be one of {get_args(InitStrategy)}, "
+                              f"got {self.spawn_init_strategy!r}")
+        _check_float(self, "split_share_threshold", 0.0, 1.0, low_open=True, high_open=True)
+        _check_float(self, "merge_similarity_threshold", -1.0, 1.0, high_open=True)
+        _check_float(self, "merge_overlap_threshold", 0.0, 1.0, high_open=True)
+        _check_float(self, "dormant_share_epsilon", 0.0, 1.0, high_open=True)
+        _check_float(self, "split_perturbation_scale", 0.0, math.inf, high_open=True)
+        for name in ("starvation_entropy_threshold", "starvation_saturation_threshold"):
+            if getattr(self, name) is not None:
+                _check_float(self, name, 0.0, 1.0, low_open=True)
+        window = self.basin_window_size
+        for name in ("spawn_patience", "prune_patience", "split_patience", "merge_patience",
+                     "cooling_period", "merge_cooling_period"):
+            if getattr(self, name) > window:
+                raise ConfigError(f"{name} {getattr(self, name)} exceeds basin_window_size {window}: "
+                                  "the window could never hold that many checkpoints")
+
+    def snapshot(self) -> dict[str, JsonValue]:
+        """Return every field by name: the `config_snapshot` recorded with each decision."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def _check_int(config: LifecycleConfig, name: str, low: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _check_float(config: LifecycleConfig, name: str, low: float, high: float, *,
+                 low_open: bool = False, high_open: bool = False) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if value < low or (low_open and value == low) or value > high or (high_open and value == high):
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{name} must lie in {bounds}, got {value!r}")
+    object.__setattr__(config, name, float(value))

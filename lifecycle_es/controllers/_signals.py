@@ -1,0 +1,157 @@
+"""Per-checkpoint signals read back from the registry's metric windows, oldest first.
+
+Every series here is a function of the windows folded from `MetricsObserved` events, so a
+registry rebuilt from the log yields the same series. Series of different metrics are aligned
+from their newest end: the k-th value from the end of each belongs to the same checkpoint,
+which holds as long as each metric is observed at every checkpoint once it first appears.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lifecycle_es.controllers._basin_math import basin_overlap, normalized_entropy, topology_debt
+from lifecycle_es.controllers._config import LifecycleConfig
+from lifecycle_es.registry import Registry
+
+__all__ = [
+    "CHECKPOINT_STEP",
+    "COACT",
+    "COSINE",
+    "LAYER_KEYS",
+    "SATURATION",
+    "SHARE",
+    "TOKEN_TYPE",
+    "LayerSignal",
+    "checkpoints_since",
+    "layer_signal",
+    "mean",
+    "pair_cosine",
+    "pair_series",
+]
+
+SHARE = "share"
+"""An expert's routing share at a checkpoint."""
+TOKEN_TYPE = "token_type."
+"""Prefix of an expert's distribution over token types (`token_type.<k>`)."""
+COSINE = "cosine."
+"""Prefix of an expert's weight cosine similarity to another expert (`cosine.<expert id>`)."""
+COACT = "coact."
+"""Prefix of an expert's co-activation with another expert (`coact.<expert id>`)."""
+LAYER_KEYS = ("entropy", "n_eff", "top2_share", "dead_count", "n_active")
+"""The layer metrics every checkpoint must carry (ChronoMoE v2's `LayerSnapshot`)."""
+SATURATION = "topk_saturation"
+"""The optional layer metric: fraction of tokens whose top-k weights are nearly uniform."""
+CHECKPOINT_STEP = "checkpoint_step"
+"""Recorded with each layer observation: the step of the checkpoint, so the coordinator can count
+the checkpoints an expert has spent in its state (the windows keep values, not steps)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSignal:
+    """A layer's starvation and topology debt at each checkpoint of its window, oldest first."""
+
+    starved: tuple[float, ...]
+    """1.0 where the checkpoint was starved, else 0.0 (numbers, as the patience policy reads)."""
+    debt: tuple[float, ...]
+    """ChronoMoE v2 topology debt per checkpoint."""
+    spread: tuple[float, ...]
+    """Normalized routing entropy per checkpoint."""
+    saturation: tuple[float | None, ...]
+    """`topk_saturation` per checkpoint, None where it was not observed."""
+    latest: dict[str, float]
+    """The layer's newest value of each metric."""
+
+
+def layer_signal(registry: Registry, layer: int, config: LifecycleConfig) -> LayerSignal:
+    """Return the layer's per-checkpoint starvation, debt and spread.
+
+    A checkpoint is starved when the layer has no dead expert (every expert carries load, so
+    no idle capacity is left: "all active experts at capacity") and its routing is spread
+    thin: normalized entropy (over the layer's n_active + dead_count experts) at least
+    `starvation_entropy_threshold`, or `topk_saturation` at least
+    `starvation_saturation_threshold`.
+    """
+    series = {name: registry.metric_window(layer, name, layer=True) for name in LAYER_KEYS}
+    length = min(len(v) for v in series.values())
+    cols = {name: values[len(values) - length:] for name, values in series.items()}
+    sat_window = registry.metric_window(layer, SATURATION, layer=True)
+    saturation = _tail_aligned(sat_window, length)
+    # n_active counts the experts that got tokens and dead_count those that got none
+    # (ChronoMoE v2's active_experts and dead_expert_count), so together they are v2's n.
+    n_experts = tuple(a + d for a, d in zip(cols["n_active"], cols["dead_count"], strict=True))
+    spread = tuple(normalized_entropy(h, n) for h, n in zip(cols["entropy"], n_experts, strict=True))
+    debt = tuple(topology_debt(n_experts=n, n_eff=e, top2_share=t, dead_count=d)
+                 for n, e, t, d in zip(n_experts, cols["n_eff"], cols["top2_share"],
+                                       cols["dead_count"], strict=True))
+    starved = tuple(
+        1.0 if dead == 0 and _spread_thin(config, s, sat) else 0.0
+        for dead, s, sat in zip(cols["dead_count"], spread, saturation, strict=True))
+    latest = {name: values[-1] for name, values in cols.items() if values}
+    if saturation and saturation[-1] is not None:
+        latest[SATURATION] = saturation[-1]
+    return LayerSignal(starved, debt, spread, saturation, latest)
+
+
+def _spread_thin(config: LifecycleConfig, spread: float, saturation: float | None) -> bool:
+    entropy_at = config.starvation_entropy_threshold
+    saturation_at = config.starvation_saturation_threshold
+    return ((entropy_at is not None and spread >= entropy_at)
+            or (saturation_at is not None and saturation is not None and saturation >= saturation_at))
+
+
+def _tail_aligned(values: tuple[float, ...], length: int) -> tuple[float | None, ...]:
+    """Return `values` aligned to the last `length` checkpoints, None where they have none."""
+    tail: tuple[float | None, ...] = values[max(0, len(values) - length):]
+    return (None,) * (length - len(tail)) + tail
+
+
+def checkpoints_since(registry: Registry, layer: int | None, step: int) -> int:
+    """Return how many of the layer's recorded checkpoints came after `step`.
+
+    A transition made at a checkpoint's step comes after that checkpoint's observations, so
+    the checkpoints an entity has spent in a state it entered at `step` are those after it.
+    """
+    return sum(1 for at in registry.metric_window(layer, CHECKPOINT_STEP, layer=True) if at > step)
+
+
+def pair_cosine(registry: Registry, a: str, b: str) -> tuple[float, ...]:
+    """Return the weight cosine of two experts per checkpoint: `a`'s `cosine.<b>`, else `b`'s `cosine.<a>`."""
+    return registry.metric_window(a, COSINE + b) or registry.metric_window(b, COSINE + a)
+
+
+def pair_series(registry: Registry, a: str, b: str, n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Return two experts' weight cosine and basin overlap over their last (up to) `n` checkpoints.
+
+    The cosine is `pair_cosine`; the overlap is computed per
+    checkpoint from both experts' token-type distributions. Both series have the same length,
+    that of the shortest input; without token types there is no overlap and both are empty.
+    """
+    cosine = pair_cosine(registry, a, b)
+    types = sorted(_token_types(registry, a) | _token_types(registry, b))
+    dist_a = [registry.metric_window(a, t) for t in types]
+    dist_b = [registry.metric_window(b, t) for t in types]
+    observed = [len(w) for w in (*dist_a, *dist_b) if w]
+    if not types or not observed:
+        return (), ()
+    length = min(n, len(cosine), *observed)
+    overlaps = tuple(
+        basin_overlap(_at(dist_a, k, length), _at(dist_b, k, length)) for k in range(length))
+    return cosine[len(cosine) - length:], overlaps
+
+
+def _token_types(registry: Registry, entity: str) -> set[str]:
+    return {name for name in registry.latest_metrics(entity) if name.startswith(TOKEN_TYPE)}
+
+
+def _at(columns: Sequence[tuple[float, ...]], k: int, length: int) -> list[float]:
+    """Return the distribution of the k-th of the last `length` checkpoints (0 = oldest)."""
+    back = length - k
+    return [col[-back] if len(col) >= back else 0.0 for col in columns]
+
+
+def mean(values: Sequence[float]) -> float:
+    """Return the arithmetic mean of `values`, 0.0 for none."""
+    return math.fsum(values) / len(values) if values else 0.0
