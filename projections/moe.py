@@ -63,8 +63,9 @@ class MoELayer(nn.Module):
     sync, and a slot that gets no token gets an exact zero gradient.
 
     After each forward, `last_counts` [capacity] holds the tokens routed to each slot,
-    `last_prob_sums` [capacity] the router probability summed over tokens, and `last_indices`
-    [tokens, top_k] the selected slots (-1 where fewer than top_k slots route): detached device
+    `last_prob_sums` [capacity] the router probability summed over tokens, `last_indices`
+    [tokens, top_k] the selected slots (-1 where fewer than top_k slots route), and
+    `last_weights` [tokens, top_k] the gate weight of each selection (0 for -1): detached device
     tensors for basin tracking to read at evaluation checkpoints.
     """
 
@@ -132,6 +133,7 @@ class MoELayer(nn.Module):
         self.last_counts = torch.zeros(self.capacity, device=like.device)
         self.last_prob_sums = torch.zeros(self.capacity, device=like.device)
         self.last_indices = torch.empty(0, self.top_k, dtype=torch.long, device=like.device)
+        self.last_weights = torch.empty(0, self.top_k, device=like.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Route each token of `x` [tokens, d_model] to its top-k routing slots; same shape out."""
@@ -144,6 +146,7 @@ class MoELayer(nn.Module):
         hidden = torch.relu(torch.einsum("td,cdh->tch", x, self.w1) + self.b1)
         out = torch.einsum("tch,chd->tcd", hidden, self.w2) + self.b2
         self._record_stats(logits.detach(), top_idx, chosen)
+        self.last_weights = weights.detach()
         return torch.einsum("tc,tcd->td", gates, out)
 
     def _record_stats(self, logits: torch.Tensor, top_idx: torch.Tensor, chosen: torch.Tensor) -> None:

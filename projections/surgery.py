@@ -101,11 +101,17 @@ class ModelSurgery(Projection):
         """Return the rows of `layer` the router may pick, ascending."""
         return self._slots.routing_rows(layer)
 
-    def digest(self) -> str:
+    def routing_experts(self, layer: int) -> dict[int, str]:
+        """Return the experts of `layer` the router may pick, by row, ascending."""
+        owners = self._slots.owners[layer]
+        return {row: str(owners[row]) for row in self._slots.routing_rows(layer)}
+
+    def digest(self, *, event_ids: bool = True) -> str:
         """Return 16 hex digits hashing parameters, optimizer state and applied event ids.
 
         The value all ranks all-reduce (MIN and MAX) after applying a step's actions. Bytes are
-        hashed exactly, in sorted parameter-name and state-key order.
+        hashed exactly, in sorted parameter-name and state-key order. `event_ids=False` leaves
+        the ids out, to compare the model of two runs whose events have different ids.
         """
         h = hashlib.blake2b(digest_size=8)
         for name, param in self._named_parameters():
@@ -113,7 +119,7 @@ class ModelSurgery(Projection):
             state = self.optimizer.state.get(param, {})
             for key in sorted(state):
                 _feed(h, f"{name}/{key}", state[key])
-        for event_id in self.applied_ids:
+        for event_id in self.applied_ids if event_ids else ():
             h.update(event_id.encode() + b"\x00")
         return h.hexdigest()
 

@@ -9,15 +9,18 @@ from types import ModuleType
 
 from bus.errors import BusError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import ConfigError, LifecycleError
-from replay import _cmd_replay, _cmd_spec, _cmd_tail, _cmd_verify
+from replay import _cmd_demo, _cmd_export, _cmd_replay, _cmd_spec, _cmd_tail, _cmd_verify
 
 __all__ = ["main"]
 
 _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
+    ("demo", "train a small MoE whose experts the lifecycle spawns, prunes, splits and merges", _cmd_demo),
     ("spec", "list the built-in lifecycle specs, or show one as a table, JSON or Mermaid", _cmd_spec),
     ("tail", "print a run's events from a point, filtered, and follow it live", _cmd_tail),
     ("replay", "rebuild a run's registry as of a seq, a step or a wall time", _cmd_replay),
     ("verify", "compare a Redis log with its JSONL mirror, and optionally repair the mirror", _cmd_verify),
+    ("export-decisions", "write a run's decisions as ChronoMoE lifecycle_decisions.jsonl lines",
+     _cmd_export),
 )
 
 

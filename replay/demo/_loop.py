@@ -1,0 +1,270 @@
+"""The demo's training loop, with the expert lifecycle wired in the way DESIGN.md section 7 gives.
+
+Every step is forward, backward, `optimizer.step()`, then `BasinTracker.record` (references
+only: no device work, no host sync). Every `lifecycle_eval_interval` steps, at the step
+boundary: basin metrics -> `MetricsObserved` -> the coordinator's decision -> `StepSealed`,
+all appended to the run's log, then the new records are folded into model surgery and the
+state tensors, exactly as a follower rank would fold them. With the lifecycle off the same
+loop trains the same model on the same tokens and never changes its experts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from bus import Log
+from lifecycle_es import ConfigError, Lifecycle
+from lifecycle_es.controllers import ExpertCoordinator, LifecycleConfig
+from lifecycle_es.session import LifecycleConfig as SessionConfig
+from projections.basin import BasinTracker
+from projections.runner import Runner
+from projections.state_tensors import StateTensors
+from projections.surgery import ROUTING_STATES, ModelSurgery, Strategy
+from replay.demo._model import DemoModel
+from replay.demo._task import Task
+
+__all__ = ["DemoOptions", "DemoRun", "PhaseLoss", "Tick", "demo_config"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions:
+    """Everything that defines one demo run.
+
+    Two runs with equal options and the same run id train identically (the run id seeds each
+    decision's noise, so it is part of the run's identity).
+    """
+
+    steps: int = 3000  # replay._cmd_demo.DEFAULT_STEPS
+    """Training steps; the task's phases are fractions of them."""
+    seed: int = 0
+    """Seeds the model's initial weights and the task's data (separate CPU generators)."""
+    strategy: Strategy = "masked"
+    """Model surgery strategy: fixed capacity with masks, or parameters really resized."""
+    lifecycle: bool = True
+    """False trains the initial experts only: the baseline."""
+    batch_size: int = 256
+    layers: int = 1
+    """MoE layers in the model."""
+    initial_experts: int = 4
+    """Experts per layer at step 0."""
+    max_experts: int = 16
+    """`max_experts_per_layer`, and the slots per layer allocated under the masked strategy."""
+    d_model: int = 32
+    d_hidden: int = 8
+    """Expert hidden width: the rank of one type's map, so one expert fits one type."""
+    top_k: int = 2
+    lr: float = 1e-2
+    weight_decay: float = 0.01
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the options as JSON values, for `RunStarted.config`."""
+        return asdict(self)
+
+
+def demo_config(options: DemoOptions) -> LifecycleConfig:
+    """Return the demo's `LifecycleConfig`: seeds/002's defaults except where the demo is short.
+
+    Every threshold, patience count (in checkpoints) and budget keeps its default. Changed:
+
+    - `lifecycle_eval_interval=10`: a checkpoint every 10 training steps (the default 5 counts
+      ChronoMoE v2 controller updates, themselves many steps apart);
+    - `spawn_cooldown_steps=50` (default 500), `split_cooldown_per_expert=400` (default 1000):
+      cooldowns in steps, scaled to phases of `steps / 5` (600 steps by default);
+    - `prune_patience=5` (default 10) checkpoints dormant before a prune, so idle experts go
+      within a phase;
+    - `cooling_period=10` (default 3) checkpoints: a newborn clone needs about 100 steps to
+      find a basin of its own; judged sooner, it is merged back or split again before it could;
+    - `dormant_share_epsilon=0.01` (default 1e-6): an expert doing less than 1% of the layer's
+      routing counts as idle, ChronoMoE v2's "nearly dead" bound (0 < share < 0.01);
+    - `max_experts_per_layer` from the options (16 by default, the seeds/002 default).
+    """
+    return LifecycleConfig(
+        lifecycle_eval_interval=10,
+        spawn_cooldown_steps=50,
+        prune_patience=5,
+        dormant_share_epsilon=0.01,
+        split_cooldown_per_expert=400,
+        cooling_period=10,
+        max_experts_per_layer=options.max_experts,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Where training stands, for a progress display."""
+
+    step: int
+    steps: int
+    loss: float
+    """Mean training loss since the previous tick."""
+    experts: dict[int, int]
+    """Routing experts per layer."""
+    phase: str
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseLoss:
+    """The held-out loss on a phase's data, measured at the phase's last step."""
+
+    phase: str
+    step: int
+    loss: float
+
+
+@dataclass(slots=True)
+class Timeline:
+    """What the run did over time: experts per layer at each checkpoint, losses per phase."""
+
+    experts: list[tuple[int, dict[int, int]]] = field(default_factory=list)
+    phase_losses: list[PhaseLoss] = field(default_factory=list)
+    loss_sum: float = 0.0
+    """Sum of every step's training loss."""
+
+
+class DemoRun:
+    """One demo training run: the model, the task, and (optionally) the lifecycle on a log."""
+
+    def __init__(self, options: DemoOptions, log: Log | None = None) -> None:
+        if options.lifecycle and log is None:
+            raise ConfigError("a demo run with the lifecycle needs a log")
+        self.options = options
+        self.task = Task(seed=options.seed, steps=options.steps, batch_size=options.batch_size)
+        capacity = options.max_experts if options.strategy == "masked" else options.initial_experts
+        self.model = DemoModel(d_in=self.task.d_in, d_out=self.task.d_out, d_model=options.d_model,
+                               d_hidden=options.d_hidden, capacity=capacity, layers=options.layers,
+                               top_k=options.top_k, seed=options.seed)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=options.lr,
+                                           weight_decay=options.weight_decay)
+        self.timeline = Timeline()
+        self.lifecycle = _LifecycleSide(options, log, self.model, self.optimizer,
+                                        self.task) if log is not None and options.lifecycle else None
+        self._loss = torch.zeros(())
+        self._since_tick = 0
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Record the run's start and its initial experts, or mask the baseline's layers."""
+        if self.lifecycle is not None:
+            self.lifecycle.start()
+            return
+        for layer in self.model.layers().values():
+            mask = torch.zeros(layer.capacity, dtype=torch.bool)
+            mask[: self.options.initial_experts] = True
+            layer.set_active(mask)
+
+    def train_step(self, step: int) -> None:
+        """Train on step `step`'s batch; at an evaluation step, run the lifecycle after it."""
+        batch = self.task.batch(step)
+        loss = torch.nn.functional.mse_loss(self.model(batch.x), batch.y)
+        self.optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)
+        self.optimizer.step()
+        self._loss += loss.detach()
+        self._since_tick += 1
+        if self.lifecycle is not None:
+            self.lifecycle.after_step(step, batch.types, self.timeline)
+        if step == self.task.phase_end(self.task.phase_index(step)):
+            self._evaluate(step)
+
+    def run(self, tick: Callable[[Tick], None] | None = None, ticks: int = 100) -> Timeline:
+        """Train every step, calling `tick` about `ticks` times; return the timeline."""
+        self.start()
+        every = max(1, self.options.steps // ticks)
+        for step in range(1, self.options.steps + 1):
+            self.train_step(step)
+            if step % every == 0 or step == self.options.steps:
+                self._tick(step, tick)
+        return self.timeline
+
+    def _tick(self, step: int, tick: Callable[[Tick], None] | None) -> None:
+        loss = float(self._loss) / max(self._since_tick, 1)  # the one host read per tick
+        self.timeline.loss_sum += loss * self._since_tick
+        self._loss.zero_()
+        self._since_tick = 0
+        if tick is not None:
+            phase = self.task.phases[self.task.phase_index(step)].name
+            tick(Tick(step=step, steps=self.options.steps, loss=loss, experts=self.experts(),
+                      phase=phase))
+
+    @torch.no_grad()
+    def _evaluate(self, step: int) -> None:
+        index = self.task.phase_index(step)
+        batch = self.task.eval_batch(index)
+        loss = torch.nn.functional.mse_loss(self.model(batch.x), batch.y)
+        self.timeline.phase_losses.append(PhaseLoss(self.task.phases[index].name, step, float(loss)))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def experts(self) -> dict[int, int]:
+        """Return how many experts route in each layer now."""
+        if self.lifecycle is not None:
+            return self.lifecycle.routing_counts()
+        return {i: int(layer.active.sum()) for i, layer in self.model.layers().items()}
+
+    @property
+    def mean_loss(self) -> float:
+        """Mean training loss over the run's steps, as `run()` measured it at its ticks."""
+        return self.timeline.loss_sum / self.options.steps
+
+
+class _LifecycleSide:
+    """The lifecycle half of the loop: basin tracking, the coordinator, the log and surgery."""
+
+    def __init__(self, options: DemoOptions, log: Log, model: DemoModel,
+                 optimizer: torch.optim.Optimizer, task: Task) -> None:
+        self.options = options
+        self.config = demo_config(options)
+        self.lc = Lifecycle(log, config=SessionConfig(metric_window=self.config.basin_window_size))
+        self.run_id = self.lc.run_id
+        layers = model.layers()
+        self.coordinator = ExpertCoordinator(self.config,
+                                             capacity={i: options.max_experts for i in layers})
+        self.surgery = ModelSurgery(layers, optimizer, strategy=options.strategy, model=model)
+        self.tensors = StateTensors(self.lc.registry.specs)
+        self.runner = Runner(log, [self.surgery, self.tensors])
+        self.basin = BasinTracker(layers, num_types=task.num_types)
+        self.layers = sorted(layers)
+        self.interval = self.config.lifecycle_eval_interval
+
+    def start(self) -> None:
+        """Record `RunStarted` and the initial experts, seal step 0, and fold them into the model."""
+        self.lc.start(config={"demo": self.options.to_json(), "lifecycle": self.config.snapshot()},
+                      seed=self.options.seed, torch_version=torch.__version__)
+        for layer in self.layers:
+            self.coordinator.register_initial(self.lc, layer, self.options.initial_experts, step=0)
+        self.lc.seal(0)
+        self._fold()
+
+    def after_step(self, step: int, types: torch.Tensor, timeline: Timeline) -> None:
+        """Record the step's routing; at an evaluation step, observe, decide, seal and apply."""
+        self.basin.record(types)
+        if step % self.interval == 0:
+            self.checkpoint(step)
+            timeline.experts.append((step, self.routing_counts()))
+
+    def checkpoint(self, step: int) -> None:
+        """One evaluation checkpoint, at the boundary after step `step`'s optimizer step."""
+        readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
+        self.lc.append(self.coordinator.observations(run_id=self.run_id, step=step,
+                                                     experts=readout.experts, layers=readout.layers))
+        events = self.coordinator.decide(self.lc.registry, run_id=self.run_id, step=step)
+        if events:
+            self.lc.append(events)
+        self.lc.seal(step)
+        self._fold()
+
+    def _fold(self) -> None:
+        """Apply the log's new records to surgery and state tensors, as every rank does."""
+        self.runner.apply(self.lc.log.read(after=self.runner.seq))
+
+    def routing_counts(self) -> dict[int, int]:
+        """Return how many experts of each layer are in a routing state (cooling, active, dormant)."""
+        registry = self.lc.registry
+        return {layer: sum(registry.population("expert", layer, s) for s in sorted(ROUTING_STATES))
+                for layer in self.layers}
+

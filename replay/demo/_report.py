@@ -1,0 +1,149 @@
+"""What `lifecycle-es demo` shows: a progress bar on stderr and the summary tables at the end.
+
+No dependency: the bar is plain text. On a terminal it redraws one line with `\\r`; otherwise
+(a file, a CI log) it writes a line every tenth of the run, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TextIO
+
+from replay.demo._loop import PhaseLoss, Tick
+
+__all__ = ["Outcome", "ProgressBar", "Sample", "sample", "summary"]
+
+_ACTIONS = ("SPAWN", "PRUNE", "SPLIT", "MERGE")
+
+_WIDTH = 24
+
+
+class ProgressBar:
+    """Draws training progress to a text stream: redrawn in place on a tty, a line per 10% else."""
+
+    def __init__(self, stream: TextIO, *, label: str, tty: bool | None = None) -> None:
+        self.stream = stream
+        self.label = label
+        self.tty = stream.isatty() if tty is None else tty
+        self._started = time.monotonic()
+        self._next_tenth = 1
+
+    def __call__(self, tick: Tick) -> None:
+        """Show one tick of progress."""
+        done = tick.step / tick.steps
+        if self.tty:
+            end = "\n" if tick.step == tick.steps else ""
+            self.stream.write("\r" + self._line(tick, done) + end)
+            self.stream.flush()
+        elif done * 10 >= self._next_tenth or tick.step == tick.steps:
+            self._next_tenth = int(done * 10) + 1
+            self.stream.write(self._line(tick, done) + "\n")
+            self.stream.flush()
+
+    def _line(self, tick: Tick, done: float) -> str:
+        filled = round(done * _WIDTH)
+        bar = "#" * filled + "-" * (_WIDTH - filled)
+        experts = " ".join(f"L{layer}:{n}" for layer, n in sorted(tick.experts.items()))
+        elapsed = time.monotonic() - self._started
+        return (f"{self.label} [{bar}] {done:4.0%} step {tick.step}/{tick.steps} "
+                f"{tick.phase:<11} loss {tick.loss:.4f} experts {experts} {elapsed:5.1f}s")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One finished run, as the summary reports it."""
+
+    label: str
+    phase_losses: Sequence[PhaseLoss]
+    mean_loss: float
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One row of the experts-over-time table."""
+
+    step: int
+    phase: str
+    experts: Mapping[int, int]
+    """Routing experts per layer after the checkpoint at `step`."""
+    actions: Mapping[str, int]
+    """Decisions by action since the previous row."""
+
+
+def sample(experts: Sequence[tuple[int, Mapping[int, int]]], decisions: Sequence[tuple[int, str]],
+           phase_of: Callable[[int], str], rows: int = 10) -> list[Sample]:
+    """Pick about `rows` evenly spaced checkpoints, each with the decisions since the last one.
+
+    `experts` is (step, routing experts per layer) at every checkpoint; `decisions` is (step,
+    action) of every decision.
+    """
+    if not experts:
+        return []
+    last = experts[-1][0]
+    marks = sorted({max(1, round(last * k / rows)) for k in range(rows + 1)})
+    picked, previous = [], -1
+    for step, counts in experts:
+        if marks and step >= marks[0]:
+            while marks and step >= marks[0]:
+                marks.pop(0)
+            actions = Counter(a for at, a in decisions if previous < at <= step)
+            picked.append(Sample(step, phase_of(step), counts, actions))
+            previous = step
+    return picked
+
+
+def summary(*, samples: Sequence[Sample], decisions: Counter[str], runs: Sequence[Outcome]) -> str:
+    """Return the summary: experts per layer over time, decisions by action, losses per run."""
+    parts = [_experts_table(samples), _decisions_table(decisions), _loss_table(runs)]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _experts_table(rows: Sequence[Sample]) -> str:
+    if not rows:
+        return ""
+    layers = sorted({layer for row in rows for layer in row.experts})
+    header = ["step", "phase", *(f"layer {layer}" for layer in layers), "decisions since the row above"]
+    cells = [[str(row.step), row.phase, *(str(row.experts.get(layer, 0)) for layer in layers),
+              ", ".join(f"{n} {a}" for a, n in sorted(row.actions.items(), key=_action_order))]
+             for row in rows]
+    return "experts routing per layer over time\n" + _table(header, cells)
+
+
+def _action_order(item: tuple[str, int]) -> int:
+    return _ACTIONS.index(item[0]) if item[0] in _ACTIONS else len(_ACTIONS)
+
+
+def _decisions_table(decisions: Counter[str]) -> str:
+    actions = [*_ACTIONS, *sorted(a for a in decisions if a not in _ACTIONS)]
+    cells = [[a, str(decisions.get(a, 0))] for a in actions]
+    cells.append(["total", str(sum(decisions.values()))])
+    return "lifecycle decisions by action\n" + _table(["action", "count"], cells)
+
+
+def _loss_table(runs: Sequence[Outcome]) -> str:
+    if not runs:
+        return ""
+    first = runs[0].phase_losses
+    header = ["held-out loss at the end of", *(r.label for r in runs)]
+    cells = [[f"{p.phase} (step {p.step})",
+              *(_fmt(r.phase_losses[i].loss) if i < len(r.phase_losses) else "-" for r in runs)]
+             for i, p in enumerate(first)]
+    cells.append(["mean training loss, all steps", *(_fmt(r.mean_loss) for r in runs)])
+    cells.append(["wall time", *(f"{r.seconds:.1f}s" for r in runs)])
+    title = "loss" if len(runs) == 1 else "loss: lifecycle against the same task with the lifecycle off"
+    return title + "\n" + _table(header, cells)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+             for line in (header, ["-" * w for w in widths], *rows)]
+    return "\n".join("  " + line for line in lines)

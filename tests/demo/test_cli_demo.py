@@ -1,0 +1,121 @@
+"""`lifecycle-es demo`: progress on stderr, a summary and the file paths on stdout, one-line errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from replay._cmd_demo import DEFAULT_STEPS
+from replay.cli import main
+from replay.demo import DemoOptions, Tick
+from replay.demo._report import ProgressBar
+
+STEPS = "300"
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        status = main(list(argv))
+    except SystemExit as e:  # argparse usage errors
+        status = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _one_line(err: str) -> str:
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_a_short_demo_prints_its_summary_and_where_its_files_are(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The summary has the three tables; the log and the decisions export lie where it says."""
+    url = f"jsonl://{tmp_path / 'runs'}"
+    threads = torch.get_num_threads()
+    status, out, err = _cli(capsys, "demo", "--steps", STEPS, "--log", url, "--run", "cli", "--quiet")
+    assert (status, err) == (0, "")
+    assert torch.get_num_threads() == threads  # the one-thread setting does not leak
+    for heading in ("experts routing per layer over time", "lifecycle decisions by action", "loss"):
+        assert heading in out
+    log, decisions = tmp_path / "runs" / "cli.jsonl", tmp_path / "runs" / "cli" / "lifecycle_decisions.jsonl"
+    assert f"log:       {log}, run cli" in out and f"decisions: {decisions}" in out
+    made = [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "DecisionMade"]
+    assert len(decisions.read_text().splitlines()) == len(made)
+
+
+def test_the_baseline_is_reported_beside_the_lifecycle(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--baseline` trains the same task with the lifecycle off and prints both losses side by side."""
+    status, out, _ = _cli(capsys, "demo", "--steps", STEPS, "--log", f"jsonl://{tmp_path}", "--run", "b",
+                          "--quiet", "--baseline")
+    assert status == 0
+    header = next(line for line in out.splitlines() if "held-out loss at the end of" in line)
+    assert header.split()[-2:] == ["lifecycle", "baseline"]
+    final = next(line for line in out.splitlines() if line.strip().startswith("convergence (step 300)"))
+    assert len(final.split()) == 5  # phase, "(step", "300)", and one loss per run
+
+
+def test_progress_is_one_line_per_tenth_off_a_terminal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Written to a file, the progress bar gives about ten plain lines, without carriage returns."""
+    status, _, err = _cli(capsys, "demo", "--steps", STEPS, "--log", f"jsonl://{tmp_path}", "--run", "p")
+    assert status == 0
+    lines = err.splitlines()
+    assert 9 <= len(lines) <= 11 and "\r" not in err
+    assert lines[-1].startswith("lifecycle [########################] 100% step 300/300")
+
+
+def test_on_a_terminal_the_bar_redraws_one_line() -> None:
+    """On a tty every tick rewrites the line with a carriage return; the last one ends it."""
+    stream = io.StringIO()
+    bar = ProgressBar(stream, label="lifecycle", tty=True)
+    for step in (1, 2, 3):
+        bar(Tick(step=step, steps=3, loss=0.5, experts={0: 4}, phase="settle"))
+    text = stream.getvalue()
+    assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--steps", "5"], "--steps must be at least 50"),
+    (["--seed", "-1"], "--seed must be >= 0"),
+    (["--run", "../up"], "run id"),
+    (["--log", "ftp://nowhere"], "unknown log URL scheme"),
+    (["--strategy", "bogus"], "invalid choice"),
+])
+def test_demo_errors_are_one_line(argv: list[str], message: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad options are one line on stderr and exit 2, before any training."""
+    base = ["--log", f"jsonl://{tmp_path}", "--quiet"]
+    status, out, err = _cli(capsys, "demo", *base, *argv)
+    assert status == 2 and out == ""
+    assert message in _one_line(err)
+
+
+def test_a_run_that_exists_is_not_written_over(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Reusing a run id that has a log is refused with one line; the log is left as it was."""
+    url = f"jsonl://{tmp_path}"
+    assert _cli(capsys, "demo", "--steps", "50", "--log", url, "--run", "once", "--quiet")[0] == 0
+    before = (tmp_path / "once.jsonl").read_bytes()
+    status, _, err = _cli(capsys, "demo", "--steps", "50", "--log", url, "--run", "once", "--quiet")
+    assert status == 2 and "already has a log" in _one_line(err)
+    assert (tmp_path / "once.jsonl").read_bytes() == before
+
+
+def test_an_export_that_cannot_be_written_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exporting onto a directory fails with one line and exit 2."""
+    url = f"jsonl://{tmp_path}"
+    assert _cli(capsys, "demo", "--steps", "50", "--log", url, "--run", "x", "--quiet")[0] == 0
+    (tmp_path / "taken").mkdir()
+    status, _, err = _cli(capsys, "export-decisions", url, "--run", "x", "-o", str(tmp_path / "taken"))
+    assert status == 2 and "cannot write" in _one_line(err)
+
+
+def test_the_command_and_the_library_agree_on_the_default_length() -> None:
+    """`--steps` defaults to the same run length as `DemoOptions`."""
+    assert DemoOptions().steps == DEFAULT_STEPS
