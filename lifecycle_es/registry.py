@@ -73,6 +73,8 @@ class Registry:
         self.step = 0
         self.run_state: str | None = None
         self.run_config: dict[str, Any] = {}
+        self.run_seed = 0
+        """The seed recorded in `RunStarted`; decisions derive their noise seeds from it."""
         self.sealed_step: int | None = None
         self.verified_step: int | None = None
         self.last_checkpoint: dict[str, Any] | None = None
@@ -152,7 +154,7 @@ class Registry:
         """Return the registry as plain data (JSON- and `torch.load(weights_only=True)`-safe)."""
         return {
             "window": self.window, "run_id": self.run_id, "seq": self.seq, "step": self.step,
-            "run_state": self.run_state, "run_config": self.run_config,
+            "run_state": self.run_state, "run_config": self.run_config, "run_seed": self.run_seed,
             "sealed_step": self.sealed_step, "verified_step": self.verified_step,
             "last_checkpoint": self.last_checkpoint,
             "entities": [_entity_to_plain(e) for e in self.entities.values()],
@@ -168,8 +170,8 @@ class Registry:
     def from_state(cls, specs: Mapping[str, Spec], state: Mapping[str, Any]) -> Registry:
         """Rebuild a registry from `to_state()` output; the specs must include every spec it uses."""
         r = cls(specs, window=state["window"])
-        for name in ("run_id", "seq", "step", "run_state", "sealed_step", "verified_step",
-                     "last_checkpoint"):
+        for name in ("run_id", "seq", "step", "run_state", "run_seed", "sealed_step",
+                     "verified_step", "last_checkpoint"):
             setattr(r, name, state[name])
         r.run_config = dict(state["run_config"])
         for plain in state["entities"]:
@@ -200,7 +202,7 @@ class Registry:
     def _facts(self) -> tuple[Any, ...]:
         windows = {k: {n: tuple(d) for n, d in v.items()} for k, v in self._windows.items()}
         return (sorted(self.specs), self.window, self.run_id, self.seq, self.step, self.run_state,
-                self.run_config, self.sealed_step, self.verified_step, self.last_checkpoint,
+                self.run_config, self.run_seed, self.sealed_step, self.verified_step, self.last_checkpoint,
                 self.entities, self._slots, self._failures, +self._population, windows,
                 +self._cycle, self._last_decision)
 
@@ -266,6 +268,7 @@ def fold_record(registry: Registry, record: Record) -> Registry:
 def _on_run_started(r: Registry, ev: Record) -> None:
     r.run_id = ev["run_id"]
     r.run_config = dict(ev["config"])
+    r.run_seed = ev["seed"]
     if RUN_SPEC.name in r.specs:
         r.run_state = r.specs[RUN_SPEC.name].initial[0]
 

@@ -74,13 +74,14 @@ def basin_overlap(p: Sequence[float], q: Sequence[float]) -> float:
     return 1.0 - js_divergence(p, q) / math.log(2)
 
 
-def decision_seed(run_id: str, step: int, action: str, target: str) -> int:
-    """Return the 31-bit seed of a decision: blake2b of (run, step, action, target).
+def decision_seed(run_seed: int, step: int, action: str, target: str) -> int:
+    """Return the 31-bit seed of a decision: blake2b of (run seed, step, action, target).
 
     The same decision gets the same seed on every rank and in every replay, and different
-    decisions get unrelated ones; 31 bits fit any generator's `manual_seed`.
+    decisions get unrelated ones; 31 bits fit any generator's `manual_seed`. The run's seed
+    (from `RunStarted`), not its id, goes in, so the same seed reproduces a run under any id.
     """
-    text = "\x1f".join((run_id, str(step), action, target))
+    text = "\x1f".join((str(run_seed), str(step), action, target))
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") & 0x7FFF_FFFF
 

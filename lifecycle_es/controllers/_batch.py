@@ -99,4 +99,4 @@ class Batch:
             run_id=self.stamp.run_id, step=step, rank=self.stamp.rank, entity=entity,
             action=action, layer=layer, parent=parent, children=list(children), reason=reason,
             metrics_at_decision=dict(metrics), config_snapshot=dict(self.config),
-            apply_at_step=step + 1, seed=decision_seed(self.stamp.run_id, step, action.value, target)))
+            apply_at_step=step + 1, seed=decision_seed(self.registry.run_seed, step, action.value, target)))

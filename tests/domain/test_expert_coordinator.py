@@ -362,7 +362,7 @@ def test_an_overloaded_expert_splits_after_split_patience_checkpoints_not_before
     (split,) = decisions(events)
     assert (split.action, split.entity, split.parent, split.children) == (Action.SPLIT, E(1), E(1), [E(4)])
     assert split.apply_at_step == run.step + 1
-    assert split.seed == decision_seed(RUN, run.step, "SPLIT", E(4)) < 2**31
+    assert split.seed == decision_seed(0, run.step, "SPLIT", E(4)) < 2**31
     assert split.config_snapshot == BASE.snapshot()
     assert split.metrics_at_decision == {"share": 0.45, "overload_duration": N, "slot": 4}
     child = run.lc.registry.get(E(4))
@@ -650,7 +650,7 @@ def test_topology_debt_is_chronomoe_v2s() -> None:
 
 def test_decision_seeds_are_31_bit_and_differ_by_step_action_and_target() -> None:
     """blake2b of (run, step, action, target): stable, below 2**31, different for different decisions."""
-    seeds = {decision_seed("r", step, action, target)
+    seeds = {decision_seed(7, step, action, target)
              for step in (1, 2) for action in ("SPAWN", "SPLIT") for target in ("L0_E4", "L0_E5")}
     assert len(seeds) == 8 and all(0 <= s < 2**31 for s in seeds)
-    assert decision_seed("r", 1, "SPAWN", "L0_E4") == decision_seed("r", 1, "SPAWN", "L0_E4")
+    assert decision_seed(7, 1, "SPAWN", "L0_E4") == decision_seed(7, 1, "SPAWN", "L0_E4")
