@@ -10,26 +10,12 @@ import pytest
 import torch
 
 from replay._cmd_demo import DEFAULT_STEPS
-from replay.cli import main
 from replay.demo import DemoOptions, Tick
 from replay.demo._report import ProgressBar
+from tests._cli import one_line as _one_line
+from tests._cli import run_cli as _cli
 
 STEPS = "300"
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        status = main(list(argv))
-    except SystemExit as e:  # argparse usage errors
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def _one_line(err: str) -> str:
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 def test_a_short_demo_prints_its_summary_and_where_its_files_are(

@@ -9,20 +9,11 @@ from typing import Any
 import pytest
 from _trained import Trained
 
-from replay.cli import main
 from replay.export import FIELDS, decision_line
+from tests._cli import run_cli as _cli
 
 RECORD = {"kind": "DecisionMade", "step": 40, "run_id": "r", "layer": 0, "reason": "why",
           "metrics_at_decision": {"share": 0.5}, "config_snapshot": {"spawn_patience": 5}}
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        status = main(list(argv))
-    except SystemExit as e:  # argparse usage errors
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.mark.parametrize(("fields", "expert", "parent"), [

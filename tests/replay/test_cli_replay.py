@@ -18,7 +18,8 @@ from _runs import GUARD_S, REPO, Point, play
 import bus
 from bus.testing import RedisServer
 from lifecycle_es import Lifecycle
-from replay.cli import main
+from tests._cli import one_line
+from tests._cli import run_cli as cli
 
 Written = tuple[str, str, list[Point]]
 ENTITY_KEYS = ["entity", "spec", "state", "layer", "slot", "parent", "entered_step"]
@@ -30,23 +31,6 @@ def written(log_url: str, run_id: str) -> Written:
     with bus.open(log_url, run_id) as log:
         points = play(Lifecycle(log))
     return log_url, run_id, points
-
-
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run `lifecycle-es ARGV` in this process; return the exit status, stdout and stderr."""
-    try:
-        status = main(list(argv))
-    except SystemExit as e:  # argparse usage errors
-        status = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def one_line(err: str) -> str:
-    """Assert stderr is exactly one line (no traceback) and return it."""
-    assert err.endswith("\n") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 def documented(point: Point, run_id: str) -> dict[str, Any]:
