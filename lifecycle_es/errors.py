@@ -17,6 +17,7 @@ __all__ = [
     "SchemaError",
     "SequenceGapError",
     "SpecError",
+    "SyncTimeoutError",
     "UnknownEntityError",
     "UnknownStateError",
 ]
@@ -83,3 +84,12 @@ class DivergenceError(LifecycleError):
         super().__init__(message)
         self.step = step
         self.ranks = ranks
+
+
+class SyncTimeoutError(LifecycleError, TimeoutError):
+    """Raised on a rank that waited longer than its timeout for the leader to seal a step."""
+
+    def __init__(self, message: str, *, rank: int, step: int) -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.step = step

@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointRestored",
     "CheckpointSaved",
     "DecisionMade",
+    "DivergenceDetected",
     "EntityRegistered",
     "Event",
     "EventBase",
@@ -243,12 +244,28 @@ class StepSealed(EventBase):
     kind: Literal["StepSealed"] = "StepSealed"
 
 
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+"""A 64-bit digest of a rank's parameters, optimizer state and applied event ids, as hex."""
+
+
 class ActionsVerified(EventBase):
     """Every rank reported the same digest after applying the step's actions."""
 
     kind: Literal["ActionsVerified"] = "ActionsVerified"
-    digest: str = Field(pattern=r"^[0-9a-f]{16}$")
+    digest: Digest
     world_size: int = Field(1, ge=1)
+
+
+class DivergenceDetected(EventBase):
+    """Ranks reported different digests after a step's batch; `repaired` if the leader's state was
+    broadcast to every rank (the `ActionsVerified` that follows proves the repair)."""
+
+    kind: Literal["DivergenceDetected"] = "DivergenceDetected"
+    digests: dict[Annotated[str, Field(pattern=r"^[0-9]+$")], Digest]
+    """Each rank's digest (16 hex digits), by rank number as a string."""
+    ranks: list[int]
+    """The ranks whose digest differs from the leader's."""
+    repaired: bool = False
 
 
 class CheckpointSaved(EventBase):
@@ -282,6 +299,7 @@ Event = Annotated[
     | DecisionMade
     | StepSealed
     | ActionsVerified
+    | DivergenceDetected
     | CheckpointSaved
     | CheckpointRestored,
     Field(discriminator="kind"),
@@ -299,6 +317,7 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     DecisionMade,
     StepSealed,
     ActionsVerified,
+    DivergenceDetected,
     CheckpointSaved,
     CheckpointRestored,
 )

@@ -380,6 +380,7 @@ _HANDLERS: dict[str, Callable[[Registry, Record], None]] = {
     "DecisionMade": _on_decision_made,
     "StepSealed": _on_step_sealed,
     "ActionsVerified": _on_actions_verified,
+    "DivergenceDetected": lambda r, ev: None,  # an incident for the audit trail; state is unchanged
     "CheckpointSaved": _on_checkpoint,
     "CheckpointRestored": _on_checkpoint,
 }

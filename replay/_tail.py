@@ -93,6 +93,7 @@ def records_from(log: Log, after: int, *, follow: bool) -> Iterator[dict[str, An
 
 _COLOURS = {"TransitionApplied": "32", "TransitionRejected": "31", "DecisionMade": "35",
             "GateChecked": "36", "StepSealed": "2", "ActionsVerified": "2", "RunStarted": "1",
+            "DivergenceDetected": "31;1",
             "RunStateChanged": "1", "MetricsObserved": "34", "EntityRegistered": "33"}
 _ENVELOPE = frozenset({"seq", "kind", "step", "ts", "rank", "entity", "event_id", "run_id",
                        "schema", "causation"})
