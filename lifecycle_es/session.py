@@ -7,7 +7,8 @@ events, they are appended with `expected_seq` (one writer per run), then folded.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -84,6 +85,7 @@ class Lifecycle:
         self.registry = Registry(spec_map, window=self.config.metric_window)
         self._policy = self.config.gate_policy
         self.step = 0
+        self._pending: list[dict[str, Any]] | None = None
         self.catch_up()
 
     # -- the clock -----------------------------------------------------------------------------
@@ -188,7 +190,8 @@ class Lifecycle:
     def append(self, events: Sequence[EventBase]) -> list[dict[str, Any]]:
         """Append events as one atomic batch with the concurrency check, then fold them.
 
-        Returns the records as appended, with their seqs.
+        Inside `batch()` the events are folded at once and written when the batch ends.
+        Returns the records with their seqs.
         """
         for event in events:
             if event.run_id != self.run_id:
@@ -197,17 +200,59 @@ class Lifecycle:
         records = [self.codec.to_record(e) for e in events]
         for i, record in enumerate(records):
             record["seq"] = first + i
-        self.log.append(records, expected_seq=self.registry.seq)
+        if self._pending is None:
+            self.log.append(records, expected_seq=self.registry.seq)
         for record in records:
             fold_record(self.registry, record)
+        if self._pending is not None:
+            self._pending.extend(records)
         return records
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[list[dict[str, Any]]]:
+        """Gather every append inside the block into one atomic log append at its end.
+
+        Commands see their own events at once (each is folded when made), and readers of the
+        log see all of them or none. If the block or the append raises, the registry goes back
+        to where it was and nothing is written. Yields the list of records gathered so far.
+        """
+        if self._pending is not None:
+            raise ConfigError("a lifecycle batch is already open")
+        before, start = self.registry.copy(), self.registry.seq
+        pending: list[dict[str, Any]] = []
+        self._pending = pending
+        try:
+            yield pending
+            if pending:
+                self.log.append(pending, expected_seq=start)
+        except BaseException:
+            self.registry = before
+            raise
+        finally:
+            self._pending = None
+
+    def fold(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Fold records read from this run's log, skipping those folded already; return how many."""
+        folded = 0
+        for record in records:
+            if record["seq"] > self.registry.seq:
+                fold_record(self.registry, self.codec.check(record))
+                folded += 1
+        return folded
 
     def catch_up(self) -> int:
         """Fold the records other writers appended since the last fold; return how many."""
-        records = self.log.read(after=self.registry.seq)
-        for record in records:
-            fold_record(self.registry, self.codec.check(record))
-        return len(records)
+        return self.fold(self.log.read(after=self.registry.seq))
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Replace the registry with a `Registry.to_state()` snapshot of this run, e.g. a checkpoint's.
+
+        The next `catch_up()` or `fold()` continues from the snapshot's seq.
+        """
+        if state["run_id"] not in (None, self.run_id):
+            raise ConfigError(f"registry snapshot of run {state['run_id']!r} cannot restore run "
+                              f"{self.run_id!r}")
+        self.registry = Registry.from_state(self.registry.specs, state)
 
     def close(self) -> None:
         """Close the log if this lifecycle created it."""
