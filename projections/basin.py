@@ -48,9 +48,9 @@ checkpoint, as the lifecycle does, satisfies this by construction.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -208,6 +208,37 @@ class BasinTracker:
         self._types.clear()
         self._counters.clear()
         self.tokens = 0
+
+    def sum_across(self, reduce: Callable[[dict[str, torch.Tensor]], object]) -> None:
+        """Replace this interval's counters and token count by their sum over every rank.
+
+        `reduce` sums a dict of tensors across ranks in place, e.g.
+        `functools.partial(sync.observe, step)`; every rank must have recorded the same steps.
+        """
+        self._fold()
+        shared = {f"{i}.{name}": getattr(c, name) for i, c in sorted(self._counters.items())
+                  for name in ("pairs", "mass")}
+        shared["tokens"] = torch.tensor([self.tokens], dtype=torch.long)
+        reduce(shared)
+        self.tokens = int(shared["tokens"])
+
+    def state(self) -> dict[str, Any]:
+        """Return the weights kept for the next checkpoint's deltas, as checkpoint data.
+
+        Take it right after `collect`, when no routing is pending.
+        """
+        return {str(i): {"rows": dict(w.rows), "flat": w.flat.detach().cpu()}
+                for i, w in self._previous.items()}
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state()` returned, on the tracked layers' devices."""
+        previous = {}
+        for index, kept in state.items():
+            layer = self.layers[int(index)]
+            device = next(iter(layer.expert_parameters().values())).device
+            previous[int(index)] = _Weights(rows={str(k): int(v) for k, v in kept["rows"].items()},
+                                            flat=kept["flat"].to(device))
+        self._previous = previous
 
     # -- at a checkpoint -----------------------------------------------------------------------
 

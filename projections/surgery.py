@@ -114,7 +114,7 @@ class ModelSurgery(Projection):
         the ids out, to compare the model of two runs whose events have different ids.
         """
         h = hashlib.blake2b(digest_size=8)
-        for name, param in self._named_parameters():
+        for name, param in self.named_parameters():
             _feed(h, name, param)
             state = self.optimizer.state.get(param, {})
             for key in sorted(state):
@@ -123,7 +123,8 @@ class ModelSurgery(Projection):
             h.update(event_id.encode() + b"\x00")
         return h.hexdigest()
 
-    def _named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Return the parameters `digest()` covers, by name, in sorted name order."""
         if self.model is not None:
             return sorted(self.model.named_parameters())
         return sorted((e.qualified(n), p) for e in self._editors.values() for n, p in e.params().items())
@@ -309,7 +310,12 @@ class ModelSurgery(Projection):
         return Snapshot(kind=self.name, seq=self.seq, state=state)
 
     def restore(self, snapshot: Snapshot) -> None:
-        """Replace the table, masks and applied ids with a snapshot's; the model is restored first."""
+        """Replace the table, masks and applied ids with a snapshot's.
+
+        Under resize, a layer whose capacity differs from the snapshot's gets parameters of the
+        snapshot's shape (zero rows, zero moments; `on_rewrap` runs) for the caller to load the
+        checkpoint's model and optimizer state into next. Under masked the capacities must match.
+        """
         if snapshot.kind != self.name:
             raise ConfigError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
         s = snapshot.state
@@ -317,9 +323,14 @@ class ModelSurgery(Projection):
             raise ConfigError(f"{self.name}: snapshot strategy {s['strategy']!r} != {self.strategy!r}")
         capacities = {int(layer): int(n) for layer, n in s["capacities"]}
         current = {i: e.layer.capacity for i, e in self._editors.items()}
-        if capacities != current:
-            raise ConfigError(f"{self.name}: snapshot capacities {capacities} != the model's {current}; "
-                              "load the model's checkpoint first")
+        if set(capacities) != set(current) or (self.strategy == "masked" and capacities != current):
+            raise ConfigError(f"{self.name}: snapshot capacities {capacities} do not fit the "
+                              f"model's {current}")
+        reshaped = [i for i in current if capacities[i] != current[i]]
+        for layer in reshaped:
+            self._editors[layer].resize([None] * capacities[layer])
+        if reshaped and self.on_rewrap is not None:
+            self.on_rewrap()
         self._slots = ExpertSlots.from_plain(s, strategy=self.strategy)
         for layer, mask in s["masks"].items():
             self._editors[int(layer)].layer.set_active(mask)

@@ -578,13 +578,28 @@ def test_a_restored_surgery_continues_like_the_original(strategy: Strategy) -> N
     assert restored.digest() == live.surgery.digest()
 
 
-def test_restore_refuses_a_model_of_another_capacity() -> None:
-    """A snapshot is restored onto a model already loaded to the same capacities."""
+def test_restore_reshapes_a_resized_model_to_the_snapshot_capacity() -> None:
+    """Under resize, restore gives a fresh model the snapshot's shapes, so its checkpoint loads into it."""
     live = _rig("resize")
+    _train(live, 2)
     live.decide(Action.PRUNE, entity="L0_E1", seed=1)
     other = _rig("resize")
+    other.surgery.restore(live.surgery.snapshot())
+    assert other.model.moe.capacity == live.model.moe.capacity == 3
+    assert other.rewraps == [3]
+    other.model.load_state_dict(live.model.state_dict())
+    other.optimizer.load_state_dict(live.optimizer.state_dict())
+    assert other.surgery.digest() == live.surgery.digest()
+
+
+def test_restore_refuses_a_masked_model_of_another_capacity() -> None:
+    """Under masked, the slots are fixed: a snapshot of other capacities is refused."""
+    live = _rig("masked")
+    model = ToyMoE(0, CAPACITY + 1, "cpu")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    other = ModelSurgery({0: model.moe}, optimizer, strategy="masked", model=model)
     with pytest.raises(ConfigError, match="capacities"):
-        other.surgery.restore(live.surgery.snapshot())
+        other.restore(live.surgery.snapshot())
 
 
 # -- CUDA ---------------------------------------------------------------------------------------

@@ -1,0 +1,357 @@
+"""The synchronized lifecycle across DDP ranks (DESIGN.md section 7), as pieces a loop calls.
+
+The training step is the clock. At an evaluation step, after `optimizer.step()` and outside
+any `no_sync()` window, every rank calls::
+
+    sync.observe(step, local_counts)        # summed across ranks, in place
+    sync.at_boundary(step, decide)          # the leader decides; every rank applies the same
+
+`at_boundary` is one code path for every rank; the leader is a follower that also writes:
+
+1. the leader runs `decide(lifecycle)` and appends what it recorded, then `StepSealed(step)`,
+   as one atomic batch (a step whose seal the log already holds, as after a restart, is not
+   decided again);
+2. every rank follows the log to `StepSealed(step)` (a `SyncTimeoutError` naming the rank and
+   the step if it does not come in time), folds it into its registry, clears gradients (set to
+   None) if the batch holds decisions, and applies it to its projections, model surgery
+   among them (which re-wraps DDP after a resize);
+3. every rank all-reduces MIN and MAX of the 64-bit digest of parameters, optimizer state and
+   applied event ids; equal: the leader appends `ActionsVerified` when the batch applied a
+   decision; different: `DivergenceDetected` is recorded and `DivergenceError` raised on every
+   rank, or, with `repair=True`, the leader's parameters, buffers and optimizer state are
+   broadcast, the digests checked again and the repair recorded.
+
+Without a process group nothing is communicated and nothing verified: the loop is the
+single-process loop. On non-evaluation steps nothing here runs. Decisions sealed at step s
+carry `apply_at_step = s + 1` (the boundary before step s+1's forward) and are applied there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bus import FollowTimeoutError
+from lifecycle_es.errors import ConfigError, DivergenceError, InconsistentEventError, SyncTimeoutError
+from lifecycle_es.events import ActionsVerified, CheckpointRestored, CheckpointSaved, DivergenceDetected
+from lifecycle_es.session import Lifecycle
+from projections import distributed
+from projections._projection import Record
+from projections.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from projections.distributed import Group
+from projections.runner import Runner
+from projections.surgery import ModelSurgery
+
+__all__ = ["Boundary", "LifecycleSync", "SyncConfig"]
+
+_log = logging.getLogger("projections.sync")
+
+Decide = Callable[[Lifecycle], None]
+"""What the leader runs at an evaluation step: record metrics and decisions on the lifecycle."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncConfig:
+    """How ranks follow the leader."""
+
+    leader: int = 0
+    """The global rank that decides and writes the log."""
+    timeout: float = 60.0
+    """Seconds a rank waits for the leader's `StepSealed` before `SyncTimeoutError`."""
+    repair: bool = False
+    """On a digest mismatch, broadcast the leader's state instead of raising `DivergenceError`."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.leader, bool) or not isinstance(self.leader, int) or self.leader < 0:
+            raise ConfigError(f"leader must be a rank >= 0, got {self.leader!r}")
+        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) \
+                or not 0 < self.timeout < math.inf:
+            raise ConfigError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    """What one `at_boundary` call did on this rank."""
+
+    step: int
+    records: list[Record]
+    """The records followed up to and including `StepSealed(step)`."""
+    decisions: int
+    """`DecisionMade` records among them (applied now)."""
+    digest: str | None
+    """The digest every rank agreed on, or None without a process group."""
+    repaired: bool = False
+    replayed: bool = False
+    """The log held this step's seal already (a resumed run catching up): nothing was decided."""
+
+
+class LifecycleSync:
+    """One rank's side of the synchronized lifecycle: follow the leader's log, apply, verify."""
+
+    def __init__(self, lifecycle: Lifecycle, runner: Runner, surgery: ModelSurgery, *,
+                 config: SyncConfig | None = None, group: Group = None) -> None:
+        """Join `lifecycle` (this rank's registry on the run's log) to the projections `runner`
+        feeds, `surgery` among them; `group` is the process group (None: the world, if any)."""
+        if surgery not in runner.projections:
+            raise ConfigError("the runner must feed the model surgery the sync verifies")
+        if runner.log is not lifecycle.log and runner.log.run_id != lifecycle.run_id:
+            raise ConfigError(f"the runner follows run {runner.log.run_id!r}, the lifecycle "
+                              f"writes run {lifecycle.run_id!r}")
+        self.lifecycle = lifecycle
+        self.runner = runner
+        self.surgery = surgery
+        self.config = config or SyncConfig()
+        self.group = group
+        self._replayed = False
+        self.rank = distributed.rank(group)
+        self.world_size = distributed.world_size(group)
+        if self.config.leader >= self.world_size:
+            raise ConfigError(f"leader rank {self.config.leader} is outside a world of {self.world_size}")
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this rank decides and writes."""
+        return self.rank == self.config.leader
+
+    @property
+    def distributed(self) -> bool:
+        """Whether a process group connects this rank to others (verification runs then)."""
+        return distributed.active(self.group)
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def observe(self, step: int, local: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
+        """Sum this interval's metric tensors (e.g. routed token counts) across ranks, in place.
+
+        Every rank must pass the same names with the same shapes and dtypes; the leader then
+        decides on the sums. Returns `local`, now global.
+        """
+        distributed.sum_in_place([local[name] for name in sorted(local)], self.group)
+        _log.debug("step %d: summed %d metric tensors over %d ranks", step, len(local), self.world_size)
+        return local
+
+    def at_boundary(self, step: int, decide: Decide | None = None) -> Boundary:
+        """Run the lifecycle at the boundary after step `step`: decide (leader), follow, apply, verify."""
+        replayed = self._seal(step, decide) if self.is_leader else False
+        records = self._follow_to_seal(step)
+        self.lifecycle.fold(records)
+        decisions = _check_decisions(records, step)
+        if decisions:
+            self.surgery.optimizer.zero_grad(set_to_none=True)  # no grad may view old buckets
+        self.runner.apply(records)
+        self._replayed = replayed
+        if not self.distributed:
+            return Boundary(step, records, decisions, None, replayed=replayed)
+        digest, repaired = self._verify(step)
+        if self.is_leader and (repaired or (decisions and not replayed)):
+            self._append([ActionsVerified(run_id=self.lifecycle.run_id, step=step, rank=self.rank,
+                                          digest=digest, world_size=self.world_size)])
+        return Boundary(step, records, decisions, digest, repaired, replayed)
+
+    def verify(self, step: int) -> str | None:
+        """Check every rank holds the same digest now, as after a batch; the leader records it.
+
+        For the end of a run, or any point between boundaries. Returns the digest, or None
+        without a process group.
+        """
+        if not self.distributed:
+            return None
+        digest, _ = self._verify(step)
+        if self.is_leader:
+            self._append([ActionsVerified(run_id=self.lifecycle.run_id, step=step, rank=self.rank,
+                                          digest=digest, world_size=self.world_size)])
+        return digest
+
+    def _seal(self, step: int, decide: Decide | None) -> bool:
+        """Decide and seal `step` unless the log sealed it already; return True if it had."""
+        lc = self.lifecycle
+        lc.catch_up()
+        sealed = lc.registry.sealed_step
+        if sealed is not None and sealed >= step:
+            _log.info("step %d is sealed in the log already: following it, not deciding", step)
+            return True
+        with lc.batch():
+            if decide is not None:
+                decide(lc)
+            lc.seal(step)
+        return False
+
+    def _follow_to_seal(self, step: int) -> list[Record]:
+        """Read the log from the projections' seq up to and including `StepSealed(step)`."""
+        log, after = self.runner.log, self.runner.seq
+        deadline = time.monotonic() + self.config.timeout
+        records: list[Record] = []
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                batch = next(log.follow_batches(after, timeout=max(left, 0.001)))
+            except FollowTimeoutError as e:
+                raise SyncTimeoutError(
+                    f"rank {self.rank} waited {self.config.timeout:g} s for the leader (rank "
+                    f"{self.config.leader}) to seal step {step} of run {self.lifecycle.run_id}; "
+                    f"the log ends at seq {after}", rank=self.rank, step=step) from e
+            for i, record in enumerate(batch):
+                if record["kind"] != "StepSealed":
+                    continue
+                if record["step"] == step:
+                    records.extend(batch[:i + 1])
+                    return records
+                if record["step"] > step:
+                    raise InconsistentEventError(
+                        f"rank {self.rank} expected StepSealed({step}) but the log sealed step "
+                        f"{record['step']} first (seq {record['seq']}): ranks reached different "
+                        "evaluation steps")
+            records.extend(batch)
+            after = batch[-1]["seq"]
+
+    # -- verification ------------------------------------------------------------------------
+
+    def _verify(self, step: int) -> tuple[str, bool]:
+        """Return the agreed digest and whether a repair was needed to agree."""
+        digest = self.surgery.digest()
+        low, high = distributed.digest_range(digest, self.group)
+        if low == high:
+            return digest, False
+        digests = distributed.gather_digests(digest, self.group)
+        leader = digests[self.config.leader]
+        ranks = tuple(r for r, d in enumerate(digests) if d != leader)
+        where = f"step {step}: ranks {list(ranks)} differ from the leader (rank {self.config.leader})"
+        if not self.config.repair:
+            self._record_divergence(step, digests, ranks, repaired=False)
+            raise DivergenceError(f"{where} in parameters, optimizer state or applied events; "
+                                  "restart from the last checkpoint or sync with repair=True",
+                                  step=step, ranks=ranks)
+        self._repair(step, where)
+        digest = self.surgery.digest()
+        low, high = distributed.digest_range(digest, self.group)
+        if low != high:
+            self._record_divergence(step, digests, ranks, repaired=False)
+            raise DivergenceError(f"{where} and the leader's state did not repair them: the "
+                                  "ranks applied different events", step=step, ranks=ranks)
+        self._record_divergence(step, digests, ranks, repaired=True)
+        _log.warning("%s; repaired from the leader's state", where)
+        return digest, True
+
+    def _repair(self, step: int, where: str) -> None:
+        """Broadcast the leader's parameters, buffers and optimizer state, if their shapes agree."""
+        named = self._named_state()
+        structure = _structure_digest(named, self.surgery.optimizer)
+        low, high = distributed.digest_range(structure, self.group)
+        if low != high:
+            raise DivergenceError(f"{where} in parameter or optimizer-state shapes, which a "
+                                  "broadcast cannot repair", step=step,
+                                  ranks=tuple(range(self.world_size)))
+        distributed.broadcast_training_state(named, self.surgery.optimizer,
+                                             src=self.config.leader, group=self.group)
+
+    def _named_state(self) -> list[tuple[str, torch.Tensor]]:
+        model = self.surgery.model
+        if model is not None:
+            return distributed.named_state(model)
+        return list(self.surgery.named_parameters())
+
+    def _record_divergence(self, step: int, digests: Sequence[str], ranks: Iterable[int], *,
+                           repaired: bool) -> None:
+        if self.is_leader:
+            self._append([DivergenceDetected(
+                run_id=self.lifecycle.run_id, step=step, rank=self.rank, repaired=repaired,
+                digests={str(r): d for r, d in enumerate(digests)}, ranks=sorted(ranks))])
+
+    def _append(self, events: Sequence[Any]) -> None:
+        self.lifecycle.catch_up()
+        self.lifecycle.append(events)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save_checkpoint(self, directory: str | Path, step: int, *,
+                        extra: Mapping[str, Any] | None = None) -> Path | None:
+        """Checkpoint at the boundary just passed: the leader writes the file and records it.
+
+        Call it on every rank right after `at_boundary(step)`; ranks are verified identical
+        there, so one file holds every rank's state (keep `directory` where every rank can
+        read it). Returns the file's path on the leader, None on the others and on a step
+        replayed from the log (its checkpoint, if any, was written by the first run).
+        """
+        if not self.is_leader or self._replayed:
+            return None
+        seq = self.runner.seq
+        model = self.surgery.model
+        if model is None:
+            raise ConfigError("a checkpoint needs the model: build ModelSurgery with model=...")
+        name = f"{self.lifecycle.run_id}-step{step}"
+        path = Path(directory) / f"{name}.pt"
+        sha = save_checkpoint(path, step=step, seq=seq, model=model.state_dict(),
+                              optimizer=self.surgery.optimizer.state_dict(),
+                              snapshots=[p.snapshot() for p in self.runner.projections], extra=extra)
+        self._append([CheckpointSaved(run_id=self.lifecycle.run_id, step=step, rank=self.rank,
+                                      checkpoint_id=name, path=str(path), sha256=sha, upto_seq=seq)])
+        _log.info("checkpoint %s covers the log to seq %d", path, seq)
+        return path
+
+    def resume(self) -> Checkpoint | None:
+        """Load the checkpoint the log last recorded into the model, optimizer and projections.
+
+        Returns it (its `step`, and the caller's `extra` state), or None when the log records
+        none. The rank then replays the log from the checkpoint's seq as it reaches each sealed
+        step, so it rejoins with the architecture and digest of the others.
+        """
+        self.lifecycle.catch_up()
+        recorded = self.lifecycle.registry.last_checkpoint
+        if recorded is None:
+            return None
+        checkpoint = load_checkpoint(recorded["path"], sha256=recorded["sha256"])
+        model = self.surgery.model
+        if model is None:
+            raise ConfigError("resuming needs the model: build ModelSurgery with model=...")
+        for projection in self.runner.projections:
+            snapshot = checkpoint.snapshots.get(projection.name)
+            if snapshot is None:
+                raise ConfigError(f"checkpoint {recorded['path']} holds no snapshot of projection "
+                                  f"{projection.name!r}")
+            projection.restore(snapshot)
+        model.load_state_dict(checkpoint.model)
+        self.surgery.optimizer.load_state_dict(checkpoint.optimizer)
+        if self.is_leader:
+            self._append([CheckpointRestored(
+                run_id=self.lifecycle.run_id, step=checkpoint.step, rank=self.rank,
+                upto_seq=checkpoint.seq, **{k: recorded[k] for k in ("checkpoint_id", "path", "sha256")})])
+        _log.info("resumed from %s at step %d (seq %d)", recorded["path"], checkpoint.step, checkpoint.seq)
+        return checkpoint
+
+
+def _check_decisions(records: Sequence[Record], step: int) -> int:
+    """Count the batch's decisions; each must apply at the boundary it was sealed for."""
+    count = 0
+    for record in records:
+        if record["kind"] != "DecisionMade":
+            continue
+        if record["apply_at_step"] != step + 1:
+            raise InconsistentEventError(
+                f"decision {record['event_id']} (seq {record['seq']}) is sealed at step {step} "
+                f"but asks to apply at step {record['apply_at_step']}; decisions apply at the "
+                f"boundary before the step after their seal ({step + 1})")
+        count += 1
+    return count
+
+
+def _structure_digest(named: Sequence[tuple[str, torch.Tensor]], optimizer: torch.optim.Optimizer) -> str:
+    """Hash names, shapes, dtypes and optimizer-state keys: what a broadcast needs to agree."""
+    h = hashlib.blake2b(digest_size=8)
+    for name, tensor in named:
+        h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype};".encode())
+        state = optimizer.state.get(tensor, {}) if isinstance(tensor, nn.Parameter) else {}
+        for key in sorted(state):
+            value = state[key]
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            h.update(f"{key}{shape};".encode())
+    return h.hexdigest()
+
