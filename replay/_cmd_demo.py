@@ -1,6 +1,11 @@
 """`lifecycle-es demo [--log URL] [--steps N] [--seed S] [--strategy masked|resize] [--baseline]
-[--run RUN] [--quiet]`: train a small MoE whose experts the lifecycle spawns, prunes, splits and
-merges, log every decision, and print what happened.
+[--run RUN] [--quiet] [--ranks N] [--max-restarts K] [--checkpoint-every S] [--sync-timeout T]
+[--repair]`: train a small MoE whose experts the lifecycle spawns, prunes, splits and merges,
+log every decision, and print what happened.
+
+With `--ranks N` the command starts N gloo ranks on this machine (each a copy of itself with
+torchrun's environment); run under `torchrun --nproc-per-node N -m replay.cli demo ...` it is
+one of torchrun's ranks. Rank 0 decides and prints; every rank follows the log.
 
 The run id seeds each decision's noise (the expert coordinator derives it from run, step and
 action), so a run is reproduced exactly by the same `--seed`, `--steps`, `--strategy` and
@@ -12,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
+import os
 import sys
 import time
 from collections import Counter
@@ -21,11 +28,12 @@ from typing import TYPE_CHECKING
 import bus
 from bus import JsonlLog, Log
 from lifecycle_es.errors import ConfigError
+from replay._launch import Worker, launch, worker_from_env
 from replay.analysis import decisions
 from replay.export import write_decisions
 
 if TYPE_CHECKING:
-    from replay.demo import DemoOptions, DemoRun
+    from replay.demo import DemoOptions, DemoRun, RankOptions
     from replay.demo._report import Outcome
 
 __all__ = ["DEFAULT_STEPS", "add_parser", "decisions_path", "run"]
@@ -51,16 +59,27 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="also train the same task with the lifecycle off and compare losses")
     parser.add_argument("--run", metavar="RUN", help="the run id (default demo-<date>-<time>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    ranks = parser.add_argument_group("several ranks (DDP on gloo, CPU)")
+    ranks.add_argument("--ranks", type=int, default=1, metavar="N",
+                       help="train on N local processes (default 1); under torchrun, torchrun's ranks")
+    ranks.add_argument("--max-restarts", type=int, default=0, metavar="K",
+                       help="restart every rank from the last checkpoint up to K times when one dies")
+    ranks.add_argument("--checkpoint-every", type=int, default=0, metavar="S",
+                       help="write a checkpoint every S steps, a multiple of 10 (default: none)")
+    ranks.add_argument("--sync-timeout", type=float, default=60.0, metavar="T",
+                       help="seconds a rank waits for the leader to seal a step (default 60)")
+    ranks.add_argument("--repair", action="store_true",
+                       help="on a digest mismatch, copy rank 0's state to every rank instead of failing")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train with the lifecycle (and the baseline if asked), export the decisions, print a summary."""
-    if args.steps < 50:
-        raise ConfigError(f"--steps must be at least 50, got {args.steps}")
-    if args.seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    _check(args)
+    worker = worker_from_env(os.environ)
     run_id = args.run or time.strftime("demo-%Y%m%d-%H%M%S")
+    if worker is None and args.ranks > 1:
+        return launch(_worker_argv(args, run_id), args.ranks, max_restarts=args.max_restarts)
     import torch  # here, not at import: `lifecycle-es tail` should not pay for torch
 
     from replay.demo import DemoOptions
@@ -69,23 +88,86 @@ def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tensors are small, and one thread keeps runs repeatable
     try:
+        if worker is not None:
+            return _run_rank(args, options, run_id, worker)
         with _open_new(args.log, run_id) as log:
-            live, outcome = _train(options, log, "lifecycle", args.quiet)
+            live, outcome = _train(options, log, "lifecycle", args.quiet, _rank_options(args, log))
             runs = [outcome]
             if args.baseline:
                 baseline = dataclasses.replace(options, lifecycle=False)
                 runs.append(_train(baseline, None, "baseline", args.quiet)[1])
-            path = decisions_path(log)
-            write_decisions(log, path)
-            made = [(int(d["step"]), str(d["action"])) for d in decisions(log)]
-            where = str(log.path) if isinstance(log, JsonlLog) else f"{log.url} (Redis stream)"
+            _report(args, log, live, runs)
     finally:
         torch.set_num_threads(threads)
-    print(_summary(live, made, runs), end="")
-    print(f"\nlog:       {where}, run {run_id}")
-    print(f"decisions: {path}")
-    print(f"replay it: lifecycle-es replay {args.log} --run {run_id}")
     return 0
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.steps < 50:
+        raise ConfigError(f"--steps must be at least 50, got {args.steps}")
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    if args.ranks < 1 or args.max_restarts < 0 or args.checkpoint_every < 0:
+        raise ConfigError("--ranks must be >= 1, --max-restarts and --checkpoint-every >= 0")
+    if args.checkpoint_every % 10:
+        raise ConfigError(f"--checkpoint-every must be a multiple of 10 (the evaluation interval), "
+                          f"got {args.checkpoint_every}")
+    if not 0 < args.sync_timeout < float("inf"):
+        raise ConfigError(f"--sync-timeout must be a number of seconds > 0, got {args.sync_timeout}")
+    if args.baseline and args.ranks > 1:
+        raise ConfigError("--baseline runs in one process; leave out --ranks")
+
+
+def _worker_argv(args: argparse.Namespace, run_id: str) -> list[str]:
+    """Return the command line every rank runs: this one, with the run id fixed."""
+    argv = ["demo", "--log", args.log, "--steps", str(args.steps), "--seed", str(args.seed),
+            "--strategy", args.strategy, "--run", run_id, "--ranks", str(args.ranks),
+            "--checkpoint-every", str(args.checkpoint_every), "--sync-timeout", str(args.sync_timeout)]
+    return argv + [flag for flag, on in (("--quiet", args.quiet), ("--repair", args.repair)) if on]
+
+
+def _rank_options(args: argparse.Namespace, log: Log, *, resume: bool = False) -> RankOptions:
+    from projections.sync import SyncConfig
+    from replay.demo import RankOptions
+
+    return RankOptions(sync=SyncConfig(timeout=args.sync_timeout, repair=args.repair),
+                       checkpoint_dir=decisions_path(log).parent / "checkpoints",
+                       checkpoint_every=args.checkpoint_every, resume=resume)
+
+
+def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worker: Worker) -> int:
+    """Be one rank of a multi-rank run: join the process group, train, report (rank 0)."""
+    import torch.distributed as dist
+
+    timeout = datetime.timedelta(seconds=max(60.0, 2 * args.sync_timeout))
+    dist.init_process_group("gloo", timeout=timeout)
+    try:
+        leader = worker.rank == 0
+        fresh = worker.restart == 0
+        log = _open_new(args.log, run_id) if leader and fresh else bus.open(args.log, run_id)
+        with log:
+            quiet = args.quiet or not leader
+            live, outcome = _train(options, log, f"rank {worker.rank}", quiet,
+                                   _rank_options(args, log, resume=not fresh))
+            print(f"rank {worker.rank}: finished step {options.steps} with digest {live.digest}",
+                  file=sys.stderr)
+            if leader:
+                _report(args, log, live, [outcome])
+                print(f"ranks:     {worker.world_size}, every rank ended with digest {live.digest}")
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
+def _report(args: argparse.Namespace, log: Log, live: DemoRun, runs: list[Outcome]) -> None:
+    path = decisions_path(log)
+    write_decisions(log, path)
+    made = [(int(d["step"]), str(d["action"])) for d in decisions(log)]
+    where = str(log.path) if isinstance(log, JsonlLog) else f"{log.url} (Redis stream)"
+    print(_summary(live, made, runs), end="")
+    print(f"\nlog:       {where}, run {log.run_id}")
+    print(f"decisions: {path}")
+    print(f"replay it: lifecycle-es replay {args.log} --run {log.run_id}")
 
 
 def decisions_path(log: Log) -> Path:
@@ -109,11 +191,12 @@ def _open_new(url: str, run_id: str) -> Log:
     return log
 
 
-def _train(options: DemoOptions, log: Log | None, label: str, quiet: bool) -> tuple[DemoRun, Outcome]:
+def _train(options: DemoOptions, log: Log | None, label: str, quiet: bool,
+           ranks: RankOptions | None = None) -> tuple[DemoRun, Outcome]:
     from replay.demo import DemoRun
     from replay.demo._report import Outcome, ProgressBar
 
-    demo = DemoRun(options, log)
+    demo = DemoRun(options, log, ranks=ranks)
     started = time.monotonic()
     demo.run(None if quiet else ProgressBar(sys.stderr, label=label))
     seconds = time.monotonic() - started

@@ -6,7 +6,9 @@ alone. The loop (`_loop`) writes every observation, decision and seal to the run
 folds them into the model through `ModelSurgery`, so the log replays to the same experts.
 """
 
-from replay.demo._loop import DemoOptions, DemoRun, PhaseLoss, Tick, demo_config
+from replay.demo._loop import DemoOptions, DemoRun, PhaseLoss, RankOptions, Tick, demo_config
 from replay.demo._task import PHASES, Phase, Task
 
-__all__ = ["PHASES", "DemoOptions", "DemoRun", "Phase", "PhaseLoss", "Task", "Tick", "demo_config"]
+__all__ = [
+    "PHASES", "DemoOptions", "DemoRun", "Phase", "PhaseLoss", "RankOptions", "Task", "Tick", "demo_config",
+]

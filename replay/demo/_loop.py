@@ -2,16 +2,22 @@
 
 Every step is forward, backward, `optimizer.step()`, then `BasinTracker.record` (references
 only: no device work, no host sync). Every `lifecycle_eval_interval` steps, at the step
-boundary: basin metrics -> `MetricsObserved` -> the coordinator's decision -> `StepSealed`,
-all appended to the run's log, then the new records are folded into model surgery and the
-state tensors, exactly as a follower rank would fold them. With the lifecycle off the same
-loop trains the same model on the same tokens and never changes its experts.
+boundary, through `LifecycleSync`: routing counters summed over ranks -> basin metrics ->
+(leader) `MetricsObserved`, the coordinator's decisions and `StepSealed` in one batch -> every
+rank folds the batch into model surgery and the state tensors -> digests agree. In one
+process with no process group that is the same code with nothing communicated. Under DDP each
+rank trains on its shard of every batch (every world_size-th token), so N ranks see the
+tokens one process sees. With the lifecycle off the same loop trains the same model on the
+same tokens and never changes its experts.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,14 +26,19 @@ from bus import Log
 from lifecycle_es import ConfigError, Lifecycle
 from lifecycle_es.controllers import ExpertCoordinator, LifecycleConfig
 from lifecycle_es.session import LifecycleConfig as SessionConfig
+from projections import distributed
 from projections.basin import BasinTracker
+from projections.distributed import Replicated
 from projections.runner import Runner
 from projections.state_tensors import StateTensors
 from projections.surgery import ROUTING_STATES, ModelSurgery, Strategy
+from projections.sync import LifecycleSync, SyncConfig
 from replay.demo._model import DemoModel
 from replay.demo._task import Task
 
 __all__ = ["DemoOptions", "DemoRun", "PhaseLoss", "Tick", "demo_config"]
+
+_log = logging.getLogger("replay.demo")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,61 +135,111 @@ class Timeline:
     loss_sum: float = 0.0
     """Sum of every step's training loss."""
 
+    def to_plain(self) -> dict[str, Any]:
+        """Return the timeline as checkpoint data."""
+        return {"experts": [[step, dict(n)] for step, n in self.experts],
+                "phase_losses": [[p.phase, p.step, p.loss] for p in self.phase_losses],
+                "loss_sum": self.loss_sum}
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any]) -> Timeline:
+        """Rebuild a timeline from `to_plain()`."""
+        return cls(experts=[(int(step), {int(k): int(v) for k, v in n.items()})
+                            for step, n in plain["experts"]],
+                   phase_losses=[PhaseLoss(str(a), int(b), float(c)) for a, b, c in plain["phase_losses"]],
+                   loss_sum=float(plain["loss_sum"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankOptions:
+    """How a demo run takes part in a multi-rank run; the defaults suit one process."""
+
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    """The leader, the seal timeout and whether a divergence is repaired."""
+    checkpoint_dir: Path | None = None
+    """Where the leader writes checkpoints (None: no checkpoints)."""
+    checkpoint_every: int = 0
+    """Write a checkpoint every this many steps (a multiple of the evaluation interval); 0: never."""
+    resume: bool = False
+    """Start from the checkpoint the log records last (or replay the log from step 0 if none)."""
+    find_unused_parameters: bool = False
+    """Passed to DDP; the demo's MoE layers compute every slot densely, so none is ever unused."""
+
 
 class DemoRun:
-    """One demo training run: the model, the task, and (optionally) the lifecycle on a log."""
+    """One demo training run: the model, the task, and (optionally) the lifecycle on a log.
 
-    def __init__(self, options: DemoOptions, log: Log | None = None) -> None:
+    Under a `torch.distributed` process group every rank builds the same run on the same log
+    URL; rank 0 (the leader) decides and the others follow (see `LifecycleSync`).
+    """
+
+    def __init__(self, options: DemoOptions, log: Log | None = None, *,
+                 ranks: RankOptions | None = None) -> None:
         if options.lifecycle and log is None:
             raise ConfigError("a demo run with the lifecycle needs a log")
         self.options = options
+        self.ranks = ranks or RankOptions()
+        if self.ranks.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be >= 0, got {self.ranks.checkpoint_every}")
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.task = Task(seed=options.seed, steps=options.steps, batch_size=options.batch_size)
         capacity = options.max_experts if options.strategy == "masked" else options.initial_experts
         self.model = DemoModel(d_in=self.task.d_in, d_out=self.task.d_out, d_model=options.d_model,
                                d_hidden=options.d_hidden, capacity=capacity, layers=options.layers,
                                top_k=options.top_k, seed=options.seed)
+        self.replicated = Replicated(self.model, find_unused_parameters=self.ranks.find_unused_parameters)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=options.lr,
                                            weight_decay=options.weight_decay)
         self.timeline = Timeline()
-        self.lifecycle = _LifecycleSide(options, log, self.model, self.optimizer,
-                                        self.task) if log is not None and options.lifecycle else None
+        self.lifecycle = _LifecycleSide(options, log, self, self.ranks) \
+            if log is not None and options.lifecycle else None
         self._loss = torch.zeros(())
         self._since_tick = 0
+        self.digest: str | None = None
+        """The digest every rank agreed on at the end of `run()` (None without the lifecycle)."""
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Record the run's start and its initial experts, or mask the baseline's layers."""
+    def start(self) -> int:
+        """Record the run's start and its initial experts (or resume); return the first step to train."""
         if self.lifecycle is not None:
-            self.lifecycle.start()
-            return
+            return self.lifecycle.start()
         for layer in self.model.layers().values():
             mask = torch.zeros(layer.capacity, dtype=torch.bool)
             mask[: self.options.initial_experts] = True
             layer.set_active(mask)
+        return 1
 
     def train_step(self, step: int) -> None:
-        """Train on step `step`'s batch; at an evaluation step, run the lifecycle after it."""
-        batch = self.task.batch(step)
-        loss = torch.nn.functional.mse_loss(self.model(batch.x), batch.y)
+        """Train on this rank's shard of step `step`'s batch; at an evaluation step, run the lifecycle."""
+        batch = self.task.batch(step).shard(self.rank, self.world_size)
+        loss = torch.nn.functional.mse_loss(self.replicated(batch.x), batch.y)
         self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)
         self.optimizer.step()
         self._loss += loss.detach()
         self._since_tick += 1
         if self.lifecycle is not None:
-            self.lifecycle.after_step(step, batch.types, self.timeline)
+            self.lifecycle.after_step(step, batch.types)
         if step == self.task.phase_end(self.task.phase_index(step)):
             self._evaluate(step)
+        if self.lifecycle is not None:
+            self.lifecycle.maybe_checkpoint(step)
 
-    def run(self, tick: Callable[[Tick], None] | None = None, ticks: int = 100) -> Timeline:
-        """Train every step, calling `tick` about `ticks` times; return the timeline."""
-        self.start()
+    def run(self, tick: Callable[[Tick], None] | None = None, ticks: int = 100,
+            after_step: Callable[[int], None] | None = None) -> Timeline:
+        """Train every step, calling `tick` about `ticks` times and `after_step(step)` after each
+        step's boundary; return the timeline. The lifecycle's digests are verified at the end."""
+        first = self.start()
         every = max(1, self.options.steps // ticks)
-        for step in range(1, self.options.steps + 1):
+        for step in range(first, self.options.steps + 1):
             self.train_step(step)
+            if after_step is not None:
+                after_step(step)
             if step % every == 0 or step == self.options.steps:
                 self._tick(step, tick)
+        if self.lifecycle is not None:
+            self.digest = self.lifecycle.finish(self.options.steps)
         return self.timeline
 
     def _tick(self, step: int, tick: Callable[[Tick], None] | None) -> None:
@@ -198,6 +259,21 @@ class DemoRun:
         loss = torch.nn.functional.mse_loss(self.model(batch.x), batch.y)
         self.timeline.phase_losses.append(PhaseLoss(self.task.phases[index].name, step, float(loss)))
 
+    # -- checkpoint data -----------------------------------------------------------------------
+
+    def extra_state(self) -> dict[str, Any]:
+        """Return what a checkpoint needs besides the model, optimizer and projections."""
+        assert self.lifecycle is not None
+        return {"task": self.task.state(), "basin": self.lifecycle.basin.state(),
+                "timeline": self.timeline.to_plain()}
+
+    def load_extra_state(self, extra: dict[str, Any]) -> None:
+        """Restore `extra_state()` from a checkpoint."""
+        assert self.lifecycle is not None
+        self.task.load_state(extra["task"])
+        self.lifecycle.basin.load_state(extra["basin"])
+        self.timeline = Timeline.from_plain(extra["timeline"])
+
     # -- reading -------------------------------------------------------------------------------
 
     def experts(self) -> dict[int, int]:
@@ -213,58 +289,83 @@ class DemoRun:
 
 
 class _LifecycleSide:
-    """The lifecycle half of the loop: basin tracking, the coordinator, the log and surgery."""
+    """The lifecycle half of the loop: basin tracking, the coordinator, the log, surgery, sync."""
 
-    def __init__(self, options: DemoOptions, log: Log, model: DemoModel,
-                 optimizer: torch.optim.Optimizer, task: Task) -> None:
+    def __init__(self, options: DemoOptions, log: Log, run: DemoRun, ranks: RankOptions) -> None:
         self.options = options
+        self.run = run
+        self.ranks = ranks
         self.config = demo_config(options)
-        self.lc = Lifecycle(log, config=SessionConfig(metric_window=self.config.basin_window_size))
+        self.lc = Lifecycle(log, config=SessionConfig(metric_window=self.config.basin_window_size),
+                            rank=run.rank)
         self.run_id = self.lc.run_id
-        layers = model.layers()
+        layers = run.model.layers()
         self.coordinator = ExpertCoordinator(self.config,
                                              capacity={i: options.max_experts for i in layers})
-        self.surgery = ModelSurgery(layers, optimizer, strategy=options.strategy, model=model)
+        self.surgery = ModelSurgery(layers, run.optimizer, strategy=options.strategy, model=run.model,
+                                    on_rewrap=run.replicated.rewrap)
         self.tensors = StateTensors(self.lc.registry.specs)
         self.runner = Runner(log, [self.surgery, self.tensors])
-        self.basin = BasinTracker(layers, num_types=task.num_types)
+        self.sync = LifecycleSync(self.lc, self.runner, self.surgery, config=ranks.sync)
+        self.basin = BasinTracker(layers, num_types=run.task.num_types)
         self.layers = sorted(layers)
         self.interval = self.config.lifecycle_eval_interval
+        every = ranks.checkpoint_every
+        if every and (every % self.interval or ranks.checkpoint_dir is None):
+            raise ConfigError(f"checkpoint_every must be a multiple of the evaluation interval "
+                              f"({self.interval}) and needs a checkpoint_dir, got {every}")
 
-    def start(self) -> None:
-        """Record `RunStarted` and the initial experts, seal step 0, and fold them into the model."""
-        self.lc.start(config={"demo": self.options.to_json(), "lifecycle": self.config.snapshot()},
-                      seed=self.options.seed, torch_version=torch.__version__)
+    def start(self) -> int:
+        """Begin the run (RunStarted, the initial experts, StepSealed(0)) or resume it."""
+        if self.ranks.resume:
+            checkpoint = self.sync.resume()
+            if checkpoint is not None:
+                self.run.load_extra_state(checkpoint.extra)
+                return checkpoint.step + 1
+        self.sync.at_boundary(0, self._begin)
+        return 1
+
+    def _begin(self, lc: Lifecycle) -> None:
+        lc.start(config={"demo": self.options.to_json(), "lifecycle": self.config.snapshot()},
+                 seed=self.options.seed, world_size=self.sync.world_size,
+                 torch_version=torch.__version__)
         for layer in self.layers:
-            self.coordinator.register_initial(self.lc, layer, self.options.initial_experts, step=0)
-        self.lc.seal(0)
-        self._fold()
+            self.coordinator.register_initial(lc, layer, self.options.initial_experts, step=0)
 
-    def after_step(self, step: int, types: torch.Tensor, timeline: Timeline) -> None:
+    def after_step(self, step: int, types: torch.Tensor) -> None:
         """Record the step's routing; at an evaluation step, observe, decide, seal and apply."""
         self.basin.record(types)
         if step % self.interval == 0:
             self.checkpoint(step)
-            timeline.experts.append((step, self.routing_counts()))
+            self.run.timeline.experts.append((step, self.routing_counts()))
 
     def checkpoint(self, step: int) -> None:
         """One evaluation checkpoint, at the boundary after step `step`'s optimizer step."""
+        self.basin.sum_across(functools.partial(self.sync.observe, step))
         readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
-        self.lc.append(self.coordinator.observations(run_id=self.run_id, step=step,
-                                                     experts=readout.experts, layers=readout.layers))
-        events = self.coordinator.decide(self.lc.registry, run_id=self.run_id, step=step)
-        if events:
-            self.lc.append(events)
-        self.lc.seal(step)
-        self._fold()
 
-    def _fold(self) -> None:
-        """Apply the log's new records to surgery and state tensors, as every rank does."""
-        self.runner.apply(self.lc.log.read(after=self.runner.seq))
+        def decide(lc: Lifecycle) -> None:
+            lc.append(self.coordinator.observations(run_id=self.run_id, step=step,
+                                                    experts=readout.experts, layers=readout.layers))
+            lc.append(self.coordinator.decide(lc.registry, run_id=self.run_id, step=step))
+
+        self.sync.at_boundary(step, decide)
+
+    def maybe_checkpoint(self, step: int) -> None:
+        """Write a training checkpoint at the steps `checkpoint_every` names."""
+        every, directory = self.ranks.checkpoint_every, self.ranks.checkpoint_dir
+        if every and directory is not None and step % every == 0:
+            self.sync.save_checkpoint(directory, step, extra=self.run.extra_state())
+
+    def finish(self, step: int) -> str | None:
+        """Verify every rank ends with the same digest; return it (None in one process)."""
+        digest = self.sync.verify(step)
+        _log.info("rank %d finished at step %d with digest %s", self.sync.rank, step,
+                  self.surgery.digest())
+        return digest
 
     def routing_counts(self) -> dict[int, int]:
         """Return how many experts of each layer are in a routing state (cooling, active, dormant)."""
         registry = self.lc.registry
         return {layer: sum(registry.population("expert", layer, s) for s in sorted(ROUTING_STATES))
                 for layer in self.layers}
-

@@ -78,6 +78,12 @@ class Batch:
     y: torch.Tensor
     types: torch.Tensor
 
+    def shard(self, rank: int, world_size: int) -> Batch:
+        """Return rank `rank`'s share of the batch: every `world_size`-th token from `rank`."""
+        if world_size == 1:
+            return self
+        return Batch(self.x[rank::world_size], self.y[rank::world_size], self.types[rank::world_size])
+
 
 class Task:
     """Draws batches of the phase a step falls in, from seeded CPU generators only."""
@@ -116,6 +122,14 @@ class Task:
     def batch(self, step: int) -> Batch:
         """Return the training batch of `step`: the next draw of the task's stream."""
         return self._draw(self.phases[self.phase_index(step)], self.batch_size, self._stream)
+
+    def state(self) -> torch.Tensor:
+        """Return the training stream's generator state, for a checkpoint."""
+        return self._stream.get_state()
+
+    def load_state(self, state: torch.Tensor) -> None:
+        """Continue the training stream from a `state()`."""
+        self._stream.set_state(state)
 
     def eval_batch(self, index: int, size: int = 4096) -> Batch:
         """Return a fixed held-out batch of phase `index` (the same on every call)."""
