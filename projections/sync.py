@@ -267,7 +267,8 @@ class LifecycleSync:
                 digests={str(r): d for r, d in enumerate(digests)}, ranks=sorted(ranks))])
 
     def _append(self, events: Sequence[Any]) -> None:
-        self.lifecycle.catch_up()
+        # The leader is the run's one writer, so its registry is at the log's end; another
+        # writer would make this append fail with ConcurrencyError, as it should.
         self.lifecycle.append(events)
 
     # -- checkpoints -------------------------------------------------------------------------
