@@ -4,12 +4,13 @@
 log every decision, and print what happened.
 
 With `--ranks N` the command starts N gloo ranks on this machine (each a copy of itself with
-torchrun's environment); run under `torchrun --nproc-per-node N -m replay.cli demo ...` it is
-one of torchrun's ranks. Rank 0 decides and prints; every rank follows the log.
+torchrun's environment); run under `torchrun --nproc-per-node N -m replay.cli -- demo ...` it is
+one of torchrun's ranks (the `--` keeps torchrun from reading `--log` and `--run` as
+abbreviations of its own options). Rank 0 decides and prints; every rank follows the log.
 
-The run id seeds each decision's noise (the expert coordinator derives it from run, step and
-action), so a run is reproduced exactly by the same `--seed`, `--steps`, `--strategy` and
-`--run`, in another log directory. torch is imported only when the command runs, so the rest
+Each decision's noise is seeded from the run's seed, step, action and target, so a run is
+reproduced exactly by the same `--seed`, `--steps` and `--strategy`, in another log directory
+or under another `--run`. torch is imported only when the command runs, so the rest
 of the command line starts fast.
 """
 
@@ -139,9 +140,12 @@ def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worke
     """Be one rank of a multi-rank run: join the process group, train, report (rank 0)."""
     import torch.distributed as dist
 
+    if args.run is None and worker.restart:
+        raise ConfigError("a restarted rank finds its run by id: pass --run to every rank")
     timeout = datetime.timedelta(seconds=max(60.0, 2 * args.sync_timeout))
     dist.init_process_group("gloo", timeout=timeout)
     try:
+        run_id = _leaders_run_id(run_id)
         leader = worker.rank == 0
         fresh = worker.restart == 0
         log = _open_new(args.log, run_id) if leader and fresh else bus.open(args.log, run_id)
@@ -157,6 +161,18 @@ def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worke
     finally:
         dist.destroy_process_group()
     return 0
+
+
+def _leaders_run_id(run_id: str) -> str:
+    """Return rank 0's run id on every rank (their default ids, made of the time, may differ)."""
+    import torch
+    import torch.distributed as dist
+
+    encoded = torch.zeros(256, dtype=torch.uint8)
+    raw = run_id.encode()[:256]
+    encoded[: len(raw)] = torch.tensor(list(raw), dtype=torch.uint8)
+    dist.broadcast(encoded, src=0)
+    return bytes(encoded.tolist()).rstrip(b"\x00").decode()
 
 
 def _report(args: argparse.Namespace, log: Log, live: DemoRun, runs: list[Outcome]) -> None:

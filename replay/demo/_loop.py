@@ -45,8 +45,8 @@ _log = logging.getLogger("replay.demo")
 class DemoOptions:
     """Everything that defines one demo run.
 
-    Two runs with equal options and the same run id train identically (the run id seeds each
-    decision's noise, so it is part of the run's identity).
+    Two runs with equal options train identically: each decision's noise is seeded from the
+    run's seed (`RunStarted.seed`), its step, action and target.
     """
 
     steps: int = 3000  # replay._cmd_demo.DEFAULT_STEPS
