@@ -47,7 +47,7 @@ from lifecycle_es.session import Lifecycle
 from projections import distributed
 from projections._projection import Record
 from projections.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from projections.distributed import Group
+from projections.distributed import Group, Replicated
 from projections.runner import Runner
 from projections.surgery import ModelSurgery
 
@@ -98,17 +98,30 @@ class LifecycleSync:
     """One rank's side of the synchronized lifecycle: follow the leader's log, apply, verify."""
 
     def __init__(self, lifecycle: Lifecycle, runner: Runner, surgery: ModelSurgery, *,
-                 config: SyncConfig | None = None, group: Group = None) -> None:
+                 replicated: Replicated | None = None, config: SyncConfig | None = None,
+                 group: Group = None) -> None:
         """Join `lifecycle` (this rank's registry on the run's log) to the projections `runner`
-        feeds, `surgery` among them; `group` is the process group (None: the world, if any)."""
+        feeds, `surgery` among them; `group` is the process group (None: the world, if any).
+
+        `replicated`, the DDP wrapper the loop trains through, is re-wrapped after every resize
+        (unless `surgery` has an `on_rewrap` already), and lets `at_boundary` refuse to run
+        inside a `no_sync()` window. Under the resize strategy with a process group, a re-wrap
+        is required: without one the next backward fails or, worse, diverges.
+        """
         if surgery not in runner.projections:
             raise ConfigError("the runner must feed the model surgery the sync verifies")
         if runner.log is not lifecycle.log and runner.log.run_id != lifecycle.run_id:
             raise ConfigError(f"the runner follows run {runner.log.run_id!r}, the lifecycle "
                               f"writes run {lifecycle.run_id!r}")
+        if replicated is not None and surgery.on_rewrap is None:
+            surgery.on_rewrap = replicated.rewrap
+        if distributed.active(group) and surgery.strategy == "resize" and surgery.on_rewrap is None:
+            raise ConfigError("under the resize strategy with a process group, pass replicated= "
+                              "(or ModelSurgery(on_rewrap=...)) so DDP is re-wrapped after surgery")
         self.lifecycle = lifecycle
         self.runner = runner
         self.surgery = surgery
+        self.replicated = replicated
         self.config = config or SyncConfig()
         self.group = group
         self._replayed = False
@@ -141,6 +154,10 @@ class LifecycleSync:
 
     def at_boundary(self, step: int, decide: Decide | None = None) -> Boundary:
         """Run the lifecycle at the boundary after step `step`: decide (leader), follow, apply, verify."""
+        wrapper = None if self.replicated is None else self.replicated.wrapper
+        if not getattr(wrapper, "require_backward_grad_sync", True):
+            raise ConfigError(f"step {step}: at_boundary inside a no_sync() window; apply lifecycle "
+                              "decisions only at gradient-accumulation boundaries")
         replayed = self._seal(step, decide) if self.is_leader else False
         records = self._follow_to_seal(step)
         self.lifecycle.fold(records)

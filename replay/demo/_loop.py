@@ -302,11 +302,11 @@ class _LifecycleSide:
         layers = run.model.layers()
         self.coordinator = ExpertCoordinator(self.config,
                                              capacity={i: options.max_experts for i in layers})
-        self.surgery = ModelSurgery(layers, run.optimizer, strategy=options.strategy, model=run.model,
-                                    on_rewrap=run.replicated.rewrap)
+        self.surgery = ModelSurgery(layers, run.optimizer, strategy=options.strategy, model=run.model)
         self.tensors = StateTensors(self.lc.registry.specs)
         self.runner = Runner(log, [self.surgery, self.tensors])
-        self.sync = LifecycleSync(self.lc, self.runner, self.surgery, config=ranks.sync)
+        self.sync = LifecycleSync(self.lc, self.runner, self.surgery, replicated=run.replicated,
+                                  config=ranks.sync)
         self.basin = BasinTracker(layers, num_types=run.task.num_types)
         self.layers = sorted(layers)
         self.interval = self.config.lifecycle_eval_interval
