@@ -76,7 +76,13 @@ def load_checkpoint(path: str | os.PathLike[str], *, sha256: str | None = None) 
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise InconsistentEventError(f"checkpoint {target} does not match the SHA-256 the log "
                                      f"recorded ({sha256[:12]}...); it was changed or truncated")
-    payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        # On foreign bytes torch.load raises almost any type (UnpicklingError, RuntimeError,
+        # UnicodeDecodeError, IndexError, EOFError, ...); each means the file is no checkpoint.
+        raise ConfigError(f"{target} is not a lifecycle-es checkpoint: torch.load failed "
+                          f"({type(e).__name__})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"{target} is not a lifecycle-es checkpoint of format {FORMAT}")
     return Checkpoint(

@@ -86,7 +86,7 @@ def _hex(value: int) -> str:
 
 
 def digest_range(digest: str, group: Group = None) -> tuple[str, str]:
-    """Return the smallest and largest of every rank's digest, with one all-reduce.
+    """Return the smallest and largest of every rank's digest (as signed int64s), with one all-reduce.
 
     MAX of (d, ~d) gives max(d) and ~min(d) at once; `~` reverses the order of int64 without
     overflow. Equal results mean every rank holds the same digest.
