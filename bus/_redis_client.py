@@ -83,7 +83,8 @@ class Caller:
         """Run `fn`, retrying connection failures when `idempotent`; raise bus errors."""
         attempts = self.policy.attempts if idempotent else 1
         for attempt in range(1, attempts + 1):
-            time.sleep(self.policy.sleep_before(attempt))
+            if attempt > 1:  # time.sleep(0) still yields the CPU: ~0.5 ms per call on a busy host
+                time.sleep(self.policy.sleep_before(attempt))
             try:
                 return fn()
             except redis.AuthenticationError as e:

@@ -213,12 +213,13 @@ class Lifecycle:
         """Gather every append inside the block into one atomic log append at its end.
 
         Commands see their own events at once (each is folded when made), and readers of the
-        log see all of them or none. If the block or the append raises, the registry goes back
-        to where it was and nothing is written. Yields the list of records gathered so far.
+        log see all of them or none. If the block or the append raises, nothing is written and
+        the registry is folded again from the log, back to where it was. Yields the list of
+        records gathered so far.
         """
         if self._pending is not None:
             raise ConfigError("a lifecycle batch is already open")
-        before, start = self.registry.copy(), self.registry.seq
+        start = self.registry.seq
         pending: list[dict[str, Any]] = []
         self._pending = pending
         try:
@@ -226,7 +227,11 @@ class Lifecycle:
             if pending:
                 self.log.append(pending, expected_seq=start)
         except BaseException:
-            self.registry = before
+            if pending:
+                # Fold the log again rather than copying the registry on every batch: a copy
+                # grows with every metric window ever kept, and failures are rare.
+                self.registry = Registry(self.registry.specs, window=self.registry.window)
+                self.catch_up()
             raise
         finally:
             self._pending = None

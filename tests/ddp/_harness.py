@@ -60,19 +60,35 @@ def environment(**extra: str) -> dict[str, str]:
 class Ranks:
     """`world_size` processes of one command, each with its rank's torchrun variables."""
 
-    def __init__(self, argv: Sequence[str], world_size: int, directory: Path, *, restart: int = 0,
-                 cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        world_size: int,
+        directory: Path,
+        *,
+        restart: int = 0,
+        cwd: Path | None = None,
+    ) -> None:
         """Start `python ARGV` once per rank; output goes to files in `directory`."""
         directory.mkdir(parents=True, exist_ok=True)
         port = str(free_port())
         self.directory, self.procs = directory, []
         for rank in range(world_size):
-            env = environment(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                              LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
-                              MASTER_PORT=port, TORCHELASTIC_RESTART_COUNT=str(restart))
+            env = environment(
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE=str(world_size),
+                LOCAL_WORLD_SIZE=str(world_size),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=port,
+                TORCHELASTIC_RESTART_COUNT=str(restart),
+            )
             with open(self._file(rank, "out"), "w") as out, open(self._file(rank, "err"), "w") as err:
-                self.procs.append(subprocess.Popen([sys.executable, *argv], env=env, stdout=out,
-                                                   stderr=err, cwd=cwd or REPO))
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, *argv], env=env, stdout=out, stderr=err, cwd=cwd or REPO
+                    )
+                )
 
     def _file(self, rank: int, stream: str) -> Path:
         return self.directory / f"rank{rank}.{stream}"
@@ -114,12 +130,17 @@ class Ranks:
 
     def finished(self) -> list[Finished]:
         """Return how every rank ended (all must have)."""
-        return [Finished(rank, p.returncode, self._file(rank, "out").read_text(),
-                         self._file(rank, "err").read_text()) for rank, p in enumerate(self.procs)]
+        return [
+            Finished(
+                rank, p.returncode, self._file(rank, "out").read_text(), self._file(rank, "err").read_text()
+            )
+            for rank, p in enumerate(self.procs)
+        ]
 
     def _stderr(self) -> str:
-        return "\n".join(f"--- rank {r} ---\n{self._file(r, 'err').read_text()[-2000:]}"
-                         for r in range(len(self.procs)))
+        return "\n".join(
+            f"--- rank {r} ---\n{self._file(r, 'err').read_text()[-2000:]}" for r in range(len(self.procs))
+        )
 
 
 def run_workers(args: Sequence[str], world_size: int, directory: Path, *, restart: int = 0) -> list[Finished]:
@@ -127,22 +148,32 @@ def run_workers(args: Sequence[str], world_size: int, directory: Path, *, restar
     return Ranks([*WORKER, *args], world_size, directory, restart=restart).wait()
 
 
-def run_cli(args: Sequence[str], cwd: Path, *, timeout: float = HARD_TIMEOUT_S,
-            module: Sequence[str] = CLI) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: Sequence[str], cwd: Path, *, timeout: float = HARD_TIMEOUT_S, module: Sequence[str] = CLI
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m replay.cli ARGS` (or another module) in `cwd` and return how it ended.
 
     It runs in a session of its own, so past `timeout` the launcher and every rank it started
     are killed together and the test fails.
     """
     command = [sys.executable, *module, *args]
-    with subprocess.Popen(command, cwd=cwd, env=environment(), text=True, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, start_new_session=True) as proc:
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=environment(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    ) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
-            raise AssertionError(f"{' '.join(args)} still running after {timeout:g} s:\n{err[-3000:]}") from None
+            raise AssertionError(
+                f"{' '.join(args)} still running after {timeout:g} s:\n{err[-3000:]}"
+            ) from None
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 

@@ -59,12 +59,16 @@ def _parser() -> argparse.ArgumentParser:
 def train(args: argparse.Namespace, restart: int) -> dict[str, Any]:
     """Train the demo on this rank with the faults asked for; return its digests."""
     rank = dist.get_rank()
-    ranks = RankOptions(sync=SyncConfig(timeout=args.sync_timeout, repair=args.repair),
-                        checkpoint_dir=args.checkpoint_dir, checkpoint_every=args.checkpoint_every,
-                        resume=restart > 0)
+    ranks = RankOptions(
+        sync=SyncConfig(timeout=args.sync_timeout, repair=args.repair),
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        resume=restart > 0,
+    )
     with bus.open(args.url, args.run) as log:
-        demo = DemoRun(DemoOptions(steps=args.steps, seed=args.seed, strategy=args.strategy), log,
-                       ranks=ranks)
+        demo = DemoRun(
+            DemoOptions(steps=args.steps, seed=args.seed, strategy=args.strategy), log, ranks=ranks
+        )
         assert demo.lifecycle is not None
         if args.leader_dies_at and demo.lifecycle.sync.is_leader:
             _die_while_deciding(demo, args.leader_dies_at)
@@ -78,8 +82,13 @@ def train(args: argparse.Namespace, restart: int) -> dict[str, Any]:
 
         demo.run(after_step=after_step)
         surgery = demo.lifecycle.surgery
-        return {"rank": rank, "digest": demo.digest, "own": surgery.digest(),
-                "model": surgery.digest(event_ids=False), "rewraps": demo.replicated.rewraps}
+        return {
+            "rank": rank,
+            "digest": demo.digest,
+            "own": surgery.digest(),
+            "model": surgery.digest(event_ids=False),
+            "rewraps": demo.replicated.rewraps,
+        }
 
 
 def _die_while_deciding(demo: DemoRun, step: int) -> None:
@@ -115,9 +124,15 @@ def collectives() -> dict[str, Any]:
     }
     ranges = {name: distributed.digest_range(d) for name, d in digests.items()}
     gathered = {name: distributed.gather_digests(d) for name, d in digests.items()}
-    return {"rank": rank, "world_size": size, "active": distributed.active(),
-            "summed": {name: {"dtype": str(t.dtype), "values": t.tolist()} for name, t in summed.items()},
-            "ranges": ranges, "gathered": gathered, "broadcast": _broadcast_check(rank)}
+    return {
+        "rank": rank,
+        "world_size": size,
+        "active": distributed.active(),
+        "summed": {name: {"dtype": str(t.dtype), "values": t.tolist()} for name, t in summed.items()},
+        "ranges": ranges,
+        "gathered": gathered,
+        "broadcast": _broadcast_check(rank),
+    }
 
 
 def _broadcast_check(rank: int) -> dict[str, Any]:
@@ -153,9 +168,14 @@ def main() -> None:
     try:
         result = train(args, worker.restart) if args.mode == "train" else collectives()
     except Exception as e:
-        report = {"rank": worker.rank, "error": type(e).__name__, "message": str(e),
-                  "step": getattr(e, "step", None), "ranks": getattr(e, "ranks", None),
-                  "error_rank": getattr(e, "rank", None)}
+        report = {
+            "rank": worker.rank,
+            "error": type(e).__name__,
+            "message": str(e),
+            "step": getattr(e, "step", None),
+            "ranks": getattr(e, "ranks", None),
+            "error_rank": getattr(e, "rank", None),
+        }
         print(json.dumps(report), flush=True)
         os._exit(ERROR_EXIT)  # no teardown: a collective with a dead peer could block it
     print(json.dumps(result), flush=True)

@@ -15,8 +15,9 @@ NUDGED_AFTER = 55
 
 def _train(tmp_path: Path, *extra: str, ranks: int = 2) -> tuple[str, list]:
     url = f"jsonl://{tmp_path / 'runs'}"
-    finished = run_workers(["train", "--url", url, "--run", "faults", "--steps", "100", *extra],
-                           ranks, tmp_path / "ranks")
+    finished = run_workers(
+        ["train", "--url", url, "--run", "faults", "--steps", "100", *extra], ranks, tmp_path / "ranks"
+    )
     return url, finished
 
 
@@ -49,7 +50,8 @@ def test_repair_copies_the_leaders_state_and_the_run_ends_identical(tmp_path: Pa
 
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_followers_of_a_leader_dead_before_its_seal_time_out_naming_the_step(
-        tmp_path: Path, ranks: int) -> None:
+    tmp_path: Path, ranks: int
+) -> None:
     """Each follower fails with SyncTimeoutError naming itself and step 50 instead of hanging."""
     url, finished = _train(tmp_path, "--leader-dies-at", "50", "--sync-timeout", "3", ranks=ranks)
     assert finished[0].returncode == -9

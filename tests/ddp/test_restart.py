@@ -19,8 +19,22 @@ EVERY = "100"
 
 
 def _args(url: str, run: str, checkpoints: Path, *extra: str) -> list[str]:
-    return ["train", "--url", url, "--run", run, "--steps", STEPS, "--strategy", "resize",
-            "--checkpoint-dir", str(checkpoints), "--checkpoint-every", EVERY, *extra]
+    return [
+        "train",
+        "--url",
+        url,
+        "--run",
+        run,
+        "--steps",
+        STEPS,
+        "--strategy",
+        "resize",
+        "--checkpoint-dir",
+        str(checkpoints),
+        "--checkpoint-every",
+        EVERY,
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +45,15 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> list[Finished]:
 
 
 def test_a_killed_rank_restarts_from_its_checkpoint_and_ends_like_the_others(
-        tmp_path: Path, reference: list[Finished]) -> None:
+    tmp_path: Path, reference: list[Finished]
+) -> None:
     """After a SIGKILL at step 250 and a restart, both ranks end with one digest, the uninterrupted model."""
     url = f"jsonl://{tmp_path / 'runs'}"
-    first = Ranks(["-m", "tests.ddp._worker", *_args(url, "crash", tmp_path / "ckpt", "--die-at", "250")],
-                  2, tmp_path / "first").stop_survivors_after_failure(grace=30)
+    first = Ranks(
+        ["-m", "tests.ddp._worker", *_args(url, "crash", tmp_path / "ckpt", "--die-at", "250")],
+        2,
+        tmp_path / "first",
+    ).stop_survivors_after_failure(grace=30)
     assert first[1].returncode == -9
     assert first[0].returncode != 0
     before = read_log(url, "crash")

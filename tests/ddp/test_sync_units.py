@@ -45,8 +45,10 @@ def test_a_step_sealed_already_is_followed_not_decided_again() -> None:
     assert again.at_boundary(0, must_not_run).replayed
 
 
-@pytest.mark.parametrize("argv", [["--ranks", "0"], ["--checkpoint-every", "15"],
-                                  ["--baseline", "--ranks", "2"], ["--sync-timeout", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--ranks", "0"], ["--checkpoint-every", "15"], ["--baseline", "--ranks", "2"], ["--sync-timeout", "0"]],
+)
 def test_demo_refuses_bad_rank_options(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     """Bad multi-rank options are one line on stderr and exit status 2."""
     code, _, err = run_cli(capsys, "demo", "--log", "memory://", *argv)
