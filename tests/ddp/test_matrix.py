@@ -7,20 +7,27 @@ rank reports for itself, and hold an `ActionsVerified` from all ranks after ever
 sealed batch carried a decision.
 
 Run lengths. Under DDP the ranks train on shards of each batch, so their float results, and
-with them the decisions, differ from one process's and from each other world size's. The
-default seed's 2000-step run lacks SPLIT on 2 ranks under the resize strategy. MERGE comes
-last (the convergence phase of a run); shorter runs were scanned on this machine (steps 1000,
-1200, 1400, 1600, 2000; seeds 0-3) and each combination uses the shortest that shows all four:
+with them the decisions, differ from one process's and between world sizes; the run id does
+not matter (decision noise is seeded from the run's seed). The default seed's 2000-step run
+lacks SPLIT on 2 ranks under the resize strategy. MERGE comes last (departure to convergence)
+and sets the length. Scanned on this machine with the same code path (seed: all four actions?):
 
-| ranks | strategy | steps | seed |
-|---|---|---|---|
-| 2 | masked | 1400 | 0 |
-| 2 | resize | 1600 | 0 |
-| 3 | masked | 1400 | 0 |
-| 3 | resize | 1600 | 0 |
+- 2 ranks: 1000 and 1200 steps, seeds 0-3: no MERGE in any; 1400: masked seed 0 yes, resize
+  seeds 0 and 1 no, 2 and 3 yes; 1600 and 2000 at seed 0 only (2000 resize: no SPLIT);
+- 3 ranks: 1200, seeds 0-3: masked only seed 2, resize only seed 3; 1400 masked seed 0 decides
+  its only MERGE at the last step (never applied), seed 1 yes; 1000 not scanned.
 
-No run of 1200 steps or fewer showed a MERGE at any seed scanned. The log backend does not
-change training, so one (ranks, strategy) pair makes the same decisions on JSONL and Redis.
+Each combination uses the shortest run found with all four, each applied before the end:
+
+| ranks | strategy | steps | seed | SPAWN, PRUNE, SPLIT, MERGE decided (first MERGE at) |
+|---|---|---|---|---|
+| 2 | masked | 1400 | 0 | 4, 4, 3, 1 (step 790) |
+| 2 | resize | 1400 | 3 | 5, 4, 3, 1 (step 780) |
+| 3 | masked | 1200 | 2 | 5, 3, 2, 1 (step 620) |
+| 3 | resize | 1200 | 3 | 4, 3, 3, 1 (step 1050) |
+
+The log backend does not change training, so one (ranks, strategy) pair makes the same
+decisions on JSONL and Redis.
 """
 
 from __future__ import annotations
@@ -42,9 +49,9 @@ ACTIONS = {"SPAWN", "PRUNE", "SPLIT", "MERGE"}
 RUNS: dict[tuple[int, str], tuple[int, int]] = {
     # (ranks, strategy): (steps, seed); see the module docstring
     (2, "masked"): (1400, 0),
-    (2, "resize"): (1600, 0),
-    (3, "masked"): (1400, 0),
-    (3, "resize"): (1600, 0),
+    (2, "resize"): (1400, 3),
+    (3, "masked"): (1200, 2),
+    (3, "resize"): (1200, 3),
 }
 # Not anchored: another rank's C++ warnings (gloo, unbuffered) can land on the same line.
 FINISHED = re.compile(r"rank (\d+): finished step (\d+) with digest ([0-9a-f]{16})")
@@ -126,9 +133,9 @@ def test_every_rank_finishes_with_the_same_digest(run: Run) -> None:
 
 
 def test_the_run_shows_every_action(run: Run) -> None:
-    """SPAWN, PRUNE, SPLIT and MERGE are all decided (and so applied on every rank) in the run."""
+    """SPAWN, PRUNE, SPLIT and MERGE are each decided before the last step, so every rank applied them."""
     assert run.status == 0, run.stderr[-3000:]
-    made = Counter(r["action"] for r in of_kind(run.records, "DecisionMade"))
+    made = Counter(r["action"] for r in of_kind(run.records, "DecisionMade") if r["step"] < run.steps)
     assert set(made) == ACTIONS, made
 
 
