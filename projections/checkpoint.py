@@ -79,9 +79,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, sha256: str | None = None) 
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
-        # On foreign bytes torch.load raises almost any type (UnpicklingError, RuntimeError,
-        # UnicodeDecodeError, IndexError, EOFError, ...); each means the file is no checkpoint.
-        raise ConfigError(f"{target} is not a lifecycle-es checkpoint: torch.load failed "
+        # On foreign bytes the weights-only loader raises almost any type (UnpicklingError,
+        # RuntimeError, UnicodeDecodeError, IndexError, EOFError, ...): each means no checkpoint.
+        raise ConfigError(f"{target} is not a lifecycle-es checkpoint: the loader failed "
                           f"({type(e).__name__})") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"{target} is not a lifecycle-es checkpoint of format {FORMAT}")

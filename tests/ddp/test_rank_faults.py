@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.ddp._harness import of_kind, read_log, run_workers
+from tests.ddp._harness import Finished, of_kind, read_log, run_workers
 from tests.ddp._worker import ERROR_EXIT
 
 NUDGED_AFTER = 55
 """Rank 1's head weight moves after this step's boundary: between evaluations 50 and 60."""
 
 
-def _train(tmp_path: Path, *extra: str, ranks: int = 2) -> tuple[str, list]:
+def _train(tmp_path: Path, *extra: str, ranks: int = 2) -> tuple[str, list[Finished]]:
     url = f"jsonl://{tmp_path / 'runs'}"
     finished = run_workers(
         ["train", "--url", url, "--run", "faults", "--steps", "100", *extra], ranks, tmp_path / "ranks"

@@ -60,6 +60,8 @@ def test_a_killed_rank_restarts_from_its_checkpoint_and_ends_like_the_others(
     saved = of_kind(before, "CheckpointSaved")
     assert [c["step"] for c in saved] == [100, 200]
     assert max(r["step"] for r in of_kind(before, "StepSealed")) >= 250
+    # the replay after the checkpoint must apply surgery (a SPLIT at 210 and a PRUNE at 240 here)
+    assert [d["step"] for d in of_kind(before, "DecisionMade") if 200 < d["step"] <= 250]
 
     second = run_workers(_args(url, "crash", tmp_path / "ckpt"), 2, tmp_path / "second", restart=1)
     assert all(r.returncode == 0 for r in second), [r.stderr[-2000:] for r in second]
