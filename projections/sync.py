@@ -190,8 +190,10 @@ class LifecycleSync:
 
     def _seal(self, step: int, decide: Decide | None) -> bool:
         """Decide and seal `step` unless the log sealed it already; return True if it had."""
+        # No read first: the leader is the run's one writer and its Lifecycle folded the whole
+        # log when it was built, so its registry knows every seal (a stale one would make the
+        # batch's append fail with ConcurrencyError).
         lc = self.lifecycle
-        lc.catch_up()
         sealed = lc.registry.sealed_step
         if sealed is not None and sealed >= step:
             _log.info("step %d is sealed in the log already: following it, not deciding", step)
