@@ -57,7 +57,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="model surgery: fixed slots with a mask (default), or parameters "
                              "really added and removed")
     parser.add_argument("--baseline", action="store_true",
-                        help="also train the same task with the lifecycle off and compare losses")
+                        help="also train static models (lifecycle off) of the start, mean and maximum "
+                             "number of experts on the same task, and compare losses")
     parser.add_argument("--run", metavar="RUN", help="the run id (default demo-<date>-<time>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     ranks = parser.add_argument_group("several ranks (DDP on gloo, CPU)")
@@ -95,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
             live, outcome = _train(options, log, "lifecycle", args.quiet, _rank_options(args, log))
             runs = [outcome]
             if args.baseline:
-                baseline = dataclasses.replace(options, lifecycle=False)
-                runs.append(_train(baseline, None, "baseline", args.quiet)[1])
+                runs += [_train(static, None, label, args.quiet)[1]
+                         for label, static in _static_baselines(options, live)]
             _report(args, log, live, runs)
     finally:
         torch.set_num_threads(threads)
@@ -217,6 +218,24 @@ def _train(options: DemoOptions, log: Log | None, label: str, quiet: bool,
     demo.run(None if quiet else ProgressBar(sys.stderr, label=label))
     seconds = time.monotonic() - started
     return demo, Outcome(label, demo.timeline.phase_losses, demo.mean_loss, seconds)
+
+
+def _static_baselines(options: DemoOptions, live: DemoRun) -> list[tuple[str, DemoOptions]]:
+    """Return the static models `--baseline` trains: the lifecycle off, a fixed number of experts.
+
+    Three sizes, so a reader can tell whether the lifecycle beats a static model of its own
+    size and not only a small one: the experts it started with, the mean number it routed over
+    the run (rounded), and the most it may hold (`max_experts`). Sizes that coincide train once.
+    """
+    counts = [sum(n.values()) / max(len(n), 1) for _, n in live.timeline.experts]
+    mean = max(1, round(sum(counts) / len(counts))) if counts else options.initial_experts
+    sizes = {"start": options.initial_experts, "mean": mean, "max": options.max_experts}
+    chosen: dict[int, str] = {}
+    for name, size in sizes.items():
+        chosen[size] = f"{chosen[size]}/{name}" if size in chosen else name
+    return [(f"static {size} ({names})",
+             dataclasses.replace(options, lifecycle=False, initial_experts=size))
+            for size, names in chosen.items()]
 
 
 def _summary(live: DemoRun, made: list[tuple[int, str]], runs: list[Outcome]) -> str:

@@ -6,6 +6,7 @@ No dependency: the bar is plain text. On a terminal it redraws one line with `\\
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -127,15 +128,31 @@ def _decisions_table(decisions: Counter[str]) -> str:
 def _loss_table(runs: Sequence[Outcome]) -> str:
     if not runs:
         return ""
+    if len(runs) == 1:
+        return "loss\n" + _table(["held-out loss at the end of", runs[0].label], _loss_rows(runs))
+    header = ["held-out loss at the end of", *(r.label for r in runs), "lowest"]
+    rows = _loss_rows(runs)
+    losses = [[r.phase_losses[i].loss if i < len(r.phase_losses) else math.inf for r in runs]
+              for i in range(len(runs[0].phase_losses))]
+    losses.append([r.mean_loss for r in runs])
+    for row, values in zip(rows, losses, strict=False):
+        row.append(runs[values.index(min(values))].label)
+    rows[-1].append("")
+    wins = sum(1 for values in losses[:-1] if values.index(min(values)) == 0)
+    verdict = (f"the {runs[0].label} has the lowest held-out loss in {wins} of {len(losses) - 1} phases"
+               f"{' and over all steps' if losses[-1].index(min(losses[-1])) == 0 else ''}")
+    title = "loss: the lifecycle against static models of fixed size (the lifecycle off)"
+    return f"{title}\n{_table(header, rows)}\n  {verdict}"
+
+
+def _loss_rows(runs: Sequence[Outcome]) -> list[list[str]]:
     first = runs[0].phase_losses
-    header = ["held-out loss at the end of", *(r.label for r in runs)]
     cells = [[f"{p.phase} (step {p.step})",
               *(_fmt(r.phase_losses[i].loss) if i < len(r.phase_losses) else "-" for r in runs)]
              for i, p in enumerate(first)]
     cells.append(["mean training loss, all steps", *(_fmt(r.mean_loss) for r in runs)])
     cells.append(["wall time", *(f"{r.seconds:.1f}s" for r in runs)])
-    title = "loss" if len(runs) == 1 else "loss: lifecycle against the same task with the lifecycle off"
-    return title + "\n" + _table(header, cells)
+    return cells
 
 
 def _fmt(value: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -36,14 +37,21 @@ def test_a_short_demo_prints_its_summary_and_where_its_files_are(
 
 def test_the_baseline_is_reported_beside_the_lifecycle(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`--baseline` trains the same task with the lifecycle off and prints both losses side by side."""
+    """`--baseline` trains static models of the start, mean and maximum size with the lifecycle off,
+    prints every loss side by side with the lowest named per phase, and says how the lifecycle fared."""
     status, out, _ = _cli(capsys, "demo", "--steps", STEPS, "--log", f"jsonl://{tmp_path}", "--run", "b",
                           "--quiet", "--baseline")
     assert status == 0
     header = next(line for line in out.splitlines() if "held-out loss at the end of" in line)
-    assert header.split()[-2:] == ["lifecycle", "baseline"]
+    labels = re.findall(r"lifecycle|static \d+ \([a-z/]+\)|lowest", header)
+    assert labels[0] == "lifecycle" and labels[-1] == "lowest"
+    sizes = [int(label.split()[1]) for label in labels[1:-1]]
+    assert 4 in sizes and 16 in sizes and sizes == sorted(set(sizes), key=sizes.index)
     final = next(line for line in out.splitlines() if line.strip().startswith("convergence (step 300)"))
-    assert len(final.split()) == 5  # phase, "(step", "300)", and one loss per run
+    losses = [float(v) for v in re.findall(r"\b\d+\.\d{4}\b", final)]
+    assert len(losses) == len(labels) - 1  # one loss per run
+    assert final.rstrip().endswith(labels[losses.index(min(losses))])
+    assert re.search(r"the lifecycle has the lowest held-out loss in [0-5] of 5 phases", out)
 
 
 def test_progress_is_one_line_per_tenth_off_a_terminal(
