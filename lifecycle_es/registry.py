@@ -8,6 +8,16 @@ place and returns it; take `registry.copy()` first to keep an earlier state.
 
 The fold reads events as field mappings, so the same code applies a validated event model and,
 on the trusted bulk-replay path, a raw record read back from our own log.
+
+The registry keeps per-entity state only for entities that can still act, so its size follows
+the live entities, not the events or steps of the run. An entity is *live* while it holds its
+slot (`holds_slot`: not in a failure or terminal state). When a transition takes it out of the
+live set, the fold drops its metric windows, the per-peer windows others keep about it and its
+per-entity decision keys; while it stays out, metrics of it or about it are not kept. Only its
+`EntityState` stays, a small record with a bounded history, so ids stay unique and queries and
+the `revive`/`recycle` edges still find it. A metric named `<kind>.<entity id>` (`coact.L0_E5`,
+`cosine.L0_E5`) is a per-peer metric: it is about that entity. Because these are fold rules,
+a registry replayed from the log equals the live one, windows included.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ from lifecycle_es.events import Action, EventBase
 from lifecycle_es.spec import Spec, StateCategory
 from lifecycle_es.specs.run import RUN_SPEC
 
-__all__ = ["EntityState", "Registry", "fold", "fold_record", "holds_slot"]
+__all__ = ["EntityState", "Registry", "fold", "fold_record", "holds_slot", "peer_of"]
 
 HISTORY_LIMIT = 32
 """Transitions kept per entity: enough for hysteresis windows and debugging, bounded."""
@@ -83,8 +93,12 @@ class Registry:
         self._failures: dict[_SlotKey, tuple[int, int]] = {}
         self._population: Counter[tuple[str, int | None, str]] = Counter()
         self._windows: dict[_MetricKey, dict[str, deque[float]]] = {}
+        """Metric windows of live entities, layers and the run; an owner has at least one."""
         self._cycle: Counter[str] = Counter()
         self._last_decision: dict[tuple[str, str | int | None], int] = {}
+        self._retired = {name: frozenset(s.name for s in spec.states if not holds_slot(spec, s.name))
+                         for name, spec in self.specs.items()}
+        """Per spec, the states whose entities are out of the live set (see the module docstring)."""
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -119,8 +133,15 @@ class Registry:
     def count_transitional(self, spec: str, *, exclude: str | None = None) -> int:
         """Return how many entities of `spec`, other than `exclude`, are in transitional states."""
         names = self.specs[spec].states_in(StateCategory.TRANSITIONAL)
-        return sum(1 for e in self.entities.values()
-                   if e.spec == spec and e.state in names and e.entity != exclude)
+        # From the populations, not a scan: the entities dict keeps every entity ever registered.
+        count = sum(n for (s, _, state), n in self._population.items() if s == spec and state in names)
+        left = self.entities.get(exclude) if exclude is not None else None
+        return count - (left is not None and left.spec == spec and left.state in names)
+
+    def is_live(self, entity: str) -> bool:
+        """Tell whether a registered entity can still act: it holds its slot (`holds_slot`)."""
+        e = self.get(entity)
+        return e.state not in self._retired[e.spec]
 
     def slot_holder(self, spec: str, layer: int | None, slot: int) -> str | None:
         """Return the entity holding a slot, or None when the slot is free."""
@@ -182,7 +203,9 @@ class Registry:
                 r._slots[(e.spec, e.layer, e.slot)] = e.entity
         r._failures = {(s, layer, slot): (n, at) for s, layer, slot, n, at in state["failures"]}
         for kind, key, name, values in state["windows"]:
-            r._windows.setdefault((kind, key), {})[name] = deque(values, maxlen=r.window)
+            # A snapshot taken before windows followed the live set may hold stale ones.
+            if not (kind == "entity" and _retired(r, key)) and not _retired(r, peer_of(name)):
+                r._windows.setdefault((kind, key), {})[name] = deque(values, maxlen=r.window)
         r._cycle = Counter(state["cycle"])
         r._last_decision = {(a, k): s for a, k, s in state["last_decision"]}
         return r
@@ -228,8 +251,16 @@ def _entity_from_plain(plain: Mapping[str, Any]) -> EntityState:
 
 
 def holds_slot(spec: Spec, state: str) -> bool:
-    """Tell whether an entity in `state` keeps its slot (failure and terminal states release it)."""
+    """Tell whether an entity in `state` keeps its slot (failure and terminal states release it).
+
+    The same test says whether the entity is live: only live entities keep metric windows.
+    """
     return state not in spec.states_in(StateCategory.FAILURE) and not spec.state(state).terminal
+
+
+def peer_of(metric: str) -> str:
+    """Return the entity a per-peer metric `<kind>.<entity id>` is about, or "" for another name."""
+    return metric.partition(".")[2]
 
 
 def _slot_key(e: EntityState) -> _SlotKey:
@@ -309,6 +340,29 @@ def _on_transition_applied(r: Registry, ev: Record) -> None:
     r._population[(e.spec, e.layer, e.state)] -= 1
     r._population[(e.spec, e.layer, target)] += 1
     _track_slot(r, e, moved, step)
+    if target in r._retired[e.spec]:
+        _retire(r, moved)
+
+
+def _retire(r: Registry, e: EntityState) -> None:
+    """Drop what only a live entity needs: its windows, the windows about it, its decision keys."""
+    name = e.entity
+    r._windows.pop(("entity", name), None)
+    for key, named in list(r._windows.items()):
+        for metric in [m for m in named if peer_of(m) == name]:
+            del named[metric]
+        if not named:
+            del r._windows[key]
+    for action in Action:
+        r._last_decision.pop((action, name), None)
+    if e.slot is None and r.specs[e.spec].state(e.state).terminal:
+        r._failures.pop(_slot_key(e), None)  # keyed by the entity itself, which cannot fail again
+
+
+def _retired(r: Registry, entity: str) -> bool:
+    """Tell whether `entity` is registered and out of the live set (unknown names are not)."""
+    e = r.entities.get(entity)
+    return e is not None and e.state in r._retired[e.spec]
 
 
 def _track_slot(r: Registry, before: EntityState, after: EntityState, step: int) -> None:
@@ -339,12 +393,19 @@ def _on_transition_rejected(r: Registry, ev: Record) -> None:
 
 
 def _on_metrics_observed(r: Registry, ev: Record) -> None:
-    key: _MetricKey = (("entity", ev["entity"]) if ev["entity"] is not None
-                       else ("layer", ev["layer"]) if ev["layer"] is not None else ("run", None))
-    windows = r._windows.setdefault(key, {})
-    for name, value in ev["metrics"].items():
-        window = windows.get(name)
+    entity, layer, metrics = ev["entity"], ev["layer"], ev["metrics"]
+    key: _MetricKey = (("entity", entity) if entity is not None
+                       else ("layer", layer) if layer is not None else ("run", None))
+    if entity is not None and _retired(r, entity):
+        return  # recorded in the log; the registry keeps windows of live entities only
+    windows = r._windows.get(key)
+    for name, value in metrics.items():
+        window = None if windows is None else windows.get(name)
         if window is None:
+            if _retired(r, peer_of(name)):
+                continue  # a per-peer window about an entity that can no longer act
+            if windows is None:
+                windows = r._windows[key] = {}
             window = windows[name] = deque(maxlen=r.window)
         window.append(value)
 
@@ -353,7 +414,8 @@ def _on_decision_made(r: Registry, ev: Record) -> None:
     action, step = ev["action"], ev["step"]
     r._cycle[action] += 1
     for key in {None, ev["layer"], ev["entity"], ev["parent"]}:
-        r._last_decision[(action, key)] = step
+        if not (isinstance(key, str) and _retired(r, key)):
+            r._last_decision[(action, key)] = step
 
 
 def _on_step_sealed(r: Registry, ev: Record) -> None:

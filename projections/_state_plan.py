@@ -12,6 +12,11 @@ history ring in order.
 
 A record that names an unknown entity, spec or state raises `InconsistentEventError` from the
 scan, before the projection changes.
+
+A row mirrors the registry, which keeps metrics only of live entities: when an entity leaves the
+live set (a failure or terminal state, `lifecycle_es.registry.holds_slot`), its metric-derived
+cells go back to their blank values, and metrics observed of it while it is out are not written.
+The scan knows which rows are out from a host-side flag per row, so it reads no device tensor.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lifecycle_es.errors import InconsistentEventError
+from lifecycle_es.registry import holds_slot
 from lifecycle_es.spec import Spec
 
 __all__ = [
@@ -96,30 +102,41 @@ class RowIndex:
         """Per spec id, the key of its state with code 0."""
         self.tables: list[dict[str, tuple[int, int]]] = []
         """Per spec id, state name to (code, key)."""
+        self.retired_codes: list[frozenset[int]] = []
+        """Per spec id, the codes of the states outside the live set."""
         offset = 0
         for spec in specs.values():
             self.offsets.append(offset)
             self.tables.append({s.name: (s.code, offset + s.code) for s in spec.states})
+            self.retired_codes.append(frozenset(s.code for s in spec.states
+                                                if not holds_slot(spec, s.name)))
             offset += 1 + max(s.code for s in spec.states)
         self.keys = offset
         """How many keys there are."""
         self.rows: dict[str, int] = {}
         self.row_spec: list[int] = []
+        self.retired = bytearray()
+        """Per row, 1 while its entity is out of the live set (its metric cells stay blank)."""
 
     @property
     def live(self) -> int:
         """How many rows are in use."""
         return len(self.row_spec)
 
-    def reset(self, entities: Sequence[str], row_spec: Sequence[int]) -> None:
-        """Replace the maps with the rows of a snapshot."""
+    def reset(self, entities: Sequence[str], row_spec: Sequence[int], codes: Sequence[int]) -> None:
+        """Replace the maps with the rows of a snapshot, given each row's spec id and state code."""
         self.rows = {entity: row for row, entity in enumerate(entities)}
         self.row_spec = list(row_spec)
+        self.retired = bytearray(code in self.retired_codes[sid]
+                                 for sid, code in zip(self.row_spec, codes, strict=True))
 
     def commit(self, plan: Plan) -> None:
-        """Take in the rows a plan registered."""
+        """Take in the rows a plan registered and the rows it moved into or out of the live set."""
         self.rows.update(plan.new_rows)
         self.row_spec.extend(plan.new_specs)
+        self.retired.extend(bytes(len(plan.new_specs)))
+        for row, out in plan.retired.items():
+            self.retired[row] = out
 
 
 @dataclass(slots=True)
@@ -170,6 +187,8 @@ class Plan:
     """Flat index (row * 4 + column) of the float32 metrics tensor to its value."""
     counts: dict[int, int] = field(default_factory=dict)
     """Row to how many transitions it made in the batch."""
+    retired: dict[int, bool] = field(default_factory=dict)
+    """Row to whether it is out of the live set after the batch, for rows the batch put in or out."""
     rounds: list[Round] = field(default_factory=list)
     """The transitions by occurrence: applied in order, the last of a row is written last."""
 
@@ -207,10 +226,28 @@ class _Scan:
         row = self.index.rows.get(entity)
         return self.plan.new_rows.get(entity) if row is None else row
 
-    def table(self, row: int) -> dict[str, tuple[int, int]]:
+    def spec_id(self, row: int) -> int:
         first = self.plan.first_row
-        spec = self.index.row_spec[row] if row < first else self.plan.new_specs[row - first]
-        return self.index.tables[spec]
+        return self.index.row_spec[row] if row < first else self.plan.new_specs[row - first]
+
+    def table(self, row: int) -> dict[str, tuple[int, int]]:
+        return self.index.tables[self.spec_id(row)]
+
+    def is_retired(self, row: int) -> bool:
+        out = self.plan.retired.get(row)
+        if out is None:
+            return row < self.plan.first_row and bool(self.index.retired[row])
+        return out
+
+    def enter(self, row: int, code: int) -> None:
+        """Note the row's new state; a row leaving the live set gets blank metric cells."""
+        out = code in self.index.retired_codes[self.spec_id(row)]
+        self.plan.retired[row] = out
+        if out:
+            cells, at = self.plan.cells, row * _WIDTH
+            cells[at + CHECKPOINT_ID], cells[at + EVALUATION_SCORE], cells[at + ERROR_COUNT] = -1, 0, 0
+            for column in range(len(METRIC_NAMES)):
+                self.plan.values[row * len(METRIC_NAMES) + column] = 0.0
 
     def register(self, r: Record) -> None:
         entity, plan = r["entity"], self.plan
@@ -229,6 +266,7 @@ class _Scan:
             value = _int32_attr(r.get("attrs"), name)
             if value is not None:
                 cells[at + column] = value
+        self.enter(row, found[0])
 
     def transition(self, r: Record) -> None:
         row = self.row(r["entity"])
@@ -247,10 +285,11 @@ class _Scan:
         round_.rows.append(row)
         round_.moves.extend((source[0], target[0], plan.start - r["step"]))
         round_.keys.append(target[1])
+        self.enter(row, target[0])
 
     def metrics(self, r: Record) -> None:
         row = self.row(r.get("entity"))
-        if row is None:  # a layer's or the run's metrics, or an entity not registered yet
+        if row is None or self.is_retired(row):  # a layer's or the run's, unknown, or out of the live set
             return
         for name, value in r["metrics"].items():
             column = _METRIC_COLUMN.get(name)

@@ -13,6 +13,10 @@ that hold exactly 128 bytes per entity, the layout of esperlite's `ExtendedState
   in order by shifting rather than with Kasmina's per-seed write pointer; -1 when empty;
 - `metrics` [N, 4] float32 (16 bytes): the latest loss, accuracy, stability and efficiency.
 
+The metric-derived cells (checkpoint id, evaluation score, error count, `metrics`) hold the
+registry's latest metrics of the entity, so they are blank for an entity out of the live set
+(a failure or terminal state), whose metrics the registry no longer keeps.
+
 Outside that budget each row has one int32 `state_keys` entry: its state numbered across all
 specs (spec offset + code). State codes are per spec (code 1 is GERMINATED for a kasmina seed
 and INSTANTIATED for a module), so a mask by state must know each row's spec; with the key, a
@@ -164,7 +168,7 @@ class StateTensors(Projection):
         """Write a plan: new rows; registration and metric cells; the rounds; then the clock."""
         if plan.new_specs:
             self._grow(plan.first_row + len(plan.new_specs))
-            self._index.commit(plan)
+        self._index.commit(plan)
         rounds = plan.history_rounds()
         uploaded = self._pack((plan.cells.keys(), plan.cells.values(), plan.keys.keys(),
                                plan.keys.values(), plan.values.keys(),
@@ -269,7 +273,7 @@ class StateTensors(Projection):
         offsets = torch.tensor(self._index.offsets, dtype=torch.int32)
         keys = offsets[row_specs] + s["state"][:, STATE]
         self.state_keys[:live] = keys.to(self.device)
-        self._index.reset(entities, row_specs.tolist())
+        self._index.reset(entities, row_specs.tolist(), s["state"][:, STATE].tolist())
         self._clock = int(s["clock"])
         self.seq = snapshot.seq
 

@@ -218,3 +218,137 @@ def test_counters_follow_transitions_and_rejections() -> None:
     assert x.attrs == {"width": 64}
     assert lc.registry.population("expert", 1, "dormant") == 1
     assert lc.registry.population("expert", 1, "active") == 0
+
+
+# -- bounded state: only live entities keep windows -----------------------------------------------
+
+
+def _three_experts() -> Lifecycle:
+    """Experts a, b, c, active in layer 0, each observed with per-peer metrics about the others."""
+    lc = Lifecycle(run_id="bounded")
+    for slot, name in enumerate("abc"):
+        lc.register(name, "expert", state="active", layer=0, slot=slot)
+    for name in "abc":
+        peers = {f"{kind}.{p}": 0.5 for p in "abc" if p != name for kind in ("coact", "cosine")}
+        lc.observe({"share": 0.3, "token_type.0": 1.0, **peers}, entity=name, step=1)
+    lc.observe({"coact.a": 0.2, "entropy": 1.0}, layer=0, step=1)
+    return lc
+
+
+def _archive(lc: Lifecycle, name: str, step: int = 2) -> None:
+    for target in ("dormant", "pending_prune", "archived"):
+        lc.transition(name, to=target, step=step)
+
+
+def test_archiving_an_expert_drops_its_windows_and_the_windows_about_it() -> None:
+    """Archived a's windows go, and so do b's, c's and the layer's `*.a` windows; the rest stay."""
+    lc = _three_experts()
+    _archive(lc, "a")
+    r = lc.registry
+    assert r.latest_metrics("a") == {}
+    assert r.latest_metrics("b") == {"share": 0.3, "token_type.0": 1.0, "coact.c": 0.5, "cosine.c": 0.5}
+    assert r.metric_window(0, "coact.a", layer=True) == ()
+    assert r.metric_window(0, "entropy", layer=True) == (1.0,)
+    assert not r.is_live("a") and r.is_live("b")
+    assert fold_all(lc.log.read()) == r
+
+
+def test_a_pending_prune_expert_keeps_its_windows_until_it_is_archived() -> None:
+    """pending_prune still holds its slot, so it and the windows about it stay until archived."""
+    lc = _three_experts()
+    for target in ("dormant", "pending_prune"):
+        lc.transition("a", to=target, step=2)
+    assert lc.registry.is_live("a")
+    assert lc.registry.metric_window("a", "share") == (0.3,)
+    assert lc.registry.metric_window("b", "coact.a") == (0.5,)
+
+
+def test_metrics_of_or_about_an_archived_expert_are_recorded_but_not_kept() -> None:
+    """Later metrics of archived a, and `*.a` metrics of others, reach the log, not the registry."""
+    lc = _three_experts()
+    _archive(lc, "a")
+    lc.observe({"share": 0.0}, entity="a", step=3)
+    lc.observe({"share": 0.4, "coact.a": 0.1, "coact.nobody": 0.2}, entity="b", step=3)
+    r = lc.registry
+    assert r.latest_metrics("a") == {}
+    assert r.metric_window("b", "coact.a") == ()
+    assert r.metric_window("b", "coact.nobody") == (0.2,)  # not an entity: an ordinary metric
+    assert r.metric_window("b", "share") == (0.3, 0.4)
+    assert [rec["kind"] for rec in lc.log.read()[-2:]] == ["MetricsObserved", "MetricsObserved"]
+    assert fold_all(lc.log.read()) == r
+
+
+def test_a_revived_expert_starts_with_empty_windows() -> None:
+    """archived -> active brings an expert back live with no history of metrics, then it collects them."""
+    lc = _three_experts()
+    _archive(lc, "a")
+    lc.transition("a", to="active", step=3)
+    assert lc.registry.is_live("a") and lc.registry.latest_metrics("a") == {}
+    lc.observe({"share": 0.1}, entity="a", step=4)
+    lc.observe({"coact.a": 0.3}, entity="b", step=4)
+    assert lc.registry.metric_window("a", "share") == (0.1,)
+    assert lc.registry.metric_window("b", "coact.a") == (0.3,)
+    assert fold_all(lc.log.read()) == lc.registry
+
+
+def test_the_decision_keys_of_an_archived_expert_are_dropped() -> None:
+    """An archived expert's cooldown keys go; the run's and the layer's stay; later ones are not kept."""
+    lc = _three_experts()
+    lc.append([DecisionMade(run_id="bounded", step=2, action=Action.SPLIT, entity="a", layer=0,
+                            parent="b")])
+    _archive(lc, "a", step=3)
+    r = lc.registry
+    assert r.last_decision_step(Action.SPLIT, "a") is None
+    assert r.last_decision_step(Action.SPLIT, "b") == 2
+    assert r.last_decision_step(Action.SPLIT, 0) == r.last_decision_step(Action.SPLIT) == 2
+    lc.append([DecisionMade(run_id="bounded", step=4, action=Action.MERGE, entity="b", layer=0,
+                            parent="a")])
+    assert lc.registry.last_decision_step(Action.MERGE, "a") is None
+    assert lc.registry.last_decision_step(Action.MERGE, "b") == 4
+    assert fold_all(lc.log.read()) == lc.registry
+
+
+def test_a_pruned_module_slot_is_recycled_without_the_old_modules_metrics() -> None:
+    """PRUNED takes the module out of the live set: back in DORMANT its windows start empty."""
+    lc = Lifecycle()
+    lc.register("m", "module", slot=0)
+    lc.transition("m", to="INSTANTIATED", metrics={"available_slots": 1})
+    lc.observe({"loss": 2.0}, entity="m")
+    lc.transition("m", to="TRAINING")
+    lc.transition("m", to="PRUNED")
+    assert lc.registry.latest_metrics("m") == {}
+    lc.transition("m", to="DORMANT")
+    lc.observe({"loss": 1.0}, entity="m")
+    assert lc.registry.metric_window("m", "loss") == (1.0,)
+
+
+def test_a_snapshot_holding_windows_of_archived_experts_restores_without_them() -> None:
+    """A snapshot written before windows followed the live set restores to the replayed registry."""
+    lc = _three_experts()
+    _archive(lc, "a")
+    state = lc.registry.to_state()
+    stale = [["entity", "a", "share", [0.3]], ["entity", "b", "coact.a", [0.5]]]
+    restored = Registry.from_state(BUILTIN_SPECS, {**state, "windows": [*state["windows"], *stale]})
+    assert restored == lc.registry
+
+
+def test_an_observation_without_metrics_leaves_no_empty_window_owner() -> None:
+    """Empty metrics create no window owner, so a restored snapshot equals the live registry."""
+    lc = _three_experts()
+    lc.observe({}, layer=5, step=2)
+    assert Registry.from_state(BUILTIN_SPECS, lc.registry.to_state()) == lc.registry
+
+
+def test_transitional_counts_come_from_the_populations() -> None:
+    """count_transitional counts every layer's transitional entities of a spec, less `exclude`."""
+    lc = _three_experts()
+    lc.register("d", "expert", state="active", layer=1, slot=0)
+    lc.transition("a", to="dormant", step=2)
+    lc.transition("d", to="dormant", step=2)
+    _archive(lc, "b", step=3)
+    r = lc.registry
+    assert r.count_transitional("expert") == 2  # a and d dormant; archived b is a failure state
+    assert r.count_transitional("expert", exclude="a") == 1
+    assert r.count_transitional("expert", exclude="c") == 2
+    assert r.count_transitional("expert", exclude="ghost") == 2
+    assert r.count_transitional("module") == 0

@@ -314,6 +314,35 @@ def test_duplicate_writes_within_one_batch_resolve_to_the_last() -> None:
     assert_matches(tensors, lc.registry)
 
 
+def test_an_archived_row_has_blank_metric_cells_however_the_log_is_cut() -> None:
+    """Archiving blanks a row's metric cells and later metrics of it are not written, as in the
+    registry; a snapshot keeps that, and a revived expert takes metrics again."""
+    lc = _lifecycle()
+    lc.register("x", "expert", state="active")
+    lc.register("y", "expert", state="active", slot=1)
+    lc.observe({"loss": 1.5, "evaluation_score": 0.9, "checkpoint_id": 7.0}, entity="x", step=1)
+    for target in ("dormant", "pending_prune", "archived"):
+        lc.transition("x", target, step=2)
+    lc.observe({"loss": 2.5, "error_count": 3.0}, entity="x", step=3)
+    lc.observe({"loss": 0.5}, entity="y", step=3)
+    records = lc.log.read()
+    for cut in range(len(records) + 1):
+        tensors = StateTensors(SPECS)
+        tensors.apply(records[:cut])
+        resumed = StateTensors(SPECS)
+        resumed.restore(through_torch(tensors.snapshot()))
+        resumed.apply(records[cut:])
+        assert_matches(resumed, lc.registry)
+    x = {r["entity"]: r for r in resumed.as_rows()}["x"]
+    assert (x["checkpoint_id"], x["evaluation_score"], x["error_count"]) == (-1, 0, 0)
+    assert set(x["metrics"].values()) == {0.0}
+    lc.transition("x", "active", step=4)
+    lc.observe({"loss": 4.0}, entity="x", step=4)
+    resumed.apply(lc.log.read())
+    assert_matches(resumed, lc.registry)
+    assert {r["entity"]: r for r in resumed.as_rows()}["x"]["metrics"]["loss"] == 4.0
+
+
 def test_a_batch_split_anywhere_fills_the_history_ring_in_order() -> None:
     """The ring holds the latest ten transitions newest first, whether they came in one batch or two."""
     lc = _lifecycle()
