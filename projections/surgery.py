@@ -86,8 +86,12 @@ class ModelSurgery(Projection):
         self._editors = {i: SlotEditor(i, layers[i], optimizer) for i in sorted(layers)}
         self._slots = ExpertSlots({i: e.layer.capacity for i, e in self._editors.items()},
                                   strategy=strategy)
-        self.applied_ids: list[str] = []
-        """Event ids of the decisions applied, in order; part of `digest()`."""
+        self.applied = 0
+        """How many decisions were applied."""
+        self.applied_chain = ""
+        """A running hash of the applied decisions' event ids, in order ("" before the first); part
+        of `digest()`. It covers every id in constant memory, where a list of them would grow
+        with every action and make each digest longer to compute."""
         self._check_params("at construction")
 
     # -- queries -------------------------------------------------------------------------------
@@ -119,8 +123,8 @@ class ModelSurgery(Projection):
             state = self.optimizer.state.get(param, {})
             for key in sorted(state):
                 _feed(h, f"{name}/{key}", state[key])
-        for event_id in self.applied_ids if event_ids else ():
-            h.update(event_id.encode() + b"\x00")
+        if event_ids and self.applied:
+            h.update(self.applied_chain.encode())
         return h.hexdigest()
 
     def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
@@ -172,7 +176,8 @@ class ModelSurgery(Projection):
         handler = {Action.SPAWN: self._spawn, Action.SPLIT: self._split,
                    Action.PRUNE: self._prune, Action.MERGE: self._merge}[action]
         resized = handler(record, layer)
-        self.applied_ids.append(record["event_id"])
+        self.applied += 1
+        self.applied_chain = _chain(self.applied_chain, record["event_id"])
         self._check_params(f"after {action.value} {record['event_id']}")
         _log.debug("applied %s to layer %d (event %s, seq %d)", action.value, layer,
                    record["event_id"], record["seq"])
@@ -297,7 +302,7 @@ class ModelSurgery(Projection):
     # -- snapshots -----------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """Return the expert table, the routing masks (CPU) and the applied ids, with the seq.
+        """Return the expert table, the routing masks (CPU) and the applied-ids hash, with the seq.
 
         The model and optimizer are the caller's to checkpoint, next to this snapshot.
         """
@@ -305,12 +310,13 @@ class ModelSurgery(Projection):
             "strategy": self.strategy,
             **self._slots.to_plain(),
             "masks": {str(layer): self._slots.mask(layer) for layer in self._editors},
-            "applied_ids": list(self.applied_ids),
+            "applied": self.applied,
+            "applied_chain": self.applied_chain,
         }
         return Snapshot(kind=self.name, seq=self.seq, state=state)
 
     def restore(self, snapshot: Snapshot) -> None:
-        """Replace the table, masks and applied ids with a snapshot's.
+        """Replace the table, masks and applied-ids hash with a snapshot's.
 
         Under resize, a layer whose capacity differs from the snapshot's gets parameters of the
         snapshot's shape (zero rows, zero moments; `on_rewrap` runs) for the caller to load the
@@ -335,7 +341,13 @@ class ModelSurgery(Projection):
         for layer, mask in s["masks"].items():
             self._editors[int(layer)].layer.set_active(mask)
         self._slots.dirty.clear()
-        self.applied_ids = list(s["applied_ids"])
+        if "applied_ids" in s:  # a snapshot written when the ids were kept as a list
+            self.applied, self.applied_chain = 0, ""
+            for event_id in s["applied_ids"]:
+                self.applied += 1
+                self.applied_chain = _chain(self.applied_chain, event_id)
+        else:
+            self.applied, self.applied_chain = int(s["applied"]), str(s["applied_chain"])
         self.seq = snapshot.seq
 
 
@@ -378,6 +390,11 @@ def _as_list(value: Any, name: str) -> Iterable[Any]:
     if not isinstance(value, list) or not value:
         raise InconsistentEventError(f"surgery: {name} must be a non-empty list, got {value!r}")
     return value
+
+
+def _chain(chain: str, event_id: str) -> str:
+    """Return the running hash `chain` extended by one applied event id (16 bytes, hex)."""
+    return hashlib.blake2b(bytes.fromhex(chain) + event_id.encode(), digest_size=16).hexdigest()
 
 
 def _feed(h: Any, name: str, value: Any) -> None:

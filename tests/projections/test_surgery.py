@@ -402,7 +402,7 @@ def test_equal_models_fed_equal_records_end_bit_identical(strategy: Strategy) ->
     assert _state_equal(a, b)
     assert a.surgery.digest() == b.surgery.digest()
     assert len(a.surgery.digest()) == 16
-    assert len(a.surgery.applied_ids) == 4
+    assert a.surgery.applied == 4
 
 
 def test_a_different_event_seed_gives_a_different_model_and_digest() -> None:
@@ -416,10 +416,26 @@ def test_a_different_event_seed_gives_a_different_model_and_digest() -> None:
 
 def test_the_digest_covers_the_applied_event_ids() -> None:
     """Same bytes with different applied ids give different digests."""
+    a, b = _rig(), _rig()
+    for rig in (a, b):  # the same decision, seeded alike, under a fresh event id in each run
+        _spawn_child(rig, "L0_E4", 4)
+        rig.decide(Action.SPLIT, parent="L0_E0", children=["L0_E4"], seed=1)
+    assert a.surgery.digest(event_ids=False) == b.surgery.digest(event_ids=False)
+    assert a.surgery.digest() != b.surgery.digest()
+
+
+def test_the_applied_ids_survive_a_snapshot_and_one_written_as_a_list() -> None:
+    """A restored surgery hashes the applied ids as the original does, from either snapshot form."""
     rig = _rig()
-    before = rig.surgery.digest()
-    rig.surgery.applied_ids.append("00000000-0000-0000-0000-000000000000")
-    assert rig.surgery.digest() != before
+    _spawn_child(rig, "L0_E4", 4)
+    rig.decide(Action.SPLIT, parent="L0_E0", children=["L0_E4"], seed=1)
+    snapshot = rig.surgery.snapshot()
+    ids = [r["event_id"] for r in rig.lc.log.read() if r["kind"] == "DecisionMade"]
+    listed = {k: v for k, v in snapshot.state.items() if k not in ("applied", "applied_chain")}
+    for state in (snapshot.state, {**listed, "applied_ids": ids}):
+        other = _rig()  # has applied nothing
+        other.surgery.restore(Snapshot(kind=snapshot.kind, seq=snapshot.seq, state=state))
+        assert (other.surgery.applied, other.surgery.applied_chain) == (1, rig.surgery.applied_chain)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -509,7 +525,7 @@ def test_applying_the_same_records_twice_changes_nothing() -> None:
     rig.decide(Action.SPLIT, parent="L0_E0", children=["L0_E4"], seed=1)
     digest = rig.surgery.digest()
     assert rig.surgery.apply(rig.lc.log.read()) == 0
-    assert rig.surgery.digest() == digest and len(rig.surgery.applied_ids) == 1
+    assert rig.surgery.digest() == digest and rig.surgery.applied == 1
 
 
 def test_decisions_about_other_layers_and_other_actions_are_ignored() -> None:
@@ -520,7 +536,7 @@ def test_decisions_about_other_layers_and_other_actions_are_ignored() -> None:
     rig.lc.append([DecisionMade(run_id="surgery", action=Action.PRUNE, entity="L1_E0", layer=1),
                    DecisionMade(run_id="surgery", action=Action.GERMINATE, entity="L0_E0")])
     rig.sync()
-    assert rig.surgery.digest() == digest and rig.surgery.applied_ids == []
+    assert rig.surgery.digest() == digest and rig.surgery.applied == 0
 
 
 @pytest.mark.parametrize(("make", "match"), [
