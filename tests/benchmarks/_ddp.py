@@ -1,6 +1,6 @@
 """What the DDP benchmark (bench_ddp_step.py) and the soak (soak_ddp.py) share: gloo ranks on
-the CPU, the demo's model under DDP, the lifecycle wired as the demo wires it, and expert
-actions shaped as the expert coordinator shapes them.
+the CPU, the demo's model under DDP and the lifecycle wired as the demo wires it. The expert
+actions they decide are the test suite's (`tests._expert_actions`).
 
 Nothing here is collected by pytest; both scripts import it as a sibling module.
 """
@@ -12,27 +12,21 @@ import datetime
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from pydantic import JsonValue
 
 from bus import Log, MemoryLog
 from lifecycle_es import Lifecycle
-from lifecycle_es.commands import Stamp
 from lifecycle_es.controllers import ExpertCoordinator, LifecycleConfig
-from lifecycle_es.controllers import _checks as checks
-from lifecycle_es.controllers._batch import Batch, Check
-from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
 from lifecycle_es.errors import DivergenceError
-from lifecycle_es.events import Action, ActionsVerified, DecisionMade, GateCategory
-from lifecycle_es.registry import EntityState, Registry
+from lifecycle_es.events import ActionsVerified
+from lifecycle_es.registry import Registry
 from lifecycle_es.session import LifecycleConfig as SessionConfig
 from lifecycle_es.specs import BUILTIN_SPECS
-from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
 from projections import distributed
 from projections.basin import BasinReadout, BasinTracker
 from projections.distributed import Replicated
@@ -42,12 +36,7 @@ from projections.surgery import ModelSurgery
 from projections.sync import Boundary, LifecycleSync, SyncConfig
 from replay.demo import DemoOptions, Task
 from replay.demo._model import DemoModel
-
-S = ExpertState
-PERF, STRUCT = GateCategory.PERFORMANCE, GateCategory.STRUCTURAL
-ROUTING = (S.COOLING, S.ACTIVE, S.DORMANT)
-"""States whose weights are live in the model."""
-_EXPERT = EXPERT_SPEC.name
+from tests._expert_actions import S
 
 # -- ranks ---------------------------------------------------------------------------------------
 
@@ -315,7 +304,7 @@ class Floor:
         self.phases.commit()
 
 
-# -- expert actions, shaped as the coordinator shapes them -----------------------------------------
+# -- the leader's registry --------------------------------------------------------------------------
 
 
 def registry_size(registry: Registry) -> str:
@@ -330,154 +319,3 @@ def registry_size(registry: Registry) -> str:
     copy_ms = (time.perf_counter() - started) / 5 * 1e3
     return (f"{len(registry)} entities ({archived} archived), {len(windows)} metric-window owners "
             f"holding {names} windows; Registry.copy() {copy_ms:.2f} ms")
-
-
-def experts(registry: Registry, layer: int, states: Sequence[str]) -> list[EntityState]:
-    """A layer's experts in `states`, by slot."""
-    wanted = {str(s) for s in states}
-    found = [e for e in registry if e.spec == _EXPERT and e.layer == layer and e.state in wanted]
-    return sorted(found, key=lambda e: (e.slot if e.slot is not None else -1, e.entity))
-
-
-def free_slot(registry: Registry, layer: int, capacity: int) -> int | None:
-    """The lowest slot of `layer` no expert holds (`Evaluation._free_slot`)."""
-    return next((s for s in range(capacity) if registry.slot_holder(_EXPERT, layer, s) is None), None)
-
-
-def next_id(registry: Registry, layer: int) -> str:
-    """The next never-used expert id of `layer` (`Evaluation._next_id`)."""
-    taken = [p[1] for e in registry if e.layer == layer
-             and (p := parse_expert_id(e.entity)) is not None and p[0] == layer]
-    return expert_id(layer, max(taken, default=-1) + 1)
-
-
-def archive_pending(batch: Batch, layer: int) -> None:
-    """The coordinator's upkeep of `pending_prune` experts: archived one step after the decision."""
-    for e in experts(batch.registry, layer, (S.PENDING_PRUNE,)):
-        waited = batch.stamp.step - e.entered_step
-        if batch.checks(e.entity, e.state, S.ARCHIVED, [Check(
-                "expert.removal_applied", STRUCT, waited >= 1, f"scheduled {waited} steps ago",
-                {"steps_scheduled": waited}, {"min_steps": 1})]):
-            batch.move(e.entity, S.ARCHIVED, "removed after its scheduled removal was applied")
-
-
-_UPKEEP = {  # (from, to) -> the states an upkeep passes through, each a spec edge
-    (S.COOLING, S.ACTIVE): (S.ACTIVE,), (S.DORMANT, S.ACTIVE): (S.ACTIVE,),
-    (S.COOLING, S.DORMANT): (S.ACTIVE, S.DORMANT), (S.ACTIVE, S.DORMANT): (S.DORMANT,),
-}
-
-
-def bring(batch: Batch, entity: str, to: ExpertState) -> None:
-    """Move an expert to `to` by the upkeep edges (grace expired, share fell to zero, recovered)."""
-    for state in _UPKEEP.get((S(batch.registry.get(entity).state), to), ()):
-        e = batch.registry.get(entity)
-        batch.checks(entity, e.state, state, [Check(f"expert.upkeep_{state.value}", PERF, True,
-                                                    "benchmark upkeep", {}, {})])
-        batch.move(entity, state, f"upkeep to {state.value}")
-
-
-def decide(batch: Batch, action: Action, *, layer: int, entity: str, target: str, reason: str,
-           metrics: Mapping[str, JsonValue], parent: str | None = None,
-           children: Sequence[str] = (), seed: int | None = None,
-           config: Mapping[str, JsonValue] | None = None) -> None:
-    """`Batch.decide`; with `seed` or `config`, the same event with that seed or config snapshot."""
-    if seed is None and config is None:
-        batch.decide(action, layer=layer, entity=entity, target=target, reason=reason,
-                     metrics=metrics, parent=parent, children=children)
-        return
-    from lifecycle_es.controllers._basin_math import decision_seed
-
-    step = batch.stamp.step
-    batch.add(DecisionMade(
-        run_id=batch.stamp.run_id, step=step, rank=batch.stamp.rank, entity=entity, action=action,
-        layer=layer, parent=parent, children=list(children), reason=reason,
-        metrics_at_decision=dict(metrics), config_snapshot=dict(config or batch.config),
-        apply_at_step=step + 1,
-        seed=decision_seed(batch.registry.run_seed, step, action.value, target) if seed is None else seed))
-
-
-def structural(batch: Batch, config: LifecycleConfig, action: Action, layer: int, *,
-               grows: bool, slot: int | None = None, capacity: int = 0) -> list[Check]:
-    """The coordinator's structural gates of an action: cap and slot (growth) or floor, and budget."""
-    registry, name = batch.registry, action.value
-    found = [checks.cap(registry, config, f"{name}.layer_cap", layer),
-             checks.slot(f"{name}.free_slot", layer, slot, capacity)] if grows \
-        else [checks.floor(registry, config, f"{name}.population_floor", layer)]
-    return [*found, checks.budget(registry, f"{name}.budget", action, 1 << 30)]
-
-
-def spawn(batch: Batch, config: LifecycleConfig, layer: int, capacity: int, *,
-          parent: str | None, seed: int | None = None, init: str | None = None,
-          cluster: Sequence[str] = ()) -> str:
-    """A SPAWN as `Evaluation._spawn` makes it: gates, registration, decision, child to cooling."""
-    slot, child = free_slot(batch.registry, layer, capacity), next_id(batch.registry, layer)
-    gates = [Check("spawn.starvation_patience", PERF, True, "benchmark: starved",
-                   {"checkpoints_starved": 3.0}, {"spawn_patience": 3.0}),
-             *structural(batch, config, Action.SPAWN, layer, grows=True, slot=slot, capacity=capacity)]
-    if not batch.checks(child, "", S.PENDING_SPAWN, gates):
-        raise AssertionError(f"spawn in layer {layer} refused: {[g.reason for g in gates if not g.passed]}")
-    assert slot is not None
-    metrics: dict[str, JsonValue] = {"slot": slot, "starvation_duration": 3}
-    snapshot = None
-    if init is not None:
-        snapshot = {**batch.config, "spawn_init_strategy": init}
-        if init == "mean_cluster":
-            metrics["cluster"] = list(cluster)
-    batch.register(child, layer=layer, slot=slot, parent=parent)
-    decide(batch, Action.SPAWN, layer=layer, entity=child, parent=parent, children=[child],
-           target=child, reason="sustained_starvation", metrics=metrics, seed=seed, config=snapshot)
-    batch.move(child, S.COOLING, "integrated into routing")
-    return child
-
-
-def prune(batch: Batch, config: LifecycleConfig, layer: int, entity: str, *,
-          seed: int | None = None) -> None:
-    """A PRUNE as `Evaluation._prunes` makes it (the expert first brought to dormant)."""
-    bring(batch, entity, S.DORMANT)
-    gates = [Check("prune.dormant_patience", PERF, True, "benchmark: dormant",
-                   {"checkpoints_dormant": 5.0}, {"prune_patience": 5.0}),
-             *structural(batch, config, Action.PRUNE, layer, grows=False)]
-    if not batch.checks(entity, S.DORMANT, S.PENDING_PRUNE, gates):
-        raise AssertionError(f"prune of {entity} refused: {[g.reason for g in gates if not g.passed]}")
-    decide(batch, Action.PRUNE, layer=layer, entity=entity, target=entity, reason="confirmed_dead",
-           metrics={"share": 0.0, "dormant_checkpoints": 5}, seed=seed)
-    batch.move(entity, S.PENDING_PRUNE, "confirmed dead")
-
-
-def split(batch: Batch, config: LifecycleConfig, layer: int, parent: str, capacity: int, *,
-          seed: int | None = None) -> str:
-    """A SPLIT as `Evaluation._split` makes it (the parent first brought to active)."""
-    bring(batch, parent, S.ACTIVE)
-    slot, child = free_slot(batch.registry, layer, capacity), next_id(batch.registry, layer)
-    gates = [Check("split.overload_patience", PERF, True, "benchmark: overloaded",
-                   {"checkpoints_overloaded": 3.0}, {"split_patience": 3.0}),
-             *structural(batch, config, Action.SPLIT, layer, grows=True, slot=slot, capacity=capacity)]
-    if not batch.checks(parent, S.ACTIVE, S.ACTIVE, gates):
-        raise AssertionError(f"split of {parent} refused: {[g.reason for g in gates if not g.passed]}")
-    assert slot is not None
-    batch.register(child, layer=layer, slot=slot, parent=parent)
-    decide(batch, Action.SPLIT, layer=layer, entity=parent, parent=parent, children=[child],
-           target=child, reason="sustained_overload", metrics={"share": 0.6, "slot": slot}, seed=seed)
-    batch.move(child, S.COOLING, "integrated into routing")
-    return child
-
-
-def merge(batch: Batch, config: LifecycleConfig, layer: int, survivor: str, absorbed: str, *,
-          shares: Mapping[str, float], seed: int | None = None) -> None:
-    """A MERGE as `Evaluation._merge` makes it (both first brought to active)."""
-    bring(batch, survivor, S.ACTIVE)
-    bring(batch, absorbed, S.ACTIVE)
-    gates = [Check("merge.similarity_patience", GateCategory.STABILITY, True, "benchmark: similar",
-                   {"cosine": 0.99}, {"merge_similarity_threshold": 0.95}),
-             *structural(batch, config, Action.MERGE, layer, grows=False)]
-    if not batch.checks(absorbed, S.ACTIVE, S.PENDING_PRUNE, gates):
-        raise AssertionError(f"merge of {absorbed} refused: {[g.reason for g in gates if not g.passed]}")
-    decide(batch, Action.MERGE, layer=layer, entity=survivor, target=survivor, children=[absorbed],
-           reason="converged_basins", metrics={"shares": dict(shares)}, seed=seed)
-    batch.move(absorbed, S.PENDING_PRUNE, f"merged into {survivor}")
-    batch.move(survivor, S.COOLING, f"absorbed {absorbed}")
-
-
-def new_batch(lc: Lifecycle, step: int, config: LifecycleConfig) -> Batch:
-    """A coordinator batch over the lifecycle's registry (observations already appended)."""
-    return Batch(lc.registry, Stamp(run_id=lc.run_id, step=step, rank=lc.rank), config.snapshot())

@@ -56,16 +56,10 @@ from _ddp import (  # a sibling module
     Floor,
     Ours,
     Peer,
-    S,
     Trainer,
-    archive_pending,
-    experts,
     lifecycle_config,
-    new_batch,
     process_group,
-    prune,
     registry_size,
-    spawn,
     spawn_ranks,
 )
 from bench_append import redis_url  # a sibling script
@@ -74,6 +68,7 @@ import bus
 from lifecycle_es import Lifecycle
 from projections.basin import BasinReadout
 from replay.demo import DemoOptions
+from tests._expert_actions import S, archive_pending, experts, new_batch, prune, spawn
 
 ARMS = ("plain", "plain-2", "floor", "redis", "jsonl", "peer")
 LABELS = {"redis": "ours, Redis log", "jsonl": "ours, JSONL log",

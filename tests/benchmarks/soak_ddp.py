@@ -11,15 +11,16 @@ managed by `ModelSurgery`) under DDP, with the lifecycle wired as the demo wires
 (`LifecycleSync` on the log, `BasinTracker.record` every step). After every `--train-steps`
 steps comes an evaluation boundary: routing counters summed across ranks, the basin readout,
 then `sync.at_boundary`, where the leader appends the checkpoint's observations and 1 to
-`--max-per-boundary` actions drawn by a seeded RNG among those valid now: SPAWN (clone and
-perturb, random or mean-cluster init, drawn too) and SPLIT while the layer is under
-`--max-experts` live experts with a free slot, PRUNE and MERGE while it is above the floor
-(`min_experts_per_layer`, 2). Each action is shaped as the expert coordinator shapes it (gate
-checks, the child's registration, `DecisionMade`, the state moves; experts are first brought
-to the state its edge needs) and carries a fresh seed from the RNG in its `seed`. Every rank
-follows the log to the seal, applies the batch (under resize: parameters and optimizer state
-really resized, DDP re-wrapped) and the sync all-reduces MIN/MAX of the digest: any
-divergence raises `DivergenceError` on every rank and ends the soak.
+`--max-per-boundary` actions that `tests._expert_actions.SeededDecider` draws with a seeded
+RNG among those valid now: SPAWN (clone and perturb, random or mean-cluster init, drawn too)
+and SPLIT while the layer is under `--max-experts` live experts with a free slot, PRUNE and
+MERGE while it is above the floor (`min_experts_per_layer`, 2). Each action is shaped as the
+expert coordinator shapes it (gate checks, the child's registration, `DecisionMade`, the
+state moves; experts are first brought to the state its edge needs) and carries a fresh seed
+from the RNG in its `seed`. Every rank follows the log to the seal, applies the batch (under
+resize: parameters and optimizer state really resized, DDP re-wrapped) and the sync
+all-reduces MIN/MAX of the digest: any divergence raises `DivergenceError` on every rank
+and ends the soak.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import cProfile
 import io
 import os
 import pstats
-import random
 import tempfile
 import time
 import uuid
@@ -39,32 +39,23 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from _ddp import (  # a sibling module
-    ROUTING,
     Ours,
     Trainer,
-    archive_pending,
-    experts,
-    free_slot,
     lifecycle_config,
-    merge,
-    new_batch,
     process_group,
-    prune,
     registry_size,
-    spawn,
     spawn_ranks,
-    split,
 )
+from _growth import first_last  # a sibling module
 from bench_append import redis_url  # a sibling script
 
 import bus
 from lifecycle_es import Lifecycle
 from lifecycle_es.controllers import LifecycleConfig
-from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.events import Action
 from projections.basin import BasinReadout
-from projections.surgery import SPAWN_INITS
 from replay.demo import DemoOptions
+from tests._expert_actions import SeededDecider
 
 KINDS = (Action.SPAWN, Action.PRUNE, Action.SPLIT, Action.MERGE)
 
@@ -74,71 +65,21 @@ class RandomActions:
 
     def __init__(self, side: Ours, config: LifecycleConfig, *, seed: int, total: int,
                  per_boundary: int) -> None:
-        self.side, self.config = side, config
-        self.rng = random.Random(seed)
-        self.capacity = side.trainer.options.max_experts
+        self.side = side
+        self.decider = SeededDecider(config, side.trainer.options.max_experts, seed=seed, every=1,
+                                     per_call=per_boundary, order="random", random_seeds=True)
         self.left = total
-        self.per_boundary = per_boundary
-        self.inits: collections.Counter[str] = collections.Counter()
+
+    @property
+    def inits(self) -> collections.Counter[str]:
+        return self.decider.inits
 
     def __call__(self, lc: Lifecycle, step: int, readout: BasinReadout) -> None:
         self.side.observations(lc, step, readout)
-        batch = new_batch(lc, step, self.config)
-        layers = sorted(self.side.layers)
-        for layer in layers:
-            archive_pending(batch, layer)  # last boundary's prunes and merges leave their slots
-        touched: set[str] = set()
-        for _ in range(min(self.rng.randint(1, self.per_boundary), self.left)):
-            valid = self._valid(batch.registry, layers, touched)
-            if not valid:
-                break
-            layer, kind = self.rng.choice(valid)
-            touched |= self._act(batch, layer, kind, touched)
-            self.left -= 1
-        lc.append(batch.events)
-
-    def _eligible(self, registry: Any, layer: int, touched: set[str]) -> list[str]:
-        return [e.entity for e in experts(registry, layer, ROUTING) if e.entity not in touched]
-
-    def _valid(self, registry: Any, layers: list[int], touched: set[str]) -> list[tuple[int, Action]]:
-        found = []
-        for layer in layers:
-            live = checks.live(registry, layer)
-            eligible = self._eligible(registry, layer, touched)
-            grow = live < self.config.max_experts_per_layer \
-                and free_slot(registry, layer, self.capacity) is not None
-            shrink = live > self.config.min_experts_per_layer
-            if grow and eligible:
-                found += [(layer, Action.SPAWN), (layer, Action.SPLIT)]
-            if shrink and eligible:
-                found.append((layer, Action.PRUNE))
-            if shrink and len(eligible) >= 2:
-                found.append((layer, Action.MERGE))
-        return found
-
-    def _act(self, batch: Any, layer: int, kind: Action, touched: set[str]) -> set[str]:
-        rng, config, capacity = self.rng, self.config, self.capacity
-        eligible = self._eligible(batch.registry, layer, touched)
-        seed = rng.getrandbits(31)  # a fresh seed for every action
-        if kind == Action.SPAWN:
-            init = rng.choice(SPAWN_INITS)
-            self.inits[init] += 1
-            cluster = rng.sample(eligible, rng.randint(1, min(3, len(eligible))))
-            parent = None if init == "random" else cluster[0]
-            child = spawn(batch, config, layer, capacity, parent=parent, seed=seed, init=init,
-                          cluster=cluster)
-            return {child, *cluster}
-        if kind == Action.SPLIT:
-            parent = rng.choice(eligible)
-            return {parent, split(batch, config, layer, parent, capacity, seed=seed)}
-        if kind == Action.PRUNE:
-            target = rng.choice(eligible)
-            prune(batch, config, layer, target, seed=seed)
-            return {target}
-        survivor, absorbed = rng.sample(eligible, 2)
-        merge(batch, config, layer, survivor, absorbed, seed=seed,
-              shares={survivor: rng.random(), absorbed: rng.random()})
-        return {survivor, absorbed}
+        events = self.decider.decide(lc.registry, run_id=lc.run_id, step=step, rank=lc.rank,
+                                     most=self.left)
+        self.left -= sum(1 for e in events if e.kind == "DecisionMade")
+        lc.append(events)
 
 
 def rank_main(rank: int, world: int, port: int, url: str, opts: dict[str, Any]) -> None:
@@ -158,7 +99,10 @@ def rank_main(rank: int, world: int, port: int, url: str, opts: dict[str, Any]) 
         profile = cProfile.Profile() if opts["profile"] and rank == 0 else None
         started = lap = time.perf_counter()
         spent = 0.0  # in boundaries, since the last progress line
+        inside: list[float] = []  # each boundary's time, and with its training steps before it
+        whole: list[float] = []
         while sum(applied.values()) < opts["actions"]:
+            t_train = time.perf_counter()
             for _ in range(opts["train_steps"]):
                 step += 1
                 side.basin.record(trainer.step(step))
@@ -168,7 +112,10 @@ def rank_main(rank: int, world: int, port: int, url: str, opts: dict[str, Any]) 
             done = side.boundary(step, decide)
             if profile is not None:
                 profile.disable()
-            spent += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            spent += t1 - t0
+            inside.append(t1 - t0)
+            whole.append(t1 - t_train)
             boundaries += 1
             verified += done.digest is not None
             applied.update(r["action"] for r in done.records if r["kind"] == "DecisionMade")
@@ -189,6 +136,8 @@ def rank_main(rank: int, world: int, port: int, url: str, opts: dict[str, Any]) 
         if rank == 0:
             report(opts, gathered, log.read(), decide.inits, elapsed)
             print(f"leader's registry at the end : {registry_size(side.lc.registry)}")
+            print(f"rank 0 {first_last(inside)}")
+            print(f"rank 0 {first_last(whole, 'boundary + training steps')}")
         if profile is not None:
             for key in ("cumulative", "tottime"):
                 out = io.StringIO()

@@ -10,6 +10,11 @@ could block). Faults are injected into the real demo run, never by replacing our
 - `--die-at STEP`: rank `--die-rank` SIGKILLs itself after step STEP's boundary;
 - `--leader-dies-at STEP`: the leader SIGKILLs itself while deciding step STEP, before its seal.
 
+With `--scheduled EVERY` the leader decides with `tests._expert_actions.SeededDecider` instead
+of the expert coordinator: every EVERY steps one of SPAWN, SPLIT, PRUNE, MERGE in turn, on
+experts its seed picks, so what a run decides does not depend on this CPU's floats. A train
+report lists, after every evaluation step, the routing experts and the rows of each layer.
+
 Mode `collectives` exercises `projections.distributed` on real tensors and prints what it saw.
 """
 
@@ -31,7 +36,8 @@ import bus
 from projections import distributed
 from projections.sync import SyncConfig
 from replay._launch import worker_from_env
-from replay.demo import DemoOptions, DemoRun, RankOptions
+from replay.demo import DemoOptions, DemoRun, RankOptions, demo_config
+from tests._expert_actions import install
 
 ERROR_EXIT = 3
 """The exit status of a worker whose run raised (its JSON line names the exception)."""
@@ -53,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--die-at", type=int, default=0, metavar="STEP")
     parser.add_argument("--die-rank", type=int, default=1)
     parser.add_argument("--leader-dies-at", type=int, default=0, metavar="STEP")
+    parser.add_argument("--scheduled", type=int, default=0, metavar="EVERY")
     return parser
 
 
@@ -70,8 +77,11 @@ def train(args: argparse.Namespace, restart: int) -> dict[str, Any]:
             DemoOptions(steps=args.steps, seed=args.seed, strategy=args.strategy), log, ranks=ranks
         )
         assert demo.lifecycle is not None
+        if args.scheduled:
+            install(demo, every=args.scheduled)
         if args.leader_dies_at and demo.lifecycle.sync.is_leader:
             _die_while_deciding(demo, args.leader_dies_at)
+        shapes: list[dict[str, Any]] = []
 
         def after_step(step: int) -> None:
             if step == args.nudge and rank == 1:
@@ -79,6 +89,8 @@ def train(args: argparse.Namespace, restart: int) -> dict[str, Any]:
                     demo.model.head.weight[0, 0] += 1e-3
             if step == args.die_at and rank == args.die_rank:
                 os.kill(os.getpid(), signal.SIGKILL)
+            if step % demo_config(demo.options).lifecycle_eval_interval == 0:
+                shapes.append(_shape(demo, step))
 
         demo.run(after_step=after_step)
         surgery = demo.lifecycle.surgery
@@ -88,7 +100,15 @@ def train(args: argparse.Namespace, restart: int) -> dict[str, Any]:
             "own": surgery.digest(),
             "model": surgery.digest(event_ids=False),
             "rewraps": demo.replicated.rewraps,
+            "shapes": shapes,
         }
+
+
+def _shape(demo: DemoRun, step: int) -> dict[str, Any]:
+    """Where the model stands after step `step`'s boundary: routing experts and rows per layer."""
+    rows = {str(i): int(layer.capacity) for i, layer in demo.model.layers().items()}
+    routing = {str(i): n for i, n in demo.experts().items()}
+    return {"step": step, "routing": routing, "rows": rows}
 
 
 def _die_while_deciding(demo: DemoRun, step: int) -> None:
