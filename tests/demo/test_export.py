@@ -36,25 +36,36 @@ def test_each_action_names_its_expert_and_parent_as_documented(
     assert line["config_snapshot"] == {"spawn_patience": 5}
 
 
+@pytest.mark.parametrize("fixture", ["masked", "scheduled_masked"])
 def test_the_demo_log_exports_one_line_per_decision(
-        masked: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Every DecisionMade of the demo becomes a line with the seeds/002 keys, in log order."""
+        fixture: str, request: pytest.FixtureRequest, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Every DecisionMade of a demo run becomes a line with the seeds/002 keys, in log order,
+    carrying the decision's metrics and config as recorded."""
+    trained: Trained = request.getfixturevalue(fixture)
     target = tmp_path / "out" / "lifecycle_decisions.jsonl"
-    status, out, err = _cli(capsys, "export-decisions", masked.url, "--run", "demo-test", "-o", str(target))
-    made = [r for r in masked.records if r["kind"] == "DecisionMade"]
+    status, out, err = _cli(capsys, "export-decisions", trained.url, "--run", "demo-test", "-o", str(target))
+    made = [r for r in trained.records if r["kind"] == "DecisionMade"]
     assert (status, err) == (0, "")
     assert out == f"{len(made)} decisions of run demo-test written to {target}\n"
     lines = [json.loads(text) for text in target.read_text().splitlines()]
     assert len(lines) == len(made)
-    assert {line["action"] for line in lines} == {"SPAWN", "PRUNE", "SPLIT", "MERGE"}
     for line, record in zip(lines, made, strict=True):
         assert list(line) == list(FIELDS) and line["step"] == record["step"]
+        assert (line["action"], line["reason"]) == (record["action"], record["reason"])
         assert line["run_id"] == "demo-test" and line["layer_id"] == 0
+        assert line["metrics_at_decision"] == record["metrics_at_decision"]
+        assert line["config_snapshot"] == record["config_snapshot"]
         assert line["config_snapshot"]["split_share_threshold"] == 0.4
         assert line["expert_id"].startswith("L0_E") and line["reason"]
-    spawn = next(line for line in lines if line["action"] == "SPAWN")
-    assert {"layer_entropy", "layer_neff", "starvation_duration", "topology_debt"} <= set(
-        spawn["metrics_at_decision"])
+
+
+def test_every_action_of_a_scheduled_run_is_exported(
+        scheduled_masked: Trained, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that spawned, pruned, split and merged exports a line of each action."""
+    status, out, _ = _cli(capsys, "export-decisions", scheduled_masked.url, "--run", "demo-test", "-o", "-")
+    assert status == 0
+    assert {json.loads(text)["action"] for text in out.splitlines()} == {"SPAWN", "PRUNE", "SPLIT", "MERGE"}
 
 
 def test_export_to_stdout_prints_the_same_lines(

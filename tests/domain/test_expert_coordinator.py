@@ -485,6 +485,7 @@ def test_a_starved_layer_spawns_after_spawn_patience_checkpoints_not_before() ->
     assert spawn.config_snapshot["spawn_init_strategy"] == "clone_and_perturb"
     assert spawn.metrics_at_decision["starvation_duration"] == N
     assert spawn.metrics_at_decision["topk_saturation"] == 0.9
+    assert {"layer_entropy", "layer_neff", "topology_debt"} <= set(spawn.metrics_at_decision)
     registered = [e for e in events if isinstance(e, EntityRegistered)]
     assert [(e.entity, e.state, e.slot, e.parent) for e in registered] == [(E(4), "pending_spawn", 4, E(1))]
     assert moves(events) == [(E(4), "pending_spawn", "cooling")]
