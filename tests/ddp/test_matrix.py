@@ -84,7 +84,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_every_rank_finishes_with_the_same_digest(run: Run) -> None:
-    """Each rank reports the digest it ended with and its own surgery digest; all agree with the log's last check."""
+    """Every rank ends with one digest (agreed and its own surgery's), the one the log's last check holds."""
     reports = [f.report for f in run.finished]
     assert [r["rank"] for r in reports] == list(range(run.ranks))
     digests = {r["digest"] for r in reports} | {r["own"] for r in reports}

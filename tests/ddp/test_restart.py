@@ -3,7 +3,8 @@
 A process group cannot take one rank back in, so, as torchrun's elastic agent does, the
 survivors are stopped and all ranks start again with `TORCHELASTIC_RESTART_COUNT=1`: each
 loads the checkpoint the log recorded last and replays the sealed steps after it without
-deciding them again.
+deciding them again. The leader decides with the seeded decider (an action every 20 steps),
+so the replayed steps hold surgery on every machine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from tests.ddp._harness import Finished, Ranks, of_kind, read_log, run_workers
 
 STEPS = "400"
 EVERY = "100"
+SCHEDULED = "20"
+"""The seeded decider's period: an action at steps 220 and 240, between the checkpoint and the kill."""
 
 
 def _args(url: str, run: str, checkpoints: Path, *extra: str) -> list[str]:
@@ -33,6 +36,8 @@ def _args(url: str, run: str, checkpoints: Path, *extra: str) -> list[str]:
         str(checkpoints),
         "--checkpoint-every",
         EVERY,
+        "--scheduled",
+        SCHEDULED,
         *extra,
     ]
 
@@ -60,8 +65,8 @@ def test_a_killed_rank_restarts_from_its_checkpoint_and_ends_like_the_others(
     saved = of_kind(before, "CheckpointSaved")
     assert [c["step"] for c in saved] == [100, 200]
     assert max(r["step"] for r in of_kind(before, "StepSealed")) >= 250
-    # the replay after the checkpoint must apply surgery (a SPLIT at 210 and a PRUNE at 240 here)
-    assert [d["step"] for d in of_kind(before, "DecisionMade") if 200 < d["step"] <= 250]
+    # the replay after the checkpoint must apply surgery: the decider's actions at 220 and 240
+    assert [d["step"] for d in of_kind(before, "DecisionMade") if 200 < d["step"] <= 250] == [220, 240]
 
     second = run_workers(_args(url, "crash", tmp_path / "ckpt"), 2, tmp_path / "second", restart=1)
     assert all(r.returncode == 0 for r in second), [r.stderr[-2000:] for r in second]

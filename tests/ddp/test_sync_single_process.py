@@ -26,6 +26,7 @@ from projections.distributed import Replicated
 from projections.runner import Runner
 from projections.sync import LifecycleSync, SyncConfig, _check_decisions
 from replay.demo import DemoOptions, DemoRun, RankOptions
+from tests._expert_actions import install
 
 SYNC_KINDS = {"ActionsVerified", "DivergenceDetected", "CheckpointSaved", "CheckpointRestored"}
 
@@ -39,8 +40,11 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def _demo(log: bus.Log, steps: int = 100, **ranks: Any) -> DemoRun:
-    return DemoRun(DemoOptions(steps=steps, strategy="resize"), log, ranks=RankOptions(**ranks))
+def _demo(log: bus.Log, steps: int = 100, *, scheduled: bool = False, **ranks: Any) -> DemoRun:
+    demo = DemoRun(DemoOptions(steps=steps, strategy="resize"), log, ranks=RankOptions(**ranks))
+    if scheduled:
+        install(demo, every=20)  # an action at steps 20, 40, ... on any machine
+    return demo
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -234,10 +238,10 @@ class _Crash(Exception):
 
 def test_a_crashed_single_process_run_resumes_from_its_checkpoint_to_the_same_model(tmp_path: Path) -> None:
     """Resuming from the last checkpoint and replaying the sealed steps ends on the uninterrupted model."""
-    reference = _demo(MemoryLog("reference"), steps=200)
+    reference = _demo(MemoryLog("reference"), steps=200, scheduled=True)
     reference.run()
     log = MemoryLog("crashed")
-    first = _demo(log, steps=200, checkpoint_dir=tmp_path, checkpoint_every=50)
+    first = _demo(log, steps=200, scheduled=True, checkpoint_dir=tmp_path, checkpoint_every=50)
 
     def crash(step: int) -> None:
         if step == 95:
@@ -247,7 +251,8 @@ def test_a_crashed_single_process_run_resumes_from_its_checkpoint_to_the_same_mo
         first.run(after_step=crash)
     saved = [r for r in log.read() if r["kind"] == "CheckpointSaved"]
     assert [r["step"] for r in saved] == [50]
-    again = _demo(log.attach(), steps=200, checkpoint_dir=tmp_path, checkpoint_every=50, resume=True)
+    again = _demo(log.attach(), steps=200, scheduled=True, checkpoint_dir=tmp_path, checkpoint_every=50,
+                  resume=True)
     again.run()
     assert again.lifecycle is not None and reference.lifecycle is not None
     records = log.read()
@@ -255,12 +260,11 @@ def test_a_crashed_single_process_run_resumes_from_its_checkpoint_to_the_same_mo
     assert [(r["step"], r["sha256"], r["upto_seq"]) for r in restored] == [
         (50, saved[0]["sha256"], saved[0]["upto_seq"])
     ]
-    # steps 60-90 were sealed by the first run and replayed (a SPLIT among them), not decided again
+    # steps 60-90 were sealed by the first run and replayed (the decider's actions at 60 and 80),
+    # not decided again
     assert [r["step"] for r in records if r["kind"] == "StepSealed"] == list(range(0, 201, 10))
     assert [r["step"] for r in records if r["kind"] == "CheckpointSaved"] == [50, 100, 150, 200]
-    assert [r["step"] for r in records if r["kind"] == "DecisionMade" and 50 < r["step"] < 95], (
-        "a decision between the checkpoint and the crash must be replayed"
-    )
+    assert [r["step"] for r in records if r["kind"] == "DecisionMade" and 50 < r["step"] < 95] == [60, 80]
     assert again.replicated.rewraps == 0  # no process group: nothing to re-wrap
     assert again.lifecycle.surgery.digest(event_ids=False) == reference.lifecycle.surgery.digest(
         event_ids=False
