@@ -15,9 +15,10 @@ slot (`holds_slot`: not in a failure or terminal state). When a transition takes
 live set, the fold drops its metric windows, the per-peer windows others keep about it and its
 per-entity decision keys; while it stays out, metrics of it or about it are not kept. Only its
 `EntityState` stays, a small record with a bounded history, so ids stay unique and queries and
-the `revive`/`recycle` edges still find it. A metric named `<kind>.<entity id>` (`coact.L0_E5`,
-`cosine.L0_E5`) is a per-peer metric: it is about that entity. Because these are fold rules,
-a registry replayed from the log equals the live one, windows included.
+the `revive`/`recycle` edges still find it; `Registry.live()` iterates the live entities alone.
+A metric named `<kind>.<entity id>` (`coact.L0_E5`, `cosine.L0_E5`) is a per-peer metric: it
+is about that entity. Because these are fold rules, a registry replayed from the log equals the
+live one, windows included.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class Registry:
         self.verified_step: int | None = None
         self.last_checkpoint: dict[str, Any] | None = None
         self.entities: dict[str, EntityState] = {}
+        self._live: dict[str, None] = {}
+        """The names of the live entities (see the module docstring), for `live()`."""
         self._slots: dict[_SlotKey, str] = {}
         self._failures: dict[_SlotKey, tuple[int, int]] = {}
         self._population: Counter[tuple[str, int | None, str]] = Counter()
@@ -137,6 +140,10 @@ class Registry:
         count = sum(n for (s, _, state), n in self._population.items() if s == spec and state in names)
         left = self.entities.get(exclude) if exclude is not None else None
         return count - (left is not None and left.spec == spec and left.state in names)
+
+    def live(self) -> Iterator[EntityState]:
+        """Iterate over the live entities, in no set order: the cost follows them, not the run's past."""
+        return map(self.entities.__getitem__, self._live)
 
     def is_live(self, entity: str) -> bool:
         """Tell whether a registered entity can still act: it holds its slot (`holds_slot`)."""
@@ -198,6 +205,8 @@ class Registry:
         for plain in state["entities"]:
             e = _entity_from_plain(plain)
             r.entities[e.entity] = e
+            if e.state not in r._retired[e.spec]:
+                r._live[e.entity] = None
             r._population[(e.spec, e.layer, e.state)] += 1
             if e.slot is not None and holds_slot(r.specs[e.spec], e.state):
                 r._slots[(e.spec, e.layer, e.slot)] = e.entity
@@ -215,8 +224,8 @@ class Registry:
     def copy(self) -> Registry:
         """Return an independent copy (entities are immutable and shared)."""
         clone = copy.copy(self)
-        for name in ("entities", "_slots", "_failures", "_population", "_cycle", "_last_decision",
-                     "run_config"):
+        for name in ("entities", "_live", "_slots", "_failures", "_population", "_cycle",
+                     "_last_decision", "run_config"):
             setattr(clone, name, copy.copy(getattr(self, name)))
         clone._windows = {k: {n: deque(d, d.maxlen) for n, d in v.items()}
                           for k, v in self._windows.items()}
@@ -320,6 +329,8 @@ def _on_entity_registered(r: Registry, ev: Record) -> None:
                     layer=ev["layer"], parent=ev["parent"], born_step=ev["step"],
                     entered_step=ev["step"], attrs=dict(ev["attrs"]))
     r.entities[name] = e
+    if e.state not in r._retired[e.spec]:
+        r._live[name] = None
     r._population[(e.spec, e.layer, e.state)] += 1
     if e.slot is not None:
         r._slots[(e.spec, e.layer, e.slot)] = name
@@ -342,11 +353,14 @@ def _on_transition_applied(r: Registry, ev: Record) -> None:
     _track_slot(r, e, moved, step)
     if target in r._retired[e.spec]:
         _retire(r, moved)
+    else:
+        r._live[e.entity] = None  # already there unless it comes back (revive, recycle)
 
 
 def _retire(r: Registry, e: EntityState) -> None:
     """Drop what only a live entity needs: its windows, the windows about it, its decision keys."""
     name = e.entity
+    r._live.pop(name, None)
     r._windows.pop(("entity", name), None)
     for key, named in list(r._windows.items()):
         for metric in [m for m in named if peer_of(m) == name]:

@@ -89,6 +89,7 @@ def test_a_long_churn_keeps_windows_only_for_live_experts_and_live_peers() -> No
         if n % 500 == 499:
             registry = lc.registry
             live = {e.entity for e in registry if registry.is_live(e.entity)}
+            assert {e.entity for e in registry.live()} == live
             owners, peers, count = _window_owners_and_peers(registry)
             assert len(live) == LIVE
             assert owners == live

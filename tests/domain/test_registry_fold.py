@@ -352,3 +352,24 @@ def test_transitional_counts_come_from_the_populations() -> None:
     assert r.count_transitional("expert", exclude="c") == 2
     assert r.count_transitional("expert", exclude="ghost") == 2
     assert r.count_transitional("module") == 0
+
+
+def _live_names(registry: Registry) -> list[str]:
+    return sorted(e.entity for e in registry.live())
+
+
+def test_live_iterates_the_entities_that_can_still_act() -> None:
+    """live() follows registrations, archiving and revival, in copies and restored snapshots too."""
+    lc = _three_experts()
+    lc.register("m", "module", slot=0)
+    _archive(lc, "a")
+    for target in ("INSTANTIATED", "TRAINING", "PRUNED"):
+        lc.transition("m", to=target, metrics={"available_slots": 1}, step=3)
+    assert _live_names(lc.registry) == ["b", "c"]
+    lc.transition("a", to="active", step=4)
+    lc.transition("m", to="DORMANT", step=4)
+    assert _live_names(lc.registry) == ["a", "b", "c", "m"]
+    for other in (lc.registry.copy(), Registry.from_state(BUILTIN_SPECS, lc.registry.to_state()),
+                  fold_all(lc.log.read())):
+        assert _live_names(other) == _live_names(lc.registry)
+    assert [e.entity for e in lc.registry if lc.registry.is_live(e.entity)] == ["a", "b", "c", "m"]
