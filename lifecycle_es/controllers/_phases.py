@@ -88,8 +88,8 @@ class Evaluation:
     # -- reading the scratch registry ----------------------------------------------------------
 
     def _experts(self, states: Iterable[str], layer: int | None = None) -> list[EntityState]:
-        wanted = frozenset(states)
-        found = [e for e in self.batch.registry
+        wanted = frozenset(states)  # live states only: archived experts are never asked for
+        found = [e for e in self.batch.registry.live()
                  if e.spec == EXPERT_SPEC.name and e.layer in self.capacity and e.state in wanted
                  and (layer is None or e.layer == layer)]
         return sorted(found, key=_position)
