@@ -29,7 +29,10 @@ Per expert, keyed by expert id:
 Per layer, ChronoMoE v2's `LayerSnapshot` formulas (`chronomoe/metrics.py`,
 reference/seed-projects.md section 2.3) over the experts' shares: entropy = -sum s ln s over
 s > 1e-10 (natural log), n_eff = exp(entropy), top2_share = the two largest shares (1.0 with
-fewer than two experts), dead_count = shares exactly 0, n_active = shares above 0.
+fewer than two experts), dead_count = shares exactly 0, n_active = shares above 0. And
+`basin_breadth` (`basin_breadth()`): the share-weighted mean over the layer's experts of the
+effective number of token types in each basin, exp of its entropy; 1 when every expert serves
+one kind of token.
 
 Shares. v2 divides dispatch counts by their sum (`share="dispatch"`). With top-k routing every
 token is dispatched k times, so an expert that is in every token's top-2 shows 0.5 however
@@ -48,16 +51,17 @@ checkpoint, as the lifecycle does, satisfies this by construction.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from lifecycle_es.controllers import BREADTH
 from lifecycle_es.errors import ConfigError
 
-__all__ = ["BasinReadout", "BasinTracker", "RoutedLayer", "ShareBasis", "layer_metrics"]
+__all__ = ["BasinReadout", "BasinTracker", "RoutedLayer", "ShareBasis", "basin_breadth", "layer_metrics"]
 
 ShareBasis = Literal["gate", "dispatch"]
 """What an expert's `share` counts: gate weight received (default) or dispatches (v2)."""
@@ -259,7 +263,8 @@ class BasinTracker:
             values = self._layer_values(index, layer, routing)
             rows = self._expert_rows(list(routing.values()), values)
             readout.experts.update(rows)
-            readout.layers[index] = layer_metrics([row["share"] for row in rows.values()])
+            readout.layers[index] = {**layer_metrics([row["share"] for row in rows.values()]),
+                                     BREADTH: basin_breadth(rows.values(), self.num_types)}
         self.reset()
         return readout
 
@@ -339,6 +344,23 @@ def layer_metrics(shares: Sequence[float]) -> dict[str, float]:
     return {"entropy": entropy, "n_eff": math.exp(entropy), "top2_share": top2,
             "dead_count": float(sum(1 for s in normalized if s == 0.0)),
             "n_active": float(sum(1 for s in normalized if s > 0.0))}
+
+
+def basin_breadth(rows: Iterable[Mapping[str, float]], num_types: int) -> float:
+    """Return the share-weighted mean of exp(entropy) of the experts' token-type basins.
+
+    The effective number of token types an expert serves, averaged over the layer's routing
+    by share: 1.0 when each expert's tokens are of one type, k when each spreads evenly over
+    k; 0.0 when no expert received tokens.
+    """
+    total = weighted = 0.0
+    for row in rows:
+        basin = [row[f"token_type.{k}"] for k in range(num_types)]
+        if math.fsum(basin) <= 0:
+            continue
+        weighted += row["share"] * math.exp(math.fsum(_plogp(p) for p in basin))
+        total += row["share"]
+    return weighted / total if total > 0 else 0.0
 
 
 def _normalized(values: Sequence[float]) -> list[float]:

@@ -7,6 +7,7 @@ split and merge with patience, cooldowns, budgets and basin similarity) under a
 
 from lifecycle_es.controllers._config import InitStrategy, LifecycleConfig
 from lifecycle_es.controllers._expert_ids import expert_id
+from lifecycle_es.controllers._signals import BREADTH
 from lifecycle_es.controllers.expert import ExpertCoordinator
 
-__all__ = ["ExpertCoordinator", "InitStrategy", "LifecycleConfig", "expert_id"]
+__all__ = ["BREADTH", "ExpertCoordinator", "InitStrategy", "LifecycleConfig", "expert_id"]

@@ -51,6 +51,12 @@ class LifecycleConfig:
     """A checkpoint also counts as starved when the layer's `topk_saturation` (the fraction of
     tokens whose top-k routing weights are nearly uniform: the router finds no expert that
     fits them) is at least this. Only read when the observation has it; None disables it."""
+    starvation_breadth_threshold: float | None = None
+    """When set, a checkpoint counts as starved only if, besides the tests above, the layer's
+    `basin_breadth` (the share-weighted mean number of token types per expert basin, 1 when
+    every expert serves one kind) is at least this: even routing alone also describes a layer
+    whose experts each fit their tokens, where another expert only takes half of one expert's
+    tokens. Needs the observation to carry it; None (the default, as seeds/002) does not ask."""
 
     # -- pruning -------------------------------------------------------------------------------
     prune_patience: int = 10
@@ -122,6 +128,8 @@ class LifecycleConfig:
         for name in ("starvation_entropy_threshold", "starvation_saturation_threshold"):
             if getattr(self, name) is not None:
                 _check_float(self, name, 0.0, 1.0, low_open=True)
+        if self.starvation_breadth_threshold is not None:
+            _check_float(self, "starvation_breadth_threshold", 1.0, math.inf, high_open=True)
         window = self.basin_window_size
         for name in ("spawn_patience", "prune_patience", "split_patience", "merge_patience",
                      "cooling_period", "merge_cooling_period"):

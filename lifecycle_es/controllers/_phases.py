@@ -309,7 +309,8 @@ class Evaluation:
                   f"layer {layer} starved for {checks.count(held, 'checkpoint')} in a row, patience {n}; "
                   f"unresolved topology debt {debt:.3g}",
                   {"checkpoints_starved": held, "topology_debt": debt,
-                   "normalized_entropy": sig.spread[-1]}, self._starvation_thresholds()),
+                   "normalized_entropy": sig.spread[-1], **sig.breadth_now()},
+                  self._starvation_thresholds()),
             checks.cooldown(registry, self.step, "spawn.cooldown", Action.SPAWN,
                             cfg.spawn_cooldown_steps, None),
             checks.cap(registry, cfg, "spawn.layer_cap", layer),
@@ -330,6 +331,7 @@ class Evaluation:
             "topology_debt": debt, "topology_debt_latest": sig.debt[-1], "slot": slot}
         if sig.saturation[-1] is not None:
             metrics["topk_saturation"] = sig.saturation[-1]
+        metrics.update(sig.breadth_now())
         if cfg.spawn_init_strategy == "mean_cluster":
             metrics["cluster"] = list(cluster)
         self.batch.register(child, layer=layer, slot=slot, parent=parent)
@@ -370,6 +372,8 @@ class Evaluation:
             found["starvation_entropy_threshold"] = cfg.starvation_entropy_threshold
         if cfg.starvation_saturation_threshold is not None:
             found["starvation_saturation_threshold"] = cfg.starvation_saturation_threshold
+        if cfg.starvation_breadth_threshold is not None:
+            found["starvation_breadth_threshold"] = cfg.starvation_breadth_threshold
         return found
 
 

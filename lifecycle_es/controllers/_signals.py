@@ -17,6 +17,7 @@ from lifecycle_es.controllers._config import LifecycleConfig
 from lifecycle_es.registry import Registry
 
 __all__ = [
+    "BREADTH",
     "CHECKPOINT_STEP",
     "COACT",
     "COSINE",
@@ -42,6 +43,10 @@ COACT = "coact."
 """Prefix of an expert's co-activation with another expert (`coact.<expert id>`)."""
 LAYER_KEYS = ("entropy", "n_eff", "top2_share", "dead_count", "n_active")
 """The layer metrics every checkpoint must carry (ChronoMoE v2's `LayerSnapshot`)."""
+BREADTH = "basin_breadth"
+"""The optional layer metric: the share-weighted mean over the layer's experts of the effective
+number of token types in each expert's basin (exp of the basin's entropy): 1 when every expert
+serves one kind of token, higher when experts compromise between kinds."""
 SATURATION = "topk_saturation"
 """The optional layer metric: fraction of tokens whose top-k weights are nearly uniform."""
 CHECKPOINT_STEP = "checkpoint_step"
@@ -61,8 +66,14 @@ class LayerSignal:
     """Normalized routing entropy per checkpoint."""
     saturation: tuple[float | None, ...]
     """`topk_saturation` per checkpoint, None where it was not observed."""
+    breadth: tuple[float | None, ...]
+    """`basin_breadth` per checkpoint, None where it was not observed."""
     latest: dict[str, float]
     """The layer's newest value of each metric."""
+
+    def breadth_now(self) -> dict[str, float]:
+        """Return the newest `basin_breadth` by name, or nothing where it was not observed."""
+        return {BREADTH: self.breadth[-1]} if self.breadth and self.breadth[-1] is not None else {}
 
 
 def layer_signal(registry: Registry, layer: int, config: LifecycleConfig) -> LayerSignal:
@@ -72,13 +83,16 @@ def layer_signal(registry: Registry, layer: int, config: LifecycleConfig) -> Lay
     no idle capacity is left: "all active experts at capacity") and its routing is spread
     thin: normalized entropy (over the layer's n_active + dead_count experts) at least
     `starvation_entropy_threshold`, or `topk_saturation` at least
-    `starvation_saturation_threshold`.
+    `starvation_saturation_threshold`; and, when `starvation_breadth_threshold` is set, its
+    experts' basins are broad: `basin_breadth` at least that (a checkpoint without it is not
+    starved).
     """
     series = {name: registry.metric_window(layer, name, layer=True) for name in LAYER_KEYS}
     length = min(len(v) for v in series.values())
     cols = {name: values[len(values) - length:] for name, values in series.items()}
     sat_window = registry.metric_window(layer, SATURATION, layer=True)
     saturation = _tail_aligned(sat_window, length)
+    breadth = _tail_aligned(registry.metric_window(layer, BREADTH, layer=True), length)
     # n_active counts the experts that got tokens and dead_count those that got none
     # (ChronoMoE v2's active_experts and dead_expert_count), so together they are v2's n.
     n_experts = tuple(a + d for a, d in zip(cols["n_active"], cols["dead_count"], strict=True))
@@ -87,12 +101,14 @@ def layer_signal(registry: Registry, layer: int, config: LifecycleConfig) -> Lay
                  for n, e, t, d in zip(n_experts, cols["n_eff"], cols["top2_share"],
                                        cols["dead_count"], strict=True))
     starved = tuple(
-        1.0 if dead == 0 and _spread_thin(config, s, sat) else 0.0
-        for dead, s, sat in zip(cols["dead_count"], spread, saturation, strict=True))
+        1.0 if dead == 0 and _spread_thin(config, s, sat) and _broad(config, b) else 0.0
+        for dead, s, sat, b in zip(cols["dead_count"], spread, saturation, breadth, strict=True))
     latest = {name: values[-1] for name, values in cols.items() if values}
     if saturation and saturation[-1] is not None:
         latest[SATURATION] = saturation[-1]
-    return LayerSignal(starved, debt, spread, saturation, latest)
+    if breadth and breadth[-1] is not None:
+        latest[BREADTH] = breadth[-1]
+    return LayerSignal(starved, debt, spread, saturation, breadth, latest)
 
 
 def _spread_thin(config: LifecycleConfig, spread: float, saturation: float | None) -> bool:
@@ -100,6 +116,11 @@ def _spread_thin(config: LifecycleConfig, spread: float, saturation: float | Non
     saturation_at = config.starvation_saturation_threshold
     return ((entropy_at is not None and spread >= entropy_at)
             or (saturation_at is not None and saturation is not None and saturation >= saturation_at))
+
+
+def _broad(config: LifecycleConfig, breadth: float | None) -> bool:
+    at = config.starvation_breadth_threshold
+    return at is None or (breadth is not None and breadth >= at)
 
 
 def _tail_aligned(values: tuple[float, ...], length: int) -> tuple[float | None, ...]:

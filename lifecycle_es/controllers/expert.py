@@ -28,6 +28,7 @@ from lifecycle_es.controllers._config import InitStrategy, LifecycleConfig
 from lifecycle_es.controllers._expert_ids import expert_id, layer_of, parse_expert_id
 from lifecycle_es.controllers._phases import Evaluation
 from lifecycle_es.controllers._signals import (
+    BREADTH,
     CHECKPOINT_STEP,
     COSINE,
     LAYER_KEYS,
@@ -176,6 +177,8 @@ def _layer_metrics(layer: int, metrics: Mapping[str, float]) -> dict[str, float]
         _in_range(f"layer {layer}", name, checked[name], 0.0, math.inf)
     if SATURATION in checked:
         _in_range(f"layer {layer}", SATURATION, checked[SATURATION], 0.0, 1.0)
+    if BREADTH in checked:
+        _in_range(f"layer {layer}", BREADTH, checked[BREADTH], 0.0, math.inf)
     return checked
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lifecycle_es import ConfigError
-from lifecycle_es.controllers import ExpertCoordinator, LifecycleConfig
-from projections.basin import BasinTracker, layer_metrics
+from lifecycle_es.controllers import BREADTH, ExpertCoordinator, LifecycleConfig
+from projections.basin import BasinTracker, basin_breadth, layer_metrics
 from projections.moe import MoELayer
 
 IDS = {0: "L0_E0", 1: "L0_E1", 2: "L0_E2", 3: "L0_E3"}
@@ -41,9 +41,12 @@ def test_dispatch_shares_and_layer_metrics_follow_chronomoe_v2() -> None:
     out = tracker.collect({0: IDS})
     shares = [3 / 7, 3 / 7, 1 / 7, 0.0]
     assert [out.experts[e]["share"] for e in IDS.values()] == pytest.approx(shares, abs=1e-15)
+    # E0's basin holds gate weight 1.25 of type 0 and 1.0 of type 1, E1's 0.75 and 1.0; E2 was
+    # dispatched with weight 0, so it has no basin and no say in the breadth.
+    breadth = (math.exp(_entropy([5 / 9, 4 / 9])) + math.exp(_entropy([3 / 7, 4 / 7]))) / 2
     assert out.layers[0] == pytest.approx({
         "entropy": _entropy(shares), "n_eff": math.exp(_entropy(shares)), "top2_share": 6 / 7,
-        "dead_count": 1.0, "n_active": 3.0}, abs=1e-12)
+        "dead_count": 1.0, "n_active": 3.0, "basin_breadth": breadth}, abs=1e-12)
     assert out.experts["L0_E2"]["entropy_contribution"] == pytest.approx(-(1 / 7) * math.log(1 / 7))
     assert out.experts["L0_E3"]["entropy_contribution"] == 0.0
     assert out.tokens == 4
@@ -127,7 +130,18 @@ def test_collect_starts_a_new_interval() -> None:
     tracker.collect({0: IDS})
     out = tracker.collect({0: IDS})
     assert out.tokens == 0 and all(m["share"] == 0.0 for m in out.experts.values())
-    assert out.layers[0] == layer_metrics([0.0] * 4)
+    assert out.layers[0] == {**layer_metrics([0.0] * 4), BREADTH: 0.0}
+
+
+def test_basin_breadth_counts_the_token_types_each_expert_serves() -> None:
+    """Breadth is the share-weighted mean of exp(basin entropy): 1 for one type, k for k even types."""
+    one = {"share": 0.5, "token_type.0": 1.0, "token_type.1": 0.0}
+    two = {"share": 0.25, "token_type.0": 0.5, "token_type.1": 0.5}
+    idle = {"share": 0.25, "token_type.0": 0.0, "token_type.1": 0.0}
+    assert basin_breadth([one], 2) == 1.0
+    assert basin_breadth([two], 2) == pytest.approx(2.0)
+    assert basin_breadth([one, two, idle], 2) == pytest.approx((0.5 * 1 + 0.25 * 2) / 0.75)
+    assert basin_breadth([idle], 2) == basin_breadth([], 2) == 0.0
 
 
 def test_only_the_routing_experts_named_are_reported() -> None:

@@ -506,6 +506,36 @@ def test_high_entropy_starves_a_layer_only_while_no_expert_is_idle() -> None:
     assert gate(events, "spawn.starvation_patience").observed["normalized_entropy"] == pytest.approx(1.0)
 
 
+def test_with_a_breadth_threshold_only_experts_serving_several_types_starve_a_layer() -> None:
+    """Even routing over experts that each serve one token type is no starvation once the breadth
+    test is on; the same routing with basins spread over two types each is, and the spawn records it."""
+    config = dataclasses.replace(BASE, starvation_entropy_threshold=0.95, starvation_breadth_threshold=1.5)
+    fitted = Run(config)
+    for _ in range(N):
+        events = fitted.checkpoint(layers={0: {"basin_breadth": 1.0}})
+    assert not decisions(events, Action.SPAWN)
+    assert not [e for e in events if isinstance(e, GateChecked) and e.gate.startswith("spawn.")]
+    unobserved = Run(config)  # a layer observed without the breadth metric never starves
+    for _ in range(N):
+        events = unobserved.checkpoint()
+    assert not decisions(events, Action.SPAWN)
+    stretched = Run(config)
+    for _ in range(N):
+        events = stretched.checkpoint(layers={0: {"basin_breadth": 2.0}})
+    (spawn,) = decisions(events, Action.SPAWN)
+    assert spawn.metrics_at_decision["basin_breadth"] == 2.0
+    check = gate(events, "spawn.starvation_patience")
+    assert check.observed["basin_breadth"] == 2.0
+    assert check.thresholds["starvation_breadth_threshold"] == 1.5
+
+
+@pytest.mark.parametrize("value", [0.5, 1.0 - 1e-9, float("inf"), float("nan")])
+def test_the_breadth_threshold_is_at_least_one_type(value: float) -> None:
+    """A breadth below one type (or not finite) is a configuration error, named in one sentence."""
+    with pytest.raises(ConfigError, match="starvation_breadth_threshold"):
+        dataclasses.replace(BASE, starvation_breadth_threshold=value)
+
+
 def test_the_spawn_goes_to_the_layer_with_the_highest_topology_debt() -> None:
     """Of two starved layers the one with more v2 debt gets the cycle's spawn; the other waits."""
     run = Run(capacity={0: 8, 1: 8}, initial={0: 4, 1: 4})
