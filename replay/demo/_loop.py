@@ -91,6 +91,12 @@ def demo_config(options: DemoOptions) -> LifecycleConfig:
       find a basin of its own; judged sooner, it is merged back or split again before it could;
     - `dormant_share_epsilon=0.01` (default 1e-6): an expert doing less than 1% of the layer's
       routing counts as idle, ChronoMoE v2's "nearly dead" bound (0 < share < 0.01);
+    - `starvation_breadth_threshold=1.8` (default: not asked): a layer starves only while its
+      experts' basins span 1.8 token types or more on average. Even routing alone held in every
+      phase where each expert fits its type, and spawned a clone every cooldown that took half
+      of one expert's tokens and was pruned later (16 spawns and 11 prunes in one 3000-step
+      run); with the breadth test a layer spawns when types outnumber its experts (arrival,
+      the region's four types on one expert) and stops once each expert has a type of its own;
     - `max_experts_per_layer` from the options (16 by default, the seeds/002 default).
     """
     return LifecycleConfig(
@@ -100,6 +106,7 @@ def demo_config(options: DemoOptions) -> LifecycleConfig:
         dormant_share_epsilon=0.01,
         split_cooldown_per_expert=400,
         cooling_period=10,
+        starvation_breadth_threshold=1.8,
         max_experts_per_layer=options.max_experts,
     )
 

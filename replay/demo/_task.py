@@ -21,6 +21,9 @@ lifecycle sees only routing statistics and weights, never the schedule:
 | dominance | 2-5 (0.1), 6-9 (0.6) | one expert takes 60% of the routing | split |
 | convergence | as dominance, 7-9 become 6 | the region is one cluster again | merge (or prune) |
 
+In convergence types 7-9 take type 6's center, map and label: the tokens are type 6's now,
+so basin tracking sees one type where there were four.
+
 Data come from CPU `torch.Generator`s of their own, so two runs with one seed see the same
 tokens, with or without the lifecycle.
 """
@@ -54,7 +57,7 @@ class Phase:
     weights: Mapping[int, float]
     """Relative frequency of each type that occurs."""
     same_as: Mapping[int, int] = field(default_factory=dict)
-    """Types that take another type's center and map in this phase."""
+    """Types that become another type in this phase: its center, its map and its label."""
 
 
 _BASE = {2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}
@@ -146,7 +149,7 @@ class Task:
             shape[types == kind] = twin
         x = self.centers[shape] + z
         y = torch.einsum("toi,ti->to", self.maps[shape], z)
-        return Batch(x=x, y=y, types=types)
+        return Batch(x=x, y=y, types=shape)
 
 
 def _derive(seed: int, stream: int) -> int:
