@@ -95,6 +95,11 @@ class LifecycleConfig:
     """Merges allowed per lifecycle cycle (seeds/002 names this budget); 0 disables merging."""
     merge_cooling_period: int = 1
     """Checkpoints the surviving expert of a merge spends in its "brief" cooling."""
+    merge_below_split_share: bool = False
+    """When True, two experts merge only while their shares add up to no more than
+    `split_share_threshold`: a hysteresis (seeds/000) so a merge never makes an expert that the
+    split rule would take apart again, as two halves of a split still sharing an overloaded
+    basin would. False (seeds/002) does not ask."""
 
     # -- cadence -------------------------------------------------------------------------------
     basin_window_size: int = 50
@@ -128,6 +133,9 @@ class LifecycleConfig:
         for name in ("starvation_entropy_threshold", "starvation_saturation_threshold"):
             if getattr(self, name) is not None:
                 _check_float(self, name, 0.0, 1.0, low_open=True)
+        below = self.merge_below_split_share
+        if not isinstance(below, bool):
+            raise ConfigError(f"merge_below_split_share must be True or False, got {below!r}")
         if self.starvation_breadth_threshold is not None:
             _check_float(self, "starvation_breadth_threshold", 1.0, math.inf, high_open=True)
         window = self.basin_window_size

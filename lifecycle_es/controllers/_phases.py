@@ -27,6 +27,7 @@ create in the same evaluation (it cannot know their weights exist), and the `rev
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -230,6 +231,7 @@ class Evaluation:
                   {"overlap": pair.overlap[-1], "checkpoints_overlapping": held_ovl},
                   {"merge_overlap_threshold": cfg.merge_overlap_threshold, "merge_patience": n}),
             checks.lineage(self.step, cfg, pair.a, pair.b),
+            *self._below_split(shares),
             checks.floor(registry, cfg, "merge.population_floor", survivor.layer),
             checks.budget(registry, "merge.budget", Action.MERGE, cfg.max_merges_per_cycle),
         ]
@@ -242,6 +244,16 @@ class Evaluation:
                                    "similar_duration": min(held_cos, held_ovl), "shares": shares_json})
         self.batch.move(absorbed.entity, S.PENDING_PRUNE, f"merged into {survivor.entity}")
         self.batch.move(survivor.entity, S.COOLING, f"absorbed {absorbed.entity}")
+
+    def _below_split(self, shares: dict[str, float]) -> list[Check]:
+        """Return the merge's hysteresis check when `merge_below_split_share` asks for it."""
+        cfg = self.config
+        if not cfg.merge_below_split_share:
+            return []
+        combined = math.fsum(shares.values())
+        return [Check("merge.below_split_share", STAB, combined <= cfg.split_share_threshold,
+                      f"merged share {combined:.3g}, split threshold {cfg.split_share_threshold:g}",
+                      {"combined_share": combined}, {"split_share_threshold": cfg.split_share_threshold})]
 
     # -- split ---------------------------------------------------------------------------------
 

@@ -458,6 +458,39 @@ def test_a_merge_needs_both_similarities_for_the_whole_patience() -> None:
     assert gate(events, "merge.similarity_patience").passed
 
 
+def test_with_the_hysteresis_on_a_merge_waits_until_the_merged_share_is_below_the_split_threshold() -> None:
+    """Two converged experts carrying 0.5 of the routing stay apart (their merge would be split again)
+    while `merge_below_split_share` is on, and merge once together they carry 0.3."""
+    run = Run(dataclasses.replace(BASE, merge_below_split_share=True))
+    same = identical(E(1), E(3))
+    for _ in range(N):
+        events = run.checkpoint({E(1): 0.25, E(3): 0.25}, experts=same)
+    assert not decisions(events)
+    held = gate(events, "merge.below_split_share")
+    assert (held.passed, held.observed["combined_share"], held.thresholds["split_share_threshold"]) == (
+        False, 0.5, 0.4)
+    events = run.checkpoint({E(1): 0.1, E(3): 0.2}, experts=same)
+    (merge,) = decisions(events)
+    assert (merge.entity, merge.children) == (E(3), [E(1)])
+    assert gate(events, "merge.below_split_share").passed
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_the_hysteresis_switch_is_a_bool(value: object) -> None:
+    """Anything but True or False for `merge_below_split_share` is a one-sentence configuration error."""
+    with pytest.raises(ConfigError, match="merge_below_split_share must be True or False"):
+        dataclasses.replace(BASE, merge_below_split_share=value)  # type: ignore[arg-type]
+
+
+def test_without_the_hysteresis_the_merge_does_not_ask_for_the_merged_share() -> None:
+    """By default (seeds/002) an overloaded pair merges, and no hysteresis check is recorded."""
+    run = Run()
+    for _ in range(N):
+        events = run.checkpoint({E(1): 0.25, E(3): 0.25}, experts=identical(E(1), E(3)))
+    assert len(decisions(events, Action.MERGE)) == 1
+    assert not [e for e in events if isinstance(e, GateChecked) and e.gate == "merge.below_split_share"]
+
+
 def test_merging_stops_at_the_layer_floor() -> None:
     """Two identical experts in a layer at the floor both stay."""
     run = Run(initial={0: 2})
