@@ -56,7 +56,10 @@ class LifecycleConfig:
     `basin_breadth` (the share-weighted mean number of token types per expert basin, 1 when
     every expert serves one kind) is at least this: even routing alone also describes a layer
     whose experts each fit their tokens, where another expert only takes half of one expert's
-    tokens. Needs the observation to carry it; None (the default, as seeds/002) does not ask."""
+    tokens. Needs the observation to carry it; None (the default, as seeds/002) does not ask.
+    With both thresholds of the spread test above None, this test alone decides (with the
+    no-dead-expert condition): experts stretched over several kinds of token load their layer
+    unevenly, which the entropy test would read as no starvation."""
 
     # -- pruning -------------------------------------------------------------------------------
     prune_patience: int = 10

@@ -80,12 +80,13 @@ def layer_signal(registry: Registry, layer: int, config: LifecycleConfig) -> Lay
     """Return the layer's per-checkpoint starvation, debt and spread.
 
     A checkpoint is starved when the layer has no dead expert (every expert carries load, so
-    no idle capacity is left: "all active experts at capacity") and its routing is spread
-    thin: normalized entropy (over the layer's n_active + dead_count experts) at least
+    no idle capacity is left: "all active experts at capacity") and every test the config sets
+    holds. The spread test, when either of its thresholds is set: routing spread thin, with
+    normalized entropy (over the layer's n_active + dead_count experts) at least
     `starvation_entropy_threshold`, or `topk_saturation` at least
-    `starvation_saturation_threshold`; and, when `starvation_breadth_threshold` is set, its
-    experts' basins are broad: `basin_breadth` at least that (a checkpoint without it is not
-    starved).
+    `starvation_saturation_threshold`. The breadth test, when `starvation_breadth_threshold` is
+    set: the experts' basins are broad, `basin_breadth` at least that (a checkpoint without it
+    fails). With no test set, nothing starves.
     """
     series = {name: registry.metric_window(layer, name, layer=True) for name in LAYER_KEYS}
     length = min(len(v) for v in series.values())
@@ -114,6 +115,8 @@ def layer_signal(registry: Registry, layer: int, config: LifecycleConfig) -> Lay
 def _spread_thin(config: LifecycleConfig, spread: float, saturation: float | None) -> bool:
     entropy_at = config.starvation_entropy_threshold
     saturation_at = config.starvation_saturation_threshold
+    if entropy_at is None and saturation_at is None:  # not asked, unless no test is set at all
+        return config.starvation_breadth_threshold is not None
     return ((entropy_at is not None and spread >= entropy_at)
             or (saturation_at is not None and saturation is not None and saturation >= saturation_at))
 

@@ -562,6 +562,21 @@ def test_with_a_breadth_threshold_only_experts_serving_several_types_starve_a_la
     assert check.thresholds["starvation_breadth_threshold"] == 1.5
 
 
+def test_the_breadth_test_alone_starves_a_layer_whatever_its_routing_spread() -> None:
+    """With the spread tests off, broad basins starve a layer even under uneven routing; with every
+    starvation test off nothing starves."""
+    alone = dataclasses.replace(BASE, starvation_saturation_threshold=None, starvation_breadth_threshold=1.5)
+    uneven = {E(0): 0.55, E(1): 0.15, E(2): 0.15, E(3): 0.15}
+    run = Run(alone)
+    for _ in range(N):
+        events = run.checkpoint(uneven, layers={0: {"basin_breadth": 1.6}})
+    assert [d.parent for d in decisions(events, Action.SPAWN)] == [E(0)]
+    off = Run(dataclasses.replace(alone, starvation_breadth_threshold=None))
+    for _ in range(N):
+        events = off.checkpoint(uneven, layers={0: {"basin_breadth": 3.0, **STARVED}})
+    assert not decisions(events, Action.SPAWN)
+
+
 @pytest.mark.parametrize("value", [0.5, 1.0 - 1e-9, float("inf"), float("nan")])
 def test_the_breadth_threshold_is_at_least_one_type(value: float) -> None:
     """A breadth below one type (or not finite) is a configuration error, named in one sentence."""
