@@ -6,23 +6,19 @@ the rank of one map (`d_hidden == d_out`), so an expert fits one type's map and 
 types on one expert cost loss, a type with an expert of its own is fit almost exactly. Types
 are told apart by their centers, which the router sees.
 
-Types 6-9 form one *region*: their centers lie `neighbour_offset` apart around type 6's, close
-enough that the router first sends the whole region to one expert, far enough to be separated
-once two experts compete for it; their maps differ.
-
 The phases are built so that each lifecycle action becomes useful at some point, while the
 lifecycle sees only routing statistics and weights, never the schedule:
 
 | phase | types (share of tokens) | what the layer faces | calls for |
 |---|---|---|---|
 | settle | 0-3 (1/4 each) | four maps, four experts | little |
-| arrival | 0-5 (1/6 each) | 4 and 5 appear: every expert busy | spawn |
-| departure | 2-5 (1/4 each) | 0 and 1 vanish: their experts idle | prune; merge of clones that coincide |
-| dominance | 2-5 (0.1), 6-9 (0.6) | one expert takes 60% of the routing | split |
-| convergence | as dominance, 7-9 become 6 | the region is one cluster again | merge (or prune) |
+| arrival | 0-5 (1/6 each) | 4 and 5 appear: experts serve two types each | spawn |
+| departure | 2-5 (1/4 each) | 0 and 1 vanish: their experts idle | prune |
+| surge | 2 (2/3), 3-5 (1/9 each) | one type's expert takes most of the routing | split |
+| calm | 2-5 (1/4 each) | the surge is over: the split's halves serve one type | merge |
 
-In convergence types 7-9 take type 6's center, map and label: the tokens are type 6's now,
-so basin tracking sees one type where there were four.
+A split copies the overloaded expert, router row included, so its two halves share the surging
+type and stay alike; once it calms down they carry no more than one expert can, and merge.
 
 Data come from CPU `torch.Generator`s of their own, so two runs with one seed see the same
 tokens, with or without the lifecycle.
@@ -40,11 +36,9 @@ from lifecycle_es.errors import ConfigError
 
 __all__ = ["PHASES", "Batch", "Phase", "Task"]
 
-NUM_TYPES = 10
+NUM_TYPES = 6
 D_IN = 16
 D_OUT = 8
-REGION = (6, 7, 8, 9)
-"""The neighbouring types that arrive together in the dominance phase."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +55,13 @@ class Phase:
 
 
 _BASE = {2: 1.0, 3: 1.0, 4: 1.0, 5: 1.0}
-_REGION = {t: 1.5 for t in REGION}
 
 PHASES: tuple[Phase, ...] = (
     Phase("settle", 0.0, {0: 1, 1: 1, 2: 1, 3: 1}),
     Phase("arrival", 0.2, {0: 1, 1: 1, **_BASE}),
     Phase("departure", 0.4, _BASE),
-    Phase("dominance", 0.6, {**_BASE, **_REGION}),
-    Phase("convergence", 0.8, {**_BASE, **_REGION}, same_as={t: REGION[0] for t in REGION[1:]}),
+    Phase("surge", 0.6, {**_BASE, 2: 6.0}),
+    Phase("calm", 0.8, _BASE),
 )
 """The default schedule; see the module docstring for why each phase is there."""
 
@@ -96,18 +89,14 @@ class Task:
     d_out = D_OUT
 
     def __init__(self, *, seed: int, steps: int, batch_size: int,
-                 phases: tuple[Phase, ...] = PHASES, separation: float = 2.0,
-                 neighbour_offset: float = 4.5) -> None:
-        """Build the types' centers and maps from `seed`; region types sit `neighbour_offset` from 6."""
+                 phases: tuple[Phase, ...] = PHASES, separation: float = 2.0) -> None:
+        """Build the types' centers and maps from `seed`, centers `separation` times N(0, I)."""
         if steps < 1 or batch_size < 1:
             raise ConfigError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")
         self.steps, self.batch_size, self.phases = steps, batch_size, phases
         g = torch.Generator().manual_seed(_derive(seed, 1))
         self.centers = torch.randn(NUM_TYPES, D_IN, generator=g) * separation
         self.maps = torch.randn(NUM_TYPES, D_OUT, D_IN, generator=g) / math.sqrt(D_IN)
-        for t in REGION[1:]:
-            offset = torch.randn(D_IN, generator=g)
-            self.centers[t] = self.centers[REGION[0]] + neighbour_offset * offset / offset.norm()
         self._stream = torch.Generator().manual_seed(_derive(seed, 2))
         self._eval_seed = _derive(seed, 3)
 

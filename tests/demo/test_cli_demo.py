@@ -47,7 +47,7 @@ def test_the_baseline_is_reported_beside_the_lifecycle(
     assert labels[0] == "lifecycle" and labels[-1] == "lowest"
     sizes = [int(label.split()[1]) for label in labels[1:-1]]
     assert 4 in sizes and 16 in sizes and sizes == sorted(set(sizes), key=sizes.index)
-    final = next(line for line in out.splitlines() if line.strip().startswith("convergence (step 300)"))
+    final = next(line for line in out.splitlines() if line.strip().startswith("calm (step 300)"))
     losses = [float(v) for v in re.findall(r"\b\d+\.\d{4}\b", final)]
     assert len(losses) == len(labels) - 1  # one loss per run
     assert final.rstrip().endswith(labels[losses.index(min(losses))])
