@@ -14,8 +14,9 @@ applied before the run ended (`apply_at_step <= steps`) and the thrash among the
 - a merge of a child with the expert it was split or cloned from within
   `split_cooldown_per_expert` steps of its birth (the split undone).
 
-A merge of a child with its parent after the cooldown is not thrash (the split had its time
-and did not take), but it is counted apart as "undo" so a reader sees how often it happens.
+A merge of a child with its parent after the cooldown is not thrash (the split served a load
+that has passed, as the demo's surge and calm intend, or it did not take), but it is counted
+apart as "re-merge" so a reader sees how often it happens.
 The thresholds are read from the run's own `RunStarted` config. It prints one row per run
 (seed x strategy x ranks: actions, thrash, held-out loss at the end of each phase) and one per
 (strategy, ranks): in how many runs each action was taken, thrash in all and per run at most.
@@ -55,7 +56,7 @@ class Outcome:
     seconds: float
     applied: Counter[str] = field(default_factory=Counter)
     thrash: list[str] = field(default_factory=list)
-    undo: int = 0
+    remerged: int = 0
     losses: dict[str, float] = field(default_factory=dict)
     mean_loss: float = float("nan")
     error: str = ""
@@ -75,7 +76,7 @@ def _run(seed: int, strategy: str, ranks: int, steps: int, root: Path) -> Outcom
         outcome.error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "?"
         return outcome
     records = [json.loads(line) for line in (root / f"{run_id}.jsonl").read_text().splitlines()]
-    outcome.applied, outcome.thrash, outcome.undo = judge(records, steps)
+    outcome.applied, outcome.thrash, outcome.remerged = judge(records, steps)
     outcome.losses = {name: float(v) for name, v in LOSS_ROW.findall(done.stdout)}
     mean = MEAN_ROW.search(done.stdout)
     outcome.mean_loss = float(mean.group(1)) if mean else float("nan")
@@ -83,14 +84,14 @@ def _run(seed: int, strategy: str, ranks: int, steps: int, root: Path) -> Outcom
 
 
 def judge(records: list[dict[str, Any]], steps: int) -> tuple[Counter[str], list[str], int]:
-    """Return the actions applied before the end of a run, a line for each thrash, and the undos."""
+    """Return the actions applied before the end of a run, a line for each thrash, and the re-merges."""
     config = next(r for r in records if r["kind"] == "RunStarted")["config"]["lifecycle"]
     interval = config["lifecycle_eval_interval"]
     grace = (config["cooling_period"] + config["prune_patience"]) * interval
     born: dict[str, tuple[int, str | None]] = {}  # expert -> (step of birth, the expert it copies)
     applied: Counter[str] = Counter()
     thrash: list[str] = []
-    undo = 0
+    remerged = 0
     for r in records:
         if r["kind"] != "DecisionMade" or r["apply_at_step"] > steps:
             continue
@@ -110,8 +111,8 @@ def judge(records: list[dict[str, Any]], steps: int) -> tuple[Counter[str], list
                 if step - when < config["split_cooldown_per_expert"]:
                     thrash.append(f"{child} merged with its parent {other} {step - when} steps after birth")
                 else:
-                    undo += 1
-    return applied, thrash, undo
+                    remerged += 1
+    return applied, thrash, remerged
 
 
 def _range(text: str) -> list[int]:
@@ -145,7 +146,7 @@ def main() -> None:
 def _print_runs(outcomes: list[Outcome]) -> None:
     phases = sorted({p for o in outcomes for p in o.losses}, key=list(outcomes[0].losses).index
                     if outcomes[0].losses else str)
-    print("| seed | strategy | ranks | SPAWN | PRUNE | SPLIT | MERGE | thrash | undo | "
+    print("| seed | strategy | ranks | SPAWN | PRUNE | SPLIT | MERGE | thrash | re-merge | "
           + " | ".join(f"loss {p}" for p in phases) + " | mean loss | s |")
     print("|---" * (11 + len(phases)) + "|")
     for o in outcomes:
@@ -155,7 +156,7 @@ def _print_runs(outcomes: list[Outcome]) -> None:
         losses = " | ".join(f"{o.losses.get(p, float('nan')):.4f}" for p in phases)
         print(f"| {o.seed} | {o.strategy} | {o.ranks} | "
               + " | ".join(str(o.applied[a]) for a in ACTIONS)
-              + f" | {len(o.thrash)} | {o.undo} | {losses} | {o.mean_loss:.4f} | {o.seconds:.0f} |")
+              + f" | {len(o.thrash)} | {o.remerged} | {losses} | {o.mean_loss:.4f} | {o.seconds:.0f} |")
     for o in outcomes:
         for line in o.thrash:
             print(f"  thrash: seed {o.seed} {o.strategy} ranks {o.ranks}: {line}")
@@ -163,7 +164,7 @@ def _print_runs(outcomes: list[Outcome]) -> None:
 
 def _print_summary(outcomes: list[Outcome]) -> None:
     print("\n| strategy | ranks | runs | SPAWN | PRUNE | SPLIT | MERGE | thrash total | thrash max/run "
-          "| undo total | mean loss |")
+          "| re-merge total | mean loss |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     groups = sorted({(o.strategy, o.ranks) for o in outcomes})
     for strategy, ranks in groups:
@@ -173,7 +174,7 @@ def _print_summary(outcomes: list[Outcome]) -> None:
         thrash = [len(o.thrash) for o in ok]
         mean = sum(o.mean_loss for o in ok) / len(ok) if ok else float("nan")
         print(f"| {strategy} | {ranks} | {len(group)} | {took} | {sum(thrash)} | {max(thrash, default=0)} "
-              f"| {sum(o.undo for o in ok)} | {mean:.4f} |")
+              f"| {sum(o.remerged for o in ok)} | {mean:.4f} |")
 
 
 if __name__ == "__main__":
