@@ -45,6 +45,7 @@ __all__ = ["EntityState", "Registry", "fold", "fold_record", "holds_slot", "peer
 HISTORY_LIMIT = 32
 """Transitions kept per entity: enough for hysteresis windows and debugging, bounded."""
 
+_ACTIONS = tuple(Action)  # iterating the enum class itself is slow on the fold's path
 _MetricKey = tuple[str, str | int | None]  # ("entity", id) | ("layer", n) | ("run", None)
 _SlotKey = tuple[str, int | None, int | str]
 
@@ -351,10 +352,11 @@ def _on_transition_applied(r: Registry, ev: Record) -> None:
     r._population[(e.spec, e.layer, e.state)] -= 1
     r._population[(e.spec, e.layer, target)] += 1
     _track_slot(r, e, moved, step)
-    if target in r._retired[e.spec]:
+    retired = r._retired[e.spec]
+    if target in retired:
         _retire(r, moved)
-    else:
-        r._live[e.entity] = None  # already there unless it comes back (revive, recycle)
+    elif e.state in retired:  # back in the live set: revive, recycle
+        r._live[e.entity] = None
 
 
 def _retire(r: Registry, e: EntityState) -> None:
@@ -367,7 +369,7 @@ def _retire(r: Registry, e: EntityState) -> None:
             del named[metric]
         if not named:
             del r._windows[key]
-    for action in Action:
+    for action in _ACTIONS:
         r._last_decision.pop((action, name), None)
     if e.slot is None and r.specs[e.spec].state(e.state).terminal:
         r._failures.pop(_slot_key(e), None)  # keyed by the entity itself, which cannot fail again
@@ -410,13 +412,14 @@ def _on_metrics_observed(r: Registry, ev: Record) -> None:
     entity, layer, metrics = ev["entity"], ev["layer"], ev["metrics"]
     key: _MetricKey = (("entity", entity) if entity is not None
                        else ("layer", layer) if layer is not None else ("run", None))
-    if entity is not None and _retired(r, entity):
+    owner = r.entities.get(entity) if entity is not None else None  # inlined: the hot path
+    if owner is not None and owner.state in r._retired[owner.spec]:
         return  # recorded in the log; the registry keeps windows of live entities only
     windows = r._windows.get(key)
     for name, value in metrics.items():
         window = None if windows is None else windows.get(name)
         if window is None:
-            if _retired(r, peer_of(name)):
+            if "." in name and _retired(r, peer_of(name)):
                 continue  # a per-peer window about an entity that can no longer act
             if windows is None:
                 windows = r._windows[key] = {}
