@@ -4,13 +4,15 @@ Single-process code takes the same path as a DDP rank (torchtitan's rule): with 
 group initialised, every helper here returns its input or does nothing, and
 `Replicated` is the model itself. Tensors travel on the CPU under gloo and on the current CUDA
 device under NCCL. Digests are 64-bit values written as 16 hex digits (`ModelSurgery.digest`).
+`process_group` is where a rank joins the default group and leaves it in step with the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -24,6 +26,7 @@ __all__ = [
     "digest_range",
     "gather_digests",
     "named_state",
+    "process_group",
     "rank",
     "sum_in_place",
     "world_size",
@@ -48,6 +51,30 @@ def rank(group: Group = None) -> int:
 def world_size(group: Group = None) -> int:
     """Return the number of ranks in `group`: 1 without a process group."""
     return dist.get_world_size(group) if active(group) else 1
+
+
+@contextlib.contextmanager
+def process_group(backend: str = "gloo", **options: Any) -> Iterator[None]:
+    """Join the default process group for the block (`dist.init_process_group(backend, **options)`,
+    torchrun's environment by default) and leave it so that every rank can.
+
+    A block that ends normally waits at a barrier until every rank is done with the group, then
+    destroys it: no rank tears its connections down, or exits, while a peer still has work on
+    them (under gloo that work would meet closed sockets; and once DDP has wrapped a model,
+    `destroy_process_group` does not stop gloo's threads, which then run on through interpreter
+    exit). A block that raises destroys the group at once: a failed peer may never reach the
+    barrier.
+    """
+    dist.init_process_group(backend, **options)
+    try:
+        yield
+    except BaseException:
+        dist.destroy_process_group()
+        raise
+    try:
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
 
 
 def _device(group: Group) -> torch.device:

@@ -139,13 +139,12 @@ def _rank_options(args: argparse.Namespace, log: Log, *, resume: bool = False) -
 
 def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worker: Worker) -> int:
     """Be one rank of a multi-rank run: join the process group, train, report (rank 0)."""
-    import torch.distributed as dist
+    from projections import distributed
 
     if args.run is None and worker.restart:
         raise ConfigError("a restarted rank finds its run by id: pass --run to every rank")
     timeout = datetime.timedelta(seconds=max(60.0, 2 * args.sync_timeout))
-    dist.init_process_group("gloo", timeout=timeout)
-    try:
+    with distributed.process_group("gloo", timeout=timeout):  # leaves in step with the others
         run_id = _leaders_run_id(run_id)
         leader = worker.rank == 0
         fresh = worker.restart == 0
@@ -159,8 +158,6 @@ def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worke
             if leader:
                 _report(args, log, live, [outcome])
                 print(f"ranks:     {worker.world_size}, every rank ended with digest {live.digest}")
-    finally:
-        dist.destroy_process_group()
     return 0
 
 

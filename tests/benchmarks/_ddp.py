@@ -60,12 +60,9 @@ def process_group(rank: int, world: int, port: int, threads: int = 1) -> Iterato
     """Join a gloo process group on loopback, with `threads` torch threads in this rank."""
     torch.set_num_threads(threads)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=300))
-    try:
+    with distributed.process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                   world_size=world, timeout=datetime.timedelta(seconds=300)):
         yield
-    finally:
-        dist.destroy_process_group()
 
 
 # -- the model under DDP ---------------------------------------------------------------------------

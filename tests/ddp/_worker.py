@@ -179,27 +179,27 @@ def _fingerprint(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> di
 
 
 def main() -> None:
-    """Join the process group, run the mode, print one JSON line; exit 3 on an exception."""
+    """Join the process group, run the mode, print one JSON line, leave the group in step with
+    the other ranks; exit 3 on an exception, leaving nothing."""
     args = _parser().parse_args()
     worker = worker_from_env(os.environ)
     assert worker is not None, "run me with RANK and WORLD_SIZE set"
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
-    try:
-        result = train(args, worker.restart) if args.mode == "train" else collectives()
-    except Exception as e:
-        report = {
-            "rank": worker.rank,
-            "error": type(e).__name__,
-            "message": str(e),
-            "step": getattr(e, "step", None),
-            "ranks": getattr(e, "ranks", None),
-            "error_rank": getattr(e, "rank", None),
-        }
-        print(json.dumps(report), flush=True)
-        os._exit(ERROR_EXIT)  # no teardown: a collective with a dead peer could block it
-    print(json.dumps(result), flush=True)
-    dist.destroy_process_group()
+    with distributed.process_group("gloo", timeout=datetime.timedelta(seconds=60)):
+        try:
+            result = train(args, worker.restart) if args.mode == "train" else collectives()
+        except Exception as e:
+            report = {
+                "rank": worker.rank,
+                "error": type(e).__name__,
+                "message": str(e),
+                "step": getattr(e, "step", None),
+                "ranks": getattr(e, "ranks", None),
+                "error_rank": getattr(e, "rank", None),
+            }
+            print(json.dumps(report), flush=True)
+            os._exit(ERROR_EXIT)  # no teardown: a collective with a dead peer could block it
+        print(json.dumps(result), flush=True)
     sys.exit(0)
 
 

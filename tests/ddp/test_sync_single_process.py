@@ -19,6 +19,7 @@ import torch
 
 import bus
 from bus import MemoryLog
+from bus.testing import free_port
 from lifecycle_es import Action, ConfigError, DecisionMade, InconsistentEventError, Lifecycle
 from projections import Snapshot, distributed
 from projections.checkpoint import FORMAT, load_checkpoint, save_checkpoint
@@ -290,6 +291,20 @@ def test_without_a_process_group_the_helpers_change_nothing() -> None:
         distributed.named_state(model), torch.optim.SGD(model.parameters()), src=0
     )
     assert torch.equal(model.weight, weights)
+
+
+def _one_rank() -> dict[str, Any]:
+    return {"init_method": f"tcp://127.0.0.1:{free_port()}", "rank": 0, "world_size": 1}
+
+
+def test_process_group_leaves_the_group_it_joined_whether_the_block_ends_or_raises() -> None:
+    """Inside the block a one-rank gloo group is active; after it none is, and an error passes through."""
+    with distributed.process_group("gloo", **_one_rank()):
+        assert (distributed.active(), distributed.rank(), distributed.world_size()) == (True, 0, 1)
+    assert not distributed.active()
+    with pytest.raises(_Crash), distributed.process_group("gloo", **_one_rank()):
+        raise _Crash
+    assert not distributed.active()
 
 
 def test_replicated_without_a_group_is_the_module_itself() -> None:
