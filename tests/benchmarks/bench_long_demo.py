@@ -46,7 +46,7 @@ def child(steps: int, strategy: str, threads: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
-    options = DemoOptions(steps=steps, strategy=strategy)  # type: ignore[arg-type]
+    options = DemoOptions(steps=steps, strategy="resize" if strategy == "resize" else "masked")
     interval = demo_config(options).lifecycle_eval_interval
     stamps: list[float] = []
     rss: list[int] = []  # current RSS at each tenth of the run
