@@ -84,15 +84,24 @@ class Lifecycle:
         _check_gates(spec_map, self.gates)
         self.registry = Registry(spec_map, window=self.config.metric_window)
         self._policy = self.config.gate_policy
-        self.step = 0
+        self._clock = 0
         self._pending: list[dict[str, Any]] | None = None
         self.catch_up()
 
     # -- the clock -----------------------------------------------------------------------------
 
+    @property
+    def step(self) -> int:
+        """The lifecycle clock: the step commands that name none are stamped with.
+
+        The latest step the log holds, or a later one set by `advance`; a `Lifecycle` reopened
+        on a run's log goes on from where the run stands.
+        """
+        return max(self._clock, self.registry.step)
+
     def advance(self, step: int) -> None:
         """Set the lifecycle clock (the training step) used by commands that name no step."""
-        self.step = self._check_step(step)
+        self._clock = self._check_step(step)
 
     def _stamp(self, step: int | None, causation: str | None = None) -> Stamp:
         at = self.step if step is None else self._check_step(step)
@@ -109,7 +118,14 @@ class Lifecycle:
 
     def start(self, *, config: Mapping[str, Any] | None = None, seed: int = 0,
               world_size: int = 1, torch_version: str = "") -> None:
-        """Record `RunStarted` and move the run from pending to running."""
+        """Record `RunStarted` and move the run from pending to running.
+
+        A run starts once: on a log that already holds its `RunStarted` this raises
+        `InvalidTransitionError` and records nothing (a restarted writer resumes, it does not
+        start again).
+        """
+        if self.registry.run_id is not None:
+            raise InvalidTransitionError(f"run {self.run_id!r} has already started; a run starts once")
         stamp = self._stamp(None)
         started = RunStarted(run_id=self.run_id, step=stamp.step, rank=self.rank,
                              config=dict(config or {}), specs=sorted(self.registry.specs),
