@@ -101,18 +101,21 @@ def rank_main(rank: int, world: int, port: int, url: str, opts: dict[str, Any]) 
         spent = 0.0  # in boundaries, since the last progress line
         inside: list[float] = []  # each boundary's time, and with its training steps before it
         whole: list[float] = []
+        cpu: list[float] = []  # the boundary's CPU time on this rank's main thread: less sensitive
+        # than wall time to other processes on the machine (collective waits do not count)
         while sum(applied.values()) < opts["actions"]:
             t_train = time.perf_counter()
             for _ in range(opts["train_steps"]):
                 step += 1
                 side.basin.record(trainer.step(step))
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             if profile is not None and boundaries >= opts["profile_from"]:
                 profile.enable()
             done = side.boundary(step, decide)
             if profile is not None:
                 profile.disable()
             t1 = time.perf_counter()
+            cpu.append(time.thread_time() - c0)
             spent += t1 - t0
             inside.append(t1 - t0)
             whole.append(t1 - t_train)
@@ -138,6 +141,7 @@ def rank_main(rank: int, world: int, port: int, url: str, opts: dict[str, Any]) 
             print(f"leader's registry at the end : {registry_size(side.lc.registry)}")
             print(f"rank 0 {first_last(inside)}")
             print(f"rank 0 {first_last(whole, 'boundary + training steps')}")
+            print(f"rank 0 {first_last(cpu, 'boundary CPU')}")
         if profile is not None:
             for key in ("cumulative", "tottime"):
                 out = io.StringIO()
