@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -10,6 +11,7 @@ from types import ModuleType
 from bus.errors import BusError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import ConfigError, LifecycleError
 from replay import _cmd_demo, _cmd_export, _cmd_replay, _cmd_spec, _cmd_tail, _cmd_verify
+from replay._launch import worker_from_env
 
 __all__ = ["main"]
 
@@ -43,8 +45,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    A rank of a multi-rank demo (torchrun's RANK and WORLD_SIZE set) does not return: once its
+    output is flushed it ends at once with the status. Once DDP has wrapped a model, gloo's
+    threads outlive `destroy_process_group` (pytorch/pytorch#130345), and a gloo thread still
+    running while the interpreter finalizes aborts the process (SIGABRT, exit status 134;
+    pytorch/pytorch#179291). The run's log is closed and its checkpoints written by then.
+    """
     args = build_parser().parse_args(argv)
+    status = _run(args)
+    if args.command == "demo" and worker_from_env(os.environ) is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
