@@ -58,7 +58,8 @@ class Stamp:
             raise ConfigError(f"step and rank must be >= 0, got step {self.step}, rank {self.rank}")
         # Checked here because transitions and observations build their events unvalidated.
         if self.causation is not None and (
-                not isinstance(self.causation, str) or not re.fullmatch(_UUID_PATTERN, self.causation)):
+            not isinstance(self.causation, str) or not re.fullmatch(_UUID_PATTERN, self.causation)
+        ):
             raise ConfigError(f"causation must be an event id (UUID text), got {self.causation!r}")
 
 
@@ -122,7 +123,8 @@ def register(
     if state not in found.initial:
         found.state(state)  # an unknown name raises its own, more precise error
         raise UnknownStateError(
-            f"{spec} entities cannot start in {state!r}; initial states: {list(found.initial)}")
+            f"{spec} entities cannot start in {state!r}; initial states: {list(found.initial)}"
+        )
     for name, value in (("slot", slot), ("layer", layer)):
         # Checked here, not left to pydantic, whose lax mode would turn "3" or True into 3
         # after the slot-holder check below had been skipped.
@@ -131,9 +133,19 @@ def register(
     if slot is not None and (holder := registry.slot_holder(spec, layer, slot)) is not None:
         raise DuplicateEntityError(f"slot {slot} of layer {layer} is held by {holder!r}")
     try:
-        return EntityRegistered(run_id=stamp.run_id, step=stamp.step, rank=stamp.rank,
-                                causation=stamp.causation, entity=entity, spec=spec, state=state,
-                                slot=slot, layer=layer, parent=parent, attrs=dict(attrs or {}))
+        return EntityRegistered(
+            run_id=stamp.run_id,
+            step=stamp.step,
+            rank=stamp.rank,
+            causation=stamp.causation,
+            entity=entity,
+            spec=spec,
+            state=state,
+            slot=slot,
+            layer=layer,
+            parent=parent,
+            attrs=dict(attrs or {}),
+        )
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(map(str, err["loc"]))
@@ -154,9 +166,15 @@ def observe(
         registry.get(entity)
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
         raise ConfigError(f"layer must be a non-negative int, got {layer!r}")
-    return MetricsObserved.trusted(run_id=stamp.run_id, step=stamp.step, rank=stamp.rank,
-                                   causation=stamp.causation, entity=entity, layer=layer,
-                                   metrics=checked)
+    return MetricsObserved.trusted(
+        run_id=stamp.run_id,
+        step=stamp.step,
+        rank=stamp.rank,
+        causation=stamp.causation,
+        entity=entity,
+        layer=layer,
+        metrics=checked,
+    )
 
 
 def request_transition(
@@ -183,21 +201,34 @@ def request_transition(
     edge, target, trig = _resolve(spec, current.state, to, trigger)
     checked = check_metrics(metrics)
     if edge is None:
-        why = (f"Invalid transition: {current.state} -> {target}" if target
-               else f"Invalid transition: no {trig!r} edge leaves {current.state}")
+        why = (
+            f"Invalid transition: {current.state} -> {target}"
+            if target
+            else f"Invalid transition: no {trig!r} edge leaves {current.state}"
+        )
         return _rejected(stamp, current, target, trig, (), (why,))
     if (taken := _slot_taken(registry, spec, current, target)) is not None:
         return _rejected(stamp, current, target, trig, (), (taken,))
     merged = {**registry.latest_metrics(entity), **checked}
     gate_input = GateInput(current, target, stamp.step, merged, registry)
-    checks = tuple(_check(gates, policy, stamp, gate_input, name, spec, edge)
-                   for name in _gate_names(spec, current, edge))
+    checks = tuple(
+        _check(gates, policy, stamp, gate_input, name, spec, edge)
+        for name in _gate_names(spec, current, edge)
+    )
     failed = tuple(f"{c.gate}: {c.reason}" for c in checks if c.blocking and not c.passed)
     if failed:
         return _rejected(stamp, current, target, trig, checks, failed)
     applied = TransitionApplied.trusted(
-        run_id=stamp.run_id, step=stamp.step, rank=stamp.rank, causation=stamp.causation,
-        entity=entity, from_state=current.state, to_state=target, trigger=trig, reason=reason)
+        run_id=stamp.run_id,
+        step=stamp.step,
+        rank=stamp.rank,
+        causation=stamp.causation,
+        entity=entity,
+        from_state=current.state,
+        to_state=target,
+        trigger=trig,
+        reason=reason,
+    )
     return Outcome((*checks, applied), True)
 
 
@@ -235,8 +266,13 @@ def _gate_names(spec: Spec, current: EntityState, edge: TransitionDef) -> tuple[
 
 
 def _check(
-    gates: GateLibrary, policy: GatePolicy, stamp: Stamp, gate_input: GateInput, name: str,
-    spec: Spec, edge: TransitionDef,
+    gates: GateLibrary,
+    policy: GatePolicy,
+    stamp: Stamp,
+    gate_input: GateInput,
+    name: str,
+    spec: Spec,
+    edge: TransitionDef,
 ) -> GateChecked:
     gate = gates[name]
     overrides = dict(policy.params.get(name, {}))
@@ -246,19 +282,41 @@ def _check(
     result = gate.fn(gate_input, params)
     blocking = policy.mode is GateMode.STRICT or gate.category is GateCategory.STRUCTURAL
     return GateChecked.trusted(
-        run_id=stamp.run_id, step=stamp.step, rank=stamp.rank, causation=stamp.causation,
-        entity=gate_input.entity.entity, from_state=edge.source, to_state=edge.target, gate=name,
-        category=gate.category, passed=result.passed, blocking=blocking, reason=result.reason,
+        run_id=stamp.run_id,
+        step=stamp.step,
+        rank=stamp.rank,
+        causation=stamp.causation,
+        entity=gate_input.entity.entity,
+        from_state=edge.source,
+        to_state=edge.target,
+        gate=name,
+        category=gate.category,
+        passed=result.passed,
+        blocking=blocking,
+        reason=result.reason,
         observed={k: v for k, v in result.observed.items() if math.isfinite(v)},
-        thresholds={k: float(v) for k, v in params.items() if math.isfinite(v)}, mode=policy.mode)
+        thresholds={k: float(v) for k, v in params.items() if math.isfinite(v)},
+        mode=policy.mode,
+    )
 
 
 def _rejected(
-    stamp: Stamp, current: EntityState, target: str, trigger: str,
-    checks: tuple[GateChecked, ...], reasons: tuple[str, ...],
+    stamp: Stamp,
+    current: EntityState,
+    target: str,
+    trigger: str,
+    checks: tuple[GateChecked, ...],
+    reasons: tuple[str, ...],
 ) -> Outcome:
     rejected = TransitionRejected.trusted(
-        run_id=stamp.run_id, step=stamp.step, rank=stamp.rank, causation=stamp.causation,
-        entity=current.entity, from_state=current.state, to_state=target, trigger=trigger,
-        reasons=list(reasons))
+        run_id=stamp.run_id,
+        step=stamp.step,
+        rank=stamp.rank,
+        causation=stamp.causation,
+        entity=current.entity,
+        from_state=current.state,
+        to_state=target,
+        trigger=trigger,
+        reasons=list(reasons),
+    )
     return Outcome((*checks, rejected), False, reasons)

@@ -100,8 +100,10 @@ class Registry:
         """Metric windows of live entities, layers and the run; an owner has at least one."""
         self._cycle: Counter[str] = Counter()
         self._last_decision: dict[tuple[str, str | int | None], int] = {}
-        self._retired = {name: frozenset(s.name for s in spec.states if not holds_slot(spec, s.name))
-                         for name, spec in self.specs.items()}
+        self._retired = {
+            name: frozenset(s.name for s in spec.states if not holds_slot(spec, s.name))
+            for name, spec in self.specs.items()
+        }
         """Per spec, the states whose entities are out of the live set (see the module docstring)."""
 
     # -- queries -------------------------------------------------------------------------------
@@ -182,15 +184,23 @@ class Registry:
     def to_state(self) -> dict[str, Any]:
         """Return the registry as plain data (JSON- and `torch.load(weights_only=True)`-safe)."""
         return {
-            "window": self.window, "run_id": self.run_id, "seq": self.seq, "step": self.step,
-            "run_state": self.run_state, "run_config": self.run_config, "run_seed": self.run_seed,
-            "sealed_step": self.sealed_step, "verified_step": self.verified_step,
+            "window": self.window,
+            "run_id": self.run_id,
+            "seq": self.seq,
+            "step": self.step,
+            "run_state": self.run_state,
+            "run_config": self.run_config,
+            "run_seed": self.run_seed,
+            "sealed_step": self.sealed_step,
+            "verified_step": self.verified_step,
             "last_checkpoint": self.last_checkpoint,
             "entities": [_entity_to_plain(e) for e in self.entities.values()],
             "failures": [[*k, *v] for k, v in self._failures.items()],
-            "windows": [[kind, key, name, list(values)]
-                        for (kind, key), named in self._windows.items()
-                        for name, values in named.items()],
+            "windows": [
+                [kind, key, name, list(values)]
+                for (kind, key), named in self._windows.items()
+                for name, values in named.items()
+            ],
             "cycle": dict(self._cycle),
             "last_decision": [[a, k, s] for (a, k), s in self._last_decision.items()],
         }
@@ -199,8 +209,16 @@ class Registry:
     def from_state(cls, specs: Mapping[str, Spec], state: Mapping[str, Any]) -> Registry:
         """Rebuild a registry from `to_state()` output; the specs must include every spec it uses."""
         r = cls(specs, window=state["window"])
-        for name in ("run_id", "seq", "step", "run_state", "run_seed", "sealed_step",
-                     "verified_step", "last_checkpoint"):
+        for name in (
+            "run_id",
+            "seq",
+            "step",
+            "run_state",
+            "run_seed",
+            "sealed_step",
+            "verified_step",
+            "last_checkpoint",
+        ):
             setattr(r, name, state[name])
         r.run_config = dict(state["run_config"])
         for plain in state["entities"]:
@@ -225,19 +243,42 @@ class Registry:
     def copy(self) -> Registry:
         """Return an independent copy (entities are immutable and shared)."""
         clone = copy.copy(self)
-        for name in ("entities", "_live", "_slots", "_failures", "_population", "_cycle",
-                     "_last_decision", "run_config"):
+        for name in (
+            "entities",
+            "_live",
+            "_slots",
+            "_failures",
+            "_population",
+            "_cycle",
+            "_last_decision",
+            "run_config",
+        ):
             setattr(clone, name, copy.copy(getattr(self, name)))
-        clone._windows = {k: {n: deque(d, d.maxlen) for n, d in v.items()}
-                          for k, v in self._windows.items()}
+        clone._windows = {k: {n: deque(d, d.maxlen) for n, d in v.items()} for k, v in self._windows.items()}
         return clone
 
     def _facts(self) -> tuple[Any, ...]:
         windows = {k: {n: tuple(d) for n, d in v.items()} for k, v in self._windows.items()}
-        return (sorted(self.specs), self.window, self.run_id, self.seq, self.step, self.run_state,
-                self.run_config, self.run_seed, self.sealed_step, self.verified_step, self.last_checkpoint,
-                self.entities, self._slots, self._failures, +self._population, windows,
-                +self._cycle, self._last_decision)
+        return (
+            sorted(self.specs),
+            self.window,
+            self.run_id,
+            self.seq,
+            self.step,
+            self.run_state,
+            self.run_config,
+            self.run_seed,
+            self.sealed_step,
+            self.verified_step,
+            self.last_checkpoint,
+            self.entities,
+            self._slots,
+            self._failures,
+            +self._population,
+            windows,
+            +self._cycle,
+            self._last_decision,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Registry) and self._facts() == other._facts()
@@ -256,8 +297,9 @@ def _entity_to_plain(e: EntityState) -> dict[str, Any]:
 
 
 def _entity_from_plain(plain: Mapping[str, Any]) -> EntityState:
-    return EntityState(**{**plain, "history": tuple(tuple(h) for h in plain["history"]),
-                          "attrs": dict(plain["attrs"])})
+    return EntityState(
+        **{**plain, "history": tuple(tuple(h) for h in plain["history"]), "attrs": dict(plain["attrs"])}
+    )
 
 
 def holds_slot(spec: Spec, state: str) -> bool:
@@ -317,7 +359,8 @@ def _on_run_started(r: Registry, ev: Record) -> None:
 def _on_run_state_changed(r: Registry, ev: Record) -> None:
     if r.run_state is not None and ev["from_state"] != r.run_state:
         raise InconsistentEventError(
-            f"seq {ev['seq']}: run moves from {ev['from_state']!r} but is in {r.run_state!r}")
+            f"seq {ev['seq']}: run moves from {ev['from_state']!r} but is in {r.run_state!r}"
+        )
     r.run_state = ev["to_state"]
 
 
@@ -325,10 +368,19 @@ def _on_entity_registered(r: Registry, ev: Record) -> None:
     name, spec = ev["entity"], r.specs.get(ev["spec"])
     if name in r.entities or spec is None or not spec.has_state(ev["state"]):
         raise InconsistentEventError(
-            f"seq {ev['seq']}: cannot register {name!r} as {ev['spec']}/{ev['state']}")
-    e = EntityState(entity=name, spec=ev["spec"], state=ev["state"], slot=ev["slot"],
-                    layer=ev["layer"], parent=ev["parent"], born_step=ev["step"],
-                    entered_step=ev["step"], attrs=dict(ev["attrs"]))
+            f"seq {ev['seq']}: cannot register {name!r} as {ev['spec']}/{ev['state']}"
+        )
+    e = EntityState(
+        entity=name,
+        spec=ev["spec"],
+        state=ev["state"],
+        slot=ev["slot"],
+        layer=ev["layer"],
+        parent=ev["parent"],
+        born_step=ev["step"],
+        entered_step=ev["step"],
+        attrs=dict(ev["attrs"]),
+    )
     r.entities[name] = e
     if e.state not in r._retired[e.spec]:
         r._live[name] = None
@@ -341,13 +393,23 @@ def _on_transition_applied(r: Registry, ev: Record) -> None:
     e = r.entities.get(ev["entity"])
     if e is None or e.state != ev["from_state"] or r.specs[e.spec].edge(e.state, ev["to_state"]) is None:
         raise InconsistentEventError(
-            f"seq {ev['seq']}: {ev['entity']!r} cannot move {ev['from_state']}->{ev['to_state']}")
+            f"seq {ev['seq']}: {ev['entity']!r} cannot move {ev['from_state']}->{ev['to_state']}"
+        )
     step, target = ev["step"], ev["to_state"]
     moved = EntityState(
-        entity=e.entity, spec=e.spec, state=target, slot=e.slot, layer=e.layer, parent=e.parent,
-        born_step=e.born_step, entered_step=step, transitions=e.transitions + 1,
-        rejections=e.rejections, history=(*e.history, (step, e.state, target))[-HISTORY_LIMIT:],
-        attrs=e.attrs)
+        entity=e.entity,
+        spec=e.spec,
+        state=target,
+        slot=e.slot,
+        layer=e.layer,
+        parent=e.parent,
+        born_step=e.born_step,
+        entered_step=step,
+        transitions=e.transitions + 1,
+        rejections=e.rejections,
+        history=(*e.history, (step, e.state, target))[-HISTORY_LIMIT:],
+        attrs=e.attrs,
+    )
     r.entities[e.entity] = moved
     r._population[(e.spec, e.layer, e.state)] -= 1
     r._population[(e.spec, e.layer, target)] += 1
@@ -404,14 +466,26 @@ def _on_transition_rejected(r: Registry, ev: Record) -> None:
         raise InconsistentEventError(f"seq {ev['seq']}: rejection for unknown entity {ev['entity']!r}")
     # Built directly: dataclasses.replace costs more than the rest of the fold together.
     r.entities[e.entity] = EntityState(
-        e.entity, e.spec, e.state, e.slot, e.layer, e.parent, e.born_step, e.entered_step,
-        e.transitions, e.rejections + 1, e.history, e.attrs)
+        e.entity,
+        e.spec,
+        e.state,
+        e.slot,
+        e.layer,
+        e.parent,
+        e.born_step,
+        e.entered_step,
+        e.transitions,
+        e.rejections + 1,
+        e.history,
+        e.attrs,
+    )
 
 
 def _on_metrics_observed(r: Registry, ev: Record) -> None:
     entity, layer, metrics = ev["entity"], ev["layer"], ev["metrics"]
-    key: _MetricKey = (("entity", entity) if entity is not None
-                       else ("layer", layer) if layer is not None else ("run", None))
+    key: _MetricKey = (
+        ("entity", entity) if entity is not None else ("layer", layer) if layer is not None else ("run", None)
+    )
     owner = r.entities.get(entity) if entity is not None else None  # inlined: the hot path
     if owner is not None and owner.state in r._retired[owner.spec]:
         return  # recorded in the log; the registry keeps windows of live entities only

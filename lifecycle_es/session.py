@@ -116,8 +116,14 @@ class Lifecycle:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def start(self, *, config: Mapping[str, Any] | None = None, seed: int = 0,
-              world_size: int = 1, torch_version: str = "") -> None:
+    def start(
+        self,
+        *,
+        config: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        world_size: int = 1,
+        torch_version: str = "",
+    ) -> None:
         """Record `RunStarted` and move the run from pending to running.
 
         A run starts once: on a log that already holds its `RunStarted` this raises
@@ -127,9 +133,16 @@ class Lifecycle:
         if self.registry.run_id is not None:
             raise InvalidTransitionError(f"run {self.run_id!r} has already started; a run starts once")
         stamp = self._stamp(None)
-        started = RunStarted(run_id=self.run_id, step=stamp.step, rank=self.rank,
-                             config=dict(config or {}), specs=sorted(self.registry.specs),
-                             world_size=world_size, torch_version=torch_version, seed=seed)
+        started = RunStarted(
+            run_id=self.run_id,
+            step=stamp.step,
+            rank=self.rank,
+            config=dict(config or {}),
+            specs=sorted(self.registry.specs),
+            world_size=world_size,
+            torch_version=torch_version,
+            seed=seed,
+        )
         self.append([started])
         if RUN_SPEC.name in self.registry.specs:
             self.set_run_state(RunState.RUNNING, reason="run started")
@@ -147,35 +160,85 @@ class Lifecycle:
         if current is None or edge is None:
             raise InvalidTransitionError(f"Invalid run transition: {current} -> {target}")
         stamp = self._stamp(step)
-        data = {"entity": self.run_id, "spec": spec.name, "from_state": current,
-                "to_state": target, "trigger": edge.trigger, "reason": reason, "step": stamp.step}
+        data = {
+            "entity": self.run_id,
+            "spec": spec.name,
+            "from_state": current,
+            "to_state": target,
+            "trigger": edge.trigger,
+            "reason": reason,
+            "step": stamp.step,
+        }
         self.hooks.fire("pre", spec, data)
-        self.append([RunStateChanged(run_id=self.run_id, step=stamp.step, rank=self.rank,
-                                     from_state=current, to_state=target, reason=reason)])
+        self.append(
+            [
+                RunStateChanged(
+                    run_id=self.run_id,
+                    step=stamp.step,
+                    rank=self.rank,
+                    from_state=current,
+                    to_state=target,
+                    reason=reason,
+                )
+            ]
+        )
         self.hooks.fire("post", spec, data)
 
-    def register(self, entity: str, spec: str, *, state: str | None = None,
-                 slot: int | None = None, layer: int | None = None, parent: str | None = None,
-                 attrs: Mapping[str, Any] | None = None, step: int | None = None,
-                 causation: str | None = None) -> EntityState:
+    def register(
+        self,
+        entity: str,
+        spec: str,
+        *,
+        state: str | None = None,
+        slot: int | None = None,
+        layer: int | None = None,
+        parent: str | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        step: int | None = None,
+        causation: str | None = None,
+    ) -> EntityState:
         """Register an entity in its spec's default (or a given) initial state and return it."""
-        event = commands.register(self.registry, self._stamp(step, causation), entity=entity,
-                                  spec=spec, state=state, slot=slot, layer=layer, parent=parent,
-                                  attrs=attrs)
+        event = commands.register(
+            self.registry,
+            self._stamp(step, causation),
+            entity=entity,
+            spec=spec,
+            state=state,
+            slot=slot,
+            layer=layer,
+            parent=parent,
+            attrs=attrs,
+        )
         self.append([event])
         return self.registry.get(entity)
 
-    def transition(self, entity: str, to: str | None = None, *, trigger: str | None = None,
-                   metrics: Mapping[str, Any] | None = None, reason: str = "",
-                   step: int | None = None, causation: str | None = None) -> EntityState:
+    def transition(
+        self,
+        entity: str,
+        to: str | None = None,
+        *,
+        trigger: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        reason: str = "",
+        step: int | None = None,
+        causation: str | None = None,
+    ) -> EntityState:
         """Move an entity to `to` (or along `trigger`) if its gates pass, and return it.
 
         A refused transition is recorded (its gate checks and `TransitionRejected`) and then
         raises `InvalidTransitionError` naming every failed check.
         """
         outcome = commands.request_transition(
-            self.registry, self.gates, self._policy, self._stamp(step, causation),
-            entity=entity, to=to, trigger=trigger, metrics=metrics, reason=reason)
+            self.registry,
+            self.gates,
+            self._policy,
+            self._stamp(step, causation),
+            entity=entity,
+            to=to,
+            trigger=trigger,
+            metrics=metrics,
+            reason=reason,
+        )
         final = outcome.events[-1].__dict__
         data = {k: final[k] for k in ("entity", "from_state", "to_state", "trigger", "step")}
         spec = self.registry.spec_of(self.registry.get(entity))
@@ -185,16 +248,23 @@ class Lifecycle:
         if not outcome.accepted:
             raise InvalidTransitionError(
                 f"{entity}: {data['from_state']} -> {data['to_state']} refused: "
-                + "; ".join(outcome.reasons), reasons=outcome.reasons)
+                + "; ".join(outcome.reasons),
+                reasons=outcome.reasons,
+            )
         if self.hooks:
             self.hooks.fire("post", spec, {**data, "spec": spec.name, "reason": reason})
         return self.registry.get(entity)
 
-    def observe(self, metrics: Mapping[str, Any], *, entity: str | None = None,
-                layer: int | None = None, step: int | None = None) -> None:
+    def observe(
+        self,
+        metrics: Mapping[str, Any],
+        *,
+        entity: str | None = None,
+        layer: int | None = None,
+        step: int | None = None,
+    ) -> None:
         """Record metrics of an entity, a layer or the run at an evaluation checkpoint."""
-        self.append([commands.observe(self.registry, self._stamp(step), metrics,
-                                      entity=entity, layer=layer)])
+        self.append([commands.observe(self.registry, self._stamp(step), metrics, entity=entity, layer=layer)])
 
     def seal(self, step: int | None = None) -> None:
         """Record `StepSealed`: the lifecycle events of the step are complete."""
@@ -271,8 +341,9 @@ class Lifecycle:
         The next `catch_up()` or `fold()` continues from the snapshot's seq.
         """
         if state["run_id"] not in (None, self.run_id):
-            raise ConfigError(f"registry snapshot of run {state['run_id']!r} cannot restore run "
-                              f"{self.run_id!r}")
+            raise ConfigError(
+                f"registry snapshot of run {state['run_id']!r} cannot restore run {self.run_id!r}"
+            )
         self.registry = Registry.from_state(self.registry.specs, state)
 
     def close(self) -> None:
@@ -283,8 +354,9 @@ class Lifecycle:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -292,7 +364,8 @@ def _check_gates(specs: Mapping[str, Spec], gates: GateLibrary) -> None:
     for spec in specs.values():
         # A state with a minimum time makes the command handler check MIN_TIME_GATE too.
         needed = spec.gate_names | (
-            {MIN_TIME_GATE} if any(s.min_time_in_state > 0 for s in spec.states) else set())
+            {MIN_TIME_GATE} if any(s.min_time_in_state > 0 for s in spec.states) else set()
+        )
         missing = sorted(needed - set(gates))
         if missing:
             raise ConfigError(f"spec {spec.name!r} names gates missing from the library: {missing}")

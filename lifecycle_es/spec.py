@@ -200,7 +200,8 @@ def _build_index(spec: Spec) -> _Index:
         for end in (t.source, t.target):
             if end not in states:
                 raise SpecError(
-                    f"spec {spec.name!r}: edge {t.source}->{t.target} names unknown state {end!r}")
+                    f"spec {spec.name!r}: edge {t.source}->{t.target} names unknown state {end!r}"
+                )
         if (t.source, t.target) in edges:
             raise SpecError(f"spec {spec.name!r}: duplicate edge {t.source}->{t.target}")
         if (t.source, t.trigger) in triggers:

@@ -29,8 +29,7 @@ __all__ = ["ROUTING_STATES", "Expert", "ExpertSlots", "Strategy"]
 
 Strategy = Literal["masked", "resize"]
 
-ROUTING_STATES = frozenset({ExpertState.COOLING.value, ExpertState.ACTIVE.value,
-                            ExpertState.DORMANT.value})
+ROUTING_STATES = frozenset({ExpertState.COOLING.value, ExpertState.ACTIVE.value, ExpertState.DORMANT.value})
 """Expert states whose slot the router may pick."""
 
 
@@ -94,7 +93,8 @@ class ExpertSlots:
         if self.strategy == "masked":
             raise InconsistentEventError(
                 f"surgery: expert {entity!r} names slot {slot} of layer {layer}, which is not a "
-                f"free slot of its {len(owners)} (masked strategy)")
+                f"free slot of its {len(owners)} (masked strategy)"
+            )
         return None
 
     def move(self, entity: str, state: str) -> None:
@@ -133,8 +133,12 @@ class ExpertSlots:
     def routes(self, entity: str | None) -> bool:
         """Tell whether an expert's row may be picked by the router."""
         expert = None if entity is None else self.experts[entity]
-        return (expert is not None and expert.row is not None and not expert.detached
-                and expert.state in ROUTING_STATES)
+        return (
+            expert is not None
+            and expert.row is not None
+            and not expert.detached
+            and expert.state in ROUTING_STATES
+        )
 
     def routing_rows(self, layer: int) -> list[int]:
         """Return the rows of `layer` whose expert routes, ascending."""
@@ -155,8 +159,7 @@ class ExpertSlots:
         """Return the table as lists of plain values (torch `weights_only` loadable)."""
         return {
             "capacities": [[layer, len(owners)] for layer, owners in sorted(self.owners.items())],
-            "experts": [[name, e.layer, e.state, e.row, e.detached]
-                        for name, e in self.experts.items()],
+            "experts": [[name, e.layer, e.state, e.row, e.detached] for name, e in self.experts.items()],
         }
 
     @classmethod

@@ -40,8 +40,9 @@ def moment_rows(optimizer: torch.optim.Optimizer, param: nn.Parameter) -> dict[s
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.shape == param.shape}
 
 
-def inherit_rows(optimizer: torch.optim.Optimizer, param: nn.Parameter, dst: int,
-                 sources: Sequence[int]) -> None:
+def inherit_rows(
+    optimizer: torch.optim.Optimizer, param: nn.Parameter, dst: int, sources: Sequence[int]
+) -> None:
     """Give slot `dst` the moments of `sources`: a copy of one, or the mean of several."""
     for moment in moment_rows(optimizer, param).values():
         if len(sources) == 1:  # a copy, bit for bit
@@ -50,8 +51,9 @@ def inherit_rows(optimizer: torch.optim.Optimizer, param: nn.Parameter, dst: int
             moment[dst] = moment[list(sources)].mean(dim=0)
 
 
-def fresh_rows(optimizer: torch.optim.Optimizer, param: nn.Parameter, dst: int,
-               siblings: Sequence[int]) -> None:
+def fresh_rows(
+    optimizer: torch.optim.Optimizer, param: nn.Parameter, dst: int, siblings: Sequence[int]
+) -> None:
     """Give a randomly initialised slot no momentum, and its siblings' mean second moment.
 
     All slots share the tensor's mature `step`, so zero second moments would make the first
@@ -87,8 +89,9 @@ def reindexed(tensor: torch.Tensor, index: Sequence[int | None]) -> torch.Tensor
     return out
 
 
-def swap_parameter(optimizer: torch.optim.Optimizer, old: nn.Parameter, new: nn.Parameter,
-                   index: Sequence[int | None]) -> None:
+def swap_parameter(
+    optimizer: torch.optim.Optimizer, old: nn.Parameter, new: nn.Parameter, index: Sequence[int | None]
+) -> None:
     """Put `new` where `old` is in its param group, with `old`'s state reindexed by `index`.
 
     The group keeps its hyper-parameters and position, so an LR scheduler holding the
@@ -104,8 +107,9 @@ def swap_parameter(optimizer: torch.optim.Optimizer, old: nn.Parameter, new: nn.
     raise ConfigError(f"the optimizer does not hold the parameter of shape {tuple(old.shape)}")
 
 
-def _move_state(optimizer: torch.optim.Optimizer, old: nn.Parameter, new: nn.Parameter,
-                index: Sequence[int | None]) -> None:
+def _move_state(
+    optimizer: torch.optim.Optimizer, old: nn.Parameter, new: nn.Parameter, index: Sequence[int | None]
+) -> None:
     rows = moment_rows(optimizer, old)
     state = optimizer.state.pop(old, None)
     if state:

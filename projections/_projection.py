@@ -52,7 +52,8 @@ class Projection(ABC):
         for record in fresh:
             if record["seq"] != expected:
                 raise SequenceGapError(
-                    f"{self.name}: record seq {record['seq']} does not follow seq {expected - 1}")
+                    f"{self.name}: record seq {record['seq']} does not follow seq {expected - 1}"
+                )
             expected += 1
         if fresh:
             self._apply_batch(fresh)

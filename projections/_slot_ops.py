@@ -91,8 +91,7 @@ class SlotEditor:
         """
         fresh: dict[str, nn.Parameter] = {}
         for name, old in self.params().items():
-            new = nn.Parameter(optim_state.reindexed(old.detach(), index),
-                               requires_grad=old.requires_grad)
+            new = nn.Parameter(optim_state.reindexed(old.detach(), index), requires_grad=old.requires_grad)
             optim_state.swap_parameter(self.optimizer, old, new, index)
             fresh[name] = new
         self.layer.replace_parameters(fresh)

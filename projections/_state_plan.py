@@ -51,11 +51,27 @@ __all__ = [
 
 Record = Mapping[str, Any]
 
-COLUMNS = ("state", "blueprint", "epochs_in_state", "grafting_strategy", "parent_state",
-           "checkpoint_id", "evaluation_score", "error_count")
+COLUMNS = (
+    "state",
+    "blueprint",
+    "epochs_in_state",
+    "grafting_strategy",
+    "parent_state",
+    "checkpoint_id",
+    "evaluation_score",
+    "error_count",
+)
 """The columns of the [N, 8] int32 state tensor, in Kasmina's order."""
-(STATE, BLUEPRINT, EPOCHS_IN_STATE, GRAFTING_STRATEGY, PARENT_STATE, CHECKPOINT_ID,
- EVALUATION_SCORE, ERROR_COUNT) = range(len(COLUMNS))
+(
+    STATE,
+    BLUEPRINT,
+    EPOCHS_IN_STATE,
+    GRAFTING_STRATEGY,
+    PARENT_STATE,
+    CHECKPOINT_ID,
+    EVALUATION_SCORE,
+    ERROR_COUNT,
+) = range(len(COLUMNS))
 
 HISTORY_DEPTH = 10
 """Transitions kept per row in the history ring (Kasmina's HISTORY_DEPTH)."""
@@ -108,8 +124,7 @@ class RowIndex:
         for spec in specs.values():
             self.offsets.append(offset)
             self.tables.append({s.name: (s.code, offset + s.code) for s in spec.states})
-            self.retired_codes.append(frozenset(s.code for s in spec.states
-                                                if not holds_slot(spec, s.name)))
+            self.retired_codes.append(frozenset(s.code for s in spec.states if not holds_slot(spec, s.name)))
             offset += 1 + max(s.code for s in spec.states)
         self.keys = offset
         """How many keys there are."""
@@ -127,8 +142,9 @@ class RowIndex:
         """Replace the maps with the rows of a snapshot, given each row's spec id and state code."""
         self.rows = {entity: row for row, entity in enumerate(entities)}
         self.row_spec = list(row_spec)
-        self.retired = bytearray(code in self.retired_codes[sid]
-                                 for sid, code in zip(self.row_spec, codes, strict=True))
+        self.retired = bytearray(
+            code in self.retired_codes[sid] for sid, code in zip(self.row_spec, codes, strict=True)
+        )
 
     def commit(self, plan: Plan) -> None:
         """Take in the rows a plan registered and the rows it moved into or out of the live set."""
@@ -255,7 +271,8 @@ class _Scan:
         found = None if sid is None else self.index.tables[sid].get(r["state"])
         if found is None or sid is None or self.row(entity) is not None:
             raise InconsistentEventError(
-                f"seq {r['seq']}: cannot register {entity!r} as {r['spec']}/{r['state']}")
+                f"seq {r['seq']}: cannot register {entity!r} as {r['spec']}/{r['state']}"
+            )
         row = plan.first_row + len(plan.new_specs)
         plan.new_rows[entity] = row
         plan.new_specs.append(sid)
@@ -275,7 +292,8 @@ class _Scan:
         target = None if table is None else table.get(r["to_state"])
         if row is None or source is None or target is None:
             raise InconsistentEventError(
-                f"seq {r['seq']}: {r['entity']!r} cannot move {r['from_state']}->{r['to_state']}")
+                f"seq {r['seq']}: {r['entity']!r} cannot move {r['from_state']}->{r['to_state']}"
+            )
         plan = self.plan
         k = plan.counts.get(row, 0)
         plan.counts[row] = k + 1
@@ -295,7 +313,8 @@ class _Scan:
             column = _METRIC_COLUMN.get(name)
             if column is not None:
                 self.plan.values[row * len(METRIC_NAMES) + column] = min(
-                    max(value, -_FLOAT32_MAX), _FLOAT32_MAX)
+                    max(value, -_FLOAT32_MAX), _FLOAT32_MAX
+                )
             elif name in _INT_METRICS:
                 column, convert = _INT_METRICS[name]
                 self.plan.cells[row * _WIDTH + column] = convert(value)

@@ -136,8 +136,14 @@ class _LayerValues:
 class BasinTracker:
     """Accumulates the routing of several MoE layers between checkpoints, and reads it out."""
 
-    def __init__(self, layers: Mapping[int, RoutedLayer], *, num_types: int,
-                 share: ShareBasis = "gate", fold_every: int = 32) -> None:
+    def __init__(
+        self,
+        layers: Mapping[int, RoutedLayer],
+        *,
+        num_types: int,
+        share: ShareBasis = "gate",
+        fold_every: int = 32,
+    ) -> None:
         """Track `layers` (by layer index) over tokens of `num_types` types (ids 0..num_types-1)."""
         for name, value in (("num_types", num_types), ("fold_every", fold_every)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -169,8 +175,10 @@ class BasinTracker:
         tokens = int(token_types.shape[0])
         for index, layer in self.layers.items():
             if int(layer.last_indices.shape[0]) != tokens:
-                raise ConfigError(f"layer {index} routed {layer.last_indices.shape[0]} tokens, "
-                                  f"but {tokens} token types were given")
+                raise ConfigError(
+                    f"layer {index} routed {layer.last_indices.shape[0]} tokens, "
+                    f"but {tokens} token types were given"
+                )
             self._kept[index].append((layer.last_indices, layer.last_weights))
         self._types.append(token_types)
         self.tokens += tokens
@@ -187,7 +195,8 @@ class BasinTracker:
             weights = torch.cat([w for _, w in self._kept[index]])
             counters = self._layer_counters(index, layer.capacity, indices.device)
             pair_cells, hits, mass_cells, mass = _cells(
-                indices, weights, types.to(indices.device), counters.capacity, self.num_types)
+                indices, weights, types.to(indices.device), counters.capacity, self.num_types
+            )
             counters.pairs.index_add_(0, pair_cells, hits)
             counters.mass.index_add_(0, mass_cells, mass)
             self._kept[index].clear()
@@ -199,10 +208,13 @@ class BasinTracker:
             counters = self._counters[index] = _Counters(
                 capacity=capacity,
                 pairs=torch.zeros(capacity * capacity, dtype=torch.long, device=device),
-                mass=torch.zeros(capacity * self.num_types, dtype=torch.long, device=device))
+                mass=torch.zeros(capacity * self.num_types, dtype=torch.long, device=device),
+            )
         elif counters.capacity != capacity:
-            raise ConfigError(f"layer {index} changed capacity since the last checkpoint; "
-                              "collect or reset the basin tracker before surgery")
+            raise ConfigError(
+                f"layer {index} changed capacity since the last checkpoint; "
+                "collect or reset the basin tracker before surgery"
+            )
         return counters
 
     def reset(self) -> None:
@@ -220,8 +232,11 @@ class BasinTracker:
         `functools.partial(sync.observe, step)`; every rank must have recorded the same steps.
         """
         self._fold()
-        shared = {f"{i}.{name}": getattr(c, name) for i, c in sorted(self._counters.items())
-                  for name in ("pairs", "mass")}
+        shared = {
+            f"{i}.{name}": getattr(c, name)
+            for i, c in sorted(self._counters.items())
+            for name in ("pairs", "mass")
+        }
         shared["tokens"] = torch.tensor([self.tokens], dtype=torch.long)
         reduce(shared)
         self.tokens = int(shared["tokens"])
@@ -231,8 +246,9 @@ class BasinTracker:
 
         Take it right after `collect`, when no routing is pending.
         """
-        return {str(i): {"rows": dict(w.rows), "flat": w.flat.detach().cpu()}
-                for i, w in self._previous.items()}
+        return {
+            str(i): {"rows": dict(w.rows), "flat": w.flat.detach().cpu()} for i, w in self._previous.items()
+        }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Restore what `state()` returned, on the tracked layers' devices."""
@@ -240,8 +256,9 @@ class BasinTracker:
         for index, kept in state.items():
             layer = self.layers[int(index)]
             device = next(iter(layer.expert_parameters().values())).device
-            previous[int(index)] = _Weights(rows={str(k): int(v) for k, v in kept["rows"].items()},
-                                            flat=kept["flat"].to(device))
+            previous[int(index)] = _Weights(
+                rows={str(k): int(v) for k, v in kept["rows"].items()}, flat=kept["flat"].to(device)
+            )
         self._previous = previous
 
     # -- at a checkpoint -----------------------------------------------------------------------
@@ -263,8 +280,10 @@ class BasinTracker:
             values = self._layer_values(index, layer, routing)
             rows = self._expert_rows(list(routing.values()), values)
             readout.experts.update(rows)
-            readout.layers[index] = {**layer_metrics([row["share"] for row in rows.values()]),
-                                     BREADTH: basin_breadth(rows.values(), self.num_types)}
+            readout.layers[index] = {
+                **layer_metrics([row["share"] for row in rows.values()]),
+                BREADTH: basin_breadth(rows.values(), self.num_types),
+            }
         self.reset()
         return readout
 
@@ -282,18 +301,25 @@ class BasinTracker:
         packed = torch.cat([t.reshape(-1).double() for t in (coact, mass, norms, deltas, cosine)])
         v = packed.tolist()  # the one host transfer of this layer
         cut = [0, n * n, n * n + n * types, n * n + n * types + n, n * n + n * types + 2 * n]
-        return _LayerValues(coact=_square(v[cut[0]:cut[1]], n), mass=_square(v[cut[1]:cut[2]], types),
-                            norms=v[cut[2]:cut[3]], deltas=v[cut[3]:cut[4]],
-                            cosine=_square(v[cut[4]:], n))
+        return _LayerValues(
+            coact=_square(v[cut[0] : cut[1]], n),
+            mass=_square(v[cut[1] : cut[2]], types),
+            norms=v[cut[2] : cut[3]],
+            deltas=v[cut[3] : cut[4]],
+            cosine=_square(v[cut[4] :], n),
+        )
 
-    def _routing_counts(self, index: int, capacity: int,
-                        rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _routing_counts(
+        self, index: int, capacity: int, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the routing experts' co-selection counts [n, n] and gate mass [n, types]."""
         n = int(rows.shape[0])
         counters = self._counters.get(index)
         if counters is None:
-            return (torch.zeros(n, n, dtype=torch.long, device=rows.device),
-                    torch.zeros(n, self.num_types, dtype=torch.long, device=rows.device))
+            return (
+                torch.zeros(n, n, dtype=torch.long, device=rows.device),
+                torch.zeros(n, self.num_types, dtype=torch.long, device=rows.device),
+            )
         pairs = counters.pairs.view(capacity, capacity).index_select(0, rows).index_select(1, rows)
         return pairs, counters.mass.view(capacity, self.num_types).index_select(0, rows)
 
@@ -317,9 +343,14 @@ class BasinTracker:
         shares = gate if self.share == "gate" else dispatch
         out: dict[str, dict[str, float]] = {}
         for i, entity in enumerate(ids):
-            row = {"share": shares[i], "entropy_contribution": _plogp(shares[i]),
-                   "dispatch_share": dispatch[i], "gate_share": gate[i],
-                   "weight_norm": v.norms[i], "weight_delta": v.deltas[i]}
+            row = {
+                "share": shares[i],
+                "entropy_contribution": _plogp(shares[i]),
+                "dispatch_share": dispatch[i],
+                "gate_share": gate[i],
+                "weight_norm": v.norms[i],
+                "weight_delta": v.deltas[i],
+            }
             received = math.fsum(v.mass[i])
             for k, cell in enumerate(v.mass[i]):
                 row[f"token_type.{k}"] = cell / received if received > 0 else 0.0
@@ -341,9 +372,13 @@ def layer_metrics(shares: Sequence[float]) -> dict[str, float]:
     normalized = _normalized(shares)
     entropy = math.fsum(_plogp(s) for s in normalized)
     top2 = 1.0 if len(normalized) < 2 else math.fsum(sorted(normalized, reverse=True)[:2])
-    return {"entropy": entropy, "n_eff": math.exp(entropy), "top2_share": top2,
-            "dead_count": float(sum(1 for s in normalized if s == 0.0)),
-            "n_active": float(sum(1 for s in normalized if s > 0.0))}
+    return {
+        "entropy": entropy,
+        "n_eff": math.exp(entropy),
+        "top2_share": top2,
+        "dead_count": float(sum(1 for s in normalized if s == 0.0)),
+        "n_active": float(sum(1 for s in normalized if s > 0.0)),
+    }
 
 
 def basin_breadth(rows: Iterable[Mapping[str, float]], num_types: int) -> float:
@@ -377,8 +412,9 @@ def _square(flat: Sequence[float], width: int) -> list[list[float]]:
     return [list(flat[i : i + width]) for i in range(0, len(flat), width)]
 
 
-def _cells(indices: torch.Tensor, weights: torch.Tensor, types: torch.Tensor, capacity: int,
-           num_types: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _cells(
+    indices: torch.Tensor, weights: torch.Tensor, types: torch.Tensor, capacity: int, num_types: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return the counter cells each token adds to, and what it adds there.
 
     Pairs: a token routed to slots {a, b} adds 1 to cells (a,a), (a,b), (b,a) and (b,b). Mass:

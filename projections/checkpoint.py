@@ -43,12 +43,23 @@ class Checkpoint:
     """The caller's own state (a data stream's generator state, a tracker's weights)."""
 
 
-def save_checkpoint(path: str | os.PathLike[str], *, step: int, seq: int,
-                    model: Mapping[str, torch.Tensor], optimizer: Mapping[str, Any],
-                    snapshots: Sequence[Snapshot], extra: Mapping[str, Any] | None = None) -> str:
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    step: int,
+    seq: int,
+    model: Mapping[str, torch.Tensor],
+    optimizer: Mapping[str, Any],
+    snapshots: Sequence[Snapshot],
+    extra: Mapping[str, Any] | None = None,
+) -> str:
     """Write a checkpoint atomically and return the SHA-256 of its bytes (hex)."""
     payload = {
-        "format": FORMAT, "step": step, "seq": seq, "model": dict(model), "optimizer": dict(optimizer),
+        "format": FORMAT,
+        "step": step,
+        "seq": seq,
+        "model": dict(model),
+        "optimizer": dict(optimizer),
         "snapshots": {s.kind: {"seq": s.seq, "state": s.state} for s in snapshots},
         "extra": dict(extra or {}),
     }
@@ -74,20 +85,28 @@ def load_checkpoint(path: str | os.PathLike[str], *, sha256: str | None = None) 
     except OSError as e:
         raise ConfigError(f"cannot read checkpoint {target}: {e.strerror or e}") from e
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise InconsistentEventError(f"checkpoint {target} does not match the SHA-256 the log "
-                                     f"recorded ({sha256[:12]}...); it was changed or truncated")
+        raise InconsistentEventError(
+            f"checkpoint {target} does not match the SHA-256 the log "
+            f"recorded ({sha256[:12]}...); it was changed or truncated"
+        )
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:
         # On foreign bytes the weights-only loader raises almost any type (UnpicklingError,
         # RuntimeError, UnicodeDecodeError, IndexError, EOFError, ...): each means no checkpoint.
-        raise ConfigError(f"{target} is not a lifecycle-es checkpoint: the loader failed "
-                          f"({type(e).__name__})") from e
+        raise ConfigError(
+            f"{target} is not a lifecycle-es checkpoint: the loader failed ({type(e).__name__})"
+        ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"{target} is not a lifecycle-es checkpoint of format {FORMAT}")
     return Checkpoint(
-        step=int(payload["step"]), seq=int(payload["seq"]), model=payload["model"],
+        step=int(payload["step"]),
+        seq=int(payload["seq"]),
+        model=payload["model"],
         optimizer=payload["optimizer"],
-        snapshots={kind: Snapshot(kind=kind, seq=int(s["seq"]), state=s["state"])
-                   for kind, s in payload["snapshots"].items()},
-        extra=payload["extra"])
+        snapshots={
+            kind: Snapshot(kind=kind, seq=int(s["seq"]), state=s["state"])
+            for kind, s in payload["snapshots"].items()
+        },
+        extra=payload["extra"],
+    )

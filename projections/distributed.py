@@ -99,7 +99,7 @@ def sum_in_place(tensors: Iterable[torch.Tensor], group: Group = None) -> None:
         offset = 0
         for t in parts:
             n = t.numel()
-            t.copy_(flat[offset:offset + n].view_as(t))
+            t.copy_(flat[offset : offset + n].view_as(t))
             offset += n
 
 
@@ -137,9 +137,13 @@ def gather_digests(digest: str, group: Group = None) -> list[str]:
     return [_hex(int(t)) for t in out]
 
 
-def broadcast_training_state(named: Iterable[tuple[str, torch.Tensor]],
-                             optimizer: torch.optim.Optimizer, *, src: int,
-                             group: Group = None) -> None:
+def broadcast_training_state(
+    named: Iterable[tuple[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    src: int,
+    group: Group = None,
+) -> None:
     """Overwrite parameters, buffers and their optimizer state on every rank with rank `src`'s.
 
     `named` lists (name, tensor) in one order shared by every rank (sorted names); the state
@@ -184,8 +188,15 @@ class Replicated:
     instead of being hidden by DDP's broadcast (reference/ddp-structural-changes.md section 1).
     """
 
-    def __init__(self, module: nn.Module, *, find_unused_parameters: bool = False,
-                 init_sync: bool = True, group: Group = None, **ddp_options: Any) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        find_unused_parameters: bool = False,
+        init_sync: bool = True,
+        group: Group = None,
+        **ddp_options: Any,
+    ) -> None:
         """Wrap `module`; `init_sync` applies to this first wrap only (DDP's own default).
 
         `find_unused_parameters` is needed when some expert can get no token on some rank (a
@@ -193,8 +204,11 @@ class Replicated:
         """
         self.module = module
         self.group = group
-        self.options: dict[str, Any] = {"find_unused_parameters": find_unused_parameters,
-                                        "process_group": group, **ddp_options}
+        self.options: dict[str, Any] = {
+            "find_unused_parameters": find_unused_parameters,
+            "process_group": group,
+            **ddp_options,
+        }
         self.rewraps = 0
         """How many times the wrapper was rebuilt after surgery."""
         self.wrapper: nn.Module = self._wrap(init_sync)
@@ -206,8 +220,11 @@ class Replicated:
         if _DDP_TAKES_INIT_SYNC:
             options["init_sync"] = init_sync
         elif not init_sync:
-            _log.warning("torch %s has no DDP init_sync: each re-wrap broadcasts rank 0's "
-                         "parameters, which can hide a divergence of the others", torch.__version__)
+            _log.warning(
+                "torch %s has no DDP init_sync: each re-wrap broadcasts rank 0's "
+                "parameters, which can hide a divergence of the others",
+                torch.__version__,
+            )
         return nn.parallel.DistributedDataParallel(self.module, **options)
 
     def rewrap(self) -> None:

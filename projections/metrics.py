@@ -66,12 +66,15 @@ class MetricsProjection(Projection):
         self._population[(tracked.spec, tracked.state)] += 1
 
     def _on_applied(self, record: Record) -> None:
-        entity, source, target, step = (record["entity"], record["from_state"], record["to_state"],
-                                        record["step"])
+        entity, source, target, step = (
+            record["entity"],
+            record["from_state"],
+            record["to_state"],
+            record["step"],
+        )
         before = self._entities.get(entity)
         if before is None or before.state != source:
-            raise InconsistentEventError(
-                f"seq {record['seq']}: {entity!r} cannot move {source}->{target}")
+            raise InconsistentEventError(f"seq {record['seq']}: {entity!r} cannot move {source}->{target}")
         spec = before.spec
         self._closed[(spec, source)] += step - before.entered_step
         self._population[(spec, source)] -= 1
@@ -83,7 +86,8 @@ class MetricsProjection(Projection):
         tracked = self._entities.get(record["entity"])
         if tracked is None:
             raise InconsistentEventError(
-                f"seq {record['seq']}: rejection for unknown entity {record['entity']!r}")
+                f"seq {record['seq']}: rejection for unknown entity {record['entity']!r}"
+            )
         self._rejected[(tracked.spec, record["from_state"], record["to_state"])] += 1
 
     def _on_gate_checked(self, record: Record) -> None:
@@ -95,15 +99,19 @@ class MetricsProjection(Projection):
 
     def snapshot(self) -> Snapshot:
         """Return every counter as lists of plain rows (JSON- and `weights_only`-safe)."""
-        return Snapshot(kind=self.name, seq=self.seq, state={
-            "step": self.step,
-            "entities": [[e, *t] for e, t in sorted(self._entities.items())],
-            "closed": _plain(self._closed),
-            "population": _plain(self._population),
-            "gates": [[g, *c] for g, c in sorted(self._gates.items())],
-            "applied": _plain(self._applied),
-            "rejected": _plain(self._rejected),
-        })
+        return Snapshot(
+            kind=self.name,
+            seq=self.seq,
+            state={
+                "step": self.step,
+                "entities": [[e, *t] for e, t in sorted(self._entities.items())],
+                "closed": _plain(self._closed),
+                "population": _plain(self._population),
+                "gates": [[g, *c] for g, c in sorted(self._gates.items())],
+                "applied": _plain(self._applied),
+                "rejected": _plain(self._rejected),
+            },
+        )
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace every counter with a snapshot's, including the seq and the clock."""
@@ -130,35 +138,53 @@ class MetricsProjection(Projection):
         totals = Counter({k: n for k, n in self._closed.items()})
         for tracked in self._entities.values():
             if at < tracked.entered_step:
-                raise ConfigError(f"step {at} is before an entity entered {tracked.state} "
-                                  f"at step {tracked.entered_step}")
+                raise ConfigError(
+                    f"step {at} is before an entity entered {tracked.state} at step {tracked.entered_step}"
+                )
             totals[(tracked.spec, tracked.state)] += at - tracked.entered_step
         return dict(sorted(totals.items()))
 
     def time_in_state_rows(self, at: int | None = None) -> list[dict[str, Any]]:
         """Return one row per (spec, state): {"spec", "state", "steps"}."""
-        return [{"spec": spec, "state": state, "steps": n}
-                for (spec, state), n in self.time_in_state(at).items()]
+        return [
+            {"spec": spec, "state": state, "steps": n} for (spec, state), n in self.time_in_state(at).items()
+        ]
 
     def gate_rows(self) -> list[dict[str, Any]]:
         """Return one row per gate: {"gate", "checked", "passed", "failed", "rate"}."""
-        return [{"gate": g, "checked": checked, "passed": passed, "failed": checked - passed,
-                 "rate": passed / checked}
-                for g, (checked, passed) in sorted(self._gates.items())]
+        return [
+            {
+                "gate": g,
+                "checked": checked,
+                "passed": passed,
+                "failed": checked - passed,
+                "rate": passed / checked,
+            }
+            for g, (checked, passed) in sorted(self._gates.items())
+        ]
 
     def transition_rows(self) -> list[dict[str, Any]]:
         """Return one row per (spec, from, to) tried: {"spec", "from", "to", "applied", "rejected"}."""
-        return [{"spec": spec, "from": a, "to": b, "applied": self._applied[(spec, a, b)],
-                 "rejected": self._rejected[(spec, a, b)]}
-                for spec, a, b in sorted(self._applied.keys() | self._rejected.keys())]
+        return [
+            {
+                "spec": spec,
+                "from": a,
+                "to": b,
+                "applied": self._applied[(spec, a, b)],
+                "rejected": self._rejected[(spec, a, b)],
+            }
+            for spec, a, b in sorted(self._applied.keys() | self._rejected.keys())
+        ]
 
     def population_rows(self) -> list[dict[str, Any]]:
         """Return one row per (spec, state) ever occupied: {"spec", "state", "count"}.
 
         States emptied since keep a row with count 0, so a series never just disappears.
         """
-        return [{"spec": spec, "state": state, "count": n}
-                for (spec, state), n in sorted(self._population.items())]
+        return [
+            {"spec": spec, "state": state, "count": n}
+            for (spec, state), n in sorted(self._population.items())
+        ]
 
     # -- Prometheus ----------------------------------------------------------------------------
 
@@ -168,23 +194,37 @@ class MetricsProjection(Projection):
         Families and samples come in a fixed order, so equal projections give equal text.
         Pass rates are left to the query language: rate = passed / (passed + failed).
         """
-        gates = [({"gate": g, "result": result}, n)
-                 for g, (checked, passed) in sorted(self._gates.items())
-                 for result, n in (("failed", checked - passed), ("passed", passed))]
+        gates = [
+            ({"gate": g, "result": result}, n)
+            for g, (checked, passed) in sorted(self._gates.items())
+            for result, n in (("failed", checked - passed), ("passed", passed))
+        ]
         families = [
-            _family("lifecycle_gate_checks_total", "counter",
-                    "Gate evaluations, by gate and result.", gates),
-            _family("lifecycle_transitions_total", "counter",
-                    "Transitions applied, by spec and edge.", _edges(self._applied)),
-            _family("lifecycle_transitions_rejected_total", "counter",
-                    "Transitions refused, by spec and requested edge.", _edges(self._rejected)),
-            _family("lifecycle_entities", "gauge", "Entities in each state, by spec.",
-                    [({"spec": r["spec"], "state": r["state"]}, r["count"])
-                     for r in self.population_rows()]),
-            _family("lifecycle_time_in_state_steps_total", "counter",
-                    "Steps entities spent in each state, open intervals up to the clock.",
-                    [({"spec": r["spec"], "state": r["state"]}, r["steps"])
-                     for r in self.time_in_state_rows()]),
+            _family("lifecycle_gate_checks_total", "counter", "Gate evaluations, by gate and result.", gates),
+            _family(
+                "lifecycle_transitions_total",
+                "counter",
+                "Transitions applied, by spec and edge.",
+                _edges(self._applied),
+            ),
+            _family(
+                "lifecycle_transitions_rejected_total",
+                "counter",
+                "Transitions refused, by spec and requested edge.",
+                _edges(self._rejected),
+            ),
+            _family(
+                "lifecycle_entities",
+                "gauge",
+                "Entities in each state, by spec.",
+                [({"spec": r["spec"], "state": r["state"]}, r["count"]) for r in self.population_rows()],
+            ),
+            _family(
+                "lifecycle_time_in_state_steps_total",
+                "counter",
+                "Steps entities spent in each state, open intervals up to the clock.",
+                [({"spec": r["spec"], "state": r["state"]}, r["steps"]) for r in self.time_in_state_rows()],
+            ),
             _family("lifecycle_step", "gauge", "Latest step of any event folded.", [({}, self.step)]),
             _family("lifecycle_seq", "gauge", "Seq of the last event folded.", [({}, self.seq)]),
         ]
@@ -208,8 +248,9 @@ def _edges(counter: Counter[_EdgeKey]) -> list[tuple[dict[str, str], int]]:
     return [({"spec": spec, "from": a, "to": b}, n) for (spec, a, b), n in sorted(counter.items())]
 
 
-def _family(name: str, kind: str, help_text: str,
-            samples: Iterable[tuple[dict[str, str], int | float]]) -> str:
+def _family(
+    name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, str], int | float]]
+) -> str:
     lines = [f"# HELP {name} {_escape_help(help_text)}", f"# TYPE {name} {kind}"]
     for labels, value in samples:
         body = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())

@@ -71,9 +71,17 @@ class MoELayer(nn.Module):
 
     active: torch.Tensor
 
-    def __init__(self, d_model: int, d_hidden: int, capacity: int, *, top_k: int = 2,
-                 generator: torch.Generator | None = None, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        d_hidden: int,
+        capacity: int,
+        *,
+        top_k: int = 2,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         _check_sizes(d_model=d_model, d_hidden=d_hidden, capacity=capacity, top_k=top_k)
         self.d_model, self.d_hidden, self.top_k = d_model, d_hidden, top_k

@@ -49,12 +49,14 @@ def derived_queries(spec: Spec) -> QuerySets:
     take away. in_error: ERROR and FAILURE. in_maintenance: MAINTENANCE.
     """
     active = spec.states_in(StateCategory.ACTIVE)
-    return MappingProxyType({
-        Query.OPERATIONAL: active,
-        Query.AVAILABLE: active,
-        Query.IN_ERROR: spec.states_in(StateCategory.ERROR, StateCategory.FAILURE),
-        Query.IN_MAINTENANCE: spec.states_in(StateCategory.MAINTENANCE),
-    })
+    return MappingProxyType(
+        {
+            Query.OPERATIONAL: active,
+            Query.AVAILABLE: active,
+            Query.IN_ERROR: spec.states_in(StateCategory.ERROR, StateCategory.FAILURE),
+            Query.IN_MAINTENANCE: spec.states_in(StateCategory.MAINTENANCE),
+        }
+    )
 
 
 def _states(*members: AgentState) -> frozenset[str]:
@@ -62,18 +64,22 @@ def _states(*members: AgentState) -> frozenset[str]:
 
 
 _A = AgentState
-_AGENT_QUERIES: QuerySets = MappingProxyType({
-    # DevCycle's AgentLifecycleManager predicates (reference/seed-projects.md section 3.3).
-    Query.OPERATIONAL: _states(_A.ONLINE, _A.BUSY, _A.IDLE),
-    Query.AVAILABLE: _states(_A.ONLINE, _A.IDLE),
-    Query.IN_ERROR: _states(_A.ERROR, _A.FAILED, _A.TIMEOUT),
-    Query.IN_MAINTENANCE: _states(_A.MAINTENANCE, _A.SUSPENDED, _A.UPDATING),
-})
+_AGENT_QUERIES: QuerySets = MappingProxyType(
+    {
+        # DevCycle's AgentLifecycleManager predicates (reference/seed-projects.md section 3.3).
+        Query.OPERATIONAL: _states(_A.ONLINE, _A.BUSY, _A.IDLE),
+        Query.AVAILABLE: _states(_A.ONLINE, _A.IDLE),
+        Query.IN_ERROR: _states(_A.ERROR, _A.FAILED, _A.TIMEOUT),
+        Query.IN_MAINTENANCE: _states(_A.MAINTENANCE, _A.SUSPENDED, _A.UPDATING),
+    }
+)
 
-QUERIES: Mapping[str, QuerySets] = MappingProxyType({
-    name: _AGENT_QUERIES if name == "agent" else derived_queries(spec)
-    for name, spec in BUILTIN_SPECS.items()
-})
+QUERIES: Mapping[str, QuerySets] = MappingProxyType(
+    {
+        name: _AGENT_QUERIES if name == "agent" else derived_queries(spec)
+        for name, spec in BUILTIN_SPECS.items()
+    }
+)
 """The named query sets of the built-in specs: spec name -> query name -> state names."""
 
 
@@ -123,7 +129,8 @@ class RegistryProjection(Projection):
         """Replace the registry with a snapshot's; the specs stay those of this projection."""
         if snapshot.kind != self.name or snapshot.state.get("seq") != snapshot.seq:
             raise ConfigError(
-                f"cannot restore a {snapshot.kind!r} snapshot at seq {snapshot.seq} into {self.name!r}")
+                f"cannot restore a {snapshot.kind!r} snapshot at seq {snapshot.seq} into {self.name!r}"
+            )
         self.registry = Registry.from_state(self.registry.specs, copy.deepcopy(snapshot.state))
         self.seq = snapshot.seq
 
@@ -144,8 +151,10 @@ class RegistryProjection(Projection):
         if spec is not None:
             self._spec(spec)
         found = [
-            e for e in self.registry
-            if (spec is None or e.spec == spec) and (state is None or e.state == state)
+            e
+            for e in self.registry
+            if (spec is None or e.spec == spec)
+            and (state is None or e.state == state)
             and (layer is None or e.layer == layer)
             and (category is None or e.state in self.registry.specs[e.spec].states_in(category))
         ]
@@ -178,9 +187,13 @@ class RegistryProjection(Projection):
         if spec is not None:
             self._spec(spec)
         return sorted(
-            (e for e in self.registry
-             if (spec is None or e.spec == spec) and e.state in self.queries[e.spec].get(name, ())),
-            key=_by_id)
+            (
+                e
+                for e in self.registry
+                if (spec is None or e.spec == spec) and e.state in self.queries[e.spec].get(name, ())
+            ),
+            key=_by_id,
+        )
 
     def operational(self, spec: str | None = None) -> list[EntityState]:
         """Return the operational entities (DevCycle's `get_operational_agents`)."""
@@ -211,8 +224,9 @@ class RegistryProjection(Projection):
         Every state of the spec is a key, in state-code order, zeros included.
         """
         found = self._spec(spec)
-        counts = Counter(e.state for e in self.registry
-                         if e.spec == spec and (layer is None or e.layer == layer))
+        counts = Counter(
+            e.state for e in self.registry if e.spec == spec and (layer is None or e.layer == layer)
+        )
         return {s.name: counts[s.name] for s in found.states}
 
     def _spec(self, name: str) -> Spec:

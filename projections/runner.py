@@ -42,8 +42,9 @@ def gc_paused() -> Iterator[None]:
 class Runner:
     """Feeds one log's records to several projections; the slowest projection sets the start."""
 
-    def __init__(self, log: Log, projections: Iterable[Projection], *, codec: Codec = CODEC,
-                 batch_size: int = 10_000) -> None:
+    def __init__(
+        self, log: Log, projections: Iterable[Projection], *, codec: Codec = CODEC, batch_size: int = 10_000
+    ) -> None:
         self.log = log
         self.projections = tuple(projections)
         if not self.projections:
@@ -90,8 +91,7 @@ class Runner:
             raise ConfigError("the runner is already following its log")
         self._stop.clear()
         self._error = None
-        self._thread = threading.Thread(target=self._follow_safely, name="lifecycle-es-runner",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._follow_safely, name="lifecycle-es-runner", daemon=True)
         self._thread.start()
 
     def _follow_safely(self) -> None:
@@ -118,7 +118,8 @@ class Runner:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._thread is not None:
             self.stop()

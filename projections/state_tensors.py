@@ -93,8 +93,9 @@ class StateTensors(Projection):
 
     name = "state_tensors"
 
-    def __init__(self, specs: Mapping[str, Spec], *, capacity: int = 64,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, specs: Mapping[str, Spec], *, capacity: int = 64, device: torch.device | str = "cpu"
+    ) -> None:
         super().__init__()
         if capacity < 1:
             raise ConfigError(f"capacity must be >= 1, got {capacity}")
@@ -170,17 +171,25 @@ class StateTensors(Projection):
             self._grow(plan.first_row + len(plan.new_specs))
         self._index.commit(plan)
         rounds = plan.history_rounds()
-        uploaded = self._pack((plan.cells.keys(), plan.cells.values(), plan.keys.keys(),
-                               plan.keys.values(), plan.values.keys(),
-                               *chain.from_iterable((r.rows, r.moves, r.keys) for r in rounds)))
+        uploaded = self._pack(
+            (
+                plan.cells.keys(),
+                plan.cells.values(),
+                plan.keys.keys(),
+                plan.keys.values(),
+                plan.values.keys(),
+                *chain.from_iterable((r.rows, r.moves, r.keys) for r in rounds),
+            )
+        )
         cells, values, key_rows, keys, where = islice(uploaded, 5)
         if plan.cells:
             self._flat_state.index_put_((cells,), values)
         if plan.keys:
             self.state_keys.index_put_((key_rows,), keys)
         if plan.values:
-            self._flat_metrics.index_put_((where,), self._upload(array("f", plan.values.values()),
-                                                                 torch.float32))
+            self._flat_metrics.index_put_(
+                (where,), self._upload(array("f", plan.values.values()), torch.float32)
+            )
         for rows in uploaded:
             self._apply_round(rows, next(uploaded).view(-1, len(MOVE_COLUMNS)), next(uploaded))
         if plan.clock > plan.start:  # epochs written in this batch are relative to its start
@@ -254,8 +263,10 @@ class StateTensors(Projection):
             "specs": list(self._index.spec_names),
             "entities": json.dumps(list(self._index.rows)),
             "row_specs": torch.tensor(self._index.row_spec, dtype=torch.int32),
-            **{name: getattr(self, name)[:live].detach().to("cpu", copy=True)
-               for name in ("state", "history", "metrics")},
+            **{
+                name: getattr(self, name)[:live].detach().to("cpu", copy=True)
+                for name in ("state", "history", "metrics")
+            },
         }
         return Snapshot(kind=self.name, seq=self.seq, state=state)
 
@@ -293,12 +304,17 @@ class StateTensors(Projection):
         For tests and debugging; a training loop reads the tensors, never this.
         """
         live = self._index.live
-        packed = torch.cat((self.state[:live], self.history[:live].reshape(live, 2 * HISTORY_DEPTH),
-                            self.metrics[:live].view(torch.int32)), dim=1).cpu()
+        packed = torch.cat(
+            (
+                self.state[:live],
+                self.history[:live].reshape(live, 2 * HISTORY_DEPTH),
+                self.metrics[:live].view(torch.int32),
+            ),
+            dim=1,
+        ).cpu()
         ints = packed[:, : 8 + 2 * HISTORY_DEPTH].tolist()
         floats = packed[:, 8 + 2 * HISTORY_DEPTH :].contiguous().view(torch.float32).tolist()
-        return [self._row_dict(entity, ints[row], floats[row])
-                for entity, row in self._index.rows.items()]
+        return [self._row_dict(entity, ints[row], floats[row]) for entity, row in self._index.rows.items()]
 
     def _row_dict(self, entity: str, ints: list[int], floats: list[float]) -> dict[str, Any]:
         spec = self.specs[self._index.spec_names[self._index.row_spec[self._index.rows[entity]]]]

@@ -64,9 +64,15 @@ class ModelSurgery(Projection):
 
     name = "surgery"
 
-    def __init__(self, layers: Mapping[int, ExpertLayer], optimizer: torch.optim.Optimizer, *,
-                 strategy: Strategy = "masked", model: nn.Module | None = None,
-                 on_rewrap: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        layers: Mapping[int, ExpertLayer],
+        optimizer: torch.optim.Optimizer,
+        *,
+        strategy: Strategy = "masked",
+        model: nn.Module | None = None,
+        on_rewrap: Callable[[], None] | None = None,
+    ) -> None:
         """Manage `layers` (by layer index) trained by `optimizer`.
 
         `model`, when given, names every parameter in `digest()` and is checked to hold exactly
@@ -84,8 +90,7 @@ class ModelSurgery(Projection):
         self.model = model
         self.on_rewrap = on_rewrap
         self._editors = {i: SlotEditor(i, layers[i], optimizer) for i in sorted(layers)}
-        self._slots = ExpertSlots({i: e.layer.capacity for i, e in self._editors.items()},
-                                  strategy=strategy)
+        self._slots = ExpertSlots({i: e.layer.capacity for i, e in self._editors.items()}, strategy=strategy)
         self.applied = 0
         """How many decisions were applied."""
         self.applied_chain = ""
@@ -152,8 +157,9 @@ class ModelSurgery(Projection):
         kind = record["kind"]
         if kind == "EntityRegistered":
             if record["spec"] == EXPERT_SPEC.name and record["layer"] in self._editors:
-                self._slots.register(record["entity"], layer=record["layer"], slot=record["slot"],
-                                     state=record["state"])
+                self._slots.register(
+                    record["entity"], layer=record["layer"], slot=record["slot"], state=record["state"]
+                )
         elif kind == "TransitionApplied":
             if record["entity"] in self._slots:
                 self._slots.move(record["entity"], record["to_state"])
@@ -173,14 +179,23 @@ class ModelSurgery(Projection):
 
     def _decide(self, record: Record, layer: int) -> bool:
         action = Action(record["action"])
-        handler = {Action.SPAWN: self._spawn, Action.SPLIT: self._split,
-                   Action.PRUNE: self._prune, Action.MERGE: self._merge}[action]
+        handler = {
+            Action.SPAWN: self._spawn,
+            Action.SPLIT: self._split,
+            Action.PRUNE: self._prune,
+            Action.MERGE: self._merge,
+        }[action]
         resized = handler(record, layer)
         self.applied += 1
         self.applied_chain = _chain(self.applied_chain, record["event_id"])
         self._check_params(f"after {action.value} {record['event_id']}")
-        _log.debug("applied %s to layer %d (event %s, seq %d)", action.value, layer,
-                   record["event_id"], record["seq"])
+        _log.debug(
+            "applied %s to layer %d (event %s, seq %d)",
+            action.value,
+            layer,
+            record["event_id"],
+            record["seq"],
+        )
         return resized
 
     def _write_masks(self) -> None:
@@ -191,8 +206,9 @@ class ModelSurgery(Projection):
         if self.model is not None:
             ok = optimizer_params_match(self.model, self.optimizer)
         else:
-            ok = optimizer_holds(self.optimizer, (p for e in self._editors.values()
-                                                  for p in e.params().values()))
+            ok = optimizer_holds(
+                self.optimizer, (p for e in self._editors.values() for p in e.params().values())
+            )
         if not ok:
             raise ConfigError(f"{self.name} {when}: the optimizer's parameters differ from the model's")
 
@@ -211,15 +227,15 @@ class ModelSurgery(Projection):
             self._init_slot(record, layer, dst, child, sources)
         return resized
 
-    def _spawn_sources(self, record: Record, layer: int, init: str,
-                       children: Sequence[str]) -> list[int]:
+    def _spawn_sources(self, record: Record, layer: int, init: str, children: Sequence[str]) -> list[int]:
         """Return the rows a spawn copies from: none for random init (or an empty cluster)."""
         if init == "random":
             return []
         if init == "clone_and_perturb":
             if record["parent"] is None:
-                raise InconsistentEventError(f"surgery: clone_and_perturb spawn {record['event_id']} "
-                                             "names no parent")
+                raise InconsistentEventError(
+                    f"surgery: clone_and_perturb spawn {record['event_id']} names no parent"
+                )
             return [self._slots.row(record["parent"], layer)]
         cluster = record["metrics_at_decision"].get("cluster")
         if cluster is None:
@@ -227,8 +243,7 @@ class ModelSurgery(Projection):
             return [r for r in self._slots.routing_rows(layer) if r not in own]
         return [self._slots.row(str(member), layer) for member in _as_list(cluster, "cluster")]
 
-    def _init_slot(self, record: Record, layer: int, dst: int, child: str,
-                   sources: Sequence[int]) -> None:
+    def _init_slot(self, record: Record, layer: int, dst: int, child: str, sources: Sequence[int]) -> None:
         editor, seed = self._editors[layer], record["seed"]
         if sources:
             editor.clone(dst, sources, scale=_perturbation(record), seed=seed, target=child)
@@ -259,8 +274,10 @@ class ModelSurgery(Projection):
     def _merge(self, record: Record, layer: int) -> bool:
         survivor, absorbed = record["entity"], list(record["children"])
         if not absorbed or survivor in absorbed:
-            raise InconsistentEventError(f"surgery: merge {record['event_id']} needs a survivor "
-                                         "(entity) and absorbed experts (children)")
+            raise InconsistentEventError(
+                f"surgery: merge {record['event_id']} needs a survivor "
+                "(entity) and absorbed experts (children)"
+            )
         members = [survivor, *absorbed]
         rows = [self._slots.row(e, layer) for e in members]
         weights = _merge_weights(record, members)
@@ -330,8 +347,9 @@ class ModelSurgery(Projection):
         capacities = {int(layer): int(n) for layer, n in s["capacities"]}
         current = {i: e.layer.capacity for i, e in self._editors.items()}
         if set(capacities) != set(current) or (self.strategy == "masked" and capacities != current):
-            raise ConfigError(f"{self.name}: snapshot capacities {capacities} do not fit the "
-                              f"model's {current}")
+            raise ConfigError(
+                f"{self.name}: snapshot capacities {capacities} do not fit the model's {current}"
+            )
         reshaped = [i for i in current if capacities[i] != current[i]]
         for layer in reshaped:
             self._editors[layer].resize([None] * capacities[layer])
@@ -358,8 +376,9 @@ def _spawn_init(record: Record) -> str:
     default = "random" if record["parent"] is None else "clone_and_perturb"
     init = record["config_snapshot"].get("spawn_init_strategy", default)
     if init not in SPAWN_INITS:
-        raise InconsistentEventError(f"surgery: spawn {record['event_id']} has init {init!r}; "
-                                     f"expected one of {SPAWN_INITS}")
+        raise InconsistentEventError(
+            f"surgery: spawn {record['event_id']} has init {init!r}; expected one of {SPAWN_INITS}"
+        )
     return str(init)
 
 
@@ -376,8 +395,10 @@ def _merge_weights(record: Record, members: Sequence[str]) -> list[float]:
     if shares is None:
         return [1.0] * len(members)
     if not isinstance(shares, Mapping) or not all(_is_share(shares.get(m)) for m in members):
-        raise InconsistentEventError(f"surgery: merge {record['event_id']} needs a share >= 0 for "
-                                     f"each of {list(members)}, got {shares!r}")
+        raise InconsistentEventError(
+            f"surgery: merge {record['event_id']} needs a share >= 0 for "
+            f"each of {list(members)}, got {shares!r}"
+        )
     weights = [float(shares[m]) for m in members]
     return weights if math.fsum(weights) > 0 else [1.0] * len(members)
 

@@ -73,8 +73,11 @@ class SyncConfig:
     def __post_init__(self) -> None:
         if isinstance(self.leader, bool) or not isinstance(self.leader, int) or self.leader < 0:
             raise ConfigError(f"leader must be a rank >= 0, got {self.leader!r}")
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float) \
-                or not 0 < self.timeout < math.inf:
+        if (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, int | float)
+            or not 0 < self.timeout < math.inf
+        ):
             raise ConfigError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
 
 
@@ -97,9 +100,16 @@ class Boundary:
 class LifecycleSync:
     """One rank's side of the synchronized lifecycle: follow the leader's log, apply, verify."""
 
-    def __init__(self, lifecycle: Lifecycle, runner: Runner, surgery: ModelSurgery, *,
-                 replicated: Replicated | None = None, config: SyncConfig | None = None,
-                 group: Group = None) -> None:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        runner: Runner,
+        surgery: ModelSurgery,
+        *,
+        replicated: Replicated | None = None,
+        config: SyncConfig | None = None,
+        group: Group = None,
+    ) -> None:
         """Join `lifecycle` (this rank's registry on the run's log) to the projections `runner`
         feeds, `surgery` among them; `group` is the process group (None: the world, if any).
 
@@ -111,13 +121,16 @@ class LifecycleSync:
         if surgery not in runner.projections:
             raise ConfigError("the runner must feed the model surgery the sync verifies")
         if runner.log is not lifecycle.log and runner.log.run_id != lifecycle.run_id:
-            raise ConfigError(f"the runner follows run {runner.log.run_id!r}, the lifecycle "
-                              f"writes run {lifecycle.run_id!r}")
+            raise ConfigError(
+                f"the runner follows run {runner.log.run_id!r}, the lifecycle writes run {lifecycle.run_id!r}"
+            )
         if replicated is not None and surgery.on_rewrap is None:
             surgery.on_rewrap = replicated.rewrap
         if distributed.active(group) and surgery.strategy == "resize" and surgery.on_rewrap is None:
-            raise ConfigError("under the resize strategy with a process group, pass replicated= "
-                              "(or ModelSurgery(on_rewrap=...)) so DDP is re-wrapped after surgery")
+            raise ConfigError(
+                "under the resize strategy with a process group, pass replicated= "
+                "(or ModelSurgery(on_rewrap=...)) so DDP is re-wrapped after surgery"
+            )
         self.lifecycle = lifecycle
         self.runner = runner
         self.surgery = surgery
@@ -156,8 +169,10 @@ class LifecycleSync:
         """Run the lifecycle at the boundary after step `step`: decide (leader), follow, apply, verify."""
         wrapper = None if self.replicated is None else self.replicated.wrapper
         if not getattr(wrapper, "require_backward_grad_sync", True):
-            raise ConfigError(f"step {step}: at_boundary inside a no_sync() window; apply lifecycle "
-                              "decisions only at gradient-accumulation boundaries")
+            raise ConfigError(
+                f"step {step}: at_boundary inside a no_sync() window; apply lifecycle "
+                "decisions only at gradient-accumulation boundaries"
+            )
         replayed = self._seal(step, decide) if self.is_leader else False
         records = self._follow_to_seal(step)
         self.lifecycle.fold(records)
@@ -170,8 +185,17 @@ class LifecycleSync:
             return Boundary(step, records, decisions, None, replayed=replayed)
         digest, repaired = self._verify(step)
         if self.is_leader and (repaired or (decisions and not replayed)):
-            self._append([ActionsVerified(run_id=self.lifecycle.run_id, step=step, rank=self.rank,
-                                          digest=digest, world_size=self.world_size)])
+            self._append(
+                [
+                    ActionsVerified(
+                        run_id=self.lifecycle.run_id,
+                        step=step,
+                        rank=self.rank,
+                        digest=digest,
+                        world_size=self.world_size,
+                    )
+                ]
+            )
         return Boundary(step, records, decisions, digest, repaired, replayed)
 
     def verify(self, step: int) -> str | None:
@@ -184,8 +208,17 @@ class LifecycleSync:
             return None
         digest, _ = self._verify(step)
         if self.is_leader:
-            self._append([ActionsVerified(run_id=self.lifecycle.run_id, step=step, rank=self.rank,
-                                          digest=digest, world_size=self.world_size)])
+            self._append(
+                [
+                    ActionsVerified(
+                        run_id=self.lifecycle.run_id,
+                        step=step,
+                        rank=self.rank,
+                        digest=digest,
+                        world_size=self.world_size,
+                    )
+                ]
+            )
         return digest
 
     def _seal(self, step: int, decide: Decide | None) -> bool:
@@ -217,18 +250,22 @@ class LifecycleSync:
                 raise SyncTimeoutError(
                     f"rank {self.rank} waited {self.config.timeout:g} s for the leader (rank "
                     f"{self.config.leader}) to seal step {step} of run {self.lifecycle.run_id}; "
-                    f"the log ends at seq {after}", rank=self.rank, step=step) from e
+                    f"the log ends at seq {after}",
+                    rank=self.rank,
+                    step=step,
+                ) from e
             for i, record in enumerate(batch):
                 if record["kind"] != "StepSealed":
                     continue
                 if record["step"] == step:
-                    records.extend(batch[:i + 1])
+                    records.extend(batch[: i + 1])
                     return records
                 if record["step"] > step:
                     raise InconsistentEventError(
                         f"rank {self.rank} expected StepSealed({step}) but the log sealed step "
                         f"{record['step']} first (seq {record['seq']}): ranks reached different "
-                        "evaluation steps")
+                        "evaluation steps"
+                    )
             records.extend(batch)
             after = batch[-1]["seq"]
 
@@ -246,16 +283,22 @@ class LifecycleSync:
         where = f"step {step}: ranks {list(ranks)} differ from the leader (rank {self.config.leader})"
         if not self.config.repair:
             self._record_divergence(step, digests, ranks, repaired=False)
-            raise DivergenceError(f"{where} in parameters, optimizer state or applied events; "
-                                  "restart from the last checkpoint or sync with repair=True",
-                                  step=step, ranks=ranks)
+            raise DivergenceError(
+                f"{where} in parameters, optimizer state or applied events; "
+                "restart from the last checkpoint or sync with repair=True",
+                step=step,
+                ranks=ranks,
+            )
         self._repair(step, where)
         digest = self.surgery.digest()
         low, high = distributed.digest_range(digest, self.group)
         if low != high:
             self._record_divergence(step, digests, ranks, repaired=False)
-            raise DivergenceError(f"{where} and the leader's state did not repair them: the "
-                                  "ranks applied different events", step=step, ranks=ranks)
+            raise DivergenceError(
+                f"{where} and the leader's state did not repair them: the ranks applied different events",
+                step=step,
+                ranks=ranks,
+            )
         self._record_divergence(step, digests, ranks, repaired=True)
         _log.warning("%s; repaired from the leader's state", where)
         return digest, True
@@ -266,11 +309,14 @@ class LifecycleSync:
         structure = _structure_digest(named, self.surgery.optimizer)
         low, high = distributed.digest_range(structure, self.group)
         if low != high:
-            raise DivergenceError(f"{where} in parameter or optimizer-state shapes, which a "
-                                  "broadcast cannot repair", step=step,
-                                  ranks=tuple(range(self.world_size)))
-        distributed.broadcast_training_state(named, self.surgery.optimizer,
-                                             src=self.config.leader, group=self.group)
+            raise DivergenceError(
+                f"{where} in parameter or optimizer-state shapes, which a broadcast cannot repair",
+                step=step,
+                ranks=tuple(range(self.world_size)),
+            )
+        distributed.broadcast_training_state(
+            named, self.surgery.optimizer, src=self.config.leader, group=self.group
+        )
 
     def _named_state(self) -> list[tuple[str, torch.Tensor]]:
         model = self.surgery.model
@@ -278,12 +324,22 @@ class LifecycleSync:
             return distributed.named_state(model)
         return list(self.surgery.named_parameters())
 
-    def _record_divergence(self, step: int, digests: Sequence[str], ranks: Iterable[int], *,
-                           repaired: bool) -> None:
+    def _record_divergence(
+        self, step: int, digests: Sequence[str], ranks: Iterable[int], *, repaired: bool
+    ) -> None:
         if self.is_leader:
-            self._append([DivergenceDetected(
-                run_id=self.lifecycle.run_id, step=step, rank=self.rank, repaired=repaired,
-                digests={str(r): d for r, d in enumerate(digests)}, ranks=sorted(ranks))])
+            self._append(
+                [
+                    DivergenceDetected(
+                        run_id=self.lifecycle.run_id,
+                        step=step,
+                        rank=self.rank,
+                        repaired=repaired,
+                        digests={str(r): d for r, d in enumerate(digests)},
+                        ranks=sorted(ranks),
+                    )
+                ]
+            )
 
     def _append(self, events: Sequence[Any]) -> None:
         # The leader is the run's one writer, so its registry is at the log's end; another
@@ -292,8 +348,9 @@ class LifecycleSync:
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    def save_checkpoint(self, directory: str | Path, step: int, *,
-                        extra: Mapping[str, Any] | None = None) -> Path | None:
+    def save_checkpoint(
+        self, directory: str | Path, step: int, *, extra: Mapping[str, Any] | None = None
+    ) -> Path | None:
         """Checkpoint at the boundary just passed: the leader writes the file and records it.
 
         Call it on every rank right after `at_boundary(step)`; ranks are verified identical
@@ -309,11 +366,28 @@ class LifecycleSync:
             raise ConfigError("a checkpoint needs the model: build ModelSurgery with model=...")
         name = f"{self.lifecycle.run_id}-step{step}"
         path = Path(directory) / f"{name}.pt"
-        sha = save_checkpoint(path, step=step, seq=seq, model=model.state_dict(),
-                              optimizer=self.surgery.optimizer.state_dict(),
-                              snapshots=[p.snapshot() for p in self.runner.projections], extra=extra)
-        self._append([CheckpointSaved(run_id=self.lifecycle.run_id, step=step, rank=self.rank,
-                                      checkpoint_id=name, path=str(path), sha256=sha, upto_seq=seq)])
+        sha = save_checkpoint(
+            path,
+            step=step,
+            seq=seq,
+            model=model.state_dict(),
+            optimizer=self.surgery.optimizer.state_dict(),
+            snapshots=[p.snapshot() for p in self.runner.projections],
+            extra=extra,
+        )
+        self._append(
+            [
+                CheckpointSaved(
+                    run_id=self.lifecycle.run_id,
+                    step=step,
+                    rank=self.rank,
+                    checkpoint_id=name,
+                    path=str(path),
+                    sha256=sha,
+                    upto_seq=seq,
+                )
+            ]
+        )
         _log.info("checkpoint %s covers the log to seq %d", path, seq)
         return path
 
@@ -335,15 +409,24 @@ class LifecycleSync:
         for projection in self.runner.projections:
             snapshot = checkpoint.snapshots.get(projection.name)
             if snapshot is None:
-                raise ConfigError(f"checkpoint {recorded['path']} holds no snapshot of projection "
-                                  f"{projection.name!r}")
+                raise ConfigError(
+                    f"checkpoint {recorded['path']} holds no snapshot of projection {projection.name!r}"
+                )
             projection.restore(snapshot)
         model.load_state_dict(checkpoint.model)
         self.surgery.optimizer.load_state_dict(checkpoint.optimizer)
         if self.is_leader:
-            self._append([CheckpointRestored(
-                run_id=self.lifecycle.run_id, step=checkpoint.step, rank=self.rank,
-                upto_seq=checkpoint.seq, **{k: recorded[k] for k in ("checkpoint_id", "path", "sha256")})])
+            self._append(
+                [
+                    CheckpointRestored(
+                        run_id=self.lifecycle.run_id,
+                        step=checkpoint.step,
+                        rank=self.rank,
+                        upto_seq=checkpoint.seq,
+                        **{k: recorded[k] for k in ("checkpoint_id", "path", "sha256")},
+                    )
+                ]
+            )
         _log.info("resumed from %s at step %d (seq %d)", recorded["path"], checkpoint.step, checkpoint.seq)
         return checkpoint
 
@@ -358,7 +441,8 @@ def _check_decisions(records: Sequence[Record], step: int) -> int:
             raise InconsistentEventError(
                 f"decision {record['event_id']} (seq {record['seq']}) is sealed at step {step} "
                 f"but asks to apply at step {record['apply_at_step']}; decisions apply at the "
-                f"boundary before the step after their seal ({step + 1})")
+                f"boundary before the step after their seal ({step + 1})"
+            )
         count += 1
     return count
 
@@ -374,4 +458,3 @@ def _structure_digest(named: Sequence[tuple[str, torch.Tensor]], optimizer: torc
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             h.update(f"{key}{shape};".encode())
     return h.hexdigest()
-

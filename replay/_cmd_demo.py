@@ -46,32 +46,74 @@ DECISIONS_FILE = "lifecycle_decisions.jsonl"
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the demo options to `parser`."""
-    parser.add_argument("--log", default=bus.DEFAULT_URL, metavar="URL",
-                        help=f"where the run's log goes: jsonl://DIR or a redis:// URL "
-                             f"(default {bus.DEFAULT_URL})")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N",
-                        help=f"training steps (default {DEFAULT_STEPS}); the phases scale with them")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="seed of the model's weights and of the data (default 0)")
-    parser.add_argument("--strategy", choices=("masked", "resize"), default="masked",
-                        help="model surgery: fixed slots with a mask (default), or parameters "
-                             "really added and removed")
-    parser.add_argument("--baseline", action="store_true",
-                        help="also train static models (lifecycle off) of the start, mean and maximum "
-                             "number of experts on the same task, and compare losses")
+    parser.add_argument(
+        "--log",
+        default=bus.DEFAULT_URL,
+        metavar="URL",
+        help=f"where the run's log goes: jsonl://DIR or a redis:// URL (default {bus.DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        metavar="N",
+        help=f"training steps (default {DEFAULT_STEPS}); the phases scale with them",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of the model's weights and of the data (default 0)",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=("masked", "resize"),
+        default="masked",
+        help="model surgery: fixed slots with a mask (default), or parameters really added and removed",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also train static models (lifecycle off) of the start, mean and maximum "
+        "number of experts on the same task, and compare losses",
+    )
     parser.add_argument("--run", metavar="RUN", help="the run id (default demo-<date>-<time>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     ranks = parser.add_argument_group("several ranks (DDP on gloo, CPU)")
-    ranks.add_argument("--ranks", type=int, default=1, metavar="N",
-                       help="train on N local processes (default 1); under torchrun, torchrun's ranks")
-    ranks.add_argument("--max-restarts", type=int, default=0, metavar="K",
-                       help="restart every rank from the last checkpoint up to K times when one dies")
-    ranks.add_argument("--checkpoint-every", type=int, default=0, metavar="S",
-                       help="write a checkpoint every S steps, a multiple of 10 (default: none)")
-    ranks.add_argument("--sync-timeout", type=float, default=60.0, metavar="T",
-                       help="seconds a rank waits for the leader to seal a step (default 60)")
-    ranks.add_argument("--repair", action="store_true",
-                       help="on a digest mismatch, copy rank 0's state to every rank instead of failing")
+    ranks.add_argument(
+        "--ranks",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train on N local processes (default 1); under torchrun, torchrun's ranks",
+    )
+    ranks.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="K",
+        help="restart every rank from the last checkpoint up to K times when one dies",
+    )
+    ranks.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="S",
+        help="write a checkpoint every S steps, a multiple of 10 (default: none)",
+    )
+    ranks.add_argument(
+        "--sync-timeout",
+        type=float,
+        default=60.0,
+        metavar="T",
+        help="seconds a rank waits for the leader to seal a step (default 60)",
+    )
+    ranks.add_argument(
+        "--repair",
+        action="store_true",
+        help="on a digest mismatch, copy rank 0's state to every rank instead of failing",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -96,8 +138,10 @@ def run(args: argparse.Namespace) -> int:
             live, outcome = _train(options, log, "lifecycle", args.quiet, _rank_options(args, log))
             runs = [outcome]
             if args.baseline:
-                runs += [_train(static, None, label, args.quiet)[1]
-                         for label, static in _static_baselines(options, live)]
+                runs += [
+                    _train(static, None, label, args.quiet)[1]
+                    for label, static in _static_baselines(options, live)
+                ]
             _report(args, log, live, runs)
     finally:
         torch.set_num_threads(threads)
@@ -112,8 +156,10 @@ def _check(args: argparse.Namespace) -> None:
     if args.ranks < 1 or args.max_restarts < 0 or args.checkpoint_every < 0:
         raise ConfigError("--ranks must be >= 1, --max-restarts and --checkpoint-every >= 0")
     if args.checkpoint_every % 10:
-        raise ConfigError(f"--checkpoint-every must be a multiple of 10 (the evaluation interval), "
-                          f"got {args.checkpoint_every}")
+        raise ConfigError(
+            f"--checkpoint-every must be a multiple of 10 (the evaluation interval), "
+            f"got {args.checkpoint_every}"
+        )
     if not 0 < args.sync_timeout < float("inf"):
         raise ConfigError(f"--sync-timeout must be a number of seconds > 0, got {args.sync_timeout}")
     if args.baseline and args.ranks > 1:
@@ -122,9 +168,25 @@ def _check(args: argparse.Namespace) -> None:
 
 def _worker_argv(args: argparse.Namespace, run_id: str) -> list[str]:
     """Return the command line every rank runs: this one, with the run id fixed."""
-    argv = ["demo", "--log", args.log, "--steps", str(args.steps), "--seed", str(args.seed),
-            "--strategy", args.strategy, "--run", run_id, "--ranks", str(args.ranks),
-            "--checkpoint-every", str(args.checkpoint_every), "--sync-timeout", str(args.sync_timeout)]
+    argv = [
+        "demo",
+        "--log",
+        args.log,
+        "--steps",
+        str(args.steps),
+        "--seed",
+        str(args.seed),
+        "--strategy",
+        args.strategy,
+        "--run",
+        run_id,
+        "--ranks",
+        str(args.ranks),
+        "--checkpoint-every",
+        str(args.checkpoint_every),
+        "--sync-timeout",
+        str(args.sync_timeout),
+    ]
     return argv + [flag for flag, on in (("--quiet", args.quiet), ("--repair", args.repair)) if on]
 
 
@@ -132,9 +194,12 @@ def _rank_options(args: argparse.Namespace, log: Log, *, resume: bool = False) -
     from projections.sync import SyncConfig
     from replay.demo import RankOptions
 
-    return RankOptions(sync=SyncConfig(timeout=args.sync_timeout, repair=args.repair),
-                       checkpoint_dir=decisions_path(log).parent / "checkpoints",
-                       checkpoint_every=args.checkpoint_every, resume=resume)
+    return RankOptions(
+        sync=SyncConfig(timeout=args.sync_timeout, repair=args.repair),
+        checkpoint_dir=decisions_path(log).parent / "checkpoints",
+        checkpoint_every=args.checkpoint_every,
+        resume=resume,
+    )
 
 
 def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worker: Worker) -> int:
@@ -151,10 +216,13 @@ def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worke
         log = _open_new(args.log, run_id) if leader and fresh else bus.open(args.log, run_id)
         with log:
             quiet = args.quiet or not leader
-            live, outcome = _train(options, log, f"rank {worker.rank}", quiet,
-                                   _rank_options(args, log, resume=not fresh))
-            print(f"rank {worker.rank}: finished step {options.steps} with digest {live.digest}",
-                  file=sys.stderr)
+            live, outcome = _train(
+                options, log, f"rank {worker.rank}", quiet, _rank_options(args, log, resume=not fresh)
+            )
+            print(
+                f"rank {worker.rank}: finished step {options.steps} with digest {live.digest}",
+                file=sys.stderr,
+            )
             if leader:
                 _report(args, log, live, [outcome])
                 print(f"ranks:     {worker.world_size}, every rank ended with digest {live.digest}")
@@ -205,8 +273,9 @@ def _open_new(url: str, run_id: str) -> Log:
     return log
 
 
-def _train(options: DemoOptions, log: Log | None, label: str, quiet: bool,
-           ranks: RankOptions | None = None) -> tuple[DemoRun, Outcome]:
+def _train(
+    options: DemoOptions, log: Log | None, label: str, quiet: bool, ranks: RankOptions | None = None
+) -> tuple[DemoRun, Outcome]:
     from replay.demo import DemoRun
     from replay.demo._report import Outcome, ProgressBar
 
@@ -230,9 +299,10 @@ def _static_baselines(options: DemoOptions, live: DemoRun) -> list[tuple[str, De
     chosen: dict[int, str] = {}
     for name, size in sizes.items():
         chosen[size] = f"{chosen[size]}/{name}" if size in chosen else name
-    return [(f"static {size} ({names})",
-             dataclasses.replace(options, lifecycle=False, initial_experts=size))
-            for size, names in chosen.items()]
+    return [
+        (f"static {size} ({names})", dataclasses.replace(options, lifecycle=False, initial_experts=size))
+        for size, names in chosen.items()
+    ]
 
 
 def _summary(live: DemoRun, made: list[tuple[int, str]], runs: list[Outcome]) -> str:

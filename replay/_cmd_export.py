@@ -18,10 +18,16 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the export options to `parser`."""
     parser.add_argument("log_url", metavar="LOG_URL", help="jsonl://DIR or a redis:// URL")
     parser.add_argument("--run", required=True, help="the run id")
-    parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="PATH",
-                        help=f"the file to write (default {DEFAULT_OUTPUT}); - for stdout")
-    parser.add_argument("--lenient", action="store_true",
-                        help="skip unreadable JSONL lines and report how many")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=DEFAULT_OUTPUT,
+        metavar="PATH",
+        help=f"the file to write (default {DEFAULT_OUTPUT}); - for stdout",
+    )
+    parser.add_argument(
+        "--lenient", action="store_true", help="skip unreadable JSONL lines and report how many"
+    )
     parser.set_defaults(handler=run)
 
 

@@ -23,8 +23,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     until.add_argument("--until-step", type=int, metavar="N", help="replay through step N")
     until.add_argument("--until-time", metavar="ISO8601", help="replay through a wall time")
     parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument("--lenient", action="store_true",
-                        help="skip unreadable JSONL lines and report how many")
+    parser.add_argument(
+        "--lenient", action="store_true", help="skip unreadable JSONL lines and report how many"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -36,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
         skipped = getattr(log, "skipped", 0)
         short = result.reached_end and not until.open_ended and _ends_before(log, until, result.last_seq)
     if short:
-        sys.stderr.write(f"lifecycle-es replay: the log ends at seq {result.last_seq}, before the "
-                         "requested point; replayed to the end\n")
+        sys.stderr.write(
+            f"lifecycle-es replay: the log ends at seq {result.last_seq}, before the "
+            "requested point; replayed to the end\n"
+        )
     if skipped:
         sys.stderr.write(f"lifecycle-es replay: skipped {skipped} unreadable lines\n")
     if args.format == "json":
@@ -63,16 +66,25 @@ def replay_json(result: Replay, run_id: str) -> dict[str, Any]:
     """The documented JSON form of a replay: the run, where it stopped, and every entity."""
     registry = result.registry.registry
     entities = [
-        {"entity": e.entity, "spec": e.spec, "state": e.state, "layer": e.layer, "slot": e.slot,
-         "parent": e.parent, "entered_step": e.entered_step}
+        {
+            "entity": e.entity,
+            "spec": e.spec,
+            "state": e.state,
+            "layer": e.layer,
+            "slot": e.slot,
+            "parent": e.parent,
+            "entered_step": e.entered_step,
+        }
         for e in sorted(registry, key=lambda e: e.entity)
     ]
     return {"run_id": run_id, "seq": result.seq, "step": result.step, "entities": entities}
 
 
 def _table(doc: dict[str, Any]) -> str:
-    rows = [f"run {doc['run_id']} as of seq {doc['seq']}, step {doc['step']}: "
-            f"{len(doc['entities'])} entities", ""]
+    rows = [
+        f"run {doc['run_id']} as of seq {doc['seq']}, step {doc['step']}: {len(doc['entities'])} entities",
+        "",
+    ]
     header = ("entity", "spec", "state", "layer", "slot", "parent", "entered_step")
     cells = [[("" if e[h] is None else str(e[h])) for h in header] for e in doc["entities"]]
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]

@@ -27,8 +27,10 @@ def run(args: argparse.Namespace) -> int:
     if args.spec_command == "list":
         for each in BUILTIN_SPECS.values():
             first_line = (each.description or "").strip().splitlines()[:1]
-            print(f"{each.name:<10} {len(each.states):>3} states {len(each.transitions):>4} edges  "
-                  f"{first_line[0] if first_line else ''}".rstrip())
+            print(
+                f"{each.name:<10} {len(each.states):>3} states {len(each.transitions):>4} edges  "
+                f"{first_line[0] if first_line else ''}".rstrip()
+            )
         return 0
     spec = BUILTIN_SPECS.get(args.name)
     if spec is None:
@@ -45,11 +47,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _table(spec: Spec) -> str:
-    rows = [f"spec {spec.name}: initial {', '.join(spec.initial)}", "",
-            f"{'code':>4}  {'state':<16} {'category':<13} {'terminal':<8} min_time"]
+    rows = [
+        f"spec {spec.name}: initial {', '.join(spec.initial)}",
+        "",
+        f"{'code':>4}  {'state':<16} {'category':<13} {'terminal':<8} min_time",
+    ]
     for s in spec.states:
-        rows.append(f"{s.code:>4}  {s.name:<16} {s.category.value:<13} {'yes' if s.terminal else '':<8} "
-                    f"{s.min_time_in_state or ''}".rstrip())
+        rows.append(
+            f"{s.code:>4}  {s.name:<16} {s.category.value:<13} {'yes' if s.terminal else '':<8} "
+            f"{s.min_time_in_state or ''}".rstrip()
+        )
     rows += ["", f"{'from':<16} {'to':<16} {'trigger':<18} gates"]
     for t in spec.to_json()["transitions"]:
         rows.append(f"{t['from']:<16} {t['to']:<16} {t['trigger']:<18} {', '.join(t['gates'])}".rstrip())

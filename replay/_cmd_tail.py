@@ -16,8 +16,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the tail options to `parser`."""
     parser.add_argument("log_url", metavar="LOG_URL", help="jsonl://DIR or a redis:// URL")
     parser.add_argument("--run", required=True, help="the run id")
-    parser.add_argument("--from", dest="start", default="beginning", metavar="WHERE",
-                        help="beginning (default), end, seq:N, step:N or time:ISO8601")
+    parser.add_argument(
+        "--from",
+        dest="start",
+        default="beginning",
+        metavar="WHERE",
+        help="beginning (default), end, seq:N, step:N or time:ISO8601",
+    )
     parser.add_argument("--follow", action="store_true", help="keep printing records as they arrive")
     parser.add_argument("--kind", help="comma-separated event kinds to show")
     parser.add_argument("--entity", metavar="GLOB", help="show records whose entity matches")

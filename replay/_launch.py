@@ -37,8 +37,11 @@ def worker_from_env(env: Mapping[str, str]) -> Worker | None:
     """Return the worker described by torchrun's variables in `env`, or None outside a launcher."""
     if "RANK" not in env or "WORLD_SIZE" not in env:
         return None
-    return Worker(rank=int(env["RANK"]), world_size=int(env["WORLD_SIZE"]),
-                  restart=int(env.get("TORCHELASTIC_RESTART_COUNT", "0")))
+    return Worker(
+        rank=int(env["RANK"]),
+        world_size=int(env["WORLD_SIZE"]),
+        restart=int(env.get("TORCHELASTIC_RESTART_COUNT", "0")),
+    )
 
 
 def _free_port() -> int:
@@ -59,8 +62,11 @@ def launch(argv: Sequence[str], ranks: int, *, max_restarts: int = 0) -> int:
         if status == 0:
             return 0
         if attempt < max_restarts:
-            print(f"lifecycle-es: a rank failed (exit {status}); restarting all {ranks} ranks "
-                  f"from the last checkpoint ({attempt + 1}/{max_restarts})", file=sys.stderr)
+            print(
+                f"lifecycle-es: a rank failed (exit {status}); restarting all {ranks} ranks "
+                f"from the last checkpoint ({attempt + 1}/{max_restarts})",
+                file=sys.stderr,
+            )
     return status
 
 
@@ -68,12 +74,18 @@ def _attempt(argv: Sequence[str], ranks: int, attempt: int) -> int:
     port = _free_port()
     procs = []
     for rank in range(ranks):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(ranks),
-               "LOCAL_WORLD_SIZE": str(ranks), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "TORCHELASTIC_RESTART_COUNT": str(attempt)}
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(ranks),
+            "LOCAL_WORLD_SIZE": str(ranks),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "TORCHELASTIC_RESTART_COUNT": str(attempt),
+        }
         stdout = None if rank == 0 else subprocess.DEVNULL
-        procs.append(subprocess.Popen([sys.executable, "-m", "replay.cli", *argv], env=env,
-                                      stdout=stdout))
+        procs.append(subprocess.Popen([sys.executable, "-m", "replay.cli", *argv], env=env, stdout=stdout))
     try:
         return _wait_all(procs)
     finally:

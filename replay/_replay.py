@@ -128,9 +128,15 @@ def replay(
             if cut < len(batch):
                 break
     seq = registry.seq
-    return Replay(registry=registry, metrics=metrics, tensors=state, seq=seq,
-                  step=registry.registry.step, last_seq=max(last_seq, seq),
-                  reached_end=seq >= max(last_seq, log.last_seq()))
+    return Replay(
+        registry=registry,
+        metrics=metrics,
+        tensors=state,
+        seq=seq,
+        step=registry.registry.step,
+        last_seq=max(last_seq, seq),
+        reached_end=seq >= max(last_seq, log.last_seq()),
+    )
 
 
 def _state_tensors(specs: Mapping[str, Spec], device: torch.device | str) -> StateTensors:

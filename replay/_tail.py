@@ -91,12 +91,22 @@ def records_from(log: Log, after: int, *, follow: bool) -> Iterator[dict[str, An
         yield from batch
 
 
-_COLOURS = {"TransitionApplied": "32", "TransitionRejected": "31", "DecisionMade": "35",
-            "GateChecked": "36", "StepSealed": "2", "ActionsVerified": "2", "RunStarted": "1",
-            "DivergenceDetected": "31;1",
-            "RunStateChanged": "1", "MetricsObserved": "34", "EntityRegistered": "33"}
-_ENVELOPE = frozenset({"seq", "kind", "step", "ts", "rank", "entity", "event_id", "run_id",
-                       "schema", "causation"})
+_COLOURS = {
+    "TransitionApplied": "32",
+    "TransitionRejected": "31",
+    "DecisionMade": "35",
+    "GateChecked": "36",
+    "StepSealed": "2",
+    "ActionsVerified": "2",
+    "RunStarted": "1",
+    "DivergenceDetected": "31;1",
+    "RunStateChanged": "1",
+    "MetricsObserved": "34",
+    "EntityRegistered": "33",
+}
+_ENVELOPE = frozenset(
+    {"seq", "kind", "step", "ts", "rank", "entity", "event_id", "run_id", "schema", "causation"}
+)
 
 
 class Printer:
@@ -117,8 +127,11 @@ class Printer:
         kind = str(record.get("kind", "?"))
         label = f"\x1b[{_COLOURS.get(kind, '0')}m{kind:<18}\x1b[0m" if self.colour else f"{kind:<18}"
         entity = record.get("entity") or "-"
-        details = " ".join(f"{k}={_short(v)}" for k, v in record.items()
-                           if k not in _ENVELOPE and v not in (None, "", [], {}))
+        details = " ".join(
+            f"{k}={_short(v)}"
+            for k, v in record.items()
+            if k not in _ENVELOPE and v not in (None, "", [], {})
+        )
         seq, step = record.get("seq", "?"), record.get("step", "?")
         return f"{seq:>7} step {step:>6}  {label} {entity:<14} {details}"
 

@@ -42,12 +42,15 @@ def population_over_steps(log: Log, *, specs: Mapping[str, Spec] = BUILTIN_SPECS
     return rows
 
 
-def _sample(registry: Registry, last: dict[tuple[str, int | None, str], int],
-            rows: list[Row]) -> dict[tuple[str, int | None, str], int]:
+def _sample(
+    registry: Registry, last: dict[tuple[str, int | None, str], int], rows: list[Row]
+) -> dict[tuple[str, int | None, str], int]:
     now = registry.populations()
     if now != last or not rows:
-        rows += [{"step": registry.step, "spec": spec, "layer": layer, "state": state, "count": n}
-                 for (spec, layer, state), n in sorted(now.items(), key=_sort_key)]
+        rows += [
+            {"step": registry.step, "spec": spec, "layer": layer, "state": state, "count": n}
+            for (spec, layer, state), n in sorted(now.items(), key=_sort_key)
+        ]
     return now
 
 
@@ -58,8 +61,21 @@ def _sort_key(item: tuple[tuple[str, int | None, str], int]) -> tuple[str, int, 
 
 def decisions(log: Log) -> list[Row]:
     """Every lifecycle decision of the run, in log order."""
-    fields = ("seq", "step", "action", "entity", "layer", "parent", "children", "reason",
-              "apply_at_step", "seed")
-    return [{k: record.get(k) for k in fields}
-            for batch in iter_records(log) for record in batch
-            if record.get("kind") == "DecisionMade"]
+    fields = (
+        "seq",
+        "step",
+        "action",
+        "entity",
+        "layer",
+        "parent",
+        "children",
+        "reason",
+        "apply_at_step",
+        "seed",
+    )
+    return [
+        {k: record.get(k) for k in fields}
+        for batch in iter_records(log)
+        for record in batch
+        if record.get("kind") == "DecisionMade"
+    ]

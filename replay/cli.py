@@ -21,8 +21,7 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
     ("tail", "print a run's events from a point, filtered, and follow it live", _cmd_tail),
     ("replay", "rebuild a run's registry as of a seq, a step or a wall time", _cmd_replay),
     ("verify", "compare a Redis log with its JSONL mirror, and optionally repair the mirror", _cmd_verify),
-    ("export-decisions", "write a run's decisions as ChronoMoE lifecycle_decisions.jsonl lines",
-     _cmd_export),
+    ("export-decisions", "write a run's decisions as ChronoMoE lifecycle_decisions.jsonl lines", _cmd_export),
 )
 
 
@@ -36,8 +35,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of every subcommand."""
-    parser = _Parser(prog="lifecycle-es",
-                     description="Event-sourced lifecycle orchestration for dynamic ML training.")
+    parser = _Parser(
+        prog="lifecycle-es", description="Event-sourced lifecycle orchestration for dynamic ML training."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, help_text, module in _COMMANDS:
         module.add_parser(subparsers.add_parser(name, help=help_text, description=help_text))

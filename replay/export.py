@@ -31,8 +31,17 @@ from replay._replay import iter_records
 
 __all__ = ["FIELDS", "decision_line", "decision_lines", "dumps", "write_decisions"]
 
-FIELDS = ("step", "run_id", "action", "layer_id", "expert_id", "parent_id", "reason",
-          "metrics_at_decision", "config_snapshot")
+FIELDS = (
+    "step",
+    "run_id",
+    "action",
+    "layer_id",
+    "expert_id",
+    "parent_id",
+    "reason",
+    "metrics_at_decision",
+    "config_snapshot",
+)
 """The keys of every exported line, in order."""
 
 _CREATES = frozenset({"SPAWN", "SPLIT"})
@@ -53,11 +62,17 @@ def decision_line(record: Mapping[str, Any]) -> dict[str, Any]:
         parent = children[0] if children else parent
     else:
         expert = entity
-    return {"step": record["step"], "run_id": record["run_id"], "action": action,
-            "layer_id": record.get("layer"), "expert_id": expert, "parent_id": parent,
-            "reason": record.get("reason", ""),
-            "metrics_at_decision": dict(record.get("metrics_at_decision") or {}),
-            "config_snapshot": dict(record.get("config_snapshot") or {})}
+    return {
+        "step": record["step"],
+        "run_id": record["run_id"],
+        "action": action,
+        "layer_id": record.get("layer"),
+        "expert_id": expert,
+        "parent_id": parent,
+        "reason": record.get("reason", ""),
+        "metrics_at_decision": dict(record.get("metrics_at_decision") or {}),
+        "config_snapshot": dict(record.get("config_snapshot") or {}),
+    }
 
 
 def decision_lines(log: Log) -> Iterator[dict[str, Any]]:

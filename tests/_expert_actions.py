@@ -78,8 +78,11 @@ def free_slot(registry: Registry, layer: int, capacity: int) -> int | None:
 
 def next_id(registry: Registry, layer: int) -> str:
     """The next never-used expert id of `layer` (`Evaluation._next_id`)."""
-    taken = [p[1] for e in registry if e.layer == layer
-             and (p := parse_expert_id(e.entity)) is not None and p[0] == layer]
+    taken = [
+        p[1]
+        for e in registry
+        if e.layer == layer and (p := parse_expert_id(e.entity)) is not None and p[0] == layer
+    ]
     return expert_id(layer, max(taken, default=-1) + 1)
 
 
@@ -95,15 +98,29 @@ def archive_pending(batch: Batch, layer: int) -> None:
     """The coordinator's upkeep of `pending_prune` experts: archived one step after the decision."""
     for e in experts(batch.registry, layer, (S.PENDING_PRUNE,)):
         waited = batch.stamp.step - e.entered_step
-        if batch.checks(e.entity, e.state, S.ARCHIVED, [Check(
-                "expert.removal_applied", STRUCT, waited >= 1, f"scheduled {waited} steps ago",
-                {"steps_scheduled": waited}, {"min_steps": 1})]):
+        if batch.checks(
+            e.entity,
+            e.state,
+            S.ARCHIVED,
+            [
+                Check(
+                    "expert.removal_applied",
+                    STRUCT,
+                    waited >= 1,
+                    f"scheduled {waited} steps ago",
+                    {"steps_scheduled": waited},
+                    {"min_steps": 1},
+                )
+            ],
+        ):
             batch.move(e.entity, S.ARCHIVED, "removed after its scheduled removal was applied")
 
 
 _UPKEEP = {  # (from, to) -> the states an upkeep passes through, each a spec edge
-    (S.COOLING, S.ACTIVE): (S.ACTIVE,), (S.DORMANT, S.ACTIVE): (S.ACTIVE,),
-    (S.COOLING, S.DORMANT): (S.ACTIVE, S.DORMANT), (S.ACTIVE, S.DORMANT): (S.DORMANT,),
+    (S.COOLING, S.ACTIVE): (S.ACTIVE,),
+    (S.DORMANT, S.ACTIVE): (S.ACTIVE,),
+    (S.COOLING, S.DORMANT): (S.ACTIVE, S.DORMANT),
+    (S.ACTIVE, S.DORMANT): (S.DORMANT,),
 }
 
 
@@ -111,49 +128,111 @@ def bring(batch: Batch, entity: str, to: ExpertState) -> None:
     """Move an expert to `to` by the upkeep edges (grace expired, share fell to zero, recovered)."""
     for state in _UPKEEP.get((S(batch.registry.get(entity).state), to), ()):
         e = batch.registry.get(entity)
-        batch.checks(entity, e.state, state, [Check(f"expert.upkeep_{state.value}", PERF, True,
-                                                    "scripted upkeep", {}, {})])
+        batch.checks(
+            entity,
+            e.state,
+            state,
+            [Check(f"expert.upkeep_{state.value}", PERF, True, "scripted upkeep", {}, {})],
+        )
         batch.move(entity, state, f"upkeep to {state.value}")
 
 
-def decide(batch: Batch, action: Action, *, layer: int, entity: str, target: str, reason: str,
-           metrics: Mapping[str, JsonValue], parent: str | None = None,
-           children: Sequence[str] = (), seed: int | None = None,
-           config: Mapping[str, JsonValue] | None = None) -> None:
+def decide(
+    batch: Batch,
+    action: Action,
+    *,
+    layer: int,
+    entity: str,
+    target: str,
+    reason: str,
+    metrics: Mapping[str, JsonValue],
+    parent: str | None = None,
+    children: Sequence[str] = (),
+    seed: int | None = None,
+    config: Mapping[str, JsonValue] | None = None,
+) -> None:
     """`Batch.decide`; with `seed` or `config`, the same event with that seed or config snapshot."""
     if seed is None and config is None:
-        batch.decide(action, layer=layer, entity=entity, target=target, reason=reason,
-                     metrics=metrics, parent=parent, children=children)
+        batch.decide(
+            action,
+            layer=layer,
+            entity=entity,
+            target=target,
+            reason=reason,
+            metrics=metrics,
+            parent=parent,
+            children=children,
+        )
         return
     from lifecycle_es.controllers._basin_math import decision_seed
 
     step = batch.stamp.step
-    batch.add(DecisionMade(
-        run_id=batch.stamp.run_id, step=step, rank=batch.stamp.rank, entity=entity, action=action,
-        layer=layer, parent=parent, children=list(children), reason=reason,
-        metrics_at_decision=dict(metrics), config_snapshot=dict(config or batch.config),
-        apply_at_step=step + 1,
-        seed=decision_seed(batch.registry.run_seed, step, action.value, target) if seed is None else seed))
+    batch.add(
+        DecisionMade(
+            run_id=batch.stamp.run_id,
+            step=step,
+            rank=batch.stamp.rank,
+            entity=entity,
+            action=action,
+            layer=layer,
+            parent=parent,
+            children=list(children),
+            reason=reason,
+            metrics_at_decision=dict(metrics),
+            config_snapshot=dict(config or batch.config),
+            apply_at_step=step + 1,
+            seed=decision_seed(batch.registry.run_seed, step, action.value, target) if seed is None else seed,
+        )
+    )
 
 
-def structural(batch: Batch, config: LifecycleConfig, action: Action, layer: int, *,
-               grows: bool, slot: int | None = None, capacity: int = 0) -> list[Check]:
+def structural(
+    batch: Batch,
+    config: LifecycleConfig,
+    action: Action,
+    layer: int,
+    *,
+    grows: bool,
+    slot: int | None = None,
+    capacity: int = 0,
+) -> list[Check]:
     """The coordinator's structural gates of an action: cap and slot (growth) or floor, and budget."""
     registry, name = batch.registry, action.value
-    found = [checks.cap(registry, config, f"{name}.layer_cap", layer),
-             checks.slot(f"{name}.free_slot", layer, slot, capacity)] if grows \
+    found = (
+        [
+            checks.cap(registry, config, f"{name}.layer_cap", layer),
+            checks.slot(f"{name}.free_slot", layer, slot, capacity),
+        ]
+        if grows
         else [checks.floor(registry, config, f"{name}.population_floor", layer)]
+    )
     return [*found, checks.budget(registry, f"{name}.budget", action, 1 << 30)]
 
 
-def spawn(batch: Batch, config: LifecycleConfig, layer: int, capacity: int, *,
-          parent: str | None, seed: int | None = None, init: str | None = None,
-          cluster: Sequence[str] = ()) -> str:
+def spawn(
+    batch: Batch,
+    config: LifecycleConfig,
+    layer: int,
+    capacity: int,
+    *,
+    parent: str | None,
+    seed: int | None = None,
+    init: str | None = None,
+    cluster: Sequence[str] = (),
+) -> str:
     """A SPAWN as `Evaluation._spawn` makes it: gates, registration, decision, child to cooling."""
     slot, child = free_slot(batch.registry, layer, capacity), next_id(batch.registry, layer)
-    gates = [Check("spawn.starvation_patience", PERF, True, "scripted: starved",
-                   {"checkpoints_starved": 3.0}, {"spawn_patience": 3.0}),
-             *structural(batch, config, Action.SPAWN, layer, grows=True, slot=slot, capacity=capacity)]
+    gates = [
+        Check(
+            "spawn.starvation_patience",
+            PERF,
+            True,
+            "scripted: starved",
+            {"checkpoints_starved": 3.0},
+            {"spawn_patience": 3.0},
+        ),
+        *structural(batch, config, Action.SPAWN, layer, grows=True, slot=slot, capacity=capacity),
+    ]
     if not batch.checks(child, "", S.PENDING_SPAWN, gates):
         raise AssertionError(f"spawn in layer {layer} refused: {[g.reason for g in gates if not g.passed]}")
     assert slot is not None
@@ -164,56 +243,126 @@ def spawn(batch: Batch, config: LifecycleConfig, layer: int, capacity: int, *,
         if init == "mean_cluster":
             metrics["cluster"] = list(cluster)
     batch.register(child, layer=layer, slot=slot, parent=parent)
-    decide(batch, Action.SPAWN, layer=layer, entity=child, parent=parent, children=[child],
-           target=child, reason="sustained_starvation", metrics=metrics, seed=seed, config=snapshot)
+    decide(
+        batch,
+        Action.SPAWN,
+        layer=layer,
+        entity=child,
+        parent=parent,
+        children=[child],
+        target=child,
+        reason="sustained_starvation",
+        metrics=metrics,
+        seed=seed,
+        config=snapshot,
+    )
     batch.move(child, S.COOLING, "integrated into routing")
     return child
 
 
-def prune(batch: Batch, config: LifecycleConfig, layer: int, entity: str, *,
-          seed: int | None = None) -> None:
+def prune(batch: Batch, config: LifecycleConfig, layer: int, entity: str, *, seed: int | None = None) -> None:
     """A PRUNE as `Evaluation._prunes` makes it (the expert first brought to dormant)."""
     bring(batch, entity, S.DORMANT)
-    gates = [Check("prune.dormant_patience", PERF, True, "scripted: dormant",
-                   {"checkpoints_dormant": 5.0}, {"prune_patience": 5.0}),
-             *structural(batch, config, Action.PRUNE, layer, grows=False)]
+    gates = [
+        Check(
+            "prune.dormant_patience",
+            PERF,
+            True,
+            "scripted: dormant",
+            {"checkpoints_dormant": 5.0},
+            {"prune_patience": 5.0},
+        ),
+        *structural(batch, config, Action.PRUNE, layer, grows=False),
+    ]
     if not batch.checks(entity, S.DORMANT, S.PENDING_PRUNE, gates):
         raise AssertionError(f"prune of {entity} refused: {[g.reason for g in gates if not g.passed]}")
-    decide(batch, Action.PRUNE, layer=layer, entity=entity, target=entity, reason="confirmed_dead",
-           metrics={"share": 0.0, "dormant_checkpoints": 5}, seed=seed)
+    decide(
+        batch,
+        Action.PRUNE,
+        layer=layer,
+        entity=entity,
+        target=entity,
+        reason="confirmed_dead",
+        metrics={"share": 0.0, "dormant_checkpoints": 5},
+        seed=seed,
+    )
     batch.move(entity, S.PENDING_PRUNE, "confirmed dead")
 
 
-def split(batch: Batch, config: LifecycleConfig, layer: int, parent: str, capacity: int, *,
-          seed: int | None = None) -> str:
+def split(
+    batch: Batch, config: LifecycleConfig, layer: int, parent: str, capacity: int, *, seed: int | None = None
+) -> str:
     """A SPLIT as `Evaluation._split` makes it (the parent first brought to active)."""
     bring(batch, parent, S.ACTIVE)
     slot, child = free_slot(batch.registry, layer, capacity), next_id(batch.registry, layer)
-    gates = [Check("split.overload_patience", PERF, True, "scripted: overloaded",
-                   {"checkpoints_overloaded": 3.0}, {"split_patience": 3.0}),
-             *structural(batch, config, Action.SPLIT, layer, grows=True, slot=slot, capacity=capacity)]
+    gates = [
+        Check(
+            "split.overload_patience",
+            PERF,
+            True,
+            "scripted: overloaded",
+            {"checkpoints_overloaded": 3.0},
+            {"split_patience": 3.0},
+        ),
+        *structural(batch, config, Action.SPLIT, layer, grows=True, slot=slot, capacity=capacity),
+    ]
     if not batch.checks(parent, S.ACTIVE, S.ACTIVE, gates):
         raise AssertionError(f"split of {parent} refused: {[g.reason for g in gates if not g.passed]}")
     assert slot is not None
     batch.register(child, layer=layer, slot=slot, parent=parent)
-    decide(batch, Action.SPLIT, layer=layer, entity=parent, parent=parent, children=[child],
-           target=child, reason="sustained_overload", metrics={"share": 0.6, "slot": slot}, seed=seed)
+    decide(
+        batch,
+        Action.SPLIT,
+        layer=layer,
+        entity=parent,
+        parent=parent,
+        children=[child],
+        target=child,
+        reason="sustained_overload",
+        metrics={"share": 0.6, "slot": slot},
+        seed=seed,
+    )
     batch.move(child, S.COOLING, "integrated into routing")
     return child
 
 
-def merge(batch: Batch, config: LifecycleConfig, layer: int, survivor: str, absorbed: str, *,
-          shares: Mapping[str, float], seed: int | None = None) -> None:
+def merge(
+    batch: Batch,
+    config: LifecycleConfig,
+    layer: int,
+    survivor: str,
+    absorbed: str,
+    *,
+    shares: Mapping[str, float],
+    seed: int | None = None,
+) -> None:
     """A MERGE as `Evaluation._merge` makes it (both first brought to active)."""
     bring(batch, survivor, S.ACTIVE)
     bring(batch, absorbed, S.ACTIVE)
-    gates = [Check("merge.similarity_patience", GateCategory.STABILITY, True, "scripted: similar",
-                   {"cosine": 0.99}, {"merge_similarity_threshold": 0.95}),
-             *structural(batch, config, Action.MERGE, layer, grows=False)]
+    gates = [
+        Check(
+            "merge.similarity_patience",
+            GateCategory.STABILITY,
+            True,
+            "scripted: similar",
+            {"cosine": 0.99},
+            {"merge_similarity_threshold": 0.95},
+        ),
+        *structural(batch, config, Action.MERGE, layer, grows=False),
+    ]
     if not batch.checks(absorbed, S.ACTIVE, S.PENDING_PRUNE, gates):
         raise AssertionError(f"merge of {absorbed} refused: {[g.reason for g in gates if not g.passed]}")
-    decide(batch, Action.MERGE, layer=layer, entity=survivor, target=survivor, children=[absorbed],
-           reason="converged_basins", metrics={"shares": dict(shares)}, seed=seed)
+    decide(
+        batch,
+        Action.MERGE,
+        layer=layer,
+        entity=survivor,
+        target=survivor,
+        children=[absorbed],
+        reason="converged_basins",
+        metrics={"shares": dict(shares)},
+        seed=seed,
+    )
     batch.move(absorbed, S.PENDING_PRUNE, f"merged into {survivor}")
     batch.move(survivor, S.COOLING, f"absorbed {absorbed}")
 
@@ -241,17 +390,26 @@ class SeededDecider:
     run's seed, as the coordinator's do, unless `random_seeds` draws them from the RNG.
     """
 
-    def __init__(self, config: LifecycleConfig, capacity: int, *, seed: int, every: int = 10,
-                 per_call: int = 1, order: Literal["cycle", "random"] = "cycle",
-                 random_seeds: bool = False) -> None:
+    def __init__(
+        self,
+        config: LifecycleConfig,
+        capacity: int,
+        *,
+        seed: int,
+        every: int = 10,
+        per_call: int = 1,
+        order: Literal["cycle", "random"] = "cycle",
+        random_seeds: bool = False,
+    ) -> None:
         self.config, self.capacity = config, capacity
         self.seed, self.every, self.per_call = seed, every, per_call
         self.order, self.random_seeds = order, random_seeds
         self.inits: collections.Counter[str] = collections.Counter()
         """Spawn init strategies drawn so far (for a report; never read by a decision)."""
 
-    def decide(self, registry: Registry, *, run_id: str, step: int, rank: int = 0,
-               most: int | None = None) -> list[EventBase]:
+    def decide(
+        self, registry: Registry, *, run_id: str, step: int, rank: int = 0, most: int | None = None
+    ) -> list[EventBase]:
         """Return this step's events: upkeep, then the actions drawn (none off the schedule)."""
         batch = Batch(registry, Stamp(run_id=run_id, step=step, rank=rank), self.config.snapshot())
         layers = sorted({e.layer for e in registry if e.spec == _EXPERT and e.layer is not None})
@@ -288,8 +446,10 @@ class SeededDecider:
         for layer in layers:
             live = checks.live(registry, layer)
             eligible = self._eligible(registry, layer, touched)
-            grow = live < self.config.max_experts_per_layer \
+            grow = (
+                live < self.config.max_experts_per_layer
                 and free_slot(registry, layer, self.capacity) is not None
+            )
             shrink = live > self.config.min_experts_per_layer
             if grow and eligible:
                 found += [(layer, Action.SPAWN), (layer, Action.SPLIT)]
@@ -299,8 +459,7 @@ class SeededDecider:
                 found.append((layer, Action.MERGE))
         return found
 
-    def _act(self, rng: random.Random, batch: Batch, layer: int, kind: Action,
-             touched: set[str]) -> set[str]:
+    def _act(self, rng: random.Random, batch: Batch, layer: int, kind: Action, touched: set[str]) -> set[str]:
         """Take one action of `kind` in `layer`; return the experts it involved."""
         config, capacity = self.config, self.capacity
         eligible = self._eligible(batch.registry, layer, touched)
@@ -310,8 +469,9 @@ class SeededDecider:
             self.inits[init] += 1
             cluster = rng.sample(eligible, rng.randint(1, min(3, len(eligible))))
             parent = None if init == "random" else cluster[0]
-            child = spawn(batch, config, layer, capacity, parent=parent, seed=seed, init=init,
-                          cluster=cluster)
+            child = spawn(
+                batch, config, layer, capacity, parent=parent, seed=seed, init=init, cluster=cluster
+            )
             return {child, *cluster}
         if kind == Action.SPLIT:
             parent = rng.choice(eligible)
@@ -321,8 +481,15 @@ class SeededDecider:
             prune(batch, config, layer, target, seed=seed)
             return {target}
         survivor, absorbed = rng.sample(eligible, 2)
-        merge(batch, config, layer, survivor, absorbed, seed=seed,
-              shares={survivor: rng.random(), absorbed: rng.random()})
+        merge(
+            batch,
+            config,
+            layer,
+            survivor,
+            absorbed,
+            seed=seed,
+            shares={survivor: rng.random(), absorbed: rng.random()},
+        )
         return {survivor, absorbed}
 
 
@@ -331,7 +498,11 @@ def install(demo: DemoRun, *, seed: int | None = None, every: int = 20) -> Seede
     coordinator; the coordinator still records the run's metrics. Returns the decider."""
     lifecycle = demo.lifecycle
     assert lifecycle is not None, "a demo run without the lifecycle decides nothing"
-    decider = SeededDecider(lifecycle.config, demo.options.max_experts,
-                            seed=demo.options.seed if seed is None else seed, every=every)
+    decider = SeededDecider(
+        lifecycle.config,
+        demo.options.max_experts,
+        seed=demo.options.seed if seed is None else seed,
+        every=every,
+    )
     lifecycle.coordinator.decide = decider.decide  # type: ignore[method-assign]
     return decider

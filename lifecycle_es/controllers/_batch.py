@@ -64,39 +64,82 @@ class Batch:
         """Record every check as a strict `GateChecked` on `entity`; return whether all passed."""
         passed = True
         for check in checks:
-            self.add(GateChecked.trusted(
-                run_id=self.stamp.run_id, step=self.stamp.step, rank=self.stamp.rank,
-                entity=entity, from_state=str(from_state), to_state=str(to_state), gate=check.gate,
-                category=check.category, passed=check.passed, blocking=True, reason=check.reason,
-                observed={k: float(v) for k, v in check.observed.items()},
-                thresholds={k: float(v) for k, v in check.thresholds.items()},
-                mode=GateMode.STRICT))
+            self.add(
+                GateChecked.trusted(
+                    run_id=self.stamp.run_id,
+                    step=self.stamp.step,
+                    rank=self.stamp.rank,
+                    entity=entity,
+                    from_state=str(from_state),
+                    to_state=str(to_state),
+                    gate=check.gate,
+                    category=check.category,
+                    passed=check.passed,
+                    blocking=True,
+                    reason=check.reason,
+                    observed={k: float(v) for k, v in check.observed.items()},
+                    thresholds={k: float(v) for k, v in check.thresholds.items()},
+                    mode=GateMode.STRICT,
+                )
+            )
             passed = passed and check.passed
         return passed
 
     def move(self, entity: str, to: ExpertState, reason: str) -> None:
         """Move an expert along its spec's edge to `to`, through the transition command."""
-        outcome = commands.request_transition(self.registry, _NO_GATES, _STRICT, self.stamp,
-                                              entity=entity, to=to.value, reason=reason)
+        outcome = commands.request_transition(
+            self.registry, _NO_GATES, _STRICT, self.stamp, entity=entity, to=to.value, reason=reason
+        )
         if not outcome.accepted:  # the coordinator only asks for edges the spec has
-            raise InconsistentEventError(f"coordinator: {entity} -> {to.value} refused: "
-                                         + "; ".join(outcome.reasons))
+            raise InconsistentEventError(
+                f"coordinator: {entity} -> {to.value} refused: " + "; ".join(outcome.reasons)
+            )
         for event in outcome.events:
             self.add(event)
 
     def register(self, entity: str, *, layer: int, slot: int, parent: str | None) -> None:
         """Register a new expert in `pending_spawn` in `slot` of `layer`."""
-        self.add(commands.register(self.registry, self.stamp, entity=entity, spec=EXPERT_SPEC.name,
-                                   state=ExpertState.PENDING_SPAWN.value, slot=slot, layer=layer,
-                                   parent=parent))
+        self.add(
+            commands.register(
+                self.registry,
+                self.stamp,
+                entity=entity,
+                spec=EXPERT_SPEC.name,
+                state=ExpertState.PENDING_SPAWN.value,
+                slot=slot,
+                layer=layer,
+                parent=parent,
+            )
+        )
 
-    def decide(self, action: Action, *, layer: int, entity: str, target: str, reason: str,
-               metrics: Mapping[str, JsonValue], parent: str | None = None,
-               children: Sequence[str] = ()) -> None:
+    def decide(
+        self,
+        action: Action,
+        *,
+        layer: int,
+        entity: str,
+        target: str,
+        reason: str,
+        metrics: Mapping[str, JsonValue],
+        parent: str | None = None,
+        children: Sequence[str] = (),
+    ) -> None:
         """Record a `DecisionMade`, applied at the next step, seeded from (run, step, action, target)."""
         step = self.stamp.step
-        self.add(DecisionMade(
-            run_id=self.stamp.run_id, step=step, rank=self.stamp.rank, entity=entity,
-            action=action, layer=layer, parent=parent, children=list(children), reason=reason,
-            metrics_at_decision=dict(metrics), config_snapshot=dict(self.config),
-            apply_at_step=step + 1, seed=decision_seed(self.registry.run_seed, step, action.value, target)))
+        self.add(
+            DecisionMade(
+                run_id=self.stamp.run_id,
+                step=step,
+                rank=self.stamp.rank,
+                entity=entity,
+                action=action,
+                layer=layer,
+                parent=parent,
+                children=list(children),
+                reason=reason,
+                metrics_at_decision=dict(metrics),
+                config_snapshot=dict(self.config),
+                apply_at_step=step + 1,
+                seed=decision_seed(self.registry.run_seed, step, action.value, target),
+            )
+        )

@@ -40,43 +40,71 @@ def floor(registry: Registry, config: LifecycleConfig, gate: str, layer: int) ->
     """Pass while the layer may lose a live expert without going under `min_experts_per_layer`."""
     least = config.min_experts_per_layer
     left = population_floor_left(registry, _EXPERT, layer, LIVE_STATES, least)
-    return Check(gate, _STRUCT, left > 0, f"layer {layer} has {count(left + least, 'live expert')}, "
-                 f"floor {least}", {"live_experts": left + least}, {"min_experts_per_layer": least})
+    return Check(
+        gate,
+        _STRUCT,
+        left > 0,
+        f"layer {layer} has {count(left + least, 'live expert')}, floor {least}",
+        {"live_experts": left + least},
+        {"min_experts_per_layer": least},
+    )
 
 
 def cap(registry: Registry, config: LifecycleConfig, gate: str, layer: int) -> Check:
     """Pass while the layer has room for another live expert under `max_experts_per_layer`."""
     most = config.max_experts_per_layer
     left = population_budget_left(registry, _EXPERT, layer, LIVE_STATES, most)
-    return Check(gate, _STRUCT, left > 0, f"layer {layer} has {count(most - left, 'live expert')}, "
-                 f"cap {most}", {"live_experts": most - left}, {"max_experts_per_layer": most})
+    return Check(
+        gate,
+        _STRUCT,
+        left > 0,
+        f"layer {layer} has {count(most - left, 'live expert')}, cap {most}",
+        {"live_experts": most - left},
+        {"max_experts_per_layer": most},
+    )
 
 
 def slot(gate: str, layer: int, free: int | None, capacity: int) -> Check:
     """Pass when the layer has a free slot (`free`, the lowest one, or None)."""
-    return Check(gate, _STRUCT, free is not None,
-                 f"slot {free} of layer {layer} is free" if free is not None
-                 else f"all {capacity} slots of layer {layer} are held",
-                 {} if free is None else {"free_slot": free}, {"capacity": capacity})
+    return Check(
+        gate,
+        _STRUCT,
+        free is not None,
+        f"slot {free} of layer {layer} is free"
+        if free is not None
+        else f"all {capacity} slots of layer {layer} are held",
+        {} if free is None else {"free_slot": free},
+        {"capacity": capacity},
+    )
 
 
 def budget(registry: Registry, gate: str, action: Action, most: int) -> Check:
     """Pass while fewer than `most` `action` decisions were made this cycle (since `StepSealed`)."""
     used = registry.decisions_this_cycle(action)
-    return Check(gate, _STRUCT, action_budget_left(registry, action, most) > 0,
-                 f"{count(used, action.value + ' decision')} this cycle, budget {most}",
-                 {"decisions_this_cycle": used}, {"max_per_cycle": most})
+    return Check(
+        gate,
+        _STRUCT,
+        action_budget_left(registry, action, most) > 0,
+        f"{count(used, action.value + ' decision')} this cycle, budget {most}",
+        {"decisions_this_cycle": used},
+        {"max_per_cycle": most},
+    )
 
 
-def cooldown(registry: Registry, step: int, gate: str, action: Action, steps: int,
-             key: str | None) -> Check:
+def cooldown(registry: Registry, step: int, gate: str, action: Action, steps: int, key: str | None) -> Check:
     """Pass once `steps` have passed since the last `action` on `key` (None: on anything)."""
     last = registry.last_decision_step(action, key)
     what = "any expert" if key is None else key
-    return Check(gate, _STRUCT, cooldown_elapsed(registry, action, step, steps, key=key),
-                 f"no {action.value} of {what} yet" if last is None
-                 else f"last {action.value} of {what} {count(step - last, 'step')} ago, cooldown {steps}",
-                 {} if last is None else {"steps_since_last": step - last}, {"cooldown_steps": steps})
+    return Check(
+        gate,
+        _STRUCT,
+        cooldown_elapsed(registry, action, step, steps, key=key),
+        f"no {action.value} of {what} yet"
+        if last is None
+        else f"last {action.value} of {what} {count(step - last, 'step')} ago, cooldown {steps}",
+        {} if last is None else {"steps_since_last": step - last},
+        {"cooldown_steps": steps},
+    )
 
 
 def lineage(step: int, config: LifecycleConfig, a: EntityState, b: EntityState) -> Check:
@@ -89,9 +117,20 @@ def lineage(step: int, config: LifecycleConfig, a: EntityState, b: EntityState) 
     grace = config.split_cooldown_per_expert
     child = b if b.parent == a.entity else a if a.parent == b.entity else None
     if child is None:
-        return Check("merge.lineage_grace", _STRUCT, True,
-                     f"{a.entity} and {b.entity} are not parent and child", {}, {"grace_steps": grace})
+        return Check(
+            "merge.lineage_grace",
+            _STRUCT,
+            True,
+            f"{a.entity} and {b.entity} are not parent and child",
+            {},
+            {"grace_steps": grace},
+        )
     age = step - child.born_step
-    return Check("merge.lineage_grace", _STRUCT, age >= grace,
-                 f"{child.entity} was made from {child.parent} {count(age, 'step')} ago, grace {grace}",
-                 {"steps_since_birth": age}, {"grace_steps": grace})
+    return Check(
+        "merge.lineage_grace",
+        _STRUCT,
+        age >= grace,
+        f"{child.entity} was made from {child.parent} {count(age, 'step')} ago, grace {grace}",
+        {"steps_since_birth": age},
+        {"grace_steps": grace},
+    )

@@ -115,19 +115,38 @@ class LifecycleConfig:
     """Checkpoints a spawned or split-off expert spends in cooling before it is evaluated."""
 
     def __post_init__(self) -> None:
-        for name in ("spawn_patience", "prune_patience", "split_patience", "merge_patience",
-                     "basin_window_size", "lifecycle_eval_interval", "cooling_period",
-                     "merge_cooling_period", "max_experts_per_layer", "min_experts_per_layer"):
+        for name in (
+            "spawn_patience",
+            "prune_patience",
+            "split_patience",
+            "merge_patience",
+            "basin_window_size",
+            "lifecycle_eval_interval",
+            "cooling_period",
+            "merge_cooling_period",
+            "max_experts_per_layer",
+            "min_experts_per_layer",
+        ):
             _check_int(self, name, 1)
-        for name in ("spawn_cooldown_steps", "split_cooldown_per_expert", "max_spawns_per_cycle",
-                     "max_prunes_per_cycle", "max_splits_per_cycle", "max_merges_per_cycle"):
+        for name in (
+            "spawn_cooldown_steps",
+            "split_cooldown_per_expert",
+            "max_spawns_per_cycle",
+            "max_prunes_per_cycle",
+            "max_splits_per_cycle",
+            "max_merges_per_cycle",
+        ):
             _check_int(self, name, 0)
         if self.min_experts_per_layer > self.max_experts_per_layer:
-            raise ConfigError(f"min_experts_per_layer {self.min_experts_per_layer} exceeds "
-                              f"max_experts_per_layer {self.max_experts_per_layer}")
+            raise ConfigError(
+                f"min_experts_per_layer {self.min_experts_per_layer} exceeds "
+                f"max_experts_per_layer {self.max_experts_per_layer}"
+            )
         if self.spawn_init_strategy not in get_args(InitStrategy):
-            raise ConfigError(f"spawn_init_strategy must be one of {get_args(InitStrategy)}, "
-                              f"got {self.spawn_init_strategy!r}")
+            raise ConfigError(
+                f"spawn_init_strategy must be one of {get_args(InitStrategy)}, "
+                f"got {self.spawn_init_strategy!r}"
+            )
         _check_float(self, "split_share_threshold", 0.0, 1.0, low_open=True, high_open=True)
         _check_float(self, "merge_similarity_threshold", -1.0, 1.0, high_open=True)
         _check_float(self, "merge_overlap_threshold", 0.0, 1.0, high_open=True)
@@ -142,11 +161,19 @@ class LifecycleConfig:
         if self.starvation_breadth_threshold is not None:
             _check_float(self, "starvation_breadth_threshold", 1.0, math.inf, high_open=True)
         window = self.basin_window_size
-        for name in ("spawn_patience", "prune_patience", "split_patience", "merge_patience",
-                     "cooling_period", "merge_cooling_period"):
+        for name in (
+            "spawn_patience",
+            "prune_patience",
+            "split_patience",
+            "merge_patience",
+            "cooling_period",
+            "merge_cooling_period",
+        ):
             if getattr(self, name) > window:
-                raise ConfigError(f"{name} {getattr(self, name)} exceeds basin_window_size {window}: "
-                                  "the window could never hold that many checkpoints")
+                raise ConfigError(
+                    f"{name} {getattr(self, name)} exceeds basin_window_size {window}: "
+                    "the window could never hold that many checkpoints"
+                )
 
     def snapshot(self) -> dict[str, JsonValue]:
         """Return every field by name: the `config_snapshot` recorded with each decision."""
@@ -159,8 +186,15 @@ def _check_int(config: LifecycleConfig, name: str, low: int) -> None:
         raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
 
 
-def _check_float(config: LifecycleConfig, name: str, low: float, high: float, *,
-                 low_open: bool = False, high_open: bool = False) -> None:
+def _check_float(
+    config: LifecycleConfig,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise ConfigError(f"{name} must be a number, got {value!r}")

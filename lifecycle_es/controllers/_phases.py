@@ -90,9 +90,14 @@ class Evaluation:
 
     def _experts(self, states: Iterable[str], layer: int | None = None) -> list[EntityState]:
         wanted = frozenset(states)  # live states only: archived experts are never asked for
-        found = [e for e in self.batch.registry.live()
-                 if e.spec == EXPERT_SPEC.name and e.layer in self.capacity and e.state in wanted
-                 and (layer is None or e.layer == layer)]
+        found = [
+            e
+            for e in self.batch.registry.live()
+            if e.spec == EXPERT_SPEC.name
+            and e.layer in self.capacity
+            and e.state in wanted
+            and (layer is None or e.layer == layer)
+        ]
         return sorted(found, key=_position)
 
     def _shares(self, e: EntityState) -> tuple[float, ...]:
@@ -110,7 +115,7 @@ class Evaluation:
 
     def _shares_in_state(self, e: EntityState) -> tuple[float, ...]:
         shares, k = self._shares(e), self._in_state(e)
-        return shares[max(0, len(shares) - k):] if k else ()
+        return shares[max(0, len(shares) - k) :] if k else ()
 
     def _is_zero(self, share: float) -> bool:
         return share < self.config.dormant_share_epsilon
@@ -120,12 +125,21 @@ class Evaluation:
 
     def _free_slot(self, layer: int) -> int | None:
         registry = self.batch.registry
-        return next((s for s in range(self.capacity[layer])
-                     if registry.slot_holder(EXPERT_SPEC.name, layer, s) is None), None)
+        return next(
+            (
+                s
+                for s in range(self.capacity[layer])
+                if registry.slot_holder(EXPERT_SPEC.name, layer, s) is None
+            ),
+            None,
+        )
 
     def _next_id(self, layer: int) -> str:
-        taken = [parsed[1] for e in self.batch.registry
-                 if e.layer == layer and (parsed := parse_expert_id(e.entity)) and parsed[0] == layer]
+        taken = [
+            parsed[1]
+            for e in self.batch.registry
+            if e.layer == layer and (parsed := parse_expert_id(e.entity)) and parsed[0] == layer
+        ]
         return expert_id(layer, max(taken, default=-1) + 1)
 
     # -- upkeep: the state moves no action causes ----------------------------------------------
@@ -136,27 +150,64 @@ class Evaluation:
             latest = self._latest_share(e)
             if e.state == S.PENDING_PRUNE:
                 waited = self.step - e.entered_step
-                self._move_if(e, S.ARCHIVED, "removed after its scheduled removal was applied", Check(
-                    "expert.removal_applied", STRUCT, waited >= 1,
-                    f"scheduled for removal {checks.count(waited, 'step')} ago; it applies 1 step after",
-                    {"steps_scheduled": waited}, {"min_steps": 1}))
+                self._move_if(
+                    e,
+                    S.ARCHIVED,
+                    "removed after its scheduled removal was applied",
+                    Check(
+                        "expert.removal_applied",
+                        STRUCT,
+                        waited >= 1,
+                        f"scheduled for removal {checks.count(waited, 'step')} ago; it applies 1 step after",
+                        {"steps_scheduled": waited},
+                        {"min_steps": 1},
+                    ),
+                )
             elif e.state == S.COOLING:
                 merged = bool(e.history) and e.history[-1][1] == S.ACTIVE
                 period = cfg.merge_cooling_period if merged else cfg.cooling_period
                 spent = self._in_state(e)
-                self._move_if(e, S.ACTIVE, "grace period expired", Check(
-                    "expert.grace_period", STRUCT, spent >= period,
-                    f"{checks.count(spent, 'checkpoint')} of {period} in cooling",
-                    {"checkpoints_cooling": spent}, {"cooling_period": period}))
+                self._move_if(
+                    e,
+                    S.ACTIVE,
+                    "grace period expired",
+                    Check(
+                        "expert.grace_period",
+                        STRUCT,
+                        spent >= period,
+                        f"{checks.count(spent, 'checkpoint')} of {period} in cooling",
+                        {"checkpoints_cooling": spent},
+                        {"cooling_period": period},
+                    ),
+                )
             elif e.state == S.ACTIVE and latest is not None and self._is_zero(latest):
-                self._move_if(e, S.DORMANT, "routing share fell to zero", Check(
-                    "expert.zero_share", PERF, True, f"share {latest:.3g} < {cfg.dormant_share_epsilon:g}",
-                    {SHARE: latest}, {"dormant_share_epsilon": cfg.dormant_share_epsilon}))
+                self._move_if(
+                    e,
+                    S.DORMANT,
+                    "routing share fell to zero",
+                    Check(
+                        "expert.zero_share",
+                        PERF,
+                        True,
+                        f"share {latest:.3g} < {cfg.dormant_share_epsilon:g}",
+                        {SHARE: latest},
+                        {"dormant_share_epsilon": cfg.dormant_share_epsilon},
+                    ),
+                )
             elif e.state == S.DORMANT and latest is not None and not self._is_zero(latest):
-                self._move_if(e, S.ACTIVE, "receives tokens again", Check(
-                    "expert.recovered_share", PERF, True,
-                    f"share {latest:.3g} >= {cfg.dormant_share_epsilon:g}",
-                    {SHARE: latest}, {"dormant_share_epsilon": cfg.dormant_share_epsilon}))
+                self._move_if(
+                    e,
+                    S.ACTIVE,
+                    "receives tokens again",
+                    Check(
+                        "expert.recovered_share",
+                        PERF,
+                        True,
+                        f"share {latest:.3g} >= {cfg.dormant_share_epsilon:g}",
+                        {SHARE: latest},
+                        {"dormant_share_epsilon": cfg.dormant_share_epsilon},
+                    ),
+                )
 
     def _move_if(self, e: EntityState, to: ExpertState, reason: str, check: Check) -> None:
         if self.batch.checks(e.entity, e.state, to, [check]):
@@ -171,18 +222,31 @@ class Evaluation:
             shares = self._shares_in_state(e)
             held = streak(shares, self._is_zero)
             gates = [
-                Check("prune.dormant_patience", PERF, patience(shares, cfg.prune_patience, self._is_zero),
-                      f"dormant without tokens for {checks.count(held, 'checkpoint')}, "
-                      f"patience {cfg.prune_patience}",
-                      {"checkpoints_dormant": held}, {"prune_patience": cfg.prune_patience}),
+                Check(
+                    "prune.dormant_patience",
+                    PERF,
+                    patience(shares, cfg.prune_patience, self._is_zero),
+                    f"dormant without tokens for {checks.count(held, 'checkpoint')}, "
+                    f"patience {cfg.prune_patience}",
+                    {"checkpoints_dormant": held},
+                    {"prune_patience": cfg.prune_patience},
+                ),
                 checks.floor(registry, cfg, "prune.population_floor", e.layer),
                 checks.budget(registry, "prune.budget", Action.PRUNE, cfg.max_prunes_per_cycle),
             ]
             if self.batch.checks(e.entity, e.state, S.PENDING_PRUNE, gates):
-                self.batch.decide(Action.PRUNE, layer=e.layer, entity=e.entity, target=e.entity,
-                                  reason="confirmed_dead", metrics={
-                                      "share": shares[-1], "dormant_checkpoints": held,
-                                      "live_experts": checks.live(registry, e.layer)})
+                self.batch.decide(
+                    Action.PRUNE,
+                    layer=e.layer,
+                    entity=e.entity,
+                    target=e.entity,
+                    reason="confirmed_dead",
+                    metrics={
+                        "share": shares[-1],
+                        "dormant_checkpoints": held,
+                        "live_experts": checks.live(registry, e.layer),
+                    },
+                )
                 self.batch.move(e.entity, S.PENDING_PRUNE, "confirmed dead")
 
     # -- merge ---------------------------------------------------------------------------------
@@ -203,8 +267,10 @@ class Evaluation:
                 if not n or not any(c > cfg.merge_similarity_threshold for c in cosine[-n:]):
                     continue
                 cosine, overlap = pair_series(registry, a.entity, b.entity, n)
-                if any(c > cfg.merge_similarity_threshold and o > cfg.merge_overlap_threshold
-                       for c, o in zip(cosine, overlap, strict=True)):
+                if any(
+                    c > cfg.merge_similarity_threshold and o > cfg.merge_overlap_threshold
+                    for c, o in zip(cosine, overlap, strict=True)
+                ):
                     found.append(_Pair(a, b, cosine, overlap))
         return found
 
@@ -212,24 +278,33 @@ class Evaluation:
         cfg, n, registry = self.config, self.config.merge_patience, self.batch.registry
         shares = {e.entity: self._latest_share(e) or 0.0 for e in (pair.a, pair.b)}
         # The larger share survives; on a tie the lower slot (pair.a) does.
-        survivor, absorbed = ((pair.a, pair.b) if shares[pair.a.entity] >= shares[pair.b.entity]
-                              else (pair.b, pair.a))
+        survivor, absorbed = (
+            (pair.a, pair.b) if shares[pair.a.entity] >= shares[pair.b.entity] else (pair.b, pair.a)
+        )
         assert survivor.layer is not None
         similar = _above(cfg.merge_similarity_threshold)
         overlapping = _above(cfg.merge_overlap_threshold)
         held_cos, held_ovl = streak(pair.cosine, similar), streak(pair.overlap, overlapping)
         names = f"{survivor.entity} and {absorbed.entity}"
         gates = [
-            Check("merge.similarity_patience", STAB, patience(pair.cosine, n, similar),
-                  f"{names}: weight cosine > {cfg.merge_similarity_threshold:g} for "
-                  f"{checks.count(held_cos, 'checkpoint')} in a row, patience {n}",
-                  {"cosine": pair.cosine[-1], "checkpoints_similar": held_cos},
-                  {"merge_similarity_threshold": cfg.merge_similarity_threshold, "merge_patience": n}),
-            Check("merge.overlap_patience", STAB, patience(pair.overlap, n, overlapping),
-                  f"{names}: basin overlap > {cfg.merge_overlap_threshold:g} for "
-                  f"{checks.count(held_ovl, 'checkpoint')} in a row, patience {n}",
-                  {"overlap": pair.overlap[-1], "checkpoints_overlapping": held_ovl},
-                  {"merge_overlap_threshold": cfg.merge_overlap_threshold, "merge_patience": n}),
+            Check(
+                "merge.similarity_patience",
+                STAB,
+                patience(pair.cosine, n, similar),
+                f"{names}: weight cosine > {cfg.merge_similarity_threshold:g} for "
+                f"{checks.count(held_cos, 'checkpoint')} in a row, patience {n}",
+                {"cosine": pair.cosine[-1], "checkpoints_similar": held_cos},
+                {"merge_similarity_threshold": cfg.merge_similarity_threshold, "merge_patience": n},
+            ),
+            Check(
+                "merge.overlap_patience",
+                STAB,
+                patience(pair.overlap, n, overlapping),
+                f"{names}: basin overlap > {cfg.merge_overlap_threshold:g} for "
+                f"{checks.count(held_ovl, 'checkpoint')} in a row, patience {n}",
+                {"overlap": pair.overlap[-1], "checkpoints_overlapping": held_ovl},
+                {"merge_overlap_threshold": cfg.merge_overlap_threshold, "merge_patience": n},
+            ),
             checks.lineage(self.step, cfg, pair.a, pair.b),
             *self._below_split(shares),
             checks.floor(registry, cfg, "merge.population_floor", survivor.layer),
@@ -238,10 +313,20 @@ class Evaluation:
         if not self.batch.checks(absorbed.entity, S.ACTIVE, S.PENDING_PRUNE, gates):
             return
         shares_json: dict[str, JsonValue] = {k: v for k, v in shares.items()}
-        self.batch.decide(Action.MERGE, layer=survivor.layer, entity=survivor.entity,
-                          target=survivor.entity, children=[absorbed.entity], reason="converged_basins",
-                          metrics={"cosine": pair.cosine[-1], "overlap": pair.overlap[-1],
-                                   "similar_duration": min(held_cos, held_ovl), "shares": shares_json})
+        self.batch.decide(
+            Action.MERGE,
+            layer=survivor.layer,
+            entity=survivor.entity,
+            target=survivor.entity,
+            children=[absorbed.entity],
+            reason="converged_basins",
+            metrics={
+                "cosine": pair.cosine[-1],
+                "overlap": pair.overlap[-1],
+                "similar_duration": min(held_cos, held_ovl),
+                "shares": shares_json,
+            },
+        )
         self.batch.move(absorbed.entity, S.PENDING_PRUNE, f"merged into {survivor.entity}")
         self.batch.move(survivor.entity, S.COOLING, f"absorbed {absorbed.entity}")
 
@@ -251,17 +336,27 @@ class Evaluation:
         if not cfg.merge_below_split_share:
             return []
         combined = math.fsum(shares.values())
-        return [Check("merge.below_split_share", STAB, combined <= cfg.split_share_threshold,
-                      f"merged share {combined:.3g}, split threshold {cfg.split_share_threshold:g}",
-                      {"combined_share": combined}, {"split_share_threshold": cfg.split_share_threshold})]
+        return [
+            Check(
+                "merge.below_split_share",
+                STAB,
+                combined <= cfg.split_share_threshold,
+                f"merged share {combined:.3g}, split threshold {cfg.split_share_threshold:g}",
+                {"combined_share": combined},
+                {"split_share_threshold": cfg.split_share_threshold},
+            )
+        ]
 
     # -- split ---------------------------------------------------------------------------------
 
     def _splits(self) -> None:
         cfg = self.config
         overloaded = _above(cfg.split_share_threshold)
-        candidates = [e for e in self._experts((S.ACTIVE,))
-                      if any(map(overloaded, self._shares_in_state(e)[-cfg.split_patience:]))]
+        candidates = [
+            e
+            for e in self._experts((S.ACTIVE,))
+            if any(map(overloaded, self._shares_in_state(e)[-cfg.split_patience :]))
+        ]
         candidates.sort(key=lambda e: (-self._shares(e)[-1], *_position(e)))
         for parent in candidates:
             self._split(parent, overloaded)
@@ -273,17 +368,32 @@ class Evaluation:
         latest, held = shares[-1], streak(shares, overloaded)
         slot, child = self._free_slot(layer), self._next_id(layer)
         gates = [
-            Check("split.overload_patience", PERF, patience(shares, n, overloaded),
-                  f"share > {cfg.split_share_threshold:g} for {checks.count(held, 'checkpoint')} in a row, "
-                  f"patience {n}",
-                  {"checkpoints_overloaded": held},
-                  {"split_share_threshold": cfg.split_share_threshold, "split_patience": n}),
+            Check(
+                "split.overload_patience",
+                PERF,
+                patience(shares, n, overloaded),
+                f"share > {cfg.split_share_threshold:g} for {checks.count(held, 'checkpoint')} in a row, "
+                f"patience {n}",
+                {"checkpoints_overloaded": held},
+                {"split_share_threshold": cfg.split_share_threshold, "split_patience": n},
+            ),
             # seeds/002: the share must still exceed the threshold when the split executes.
-            Check("split.share_at_execution", PERF, overloaded(latest),
-                  f"share {latest:.3g} at execution against the threshold {cfg.split_share_threshold:g}",
-                  {SHARE: latest}, {"split_share_threshold": cfg.split_share_threshold}),
-            checks.cooldown(registry, self.step, "split.cooldown", Action.SPLIT,
-                            cfg.split_cooldown_per_expert, parent.entity),
+            Check(
+                "split.share_at_execution",
+                PERF,
+                overloaded(latest),
+                f"share {latest:.3g} at execution against the threshold {cfg.split_share_threshold:g}",
+                {SHARE: latest},
+                {"split_share_threshold": cfg.split_share_threshold},
+            ),
+            checks.cooldown(
+                registry,
+                self.step,
+                "split.cooldown",
+                Action.SPLIT,
+                cfg.split_cooldown_per_expert,
+                parent.entity,
+            ),
             checks.cap(registry, cfg, "split.layer_cap", layer),
             checks.slot("split.free_slot", layer, slot, self.capacity[layer]),
             checks.budget(registry, "split.budget", Action.SPLIT, cfg.max_splits_per_cycle),
@@ -292,17 +402,25 @@ class Evaluation:
             return
         assert slot is not None
         self.batch.register(child, layer=layer, slot=slot, parent=parent.entity)
-        self.batch.decide(Action.SPLIT, layer=layer, entity=parent.entity, parent=parent.entity,
-                          children=[child], target=child, reason="sustained_overload",
-                          metrics={"share": latest, "overload_duration": held, "slot": slot})
+        self.batch.decide(
+            Action.SPLIT,
+            layer=layer,
+            entity=parent.entity,
+            parent=parent.entity,
+            children=[child],
+            target=child,
+            reason="sustained_overload",
+            metrics={"share": latest, "overload_duration": held, "slot": slot},
+        )
         self.batch.move(child, S.COOLING, "integrated into routing")
 
     # -- spawn ---------------------------------------------------------------------------------
 
     def _spawns(self) -> None:
         n = self.config.spawn_patience
-        signals = {layer: layer_signal(self.batch.registry, layer, self.config)
-                   for layer in sorted(self.capacity)}
+        signals = {
+            layer: layer_signal(self.batch.registry, layer, self.config) for layer in sorted(self.capacity)
+        }
         candidates = [(layer, sig) for layer, sig in signals.items() if any(sig.starved[-n:])]
         # The layer with the highest unresolved topology debt first: its debt averaged over the
         # patience window, i.e. the debt the v2 lens left standing while the layer starved.
@@ -317,38 +435,67 @@ class Evaluation:
         slot, child = self._free_slot(layer), self._next_id(layer)
         centre, cluster = self._spawn_source(layer)
         gates = [
-            Check("spawn.starvation_patience", PERF, patience(sig.starved, n, bool),
-                  f"layer {layer} starved for {checks.count(held, 'checkpoint')} in a row, patience {n}; "
-                  f"unresolved topology debt {debt:.3g}",
-                  {"checkpoints_starved": held, "topology_debt": debt,
-                   "normalized_entropy": sig.spread[-1], **sig.breadth_now()},
-                  self._starvation_thresholds()),
-            checks.cooldown(registry, self.step, "spawn.cooldown", Action.SPAWN,
-                            cfg.spawn_cooldown_steps, None),
+            Check(
+                "spawn.starvation_patience",
+                PERF,
+                patience(sig.starved, n, bool),
+                f"layer {layer} starved for {checks.count(held, 'checkpoint')} in a row, patience {n}; "
+                f"unresolved topology debt {debt:.3g}",
+                {
+                    "checkpoints_starved": held,
+                    "topology_debt": debt,
+                    "normalized_entropy": sig.spread[-1],
+                    **sig.breadth_now(),
+                },
+                self._starvation_thresholds(),
+            ),
+            checks.cooldown(
+                registry, self.step, "spawn.cooldown", Action.SPAWN, cfg.spawn_cooldown_steps, None
+            ),
             checks.cap(registry, cfg, "spawn.layer_cap", layer),
             checks.slot("spawn.free_slot", layer, slot, self.capacity[layer]),
             checks.budget(registry, "spawn.budget", Action.SPAWN, cfg.max_spawns_per_cycle),
         ]
         if cfg.spawn_init_strategy != "random":
-            gates.append(Check("spawn.init_source", STRUCT, centre is not None,
-                                f"{cfg.spawn_init_strategy} copies {centre or 'no expert'}",
-                                {"source_experts": len(cluster)}, {}))
+            gates.append(
+                Check(
+                    "spawn.init_source",
+                    STRUCT,
+                    centre is not None,
+                    f"{cfg.spawn_init_strategy} copies {centre or 'no expert'}",
+                    {"source_experts": len(cluster)},
+                    {},
+                )
+            )
         if not self.batch.checks(child, "", S.PENDING_SPAWN, gates):
             return
         assert slot is not None
         parent = None if cfg.spawn_init_strategy == "random" else centre
         metrics: dict[str, JsonValue] = {
-            "layer_entropy": sig.latest["entropy"], "layer_neff": sig.latest["n_eff"],
-            "normalized_entropy": sig.spread[-1], "starvation_duration": held,
-            "topology_debt": debt, "topology_debt_latest": sig.debt[-1], "slot": slot}
+            "layer_entropy": sig.latest["entropy"],
+            "layer_neff": sig.latest["n_eff"],
+            "normalized_entropy": sig.spread[-1],
+            "starvation_duration": held,
+            "topology_debt": debt,
+            "topology_debt_latest": sig.debt[-1],
+            "slot": slot,
+        }
         if sig.saturation[-1] is not None:
             metrics["topk_saturation"] = sig.saturation[-1]
         metrics.update(sig.breadth_now())
         if cfg.spawn_init_strategy == "mean_cluster":
             metrics["cluster"] = list(cluster)
         self.batch.register(child, layer=layer, slot=slot, parent=parent)
-        self.batch.decide(Action.SPAWN, layer=layer, entity=child, parent=parent, children=[child],
-                          target=child, reason="sustained_starvation", metrics=metrics)
+        self.batch.decide(
+            Action.SPAWN,
+            layer=layer,
+            entity=child,
+            parent=parent,
+            children=[child],
+            target=child,
+            reason="sustained_starvation",
+            metrics=metrics,
+        )
         self.batch.move(child, S.COOLING, "integrated into routing")
 
     def _spawn_source(self, layer: int) -> tuple[str | None, list[str]]:

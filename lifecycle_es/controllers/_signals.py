@@ -90,7 +90,7 @@ def layer_signal(registry: Registry, layer: int, config: LifecycleConfig) -> Lay
     """
     series = {name: registry.metric_window(layer, name, layer=True) for name in LAYER_KEYS}
     length = min(len(v) for v in series.values())
-    cols = {name: values[len(values) - length:] for name, values in series.items()}
+    cols = {name: values[len(values) - length :] for name, values in series.items()}
     sat_window = registry.metric_window(layer, SATURATION, layer=True)
     saturation = _tail_aligned(sat_window, length)
     breadth = _tail_aligned(registry.metric_window(layer, BREADTH, layer=True), length)
@@ -98,12 +98,14 @@ def layer_signal(registry: Registry, layer: int, config: LifecycleConfig) -> Lay
     # (ChronoMoE v2's active_experts and dead_expert_count), so together they are v2's n.
     n_experts = tuple(a + d for a, d in zip(cols["n_active"], cols["dead_count"], strict=True))
     spread = tuple(normalized_entropy(h, n) for h, n in zip(cols["entropy"], n_experts, strict=True))
-    debt = tuple(topology_debt(n_experts=n, n_eff=e, top2_share=t, dead_count=d)
-                 for n, e, t, d in zip(n_experts, cols["n_eff"], cols["top2_share"],
-                                       cols["dead_count"], strict=True))
+    debt = tuple(
+        topology_debt(n_experts=n, n_eff=e, top2_share=t, dead_count=d)
+        for n, e, t, d in zip(n_experts, cols["n_eff"], cols["top2_share"], cols["dead_count"], strict=True)
+    )
     starved = tuple(
         1.0 if dead == 0 and _spread_thin(config, s, sat) and _broad(config, b) else 0.0
-        for dead, s, sat, b in zip(cols["dead_count"], spread, saturation, breadth, strict=True))
+        for dead, s, sat, b in zip(cols["dead_count"], spread, saturation, breadth, strict=True)
+    )
     latest = {name: values[-1] for name, values in cols.items() if values}
     if saturation and saturation[-1] is not None:
         latest[SATURATION] = saturation[-1]
@@ -117,8 +119,9 @@ def _spread_thin(config: LifecycleConfig, spread: float, saturation: float | Non
     saturation_at = config.starvation_saturation_threshold
     if entropy_at is None and saturation_at is None:  # not asked, unless no test is set at all
         return config.starvation_breadth_threshold is not None
-    return ((entropy_at is not None and spread >= entropy_at)
-            or (saturation_at is not None and saturation is not None and saturation >= saturation_at))
+    return (entropy_at is not None and spread >= entropy_at) or (
+        saturation_at is not None and saturation is not None and saturation >= saturation_at
+    )
 
 
 def _broad(config: LifecycleConfig, breadth: float | None) -> bool:
@@ -128,7 +131,7 @@ def _broad(config: LifecycleConfig, breadth: float | None) -> bool:
 
 def _tail_aligned(values: tuple[float, ...], length: int) -> tuple[float | None, ...]:
     """Return `values` aligned to the last `length` checkpoints, None where they have none."""
-    tail: tuple[float | None, ...] = values[max(0, len(values) - length):]
+    tail: tuple[float | None, ...] = values[max(0, len(values) - length) :]
     return (None,) * (length - len(tail)) + tail
 
 
@@ -161,9 +164,8 @@ def pair_series(registry: Registry, a: str, b: str, n: int) -> tuple[tuple[float
     if not types or not observed:
         return (), ()
     length = min(n, len(cosine), *observed)
-    overlaps = tuple(
-        basin_overlap(_at(dist_a, k, length), _at(dist_b, k, length)) for k in range(length))
-    return cosine[len(cosine) - length:], overlaps
+    overlaps = tuple(basin_overlap(_at(dist_a, k, length), _at(dist_b, k, length)) for k in range(length))
+    return cosine[len(cosine) - length :], overlaps
 
 
 def _token_types(registry: Registry, entity: str) -> set[str]:

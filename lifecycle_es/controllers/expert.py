@@ -79,21 +79,39 @@ class ExpertCoordinator:
             raise ConfigError(f"layer {layer!r} is not managed; capacity names {list(self.capacity)}")
         limit = min(self.capacity[layer], self.config.max_experts_per_layer)
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= limit:
-            raise ConfigError(f"count must be an int in [0, {limit}] (the layer's capacity and "
-                              f"max_experts_per_layer), got {count!r}")
+            raise ConfigError(
+                f"count must be an int in [0, {limit}] (the layer's capacity and "
+                f"max_experts_per_layer), got {count!r}"
+            )
         self._check_window(lc.registry)
         stamp = Stamp(run_id=lc.run_id, step=step, rank=lc.rank)
         ids = [expert_id(layer, i) for i in range(count)]
-        events = [commands.register(lc.registry, stamp, entity=entity, spec=EXPERT_SPEC.name,
-                                    state=ExpertState.ACTIVE.value, slot=i, layer=layer)
-                  for i, entity in enumerate(ids)]
+        events = [
+            commands.register(
+                lc.registry,
+                stamp,
+                entity=entity,
+                spec=EXPERT_SPEC.name,
+                state=ExpertState.ACTIVE.value,
+                slot=i,
+                layer=layer,
+            )
+            for i, entity in enumerate(ids)
+        ]
         lc.append(events)
         return ids
 
     # -- observing -----------------------------------------------------------------------------
 
-    def observations(self, *, run_id: str, step: int, experts: Mapping[str, Mapping[str, float]],
-                     layers: Mapping[int, Mapping[str, float]], rank: int = 0) -> list[MetricsObserved]:
+    def observations(
+        self,
+        *,
+        run_id: str,
+        step: int,
+        experts: Mapping[str, Mapping[str, float]],
+        layers: Mapping[int, Mapping[str, float]],
+        rank: int = 0,
+    ) -> list[MetricsObserved]:
         """Return one validated `MetricsObserved` per layer and per expert, layer by layer.
 
         Each layer's event also records the checkpoint's step (`checkpoint_step`), from which
@@ -147,7 +165,8 @@ class ExpertCoordinator:
             raise ConfigError(
                 f"the registry keeps {registry.window} observations per metric, fewer than "
                 f"basin_window_size {self.config.basin_window_size}; build the Lifecycle with "
-                f"LifecycleConfig(metric_window={self.config.basin_window_size})")
+                f"LifecycleConfig(metric_window={self.config.basin_window_size})"
+            )
 
 
 def _by_number(item: tuple[str, dict[str, float]]) -> tuple[int, int]:
@@ -158,12 +177,15 @@ def _by_number(item: tuple[str, dict[str, float]]) -> tuple[int, int]:
 
 def _observed(stamp: Stamp, entity: str | None, layer: int, metrics: dict[str, float]) -> MetricsObserved:
     try:
-        return MetricsObserved(run_id=stamp.run_id, step=stamp.step, rank=stamp.rank, entity=entity,
-                               layer=layer, metrics=metrics)
+        return MetricsObserved(
+            run_id=stamp.run_id, step=stamp.step, rank=stamp.rank, entity=entity, layer=layer, metrics=metrics
+        )
     except ValidationError as e:
         err = e.errors()[0]
-        raise SchemaError(f"cannot record metrics of {entity or f'layer {layer}'}: "
-                          f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from e
+        raise SchemaError(
+            f"cannot record metrics of {entity or f'layer {layer}'}: "
+            f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+        ) from e
 
 
 def _layer_metrics(layer: int, metrics: Mapping[str, float]) -> dict[str, float]:

@@ -72,12 +72,15 @@ _EXITS: tuple[tuple[AgentState, tuple[AgentState, ...]], ...] = (
     (_S.DEPLOYING, (_S.DEPLOYED, _S.FAILED, _S.ERROR)),
     (_S.DEPLOYED, (_S.STARTING, _S.UPDATING, _S.DELETED)),
     (_S.STARTING, (_S.ONLINE, _S.FAILED, _S.ERROR, _S.TIMEOUT)),
-    (_S.ONLINE, (_S.BUSY, _S.IDLE, _S.STOPPING, _S.UPDATING, _S.MAINTENANCE, _S.SUSPENDED,
-                 _S.OFFLINE, _S.ERROR)),
-    (_S.BUSY, (_S.IDLE, _S.ONLINE, _S.STOPPING, _S.MAINTENANCE, _S.SUSPENDED, _S.OFFLINE,
-               _S.ERROR)),
-    (_S.IDLE, (_S.BUSY, _S.ONLINE, _S.STOPPING, _S.UPDATING, _S.MAINTENANCE, _S.SUSPENDED,
-               _S.OFFLINE, _S.ERROR)),
+    (
+        _S.ONLINE,
+        (_S.BUSY, _S.IDLE, _S.STOPPING, _S.UPDATING, _S.MAINTENANCE, _S.SUSPENDED, _S.OFFLINE, _S.ERROR),
+    ),
+    (_S.BUSY, (_S.IDLE, _S.ONLINE, _S.STOPPING, _S.MAINTENANCE, _S.SUSPENDED, _S.OFFLINE, _S.ERROR)),
+    (
+        _S.IDLE,
+        (_S.BUSY, _S.ONLINE, _S.STOPPING, _S.UPDATING, _S.MAINTENANCE, _S.SUSPENDED, _S.OFFLINE, _S.ERROR),
+    ),
     (_S.STOPPING, (_S.OFFLINE, _S.TERMINATED, _S.ERROR)),
     (_S.UPDATING, (_S.ONLINE, _S.FAILED, _S.ERROR)),
     (_S.SCALING, (_S.ONLINE, _S.BUSY, _S.IDLE, _S.ERROR)),
@@ -93,8 +96,12 @@ _EXITS: tuple[tuple[AgentState, tuple[AgentState, ...]], ...] = (
 
 def _transitions() -> tuple[TransitionDef, ...]:
     return tuple(
-        edge(source, target, f"to_{target.value}",
-             description="DevCycle AgentLifecycleManager.VALID_TRANSITIONS")
+        edge(
+            source,
+            target,
+            f"to_{target.value}",
+            description="DevCycle AgentLifecycleManager.VALID_TRANSITIONS",
+        )
         for source, targets in _EXITS
         for target in targets
     )

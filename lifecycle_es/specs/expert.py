@@ -36,33 +36,59 @@ _S = ExpertState
 _C = StateCategory
 
 _STATES = (
-    state(_S.PENDING_SPAWN, _C.INITIAL,
-          description="new expert initialised but not yet integrated into routing"),
-    state(_S.COOLING, _C.TRANSITIONAL,
-          description="recently spawned, split or merged; grace period before full evaluation"),
+    state(
+        _S.PENDING_SPAWN, _C.INITIAL, description="new expert initialised but not yet integrated into routing"
+    ),
+    state(
+        _S.COOLING,
+        _C.TRANSITIONAL,
+        description="recently spawned, split or merged; grace period before full evaluation",
+    ),
     state(_S.ACTIVE, _C.ACTIVE, description="participating in routing, receiving tokens"),
-    state(_S.DORMANT, _C.TRANSITIONAL,
-          description="share has dropped to zero but the expert is not yet confirmed dead"),
-    state(_S.PENDING_PRUNE, _C.TRANSITIONAL,
-          description="confirmed dead or merged away, scheduled for removal"),
-    state(_S.ARCHIVED, _C.FAILURE,
-          description="removed from the active pool, basin history preserved; rarely revived"),
+    state(
+        _S.DORMANT,
+        _C.TRANSITIONAL,
+        description="share has dropped to zero but the expert is not yet confirmed dead",
+    ),
+    state(
+        _S.PENDING_PRUNE, _C.TRANSITIONAL, description="confirmed dead or merged away, scheduled for removal"
+    ),
+    state(
+        _S.ARCHIVED,
+        _C.FAILURE,
+        description="removed from the active pool, basin history preserved; rarely revived",
+    ),
 )
 
 _TRANSITIONS = (
-    edge(_S.PENDING_SPAWN, _S.COOLING, "integrate",
-         description="drawn: integrated into the routing table on the next forward pass"),
+    edge(
+        _S.PENDING_SPAWN,
+        _S.COOLING,
+        "integrate",
+        description="drawn: integrated into the routing table on the next forward pass",
+    ),
     edge(_S.COOLING, _S.ACTIVE, "activate", description="drawn: the grace period expires"),
-    edge(_S.ACTIVE, _S.COOLING, "absorb",
-         description="merge: the surviving expert absorbs the merged weights and cools briefly"),
+    edge(
+        _S.ACTIVE,
+        _S.COOLING,
+        "absorb",
+        description="merge: the surviving expert absorbs the merged weights and cools briefly",
+    ),
     edge(_S.ACTIVE, _S.DORMANT, "go_dormant", description="drawn: its routing share fell to zero"),
-    edge(_S.ACTIVE, _S.PENDING_PRUNE, "merge_away",
-         description="merge: the absorbed expert is pruned"),
+    edge(_S.ACTIVE, _S.PENDING_PRUNE, "merge_away", description="merge: the absorbed expert is pruned"),
     edge(_S.DORMANT, _S.ACTIVE, "recover", description="drawn: the expert receives tokens again"),
-    edge(_S.DORMANT, _S.PENDING_PRUNE, "confirm_dead",
-         description="drawn: dormant for prune_patience checkpoints, confirmed dead"),
-    edge(_S.PENDING_PRUNE, _S.ARCHIVED, "archive",
-         description="drawn: weights detached and routing slot removed; basin history kept"),
+    edge(
+        _S.DORMANT,
+        _S.PENDING_PRUNE,
+        "confirm_dead",
+        description="drawn: dormant for prune_patience checkpoints, confirmed dead",
+    ),
+    edge(
+        _S.PENDING_PRUNE,
+        _S.ARCHIVED,
+        "archive",
+        description="drawn: weights detached and routing slot removed; basin history kept",
+    ),
     edge(_S.ARCHIVED, _S.ACTIVE, "revive", description="drawn: rare revival from the archive"),
 )
 

@@ -54,11 +54,9 @@ _C = StateCategory
 _STATES = (
     state(_S.PENDING, _C.INITIAL, description="created, training not started"),
     state(_S.RUNNING, _C.ACTIVE, description="training"),
-    state(_S.STOPPING, _C.TRANSITIONAL,
-          description="a stop was requested; checkpoint, then shut down"),
+    state(_S.STOPPING, _C.TRANSITIONAL, description="a stop was requested; checkpoint, then shut down"),
     state(_S.STOPPED, _C.MAINTENANCE, description="stopped; can be started again and resume"),
-    state(_S.INTERRUPTED, _C.ERROR,
-          description="preempted (spot interruption) with its checkpoint saved"),
+    state(_S.INTERRUPTED, _C.ERROR, description="preempted (spot interruption) with its checkpoint saved"),
     state(_S.TERMINATED, _C.SUCCESS, terminal=True, description="ended; resources cleaned up"),
 )
 
@@ -66,24 +64,39 @@ _TERMINATE = "terminate: save a checkpoint if training is active, then clean up 
 
 _TRANSITIONS = (
     edge(_S.PENDING, _S.RUNNING, "start", description="start training"),
-    edge(_S.PENDING, _S.TERMINATED, "terminate",
-         description="a run that never started is terminated and cleaned up"),
+    edge(
+        _S.PENDING,
+        _S.TERMINATED,
+        "terminate",
+        description="a run that never started is terminated and cleaned up",
+    ),
     edge(_S.RUNNING, _S.STOPPING, "stop", description="manual stop begins"),
-    edge(_S.RUNNING, _S.INTERRUPTED, "interrupt",
-         description="spot interruption: checkpoint saved and uploaded"),
+    edge(
+        _S.RUNNING,
+        _S.INTERRUPTED,
+        "interrupt",
+        description="spot interruption: checkpoint saved and uploaded",
+    ),
     edge(_S.RUNNING, _S.TERMINATED, "terminate", description=_TERMINATE),
     edge(_S.STOPPING, _S.STOPPED, "halt", description="the instance has stopped"),
     edge(_S.STOPPED, _S.RUNNING, "start", description="start again, resuming from the checkpoint"),
     edge(_S.STOPPED, _S.TERMINATED, "terminate", description=_TERMINATE),
-    edge(_S.INTERRUPTED, _S.RUNNING, "resume",
-         description="auto-resume from the checkpoint saved at the interruption"),
-    edge(_S.INTERRUPTED, _S.TERMINATED, "terminate",
-         description="the interrupted instance is gone; end the run"),
+    edge(
+        _S.INTERRUPTED,
+        _S.RUNNING,
+        "resume",
+        description="auto-resume from the checkpoint saved at the interruption",
+    ),
+    edge(
+        _S.INTERRUPTED,
+        _S.TERMINATED,
+        "terminate",
+        description="the interrupted instance is gone; end the run",
+    ),
 )
 
 _HOOKS = (
-    HookPoint(name=RunHook.PRE_STOP.value, phase="pre",
-              targets=(_S.STOPPING.value, _S.INTERRUPTED.value)),
+    HookPoint(name=RunHook.PRE_STOP.value, phase="pre", targets=(_S.STOPPING.value, _S.INTERRUPTED.value)),
     HookPoint(name=RunHook.PRE_TERMINATE.value, phase="pre", targets=(_S.TERMINATED.value,)),
     HookPoint(name=RunHook.POST_START.value, phase="post", targets=(_S.RUNNING.value,)),
 )

@@ -10,5 +10,13 @@ from replay.demo._loop import DemoOptions, DemoRun, PhaseLoss, RankOptions, Tick
 from replay.demo._task import PHASES, Phase, Task
 
 __all__ = [
-    "PHASES", "DemoOptions", "DemoRun", "Phase", "PhaseLoss", "RankOptions", "Task", "Tick", "demo_config",
+    "PHASES",
+    "DemoOptions",
+    "DemoRun",
+    "Phase",
+    "PhaseLoss",
+    "RankOptions",
+    "Task",
+    "Tick",
+    "demo_config",
 ]

@@ -156,17 +156,20 @@ class Timeline:
 
     def to_plain(self) -> dict[str, Any]:
         """Return the timeline as checkpoint data."""
-        return {"experts": [[step, dict(n)] for step, n in self.experts],
-                "phase_losses": [[p.phase, p.step, p.loss] for p in self.phase_losses],
-                "loss_sum": self.loss_sum}
+        return {
+            "experts": [[step, dict(n)] for step, n in self.experts],
+            "phase_losses": [[p.phase, p.step, p.loss] for p in self.phase_losses],
+            "loss_sum": self.loss_sum,
+        }
 
     @classmethod
     def from_plain(cls, plain: dict[str, Any]) -> Timeline:
         """Rebuild a timeline from `to_plain()`."""
-        return cls(experts=[(int(step), {int(k): int(v) for k, v in n.items()})
-                            for step, n in plain["experts"]],
-                   phase_losses=[PhaseLoss(str(a), int(b), float(c)) for a, b, c in plain["phase_losses"]],
-                   loss_sum=float(plain["loss_sum"]))
+        return cls(
+            experts=[(int(step), {int(k): int(v) for k, v in n.items()}) for step, n in plain["experts"]],
+            phase_losses=[PhaseLoss(str(a), int(b), float(c)) for a, b, c in plain["phase_losses"]],
+            loss_sum=float(plain["loss_sum"]),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,8 +195,9 @@ class DemoRun:
     URL; rank 0 (the leader) decides and the others follow (see `LifecycleSync`).
     """
 
-    def __init__(self, options: DemoOptions, log: Log | None = None, *,
-                 ranks: RankOptions | None = None) -> None:
+    def __init__(
+        self, options: DemoOptions, log: Log | None = None, *, ranks: RankOptions | None = None
+    ) -> None:
         if options.lifecycle and log is None:
             raise ConfigError("a demo run with the lifecycle needs a log")
         self.options = options
@@ -203,15 +207,24 @@ class DemoRun:
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.task = Task(seed=options.seed, steps=options.steps, batch_size=options.batch_size)
         capacity = options.max_experts if options.strategy == "masked" else options.initial_experts
-        self.model = DemoModel(d_in=self.task.d_in, d_out=self.task.d_out, d_model=options.d_model,
-                               d_hidden=options.d_hidden, capacity=capacity, layers=options.layers,
-                               top_k=options.top_k, seed=options.seed)
+        self.model = DemoModel(
+            d_in=self.task.d_in,
+            d_out=self.task.d_out,
+            d_model=options.d_model,
+            d_hidden=options.d_hidden,
+            capacity=capacity,
+            layers=options.layers,
+            top_k=options.top_k,
+            seed=options.seed,
+        )
         self.replicated = Replicated(self.model, find_unused_parameters=self.ranks.find_unused_parameters)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=options.lr,
-                                           weight_decay=options.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+        )
         self.timeline = Timeline()
-        self.lifecycle = _LifecycleSide(options, log, self, self.ranks) \
-            if log is not None and options.lifecycle else None
+        self.lifecycle = (
+            _LifecycleSide(options, log, self, self.ranks) if log is not None and options.lifecycle else None
+        )
         self._loss = torch.zeros(())
         self._since_tick = 0
         self.digest: str | None = None
@@ -245,8 +258,12 @@ class DemoRun:
         if self.lifecycle is not None:
             self.lifecycle.maybe_checkpoint(step)
 
-    def run(self, tick: Callable[[Tick], None] | None = None, ticks: int = 100,
-            after_step: Callable[[int], None] | None = None) -> Timeline:
+    def run(
+        self,
+        tick: Callable[[Tick], None] | None = None,
+        ticks: int = 100,
+        after_step: Callable[[int], None] | None = None,
+    ) -> Timeline:
         """Train every step, calling `tick` about `ticks` times and `after_step(step)` after each
         step's boundary; return the timeline. The lifecycle's digests are verified at the end."""
         first = self.start()
@@ -268,8 +285,7 @@ class DemoRun:
         self._since_tick = 0
         if tick is not None:
             phase = self.task.phases[self.task.phase_index(step)].name
-            tick(Tick(step=step, steps=self.options.steps, loss=loss, experts=self.experts(),
-                      phase=phase))
+            tick(Tick(step=step, steps=self.options.steps, loss=loss, experts=self.experts(), phase=phase))
 
     @torch.no_grad()
     def _evaluate(self, step: int) -> None:
@@ -283,8 +299,11 @@ class DemoRun:
     def extra_state(self) -> dict[str, Any]:
         """Return what a checkpoint needs besides the model, optimizer and projections."""
         assert self.lifecycle is not None
-        return {"task": self.task.state(), "basin": self.lifecycle.basin.state(),
-                "timeline": self.timeline.to_plain()}
+        return {
+            "task": self.task.state(),
+            "basin": self.lifecycle.basin.state(),
+            "timeline": self.timeline.to_plain(),
+        }
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         """Restore `extra_state()` from a checkpoint."""
@@ -315,24 +334,27 @@ class _LifecycleSide:
         self.run = run
         self.ranks = ranks
         self.config = demo_config(options)
-        self.lc = Lifecycle(log, config=SessionConfig(metric_window=self.config.basin_window_size),
-                            rank=run.rank)
+        self.lc = Lifecycle(
+            log, config=SessionConfig(metric_window=self.config.basin_window_size), rank=run.rank
+        )
         self.run_id = self.lc.run_id
         layers = run.model.layers()
-        self.coordinator = ExpertCoordinator(self.config,
-                                             capacity={i: options.max_experts for i in layers})
+        self.coordinator = ExpertCoordinator(self.config, capacity={i: options.max_experts for i in layers})
         self.surgery = ModelSurgery(layers, run.optimizer, strategy=options.strategy, model=run.model)
         self.tensors = StateTensors(self.lc.registry.specs)
         self.runner = Runner(log, [self.surgery, self.tensors])
-        self.sync = LifecycleSync(self.lc, self.runner, self.surgery, replicated=run.replicated,
-                                  config=ranks.sync)
+        self.sync = LifecycleSync(
+            self.lc, self.runner, self.surgery, replicated=run.replicated, config=ranks.sync
+        )
         self.basin = BasinTracker(layers, num_types=run.task.num_types)
         self.layers = sorted(layers)
         self.interval = self.config.lifecycle_eval_interval
         every = ranks.checkpoint_every
         if every and (every % self.interval or ranks.checkpoint_dir is None):
-            raise ConfigError(f"checkpoint_every must be a multiple of the evaluation interval "
-                              f"({self.interval}) and needs a checkpoint_dir, got {every}")
+            raise ConfigError(
+                f"checkpoint_every must be a multiple of the evaluation interval "
+                f"({self.interval}) and needs a checkpoint_dir, got {every}"
+            )
 
     def start(self) -> int:
         """Begin the run (RunStarted, the initial experts, StepSealed(0)) or resume it."""
@@ -345,9 +367,12 @@ class _LifecycleSide:
         return 1
 
     def _begin(self, lc: Lifecycle) -> None:
-        lc.start(config={"demo": self.options.to_json(), "lifecycle": self.config.snapshot()},
-                 seed=self.options.seed, world_size=self.sync.world_size,
-                 torch_version=torch.__version__)
+        lc.start(
+            config={"demo": self.options.to_json(), "lifecycle": self.config.snapshot()},
+            seed=self.options.seed,
+            world_size=self.sync.world_size,
+            torch_version=torch.__version__,
+        )
         for layer in self.layers:
             self.coordinator.register_initial(lc, layer, self.options.initial_experts, step=0)
 
@@ -364,8 +389,11 @@ class _LifecycleSide:
         readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
 
         def decide(lc: Lifecycle) -> None:
-            lc.append(self.coordinator.observations(run_id=self.run_id, step=step,
-                                                    experts=readout.experts, layers=readout.layers))
+            lc.append(
+                self.coordinator.observations(
+                    run_id=self.run_id, step=step, experts=readout.experts, layers=readout.layers
+                )
+            )
             lc.append(self.coordinator.decide(lc.registry, run_id=self.run_id, step=step))
 
         self.sync.at_boundary(step, decide)
@@ -379,12 +407,13 @@ class _LifecycleSide:
     def finish(self, step: int) -> str | None:
         """Verify every rank ends with the same digest; return it (None in one process)."""
         digest = self.sync.verify(step)
-        _log.info("rank %d finished at step %d with digest %s", self.sync.rank, step,
-                  self.surgery.digest())
+        _log.info("rank %d finished at step %d with digest %s", self.sync.rank, step, self.surgery.digest())
         return digest
 
     def routing_counts(self) -> dict[int, int]:
         """Return how many experts of each layer are in a routing state (cooling, active, dormant)."""
         registry = self.lc.registry
-        return {layer: sum(registry.population("expert", layer, s) for s in sorted(ROUTING_STATES))
-                for layer in self.layers}
+        return {
+            layer: sum(registry.population("expert", layer, s) for s in sorted(ROUTING_STATES))
+            for layer in self.layers
+        }

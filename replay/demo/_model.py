@@ -19,13 +19,24 @@ __all__ = ["DemoModel"]
 class DemoModel(nn.Module):
     """`x -> embed -> (h + moe(h)) per layer -> head`: a small regression MoE."""
 
-    def __init__(self, *, d_in: int, d_out: int, d_model: int, d_hidden: int, capacity: int,
-                 layers: int, top_k: int, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        d_in: int,
+        d_out: int,
+        d_model: int,
+        d_hidden: int,
+        capacity: int,
+        layers: int,
+        top_k: int,
+        seed: int,
+    ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.embed = _linear(d_in, d_model, g)
-        self.moe = nn.ModuleList(MoELayer(d_model, d_hidden, capacity, top_k=top_k, generator=g)
-                                 for _ in range(layers))
+        self.moe = nn.ModuleList(
+            MoELayer(d_model, d_hidden, capacity, top_k=top_k, generator=g) for _ in range(layers)
+        )
         self.head = _linear(d_model, d_out, g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

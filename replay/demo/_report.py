@@ -49,8 +49,10 @@ class ProgressBar:
         bar = "#" * filled + "-" * (_WIDTH - filled)
         experts = " ".join(f"L{layer}:{n}" for layer, n in sorted(tick.experts.items()))
         elapsed = time.monotonic() - self._started
-        return (f"{self.label} [{bar}] {done:4.0%} step {tick.step}/{tick.steps} "
-                f"{tick.phase:<11} loss {tick.loss:.4f} experts {experts} {elapsed:5.1f}s")
+        return (
+            f"{self.label} [{bar}] {done:4.0%} step {tick.step}/{tick.steps} "
+            f"{tick.phase:<11} loss {tick.loss:.4f} experts {experts} {elapsed:5.1f}s"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +77,12 @@ class Sample:
     """Decisions by action since the previous row."""
 
 
-def sample(experts: Sequence[tuple[int, Mapping[int, int]]], decisions: Sequence[tuple[int, str]],
-           phase_of: Callable[[int], str], rows: int = 10) -> list[Sample]:
+def sample(
+    experts: Sequence[tuple[int, Mapping[int, int]]],
+    decisions: Sequence[tuple[int, str]],
+    phase_of: Callable[[int], str],
+    rows: int = 10,
+) -> list[Sample]:
     """Pick about `rows` evenly spaced checkpoints, each with the decisions since the last one.
 
     `experts` is (step, routing experts per layer) at every checkpoint; `decisions` is (step,
@@ -108,9 +114,15 @@ def _experts_table(rows: Sequence[Sample]) -> str:
         return ""
     layers = sorted({layer for row in rows for layer in row.experts})
     header = ["step", "phase", *(f"layer {layer}" for layer in layers), "decisions since the row above"]
-    cells = [[str(row.step), row.phase, *(str(row.experts.get(layer, 0)) for layer in layers),
-              ", ".join(f"{n} {a}" for a, n in sorted(row.actions.items(), key=_action_order))]
-             for row in rows]
+    cells = [
+        [
+            str(row.step),
+            row.phase,
+            *(str(row.experts.get(layer, 0)) for layer in layers),
+            ", ".join(f"{n} {a}" for a, n in sorted(row.actions.items(), key=_action_order)),
+        ]
+        for row in rows
+    ]
     return "experts routing per layer over time\n" + _table(header, cells)
 
 
@@ -132,24 +144,32 @@ def _loss_table(runs: Sequence[Outcome]) -> str:
         return "loss\n" + _table(["held-out loss at the end of", runs[0].label], _loss_rows(runs))
     header = ["held-out loss at the end of", *(r.label for r in runs), "lowest"]
     rows = _loss_rows(runs)
-    losses = [[r.phase_losses[i].loss if i < len(r.phase_losses) else math.inf for r in runs]
-              for i in range(len(runs[0].phase_losses))]
+    losses = [
+        [r.phase_losses[i].loss if i < len(r.phase_losses) else math.inf for r in runs]
+        for i in range(len(runs[0].phase_losses))
+    ]
     losses.append([r.mean_loss for r in runs])
     for row, values in zip(rows, losses, strict=False):
         row.append(runs[values.index(min(values))].label)
     rows[-1].append("")
     wins = sum(1 for values in losses[:-1] if values.index(min(values)) == 0)
-    verdict = (f"the {runs[0].label} has the lowest held-out loss in {wins} of {len(losses) - 1} phases"
-               f"{' and over all steps' if losses[-1].index(min(losses[-1])) == 0 else ''}")
+    verdict = (
+        f"the {runs[0].label} has the lowest held-out loss in {wins} of {len(losses) - 1} phases"
+        f"{' and over all steps' if losses[-1].index(min(losses[-1])) == 0 else ''}"
+    )
     title = "loss: the lifecycle against static models of fixed size (the lifecycle off)"
     return f"{title}\n{_table(header, rows)}\n  {verdict}"
 
 
 def _loss_rows(runs: Sequence[Outcome]) -> list[list[str]]:
     first = runs[0].phase_losses
-    cells = [[f"{p.phase} (step {p.step})",
-              *(_fmt(r.phase_losses[i].loss) if i < len(r.phase_losses) else "-" for r in runs)]
-             for i, p in enumerate(first)]
+    cells = [
+        [
+            f"{p.phase} (step {p.step})",
+            *(_fmt(r.phase_losses[i].loss) if i < len(r.phase_losses) else "-" for r in runs),
+        ]
+        for i, p in enumerate(first)
+    ]
     cells.append(["mean training loss, all steps", *(_fmt(r.mean_loss) for r in runs)])
     cells.append(["wall time", *(f"{r.seconds:.1f}s" for r in runs)])
     return cells
@@ -161,6 +181,8 @@ def _fmt(value: float) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in (header, ["-" * w for w in widths], *rows)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in (header, ["-" * w for w in widths], *rows)
+    ]
     return "\n".join("  " + line for line in lines)

@@ -88,8 +88,15 @@ class Task:
     d_in = D_IN
     d_out = D_OUT
 
-    def __init__(self, *, seed: int, steps: int, batch_size: int,
-                 phases: tuple[Phase, ...] = PHASES, separation: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        steps: int,
+        batch_size: int,
+        phases: tuple[Phase, ...] = PHASES,
+        separation: float = 2.0,
+    ) -> None:
         """Build the types' centers and maps from `seed`, centers `separation` times N(0, I)."""
         if steps < 1 or batch_size < 1:
             raise ConfigError(f"steps and batch_size must be >= 1, got {steps} and {batch_size}")

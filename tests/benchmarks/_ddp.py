@@ -60,8 +60,13 @@ def process_group(rank: int, world: int, port: int, threads: int = 1) -> Iterato
     """Join a gloo process group on loopback, with `threads` torch threads in this rank."""
     torch.set_num_threads(threads)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    with distributed.process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                   world_size=world, timeout=datetime.timedelta(seconds=300)):
+    with distributed.process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=300),
+    ):
         yield
 
 
@@ -76,12 +81,20 @@ class Trainer:
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.task = Task(seed=options.seed, steps=options.steps, batch_size=options.batch_size)
         capacity = options.max_experts if options.strategy == "masked" else options.initial_experts
-        self.model = DemoModel(d_in=self.task.d_in, d_out=self.task.d_out, d_model=options.d_model,
-                               d_hidden=options.d_hidden, capacity=capacity, layers=options.layers,
-                               top_k=options.top_k, seed=options.seed)
+        self.model = DemoModel(
+            d_in=self.task.d_in,
+            d_out=self.task.d_out,
+            d_model=options.d_model,
+            d_hidden=options.d_hidden,
+            capacity=capacity,
+            layers=options.layers,
+            top_k=options.top_k,
+            seed=options.seed,
+        )
         self.replicated = Replicated(self.model)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=options.lr,
-                                           weight_decay=options.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+        )
         self._loss = torch.zeros(())
 
     def start_without_lifecycle(self) -> None:
@@ -154,18 +167,28 @@ class _Side:
         self.trainer = trainer
         self.config = config
         self.layers = trainer.model.layers()
-        self.coordinator = ExpertCoordinator(config, capacity={i: trainer.options.max_experts
-                                                               for i in self.layers})
-        self.surgery = ModelSurgery(self.layers, trainer.optimizer, strategy=trainer.options.strategy,
-                                    model=trainer.model, on_rewrap=trainer.replicated.rewrap)
+        self.coordinator = ExpertCoordinator(
+            config, capacity={i: trainer.options.max_experts for i in self.layers}
+        )
+        self.surgery = ModelSurgery(
+            self.layers,
+            trainer.optimizer,
+            strategy=trainer.options.strategy,
+            model=trainer.model,
+            on_rewrap=trainer.replicated.rewrap,
+        )
         self.basin = BasinTracker(self.layers, num_types=trainer.task.num_types)
         self.phases = Phases()
 
     def begin(self, lc: Lifecycle, step: int, readout: BasinReadout | None = None) -> None:
         """The run's first batch: `RunStarted` and the initial experts (`_LifecycleSide._begin`)."""
         options = self.trainer.options
-        lc.start(config={"demo": options.to_json(), "lifecycle": self.config.snapshot()},
-                 seed=options.seed, world_size=self.trainer.world, torch_version=torch.__version__)
+        lc.start(
+            config={"demo": options.to_json(), "lifecycle": self.config.snapshot()},
+            seed=options.seed,
+            world_size=self.trainer.world,
+            torch_version=torch.__version__,
+        )
         for layer in sorted(self.layers):
             self.coordinator.register_initial(lc, layer, options.initial_experts, step=0)
 
@@ -178,26 +201,36 @@ class _Side:
 
     def observations(self, lc: Lifecycle, step: int, readout: BasinReadout) -> None:
         """Append the checkpoint's `MetricsObserved` events, as the demo's `decide` does first."""
-        lc.append(self.coordinator.observations(run_id=lc.run_id, step=step, experts=readout.experts,
-                                                layers=readout.layers))
+        lc.append(
+            self.coordinator.observations(
+                run_id=lc.run_id, step=step, experts=readout.experts, layers=readout.layers
+            )
+        )
 
 
 class Ours(_Side):
     """The lifecycle wired as the demo wires it: `LifecycleSync` on a shared log (Redis, JSONL)."""
 
-    def __init__(self, trainer: Trainer, config: LifecycleConfig, log: Log,
-                 sync: SyncConfig | None = None) -> None:
+    def __init__(
+        self, trainer: Trainer, config: LifecycleConfig, log: Log, sync: SyncConfig | None = None
+    ) -> None:
         super().__init__(trainer, config)
         self.log = log
-        self.lc = Lifecycle(log, config=SessionConfig(metric_window=config.basin_window_size),
-                            rank=trainer.rank)
+        self.lc = Lifecycle(
+            log, config=SessionConfig(metric_window=config.basin_window_size), rank=trainer.rank
+        )
         self.tensors = StateTensors(self.lc.registry.specs)
         self.runner = Runner(log, [self.surgery, self.tensors])
         self.sync = LifecycleSync(self.lc, self.runner, self.surgery, config=sync or SyncConfig())
-        for obj, attr, name in ((self.sync, "_seal", "seal"), (self.sync, "_follow_to_seal", "transport"),
-                                (self.lc, "fold", "fold"), (self.runner, "apply", "apply"),
-                                (self.sync, "_verify", "verify"), (self.sync, "_append", "record"),
-                                (self.surgery, "digest", "digest")):
+        for obj, attr, name in (
+            (self.sync, "_seal", "seal"),
+            (self.sync, "_follow_to_seal", "transport"),
+            (self.lc, "fold", "fold"),
+            (self.runner, "apply", "apply"),
+            (self.sync, "_verify", "verify"),
+            (self.sync, "_append", "record"),
+            (self.surgery, "digest", "digest"),
+        ):
             self.phases.wrap(obj, attr, name)
 
     def start(self) -> None:
@@ -228,8 +261,15 @@ class Peer(_Side):
     def __init__(self, trainer: Trainer, config: LifecycleConfig, run_id: str) -> None:
         super().__init__(trainer, config)
         self.leader = trainer.rank == 0
-        self.lc = Lifecycle(MemoryLog(run_id), config=SessionConfig(
-            metric_window=config.basin_window_size), rank=trainer.rank) if self.leader else None
+        self.lc = (
+            Lifecycle(
+                MemoryLog(run_id),
+                config=SessionConfig(metric_window=config.basin_window_size),
+                rank=trainer.rank,
+            )
+            if self.leader
+            else None
+        )
         self.tensors = StateTensors(BUILTIN_SPECS)
         self.runner = Runner(MemoryLog(run_id), [self.surgery, self.tensors])  # apply() only
         self._unsent: list[dict[str, Any]] = []
@@ -275,8 +315,17 @@ class Peer(_Side):
             raise DivergenceError(f"peer: digests differ at step {step}", step=step, ranks=())
         if self.lc is not None and decisions:
             with phase("record"):
-                self._unsent += self.lc.append([ActionsVerified(
-                    run_id=self.lc.run_id, step=step, rank=0, digest=digest, world_size=self.trainer.world)])
+                self._unsent += self.lc.append(
+                    [
+                        ActionsVerified(
+                            run_id=self.lc.run_id,
+                            step=step,
+                            rank=0,
+                            digest=digest,
+                            world_size=self.trainer.world,
+                        )
+                    ]
+                )
         return decisions
 
 
@@ -314,5 +363,7 @@ def registry_size(registry: Registry) -> str:
     for _ in range(5):
         registry.copy()
     copy_ms = (time.perf_counter() - started) / 5 * 1e3
-    return (f"{len(registry)} entities ({archived} archived), {len(windows)} metric-window owners "
-            f"holding {names} windows; Registry.copy() {copy_ms:.2f} ms")
+    return (
+        f"{len(registry)} entities ({archived} archived), {len(windows)} metric-window owners "
+        f"holding {names} windows; Registry.copy() {copy_ms:.2f} ms"
+    )

@@ -55,17 +55,29 @@ def make_models(n: int, run_id: str = "bench", start: int = 0) -> list[EventBase
     for i in range(start, start + n):
         common = {"run_id": run_id, "step": i, "entity": f"seed-L{i % 12}-{i % 64}"}
         if i % 3 == 0:
-            out.append(GateChecked(**common, from_state="TRAINING", to_state="GRAFTING",
-                                   gate="kasmina.reconstruction", category="performance",
-                                   passed=i % 5 != 0, reason="reconstruction loss 0.004 <= 0.01",
-                                   observed={"reconstruction_loss": 0.004},
-                                   thresholds={"reconstruction_threshold": 0.01}))
+            out.append(
+                GateChecked(
+                    **common,
+                    from_state="TRAINING",
+                    to_state="GRAFTING",
+                    gate="kasmina.reconstruction",
+                    category="performance",
+                    passed=i % 5 != 0,
+                    reason="reconstruction loss 0.004 <= 0.01",
+                    observed={"reconstruction_loss": 0.004},
+                    thresholds={"reconstruction_threshold": 0.01},
+                )
+            )
         elif i % 3 == 1:
-            out.append(TransitionApplied(**common, from_state="TRAINING", to_state="GRAFTING",
-                                         trigger="graft"))
+            out.append(
+                TransitionApplied(**common, from_state="TRAINING", to_state="GRAFTING", trigger="graft")
+            )
         else:
-            out.append(MetricsObserved(**common, metrics={"loss": 0.1234 + i * 1e-6,
-                                                          "grad_norm": 1.5, "alpha": 0.25}))
+            out.append(
+                MetricsObserved(
+                    **common, metrics={"loss": 0.1234 + i * 1e-6, "grad_norm": 1.5, "alpha": 0.25}
+                )
+            )
     return out
 
 
@@ -262,8 +274,10 @@ def report(n: int, batch: int, rounds: int, results: dict[str, float]) -> None:
     for name, target in ((RAW, ">= 0.8"), (RAW_ENCODING, ">= 0.8"), (ES_APP, ">= 2"), (ES_RECORDER, ">= 2")):
         print(f"{'RedisLog / ' + name:<60} {results[OURS] / results[name]:>7.2f} {target}")
     for name, target in ((RAW, ">= 0.8"), (ES_APP, ">= 2")):
-        print(f"{'validated events + codec + RedisLog / ' + name:<60} "
-              f"{results[OURS_VALIDATED] / results[name]:>7.2f} {target}")
+        print(
+            f"{'validated events + codec + RedisLog / ' + name:<60} "
+            f"{results[OURS_VALIDATED] / results[name]:>7.2f} {target}"
+        )
 
 
 if __name__ == "__main__":

@@ -71,8 +71,12 @@ from replay.demo import DemoOptions
 from tests._expert_actions import S, archive_pending, experts, new_batch, prune, spawn
 
 ARMS = ("plain", "plain-2", "floor", "redis", "jsonl", "peer")
-LABELS = {"redis": "ours, Redis log", "jsonl": "ours, JSONL log",
-          "peer": "peer, broadcast_object_list", "floor": "sync floor, 2 collectives"}
+LABELS = {
+    "redis": "ours, Redis log",
+    "jsonl": "ours, JSONL log",
+    "peer": "peer, broadcast_object_list",
+    "floor": "sync floor, 2 collectives",
+}
 EVALUATED = ("floor", "redis", "jsonl", "peer")
 TARGET_MS = 3.0
 LAYER = 0
@@ -103,8 +107,9 @@ class Alternate:
         lc.append(batch.events)
 
 
-def rank_main(rank: int, world: int, port: int, url: str, directory: str, run_id: str,
-              opts: dict[str, Any]) -> None:
+def rank_main(
+    rank: int, world: int, port: int, url: str, directory: str, run_id: str, opts: dict[str, Any]
+) -> None:
     with process_group(rank, world, port, opts["threads"]):
         interval, evals = opts["interval"], opts["warmup_evals"] + opts["evals"]
         steps = interval * evals
@@ -113,8 +118,10 @@ def rank_main(rank: int, world: int, port: int, url: str, directory: str, run_id
         trainers = {name: Trainer(options) for name in ARMS}
         trainers["plain"].start_without_lifecycle()
         trainers["plain-2"].start_without_lifecycle()
-        logs = {"redis": bus.open(url, f"{run_id}-redis"),
-                "jsonl": bus.open(f"jsonl://{directory}", f"{run_id}-jsonl")}
+        logs = {
+            "redis": bus.open(url, f"{run_id}-redis"),
+            "jsonl": bus.open(f"jsonl://{directory}", f"{run_id}-jsonl"),
+        }
         sides: dict[str, Ours | Peer | Floor] = {
             "floor": Floor(trainers["floor"]),
             "redis": Ours(trainers["redis"], config, logs["redis"]),
@@ -122,8 +129,9 @@ def rank_main(rank: int, world: int, port: int, url: str, directory: str, run_id
             "peer": Peer(trainers["peer"], config, f"{run_id}-peer"),
         }
         lifecycles = {"redis": sides["redis"], "jsonl": sides["jsonl"], "peer": sides["peer"]}
-        deciders = {name: Alternate(side) for name, side in lifecycles.items()
-                    if isinstance(side, Ours | Peer)}
+        deciders = {
+            name: Alternate(side) for name, side in lifecycles.items() if isinstance(side, Ours | Peer)
+        }
         for each in sides.values():
             each.start()
         total = {name: [0.0] * steps for name in ARMS}
@@ -159,8 +167,11 @@ def rank_main(rank: int, world: int, port: int, url: str, directory: str, run_id
         if rank == 0:
             peer = sides["peer"]
             assert isinstance(peer, Peer) and peer.lc is not None
-            counts = {"redis": _count(logs["redis"].read()), "jsonl": _count(logs["jsonl"].read()),
-                      "peer": _count(peer.lc.log.read())}
+            counts = {
+                "redis": _count(logs["redis"].read()),
+                "jsonl": _count(logs["jsonl"].read()),
+                "peer": _count(peer.lc.log.read()),
+            }
             kinds = {k: deciders["redis"].kinds.count(k) for k in ("SPAWN", "PRUNE")}
             report(opts, gathered, counts, kinds, elapsed)
             ours = sides["redis"]
@@ -172,8 +183,9 @@ def rank_main(rank: int, world: int, port: int, url: str, directory: str, run_id
                 if r == rank:
                     out = io.StringIO()
                     pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(opts["profile"])
-                    print(f"==== profile of the {name} boundary, rank {rank} ====\n{out.getvalue()}",
-                          flush=True)
+                    print(
+                        f"==== profile of the {name} boundary, rank {rank} ====\n{out.getvalue()}", flush=True
+                    )
                 dist.barrier()
         for log in logs.values():
             log.close()
@@ -191,8 +203,13 @@ def pct(values: Sequence[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-def report(opts: dict[str, Any], gathered: list[Any], counts: dict[str, dict[str, int]],
-           kinds: dict[str, int], elapsed: float) -> None:
+def report(
+    opts: dict[str, Any],
+    gathered: list[Any],
+    counts: dict[str, dict[str, int]],
+    kinds: dict[str, int],
+    elapsed: float,
+) -> None:
     interval = opts["interval"]
     first = opts["warmup_evals"] * interval  # index i is step i + 1
     steps = len(gathered[0][0]["plain"])
@@ -200,29 +217,38 @@ def report(opts: dict[str, Any], gathered: list[Any], counts: dict[str, dict[str
     evaluation = [i for i in kept if (i + 1) % interval == 0]
     other = [i for i in kept if (i + 1) % interval]
     ms = 1e3
-    print(f"DDP evaluation step: torch {torch.__version__}, 2 gloo ranks x {opts['threads']} thread(s), "
-          f"{opts['strategy']} strategy, {steps} steps per arm, evaluation every {interval} steps, "
-          f"{len(evaluation)} evaluations per variant timed (first {opts['warmup_evals']} dropped), "
-          f"{elapsed:.1f} s in the loop")
-    print(f"load average before/after: {opts['load_before']} / "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"DDP evaluation step: torch {torch.__version__}, 2 gloo ranks x {opts['threads']} thread(s), "
+        f"{opts['strategy']} strategy, {steps} steps per arm, evaluation every {interval} steps, "
+        f"{len(evaluation)} evaluations per variant timed (first {opts['warmup_evals']} dropped), "
+        f"{elapsed:.1f} s in the loop"
+    )
+    print(
+        f"load average before/after: {opts['load_before']} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     for name in counts:
         c = counts[name]
-        print(f"  {LABELS[name]:<30} log: {c.get('DecisionMade', 0)} DecisionMade "
-              f"({kinds['SPAWN']} SPAWN, {kinds['PRUNE']} PRUNE on the redis arm), "
-              f"{c.get('ActionsVerified', 0)} ActionsVerified, {c.get('StepSealed', 0)} StepSealed, "
-              f"{c.get('DivergenceDetected', 0)} DivergenceDetected")
+        print(
+            f"  {LABELS[name]:<30} log: {c.get('DecisionMade', 0)} DecisionMade "
+            f"({kinds['SPAWN']} SPAWN, {kinds['PRUNE']} PRUNE on the redis arm), "
+            f"{c.get('ActionsVerified', 0)} ActionsVerified, {c.get('StepSealed', 0)} StepSealed, "
+            f"{c.get('DivergenceDetected', 0)} DivergenceDetected"
+        )
     print()
     print(f"{'step time, no lifecycle':<34} {'rank':>4} {'n':>5} {'p50 ms':>8} {'p90 ms':>8}")
     plain_p50 = {}
     for rank, (total, *_) in enumerate(gathered):
         plain = [total["plain"][i] for i in kept]
         plain_p50[rank] = statistics.median(plain)
-        print(f"{'plain':<34} {rank:>4} {len(plain):>5} {plain_p50[rank] * ms:>8.3f} "
-              f"{pct(plain, 90) * ms:>8.3f}")
+        print(
+            f"{'plain':<34} {rank:>4} {len(plain):>5} {plain_p50[rank] * ms:>8.3f} "
+            f"{pct(plain, 90) * ms:>8.3f}"
+        )
     print()
-    print(f"{'evaluation step, one action':<34} {'rank':>4} {'n':>5} {'step p50':>9} {'step p90':>9} "
-          f"{'added p50':>10} {'added p90':>10} {'bound p50':>10} {'bound p90':>10}")
+    print(
+        f"{'evaluation step, one action':<34} {'rank':>4} {'n':>5} {'step p50':>9} {'step p90':>9} "
+        f"{'added p50':>10} {'added p90':>10} {'bound p50':>10} {'bound p90':>10}"
+    )
     added: dict[tuple[str, int], float] = {}
     for name in EVALUATED:
         for rank, (total, bound, _) in enumerate(gathered):
@@ -230,9 +256,11 @@ def report(opts: dict[str, Any], gathered: list[Any], counts: dict[str, dict[str
             extra = [t - plain_p50[rank] for t in step]
             only = [bound[name][i] for i in evaluation]
             added[name, rank] = statistics.median(extra)
-            print(f"{LABELS[name]:<34} {rank:>4} {len(step):>5} {statistics.median(step) * ms:>9.3f} "
-                  f"{pct(step, 90) * ms:>9.3f} {added[name, rank] * ms:>10.3f} {pct(extra, 90) * ms:>10.3f} "
-                  f"{statistics.median(only) * ms:>10.3f} {pct(only, 90) * ms:>10.3f}")
+            print(
+                f"{LABELS[name]:<34} {rank:>4} {len(step):>5} {statistics.median(step) * ms:>9.3f} "
+                f"{pct(step, 90) * ms:>9.3f} {added[name, rank] * ms:>10.3f} {pct(extra, 90) * ms:>10.3f} "
+                f"{statistics.median(only) * ms:>10.3f} {pct(only, 90) * ms:>10.3f}"
+            )
     print("(ms; added = evaluation step - plain p50 of the same rank; bound = the boundary alone)")
     quarter = max(1, len(evaluation) // 4)
     drift = []
@@ -241,19 +269,25 @@ def report(opts: dict[str, Any], gathered: list[Any], counts: dict[str, dict[str
         early = statistics.median(bound[i] for i in evaluation[:quarter])
         late = statistics.median(bound[i] for i in evaluation[-quarter:])
         drift.append(f"{name} {early * ms:.2f} -> {late * ms:.2f}")
-    print(f"drift, rank 0 boundary p50 of the first vs the last {quarter} evaluations (ms): "
-          + ", ".join(drift))
+    print(
+        f"drift, rank 0 boundary p50 of the first vs the last {quarter} evaluations (ms): " + ", ".join(drift)
+    )
     print()
     for rank in range(len(gathered)):
         peer, floor = added["peer", rank], added["floor", rank]
         for name in ("redis", "jsonl", "peer"):
             ours = added[name, rank]
             verdict = "met" if ours * ms <= TARGET_MS else "NOT met"
-            vs_peer = "" if name == "peer" else \
-                f"; ours - peer {(ours - peer) * ms:+6.3f} ms, ours / peer {ours / peer:5.2f}"
-            print(f"rank {rank} {LABELS[name]:<28}: added p50 {ours * ms:6.3f} ms -> "
-                  f"target <= {TARGET_MS:g} ms "
-                  f"{verdict:<7}; - sync floor {(ours - floor) * ms:+6.3f} ms{vs_peer}")
+            vs_peer = (
+                ""
+                if name == "peer"
+                else f"; ours - peer {(ours - peer) * ms:+6.3f} ms, ours / peer {ours / peer:5.2f}"
+            )
+            print(
+                f"rank {rank} {LABELS[name]:<28}: added p50 {ours * ms:6.3f} ms -> "
+                f"target <= {TARGET_MS:g} ms "
+                f"{verdict:<7}; - sync floor {(ours - floor) * ms:+6.3f} ms{vs_peer}"
+            )
     print()
     breakdown(gathered, opts["warmup_evals"], interval)
     print()
@@ -267,8 +301,10 @@ def report(opts: dict[str, Any], gathered: list[Any], counts: dict[str, dict[str
     for name in EVALUATED:
         med = statistics.median(total0[name][i] for i in other)
         verdict = "met" if med / base - 1 <= noise else "NOT met"
-        print(f"{LABELS[name] + ' (wired)':<34} {len(other):>5} {med * ms:>8.3f} {med / base:>8.3f}  "
-              f"target: no cost beyond the noise (ratio - 1 <= {noise:.3f}) -> {verdict}")
+        print(
+            f"{LABELS[name] + ' (wired)':<34} {len(other):>5} {med * ms:>8.3f} {med / base:>8.3f}  "
+            f"target: no cost beyond the noise (ratio - 1 <= {noise:.3f}) -> {verdict}"
+        )
 
 
 PHASES = (
@@ -302,9 +338,21 @@ def breakdown(gathered: list[Any], warmup: int, interval: int) -> None:
             kept = phases[arm][warmup:]
             interval_steps = [i for i in range(len(bound[arm])) if (i + 1) % interval == 0][warmup:]
             n = len(kept)
-            mean = {k: sum(p.get(k, 0.0) for p in kept) / n for k in
-                    ("sum", "collect", "decide", "seal", "transport", "fold", "apply", "digest", "verify",
-                     "record")}
+            mean = {
+                k: sum(p.get(k, 0.0) for p in kept) / n
+                for k in (
+                    "sum",
+                    "collect",
+                    "decide",
+                    "seal",
+                    "transport",
+                    "fold",
+                    "apply",
+                    "digest",
+                    "verify",
+                    "record",
+                )
+            }
             mean["write"] = mean.pop("seal") - mean["decide"]
             mean["verify"] -= mean["digest"]
             whole = sum(bound[arm][i] for i in interval_steps) / len(interval_steps)
@@ -322,12 +370,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--evals", type=int, default=200, help="timed evaluations per variant")
     parser.add_argument("--warmup-evals", type=int, default=5)
-    parser.add_argument("--interval", type=int, default=5,
-                        help="steps per evaluation (LifecycleConfig's default; the demo uses 10)")
+    parser.add_argument(
+        "--interval",
+        type=int,
+        default=5,
+        help="steps per evaluation (LifecycleConfig's default; the demo uses 10)",
+    )
     parser.add_argument("--strategy", choices=("masked", "resize"), default="masked")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="cProfile every boundary; print each arm's top N functions per rank")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cProfile every boundary; print each arm's top N functions per rank",
+    )
     args = parser.parse_args()
     opts = vars(args) | {"load_before": " ".join(f"{x:.2f}" for x in os.getloadavg())}
     with redis_url() as url, tempfile.TemporaryDirectory() as directory:

@@ -64,13 +64,29 @@ class Outcome:
 
 def _run(seed: int, strategy: str, ranks: int, steps: int, root: Path) -> Outcome:
     run_id = f"robust-{strategy}-{ranks}-{seed}"
-    argv = [sys.executable, "-m", "replay.cli", "demo", "--log", f"jsonl://{root}", "--run", run_id,
-            "--steps", str(steps), "--seed", str(seed), "--strategy", strategy, "--quiet"]
+    argv = [
+        sys.executable,
+        "-m",
+        "replay.cli",
+        "demo",
+        "--log",
+        f"jsonl://{root}",
+        "--run",
+        run_id,
+        "--steps",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--strategy",
+        strategy,
+        "--quiet",
+    ]
     if ranks > 1:
         argv += ["--ranks", str(ranks)]
     started = time.monotonic()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    done = subprocess.run(
+        argv, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": os.getcwd()}
+    )
     outcome = Outcome(seed, strategy, ranks, done.returncode, time.monotonic() - started)
     if done.returncode != 0:
         outcome.error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "?"
@@ -131,40 +147,53 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (a 2-rank run counts as one)")
     parser.add_argument("--keep", metavar="DIR", help="keep the runs' logs in DIR (default: a temporary one)")
     args = parser.parse_args()
-    combos = [(seed, strategy, int(ranks)) for ranks in args.ranks.split(",")
-              for strategy in args.strategies.split(",") for seed in _range(args.seeds)]
-    with tempfile.TemporaryDirectory() as tmp, \
-            concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+    combos = [
+        (seed, strategy, int(ranks))
+        for ranks in args.ranks.split(",")
+        for strategy in args.strategies.split(",")
+        for seed in _range(args.seeds)
+    ]
+    with tempfile.TemporaryDirectory() as tmp, concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         root = Path(args.keep or tmp)
-        futures = [pool.submit(_run, seed, strategy, ranks, args.steps, root)
-                   for seed, strategy, ranks in combos]
+        futures = [
+            pool.submit(_run, seed, strategy, ranks, args.steps, root) for seed, strategy, ranks in combos
+        ]
         outcomes = [f.result() for f in futures]
     _print_runs(outcomes)
     _print_summary(outcomes)
 
 
 def _print_runs(outcomes: list[Outcome]) -> None:
-    phases = sorted({p for o in outcomes for p in o.losses}, key=list(outcomes[0].losses).index
-                    if outcomes[0].losses else str)
-    print("| seed | strategy | ranks | SPAWN | PRUNE | SPLIT | MERGE | thrash | re-merge | "
-          + " | ".join(f"loss {p}" for p in phases) + " | mean loss | s |")
+    phases = sorted(
+        {p for o in outcomes for p in o.losses},
+        key=list(outcomes[0].losses).index if outcomes[0].losses else str,
+    )
+    print(
+        "| seed | strategy | ranks | SPAWN | PRUNE | SPLIT | MERGE | thrash | re-merge | "
+        + " | ".join(f"loss {p}" for p in phases)
+        + " | mean loss | s |"
+    )
     print("|---" * (11 + len(phases)) + "|")
     for o in outcomes:
         if o.status != 0:
             print(f"| {o.seed} | {o.strategy} | {o.ranks} | exit {o.status}: {o.error} |")
             continue
         losses = " | ".join(f"{o.losses.get(p, float('nan')):.4f}" for p in phases)
-        print(f"| {o.seed} | {o.strategy} | {o.ranks} | "
-              + " | ".join(str(o.applied[a]) for a in ACTIONS)
-              + f" | {len(o.thrash)} | {o.remerged} | {losses} | {o.mean_loss:.4f} | {o.seconds:.0f} |")
+        print(
+            f"| {o.seed} | {o.strategy} | {o.ranks} | "
+            + " | ".join(str(o.applied[a]) for a in ACTIONS)
+            + f" | {len(o.thrash)} | {o.remerged} | {losses} | {o.mean_loss:.4f} | {o.seconds:.0f} |"
+        )
     for o in outcomes:
         for line in o.thrash:
             print(f"  thrash: seed {o.seed} {o.strategy} ranks {o.ranks}: {line}")
 
 
 def _print_summary(outcomes: list[Outcome]) -> None:
-    print("\n| strategy | ranks | runs | SPAWN | PRUNE | SPLIT | MERGE | thrash total | thrash max/run "
-          "| re-merge total | mean loss |")
+    print(
+        "\n| strategy | ranks | runs | SPAWN | PRUNE | SPLIT | MERGE | thrash total | thrash max/run "
+        "| re-merge total | mean loss |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     groups = sorted({(o.strategy, o.ranks) for o in outcomes})
     for strategy, ranks in groups:
@@ -173,8 +202,10 @@ def _print_summary(outcomes: list[Outcome]) -> None:
         took = " | ".join(f"{sum(1 for o in ok if o.applied[a])}/{len(group)}" for a in ACTIONS)
         thrash = [len(o.thrash) for o in ok]
         mean = sum(o.mean_loss for o in ok) / len(ok) if ok else float("nan")
-        print(f"| {strategy} | {ranks} | {len(group)} | {took} | {sum(thrash)} | {max(thrash, default=0)} "
-              f"| {sum(o.remerged for o in ok)} | {mean:.4f} |")
+        print(
+            f"| {strategy} | {ranks} | {len(group)} | {took} | {sum(thrash)} | {max(thrash, default=0)} "
+            f"| {sum(o.remerged for o in ok)} | {mean:.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -43,9 +43,11 @@ def row(label: str, on: list[float], off: list[float], floor: list[float]) -> st
     """One line of the table: medians and means in ms, the on/off ratio and the noise floor."""
     med_on, med_off, med_floor = (statistics.median(x) for x in (on, off, floor))
     mean_on, mean_off = statistics.fmean(on), statistics.fmean(off)
-    return (f"{label:<22} {len(on):>6} {med_on * 1e3:>9.3f} {med_off * 1e3:>9.3f} "
-            f"{med_on / med_off:>8.3f} {med_floor / med_off:>8.3f} "
-            f"{mean_on * 1e3:>9.3f} {mean_off * 1e3:>9.3f} {mean_on / mean_off:>8.3f}")
+    return (
+        f"{label:<22} {len(on):>6} {med_on * 1e3:>9.3f} {med_off * 1e3:>9.3f} "
+        f"{med_on / med_off:>8.3f} {med_floor / med_off:>8.3f} "
+        f"{mean_on * 1e3:>9.3f} {mean_off * 1e3:>9.3f} {mean_on / mean_off:>8.3f}"
+    )
 
 
 def main() -> None:
@@ -67,22 +69,33 @@ def main() -> None:
     kept = range(args.warmup, args.steps)  # index i is step i + 1
     evaluation = [i for i in kept if (i + 1) % interval == 0]
     other = [i for i in kept if (i + 1) % interval]
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.strategy} strategy, log {args.log}, "
-          f"{args.steps} steps (first {args.warmup} dropped), evaluation every {interval} steps, "
-          f"{decided} decisions")
-    print(f"{'steps':<22} {'n':>6} {'on ms':>9} {'off ms':>9} {'on/off':>8} {'floor':>8} "
-          f"{'mean on':>9} {'mean off':>9} {'on/off':>8}")
-    print(f"{'':<22} {'':>6} {'median':>9} {'median':>9} {'median':>8} {'median':>8} "
-          f"{'ms':>9} {'ms':>9} {'mean':>8}")
-    for label, picked in (("non-evaluation steps", other), ("evaluation steps", evaluation),
-                          ("all steps", list(kept))):
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {args.strategy} strategy, log {args.log}, "
+        f"{args.steps} steps (first {args.warmup} dropped), evaluation every {interval} steps, "
+        f"{decided} decisions"
+    )
+    print(
+        f"{'steps':<22} {'n':>6} {'on ms':>9} {'off ms':>9} {'on/off':>8} {'floor':>8} "
+        f"{'mean on':>9} {'mean off':>9} {'on/off':>8}"
+    )
+    print(
+        f"{'':<22} {'':>6} {'median':>9} {'median':>9} {'median':>8} {'median':>8} "
+        f"{'ms':>9} {'ms':>9} {'mean':>8}"
+    )
+    for label, picked in (
+        ("non-evaluation steps", other),
+        ("evaluation steps", evaluation),
+        ("all steps", list(kept)),
+    ):
         print(row(label, [on[i] for i in picked], [off[i] for i in picked], [floor[i] for i in picked]))
     ratio = statistics.median(on[i] for i in other) / statistics.median(off[i] for i in other)
     noise = abs(statistics.median(floor[i] for i in other) / statistics.median(off[i] for i in other) - 1)
     verdict = "met" if abs(ratio - 1) <= max(noise, 0.02) else "NOT met"
-    print(f"floor = second lifecycle-off run / first: the noise between two identical runs.\n"
-          f"target: non-evaluation on/off within the noise (|ratio - 1| <= max(floor gap, 2%)): "
-          f"{ratio:.3f} -> {verdict}")
+    print(
+        f"floor = second lifecycle-off run / first: the noise between two identical runs.\n"
+        f"target: non-evaluation on/off within the noise (|ratio - 1| <= max(floor gap, 2%)): "
+        f"{ratio:.3f} -> {verdict}"
+    )
 
 
 if __name__ == "__main__":

@@ -57,8 +57,10 @@ def child(steps: int, strategy: str, threads: int) -> dict[str, Any]:
         if step % tenth == 0:
             rss.append(_rss_kb())
 
-    with tempfile.TemporaryDirectory() as directory, \
-            bus.open(f"jsonl://{directory}", f"long-{uuid.uuid4().hex[:8]}") as log:
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        bus.open(f"jsonl://{directory}", f"long-{uuid.uuid4().hex[:8]}") as log,
+    ):
         run = DemoRun(options, log)
         stamps.append(time.perf_counter())
         run.run(after_step=after_step)
@@ -66,11 +68,17 @@ def child(steps: int, strategy: str, threads: int) -> dict[str, Any]:
         assert run.lifecycle is not None
         registry = run.lifecycle.lc.registry  # the log is not read back: that would take memory
     durations = [b - a for a, b in itertools.pairwise(stamps)]
-    return {"steps": steps, "boundary": durations[interval - 1 :: interval],
-            "other": [d for i, d in enumerate(durations, start=1) if i % interval],
-            "rss_kb": peak, "rss_tenths_kb": rss, "records": registry.seq,
-            "registry": _registry_size(registry), "experts": run.experts(),
-            "routing": [sum(n.values()) for _, n in run.timeline.experts]}
+    return {
+        "steps": steps,
+        "boundary": durations[interval - 1 :: interval],
+        "other": [d for i, d in enumerate(durations, start=1) if i % interval],
+        "rss_kb": peak,
+        "rss_tenths_kb": rss,
+        "records": registry.seq,
+        "registry": _registry_size(registry),
+        "experts": run.experts(),
+        "routing": [sum(n.values()) for _, n in run.timeline.experts],
+    }
 
 
 def _rss_kb() -> int:
@@ -80,14 +88,26 @@ def _rss_kb() -> int:
 
 def _registry_size(registry: Registry) -> dict[str, int]:
     state = registry.to_state()
-    return {"entities": len(state["entities"]), "live": sum(registry.is_live(e.entity) for e in registry),
-            "windows": len(state["windows"]), "values": sum(len(w[3]) for w in state["windows"])}
+    return {
+        "entities": len(state["entities"]),
+        "live": sum(registry.is_live(e.entity) for e in registry),
+        "windows": len(state["windows"]),
+        "values": sum(len(w[3]) for w in state["windows"]),
+    }
 
 
 def run_child(steps: int, args: argparse.Namespace) -> dict[str, Any]:
     """Run `child` in a fresh interpreter, so each run's peak RSS is its own."""
-    command = [sys.executable, __file__, "--child", str(steps), "--strategy", args.strategy,
-               "--threads", str(args.threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(steps),
+        "--strategy",
+        args.strategy,
+        "--threads",
+        str(args.threads),
+    ]
     started = time.perf_counter()
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     result: dict[str, Any] = json.loads(out.splitlines()[-1])
@@ -97,22 +117,29 @@ def run_child(steps: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def describe(r: dict[str, Any]) -> None:
     boundary, other = r["boundary"], r["other"]
-    print(f"{r['steps']} steps: {r['wall_s']:.0f} s wall, {len(boundary)} boundaries, {r['records']} "
-          f"records, peak RSS {r['rss_kb'] / 1024:.1f} MiB, experts routing at the end {r['experts']}")
+    print(
+        f"{r['steps']} steps: {r['wall_s']:.0f} s wall, {len(boundary)} boundaries, {r['records']} "
+        f"records, peak RSS {r['rss_kb'] / 1024:.1f} MiB, experts routing at the end {r['experts']}"
+    )
     print(f"  {first_last(boundary, 'evaluation step')}")
     print(f"  {first_last(other, 'other step')}")
     k, j = max(1, len(boundary) // 10), max(1, len(other) // 10)
     first = statistics.median(boundary[:k]) / statistics.median(other[:j])
     last = statistics.median(boundary[-k:]) / statistics.median(other[-j:])
-    print(f"  evaluation step in other steps (median; cancels the machine's drift): first 10% "
-          f"{first:.2f}, last 10% {last:.2f} (x{last / first:.2f})")
-    print("  RSS at each tenth of the run, MiB: "
-          + " ".join(f"{kb / 1024:.0f}" for kb in r["rss_tenths_kb"]))
-    print(f"  median evaluation step {statistics.median(boundary) * 1e3:.2f} ms, other step "
-          f"{statistics.median(other) * 1e3:.2f} ms; registry at the end: {r['registry']}")
+    print(
+        f"  evaluation step in other steps (median; cancels the machine's drift): first 10% "
+        f"{first:.2f}, last 10% {last:.2f} (x{last / first:.2f})"
+    )
+    print("  RSS at each tenth of the run, MiB: " + " ".join(f"{kb / 1024:.0f}" for kb in r["rss_tenths_kb"]))
+    print(
+        f"  median evaluation step {statistics.median(boundary) * 1e3:.2f} ms, other step "
+        f"{statistics.median(other) * 1e3:.2f} ms; registry at the end: {r['registry']}"
+    )
     k = max(1, len(r["routing"]) // 10)  # a boundary's work grows with the experts that route
-    print(f"  routing experts, mean over the first vs last 10% of boundaries: "
-          f"{statistics.fmean(r['routing'][:k]):.1f} -> {statistics.fmean(r['routing'][-k:]):.1f}")
+    print(
+        f"  routing experts, mean over the first vs last 10% of boundaries: "
+        f"{statistics.fmean(r['routing'][:k]):.1f} -> {statistics.fmean(r['routing'][-k:]):.1f}"
+    )
 
 
 def main() -> None:
@@ -126,13 +153,16 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(child(args.child, args.strategy, args.threads)))
         return
-    print(f"long demo: {args.strategy} strategy, {args.threads} torch thread(s) per run, JSONL log; "
-          f"runs one after the other")
+    print(
+        f"long demo: {args.strategy} strategy, {args.threads} torch thread(s) per run, JSONL log; "
+        f"runs one after the other"
+    )
     short, long = run_child(args.short, args), run_child(args.long, args)
     for r in (short, long):
         describe(r)
-    print(f"peak RSS {args.long} vs {args.short} steps: x{long['rss_kb'] / short['rss_kb']:.3f} "
-          f"(target <= 1.1)")
+    print(
+        f"peak RSS {args.long} vs {args.short} steps: x{long['rss_kb'] / short['rss_kb']:.3f} (target <= 1.1)"
+    )
 
 
 if __name__ == "__main__":

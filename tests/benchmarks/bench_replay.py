@@ -31,8 +31,13 @@ from lifecycle_es import InvalidTransitionError, Lifecycle
 from lifecycle_es.specs import BUILTIN_SPECS
 from projections import RegistryProjection, Runner, StateTensors
 
-GOOD = {"reconstruction_loss": 0.001, "performance_delta": 0.1, "stability_score": 0.9,
-        "total_improvement": 0.05, "final_stability": 0.99}
+GOOD = {
+    "reconstruction_loss": 0.001,
+    "performance_delta": 0.1,
+    "stability_score": 0.9,
+    "total_improvement": 0.05,
+    "final_stability": 0.99,
+}
 
 
 def _seed_life(lc: Lifecycle, name: str, step: int, rounds: int) -> int:
@@ -45,8 +50,13 @@ def _seed_life(lc: Lifecycle, name: str, step: int, rounds: int) -> int:
         with contextlib.suppress(InvalidTransitionError):  # a refusal is an event too
             lc.transition(name, "GRAFTING", step=step + i, metrics={"reconstruction_loss": 0.5})
     at = step + 100
-    for target, wait in (("GRAFTING", 0), ("STABILIZATION", 50), ("EVALUATING", 20),
-                         ("FINE_TUNING", 30), ("FOSSILIZED", 50)):
+    for target, wait in (
+        ("GRAFTING", 0),
+        ("STABILIZATION", 50),
+        ("EVALUATING", 20),
+        ("FINE_TUNING", 30),
+        ("FOSSILIZED", 50),
+    ):
         at += wait
         lc.transition(name, target, step=at, metrics=GOOD)
     return at
@@ -132,21 +142,41 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, redis_url() as url:
         small = JsonlLog(tmp, "small")
         fill(small, records[: args.small])
-        rows.append((f"JSONL replay, registry + tensors, {args.small} events",
-                     *timed(lambda: replay_into_projections(small, args.device), 5)))
+        rows.append(
+            (
+                f"JSONL replay, registry + tensors, {args.small} events",
+                *timed(lambda: replay_into_projections(small, args.device), 5),
+            )
+        )
         jsonl = JsonlLog(tmp, "bench")
         fill(jsonl, records)
-        rows.append(("JSONL replay, registry + tensors",
-                     *timed(lambda: replay_into_projections(jsonl, args.device), args.repeats)))
+        rows.append(
+            (
+                "JSONL replay, registry + tensors",
+                *timed(lambda: replay_into_projections(jsonl, args.device), args.repeats),
+            )
+        )
         run_id = f"bench-{uuid.uuid4().hex[:8]}"
         redis_log = RedisLog(url, run_id)
         fill(redis_log, records)
-        rows.append(("Redis replay, registry + tensors",
-                     *timed(lambda: replay_into_projections(redis_log, args.device), args.repeats)))
-        rows.append(("raw XRANGE + msgpack decode (peer)",
-                     *timed(lambda: raw_xrange(redis_log.client, redis_log.key, False), args.repeats)))
-        rows.append(("eventsourcing aggregate replay (peer)",
-                     *timed(eventsourcing_replay(len(records)), args.repeats)))
+        rows.append(
+            (
+                "Redis replay, registry + tensors",
+                *timed(lambda: replay_into_projections(redis_log, args.device), args.repeats),
+            )
+        )
+        rows.append(
+            (
+                "raw XRANGE + msgpack decode (peer)",
+                *timed(lambda: raw_xrange(redis_log.client, redis_log.key, False), args.repeats),
+            )
+        )
+        rows.append(
+            (
+                "eventsourcing aggregate replay (peer)",
+                *timed(eventsourcing_replay(len(records)), args.repeats),
+            )
+        )
         redis_log.client.delete(redis_log.key)
         redis_log.close()
     report(rows)
@@ -168,8 +198,10 @@ def report(rows: list[tuple[str, float, int]]) -> None:
     verdict = "met" if es >= 5 else "NOT met"
     print(f"JSONL replay / eventsourcing replay = {es:.1f}x: target >= 5x -> {verdict}")
     growth = rate[small] / jsonl
-    print(f"per-event cost at full size / at {small.split(',')[-1].strip()} = {growth:.2f}: "
-          f"target <= 1.3 -> {'met' if growth <= 1.3 else 'NOT met'}")
+    print(
+        f"per-event cost at full size / at {small.split(',')[-1].strip()} = {growth:.2f}: "
+        f"target <= 1.3 -> {'met' if growth <= 1.3 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

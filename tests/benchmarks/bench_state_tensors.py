@@ -60,17 +60,38 @@ class Clock:
 
 def records(start_seq: int, rows: range, source: str, target: str, step: int) -> Records:
     """One TransitionApplied per seed of `rows`, with consecutive seqs from `start_seq`."""
-    return [{"seq": start_seq + i, "kind": "TransitionApplied", "step": step, "entity": f"seed-{row}",
-             "from_state": source, "to_state": target, "trigger": "", "run_id": "bench"}
-            for i, row in enumerate(rows)]
+    return [
+        {
+            "seq": start_seq + i,
+            "kind": "TransitionApplied",
+            "step": step,
+            "entity": f"seed-{row}",
+            "from_state": source,
+            "to_state": target,
+            "trigger": "",
+            "run_id": "bench",
+        }
+        for i, row in enumerate(rows)
+    ]
 
 
 def populated(seeds: int, device: torch.device) -> StateTensors:
     """Return a projection with `seeds` kasmina seeds registered and moved to GERMINATED."""
     tensors = StateTensors(BUILTIN_SPECS, capacity=seeds, device=device)
-    tensors.apply([{"seq": i + 1, "kind": "EntityRegistered", "step": 0, "entity": f"seed-{i}",
-                    "spec": "kasmina", "state": "DORMANT", "attrs": {"blueprint": i}}
-                   for i in range(seeds)])
+    tensors.apply(
+        [
+            {
+                "seq": i + 1,
+                "kind": "EntityRegistered",
+                "step": 0,
+                "entity": f"seed-{i}",
+                "spec": "kasmina",
+                "state": "DORMANT",
+                "attrs": {"blueprint": i},
+            }
+            for i in range(seeds)
+        ]
+    )
     tensors.apply(records(seeds + 1, range(seeds), "DORMANT", "GERMINATED", 1))
     return tensors
 
@@ -99,8 +120,12 @@ def compare_batch(seeds: int, device: torch.device, repeat: int) -> list[tuple[s
     loops = max(1, repeat // 4)  # the loop is slow: fewer repeats
     median: dict[str, float] = {}
     final: dict[str, StateTensors] = {}
-    for key, n in (("batch writes", repeat), ("batch apply", repeat),
-                   ("loop writes", loops), ("loop apply", loops)):
+    for key, n in (
+        ("batch writes", repeat),
+        ("batch apply", repeat),
+        ("loop writes", loops),
+        ("loop apply", loops),
+    ):
         times = []
         for _ in range(n):
             final[key] = StateTensors(BUILTIN_SPECS, capacity=seeds, device=device)
@@ -110,8 +135,10 @@ def compare_batch(seeds: int, device: torch.device, repeat: int) -> list[tuple[s
     for key in final:
         for x, y in zip(_live(final["batch writes"]), _live(final[key]), strict=True):
             assert torch.equal(x, y), f"{key} ends with other tensors than the batch"
-    return [("writes (from the decoded plan)", median["batch writes"], median["loop writes"]),
-            ("end to end (scan + writes)", median["batch apply"], median["loop apply"])]
+    return [
+        ("writes (from the decoded plan)", median["batch writes"], median["loop writes"]),
+        ("end to end (scan + writes)", median["batch apply"], median["loop apply"]),
+    ]
 
 
 def _timed(key: str, t: StateTensors, batch: Records, clock: Clock) -> float:
@@ -161,10 +188,12 @@ def seeds_table(seeds: int, device: torch.device, repeat: int) -> list[tuple[str
         fresh.restore(Snapshot(**torch.load(buffer, weights_only=True)))
 
     restores = [clock(restore) for _ in range(repeat)]
-    return [("transition (apply of a one-record batch)", statistics.median(one), 1e-4),
-            ("state query (mask of 3 states)", statistics.median(query), 5e-5),
-            ("snapshot save (torch.save to BytesIO)", statistics.median(saves), 1e-2),
-            ("restore (torch.load weights_only + restore)", statistics.median(restores), 2e-2)]
+    return [
+        ("transition (apply of a one-record batch)", statistics.median(one), 1e-4),
+        ("state query (mask of 3 states)", statistics.median(query), 5e-5),
+        ("snapshot save (torch.save to BytesIO)", statistics.median(saves), 1e-2),
+        ("restore (torch.load weights_only + restore)", statistics.median(restores), 2e-2),
+    ]
 
 
 def main() -> None:
@@ -172,18 +201,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10_000)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads; 1 by default: 10k-row ops gain nothing from more, "
-                        "and on a loaded machine extra threads only wait for cores")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads; 1 by default: 10k-row ops gain nothing from more, "
+        "and on a loaded machine extra threads only wait for cores",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
     device = torch.device(args.device)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs, load average {load}, {args.seeds} seeds, "
-          f"{BYTES_PER_ROW} bytes of Kasmina tensor state per seed\n")
+    print(
+        f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs, load average {load}, {args.seeds} seeds, "
+        f"{BYTES_PER_ROW} bytes of Kasmina tensor state per seed\n"
+    )
     print(f"{'batch of one transition per seed':<34} {'batch ms':>10} {'loop ms':>10} {'ratio':>8}  target")
     for what, batch, loop in compare_batch(args.seeds, device, args.repeat):
         ratio = loop / batch

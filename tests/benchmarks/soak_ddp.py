@@ -63,11 +63,19 @@ KINDS = (Action.SPAWN, Action.PRUNE, Action.SPLIT, Action.MERGE)
 class RandomActions:
     """The leader's decide: the checkpoint's observations, then random valid actions."""
 
-    def __init__(self, side: Ours, config: LifecycleConfig, *, seed: int, total: int,
-                 per_boundary: int) -> None:
+    def __init__(
+        self, side: Ours, config: LifecycleConfig, *, seed: int, total: int, per_boundary: int
+    ) -> None:
         self.side = side
-        self.decider = SeededDecider(config, side.trainer.options.max_experts, seed=seed, every=1,
-                                     per_call=per_boundary, order="random", random_seeds=True)
+        self.decider = SeededDecider(
+            config,
+            side.trainer.options.max_experts,
+            seed=seed,
+            every=1,
+            per_call=per_boundary,
+            order="random",
+            random_seeds=True,
+        )
         self.left = total
 
     @property
@@ -76,24 +84,29 @@ class RandomActions:
 
     def __call__(self, lc: Lifecycle, step: int, readout: BasinReadout) -> None:
         self.side.observations(lc, step, readout)
-        events = self.decider.decide(lc.registry, run_id=lc.run_id, step=step, rank=lc.rank,
-                                     most=self.left)
+        events = self.decider.decide(lc.registry, run_id=lc.run_id, step=step, rank=lc.rank, most=self.left)
         self.left -= sum(1 for e in events if e.kind == "DecisionMade")
         lc.append(events)
 
 
 def rank_main(rank: int, world: int, port: int, url: str, opts: dict[str, Any]) -> None:
     with process_group(rank, world, port):
-        options = DemoOptions(steps=1_000_000, strategy=opts["strategy"], layers=opts["layers"],
-                              initial_experts=opts["initial_experts"], max_experts=opts["max_experts"],
-                              seed=opts["seed"])
+        options = DemoOptions(
+            steps=1_000_000,
+            strategy=opts["strategy"],
+            layers=opts["layers"],
+            initial_experts=opts["initial_experts"],
+            max_experts=opts["max_experts"],
+            seed=opts["seed"],
+        )
         config = lifecycle_config(options, max_experts_per_layer=opts["max_experts"])
         trainer = Trainer(options)
         log = bus.open(url, opts["run_id"])
         side = Ours(trainer, config, log)
         side.start()
-        decide = RandomActions(side, config, seed=opts["seed"], total=opts["actions"],
-                               per_boundary=opts["max_per_boundary"])
+        decide = RandomActions(
+            side, config, seed=opts["seed"], total=opts["actions"], per_boundary=opts["max_per_boundary"]
+        )
         applied: collections.Counter[str] = collections.Counter()
         boundaries = verified = step = 0
         profile = cProfile.Profile() if opts["profile"] and rank == 0 else None
@@ -124,16 +137,27 @@ def rank_main(rank: int, world: int, port: int, url: str, opts: dict[str, Any]) 
             applied.update(r["action"] for r in done.records if r["kind"] == "DecisionMade")
             if rank == 0 and boundaries % 100 == 0:
                 now = time.perf_counter()
-                print(f"  step {step}: {boundaries} boundaries, {sum(applied.values())} actions applied, "
-                      f"{now - started:.0f} s; last 100: {(now - lap) * 10:.1f} ms per boundary with its "
-                      f"training steps, {spent * 10:.1f} ms in the boundary", flush=True)
+                print(
+                    f"  step {step}: {boundaries} boundaries, {sum(applied.values())} actions applied, "
+                    f"{now - started:.0f} s; last 100: {(now - lap) * 10:.1f} ms per boundary with its "
+                    f"training steps, {spent * 10:.1f} ms in the boundary",
+                    flush=True,
+                )
                 lap, spent = now, 0.0
         final = side.sync.verify(step)
         elapsed = time.perf_counter() - started
         shapes = {i: int(layer.capacity) for i, layer in trainer.model.layers().items()}
         routing = {i: len(side.surgery.routing_rows(i)) for i in sorted(side.layers)}
-        mine = {"applied": dict(applied), "boundaries": boundaries, "verified": verified, "digest": final,
-                "rewraps": trainer.replicated.rewraps, "rows": shapes, "routing": routing, "step": step}
+        mine = {
+            "applied": dict(applied),
+            "boundaries": boundaries,
+            "verified": verified,
+            "digest": final,
+            "rewraps": trainer.replicated.rewraps,
+            "rows": shapes,
+            "routing": routing,
+            "step": step,
+        }
         gathered: list[Any] = [None] * world if rank == 0 else []
         dist.gather_object(mine, gathered if rank == 0 else None, dst=0)
         if rank == 0:
@@ -150,38 +174,63 @@ def rank_main(rank: int, world: int, port: int, url: str, opts: dict[str, Any]) 
         log.close()
 
 
-def report(opts: dict[str, Any], ranks: list[dict[str, Any]], records: list[dict[str, Any]],
-           inits: collections.Counter[str], elapsed: float) -> None:
+def report(
+    opts: dict[str, Any],
+    ranks: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    inits: collections.Counter[str],
+    elapsed: float,
+) -> None:
     kinds = collections.Counter(r["kind"] for r in records)
     decided = collections.Counter(r["action"] for r in records if r["kind"] == "DecisionMade")
-    print(f"soak: torch {torch.__version__}, 2 gloo ranks x 1 thread, {opts['strategy']} strategy, "
-          f"{opts['log']} log, seed {opts['seed']}, {opts['layers']} layers of {opts['initial_experts']} to "
-          f"{opts['max_experts']} experts (floor 2), {opts['train_steps']} training steps between "
-          f"boundaries, 1-{opts['max_per_boundary']} actions per boundary")
-    print(f"load average before/after: {opts['load_before']} / "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"actions decided (log)      : {sum(decided.values())}  "
-          + "  ".join(f"{k.value} {decided.get(k.value, 0)}" for k in KINDS)
-          + f"  (spawn inits: {dict(sorted(inits.items()))})")
+    print(
+        f"soak: torch {torch.__version__}, 2 gloo ranks x 1 thread, {opts['strategy']} strategy, "
+        f"{opts['log']} log, seed {opts['seed']}, {opts['layers']} layers of {opts['initial_experts']} to "
+        f"{opts['max_experts']} experts (floor 2), {opts['train_steps']} training steps between "
+        f"boundaries, 1-{opts['max_per_boundary']} actions per boundary"
+    )
+    print(
+        f"load average before/after: {opts['load_before']} / {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"actions decided (log)      : {sum(decided.values())}  "
+        + "  ".join(f"{k.value} {decided.get(k.value, 0)}" for k in KINDS)
+        + f"  (spawn inits: {dict(sorted(inits.items()))})"
+    )
     for rank, mine in enumerate(ranks):
         applied = mine["applied"]
-        print(f"actions applied, rank {rank}  : {sum(applied.values())}  "
-              + "  ".join(f"{k.value} {applied.get(k.value, 0)}" for k in KINDS)
-              + f"  | DDP re-wraps {mine['rewraps']}, rows per layer {mine['rows']}, "
-              f"routing experts {mine['routing']}")
-    print(f"boundaries                 : {ranks[0]['boundaries']} (training steps {ranks[0]['step']}), "
-          f"digest verified at " + ", ".join(f"{m['verified']} on rank {r}" for r, m in enumerate(ranks)))
-    print(f"log                        : {kinds.get('ActionsVerified', 0)} ActionsVerified, "
-          f"{kinds.get('StepSealed', 0)} StepSealed, {kinds.get('DecisionMade', 0)} DecisionMade, "
-          f"{len(records)} records")
+        print(
+            f"actions applied, rank {rank}  : {sum(applied.values())}  "
+            + "  ".join(f"{k.value} {applied.get(k.value, 0)}" for k in KINDS)
+            + f"  | DDP re-wraps {mine['rewraps']}, rows per layer {mine['rows']}, "
+            f"routing experts {mine['routing']}"
+        )
+    print(
+        f"boundaries                 : {ranks[0]['boundaries']} (training steps {ranks[0]['step']}), "
+        f"digest verified at " + ", ".join(f"{m['verified']} on rank {r}" for r, m in enumerate(ranks))
+    )
+    print(
+        f"log                        : {kinds.get('ActionsVerified', 0)} ActionsVerified, "
+        f"{kinds.get('StepSealed', 0)} StepSealed, {kinds.get('DecisionMade', 0)} DecisionMade, "
+        f"{len(records)} records"
+    )
     divergences = kinds.get("DivergenceDetected", 0)
     same = len({m["digest"] for m in ranks}) == 1
-    print(f"divergences                : {divergences} DivergenceDetected (must be 0); final digests "
-          + ", ".join(m["digest"] for m in ranks) + (" (equal)" if same else " (DIFFERENT)"))
-    print(f"elapsed                    : {elapsed:.1f} s ({elapsed / ranks[0]['boundaries'] * 1e3:.1f} ms "
-          f"per boundary with its {opts['train_steps']} training steps)")
-    ok = divergences == 0 and same and all(m["applied"] == ranks[0]["applied"] for m in ranks) \
+    print(
+        f"divergences                : {divergences} DivergenceDetected (must be 0); final digests "
+        + ", ".join(m["digest"] for m in ranks)
+        + (" (equal)" if same else " (DIFFERENT)")
+    )
+    print(
+        f"elapsed                    : {elapsed:.1f} s ({elapsed / ranks[0]['boundaries'] * 1e3:.1f} ms "
+        f"per boundary with its {opts['train_steps']} training steps)"
+    )
+    ok = (
+        divergences == 0
+        and same
+        and all(m["applied"] == ranks[0]["applied"] for m in ranks)
         and sum(decided.values()) == opts["actions"]
+    )
     print("result                     : " + ("PASS" if ok else "FAIL"))
 
 
@@ -196,13 +245,19 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--initial-experts", type=int, default=4)
     parser.add_argument("--max-experts", type=int, default=8, help="cap of live experts per layer")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="cProfile rank 0's boundaries; print the top N functions")
-    parser.add_argument("--profile-from", type=int, default=0, metavar="B",
-                        help="profile from boundary B on")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cProfile rank 0's boundaries; print the top N functions",
+    )
+    parser.add_argument("--profile-from", type=int, default=0, metavar="B", help="profile from boundary B on")
     args = parser.parse_args()
-    opts = vars(args) | {"load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-                         "run_id": f"soak-ddp-{uuid.uuid4().hex[:12]}"}
+    opts = vars(args) | {
+        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "run_id": f"soak-ddp-{uuid.uuid4().hex[:12]}",
+    }
     with tempfile.TemporaryDirectory() as directory:
         if args.log == "jsonl":
             spawn_ranks(rank_main, 2, f"jsonl://{directory}", opts)

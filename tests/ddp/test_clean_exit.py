@@ -29,8 +29,23 @@ CRASHES = ("terminate called", "Fatal Python error", "Aborted", "Segmentation fa
 )
 def test_every_rank_of_a_short_run_exits_zero(tmp_path: Path, ranks: int, strategy: str) -> None:
     """`demo --ranks N` exits 0, every rank reports its last step, and no rank printed a crash."""
-    done = run_cli(["demo", "--log", f"jsonl://{tmp_path / 'runs'}", "--steps", str(STEPS), "--strategy",
-                    strategy, "--run", "exit", "--quiet", "--ranks", str(ranks)], tmp_path)
+    done = run_cli(
+        [
+            "demo",
+            "--log",
+            f"jsonl://{tmp_path / 'runs'}",
+            "--steps",
+            str(STEPS),
+            "--strategy",
+            strategy,
+            "--run",
+            "exit",
+            "--quiet",
+            "--ranks",
+            str(ranks),
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     for rank in range(ranks):
         assert f"rank {rank}: finished step {STEPS} with digest" in done.stderr

@@ -75,8 +75,21 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     ranks, strategy, backend = request.param
     directory = tmp_path_factory.mktemp(f"matrix-{ranks}-{strategy}-{backend}")
     url, run_id = _url(request, directory, backend), f"matrix-{uuid.uuid4().hex[:12]}"
-    argv = ["train", "--url", url, "--run", run_id, "--steps", str(STEPS), "--strategy", strategy,
-            "--scheduled", str(EVERY), "--sync-timeout", "120"]
+    argv = [
+        "train",
+        "--url",
+        url,
+        "--run",
+        run_id,
+        "--steps",
+        str(STEPS),
+        "--strategy",
+        strategy,
+        "--scheduled",
+        str(EVERY),
+        "--sync-timeout",
+        "120",
+    ]
     finished = run_workers(argv, ranks, directory / "ranks")
     for rank in finished:
         assert rank.returncode == 0, f"rank {rank.rank} exit {rank.returncode}:\n{rank.stderr[-3000:]}"
@@ -161,8 +174,25 @@ def test_the_demo_command_on_two_ranks_ends_agreed_whatever_it_decided(tmp_path:
     """`lifecycle-es demo --ranks 2` exits 0 with one digest on every rank, each decided step
     verified by both ranks and nothing diverged, whichever actions the coordinator took here."""
     url, run_id = f"jsonl://{tmp_path / 'runs'}", "cli-matrix"
-    done = run_cli(["demo", "--log", url, "--steps", str(CLI_STEPS), "--strategy", "resize", "--run",
-                    run_id, "--quiet", "--ranks", "2", "--sync-timeout", "120"], tmp_path)
+    done = run_cli(
+        [
+            "demo",
+            "--log",
+            url,
+            "--steps",
+            str(CLI_STEPS),
+            "--strategy",
+            "resize",
+            "--run",
+            run_id,
+            "--quiet",
+            "--ranks",
+            "2",
+            "--sync-timeout",
+            "120",
+        ],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     finished = {int(r): (int(s), d) for r, s, d in FINISHED.findall(done.stderr)}
     assert sorted(finished) == [0, 1] and {s for s, _ in finished.values()} == {CLI_STEPS}, done.stderr

@@ -252,8 +252,9 @@ def test_a_crashed_single_process_run_resumes_from_its_checkpoint_to_the_same_mo
         first.run(after_step=crash)
     saved = [r for r in log.read() if r["kind"] == "CheckpointSaved"]
     assert [r["step"] for r in saved] == [50]
-    again = _demo(log.attach(), steps=200, scheduled=True, checkpoint_dir=tmp_path, checkpoint_every=50,
-                  resume=True)
+    again = _demo(
+        log.attach(), steps=200, scheduled=True, checkpoint_dir=tmp_path, checkpoint_every=50, resume=True
+    )
     again.run()
     assert again.lifecycle is not None and reference.lifecycle is not None
     records = log.read()

@@ -32,8 +32,7 @@ class Trained:
     url: str
 
 
-def train(directory: Path, options: DemoOptions, run_id: str = RUN_ID, *,
-          scheduled: bool = False) -> Trained:
+def train(directory: Path, options: DemoOptions, run_id: str = RUN_ID, *, scheduled: bool = False) -> Trained:
     """Train a demo run with its log in a JSONL directory; return it with its records."""
     url = f"jsonl://{directory}"
     with bus.open(url, run_id) as log:

@@ -47,12 +47,16 @@ def resized(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 @pytest.fixture(scope="session")
 def scheduled_masked(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A short demo run under the masked strategy whose actions come from the seeded decider."""
-    return train(tmp_path_factory.mktemp("scheduled-masked"), DemoOptions(steps=SCHEDULED_STEPS),
-                 scheduled=True)
+    return train(
+        tmp_path_factory.mktemp("scheduled-masked"), DemoOptions(steps=SCHEDULED_STEPS), scheduled=True
+    )
 
 
 @pytest.fixture(scope="session")
 def scheduled_resized(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A short demo run under the resize strategy whose actions come from the seeded decider."""
-    return train(tmp_path_factory.mktemp("scheduled-resize"),
-                 DemoOptions(steps=SCHEDULED_STEPS, strategy="resize"), scheduled=True)
+    return train(
+        tmp_path_factory.mktemp("scheduled-resize"),
+        DemoOptions(steps=SCHEDULED_STEPS, strategy="resize"),
+        scheduled=True,
+    )

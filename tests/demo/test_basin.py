@@ -44,9 +44,17 @@ def test_dispatch_shares_and_layer_metrics_follow_chronomoe_v2() -> None:
     # E0's basin holds gate weight 1.25 of type 0 and 1.0 of type 1, E1's 0.75 and 1.0; E2 was
     # dispatched with weight 0, so it has no basin and no say in the breadth.
     breadth = (math.exp(_entropy([5 / 9, 4 / 9])) + math.exp(_entropy([3 / 7, 4 / 7]))) / 2
-    assert out.layers[0] == pytest.approx({
-        "entropy": _entropy(shares), "n_eff": math.exp(_entropy(shares)), "top2_share": 6 / 7,
-        "dead_count": 1.0, "n_active": 3.0, "basin_breadth": breadth}, abs=1e-12)
+    assert out.layers[0] == pytest.approx(
+        {
+            "entropy": _entropy(shares),
+            "n_eff": math.exp(_entropy(shares)),
+            "top2_share": 6 / 7,
+            "dead_count": 1.0,
+            "n_active": 3.0,
+            "basin_breadth": breadth,
+        },
+        abs=1e-12,
+    )
     assert out.experts["L0_E2"]["entropy_contribution"] == pytest.approx(-(1 / 7) * math.log(1 / 7))
     assert out.experts["L0_E3"]["entropy_contribution"] == 0.0
     assert out.tokens == 4
@@ -108,8 +116,14 @@ def test_weight_delta_is_the_change_since_the_previous_checkpoint() -> None:
 def test_folding_in_batches_gives_the_same_metrics_as_one_fold() -> None:
     """Counters are exact integers: folding every batch or all at once gives identical numbers."""
     gen = torch.Generator().manual_seed(3)
-    batches = [(torch.randint(0, 4, (64, 2), generator=gen), torch.rand(64, 2, generator=gen),
-                torch.randint(0, 3, (64,), generator=gen)) for _ in range(5)]
+    batches = [
+        (
+            torch.randint(0, 4, (64, 2), generator=gen),
+            torch.rand(64, 2, generator=gen),
+            torch.randint(0, 3, (64,), generator=gen),
+        )
+        for _ in range(5)
+    ]
     results = []
     for fold_every in (1, 100):
         layer = _layer()

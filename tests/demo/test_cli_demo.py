@@ -20,7 +20,8 @@ STEPS = "300"
 
 
 def test_a_short_demo_prints_its_summary_and_where_its_files_are(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The summary has the three tables; the log and the decisions export lie where it says."""
     url = f"jsonl://{tmp_path / 'runs'}"
     threads = torch.get_num_threads()
@@ -36,11 +37,22 @@ def test_a_short_demo_prints_its_summary_and_where_its_files_are(
 
 
 def test_the_baseline_is_reported_beside_the_lifecycle(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`--baseline` trains static models of the start, mean and maximum size with the lifecycle off,
     prints every loss side by side with the lowest named per phase, and says how the lifecycle fared."""
-    status, out, _ = _cli(capsys, "demo", "--steps", STEPS, "--log", f"jsonl://{tmp_path}", "--run", "b",
-                          "--quiet", "--baseline")
+    status, out, _ = _cli(
+        capsys,
+        "demo",
+        "--steps",
+        STEPS,
+        "--log",
+        f"jsonl://{tmp_path}",
+        "--run",
+        "b",
+        "--quiet",
+        "--baseline",
+    )
     assert status == 0
     header = next(line for line in out.splitlines() if "held-out loss at the end of" in line)
     labels = re.findall(r"lifecycle|static \d+ \([a-z/]+\)|lowest", header)
@@ -55,7 +67,8 @@ def test_the_baseline_is_reported_beside_the_lifecycle(
 
 
 def test_progress_is_one_line_per_tenth_off_a_terminal(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Written to a file, the progress bar gives about ten plain lines, without carriage returns."""
     status, _, err = _cli(capsys, "demo", "--steps", STEPS, "--log", f"jsonl://{tmp_path}", "--run", "p")
     assert status == 0
@@ -74,15 +87,19 @@ def test_on_a_terminal_the_bar_redraws_one_line() -> None:
     assert text.count("\r") == 3 and text.endswith("\n") and text.count("\n") == 1
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--steps", "5"], "--steps must be at least 50"),
-    (["--seed", "-1"], "--seed must be >= 0"),
-    (["--run", "../up"], "run id"),
-    (["--log", "ftp://nowhere"], "unknown log URL scheme"),
-    (["--strategy", "bogus"], "invalid choice"),
-])
-def test_demo_errors_are_one_line(argv: list[str], message: str, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "5"], "--steps must be at least 50"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--run", "../up"], "run id"),
+        (["--log", "ftp://nowhere"], "unknown log URL scheme"),
+        (["--strategy", "bogus"], "invalid choice"),
+    ],
+)
+def test_demo_errors_are_one_line(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Bad options are one line on stderr and exit 2, before any training."""
     base = ["--log", f"jsonl://{tmp_path}", "--quiet"]
     status, out, err = _cli(capsys, "demo", *base, *argv)
@@ -101,7 +118,8 @@ def test_a_run_that_exists_is_not_written_over(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_an_export_that_cannot_be_written_is_one_line(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Exporting onto a directory fails with one line and exit 2."""
     url = f"jsonl://{tmp_path}"
     assert _cli(capsys, "demo", "--steps", "50", "--log", url, "--run", "x", "--quiet")[0] == 0

@@ -26,8 +26,12 @@ VOLATILE = ("event_id", "ts", "causation")
 ACTIONS = {"SPAWN", "PRUNE", "SPLIT", "MERGE"}
 GROWS = {"SPAWN": 1, "SPLIT": 1, "PRUNE": -1, "MERGE": -1}
 """How many routing experts an action adds to its layer."""
-REASONS = {"SPAWN": "sustained_starvation", "PRUNE": "confirmed_dead",
-           "SPLIT": "sustained_overload", "MERGE": "converged_basins"}
+REASONS = {
+    "SPAWN": "sustained_starvation",
+    "PRUNE": "confirmed_dead",
+    "SPLIT": "sustained_overload",
+    "MERGE": "converged_basins",
+}
 
 
 def _stable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -46,7 +50,8 @@ def _replayed(trained: Trained) -> Replay:
 
 
 def test_two_runs_with_one_seed_write_the_same_log_and_train_the_same_model(
-        masked: Trained, masked_again: Trained) -> None:
+    masked: Trained, masked_again: Trained
+) -> None:
     """Same seed and run id: the logs match record for record (ids and wall times aside), and so do
     the surgery digests of parameters and optimizer state."""
     assert len(masked.records) == len(masked_again.records) > 1000
@@ -60,10 +65,11 @@ def test_two_runs_with_one_seed_write_the_same_log_and_train_the_same_model(
 def test_one_seed_under_two_run_ids_gives_the_same_run(tmp_path: Path) -> None:
     """Decision seeds come from the run's seed, not its id: `demo --seed S` twice (each under
     its own timestamped run id) writes the same records, decisions included, and trains the same weights."""
-    runs = [train(tmp_path / name, DemoOptions(steps=SCHEDULED_STEPS, seed=3), run_id=name, scheduled=True)
-            for name in ("demo-a", "demo-b")]
-    strip = [[{k: v for k, v in r.items() if k != "run_id"} for r in _stable(t.records)]
-             for t in runs]
+    runs = [
+        train(tmp_path / name, DemoOptions(steps=SCHEDULED_STEPS, seed=3), run_id=name, scheduled=True)
+        for name in ("demo-a", "demo-b")
+    ]
+    strip = [[{k: v for k, v in r.items() if k != "run_id"} for r in _stable(t.records)] for t in runs]
     assert strip[0] == strip[1]
     assert set(_actions(runs[0].records)) == ACTIONS
     digests = {t.demo.lifecycle.surgery.digest(event_ids=False) for t in runs}  # type: ignore[union-attr]
@@ -80,7 +86,8 @@ def test_another_seed_gives_another_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fixture", ["scheduled_masked", "scheduled_resized"])
 def test_a_scheduled_run_applies_every_action_at_its_boundary(
-        fixture: str, request: pytest.FixtureRequest) -> None:
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
     """Spawn, split, prune and merge are each decided before the end and change the routing experts
     at their boundary, one more or one fewer; under resize the layer holds exactly its live rows."""
     trained: Trained = request.getfixturevalue(fixture)
@@ -103,7 +110,8 @@ def test_a_scheduled_run_applies_every_action_at_its_boundary(
 
 @pytest.mark.parametrize("fixture", ["masked", "resized"])
 def test_every_decision_of_an_emergent_run_is_its_actions_answer_to_its_signal(
-        fixture: str, request: pytest.FixtureRequest) -> None:
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
     """Whatever the coordinator decided here, spawns answer starvation, prunes confirmed idleness,
     splits overload and merges converged basins, each at an evaluation step for the next one."""
     trained: Trained = request.getfixturevalue(fixture)
@@ -125,7 +133,8 @@ def test_every_checkpoint_is_sealed_and_applied_at_its_boundary(masked: Trained)
 
 @pytest.mark.parametrize("fixture", ["masked", "resized", "scheduled_masked", "scheduled_resized"])
 def test_replaying_the_log_rebuilds_the_live_registry_and_state_tensors(
-        fixture: str, request: pytest.FixtureRequest) -> None:
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
     """`replay()` of the demo's log gives the registry and state tensors the live run held."""
     trained: Trained = request.getfixturevalue(fixture)
     live = trained.demo.lifecycle
@@ -153,15 +162,17 @@ def test_a_coordinator_rebuilt_from_the_log_makes_the_same_next_decision(masked:
 
 @pytest.mark.parametrize("fixture", ["masked", "scheduled_masked"])
 def test_the_model_routes_exactly_the_experts_the_registry_says_route(
-        fixture: str, request: pytest.FixtureRequest) -> None:
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
     """The layer's device mask equals the registry's experts in cooling, active or dormant."""
     trained: Trained = request.getfixturevalue(fixture)
     live = trained.demo.lifecycle
     assert live is not None
     layer = trained.demo.model.layers()[0]
     routed = {live.surgery.routing_experts(0)[row] for row in torch.nonzero(layer.active).flatten().tolist()}
-    expected = {e.entity for e in live.lc.registry
-                if e.layer == 0 and e.state in ("cooling", "active", "dormant")}
+    expected = {
+        e.entity for e in live.lc.registry if e.layer == 0 and e.state in ("cooling", "active", "dormant")
+    }
     assert routed == expected
     assert sum(trained.demo.experts().values()) == len(expected)
 

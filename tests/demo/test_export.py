@@ -12,20 +12,31 @@ from _trained import Trained
 from replay.export import FIELDS, decision_line
 from tests._cli import run_cli as _cli
 
-RECORD = {"kind": "DecisionMade", "step": 40, "run_id": "r", "layer": 0, "reason": "why",
-          "metrics_at_decision": {"share": 0.5}, "config_snapshot": {"spawn_patience": 5}}
+RECORD = {
+    "kind": "DecisionMade",
+    "step": 40,
+    "run_id": "r",
+    "layer": 0,
+    "reason": "why",
+    "metrics_at_decision": {"share": 0.5},
+    "config_snapshot": {"spawn_patience": 5},
+}
 
 
-@pytest.mark.parametrize(("fields", "expert", "parent"), [
-    ({"action": "SPAWN", "entity": "L0_E5", "parent": "L0_E2", "children": ["L0_E5"]}, "L0_E5", "L0_E2"),
-    ({"action": "SPAWN", "entity": "L0_E5", "parent": None, "children": ["L0_E5"]}, "L0_E5", None),
-    ({"action": "SPLIT", "entity": "L0_E2", "parent": "L0_E2", "children": ["L0_E6"]}, "L0_E6", "L0_E2"),
-    ({"action": "SPLIT", "entity": "L0_E2", "parent": None, "children": ["L0_E6"]}, "L0_E6", "L0_E2"),
-    ({"action": "PRUNE", "entity": "L0_E1", "parent": None, "children": []}, "L0_E1", None),
-    ({"action": "MERGE", "entity": "L0_E3", "parent": None, "children": ["L0_E4"]}, "L0_E3", "L0_E4"),
-])
+@pytest.mark.parametrize(
+    ("fields", "expert", "parent"),
+    [
+        ({"action": "SPAWN", "entity": "L0_E5", "parent": "L0_E2", "children": ["L0_E5"]}, "L0_E5", "L0_E2"),
+        ({"action": "SPAWN", "entity": "L0_E5", "parent": None, "children": ["L0_E5"]}, "L0_E5", None),
+        ({"action": "SPLIT", "entity": "L0_E2", "parent": "L0_E2", "children": ["L0_E6"]}, "L0_E6", "L0_E2"),
+        ({"action": "SPLIT", "entity": "L0_E2", "parent": None, "children": ["L0_E6"]}, "L0_E6", "L0_E2"),
+        ({"action": "PRUNE", "entity": "L0_E1", "parent": None, "children": []}, "L0_E1", None),
+        ({"action": "MERGE", "entity": "L0_E3", "parent": None, "children": ["L0_E4"]}, "L0_E3", "L0_E4"),
+    ],
+)
 def test_each_action_names_its_expert_and_parent_as_documented(
-        fields: dict[str, Any], expert: str, parent: str | None) -> None:
+    fields: dict[str, Any], expert: str, parent: str | None
+) -> None:
     """expert_id is the child of a spawn or split, the pruned expert, the merge's survivor; parent_id
     is the clone source, the split expert, or the expert a merge absorbed."""
     line = decision_line({**RECORD, **fields})
@@ -38,8 +49,8 @@ def test_each_action_names_its_expert_and_parent_as_documented(
 
 @pytest.mark.parametrize("fixture", ["masked", "scheduled_masked"])
 def test_the_demo_log_exports_one_line_per_decision(
-        fixture: str, request: pytest.FixtureRequest, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Every DecisionMade of a demo run becomes a line with the seeds/002 keys, in log order,
     carrying the decision's metrics and config as recorded."""
     trained: Trained = request.getfixturevalue(fixture)
@@ -61,7 +72,8 @@ def test_the_demo_log_exports_one_line_per_decision(
 
 
 def test_every_action_of_a_scheduled_run_is_exported(
-        scheduled_masked: Trained, capsys: pytest.CaptureFixture[str]) -> None:
+    scheduled_masked: Trained, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A run that spawned, pruned, split and merged exports a line of each action."""
     status, out, _ = _cli(capsys, "export-decisions", scheduled_masked.url, "--run", "demo-test", "-o", "-")
     assert status == 0
@@ -69,7 +81,8 @@ def test_every_action_of_a_scheduled_run_is_exported(
 
 
 def test_export_to_stdout_prints_the_same_lines(
-        masked: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    masked: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`-o -` prints the lines the file export writes, and nothing else."""
     target = tmp_path / "lifecycle_decisions.jsonl"
     _cli(capsys, "export-decisions", masked.url, "--run", "demo-test", "-o", str(target))
@@ -78,13 +91,22 @@ def test_export_to_stdout_prints_the_same_lines(
     assert out == target.read_text()
 
 
-@pytest.mark.parametrize(("argv", "status", "message"), [
-    (["--run", "nope"], 2, "nope"),
-    (["--run", "../etc"], 2, "run id"),
-    (["--run", "demo-test", "--lenient"], 0, None),
-])
-def test_export_errors_are_one_line(masked: Trained, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                    argv: list[str], status: int, message: str | None) -> None:
+@pytest.mark.parametrize(
+    ("argv", "status", "message"),
+    [
+        (["--run", "nope"], 2, "nope"),
+        (["--run", "../etc"], 2, "run id"),
+        (["--run", "demo-test", "--lenient"], 0, None),
+    ],
+)
+def test_export_errors_are_one_line(
+    masked: Trained,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    status: int,
+    message: str | None,
+) -> None:
     """An unknown or invalid run is one line on stderr and exit 2, never a traceback."""
     code, _, err = _cli(capsys, "export-decisions", masked.url, *argv, "-o", str(tmp_path / "x.jsonl"))
     assert code == status

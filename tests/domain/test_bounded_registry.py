@@ -23,16 +23,24 @@ LAYER_METRICS = {"entropy": 1.0, "n_eff": 2.7, "top2_share": 0.5, "dead_count": 
 def _lifecycle() -> tuple[Lifecycle, ExpertCoordinator]:
     lc = Lifecycle(run_id="bounded", config=SessionConfig(metric_window=WINDOW))
     lc.start(seed=3)
-    coordinator = ExpertCoordinator(LifecycleConfig(basin_window_size=WINDOW, spawn_patience=2,
-                                                    prune_patience=2, split_patience=2,
-                                                    merge_patience=2, cooling_period=2),
-                                    capacity={LAYER: LIVE + 2})
+    coordinator = ExpertCoordinator(
+        LifecycleConfig(
+            basin_window_size=WINDOW,
+            spawn_patience=2,
+            prune_patience=2,
+            split_patience=2,
+            merge_patience=2,
+            cooling_period=2,
+        ),
+        capacity={LAYER: LIVE + 2},
+    )
     coordinator.register_initial(lc, LAYER, LIVE)
     return lc, coordinator
 
 
-def _observe(lc: Lifecycle, coordinator: ExpertCoordinator, step: int, experts: list[str],
-             *, gone: str | None = None) -> None:
+def _observe(
+    lc: Lifecycle, coordinator: ExpertCoordinator, step: int, experts: list[str], *, gone: str | None = None
+) -> None:
     """Record each expert's share and its co-activation and cosine with every other one.
 
     `gone`, an expert that can no longer act, is named as a peer too, as a stale readout would.
@@ -40,10 +48,14 @@ def _observe(lc: Lifecycle, coordinator: ExpertCoordinator, step: int, experts: 
     readout = {}
     for i, entity in enumerate(experts):
         peers = [e for e in experts if e != entity] + ([gone] if gone else [])
-        readout[entity] = {"share": 1.0 / len(experts), **{f"coact.{p}": 0.1 * i for p in peers},
-                           **{f"cosine.{p}": 0.01 * i for p in peers}}
-    lc.append(coordinator.observations(run_id=lc.run_id, step=step, experts=readout,
-                                       layers={LAYER: LAYER_METRICS}))
+        readout[entity] = {
+            "share": 1.0 / len(experts),
+            **{f"coact.{p}": 0.1 * i for p in peers},
+            **{f"cosine.{p}": 0.01 * i for p in peers},
+        }
+    lc.append(
+        coordinator.observations(run_id=lc.run_id, step=step, experts=readout, layers={LAYER: LAYER_METRICS})
+    )
 
 
 def churn(lc: Lifecycle, coordinator: ExpertCoordinator, generations: int) -> Iterator[int]:
@@ -64,8 +76,18 @@ def churn(lc: Lifecycle, coordinator: ExpertCoordinator, generations: int) -> It
         _observe(lc, coordinator, step, [*live, child], gone=archived)
         lc.transition(child, "active", step=step)
         victim, live = live[0], [*live[1:], child]
-        lc.append([DecisionMade(run_id=lc.run_id, step=step, action=Action.PRUNE, entity=victim,
-                                layer=LAYER, parent=live[0])])
+        lc.append(
+            [
+                DecisionMade(
+                    run_id=lc.run_id,
+                    step=step,
+                    action=Action.PRUNE,
+                    entity=victim,
+                    layer=LAYER,
+                    parent=live[0],
+                )
+            ]
+        )
         for target in ("dormant", "pending_prune", "archived"):
             lc.transition(victim, target, step=step)
         archived = victim

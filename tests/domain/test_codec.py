@@ -103,8 +103,9 @@ SAMPLES: list[EventBase] = [
     ),
     StepSealed(**ENVELOPE),
     ActionsVerified(**ENVELOPE, digest="0123456789abcdef", world_size=4),
-    DivergenceDetected(**ENVELOPE, digests={"0": "0123456789abcdef", "1": "0123456789abcdee"},
-                       ranks=[1], repaired=True),
+    DivergenceDetected(
+        **ENVELOPE, digests={"0": "0123456789abcdef", "1": "0123456789abcdee"}, ranks=[1], repaired=True
+    ),
     CheckpointSaved(
         **ENVELOPE, checkpoint_id="ckpt-40", path="runs/run-1/ckpt-40.pt", sha256="ab" * 32, upto_seq=120
     ),

@@ -42,9 +42,16 @@ EVERY = 10
 N = 3
 """The patience of every action in BASE."""
 BASE = LifecycleConfig(
-    spawn_patience=N, prune_patience=N, split_patience=N, merge_patience=N, cooling_period=2,
-    spawn_cooldown_steps=100, split_cooldown_per_expert=100, basin_window_size=20,
-    starvation_entropy_threshold=None)
+    spawn_patience=N,
+    prune_patience=N,
+    split_patience=N,
+    merge_patience=N,
+    cooling_period=2,
+    spawn_cooldown_steps=100,
+    split_cooldown_per_expert=100,
+    basin_window_size=20,
+    starvation_entropy_threshold=None,
+)
 """Short patience; starvation only from an explicit `topk_saturation`, so balanced layers stay put."""
 
 Shares = Mapping[str, float]
@@ -57,8 +64,12 @@ def E(n: int, layer: int = 0) -> str:
 class Run:
     """A lifecycle with its coordinator, driven one evaluation checkpoint at a time."""
 
-    def __init__(self, config: LifecycleConfig = BASE, capacity: Mapping[int, int] | None = None,
-                 initial: Mapping[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        config: LifecycleConfig = BASE,
+        capacity: Mapping[int, int] | None = None,
+        initial: Mapping[int, int] | None = None,
+    ) -> None:
         self.config = config
         self.lc = Lifecycle(run_id=RUN, config=SessionConfig(metric_window=config.basin_window_size))
         self.lc.start()
@@ -71,9 +82,14 @@ class Run:
     def state(self, entity: str) -> str:
         return self.lc.registry.get(entity).state
 
-    def observe(self, shares: Shares | None = None, *, default: float = 0.25,
-                experts: Mapping[str, Mapping[str, float]] | None = None,
-                layers: Mapping[int, Mapping[str, float]] | None = None) -> None:
+    def observe(
+        self,
+        shares: Shares | None = None,
+        *,
+        default: float = 0.25,
+        experts: Mapping[str, Mapping[str, float]] | None = None,
+        layers: Mapping[int, Mapping[str, float]] | None = None,
+    ) -> None:
         """Record the next checkpoint: every routing expert, with its share from `shares` or `default`.
 
         Each expert's tokens are all of its own type (its slot), and no two experts' weights are
@@ -94,8 +110,9 @@ class Run:
         for layer in self.coordinator.capacity:
             found = [m["share"] for name, m in metrics.items() if registry.get(name).layer == layer]
             layer_metrics[layer] = {**v2_layer_metrics(found), **(layers or {}).get(layer, {})}
-        self.lc.append(self.coordinator.observations(run_id=RUN, step=self.step, experts=metrics,
-                                                     layers=layer_metrics))
+        self.lc.append(
+            self.coordinator.observations(run_id=RUN, step=self.step, experts=metrics, layers=layer_metrics)
+        )
 
     def decide(self) -> list[EventBase]:
         """Ask the coordinator, append its events, seal the cycle; return the events."""
@@ -113,10 +130,14 @@ def v2_layer_metrics(shares: list[float]) -> dict[str, float]:
     """Layer metrics as ChronoMoE v2 computes them from shares, with no top-k saturation."""
     entropy = -math.fsum(s * math.log(s) for s in shares if s > 1e-10)
     top = sorted(shares, reverse=True)
-    return {"entropy": entropy, "n_eff": math.exp(entropy),
-            "top2_share": sum(top[:2]) if len(top) >= 2 else 1.0,
-            "dead_count": float(sum(s == 0 for s in shares)),
-            "n_active": float(sum(s > 0 for s in shares)), "topk_saturation": 0.0}
+    return {
+        "entropy": entropy,
+        "n_eff": math.exp(entropy),
+        "top2_share": sum(top[:2]) if len(top) >= 2 else 1.0,
+        "dead_count": float(sum(s == 0 for s in shares)),
+        "n_active": float(sum(s > 0 for s in shares)),
+        "topk_saturation": 0.0,
+    }
 
 
 def decisions(events: list[EventBase], action: Action | None = None) -> list[DecisionMade]:
@@ -140,8 +161,14 @@ def comparable(events: list[EventBase]) -> list[dict[str, Any]]:
 
 def identical(*entities: str, cosine: float = 0.99) -> dict[str, dict[str, float]]:
     """Metrics making experts serve the same tokens (type 0) with near-equal weights."""
-    return {e: {"token_type.0": 1.0, **{f"token_type.{k}": 0.0 for k in range(1, 8)},
-                **{f"cosine.{o}": cosine for o in entities if o != e}} for e in entities}
+    return {
+        e: {
+            "token_type.0": 1.0,
+            **{f"token_type.{k}": 0.0 for k in range(1, 8)},
+            **{f"cosine.{o}": cosine for o in entities if o != e},
+        }
+        for e in entities
+    }
 
 
 # -- config, ids, observations -------------------------------------------------------------------
@@ -150,11 +177,20 @@ def identical(*entities: str, cosine: float = 0.99) -> dict[str, dict[str, float
 def test_the_defaults_are_chronomoe_v3s() -> None:
     """Every default seeds/002 names is kept, and the snapshot is plain JSON of every field."""
     cfg = LifecycleConfig()
-    assert (cfg.spawn_patience, cfg.spawn_cooldown_steps, cfg.max_spawns_per_cycle,
-            cfg.max_experts_per_layer, cfg.spawn_init_strategy) == (5, 500, 1, 16, "clone_and_perturb")
+    assert (
+        cfg.spawn_patience,
+        cfg.spawn_cooldown_steps,
+        cfg.max_spawns_per_cycle,
+        cfg.max_experts_per_layer,
+        cfg.spawn_init_strategy,
+    ) == (5, 500, 1, 16, "clone_and_perturb")
     assert (cfg.prune_patience, cfg.max_prunes_per_cycle, cfg.min_experts_per_layer) == (10, 1, 2)
-    assert (cfg.split_share_threshold, cfg.split_patience, cfg.split_perturbation_scale,
-            cfg.split_cooldown_per_expert) == (0.4, 5, 0.01, 1000)
+    assert (
+        cfg.split_share_threshold,
+        cfg.split_patience,
+        cfg.split_perturbation_scale,
+        cfg.split_cooldown_per_expert,
+    ) == (0.4, 5, 0.01, 1000)
     assert (cfg.merge_similarity_threshold, cfg.merge_overlap_threshold, cfg.merge_patience) == (0.95, 0.8, 8)
     assert (cfg.basin_window_size, cfg.lifecycle_eval_interval, cfg.cooling_period) == (50, 5, 3)
     snapshot = cfg.snapshot()
@@ -162,18 +198,31 @@ def test_the_defaults_are_chronomoe_v3s() -> None:
     assert set(snapshot) == {f.name for f in dataclasses.fields(cfg)}
 
 
-@pytest.mark.parametrize("bad", [
-    {"spawn_patience": 0}, {"prune_patience": 2.5}, {"max_spawns_per_cycle": -1},
-    {"spawn_cooldown_steps": True}, {"min_experts_per_layer": 17},
-    {"spawn_init_strategy": "copy"}, {"split_share_threshold": 1.0}, {"split_share_threshold": 0},
-    {"merge_overlap_threshold": float("nan")}, {"merge_similarity_threshold": 1.5},
-    {"starvation_entropy_threshold": 0.0}, {"dormant_share_epsilon": -1e-9},
-    {"merge_patience": 60}, {"basin_window_size": 5},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"spawn_patience": 0},
+        {"prune_patience": 2.5},
+        {"max_spawns_per_cycle": -1},
+        {"spawn_cooldown_steps": True},
+        {"min_experts_per_layer": 17},
+        {"spawn_init_strategy": "copy"},
+        {"split_share_threshold": 1.0},
+        {"split_share_threshold": 0},
+        {"merge_overlap_threshold": float("nan")},
+        {"merge_similarity_threshold": 1.5},
+        {"starvation_entropy_threshold": 0.0},
+        {"dormant_share_epsilon": -1e-9},
+        {"merge_patience": 60},
+        {"basin_window_size": 5},
+    ],
+)
 def test_a_bad_config_value_is_refused_at_construction(bad: dict[str, Any]) -> None:
     """Out-of-range, mistyped or unsatisfiable values raise ConfigError naming the field."""
-    with pytest.raises(ConfigError, match=next(iter(bad)) if next(iter(bad)) != "basin_window_size"
-                       else "exceeds basin_window_size"):
+    with pytest.raises(
+        ConfigError,
+        match=next(iter(bad)) if next(iter(bad)) != "basin_window_size" else "exceeds basin_window_size",
+    ):
         LifecycleConfig(**bad)
 
 
@@ -181,7 +230,8 @@ def test_initial_experts_are_registered_active_in_their_slots() -> None:
     """register_initial appends L<layer>_E0.. straight into active, expert i in slot i, as one batch."""
     run = Run(capacity={0: 4, 3: 6}, initial={3: 5})
     assert [(e.entity, e.state, e.slot, e.layer) for e in run.lc.registry] == [
-        (E(i, 3), "active", i, 3) for i in range(5)]
+        (E(i, 3), "active", i, 3) for i in range(5)
+    ]
     with pytest.raises(ConfigError, match="count"):
         run.coordinator.register_initial(run.lc, 0, 5)
     with pytest.raises(ConfigError, match="not managed"):
@@ -193,33 +243,54 @@ def test_observations_are_one_validated_event_per_layer_and_expert() -> None:
     coordinator = ExpertCoordinator(BASE, {0: 16, 1: 4})
     layer = v2_layer_metrics([0.5, 0.5])
     events = coordinator.observations(
-        run_id=RUN, step=40, layers={1: layer, 0: layer},
-        experts={E(10): {"share": 0.5}, E(9): {"share": 0.5}, E(0, 1): {"share": 1.0}})
+        run_id=RUN,
+        step=40,
+        layers={1: layer, 0: layer},
+        experts={E(10): {"share": 0.5}, E(9): {"share": 0.5}, E(0, 1): {"share": 1.0}},
+    )
     assert [(e.entity, e.layer, e.step) for e in events] == [
-        (None, 0, 40), (E(9), 0, 40), (E(10), 0, 40), (None, 1, 40), (E(0, 1), 1, 40)]
+        (None, 0, 40),
+        (E(9), 0, 40),
+        (E(10), 0, 40),
+        (None, 1, 40),
+        (E(0, 1), 1, 40),
+    ]
     assert events[0].metrics["checkpoint_step"] == 40.0
     assert all(e.seq == 0 for e in events)
 
 
-@pytest.mark.parametrize(("experts", "layers", "error", "match"), [
-    ({E(0): {"entropy_contribution": 0.1}}, None, InvalidMetricError, "lacks the metric 'share'"),
-    ({E(0): {"share": 1.5}}, None, InvalidMetricError, "share"),
-    ({E(0): {"share": 0.5, "token_type.0": 0.5, "token_type.1": 0.1}}, None, InvalidMetricError, "sum to 1"),
-    ({E(0): {"share": float("nan")}}, None, InvalidMetricError, "finite"),
-    ({E(0): {"share": 0.5, "cosine.L0_E1": 2.0}}, None, InvalidMetricError, "cosine"),
-    ({}, {0: {"entropy": 1.0}}, InvalidMetricError, "lacks the metrics"),
-    ({}, {0: {**v2_layer_metrics([1.0]), "checkpoint_step": 3.0}}, InvalidMetricError, "recorded by"),
-    ({}, {5: v2_layer_metrics([1.0])}, ConfigError, "not managed"),
-    ({E(0, 1): {"share": 1.0}}, None, ConfigError, "no layer metrics"),
-    ({"expert-7": {"share": 1.0}}, None, ConfigError, "L<layer>_E<n>"),
-])
-def test_bad_observations_raise_before_any_event_exists(experts: dict[str, Any], layers: Any,
-                                                         error: type[Exception], match: str) -> None:
+@pytest.mark.parametrize(
+    ("experts", "layers", "error", "match"),
+    [
+        ({E(0): {"entropy_contribution": 0.1}}, None, InvalidMetricError, "lacks the metric 'share'"),
+        ({E(0): {"share": 1.5}}, None, InvalidMetricError, "share"),
+        (
+            {E(0): {"share": 0.5, "token_type.0": 0.5, "token_type.1": 0.1}},
+            None,
+            InvalidMetricError,
+            "sum to 1",
+        ),
+        ({E(0): {"share": float("nan")}}, None, InvalidMetricError, "finite"),
+        ({E(0): {"share": 0.5, "cosine.L0_E1": 2.0}}, None, InvalidMetricError, "cosine"),
+        ({}, {0: {"entropy": 1.0}}, InvalidMetricError, "lacks the metrics"),
+        ({}, {0: {**v2_layer_metrics([1.0]), "checkpoint_step": 3.0}}, InvalidMetricError, "recorded by"),
+        ({}, {5: v2_layer_metrics([1.0])}, ConfigError, "not managed"),
+        ({E(0, 1): {"share": 1.0}}, None, ConfigError, "no layer metrics"),
+        ({"expert-7": {"share": 1.0}}, None, ConfigError, "L<layer>_E<n>"),
+    ],
+)
+def test_bad_observations_raise_before_any_event_exists(
+    experts: dict[str, Any], layers: Any, error: type[Exception], match: str
+) -> None:
     """Missing, out-of-range or unplaceable metrics raise a precise error."""
     coordinator = ExpertCoordinator(BASE, {0: 4, 1: 4})
     with pytest.raises(error, match=match):
-        coordinator.observations(run_id=RUN, step=1, experts=experts,
-                                 layers=layers if layers is not None else {0: v2_layer_metrics([1.0])})
+        coordinator.observations(
+            run_id=RUN,
+            step=1,
+            experts=experts,
+            layers=layers if layers is not None else {0: v2_layer_metrics([1.0])},
+        )
 
 
 def test_a_registry_window_shorter_than_the_basin_window_is_refused() -> None:
@@ -289,7 +360,10 @@ def test_a_child_is_not_merged_back_into_its_parent_within_the_split_cooldown() 
         assert not decisions(events)
     lineage = gate(events, "merge.lineage_grace")
     assert (lineage.passed, lineage.category, lineage.observed) == (
-        False, "structural", {"steps_since_birth": BASE.split_cooldown_per_expert - EVERY})
+        False,
+        "structural",
+        {"steps_since_birth": BASE.split_cooldown_per_expert - EVERY},
+    )
     events = run.checkpoint({E(1): 0.3, E(4): 0.2}, experts=twins)
     assert [(d.entity, d.children) for d in decisions(events)] == [(E(1), [E(4)])]
     assert gate(events, "merge.lineage_grace").passed
@@ -401,10 +475,12 @@ def test_the_same_expert_splits_again_only_after_its_cooldown() -> None:
     assert [d.children for d in decisions(events)] == [[E(5)]]
 
 
-@pytest.mark.parametrize(("capacity", "cap", "failing"), [
-    (4, 16, "split.free_slot"), (8, 4, "split.layer_cap")])
-def test_a_split_needs_a_free_slot_and_room_under_the_layer_cap(capacity: int, cap: int,
-                                                                failing: str) -> None:
+@pytest.mark.parametrize(
+    ("capacity", "cap", "failing"), [(4, 16, "split.free_slot"), (8, 4, "split.layer_cap")]
+)
+def test_a_split_needs_a_free_slot_and_room_under_the_layer_cap(
+    capacity: int, cap: int, failing: str
+) -> None:
     """A full layer (its slots, or max_experts_per_layer) blocks the split with a structural check."""
     run = Run(dataclasses.replace(BASE, max_experts_per_layer=cap), capacity={0: capacity})
     for _ in range(N):
@@ -435,7 +511,11 @@ def test_converged_experts_merge_after_merge_patience_checkpoints_not_before() -
     events = run.checkpoint({E(1): 0.2, E(3): 0.3}, experts=same)
     (merge,) = decisions(events)
     assert (merge.action, merge.entity, merge.children, merge.reason) == (
-        Action.MERGE, E(3), [E(1)], "converged_basins")
+        Action.MERGE,
+        E(3),
+        [E(1)],
+        "converged_basins",
+    )
     assert merge.metrics_at_decision["shares"] == {E(1): 0.2, E(3): 0.3}
     assert merge.metrics_at_decision["overlap"] == pytest.approx(1.0)
     assert moves(events) == [(E(1), "active", "pending_prune"), (E(3), "active", "cooling")]
@@ -468,7 +548,10 @@ def test_with_the_hysteresis_on_a_merge_waits_until_the_merged_share_is_below_th
     assert not decisions(events)
     held = gate(events, "merge.below_split_share")
     assert (held.passed, held.observed["combined_share"], held.thresholds["split_share_threshold"]) == (
-        False, 0.5, 0.4)
+        False,
+        0.5,
+        0.4,
+    )
     events = run.checkpoint({E(1): 0.1, E(3): 0.2}, experts=same)
     (merge,) = decisions(events)
     assert (merge.entity, merge.children) == (E(3), [E(1)])
@@ -514,7 +597,12 @@ def test_a_starved_layer_spawns_after_spawn_patience_checkpoints_not_before() ->
     events = run.checkpoint(shares, layers={0: STARVED})
     (spawn,) = decisions(events)
     assert (spawn.action, spawn.entity, spawn.parent, spawn.children, spawn.reason) == (
-        Action.SPAWN, E(4), E(1), [E(4)], "sustained_starvation")
+        Action.SPAWN,
+        E(4),
+        E(1),
+        [E(4)],
+        "sustained_starvation",
+    )
     assert spawn.config_snapshot["spawn_init_strategy"] == "clone_and_perturb"
     assert spawn.metrics_at_decision["starvation_duration"] == N
     assert spawn.metrics_at_decision["topk_saturation"] == 0.9
@@ -620,10 +708,12 @@ def test_spawns_wait_for_the_global_cooldown() -> None:
     assert run.step - first == 5 * EVERY
 
 
-@pytest.mark.parametrize(("capacity", "cap", "failing"), [
-    (4, 16, "spawn.free_slot"), (8, 4, "spawn.layer_cap")])
-def test_a_spawn_needs_a_free_slot_and_room_under_the_layer_cap(capacity: int, cap: int,
-                                                                failing: str) -> None:
+@pytest.mark.parametrize(
+    ("capacity", "cap", "failing"), [(4, 16, "spawn.free_slot"), (8, 4, "spawn.layer_cap")]
+)
+def test_a_spawn_needs_a_free_slot_and_room_under_the_layer_cap(
+    capacity: int, cap: int, failing: str
+) -> None:
     """A full layer (its slots, or max_experts_per_layer) blocks the spawn with a structural check."""
     run = Run(dataclasses.replace(BASE, max_experts_per_layer=cap), capacity={0: capacity})
     for _ in range(N):
@@ -674,10 +764,9 @@ def test_decide_does_not_change_the_registry_and_answers_the_same_twice() -> Non
 def test_a_coordinator_on_a_registry_rebuilt_from_the_log_decides_the_same() -> None:
     """Every checkpoint of a run with all four actions: decide() on Lifecycle(log) equals the live one."""
     run = Run(capacity={0: 8, 1: 6}, initial={0: 4, 1: 3})
-    script: list[dict[str, Any]] = (
-        [{"shares": {E(1): 0.45, E(2, 1): 0.0}}] * (N + 1)
-        + [{"shares": {E(0): 0.3, E(3): 0.2}, "experts": identical(E(0), E(3)),
-            "layers": {1: STARVED}}] * (N + 2))
+    script: list[dict[str, Any]] = [{"shares": {E(1): 0.45, E(2, 1): 0.0}}] * (N + 1) + [
+        {"shares": {E(0): 0.3, E(3): 0.2}, "experts": identical(E(0), E(3)), "layers": {1: STARVED}}
+    ] * (N + 2)
     actions = set()
     for observed in script:
         run.observe(observed.get("shares"), experts=observed.get("experts"), layers=observed.get("layers"))
@@ -723,13 +812,18 @@ def test_basin_overlap_is_one_minus_the_js_divergence_over_ln_2() -> None:
 def test_topology_debt_is_chronomoe_v2s() -> None:
     """0.4 n_eff debt + 0.4 top-2 debt + 0.2 dead debt, each clipped to [0, 1]."""
     assert topology_debt(n_experts=8, n_eff=3, top2_share=0.9, dead_count=1) == pytest.approx(
-        0.4 * (4.8 - 3) / 4.8 + 0.4 * 0.15 / 0.25 + 0.2 / 7)
+        0.4 * (4.8 - 3) / 4.8 + 0.4 * 0.15 / 0.25 + 0.2 / 7
+    )
     assert topology_debt(n_experts=4, n_eff=4, top2_share=0.5, dead_count=0) == 0.0
 
 
 def test_decision_seeds_are_31_bit_and_differ_by_step_action_and_target() -> None:
     """blake2b of (run, step, action, target): stable, below 2**31, different for different decisions."""
-    seeds = {decision_seed(7, step, action, target)
-             for step in (1, 2) for action in ("SPAWN", "SPLIT") for target in ("L0_E4", "L0_E5")}
+    seeds = {
+        decision_seed(7, step, action, target)
+        for step in (1, 2)
+        for action in ("SPAWN", "SPLIT")
+        for target in ("L0_E4", "L0_E5")
+    }
     assert len(seeds) == 8 and all(0 <= s < 2**31 for s in seeds)
     assert decision_seed(7, 1, "SPAWN", "L0_E4") == decision_seed(7, 1, "SPAWN", "L0_E4")

@@ -294,15 +294,13 @@ def test_a_revived_expert_starts_with_empty_windows() -> None:
 def test_the_decision_keys_of_an_archived_expert_are_dropped() -> None:
     """An archived expert's cooldown keys go; the run's and the layer's stay; later ones are not kept."""
     lc = _three_experts()
-    lc.append([DecisionMade(run_id="bounded", step=2, action=Action.SPLIT, entity="a", layer=0,
-                            parent="b")])
+    lc.append([DecisionMade(run_id="bounded", step=2, action=Action.SPLIT, entity="a", layer=0, parent="b")])
     _archive(lc, "a", step=3)
     r = lc.registry
     assert r.last_decision_step(Action.SPLIT, "a") is None
     assert r.last_decision_step(Action.SPLIT, "b") == 2
     assert r.last_decision_step(Action.SPLIT, 0) == r.last_decision_step(Action.SPLIT) == 2
-    lc.append([DecisionMade(run_id="bounded", step=4, action=Action.MERGE, entity="b", layer=0,
-                            parent="a")])
+    lc.append([DecisionMade(run_id="bounded", step=4, action=Action.MERGE, entity="b", layer=0, parent="a")])
     assert lc.registry.last_decision_step(Action.MERGE, "a") is None
     assert lc.registry.last_decision_step(Action.MERGE, "b") == 4
     assert fold_all(lc.log.read()) == lc.registry
@@ -369,7 +367,10 @@ def test_live_iterates_the_entities_that_can_still_act() -> None:
     lc.transition("a", to="active", step=4)
     lc.transition("m", to="DORMANT", step=4)
     assert _live_names(lc.registry) == ["a", "b", "c", "m"]
-    for other in (lc.registry.copy(), Registry.from_state(BUILTIN_SPECS, lc.registry.to_state()),
-                  fold_all(lc.log.read())):
+    for other in (
+        lc.registry.copy(),
+        Registry.from_state(BUILTIN_SPECS, lc.registry.to_state()),
+        fold_all(lc.log.read()),
+    ):
         assert _live_names(other) == _live_names(lc.registry)
     assert [e.entity for e in lc.registry if lc.registry.is_live(e.entity)] == ["a", "b", "c", "m"]

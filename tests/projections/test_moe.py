@@ -13,8 +13,9 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device 
 
 
 def _layer(*, top_k: int = 2, seed: int = 0, device: str = "cpu") -> MoELayer:
-    return MoELayer(D_MODEL, D_HIDDEN, CAPACITY, top_k=top_k, device=device,
-                    generator=torch.Generator().manual_seed(seed))
+    return MoELayer(
+        D_MODEL, D_HIDDEN, CAPACITY, top_k=top_k, device=device, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def _tokens(seed: int = 1, device: str = "cpu") -> torch.Tensor:

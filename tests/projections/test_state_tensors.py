@@ -54,13 +54,16 @@ Records = list[dict[str, Any]]
 
 def _always_passing_gates() -> GateLibrary:
     names = set().union(*(spec.gate_names for spec in SPECS.values())) | {MIN_TIME_GATE}
-    return GateLibrary([Gate(name, GateCategory.STRUCTURAL, lambda i, p: GateResult(True, "ok", {}))
-                        for name in sorted(names)])
+    return GateLibrary(
+        [
+            Gate(name, GateCategory.STRUCTURAL, lambda i, p: GateResult(True, "ok", {}))
+            for name in sorted(names)
+        ]
+    )
 
 
 _value = st.one_of(st.floats(-1e4, 1e4, allow_nan=False), st.sampled_from([3e6, -5e9, 1e12, 0.0005]))
-_metrics = st.dictionaries(st.sampled_from([*METRIC_NAMES, *_INT_METRICS, "improvement"]), _value,
-                           max_size=5)
+_metrics = st.dictionaries(st.sampled_from([*METRIC_NAMES, *_INT_METRICS, "improvement"]), _value, max_size=5)
 _attr = st.one_of(st.none(), st.integers(-(2**33), 2**33), st.booleans(), st.text(max_size=2))
 _pick = st.integers(0, 1_000)
 _KINDS = ("move",) * 5 + ("observe",) * 2 + ("register", "layer", "seal")
@@ -84,10 +87,10 @@ def _run(lc: Lifecycle, op: tuple[Any, ...]) -> None:
     entities = list(lc.registry.entities)
     if kind == "register":
         spec = SPECS[spec_name]
-        attrs = {k: v for k, v in (("blueprint", blueprint), ("grafting_strategy", strategy))
-                 if v is not None}
-        lc.register(f"e{len(entities)}", spec.name, state=spec.initial[pick % len(spec.initial)],
-                    attrs=attrs)
+        attrs = {
+            k: v for k, v in (("blueprint", blueprint), ("grafting_strategy", strategy)) if v is not None
+        }
+        lc.register(f"e{len(entities)}", spec.name, state=spec.initial[pick % len(spec.initial)], attrs=attrs)
     elif kind == "layer":
         lc.observe(metrics, layer=0)
     elif kind == "seal":
@@ -176,8 +179,7 @@ def assert_matches(tensors: StateTensors, registry: Registry) -> None:
 def live_tensors(tensors: StateTensors) -> tuple[torch.Tensor, ...]:
     """Return the live rows of every tensor the projection holds, on the CPU."""
     n = len(tensors)
-    return tuple(t[:n].cpu() for t in (tensors.state, tensors.history, tensors.metrics,
-                                       tensors.state_keys))
+    return tuple(t[:n].cpu() for t in (tensors.state, tensors.history, tensors.metrics, tensors.state_keys))
 
 
 def assert_same_tensors(a: StateTensors, b: StateTensors) -> None:
@@ -421,8 +423,15 @@ def test_an_inconsistent_record_raises_before_any_change() -> None:
     records = lc.log.read()
     tensors = StateTensors(SPECS)
     tensors.apply(records)
-    ghost = {**records[-1], "seq": len(records) + 2, "kind": "TransitionApplied", "entity": "ghost",
-             "from_state": "DORMANT", "to_state": "GERMINATED", "step": 9}
+    ghost = {
+        **records[-1],
+        "seq": len(records) + 2,
+        "kind": "TransitionApplied",
+        "entity": "ghost",
+        "from_state": "DORMANT",
+        "to_state": "GERMINATED",
+        "step": 9,
+    }
     register = {**records[-1], "seq": len(records) + 1, "entity": "new"}
     with pytest.raises(InconsistentEventError):
         tensors.apply([register, ghost])

@@ -92,16 +92,20 @@ def _slot_params(model: ToyMoE) -> dict[str, nn.Parameter]:
     return model.moe.expert_parameters() | model.moe.router_parameters()
 
 
-def _rig(strategy: Strategy = "masked", *, seed: int = 0, initial: int = 4,
-         device: str = "cpu") -> Rig:
+def _rig(strategy: Strategy = "masked", *, seed: int = 0, initial: int = 4, device: str = "cpu") -> Rig:
     """Build a rig whose layer 0 has `initial` active experts L0_E0.. in slots 0.."""
     capacity = CAPACITY if strategy == "masked" else initial
     model = ToyMoE(seed, capacity, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     lc = Lifecycle(run_id="surgery")
     rewraps: list[int] = []
-    surgery = ModelSurgery({0: model.moe}, optimizer, strategy=strategy, model=model,
-                           on_rewrap=lambda: rewraps.append(model.moe.capacity))
+    surgery = ModelSurgery(
+        {0: model.moe},
+        optimizer,
+        strategy=strategy,
+        model=model,
+        on_rewrap=lambda: rewraps.append(model.moe.capacity),
+    )
     for i in range(initial):
         lc.register(f"L0_E{i}", "expert", state="active", layer=0, slot=i)
     rig = Rig(model, optimizer, lc, surgery, rewraps)
@@ -150,8 +154,14 @@ def _spawn_child(rig: Rig, child: str, slot: int) -> None:
 def _lifecycle_sequence(rig: Rig, *, seed: int = 11) -> Iterator[str]:
     """Drive a spawn, a prune, a split and a merge through the log, yielding after each."""
     _spawn_child(rig, "L0_E4", 4)
-    rig.decide(Action.SPAWN, entity="L0_E4", parent="L0_E0", children=["L0_E4"], seed=seed,
-               config_snapshot={"spawn_init_strategy": "clone_and_perturb"})
+    rig.decide(
+        Action.SPAWN,
+        entity="L0_E4",
+        parent="L0_E0",
+        children=["L0_E4"],
+        seed=seed,
+        config_snapshot={"spawn_init_strategy": "clone_and_perturb"},
+    )
     rig.lc.transition("L0_E4", "cooling")
     rig.sync()
     yield "spawn"
@@ -162,14 +172,25 @@ def _lifecycle_sequence(rig: Rig, *, seed: int = 11) -> Iterator[str]:
     rig.sync()
     yield "prune"
     _spawn_child(rig, "L0_E5", 5)
-    rig.decide(Action.SPLIT, entity="L0_E2", parent="L0_E2", children=["L0_E5"], seed=seed + 2,
-               config_snapshot={"split_perturbation_scale": 0.01})
+    rig.decide(
+        Action.SPLIT,
+        entity="L0_E2",
+        parent="L0_E2",
+        children=["L0_E5"],
+        seed=seed + 2,
+        config_snapshot={"split_perturbation_scale": 0.01},
+    )
     rig.lc.transition("L0_E5", "cooling")
     rig.sync()
     yield "split"
     rig.lc.transition("L0_E3", trigger="merge_away")
-    rig.decide(Action.MERGE, entity="L0_E0", children=["L0_E3"], seed=seed + 3,
-               metrics_at_decision={"shares": {"L0_E0": 0.6, "L0_E3": 0.2}})
+    rig.decide(
+        Action.MERGE,
+        entity="L0_E0",
+        children=["L0_E3"],
+        seed=seed + 3,
+        metrics_at_decision={"shares": {"L0_E0": 0.6, "L0_E3": 0.2}},
+    )
     rig.lc.transition("L0_E0", trigger="absorb")
     rig.sync()
     yield "merge"
@@ -207,14 +228,17 @@ def test_initial_experts_route_and_empty_slots_do_not() -> None:
     assert rig.surgery.routing_rows(0) == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize(("path", "routes"), [
-    ([], False),
-    (["cooling"], True),
-    (["cooling", "active"], True),
-    (["cooling", "active", "dormant"], True),
-    (["cooling", "active", "dormant", "pending_prune"], False),
-    (["cooling", "active", "dormant", "pending_prune", "archived"], False),
-])
+@pytest.mark.parametrize(
+    ("path", "routes"),
+    [
+        ([], False),
+        (["cooling"], True),
+        (["cooling", "active"], True),
+        (["cooling", "active", "dormant"], True),
+        (["cooling", "active", "dormant", "pending_prune"], False),
+        (["cooling", "active", "dormant", "pending_prune", "archived"], False),
+    ],
+)
 def test_a_spawned_expert_routes_in_cooling_active_and_dormant_only(path: list[str], routes: bool) -> None:
     """pending_spawn, pending_prune and archived experts are masked; cooling, active and dormant route."""
     rig = _rig()
@@ -279,8 +303,13 @@ def test_split_noise_is_scaled_to_the_parents_weight_norm() -> None:
     """The child's offset from its parent has about `split_perturbation_scale` times the parent's norm."""
     rig = _rig()
     _spawn_child(rig, "L0_E4", 4)
-    rig.decide(Action.SPLIT, parent="L0_E1", children=["L0_E4"], seed=5,
-               config_snapshot={"split_perturbation_scale": 0.1})
+    rig.decide(
+        Action.SPLIT,
+        parent="L0_E1",
+        children=["L0_E4"],
+        seed=5,
+        config_snapshot={"split_perturbation_scale": 0.1},
+    )
     parent, child = rig.weights("L0_E1"), rig.weights("L0_E4")
     ratio = (child["w1"] - parent["w1"]).norm() / parent["w1"].norm()
     assert 0.08 < ratio < 0.12
@@ -293,8 +322,13 @@ def test_a_random_spawn_gets_no_zero_second_moment_under_a_mature_step(strategy:
     _train(rig, 1000)
     siblings = [rig.moments(f"L0_E{i}") for i in range(4)]
     _spawn_child(rig, "L0_E4", 4)
-    rig.decide(Action.SPAWN, entity="L0_E4", children=["L0_E4"], seed=9,
-               config_snapshot={"spawn_init_strategy": "random"})
+    rig.decide(
+        Action.SPAWN,
+        entity="L0_E4",
+        children=["L0_E4"],
+        seed=9,
+        config_snapshot={"spawn_init_strategy": "random"},
+    )
     rig.lc.transition("L0_E4", "cooling")
     rig.sync()
     for key, value in rig.moments("L0_E4").items():
@@ -328,8 +362,13 @@ def test_a_mean_cluster_spawn_starts_at_its_clusters_mean() -> None:
     mean_w1 = torch.stack([rig.weights(m)["w1"] for m in members]).mean(dim=0)
     mean_m = torch.stack([rig.moments(m)["w1.exp_avg"] for m in members]).mean(dim=0)
     _spawn_child(rig, "L0_E4", 4)
-    rig.decide(Action.SPAWN, entity="L0_E4", seed=2, metrics_at_decision={"cluster": members},
-               config_snapshot={"spawn_init_strategy": "mean_cluster"})
+    rig.decide(
+        Action.SPAWN,
+        entity="L0_E4",
+        seed=2,
+        metrics_at_decision={"cluster": members},
+        config_snapshot={"spawn_init_strategy": "mean_cluster"},
+    )
     assert torch.allclose(rig.weights("L0_E4")["w1"], mean_w1, atol=0.05 * float(mean_w1.abs().max()))
     assert torch.equal(rig.moments("L0_E4")["w1.exp_avg"], mean_m)
 
@@ -341,8 +380,13 @@ def test_merge_averages_by_share_and_the_survivor_keeps_its_moments(strategy: St
     _train(rig, 4)
     a, b = rig.weights("L0_E0"), rig.weights("L0_E3")
     survivor_moments = rig.moments("L0_E0")
-    rig.decide(Action.MERGE, entity="L0_E0", children=["L0_E3"], seed=1,
-               metrics_at_decision={"shares": {"L0_E0": 0.75, "L0_E3": 0.25}})
+    rig.decide(
+        Action.MERGE,
+        entity="L0_E0",
+        children=["L0_E3"],
+        seed=1,
+        metrics_at_decision={"shares": {"L0_E0": 0.75, "L0_E3": 0.25}},
+    )
     merged = rig.weights("L0_E0")
     for name in SLOT_PARAMS:
         torch.testing.assert_close(merged[name], 0.75 * a[name] + 0.25 * b[name])
@@ -492,9 +536,14 @@ def test_a_layer_of_the_users_own_goes_through_the_protocol() -> None:
     layer(torch.randn(4, D_MODEL, generator=torch.Generator().manual_seed(3))).sum().backward()
     optimizer.step()
     lc.register("E3", "expert", layer=2, slot=3)
-    lc.append([DecisionMade(run_id="own-layer", action=Action.SPLIT, layer=2, parent="E0",
-                            children=["E3"], seed=1),
-               DecisionMade(run_id="own-layer", action=Action.PRUNE, layer=2, entity="E1", seed=2)])
+    lc.append(
+        [
+            DecisionMade(
+                run_id="own-layer", action=Action.SPLIT, layer=2, parent="E0", children=["E3"], seed=1
+            ),
+            DecisionMade(run_id="own-layer", action=Action.PRUNE, layer=2, entity="E1", seed=2),
+        ]
+    )
     lc.transition("E3", "cooling")
     surgery.apply(lc.log.read())
     assert layer.capacity == 3 and layer.on.tolist() == [True, True, True]
@@ -533,24 +582,50 @@ def test_decisions_about_other_layers_and_other_actions_are_ignored() -> None:
     rig = _rig()
     digest = rig.surgery.digest()
     rig.lc.register("L1_E0", "expert", state="active", layer=1, slot=0)
-    rig.lc.append([DecisionMade(run_id="surgery", action=Action.PRUNE, entity="L1_E0", layer=1),
-                   DecisionMade(run_id="surgery", action=Action.GERMINATE, entity="L0_E0")])
+    rig.lc.append(
+        [
+            DecisionMade(run_id="surgery", action=Action.PRUNE, entity="L1_E0", layer=1),
+            DecisionMade(run_id="surgery", action=Action.GERMINATE, entity="L0_E0"),
+        ]
+    )
     rig.sync()
     assert rig.surgery.digest() == digest and rig.surgery.applied == 0
 
 
-@pytest.mark.parametrize(("make", "match"), [
-    (lambda rig: rig.decide(Action.SPAWN, entity="L0_E4", children=["L0_E4"],
-                            config_snapshot={"spawn_init_strategy": "clone_and_perturb"}), "no parent"),
-    (lambda rig: rig.decide(Action.SPAWN, entity="L0_E4",
-                            config_snapshot={"spawn_init_strategy": "magic"}), "init"),
-    (lambda rig: rig.decide(Action.PRUNE, entity="L0_E9"), "not an expert"),
-    (lambda rig: rig.decide(Action.MERGE, entity="L0_E0", children=[]), "survivor"),
-    (lambda rig: rig.decide(Action.MERGE, entity="L0_E0", children=["L0_E1"],
-                            metrics_at_decision={"shares": {"L0_E0": 1.0}}), "share"),
-])
-def test_a_malformed_decision_raises_and_leaves_seq_before_it(make: Callable[[Rig], None],
-                                                              match: str) -> None:
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (
+            lambda rig: rig.decide(
+                Action.SPAWN,
+                entity="L0_E4",
+                children=["L0_E4"],
+                config_snapshot={"spawn_init_strategy": "clone_and_perturb"},
+            ),
+            "no parent",
+        ),
+        (
+            lambda rig: rig.decide(
+                Action.SPAWN, entity="L0_E4", config_snapshot={"spawn_init_strategy": "magic"}
+            ),
+            "init",
+        ),
+        (lambda rig: rig.decide(Action.PRUNE, entity="L0_E9"), "not an expert"),
+        (lambda rig: rig.decide(Action.MERGE, entity="L0_E0", children=[]), "survivor"),
+        (
+            lambda rig: rig.decide(
+                Action.MERGE,
+                entity="L0_E0",
+                children=["L0_E1"],
+                metrics_at_decision={"shares": {"L0_E0": 1.0}},
+            ),
+            "share",
+        ),
+    ],
+)
+def test_a_malformed_decision_raises_and_leaves_seq_before_it(
+    make: Callable[[Rig], None], match: str
+) -> None:
     """A decision the surgery cannot apply raises `InconsistentEventError`; the seq stops before it."""
     rig = _rig()
     _spawn_child(rig, "L0_E4", 4)

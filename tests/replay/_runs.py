@@ -67,62 +67,95 @@ def observe(metrics: dict[str, float], **where: Any) -> Op:
 
 
 SCRIPT: tuple[tuple[int, tuple[Op, ...]], ...] = (
-    (0, (
-        register("seed-0", "kasmina", layer=0, slot=0, attrs={"blueprint": 3}),
-        register("seed-1", "kasmina", layer=0, slot=1),
-        register("seed-2", "kasmina", layer=1, slot=0),
-        register("module-0", "module", layer=1, slot=1),
-        register("expert-0", "expert", layer=2, slot=0, state="active"),
-        register("expert-1", "expert", layer=2, slot=1, state="active"),
-        register("expert-2", "expert", layer=2, slot=2, parent="expert-0"),
-        move("seed-0", "GERMINATED"),
-        move("seed-0", "TRAINING"),
-    )),
-    (25, (
-        move("seed-1", "GERMINATED"),
-        move("module-0", "INSTANTIATED", available_slots=1),
-        move("expert-0", "dormant"),
-        observe({"loss": 0.9, "accuracy": 0.4}, entity="seed-0"),
-    )),
-    (50, (
-        refuse("seed-0", "GRAFTING", reconstruction_loss=0.2),  # too early and too poor
-        move("seed-1", "TRAINING"),
-        move("module-0", "TRAINING"),
-        move("expert-2", "cooling"),
-        observe({"routed_tokens": 1200.0}, layer=2),
-    )),
-    (75, (
-        move("seed-2", "GERMINATED"),
-        move("seed-2", "CANCELLED"),
-        move("expert-0", "active"),
-    )),
-    (100, (
-        move("seed-0", "GRAFTING", reconstruction_loss=0.004),
-        move("module-0", "BLENDING", epochs_trained=10, loss_at_instantiation=1.0,
-             current_loss=0.5, module_grad_norm=1.0),
-        move("expert-2", "active"),
-        observe({"loss": 0.5, "accuracy": 0.7, "stability": 0.9}, entity="seed-0"),
-    )),
-    (150, (
-        move("seed-0", "STABILIZATION"),
-        move("seed-1", "CULLED"),
-        move("module-0", "HOLDING", host_accuracy_at_blend=0.8, current_accuracy=0.82),
-        move("expert-1", "pending_prune"),
-    )),
-    (175, (
-        move("seed-0", "EVALUATING"),
-        move("expert-1", "archived"),
-    )),
-    (225, (
-        move("seed-0", "FINE_TUNING", performance_delta=0.05, stability_score=0.9),
-        move("module-0", "PRUNED"),
-        register("seed-3", "kasmina", layer=1, slot=0, parent="seed-2"),
-    )),
-    (275, (
-        move("seed-0", "FOSSILIZED", total_improvement=0.05, final_stability=0.97),
-        move("module-0", "DORMANT"),
-        move("seed-3", "GERMINATED"),
-    )),
+    (
+        0,
+        (
+            register("seed-0", "kasmina", layer=0, slot=0, attrs={"blueprint": 3}),
+            register("seed-1", "kasmina", layer=0, slot=1),
+            register("seed-2", "kasmina", layer=1, slot=0),
+            register("module-0", "module", layer=1, slot=1),
+            register("expert-0", "expert", layer=2, slot=0, state="active"),
+            register("expert-1", "expert", layer=2, slot=1, state="active"),
+            register("expert-2", "expert", layer=2, slot=2, parent="expert-0"),
+            move("seed-0", "GERMINATED"),
+            move("seed-0", "TRAINING"),
+        ),
+    ),
+    (
+        25,
+        (
+            move("seed-1", "GERMINATED"),
+            move("module-0", "INSTANTIATED", available_slots=1),
+            move("expert-0", "dormant"),
+            observe({"loss": 0.9, "accuracy": 0.4}, entity="seed-0"),
+        ),
+    ),
+    (
+        50,
+        (
+            refuse("seed-0", "GRAFTING", reconstruction_loss=0.2),  # too early and too poor
+            move("seed-1", "TRAINING"),
+            move("module-0", "TRAINING"),
+            move("expert-2", "cooling"),
+            observe({"routed_tokens": 1200.0}, layer=2),
+        ),
+    ),
+    (
+        75,
+        (
+            move("seed-2", "GERMINATED"),
+            move("seed-2", "CANCELLED"),
+            move("expert-0", "active"),
+        ),
+    ),
+    (
+        100,
+        (
+            move("seed-0", "GRAFTING", reconstruction_loss=0.004),
+            move(
+                "module-0",
+                "BLENDING",
+                epochs_trained=10,
+                loss_at_instantiation=1.0,
+                current_loss=0.5,
+                module_grad_norm=1.0,
+            ),
+            move("expert-2", "active"),
+            observe({"loss": 0.5, "accuracy": 0.7, "stability": 0.9}, entity="seed-0"),
+        ),
+    ),
+    (
+        150,
+        (
+            move("seed-0", "STABILIZATION"),
+            move("seed-1", "CULLED"),
+            move("module-0", "HOLDING", host_accuracy_at_blend=0.8, current_accuracy=0.82),
+            move("expert-1", "pending_prune"),
+        ),
+    ),
+    (
+        175,
+        (
+            move("seed-0", "EVALUATING"),
+            move("expert-1", "archived"),
+        ),
+    ),
+    (
+        225,
+        (
+            move("seed-0", "FINE_TUNING", performance_delta=0.05, stability_score=0.9),
+            move("module-0", "PRUNED"),
+            register("seed-3", "kasmina", layer=1, slot=0, parent="seed-2"),
+        ),
+    ),
+    (
+        275,
+        (
+            move("seed-0", "FOSSILIZED", total_improvement=0.05, final_stability=0.97),
+            move("module-0", "DORMANT"),
+            move("seed-3", "GERMINATED"),
+        ),
+    ),
 )
 """(step, commands) of the run, in step order; each step is sealed after its commands."""
 

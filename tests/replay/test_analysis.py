@@ -23,8 +23,20 @@ def run() -> Lifecycle:
     lc.transition("s", "TRAINING", step=3)
     with pytest.raises(InvalidTransitionError):
         lc.transition("s", "GRAFTING", step=4, metrics={"reconstruction_loss": 0.5})
-    lc.append([DecisionMade(run_id="analysis", step=5, action=Action.PRUNE, entity="x", layer=0,
-                            reason="dormant for 10 checkpoints", apply_at_step=6, seed=7)])
+    lc.append(
+        [
+            DecisionMade(
+                run_id="analysis",
+                step=5,
+                action=Action.PRUNE,
+                entity="x",
+                layer=0,
+                reason="dormant for 10 checkpoints",
+                apply_at_step=6,
+                seed=7,
+            )
+        ]
+    )
     lc.seal(5)
     return lc
 
@@ -37,8 +49,11 @@ def test_population_over_steps_samples_each_step_that_changed(run: Lifecycle) ->
         by_step.setdefault(r["step"], set()).add((r["spec"], r["layer"], r["state"], r["count"]))
     assert by_step[1] == {("expert", 0, "active", 2), ("kasmina", 1, "DORMANT", 1)}
     assert by_step[2] == {("expert", 0, "active", 2), ("kasmina", 1, "GERMINATED", 1)}
-    assert by_step[3] == {("expert", 0, "active", 1), ("expert", 0, "dormant", 1),
-                          ("kasmina", 1, "TRAINING", 1)}
+    assert by_step[3] == {
+        ("expert", 0, "active", 1),
+        ("expert", 0, "dormant", 1),
+        ("kasmina", 1, "TRAINING", 1),
+    }
     assert set(by_step) == {1, 2, 3}  # steps 4 and 5 changed no population
 
 

@@ -35,9 +35,18 @@ def written(log_url: str, run_id: str) -> Written:
 
 def documented(point: Point, run_id: str) -> dict[str, Any]:
     """The JSON document the issue specifies for the registry recorded at `point`."""
-    entities = [{"entity": e.entity, "spec": e.spec, "state": e.state, "layer": e.layer, "slot": e.slot,
-                 "parent": e.parent, "entered_step": e.entered_step}
-                for e in sorted(point.registry, key=lambda e: e.entity)]
+    entities = [
+        {
+            "entity": e.entity,
+            "spec": e.spec,
+            "state": e.state,
+            "layer": e.layer,
+            "slot": e.slot,
+            "parent": e.parent,
+            "entered_step": e.entered_step,
+        }
+        for e in sorted(point.registry, key=lambda e: e.entity)
+    ]
     return {"run_id": run_id, "seq": point.seq, "step": point.step, "entities": entities}
 
 
@@ -61,8 +70,9 @@ def test_json_at_each_recorded_point_is_the_documented_registry_of_that_point(
     """--until-seq, --until-step and --until-time print exactly the live registry of that point as JSON."""
     url, run_id, points = written
     for point in points:
-        status, out, err = cli(capsys, "replay", url, "--run", run_id, *until_args(how, point),
-                               "--format", "json")
+        status, out, err = cli(
+            capsys, "replay", url, "--run", run_id, *until_args(how, point), "--format", "json"
+        )
         assert status == 0
         # The moment recorded after the last step lies past the last record, and so is reported.
         assert ("replayed to the end" in err) == (how == "time" and point is points[-1])
@@ -92,8 +102,9 @@ def test_the_table_lists_every_entity_sorted_under_a_header(
     status, out, err = cli(capsys, "replay", url, "--run", run_id, "--until-step", str(point.step))
     assert (status, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0] == (f"run {run_id} as of seq {point.seq}, step {point.step}: "
-                        f"{len(point.registry)} entities")
+    assert lines[0] == (
+        f"run {run_id} as of seq {point.seq}, step {point.step}: {len(point.registry)} entities"
+    )
     assert lines[1] == ""
     assert lines[2].split() == ENTITY_KEYS
     expected = sorted(point.registry, key=lambda e: e.entity)
@@ -122,8 +133,9 @@ def test_an_until_past_the_end_replays_to_the_end_and_says_so(
     """A point after the last record replays the whole log, exit 0, with one line on stderr saying so."""
     url, run_id, points = written
     beyond = {"seq": str(10**6), "step": str(10**6), "time": "2100-01-01T00:00:00+00:00"}[how]
-    status, out, err = cli(capsys, "replay", url, "--run", run_id, f"--until-{how}", beyond,
-                           "--format", "json")
+    status, out, err = cli(
+        capsys, "replay", url, "--run", run_id, f"--until-{how}", beyond, "--format", "json"
+    )
     assert status == 0
     assert json.loads(out) == documented(points[-1], run_id)
     line = one_line(err)
@@ -136,19 +148,24 @@ def test_an_until_exactly_at_the_last_record_is_not_past_the_end(
 ) -> None:
     """Naming the last seq or step replays everything without claiming the log ended early."""
     url, run_id, points = written
-    status, out, err = cli(capsys, "replay", url, "--run", run_id, *until_args(how, points[-1]),
-                           "--format", "json")
+    status, out, err = cli(
+        capsys, "replay", url, "--run", run_id, *until_args(how, points[-1]), "--format", "json"
+    )
     assert (status, err) == (0, "")
     assert json.loads(out) == documented(points[-1], run_id)
 
 
-@pytest.mark.parametrize("argv", [
-    ["--until-seq", "3", "--until-step", "2"],
-    ["--until-seq", "-1"],
-    ["--until-step", "x"],
-    ["--until-time", "last tuesday"],
-    ["--format", "yaml"],
-], ids=["two-bounds", "negative-seq", "step-not-int", "time-not-iso", "bad-format"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--until-seq", "3", "--until-step", "2"],
+        ["--until-seq", "-1"],
+        ["--until-step", "x"],
+        ["--until-time", "last tuesday"],
+        ["--format", "yaml"],
+    ],
+    ids=["two-bounds", "negative-seq", "step-not-int", "time-not-iso", "bad-format"],
+)
 def test_malformed_options_are_exit_2_with_one_line(
     capsys: pytest.CaptureFixture[str], written: Written, argv: list[str]
 ) -> None:
@@ -236,8 +253,14 @@ def test_lenient_on_a_redis_log_is_refused_as_bad_input(
 def start_cli(*argv: str) -> subprocess.Popen[str]:
     """Start `python -m replay.cli ARGV` from the repository root, its output piped."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "replay.cli", *argv], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "replay.cli", *argv],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:

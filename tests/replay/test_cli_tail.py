@@ -101,7 +101,7 @@ def test_from_beginning_prints_every_record_as_compact_json(
 def test_from_seq_n_starts_at_that_seq(capsys: pytest.CaptureFixture[str], tailed: Tailed, n: int) -> None:
     """--from seq:N shows seq N first (seq:0 is the beginning)."""
     url, run_id, records, _ = tailed
-    assert tail_json(capsys, url, run_id, "--from", f"seq:{n}") == records[max(n - 1, 0):]
+    assert tail_json(capsys, url, run_id, "--from", f"seq:{n}") == records[max(n - 1, 0) :]
 
 
 @pytest.mark.parametrize("step", [0, 100, 101, 275])
@@ -122,7 +122,7 @@ def test_from_time_starts_at_the_first_record_stamped_at_or_after_it(
     """--from time:ISO starts at the first record stamped at or after it (with an offset, or naive UTC)."""
     url, run_id, records, points = tailed
     point = points[3]
-    after_point = records[point.seq:]
+    after_point = records[point.seq :]
     assert tail_json(capsys, url, run_id, "--from", f"time:{iso(point.time)}") == after_point
     naive = datetime.fromtimestamp(point.time, UTC).replace(tzinfo=None).isoformat()
     assert tail_json(capsys, url, run_id, "--from", f"time:{naive}") == after_point
@@ -189,23 +189,41 @@ def test_count_stops_after_n_shown_records(capsys: pytest.CaptureFixture[str], t
 def test_start_filters_and_count_combine(capsys: pytest.CaptureFixture[str], tailed: Tailed) -> None:
     """--from, --kind, --entity and --count apply together."""
     url, run_id, records, _ = tailed
-    expected = [r for r in records if r["step"] >= 100 and r["kind"] == "TransitionApplied"
-                and r["entity"].startswith("seed-")][:2]
-    shown = tail_json(capsys, url, run_id, "--from", "step:100", "--kind", "TransitionApplied",
-                      "--entity", "seed-*", "--count", "2")
+    expected = [
+        r
+        for r in records
+        if r["step"] >= 100 and r["kind"] == "TransitionApplied" and r["entity"].startswith("seed-")
+    ][:2]
+    shown = tail_json(
+        capsys,
+        url,
+        run_id,
+        "--from",
+        "step:100",
+        "--kind",
+        "TransitionApplied",
+        "--entity",
+        "seed-*",
+        "--count",
+        "2",
+    )
     assert shown == expected and len(expected) == 2
 
 
-@pytest.mark.parametrize("argv", [
-    ["--kind", "NoSuchKind"],
-    ["--entity", "nobody-*"],
-    ["--layer", "99"],
-    ["--rank", "7"],
-    ["--from", "step:1000000"],
-    ["--from", "seq:1000000"],
-    ["--from", "time:2100-01-01T00:00:00Z"],
-    ["--kind", "StepSealed", "--entity", "seed-0"],
-], ids=["kind", "entity", "layer", "rank", "step", "seq", "time", "kind-and-entity"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--kind", "NoSuchKind"],
+        ["--entity", "nobody-*"],
+        ["--layer", "99"],
+        ["--rank", "7"],
+        ["--from", "step:1000000"],
+        ["--from", "seq:1000000"],
+        ["--from", "time:2100-01-01T00:00:00Z"],
+        ["--kind", "StepSealed", "--entity", "seed-0"],
+    ],
+    ids=["kind", "entity", "layer", "rank", "step", "seq", "time", "kind-and-entity"],
+)
 @pytest.mark.parametrize("fmt", ["json", "pretty"])
 def test_filters_that_match_nothing_exit_0_with_no_output(
     capsys: pytest.CaptureFixture[str], tailed: Tailed, argv: list[str], fmt: str
@@ -233,9 +251,18 @@ def test_pretty_has_no_escape_codes_when_stdout_is_not_a_terminal(
 # -- bad input --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("start", [
-    "middle", "seq:", "seq:x", "seq:-1", "step:two", "time:yesterday", "line:3",
-])
+@pytest.mark.parametrize(
+    "start",
+    [
+        "middle",
+        "seq:",
+        "seq:x",
+        "seq:-1",
+        "step:two",
+        "time:yesterday",
+        "line:3",
+    ],
+)
 def test_a_malformed_from_is_exit_2_with_one_line(
     capsys: pytest.CaptureFixture[str], tailed: Tailed, start: str
 ) -> None:
@@ -319,6 +346,7 @@ def test_records_from_reads_to_the_end_or_follows_live_appends() -> None:
 
 def test_take_never_asks_for_a_record_past_the_count() -> None:
     """take returns after the Nth admitted record, so a follow with --count never waits for one more."""
+
     def then_nothing() -> Iterator[dict[str, Any]]:
         yield from ({"seq": n, "kind": "StepSealed" if n % 2 else "GateChecked"} for n in range(1, 6))
         raise AssertionError("take asked for a record past the count")
@@ -362,8 +390,14 @@ def env() -> dict[str, str]:
 
 def start_tail(url: str, run_id: str, *argv: str) -> subprocess.Popen[str]:
     """Start `python -m replay.cli tail URL --run RUN ARGV` with its output piped."""
-    return subprocess.Popen([sys.executable, "-m", "replay.cli", "tail", url, "--run", run_id, *argv],
-                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "replay.cli", "tail", url, "--run", run_id, *argv],
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def stdout_lines(process: subprocess.Popen[str]) -> queue.Queue[str | None]:
@@ -413,12 +447,30 @@ def test_follow_prints_what_another_process_appends_and_ctrl_c_exits_0(tailed: T
     url, run_id, records, _ = tailed
     start = f"seq:{len(records) + 1}"  # only what the writer adds: no race with the tail starting
     follower = start_tail(url, run_id, "--from", start, "--follow", "--format", "json")
-    counter = start_tail(url, run_id, "--from", start, "--follow", "--kind", "EntityRegistered,StepSealed",
-                         "--count", str(LATE + 1), "--format", "json")
+    counter = start_tail(
+        url,
+        run_id,
+        "--from",
+        start,
+        "--follow",
+        "--kind",
+        "EntityRegistered,StepSealed",
+        "--count",
+        str(LATE + 1),
+        "--format",
+        "json",
+    )
     try:
         lines = stdout_lines(follower)
-        writer = subprocess.run([sys.executable, "-c", WRITER, url, run_id, str(LATE)], cwd=REPO, env=env(),
-                                capture_output=True, text=True, timeout=GUARD_S, check=False)
+        writer = subprocess.run(
+            [sys.executable, "-c", WRITER, url, run_id, str(LATE)],
+            cwd=REPO,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=GUARD_S,
+            check=False,
+        )
         assert writer.returncode == 0, writer.stderr
 
         shown = [json.loads(line) for line in read_lines(lines, late_records(LATE), "the follower")]

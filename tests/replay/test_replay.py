@@ -79,13 +79,17 @@ def test_replay_to_a_time_given_as_iso_8601_matches_the_epoch_seconds(recorded: 
     assert_at(replay(log, Until.parse_time(iso), tensors=False), point)
 
 
-@pytest.mark.parametrize("until", [
-    None,
-    Until(),
-    Until(seq=10**9),
-    Until(step=10**9),
-    Until(time=4_102_444_800.0),  # 2100-01-01
-], ids=["none", "unbounded", "seq", "step", "time"])
+@pytest.mark.parametrize(
+    "until",
+    [
+        None,
+        Until(),
+        Until(seq=10**9),
+        Until(step=10**9),
+        Until(time=4_102_444_800.0),  # 2100-01-01
+    ],
+    ids=["none", "unbounded", "seq", "step", "time"],
+)
 def test_an_until_past_the_end_replays_to_the_end_and_says_it_reached_it(
     recorded: Recorded, until: Until | None
 ) -> None:
@@ -137,9 +141,16 @@ def test_a_replay_without_tensors_has_none(recorded: Recorded) -> None:
 # -- Until ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fields", [
-    {"seq": 1, "step": 1}, {"seq": 1, "time": 1.0}, {"step": 1, "time": 1.0}, {"seq": -1}, {"step": -1},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"seq": 1, "step": 1},
+        {"seq": 1, "time": 1.0},
+        {"step": 1, "time": 1.0},
+        {"seq": -1},
+        {"step": -1},
+    ],
+)
 def test_until_refuses_two_bounds_or_a_negative_one(fields: dict[str, float]) -> None:
     """An Until names at most one bound, and seq and step are never negative."""
     with pytest.raises(ConfigError):

@@ -33,8 +33,9 @@ def fresh() -> tuple[RegistryProjection, MetricsProjection, StateTensors]:
     return RegistryProjection(), MetricsProjection(), StateTensors(BUILTIN_SPECS, capacity=2)
 
 
-def assert_agree(projections: tuple[RegistryProjection, MetricsProjection, StateTensors],
-                 registry: Registry) -> None:
+def assert_agree(
+    projections: tuple[RegistryProjection, MetricsProjection, StateTensors], registry: Registry
+) -> None:
     """Assert all three projections describe `registry`, entity by entity, at its seq."""
     views, metrics, tensors = projections
     assert views.registry == registry
@@ -117,9 +118,14 @@ def test_resume_from_snapshots_taken_at_different_points_equals_a_full_replay() 
 # -- following on a thread -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", [
-    "memory", "jsonl", pytest.param("redis", marks=pytest.mark.redis_server),
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "memory",
+        "jsonl",
+        pytest.param("redis", marks=pytest.mark.redis_server),
+    ],
+)
 def test_a_started_runner_follows_the_writer_step_by_step_until_stopped(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, run_id: str
 ) -> None:
@@ -136,8 +142,9 @@ def test_a_started_runner_follows_the_writer_step_by_step_until_stopped(
     runner = Runner(reader, projections)
 
     def caught_up(point: Point) -> None:
-        wait_until(lambda: runner.seq >= point.seq or not runner.running,
-                   f"the runner to reach seq {point.seq}")
+        wait_until(
+            lambda: runner.seq >= point.seq or not runner.running, f"the runner to reach seq {point.seq}"
+        )
         assert runner.running
         assert_agree(projections, point.registry)
 
@@ -164,8 +171,14 @@ def test_stop_re_raises_the_error_a_projection_raised_while_following() -> None:
     runner.start()
     wait_until(lambda: runner.seq == log.last_seq(), "the runner to catch up")
 
-    ghost = TransitionApplied(run_id=log.run_id, step=1, entity="ghost", from_state="DORMANT",
-                              to_state="GERMINATED", trigger="germinate")
+    ghost = TransitionApplied(
+        run_id=log.run_id,
+        step=1,
+        entity="ghost",
+        from_state="DORMANT",
+        to_state="GERMINATED",
+        trigger="germinate",
+    )
     log.append([CODEC.to_record(ghost)])  # a raw append: nothing checks it on the way in
     wait_until(lambda: not runner.running, "the follow thread to end on the bad record")
     with pytest.raises(InconsistentEventError, match="ghost"):
@@ -180,8 +193,14 @@ def test_catch_up_raises_a_projections_error_and_keeps_the_seq_before_it() -> No
     log = MemoryLog("bad-catch-up")
     lc = Lifecycle(log)
     lc.start()
-    ghost = TransitionApplied(run_id=log.run_id, step=0, entity="ghost", from_state="DORMANT",
-                              to_state="GERMINATED", trigger="germinate")
+    ghost = TransitionApplied(
+        run_id=log.run_id,
+        step=0,
+        entity="ghost",
+        from_state="DORMANT",
+        to_state="GERMINATED",
+        trigger="germinate",
+    )
     log.append([CODEC.to_record(ghost)])
     views = RegistryProjection()
     with pytest.raises(InconsistentEventError):
@@ -189,10 +208,14 @@ def test_catch_up_raises_a_projections_error_and_keeps_the_seq_before_it() -> No
     assert views.registry == lc.registry
 
 
-@pytest.mark.parametrize("record", [
-    {"kind": "SeedExploded", "step": 0, "run_id": "odd"},
-    {"kind": "StepSealed", "schema": 99, "step": 0, "run_id": "odd"},
-], ids=["unknown-kind", "newer-schema"])
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"kind": "SeedExploded", "step": 0, "run_id": "odd"},
+        {"kind": "StepSealed", "schema": 99, "step": 0, "run_id": "odd"},
+    ],
+    ids=["unknown-kind", "newer-schema"],
+)
 def test_an_unknown_kind_or_a_newer_schema_raises_schema_error_before_any_projection_changes(
     record: dict[str, object],
 ) -> None:

@@ -139,14 +139,19 @@ def test_kasmina_minimum_epochs_in_state_and_the_rollback_exemption() -> None:
         "TRAINING": 100, "GRAFTING": 50, "STABILIZATION": 20, "EVALUATING": 30, "FINE_TUNING": 50,
     }  # fmt: skip
     skipping = {(t.source, t.target) for t in KASMINA_SPEC.transitions if t.skip_min_time}
-    assert skipping == {(s, "ROLLED_BACK") for s in
-                        ("GRAFTING", "STABILIZATION", "EVALUATING", "FINE_TUNING")}
+    assert skipping == {
+        (s, "ROLLED_BACK") for s in ("GRAFTING", "STABILIZATION", "EVALUATING", "FINE_TUNING")
+    }
 
 
 def test_kasmina_terminal_states_and_validators() -> None:
     """The four sinks are terminal and each metric validator guards its one edge."""
     assert {s.name for s in KASMINA_SPEC.states if s.terminal} == {
-        "FOSSILIZED", "CULLED", "CANCELLED", "ROLLED_BACK"}
+        "FOSSILIZED",
+        "CULLED",
+        "CANCELLED",
+        "ROLLED_BACK",
+    }
     gated = {(t.source, t.target): t.gates for t in KASMINA_SPEC.transitions if t.gates}
     assert gated == {
         ("TRAINING", "GRAFTING"): ("kasmina.reconstruction",),
@@ -217,7 +222,13 @@ def test_expert_states_edges_and_initial_states() -> None:
     """The expert spec has the 6 states, the 7 drawn edges plus merge's 2, and starts in
     pending_spawn or (a model's initial experts) active."""
     assert [s.name for s in EXPERT_SPEC.states] == [
-        "pending_spawn", "cooling", "active", "dormant", "pending_prune", "archived"]
+        "pending_spawn",
+        "cooling",
+        "active",
+        "dormant",
+        "pending_prune",
+        "archived",
+    ]
     assert edges(EXPERT_SPEC) == EXPERT_EDGES
     assert EXPERT_SPEC.initial == ("pending_spawn", "active")
     assert EXPERT_SPEC.gate_names == frozenset()
@@ -237,7 +248,13 @@ RUN_EDGES = {
 def test_run_states_and_edges() -> None:
     """The run spec has seeds/003's 6 states in order and the edges of its transitions list."""
     assert [s.name for s in RUN_SPEC.states] == [
-        "pending", "running", "stopping", "stopped", "interrupted", "terminated"]
+        "pending",
+        "running",
+        "stopping",
+        "stopped",
+        "interrupted",
+        "terminated",
+    ]
     assert edges(RUN_SPEC) == RUN_EDGES
     assert RUN_SPEC.initial == ("pending",)
     assert {s.name for s in RUN_SPEC.states if s.terminal} == {"terminated"}
@@ -267,11 +284,9 @@ AGENT_ROWS = {
     "deploying": {"deployed", "failed", "error"},
     "deployed": {"starting", "updating", "deleted"},
     "starting": {"online", "failed", "error", "timeout"},
-    "online": {"busy", "idle", "stopping", "updating", "maintenance", "suspended", "offline",
-               "error"},
+    "online": {"busy", "idle", "stopping", "updating", "maintenance", "suspended", "offline", "error"},
     "busy": {"idle", "online", "stopping", "maintenance", "suspended", "offline", "error"},
-    "idle": {"busy", "online", "stopping", "updating", "maintenance", "suspended", "offline",
-             "error"},
+    "idle": {"busy", "online", "stopping", "updating", "maintenance", "suspended", "offline", "error"},
     "stopping": {"offline", "terminated", "error"},
     "updating": {"online", "failed", "error"},
     "scaling": {"online", "busy", "idle", "error"},
@@ -300,8 +315,7 @@ def test_agent_categories_follow_the_source_groups_and_scaling_is_initial() -> N
     """Agent categories are DevCycle's comment groups; SCALING (no way in) is an initial state."""
     assert AGENT_SPEC.states_in(StateCategory.ERROR) == {"error", "failed", "timeout"}
     assert AGENT_SPEC.states_in(StateCategory.ACTIVE) == {"starting", "online", "busy", "idle"}
-    assert AGENT_SPEC.states_in(StateCategory.MAINTENANCE) == {
-        "maintenance", "suspended", "offline"}
+    assert AGENT_SPEC.states_in(StateCategory.MAINTENANCE) == {"maintenance", "suspended", "offline"}
     assert AGENT_SPEC.states_in(StateCategory.SUCCESS) == {"terminated", "deleted"}
     assert {s.name for s in AGENT_SPEC.states if s.terminal} == {"deleted"}
     assert AGENT_SPEC.initial == ("registered", "scaling")
@@ -391,15 +405,20 @@ def test_validator_accepts_the_minimal_well_formed_spec() -> None:
 @pytest.mark.parametrize(
     ("states", "transitions", "message"),
     [
-        pytest.param((A, B), (_edge("A", "B"), _edge("A", "B", "again")), "duplicate edge",
-                     id="duplicate-edge"),
-        pytest.param((A, B), (_edge("A", "B"), _edge("B", "Z")), "unknown state",
-                     id="unknown-state"),
+        pytest.param(
+            (A, B), (_edge("A", "B"), _edge("A", "B", "again")), "duplicate edge", id="duplicate-edge"
+        ),
+        pytest.param((A, B), (_edge("A", "B"), _edge("B", "Z")), "unknown state", id="unknown-state"),
         pytest.param((A, B, C), (_edge("A", "B"),), "unreachable", id="unreachable-state"),
-        pytest.param((A, _state("B", 1, terminal=True), C), (_edge("A", "B"), _edge("B", "C")),
-                     "terminal", id="exit-from-terminal"),
-        pytest.param((A, B, C), (_edge("A", "B", "go"), _edge("A", "C", "go")), "ambiguous",
-                     id="ambiguous-trigger"),
+        pytest.param(
+            (A, _state("B", 1, terminal=True), C),
+            (_edge("A", "B"), _edge("B", "C")),
+            "terminal",
+            id="exit-from-terminal",
+        ),
+        pytest.param(
+            (A, B, C), (_edge("A", "B", "go"), _edge("A", "C", "go")), "ambiguous", id="ambiguous-trigger"
+        ),
         pytest.param((A, _state("B", 0)), (_edge("A", "B"),), "duplicate", id="duplicate-code"),
     ],
 )
