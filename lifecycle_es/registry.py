@@ -42,6 +42,9 @@ from lifecycle_es.specs.run import RUN_SPEC
 
 __all__ = ["EntityState", "Registry", "fold", "fold_record", "holds_slot", "peer_of"]
 
+Record = Mapping[str, Any]
+"""A record as the log gives it back (the domain does not import the bus, so it names its own)."""
+
 HISTORY_LIMIT = 32
 """Transitions kept per entity: enough for hysteresis windows and debugging, bounded."""
 
@@ -320,8 +323,6 @@ def _slot_key(e: EntityState) -> _SlotKey:
 
 
 # -- the fold ------------------------------------------------------------------------------------
-
-Record = Mapping[str, Any]
 
 
 def fold(registry: Registry, event: EventBase) -> Registry:

@@ -8,15 +8,14 @@ from a log, or the `__dict__` of event models.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bus import Record
 from lifecycle_es.errors import SequenceGapError
 
 __all__ = ["Projection", "Record", "Snapshot"]
-
-Record = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

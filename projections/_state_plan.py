@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bus import Record
 from lifecycle_es.errors import InconsistentEventError
 from lifecycle_es.registry import holds_slot
 from lifecycle_es.spec import Spec
@@ -49,7 +50,6 @@ __all__ = [
     "plan_batch",
 ]
 
-Record = Mapping[str, Any]
 
 COLUMNS = (
     "state",

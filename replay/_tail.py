@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from bus import Log
+from bus import Log, Record
 from lifecycle_es.errors import ConfigError
 from replay._replay import Until, iter_records
 
 __all__ = ["Filter", "Printer", "records_from", "start_after"]
-
-Record = Mapping[str, Any]
 
 
 def start_after(log: Log, start: str) -> int:
