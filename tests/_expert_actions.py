@@ -24,7 +24,7 @@ from pydantic import JsonValue
 
 from lifecycle_es import Lifecycle
 from lifecycle_es.commands import Stamp
-from lifecycle_es.controllers import LifecycleConfig
+from lifecycle_es.controllers import ExpertCoordinatorConfig
 from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
@@ -89,7 +89,7 @@ def next_id(registry: Registry, layer: int) -> str:
 # -- the actions -----------------------------------------------------------------------------------
 
 
-def new_batch(lc: Lifecycle, step: int, config: LifecycleConfig) -> Batch:
+def new_batch(lc: Lifecycle, step: int, config: ExpertCoordinatorConfig) -> Batch:
     """A coordinator batch over the lifecycle's registry (observations already appended)."""
     return Batch(lc.registry, Stamp(run_id=lc.run_id, step=step, rank=lc.rank), config.snapshot())
 
@@ -188,7 +188,7 @@ def decide(
 
 def structural(
     batch: Batch,
-    config: LifecycleConfig,
+    config: ExpertCoordinatorConfig,
     action: Action,
     layer: int,
     *,
@@ -211,7 +211,7 @@ def structural(
 
 def spawn(
     batch: Batch,
-    config: LifecycleConfig,
+    config: ExpertCoordinatorConfig,
     layer: int,
     capacity: int,
     *,
@@ -260,7 +260,9 @@ def spawn(
     return child
 
 
-def prune(batch: Batch, config: LifecycleConfig, layer: int, entity: str, *, seed: int | None = None) -> None:
+def prune(
+    batch: Batch, config: ExpertCoordinatorConfig, layer: int, entity: str, *, seed: int | None = None
+) -> None:
     """A PRUNE as `Evaluation._prunes` makes it (the expert first brought to dormant)."""
     bring(batch, entity, S.DORMANT)
     gates = [
@@ -290,7 +292,13 @@ def prune(batch: Batch, config: LifecycleConfig, layer: int, entity: str, *, see
 
 
 def split(
-    batch: Batch, config: LifecycleConfig, layer: int, parent: str, capacity: int, *, seed: int | None = None
+    batch: Batch,
+    config: ExpertCoordinatorConfig,
+    layer: int,
+    parent: str,
+    capacity: int,
+    *,
+    seed: int | None = None,
 ) -> str:
     """A SPLIT as `Evaluation._split` makes it (the parent first brought to active)."""
     bring(batch, parent, S.ACTIVE)
@@ -328,7 +336,7 @@ def split(
 
 def merge(
     batch: Batch,
-    config: LifecycleConfig,
+    config: ExpertCoordinatorConfig,
     layer: int,
     survivor: str,
     absorbed: str,
@@ -392,7 +400,7 @@ class SeededDecider:
 
     def __init__(
         self,
-        config: LifecycleConfig,
+        config: ExpertCoordinatorConfig,
         capacity: int,
         *,
         seed: int,

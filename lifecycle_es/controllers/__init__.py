@@ -2,12 +2,12 @@
 
 `ExpertCoordinator` runs the Mixture-of-Experts expert lifecycle of seeds/002 (spawn, prune,
 split and merge with patience, cooldowns, budgets and basin similarity) under a
-`LifecycleConfig`; `expert_id` names the experts it creates.
+`ExpertCoordinatorConfig`; `expert_id` names the experts it creates.
 """
 
-from lifecycle_es.controllers._config import InitStrategy, LifecycleConfig
+from lifecycle_es.controllers._config import ExpertCoordinatorConfig, InitStrategy
 from lifecycle_es.controllers._expert_ids import expert_id
 from lifecycle_es.controllers._signals import BREADTH
 from lifecycle_es.controllers.expert import ExpertCoordinator
 
-__all__ = ["BREADTH", "ExpertCoordinator", "InitStrategy", "LifecycleConfig", "expert_id"]
+__all__ = ["BREADTH", "ExpertCoordinator", "ExpertCoordinatorConfig", "InitStrategy", "expert_id"]

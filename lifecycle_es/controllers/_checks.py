@@ -7,7 +7,7 @@ over the registry, so every limit reads facts folded from the log and nothing el
 from __future__ import annotations
 
 from lifecycle_es.controllers._batch import Check
-from lifecycle_es.controllers._config import LifecycleConfig
+from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.events import Action, GateCategory
 from lifecycle_es.policies import (
     action_budget_left,
@@ -36,7 +36,7 @@ def live(registry: Registry, layer: int) -> int:
     return sum(registry.population(_EXPERT, layer, s) for s in LIVE_STATES)
 
 
-def floor(registry: Registry, config: LifecycleConfig, gate: str, layer: int) -> Check:
+def floor(registry: Registry, config: ExpertCoordinatorConfig, gate: str, layer: int) -> Check:
     """Pass while the layer may lose a live expert without going under `min_experts_per_layer`."""
     least = config.min_experts_per_layer
     left = population_floor_left(registry, _EXPERT, layer, LIVE_STATES, least)
@@ -50,7 +50,7 @@ def floor(registry: Registry, config: LifecycleConfig, gate: str, layer: int) ->
     )
 
 
-def cap(registry: Registry, config: LifecycleConfig, gate: str, layer: int) -> Check:
+def cap(registry: Registry, config: ExpertCoordinatorConfig, gate: str, layer: int) -> Check:
     """Pass while the layer has room for another live expert under `max_experts_per_layer`."""
     most = config.max_experts_per_layer
     left = population_budget_left(registry, _EXPERT, layer, LIVE_STATES, most)
@@ -107,7 +107,7 @@ def cooldown(registry: Registry, step: int, gate: str, action: Action, steps: in
     )
 
 
-def lineage(step: int, config: LifecycleConfig, a: EntityState, b: EntityState) -> Check:
+def lineage(step: int, config: ExpertCoordinatorConfig, a: EntityState, b: EntityState) -> Check:
     """Pass unless one expert was made from the other less than `split_cooldown_per_expert` ago.
 
     A clone starts with its parent's weights and basin (seeds/002: "their basins should diverge

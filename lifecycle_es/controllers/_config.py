@@ -1,12 +1,12 @@
-"""`LifecycleConfig`: every knob of the expert coordinator, with ChronoMoE v3's defaults.
+"""`ExpertCoordinatorConfig`: every knob of the expert coordinator, with ChronoMoE v3's defaults.
 
 The defaults are those of seeds/002 (reference/seed-projects.md section 2.6). The fields it
 leaves open are added here, each saying why: the starvation thresholds that make "high routing
 entropy or saturated top-k" a test, the share below which an expert counts as receiving nothing,
 per-cycle budgets for splits and merges, and the length of a merged expert's "brief" cooling.
 
-Not to be confused with `lifecycle_es.LifecycleConfig`, which configures a `Lifecycle` writer
-(gate mode, metric window); that one's `metric_window` must be at least `basin_window_size`.
+The `Lifecycle` writer the coordinator decides through has its own `lifecycle_es.LifecycleConfig`
+(gate mode, metric window), whose `metric_window` must be at least `basin_window_size`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from pydantic import JsonValue
 
 from lifecycle_es.errors import ConfigError
 
-__all__ = ["InitStrategy", "LifecycleConfig"]
+__all__ = ["ExpertCoordinatorConfig", "InitStrategy"]
 
 InitStrategy = Literal["random", "clone_and_perturb", "mean_cluster"]
 """How a spawned expert's weights start (seeds/002)."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class LifecycleConfig:
+class ExpertCoordinatorConfig:
     """When the expert coordinator spawns, prunes, splits and merges, and what limits it."""
 
     # -- spawning ------------------------------------------------------------------------------
@@ -180,14 +180,14 @@ class LifecycleConfig:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-def _check_int(config: LifecycleConfig, name: str, low: int) -> None:
+def _check_int(config: ExpertCoordinatorConfig, name: str, low: int) -> None:
     value = getattr(config, name)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def _check_float(
-    config: LifecycleConfig,
+    config: ExpertCoordinatorConfig,
     name: str,
     low: float,
     high: float,

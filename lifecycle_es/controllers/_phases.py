@@ -35,7 +35,7 @@ from pydantic import JsonValue
 
 from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Batch, Check
-from lifecycle_es.controllers._config import LifecycleConfig
+from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
 from lifecycle_es.controllers._signals import (
     COACT,
@@ -74,7 +74,7 @@ class _Pair:
 class Evaluation:
     """The work of one `decide` call; `run()` returns its events in append order."""
 
-    def __init__(self, config: LifecycleConfig, capacity: dict[int, int], batch: Batch) -> None:
+    def __init__(self, config: ExpertCoordinatorConfig, capacity: dict[int, int], batch: Batch) -> None:
         self.config = config
         self.capacity = capacity
         self.batch = batch

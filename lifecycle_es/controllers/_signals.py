@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lifecycle_es.controllers._basin_math import basin_overlap, normalized_entropy, topology_debt
-from lifecycle_es.controllers._config import LifecycleConfig
+from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.registry import Registry
 
 __all__ = [
@@ -76,7 +76,7 @@ class LayerSignal:
         return {BREADTH: self.breadth[-1]} if self.breadth and self.breadth[-1] is not None else {}
 
 
-def layer_signal(registry: Registry, layer: int, config: LifecycleConfig) -> LayerSignal:
+def layer_signal(registry: Registry, layer: int, config: ExpertCoordinatorConfig) -> LayerSignal:
     """Return the layer's per-checkpoint starvation, debt and spread.
 
     A checkpoint is starved when the layer has no dead expert (every expert carries load, so
@@ -114,7 +114,7 @@ def layer_signal(registry: Registry, layer: int, config: LifecycleConfig) -> Lay
     return LayerSignal(starved, debt, spread, saturation, breadth, latest)
 
 
-def _spread_thin(config: LifecycleConfig, spread: float, saturation: float | None) -> bool:
+def _spread_thin(config: ExpertCoordinatorConfig, spread: float, saturation: float | None) -> bool:
     entropy_at = config.starvation_entropy_threshold
     saturation_at = config.starvation_saturation_threshold
     if entropy_at is None and saturation_at is None:  # not asked, unless no test is set at all
@@ -124,7 +124,7 @@ def _spread_thin(config: LifecycleConfig, spread: float, saturation: float | Non
     )
 
 
-def _broad(config: LifecycleConfig, breadth: float | None) -> bool:
+def _broad(config: ExpertCoordinatorConfig, breadth: float | None) -> bool:
     at = config.starvation_breadth_threshold
     return at is None or (breadth is not None and breadth >= at)
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from lifecycle_es import commands
 from lifecycle_es.commands import Stamp, check_metrics
 from lifecycle_es.controllers._batch import Batch
-from lifecycle_es.controllers._config import InitStrategy, LifecycleConfig
+from lifecycle_es.controllers._config import ExpertCoordinatorConfig, InitStrategy
 from lifecycle_es.controllers._expert_ids import expert_id, layer_of, parse_expert_id
 from lifecycle_es.controllers._phases import Evaluation
 from lifecycle_es.controllers._signals import (
@@ -44,7 +44,7 @@ from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
 if TYPE_CHECKING:
     from lifecycle_es.session import Lifecycle
 
-__all__ = ["ExpertCoordinator", "InitStrategy", "LifecycleConfig", "expert_id"]
+__all__ = ["ExpertCoordinator", "ExpertCoordinatorConfig", "InitStrategy", "expert_id"]
 
 _TOLERANCE = 1e-3
 """Slack for float metrics that must lie in a range or sum to 1 (float32 sums drift)."""
@@ -53,10 +53,12 @@ _TOLERANCE = 1e-3
 class ExpertCoordinator:
     """Decides spawns, prunes, splits and merges of the experts of the layers it manages."""
 
-    def __init__(self, config: LifecycleConfig, capacity: Mapping[int, int]) -> None:
+    def __init__(self, config: ExpertCoordinatorConfig, capacity: Mapping[int, int]) -> None:
         """Manage the layers named in `capacity`, each with that many expert slots."""
-        if not isinstance(config, LifecycleConfig):
-            raise ConfigError(f"config must be a controllers.LifecycleConfig, got {type(config).__name__}")
+        if not isinstance(config, ExpertCoordinatorConfig):
+            raise ConfigError(
+                f"config must be a controllers.ExpertCoordinatorConfig, got {type(config).__name__}"
+            )
         for layer, slots in capacity.items():
             for name, value, low in (("layer", layer, 0), ("capacity", slots, 1)):
                 if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -165,7 +167,7 @@ class ExpertCoordinator:
             raise ConfigError(
                 f"the registry keeps {registry.window} observations per metric, fewer than "
                 f"basin_window_size {self.config.basin_window_size}; build the Lifecycle with "
-                f"LifecycleConfig(metric_window={self.config.basin_window_size})"
+                f"ExpertCoordinatorConfig(metric_window={self.config.basin_window_size})"
             )
 
 

@@ -24,8 +24,8 @@ import torch
 
 from bus import Log
 from lifecycle_es import ConfigError, Lifecycle
-from lifecycle_es.controllers import ExpertCoordinator, LifecycleConfig
-from lifecycle_es.session import LifecycleConfig as SessionConfig
+from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
+from lifecycle_es.session import LifecycleConfig
 from projections import distributed
 from projections.basin import BasinTracker
 from projections.distributed import Replicated
@@ -76,8 +76,8 @@ class DemoOptions:
         return asdict(self)
 
 
-def demo_config(options: DemoOptions) -> LifecycleConfig:
-    """Return the demo's `LifecycleConfig`: seeds/002's defaults except where the demo is short.
+def demo_config(options: DemoOptions) -> ExpertCoordinatorConfig:
+    """Return the demo's `ExpertCoordinatorConfig`: seeds/002's defaults except where the demo is short.
 
     Every other threshold, patience count (in checkpoints) and budget keeps its default. Changed:
 
@@ -107,7 +107,7 @@ def demo_config(options: DemoOptions) -> LifecycleConfig:
       grace has passed;
     - `max_experts_per_layer` from the options (16 by default, the seeds/002 default).
     """
-    return LifecycleConfig(
+    return ExpertCoordinatorConfig(
         lifecycle_eval_interval=10,
         spawn_cooldown_steps=50,
         prune_patience=5,
@@ -335,7 +335,7 @@ class _LifecycleSide:
         self.ranks = ranks
         self.config = demo_config(options)
         self.lc = Lifecycle(
-            log, config=SessionConfig(metric_window=self.config.basin_window_size), rank=run.rank
+            log, config=LifecycleConfig(metric_window=self.config.basin_window_size), rank=run.rank
         )
         self.run_id = self.lc.run_id
         layers = run.model.layers()

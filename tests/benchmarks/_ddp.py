@@ -21,11 +21,11 @@ import torch.multiprocessing as mp
 
 from bus import Log, MemoryLog
 from lifecycle_es import Lifecycle
-from lifecycle_es.controllers import ExpertCoordinator, LifecycleConfig
+from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
 from lifecycle_es.errors import DivergenceError
 from lifecycle_es.events import ActionsVerified
 from lifecycle_es.registry import Registry
-from lifecycle_es.session import LifecycleConfig as SessionConfig
+from lifecycle_es.session import LifecycleConfig
 from lifecycle_es.specs import BUILTIN_SPECS
 from projections import distributed
 from projections.basin import BasinReadout, BasinTracker
@@ -115,7 +115,7 @@ class Trainer:
         return batch.types
 
 
-def lifecycle_config(options: DemoOptions, **overrides: Any) -> LifecycleConfig:
+def lifecycle_config(options: DemoOptions, **overrides: Any) -> ExpertCoordinatorConfig:
     """The demo's lifecycle config (see `replay.demo.demo_config`), with overrides."""
     from replay.demo import demo_config
 
@@ -123,7 +123,7 @@ def lifecycle_config(options: DemoOptions, **overrides: Any) -> LifecycleConfig:
     if not overrides:
         return base
     fields = {**{k: getattr(base, k) for k in base.__dataclass_fields__}, **overrides}
-    return LifecycleConfig(**fields)
+    return ExpertCoordinatorConfig(**fields)
 
 
 class Phases:
@@ -163,7 +163,7 @@ Decide = Callable[[Lifecycle, int, BasinReadout], None]
 class _Side:
     """What every lifecycle variant has: the coordinator, surgery, state tensors, basin tracking."""
 
-    def __init__(self, trainer: Trainer, config: LifecycleConfig) -> None:
+    def __init__(self, trainer: Trainer, config: ExpertCoordinatorConfig) -> None:
         self.trainer = trainer
         self.config = config
         self.layers = trainer.model.layers()
@@ -212,12 +212,12 @@ class Ours(_Side):
     """The lifecycle wired as the demo wires it: `LifecycleSync` on a shared log (Redis, JSONL)."""
 
     def __init__(
-        self, trainer: Trainer, config: LifecycleConfig, log: Log, sync: SyncConfig | None = None
+        self, trainer: Trainer, config: ExpertCoordinatorConfig, log: Log, sync: SyncConfig | None = None
     ) -> None:
         super().__init__(trainer, config)
         self.log = log
         self.lc = Lifecycle(
-            log, config=SessionConfig(metric_window=config.basin_window_size), rank=trainer.rank
+            log, config=LifecycleConfig(metric_window=config.basin_window_size), rank=trainer.rank
         )
         self.tensors = StateTensors(self.lc.registry.specs)
         self.runner = Runner(log, [self.surgery, self.tensors])
@@ -258,13 +258,13 @@ class Peer(_Side):
     with `broadcast_object_list`, every rank applies them to the same projections and all-reduces
     MIN/MAX of the same digest."""
 
-    def __init__(self, trainer: Trainer, config: LifecycleConfig, run_id: str) -> None:
+    def __init__(self, trainer: Trainer, config: ExpertCoordinatorConfig, run_id: str) -> None:
         super().__init__(trainer, config)
         self.leader = trainer.rank == 0
         self.lc = (
             Lifecycle(
                 MemoryLog(run_id),
-                config=SessionConfig(metric_window=config.basin_window_size),
+                config=LifecycleConfig(metric_window=config.basin_window_size),
                 rank=trainer.rank,
             )
             if self.leader

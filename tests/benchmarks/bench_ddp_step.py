@@ -374,7 +374,7 @@ def main() -> None:
         "--interval",
         type=int,
         default=5,
-        help="steps per evaluation (LifecycleConfig's default; the demo uses 10)",
+        help="steps per evaluation (ExpertCoordinatorConfig's default; the demo uses 10)",
     )
     parser.add_argument("--strategy", choices=("masked", "resize"), default="masked")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")

@@ -51,7 +51,7 @@ from bench_append import redis_url  # a sibling script
 
 import bus
 from lifecycle_es import Lifecycle
-from lifecycle_es.controllers import LifecycleConfig
+from lifecycle_es.controllers import ExpertCoordinatorConfig
 from lifecycle_es.events import Action
 from projections.basin import BasinReadout
 from replay.demo import DemoOptions
@@ -64,7 +64,7 @@ class RandomActions:
     """The leader's decide: the checkpoint's observations, then random valid actions."""
 
     def __init__(
-        self, side: Ours, config: LifecycleConfig, *, seed: int, total: int, per_boundary: int
+        self, side: Ours, config: ExpertCoordinatorConfig, *, seed: int, total: int, per_boundary: int
     ) -> None:
         self.side = side
         self.decider = SeededDecider(

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lifecycle_es import ConfigError
-from lifecycle_es.controllers import BREADTH, ExpertCoordinator, LifecycleConfig
+from lifecycle_es.controllers import BREADTH, ExpertCoordinator, ExpertCoordinatorConfig
 from projections.basin import BasinTracker, basin_breadth, layer_metrics
 from projections.moe import MoELayer
 
@@ -176,7 +176,7 @@ def test_the_coordinator_accepts_the_readout() -> None:
     _routed(layer)
     tracker.record(TYPES)
     out = tracker.collect({0: IDS})
-    coordinator = ExpertCoordinator(LifecycleConfig(), capacity={0: 4})
+    coordinator = ExpertCoordinator(ExpertCoordinatorConfig(), capacity={0: 4})
     events = coordinator.observations(run_id="r", step=5, experts=out.experts, layers=out.layers)
     assert len(events) == 5
 

@@ -7,9 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from lifecycle_es import BUILTIN_SPECS, Action, DecisionMade, Lifecycle, Registry, fold_record
-from lifecycle_es import LifecycleConfig as SessionConfig
-from lifecycle_es.controllers import ExpertCoordinator, LifecycleConfig, expert_id
+from lifecycle_es import (
+    BUILTIN_SPECS,
+    Action,
+    DecisionMade,
+    Lifecycle,
+    LifecycleConfig,
+    Registry,
+    fold_record,
+)
+from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
 from lifecycle_es.registry import peer_of
 from projections import RegistryProjection
 
@@ -21,10 +28,10 @@ LAYER_METRICS = {"entropy": 1.0, "n_eff": 2.7, "top2_share": 0.5, "dead_count": 
 
 
 def _lifecycle() -> tuple[Lifecycle, ExpertCoordinator]:
-    lc = Lifecycle(run_id="bounded", config=SessionConfig(metric_window=WINDOW))
+    lc = Lifecycle(run_id="bounded", config=LifecycleConfig(metric_window=WINDOW))
     lc.start(seed=3)
     coordinator = ExpertCoordinator(
-        LifecycleConfig(
+        ExpertCoordinatorConfig(
             basin_window_size=WINDOW,
             spawn_patience=2,
             prune_patience=2,
@@ -139,7 +146,7 @@ def test_a_replay_of_a_run_with_archived_experts_equals_the_live_registry() -> N
         fold_record(replayed, record)
     projection = RegistryProjection(window=WINDOW)
     projection.apply(records)
-    restarted = Lifecycle(lc.log, config=SessionConfig(metric_window=WINDOW))
+    restarted = Lifecycle(lc.log, config=LifecycleConfig(metric_window=WINDOW))
     restored = Registry.from_state(BUILTIN_SPECS, lc.registry.to_state())
     assert replayed == projection.registry == restarted.registry == restored == lc.registry
     assert replayed.to_state() == lc.registry.to_state()

@@ -24,10 +24,10 @@ from lifecycle_es import (
     GateChecked,
     InvalidMetricError,
     Lifecycle,
+    LifecycleConfig,
     TransitionApplied,
 )
-from lifecycle_es import LifecycleConfig as SessionConfig
-from lifecycle_es.controllers import ExpertCoordinator, LifecycleConfig, expert_id
+from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
 from lifecycle_es.controllers._basin_math import (
     basin_overlap,
     decision_seed,
@@ -41,7 +41,7 @@ EVERY = 10
 """Training steps between two evaluation checkpoints."""
 N = 3
 """The patience of every action in BASE."""
-BASE = LifecycleConfig(
+BASE = ExpertCoordinatorConfig(
     spawn_patience=N,
     prune_patience=N,
     split_patience=N,
@@ -66,12 +66,12 @@ class Run:
 
     def __init__(
         self,
-        config: LifecycleConfig = BASE,
+        config: ExpertCoordinatorConfig = BASE,
         capacity: Mapping[int, int] | None = None,
         initial: Mapping[int, int] | None = None,
     ) -> None:
         self.config = config
-        self.lc = Lifecycle(run_id=RUN, config=SessionConfig(metric_window=config.basin_window_size))
+        self.lc = Lifecycle(run_id=RUN, config=LifecycleConfig(metric_window=config.basin_window_size))
         self.lc.start()
         self.coordinator = ExpertCoordinator(config, capacity or {0: 8})
         for layer, count in (initial or {0: 4}).items():
@@ -176,7 +176,7 @@ def identical(*entities: str, cosine: float = 0.99) -> dict[str, dict[str, float
 
 def test_the_defaults_are_chronomoe_v3s() -> None:
     """Every default seeds/002 names is kept, and the snapshot is plain JSON of every field."""
-    cfg = LifecycleConfig()
+    cfg = ExpertCoordinatorConfig()
     assert (
         cfg.spawn_patience,
         cfg.spawn_cooldown_steps,
@@ -223,7 +223,7 @@ def test_a_bad_config_value_is_refused_at_construction(bad: dict[str, Any]) -> N
         ConfigError,
         match=next(iter(bad)) if next(iter(bad)) != "basin_window_size" else "exceeds basin_window_size",
     ):
-        LifecycleConfig(**bad)
+        ExpertCoordinatorConfig(**bad)
 
 
 def test_initial_experts_are_registered_active_in_their_slots() -> None:
@@ -295,9 +295,9 @@ def test_bad_observations_raise_before_any_event_exists(
 
 def test_a_registry_window_shorter_than_the_basin_window_is_refused() -> None:
     """decide() refuses a registry that keeps fewer observations than basin_window_size."""
-    lc = Lifecycle(run_id=RUN, config=SessionConfig(metric_window=10))
+    lc = Lifecycle(run_id=RUN, config=LifecycleConfig(metric_window=10))
     with pytest.raises(ConfigError, match="metric_window=50"):
-        ExpertCoordinator(LifecycleConfig(), {0: 4}).decide(lc.registry, run_id=RUN, step=0)
+        ExpertCoordinator(ExpertCoordinatorConfig(), {0: 4}).decide(lc.registry, run_id=RUN, step=0)
 
 
 # -- state upkeep: dormancy, recovery, cooling ---------------------------------------------------
@@ -770,7 +770,7 @@ def test_a_coordinator_on_a_registry_rebuilt_from_the_log_decides_the_same() -> 
     actions = set()
     for observed in script:
         run.observe(observed.get("shares"), experts=observed.get("experts"), layers=observed.get("layers"))
-        rebuilt = Lifecycle(run.lc.log, config=SessionConfig(metric_window=BASE.basin_window_size))
+        rebuilt = Lifecycle(run.lc.log, config=LifecycleConfig(metric_window=BASE.basin_window_size))
         assert rebuilt.registry == run.lc.registry
         replayed = run.coordinator.decide(rebuilt.registry, run_id=RUN, step=run.step)
         live = run.decide()
