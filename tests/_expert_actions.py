@@ -18,7 +18,7 @@ from __future__ import annotations
 import collections
 import random
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import JsonValue
 
@@ -152,38 +152,25 @@ def decide(
     config: Mapping[str, JsonValue] | None = None,
 ) -> None:
     """`Batch.decide`; with `seed` or `config`, the same event with that seed or config snapshot."""
-    if seed is None and config is None:
-        batch.decide(
-            action,
-            layer=layer,
-            entity=entity,
-            target=target,
-            reason=reason,
-            metrics=metrics,
-            parent=parent,
-            children=children,
-        )
-        return
-    from lifecycle_es.controllers._basin_math import decision_seed
-
-    step = batch.stamp.step
-    batch.add(
-        DecisionMade(
-            run_id=batch.stamp.run_id,
-            step=step,
-            rank=batch.stamp.rank,
-            entity=entity,
-            action=action,
-            layer=layer,
-            parent=parent,
-            children=list(children),
-            reason=reason,
-            metrics_at_decision=dict(metrics),
-            config_snapshot=dict(config or batch.config),
-            apply_at_step=step + 1,
-            seed=decision_seed(batch.registry.run_seed, step, action.value, target) if seed is None else seed,
-        )
+    batch.decide(
+        action,
+        layer=layer,
+        entity=entity,
+        target=target,
+        reason=reason,
+        metrics=metrics,
+        parent=parent,
+        children=children,
     )
+    made = batch.events[-1]
+    assert isinstance(made, DecisionMade)
+    update: dict[str, Any] = {}
+    if seed is not None:
+        update["seed"] = seed
+    if config is not None:
+        update["config_snapshot"] = dict(config)
+    if update:  # neither field is folded, so the scratch registry is the same either way
+        batch.events[-1] = made.model_copy(update=update)
 
 
 def structural(
