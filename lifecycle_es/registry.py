@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bus import Record
 from lifecycle_es.errors import (
     InconsistentEventError,
     SchemaError,
@@ -41,9 +42,6 @@ from lifecycle_es.spec import Spec, StateCategory
 from lifecycle_es.specs.run import RUN_SPEC
 
 __all__ = ["EntityState", "Registry", "fold", "fold_record", "holds_slot", "peer_of"]
-
-Record = Mapping[str, Any]
-"""A record as the log gives it back (the domain does not import the bus, so it names its own)."""
 
 HISTORY_LIMIT = 32
 """Transitions kept per entity: enough for hysteresis windows and debugging, bounded."""

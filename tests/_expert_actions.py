@@ -31,7 +31,7 @@ from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
 from lifecycle_es.events import Action, DecisionMade, EventBase, GateCategory
 from lifecycle_es.registry import EntityState, Registry
 from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
-from projections.surgery import SPAWN_INITS
+from projections.moe.surgery import SPAWN_INITS
 
 if TYPE_CHECKING:
     from replay.demo import DemoRun

@@ -1,13 +1,16 @@
 """`lifecycle-es demo`: a small MoE trained on a non-stationary task, its experts run by the lifecycle.
 
-The task (`_task`) changes in phases so that spawning, pruning, splitting and merging experts
-each become useful at some point; the expert coordinator decides from routing statistics
-alone. The loop (`_loop`) writes every observation, decision and seal to the run's log and
-folds them into the model through `ModelSurgery`, so the log replays to the same experts.
+Written to be read and copied: `train` is the training loop with the expert lifecycle wired
+in (start here), `model` the MoE model it trains, `task` the synthetic task, which changes in
+phases so that spawning, pruning, splitting and merging experts each become useful at some
+point, and `report` the summary `lifecycle-es demo` prints. The expert coordinator decides
+from routing statistics alone; the loop writes every observation, decision and seal to the
+run's log and folds them into the model through `ModelSurgery`, so the log replays to the
+same experts.
 """
 
-from replay.demo._loop import DemoOptions, DemoRun, PhaseLoss, RankOptions, Tick, demo_config
-from replay.demo._task import PHASES, Phase, Task
+from replay.demo.task import PHASES, Phase, Task
+from replay.demo.train import DemoOptions, DemoRun, PhaseLoss, RankOptions, Tick, demo_config
 
 __all__ = [
     "PHASES",

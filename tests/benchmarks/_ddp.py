@@ -27,15 +27,15 @@ from lifecycle_es.events import ActionsVerified
 from lifecycle_es.registry import Registry
 from lifecycle_es.session import LifecycleConfig
 from lifecycle_es.specs import BUILTIN_SPECS
-from projections import distributed
-from projections.basin import BasinReadout, BasinTracker
-from projections.distributed import Replicated
+from projections.moe.basin import BasinReadout, BasinTracker
+from projections.moe.surgery import ModelSurgery
 from projections.runner import Runner
 from projections.state_tensors import StateTensors
-from projections.surgery import ModelSurgery
-from projections.sync import Boundary, LifecycleSync, SyncConfig
+from projections.training import distributed
+from projections.training.distributed import Replicated
+from projections.training.sync import Boundary, LifecycleSync, SyncConfig
 from replay.demo import DemoOptions, Task
-from replay.demo._model import DemoModel
+from replay.demo.model import DemoModel
 from tests._expert_actions import S
 
 # -- ranks ---------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ import bus
 from lifecycle_es import Lifecycle
 from lifecycle_es.controllers import ExpertCoordinatorConfig
 from lifecycle_es.events import Action
-from projections.basin import BasinReadout
+from projections.moe.basin import BasinReadout
 from replay.demo import DemoOptions
 from tests._expert_actions import SeededDecider
 

@@ -15,7 +15,7 @@ of the expert coordinator: every EVERY steps one of SPAWN, SPLIT, PRUNE, MERGE i
 experts its seed picks, so what a run decides does not depend on this CPU's floats. A train
 report lists, after every evaluation step, the routing experts and the rows of each layer.
 
-Mode `collectives` exercises `projections.distributed` on real tensors and prints what it saw.
+Mode `collectives` exercises `projections.training.distributed` on real tensors and prints what it saw.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import torch
 import torch.distributed as dist
 
 import bus
-from projections import distributed
-from projections.sync import SyncConfig
-from replay._launch import worker_from_env
+from projections.training import distributed
+from projections.training.sync import SyncConfig
+from replay.cli._launch import worker_from_env
 from replay.demo import DemoOptions, DemoRun, RankOptions, demo_config
 from tests._expert_actions import install
 
@@ -126,7 +126,7 @@ def _die_while_deciding(demo: DemoRun, step: int) -> None:
 
 
 def collectives() -> dict[str, Any]:
-    """Run each `projections.distributed` helper on rank-dependent tensors; return what came back."""
+    """Run each `projections.training.distributed` helper on rank-dependent tensors; return what came back."""
     rank, size = dist.get_rank(), dist.get_world_size()
     summed = {
         "float32": torch.full((2, 3), float(rank + 1)),

@@ -2,7 +2,7 @@
 
 One 3-rank `demo --ranks 3 --strategy resize` run once ended with exit status 134: a rank died
 of SIGABRT at its end, after training had finished and agreed. Ranks now leave the process
-group in step (`projections.distributed.process_group`: a barrier, then the group destroyed).
+group in step (`projections.training.distributed.process_group`: a barrier, then the group destroyed).
 A handful of short runs of the command, each through its own launcher, must all end with
 status 0 and without a C++ termination or a fatal interpreter error on any rank's stderr.
 """

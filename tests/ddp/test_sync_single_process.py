@@ -21,11 +21,12 @@ import bus
 from bus import MemoryLog
 from bus.testing import free_port
 from lifecycle_es import Action, ConfigError, DecisionMade, InconsistentEventError, Lifecycle
-from projections import Snapshot, distributed
-from projections.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from projections.distributed import Replicated
+from projections import Snapshot
 from projections.runner import Runner
-from projections.sync import LifecycleSync, SyncConfig, _check_decisions
+from projections.training import distributed
+from projections.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from projections.training.distributed import Replicated
+from projections.training.sync import LifecycleSync, SyncConfig, _check_decisions
 from replay.demo import DemoOptions, DemoRun, RankOptions
 from tests._expert_actions import install
 

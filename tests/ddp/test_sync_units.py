@@ -7,11 +7,11 @@ import torch
 
 from bus import MemoryLog
 from lifecycle_es import Lifecycle
-from projections.distributed import Replicated
+from projections.moe.surgery import ModelSurgery
 from projections.runner import Runner
-from projections.surgery import ModelSurgery
-from projections.sync import LifecycleSync
-from replay.demo._model import DemoModel
+from projections.training.distributed import Replicated
+from projections.training.sync import LifecycleSync
+from replay.demo.model import DemoModel
 from tests._cli import one_line, run_cli
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from replay._cmd_demo import DEFAULT_STEPS
+from replay.cli.demo import DEFAULT_STEPS
 from replay.demo import DemoOptions, Tick
-from replay.demo._report import ProgressBar
+from replay.demo.report import ProgressBar
 from tests._cli import one_line as _one_line
 from tests._cli import run_cli as _cli
 

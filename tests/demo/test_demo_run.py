@@ -19,7 +19,7 @@ from lifecycle_es import Registry
 from lifecycle_es.controllers import ExpertCoordinator
 from replay._replay import Replay, replay
 from replay.demo import DemoOptions, DemoRun, demo_config
-from replay.demo._task import PHASES
+from replay.demo.task import PHASES
 
 VOLATILE = ("event_id", "ts", "causation")
 """Fields that differ between two identical runs: fresh ids and wall times."""

@@ -19,8 +19,8 @@ from lifecycle_es import (
     Lifecycle,
 )
 from projections import Snapshot
-from projections.moe import MoELayer
-from projections.surgery import ModelSurgery, Strategy, optimizer_params_match
+from projections.moe.layer import MoELayer
+from projections.moe.surgery import ModelSurgery, Strategy, optimizer_params_match
 
 D_MODEL, D_HIDDEN, CAPACITY, TOKENS = 8, 16, 8, 64
 STRATEGIES: tuple[Strategy, ...] = ("masked", "resize")

@@ -42,15 +42,15 @@ from torch import nn
 from lifecycle_es.errors import ConfigError, InconsistentEventError
 from lifecycle_es.events import Action
 from lifecycle_es.specs.expert import EXPERT_SPEC
-from projections._expert_slots import ROUTING_STATES, ExpertSlots, Strategy
-from projections._optim_state import optimizer_holds, optimizer_params_match
 from projections._projection import Projection, Record, Snapshot
-from projections._slot_ops import SlotEditor
-from projections.moe import ExpertLayer
+from projections.moe._expert_slots import ROUTING_STATES, ExpertSlots, Strategy
+from projections.moe._optim_state import optimizer_holds, optimizer_params_match
+from projections.moe._slot_ops import SlotEditor
+from projections.moe.layer import ExpertLayer
 
 __all__ = ["ROUTING_STATES", "SPAWN_INITS", "ModelSurgery", "Strategy", "optimizer_params_match"]
 
-_log = logging.getLogger("projections.surgery")
+_log = logging.getLogger("projections.moe.surgery")
 
 SPAWN_INITS = ("random", "clone_and_perturb", "mean_cluster")
 """The spawn init strategies of seeds/002's `spawn_init_strategy`."""

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from lifecycle_es.errors import ConfigError
-from replay._open import open_run
 from replay._tail import Filter, Printer, parse_kinds, records_from, start_after, take
+from replay.cli._open import open_run
 
 __all__ = ["add_parser", "run"]
 

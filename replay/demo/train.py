@@ -26,17 +26,14 @@ from bus import Log
 from lifecycle_es import ConfigError, Lifecycle
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
 from lifecycle_es.session import LifecycleConfig
-from projections import distributed
-from projections.basin import BasinTracker
-from projections.distributed import Replicated
-from projections.runner import Runner
-from projections.state_tensors import StateTensors
-from projections.surgery import ROUTING_STATES, ModelSurgery, Strategy
-from projections.sync import LifecycleSync, SyncConfig
-from replay.demo._model import DemoModel
-from replay.demo._task import Task
+from projections import Runner, StateTensors
+from projections.moe import BasinTracker, ModelSurgery, Strategy
+from projections.moe.surgery import ROUTING_STATES
+from projections.training import LifecycleSync, Replicated, SyncConfig, distributed
+from replay.demo.model import DemoModel
+from replay.demo.task import Task
 
-__all__ = ["DemoOptions", "DemoRun", "PhaseLoss", "Tick", "demo_config"]
+__all__ = ["DemoOptions", "DemoRun", "PhaseLoss", "RankOptions", "Tick", "demo_config"]
 
 _log = logging.getLogger("replay.demo")
 
@@ -49,7 +46,7 @@ class DemoOptions:
     run's seed (`RunStarted.seed`), its step, action and target.
     """
 
-    steps: int = 3000  # replay._cmd_demo.DEFAULT_STEPS
+    steps: int = 3000  # replay.cli.demo.DEFAULT_STEPS
     """Training steps; the task's phases are fractions of them."""
     seed: int = 0
     """Seeds the model's initial weights and the task's data (separate CPU generators)."""

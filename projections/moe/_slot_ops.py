@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from lifecycle_es.errors import ConfigError
-from projections import _optim_state as optim_state
-from projections._noise import draw_normal
-from projections.moe import ExpertLayer
+from projections.moe import _optim_state as optim_state
+from projections.moe._noise import draw_normal
+from projections.moe.layer import ExpertLayer
 
 __all__ = ["SlotEditor"]
 

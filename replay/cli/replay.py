@@ -8,8 +8,8 @@ import sys
 from typing import Any
 
 from bus import Log
-from replay._open import open_run
 from replay._replay import Replay, Until, replay
+from replay.cli._open import open_run
 
 __all__ = ["add_parser", "replay_json", "run"]
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
-from replay.demo._loop import PhaseLoss, Tick
+from replay.demo.train import PhaseLoss, Tick
 
 __all__ = ["Outcome", "ProgressBar", "Sample", "sample", "summary"]
 

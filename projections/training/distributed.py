@@ -32,7 +32,7 @@ __all__ = [
     "world_size",
 ]
 
-_log = logging.getLogger("projections.distributed")
+_log = logging.getLogger("projections.training.distributed")
 
 Group = Any
 """A `torch.distributed` process group, or None for the default (world) group."""

@@ -29,13 +29,13 @@ from typing import TYPE_CHECKING
 import bus
 from bus import JsonlLog, Log
 from lifecycle_es.errors import ConfigError
-from replay._launch import Worker, launch, worker_from_env
 from replay.analysis import decisions
+from replay.cli._launch import Worker, launch, worker_from_env
 from replay.export import write_decisions
 
 if TYPE_CHECKING:
     from replay.demo import DemoOptions, DemoRun, RankOptions
-    from replay.demo._report import Outcome
+    from replay.demo.report import Outcome
 
 __all__ = ["DEFAULT_STEPS", "add_parser", "decisions_path", "run"]
 
@@ -191,7 +191,7 @@ def _worker_argv(args: argparse.Namespace, run_id: str) -> list[str]:
 
 
 def _rank_options(args: argparse.Namespace, log: Log, *, resume: bool = False) -> RankOptions:
-    from projections.sync import SyncConfig
+    from projections.training.sync import SyncConfig
     from replay.demo import RankOptions
 
     return RankOptions(
@@ -204,7 +204,7 @@ def _rank_options(args: argparse.Namespace, log: Log, *, resume: bool = False) -
 
 def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worker: Worker) -> int:
     """Be one rank of a multi-rank run: join the process group, train, report (rank 0)."""
-    from projections import distributed
+    from projections.training import distributed
 
     if args.run is None and worker.restart:
         raise ConfigError("a restarted rank finds its run by id: pass --run to every rank")
@@ -277,7 +277,7 @@ def _train(
     options: DemoOptions, log: Log | None, label: str, quiet: bool, ranks: RankOptions | None = None
 ) -> tuple[DemoRun, Outcome]:
     from replay.demo import DemoRun
-    from replay.demo._report import Outcome, ProgressBar
+    from replay.demo.report import Outcome, ProgressBar
 
     demo = DemoRun(options, log, ranks=ranks)
     started = time.monotonic()
@@ -306,7 +306,7 @@ def _static_baselines(options: DemoOptions, live: DemoRun) -> list[tuple[str, De
 
 
 def _summary(live: DemoRun, made: list[tuple[int, str]], runs: list[Outcome]) -> str:
-    from replay.demo._report import sample, summary
+    from replay.demo.report import sample, summary
 
     task = live.task
     rows = sample(live.timeline.experts, made, lambda step: task.phases[task.phase_index(step)].name)

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from projections.moe import MoELayer
+from projections.moe.layer import MoELayer
 
 __all__ = ["DemoModel"]
 

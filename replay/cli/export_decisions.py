@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lifecycle_es.errors import ConfigError
-from replay._open import open_run
+from replay.cli._open import open_run
 from replay.export import decision_lines, dumps, write_decisions
 
 __all__ = ["add_parser", "run"]

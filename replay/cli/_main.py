@@ -1,4 +1,4 @@
-"""The `lifecycle-es` command line: one subcommand per module, errors as one line on stderr."""
+"""The `lifecycle-es` parser and entry point: each subcommand is a module of this package."""
 
 from __future__ import annotations
 
@@ -10,18 +10,22 @@ from types import ModuleType
 
 from bus.errors import BusError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import ConfigError, LifecycleError
-from replay import _cmd_demo, _cmd_export, _cmd_replay, _cmd_spec, _cmd_tail, _cmd_verify
-from replay._launch import worker_from_env
+from replay.cli import demo, export_decisions, replay, spec, tail, verify
+from replay.cli._launch import worker_from_env
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
-    ("demo", "train a small MoE whose experts the lifecycle spawns, prunes, splits and merges", _cmd_demo),
-    ("spec", "list the built-in lifecycle specs, or show one as a table, JSON or Mermaid", _cmd_spec),
-    ("tail", "print a run's events from a point, filtered, and follow it live", _cmd_tail),
-    ("replay", "rebuild a run's registry as of a seq, a step or a wall time", _cmd_replay),
-    ("verify", "compare a Redis log with its JSONL mirror, and optionally repair the mirror", _cmd_verify),
-    ("export-decisions", "write a run's decisions as ChronoMoE lifecycle_decisions.jsonl lines", _cmd_export),
+    ("demo", "train a small MoE whose experts the lifecycle spawns, prunes, splits and merges", demo),
+    ("spec", "list the built-in lifecycle specs, or show one as a table, JSON or Mermaid", spec),
+    ("tail", "print a run's events from a point, filtered, and follow it live", tail),
+    ("replay", "rebuild a run's registry as of a seq, a step or a wall time", replay),
+    ("verify", "compare a Redis log with its JSONL mirror, and optionally repair the mirror", verify),
+    (
+        "export-decisions",
+        "write a run's decisions as ChronoMoE lifecycle_decisions.jsonl lines",
+        export_decisions,
+    ),
 )
 
 
@@ -78,7 +82,3 @@ def _run(args: argparse.Namespace) -> int:
         # The reader (head, jq) went away; that is how a pipeline ends, not an error.
         sys.stderr.close()
         return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

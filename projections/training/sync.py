@@ -44,16 +44,16 @@ from bus import FollowTimeoutError
 from lifecycle_es.errors import ConfigError, DivergenceError, InconsistentEventError, SyncTimeoutError
 from lifecycle_es.events import ActionsVerified, CheckpointRestored, CheckpointSaved, DivergenceDetected
 from lifecycle_es.session import Lifecycle
-from projections import distributed
 from projections._projection import Record
-from projections.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from projections.distributed import Group, Replicated
+from projections.moe.surgery import ModelSurgery
 from projections.runner import Runner
-from projections.surgery import ModelSurgery
+from projections.training import distributed
+from projections.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from projections.training.distributed import Group, Replicated
 
 __all__ = ["Boundary", "LifecycleSync", "SyncConfig"]
 
-_log = logging.getLogger("projections.sync")
+_log = logging.getLogger("projections.training.sync")
 
 Decide = Callable[[Lifecycle], None]
 """What the leader runs at an evaluation step: record metrics and decisions on the lifecycle."""

@@ -1,0 +1,5 @@
+"""`python -m replay.cli` (and torchrun's `-m replay.cli`) runs the command line."""
+
+from replay.cli import main
+
+raise SystemExit(main())
