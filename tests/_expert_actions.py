@@ -30,8 +30,8 @@ from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
 from lifecycle_es.events import Action, DecisionMade, EventBase, GateCategory
 from lifecycle_es.registry import EntityState, Registry
+from lifecycle_es.specs import INIT_STRATEGIES
 from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
-from projections.moe.surgery import SPAWN_INITS
 
 if TYPE_CHECKING:
     from replay.demo import DemoRun
@@ -460,7 +460,7 @@ class SeededDecider:
         eligible = self._eligible(batch.registry, layer, touched)
         seed = rng.getrandbits(31) if self.random_seeds else None
         if kind == Action.SPAWN:
-            init = rng.choice(SPAWN_INITS)
+            init = rng.choice(INIT_STRATEGIES)
             self.inits[init] += 1
             cluster = rng.sample(eligible, rng.randint(1, min(3, len(eligible))))
             parent = None if init == "random" else cluster[0]

@@ -5,9 +5,9 @@ split and merge with patience, cooldowns, budgets and basin similarity) under a
 `ExpertCoordinatorConfig`; `expert_id` names the experts it creates.
 """
 
-from lifecycle_es.controllers._config import ExpertCoordinatorConfig, InitStrategy
+from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id
 from lifecycle_es.controllers._signals import BREADTH
 from lifecycle_es.controllers.expert import ExpertCoordinator
 
-__all__ = ["BREADTH", "ExpertCoordinator", "ExpertCoordinatorConfig", "InitStrategy", "expert_id"]
+__all__ = ["BREADTH", "ExpertCoordinator", "ExpertCoordinatorConfig", "expert_id"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from pydantic import JsonValue
 
@@ -22,7 +23,14 @@ from lifecycle_es.errors import InconsistentEventError
 from lifecycle_es.events import Action, DecisionMade, EventBase, GateCategory, GateChecked, GateMode
 from lifecycle_es.gates import GateLibrary
 from lifecycle_es.registry import Registry, fold_record
-from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
+from lifecycle_es.specs.expert import (
+    EXPERT_SPEC,
+    ExpertState,
+    MergeMetrics,
+    PruneMetrics,
+    SpawnMetrics,
+    SplitMetrics,
+)
 
 __all__ = ["Batch", "Check"]
 
@@ -120,7 +128,7 @@ class Batch:
         entity: str,
         target: str,
         reason: str,
-        metrics: Mapping[str, JsonValue],
+        metrics: SpawnMetrics | SplitMetrics | PruneMetrics | MergeMetrics,
         parent: str | None = None,
         children: Sequence[str] = (),
     ) -> None:
@@ -137,7 +145,7 @@ class Batch:
                 parent=parent,
                 children=list(children),
                 reason=reason,
-                metrics_at_decision=dict(metrics),
+                metrics_at_decision=cast(dict[str, JsonValue], dict(metrics)),
                 config_snapshot=dict(self.config),
                 apply_at_step=step + 1,
                 seed=decision_seed(self.registry.run_seed, step, action.value, target),

@@ -14,16 +14,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 from pydantic import JsonValue
 
 from lifecycle_es.errors import ConfigError
+from lifecycle_es.specs.expert import (
+    DEFAULT_INIT_STRATEGY,
+    DEFAULT_PERTURBATION,
+    INIT_STRATEGIES,
+    InitStrategy,
+)
 
-__all__ = ["ExpertCoordinatorConfig", "InitStrategy"]
-
-InitStrategy = Literal["random", "clone_and_perturb", "mean_cluster"]
-"""How a spawned expert's weights start (seeds/002)."""
+__all__ = ["ExpertCoordinatorConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +41,7 @@ class ExpertCoordinatorConfig:
     """Spawns allowed per lifecycle cycle (the decisions between two `StepSealed`); 0 disables."""
     max_experts_per_layer: int = 16
     """Hard cap on the live experts of a layer (pending_spawn, cooling, active, dormant)."""
-    spawn_init_strategy: InitStrategy = "clone_and_perturb"
+    spawn_init_strategy: InitStrategy = DEFAULT_INIT_STRATEGY
     """How a spawned expert starts: random init, a perturbed clone of the layer's most loaded
     expert, or the mean of that expert's cluster of co-activated experts."""
     starvation_entropy_threshold: float | None = 0.95
@@ -77,7 +79,7 @@ class ExpertCoordinatorConfig:
     """Routing share above which an expert is overloaded."""
     split_patience: int = 5
     """Checkpoints in a row an expert must be overloaded before it is split."""
-    split_perturbation_scale: float = 0.01
+    split_perturbation_scale: float = DEFAULT_PERTURBATION
     """Noise added to a clone (split or clone_and_perturb spawn), relative to the weights' RMS."""
     split_cooldown_per_expert: int = 1000
     """Minimum training steps before the same expert may be split again, and before a child may
@@ -142,10 +144,9 @@ class ExpertCoordinatorConfig:
                 f"min_experts_per_layer {self.min_experts_per_layer} exceeds "
                 f"max_experts_per_layer {self.max_experts_per_layer}"
             )
-        if self.spawn_init_strategy not in get_args(InitStrategy):
+        if self.spawn_init_strategy not in INIT_STRATEGIES:
             raise ConfigError(
-                f"spawn_init_strategy must be one of {get_args(InitStrategy)}, "
-                f"got {self.spawn_init_strategy!r}"
+                f"spawn_init_strategy must be one of {INIT_STRATEGIES}, got {self.spawn_init_strategy!r}"
             )
         _check_float(self, "split_share_threshold", 0.0, 1.0, low_open=True, high_open=True)
         _check_float(self, "merge_similarity_threshold", -1.0, 1.0, high_open=True)

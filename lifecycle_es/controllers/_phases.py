@@ -31,13 +31,12 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pydantic import JsonValue
-
 from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
 from lifecycle_es.controllers._signals import (
+    BREADTH,
     COACT,
     SHARE,
     LayerSignal,
@@ -50,15 +49,21 @@ from lifecycle_es.controllers._signals import (
 from lifecycle_es.events import Action, EventBase, GateCategory
 from lifecycle_es.policies import patience, streak
 from lifecycle_es.registry import EntityState
-from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
+from lifecycle_es.specs.expert import (
+    EXPERT_SPEC,
+    ROUTING_STATES,
+    ExpertState,
+    MergeMetrics,
+    PruneMetrics,
+    SpawnMetrics,
+    SplitMetrics,
+)
 
-__all__ = ["ROUTING_STATES", "Evaluation"]
+__all__ = ["Evaluation"]
 
 S = ExpertState
 PERF, STAB, STRUCT = GateCategory.PERFORMANCE, GateCategory.STABILITY, GateCategory.STRUCTURAL
 """The categories of signal checks (performance, stability) and of limits (structural)."""
-ROUTING_STATES = frozenset({S.COOLING, S.ACTIVE, S.DORMANT})
-"""States whose weights are live in the model: the sources a spawn may copy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,11 +246,11 @@ class Evaluation:
                     entity=e.entity,
                     target=e.entity,
                     reason="confirmed_dead",
-                    metrics={
-                        "share": shares[-1],
-                        "dormant_checkpoints": held,
-                        "live_experts": checks.live(registry, e.layer),
-                    },
+                    metrics=PruneMetrics(
+                        share=shares[-1],
+                        dormant_checkpoints=held,
+                        live_experts=checks.live(registry, e.layer),
+                    ),
                 )
                 self.batch.move(e.entity, S.PENDING_PRUNE, "confirmed dead")
 
@@ -312,7 +317,6 @@ class Evaluation:
         ]
         if not self.batch.checks(absorbed.entity, S.ACTIVE, S.PENDING_PRUNE, gates):
             return
-        shares_json: dict[str, JsonValue] = {k: v for k, v in shares.items()}
         self.batch.decide(
             Action.MERGE,
             layer=survivor.layer,
@@ -320,12 +324,12 @@ class Evaluation:
             target=survivor.entity,
             children=[absorbed.entity],
             reason="converged_basins",
-            metrics={
-                "cosine": pair.cosine[-1],
-                "overlap": pair.overlap[-1],
-                "similar_duration": min(held_cos, held_ovl),
-                "shares": shares_json,
-            },
+            metrics=MergeMetrics(
+                cosine=pair.cosine[-1],
+                overlap=pair.overlap[-1],
+                similar_duration=min(held_cos, held_ovl),
+                shares=dict(shares),
+            ),
         )
         self.batch.move(absorbed.entity, S.PENDING_PRUNE, f"merged into {survivor.entity}")
         self.batch.move(survivor.entity, S.COOLING, f"absorbed {absorbed.entity}")
@@ -410,7 +414,7 @@ class Evaluation:
             children=[child],
             target=child,
             reason="sustained_overload",
-            metrics={"share": latest, "overload_duration": held, "slot": slot},
+            metrics=SplitMetrics(share=latest, overload_duration=held, slot=slot),
         )
         self.batch.move(child, S.COOLING, "integrated into routing")
 
@@ -471,18 +475,19 @@ class Evaluation:
             return
         assert slot is not None
         parent = None if cfg.spawn_init_strategy == "random" else centre
-        metrics: dict[str, JsonValue] = {
-            "layer_entropy": sig.latest["entropy"],
-            "layer_neff": sig.latest["n_eff"],
-            "normalized_entropy": sig.spread[-1],
-            "starvation_duration": held,
-            "topology_debt": debt,
-            "topology_debt_latest": sig.debt[-1],
-            "slot": slot,
-        }
+        metrics = SpawnMetrics(
+            layer_entropy=sig.latest["entropy"],
+            layer_neff=sig.latest["n_eff"],
+            normalized_entropy=sig.spread[-1],
+            starvation_duration=held,
+            topology_debt=debt,
+            topology_debt_latest=sig.debt[-1],
+            slot=slot,
+        )
         if sig.saturation[-1] is not None:
             metrics["topk_saturation"] = sig.saturation[-1]
-        metrics.update(sig.breadth_now())
+        if (breadth := sig.breadth_now().get(BREADTH)) is not None:
+            metrics["basin_breadth"] = breadth
         if cfg.spawn_init_strategy == "mean_cluster":
             metrics["cluster"] = list(cluster)
         self.batch.register(child, layer=layer, slot=slot, parent=parent)

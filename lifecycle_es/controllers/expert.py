@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from lifecycle_es import commands
 from lifecycle_es.commands import Stamp, check_metrics
 from lifecycle_es.controllers._batch import Batch
-from lifecycle_es.controllers._config import ExpertCoordinatorConfig, InitStrategy
+from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, layer_of, parse_expert_id
 from lifecycle_es.controllers._phases import Evaluation
 from lifecycle_es.controllers._signals import (
@@ -44,7 +44,7 @@ from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
 if TYPE_CHECKING:
     from lifecycle_es.session import Lifecycle
 
-__all__ = ["ExpertCoordinator", "ExpertCoordinatorConfig", "InitStrategy", "expert_id"]
+__all__ = ["ExpertCoordinator", "ExpertCoordinatorConfig", "expert_id"]
 
 _TOLERANCE = 1e-3
 """Slack for float metrics that must lie in a range or sum to 1 (float32 sums drift)."""

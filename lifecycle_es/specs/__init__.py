@@ -13,7 +13,20 @@ from lifecycle_es.errors import SpecError
 from lifecycle_es.spec import Spec
 from lifecycle_es.specs._base import SpecState
 from lifecycle_es.specs.agent import AGENT_SPEC, AgentState
-from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
+from lifecycle_es.specs.expert import (
+    DEFAULT_INIT_STRATEGY,
+    DEFAULT_PERTURBATION,
+    EXPERT_SPEC,
+    INIT_STRATEGIES,
+    ROUTING_STATES,
+    ExpertState,
+    InitStrategy,
+    MergeMetrics,
+    PruneMetrics,
+    SpawnMetrics,
+    SplitMetrics,
+    SurgerySettings,
+)
 from lifecycle_es.specs.kasmina import KASMINA_SPEC, KasminaState
 from lifecycle_es.specs.module import MODULE_SPEC, ModuleState
 from lifecycle_es.specs.run import RUN_SPEC, RunHook, RunState
@@ -21,17 +34,27 @@ from lifecycle_es.specs.run import RUN_SPEC, RunHook, RunState
 __all__ = [
     "AGENT_SPEC",
     "BUILTIN_SPECS",
+    "DEFAULT_INIT_STRATEGY",
+    "DEFAULT_PERTURBATION",
     "EXPERT_SPEC",
+    "INIT_STRATEGIES",
     "KASMINA_SPEC",
     "MODULE_SPEC",
+    "ROUTING_STATES",
     "RUN_SPEC",
     "AgentState",
     "ExpertState",
+    "InitStrategy",
     "KasminaState",
+    "MergeMetrics",
     "ModuleState",
+    "PruneMetrics",
     "RunHook",
     "RunState",
+    "SpawnMetrics",
     "SpecState",
+    "SplitMetrics",
+    "SurgerySettings",
     "get_spec",
 ]
 

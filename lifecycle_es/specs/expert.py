@@ -11,14 +11,34 @@ A model's initial experts are registered straight into `active`, so the spec has
 states: pending_spawn (the default, for spawned and split-off experts) and active.
 
 No edge has gates: the expert coordinator decides with patience, cooldowns and budgets.
+
+The vocabulary the coordinator (which writes decisions) and expert surgery (which applies
+them to a model) share is defined here, once: the states whose experts route tokens, the
+spawn init strategies and their defaults, and the shape of each action's
+`metrics_at_decision` and of the part of `config_snapshot` that surgery reads.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Python 3.11 sees NotRequired only in evaluated
+# annotations, and the TypedDicts' required keys are checked at run time.
+from typing import Literal, NotRequired, TypedDict, get_args
 
 from lifecycle_es.spec import Spec, StateCategory
 from lifecycle_es.specs._base import SpecState, edge, state
 
-__all__ = ["EXPERT_SPEC", "ExpertState"]
+__all__ = [
+    "DEFAULT_INIT_STRATEGY",
+    "DEFAULT_PERTURBATION",
+    "EXPERT_SPEC",
+    "INIT_STRATEGIES",
+    "ROUTING_STATES",
+    "ExpertState",
+    "InitStrategy",
+    "MergeMetrics",
+    "PruneMetrics",
+    "SpawnMetrics",
+    "SplitMetrics",
+    "SurgerySettings",
+]
 
 
 class ExpertState(SpecState):
@@ -101,3 +121,73 @@ EXPERT_SPEC = Spec(
     "revive, plus the two edges of a merge",
 )
 """The expert lifecycle of seeds/002."""
+
+
+ROUTING_STATES: frozenset[ExpertState] = frozenset({_S.COOLING, _S.ACTIVE, _S.DORMANT})
+"""The states whose experts take part in routing (a dormant expert routes, with a share near 0)."""
+
+InitStrategy = Literal["random", "clone_and_perturb", "mean_cluster"]
+"""How a spawned expert's weights start (seeds/002): random init, a perturbed clone of one
+expert, or the mean of a cluster of experts plus noise."""
+
+INIT_STRATEGIES: tuple[InitStrategy, ...] = get_args(InitStrategy)
+"""Every `InitStrategy`, in the order above."""
+
+DEFAULT_INIT_STRATEGY: InitStrategy = "clone_and_perturb"
+"""seeds/002's default `spawn_init_strategy`."""
+
+DEFAULT_PERTURBATION = 0.01
+"""seeds/002's default `split_perturbation_scale`: clone noise relative to the weights' RMS."""
+
+
+class SurgerySettings(TypedDict, total=False):
+    """The part of a decision's `config_snapshot` that expert surgery reads (coordinator field names)."""
+
+    spawn_init_strategy: InitStrategy
+    split_perturbation_scale: float
+
+
+class SpawnMetrics(TypedDict):
+    """`metrics_at_decision` of a SPAWN: why the layer starved, and which slot the child takes."""
+
+    layer_entropy: float
+    layer_neff: float
+    normalized_entropy: float
+    starvation_duration: int
+    topology_debt: float
+    topology_debt_latest: float
+    slot: int
+    topk_saturation: NotRequired[float]
+    """Recorded when the layer's top-k saturation was observed."""
+    basin_breadth: NotRequired[float]
+    """Recorded when the layer's basin breadth was observed."""
+    cluster: NotRequired[list[str]]
+    """Under `mean_cluster`: the experts whose mean the child starts from (absent: every
+    routing expert of the layer)."""
+
+
+class SplitMetrics(TypedDict):
+    """`metrics_at_decision` of a SPLIT: the parent's overload and the child's slot."""
+
+    share: float
+    overload_duration: int
+    slot: int
+
+
+class PruneMetrics(TypedDict):
+    """`metrics_at_decision` of a PRUNE: how long the expert was dormant, and who is left."""
+
+    share: float
+    dormant_checkpoints: int
+    live_experts: int
+
+
+class MergeMetrics(TypedDict):
+    """`metrics_at_decision` of a MERGE: the pair's similarity and the weights of the average."""
+
+    cosine: float
+    overlap: float
+    similar_duration: int
+    shares: dict[str, float]
+    """Entity -> routing share of the survivor and each absorbed expert: surgery averages their
+    weights in these proportions (equal weights when absent or all zero)."""

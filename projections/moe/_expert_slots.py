@@ -23,14 +23,11 @@ import torch
 
 from lifecycle_es.errors import InconsistentEventError
 from lifecycle_es.registry import holds_slot
-from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
+from lifecycle_es.specs.expert import EXPERT_SPEC, ROUTING_STATES
 
-__all__ = ["ROUTING_STATES", "Expert", "ExpertSlots", "Strategy"]
+__all__ = ["Expert", "ExpertSlots", "Strategy"]
 
 Strategy = Literal["masked", "resize"]
-
-ROUTING_STATES = frozenset({ExpertState.COOLING.value, ExpertState.ACTIVE.value, ExpertState.DORMANT.value})
-"""Expert states whose slot the router may pick."""
 
 
 @dataclass(slots=True)

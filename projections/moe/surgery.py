@@ -34,28 +34,31 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from lifecycle_es.errors import ConfigError, InconsistentEventError
 from lifecycle_es.events import Action
-from lifecycle_es.specs.expert import EXPERT_SPEC
+from lifecycle_es.specs.expert import (
+    DEFAULT_PERTURBATION,
+    EXPERT_SPEC,
+    INIT_STRATEGIES,
+    MergeMetrics,
+    SpawnMetrics,
+    SurgerySettings,
+)
 from projections._projection import Projection, Record, Snapshot
-from projections.moe._expert_slots import ROUTING_STATES, ExpertSlots, Strategy
+from projections.moe._expert_slots import ExpertSlots, Strategy
 from projections.moe._optim_state import optimizer_holds, optimizer_params_match
 from projections.moe._slot_ops import SlotEditor
 from projections.moe.layer import ExpertLayer
 
-__all__ = ["ROUTING_STATES", "SPAWN_INITS", "ModelSurgery", "Strategy", "optimizer_params_match"]
+__all__ = ["ModelSurgery", "Strategy", "optimizer_params_match"]
 
 _log = logging.getLogger("projections.moe.surgery")
 
-SPAWN_INITS = ("random", "clone_and_perturb", "mean_cluster")
-"""The spawn init strategies of seeds/002's `spawn_init_strategy`."""
-DEFAULT_PERTURBATION = 0.01
-"""seeds/002's default `split_perturbation_scale`."""
 _ACTIONS = frozenset({Action.SPAWN, Action.PRUNE, Action.SPLIT, Action.MERGE})
 
 
@@ -77,11 +80,18 @@ class ModelSurgery(Projection):
 
         `model`, when given, names every parameter in `digest()` and is checked to hold exactly
         the optimizer's parameters after every action; `on_rewrap` runs after a batch that
-        resized parameters (re-wrap DDP there, with `init_sync=False`).
+        resized parameters (re-wrap DDP there, with `init_sync=False`). Under the resize
+        strategy with a process group it is required: without a re-wrap the next backward
+        fails or, worse, the ranks diverge.
         """
         super().__init__()
         if strategy not in ("masked", "resize"):
             raise ConfigError(f"strategy must be 'masked' or 'resize', got {strategy!r}")
+        if strategy == "resize" and on_rewrap is None and _distributed():
+            raise ConfigError(
+                "under the resize strategy with a process group, pass on_rewrap= "
+                "(e.g. Replicated.rewrap) so DDP is re-wrapped after surgery"
+            )
         for index, layer in layers.items():
             if not isinstance(layer, ExpertLayer):
                 raise ConfigError(f"layer {index} does not implement the ExpertLayer protocol")
@@ -237,7 +247,7 @@ class ModelSurgery(Projection):
                     f"surgery: clone_and_perturb spawn {record['event_id']} names no parent"
                 )
             return [self._slots.row(record["parent"], layer)]
-        cluster = record["metrics_at_decision"].get("cluster")
+        cluster = cast(SpawnMetrics, record["metrics_at_decision"]).get("cluster")
         if cluster is None:
             own = {self._slots.get(c, layer).row for c in children}
             return [r for r in self._slots.routing_rows(layer) if r not in own]
@@ -369,21 +379,31 @@ class ModelSurgery(Projection):
         self.seq = snapshot.seq
 
 
+def _distributed() -> bool:
+    """Whether a process group is initialised (`projections.training.distributed.active`)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 # -- reading decision payloads ---------------------------------------------------------------
 
 
 def _spawn_init(record: Record) -> str:
     default = "random" if record["parent"] is None else "clone_and_perturb"
-    init = record["config_snapshot"].get("spawn_init_strategy", default)
-    if init not in SPAWN_INITS:
+    init = _settings(record).get("spawn_init_strategy", default)
+    if init not in INIT_STRATEGIES:
         raise InconsistentEventError(
-            f"surgery: spawn {record['event_id']} has init {init!r}; expected one of {SPAWN_INITS}"
+            f"surgery: spawn {record['event_id']} has init {init!r}; expected one of {INIT_STRATEGIES}"
         )
     return str(init)
 
 
+def _settings(record: Record) -> SurgerySettings:
+    # What the log holds is checked where it is read: a record may come from another writer.
+    return cast(SurgerySettings, record["config_snapshot"])
+
+
 def _perturbation(record: Record) -> float:
-    scale = record["config_snapshot"].get("split_perturbation_scale", DEFAULT_PERTURBATION)
+    scale = _settings(record).get("split_perturbation_scale", DEFAULT_PERTURBATION)
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 <= scale < math.inf:
         raise InconsistentEventError(f"surgery: {record['event_id']} has perturbation scale {scale!r}")
     return float(scale)
@@ -391,7 +411,7 @@ def _perturbation(record: Record) -> float:
 
 def _merge_weights(record: Record, members: Sequence[str]) -> list[float]:
     """Return the members' shares, or equal weights when the decision records none (or all zero)."""
-    shares = record["metrics_at_decision"].get("shares")
+    shares = cast(MergeMetrics, record["metrics_at_decision"]).get("shares")
     if shares is None:
         return [1.0] * len(members)
     if not isinstance(shares, Mapping) or not all(_is_share(shares.get(m)) for m in members):

@@ -35,6 +35,18 @@ from lifecycle_es.controllers._basin_math import (
     topology_debt,
 )
 from lifecycle_es.events import EventBase
+from lifecycle_es.specs import (
+    DEFAULT_INIT_STRATEGY,
+    DEFAULT_PERTURBATION,
+    INIT_STRATEGIES,
+    ROUTING_STATES,
+    ExpertState,
+    MergeMetrics,
+    PruneMetrics,
+    SpawnMetrics,
+    SplitMetrics,
+    SurgerySettings,
+)
 
 RUN = "coordinator"
 EVERY = 10
@@ -827,3 +839,45 @@ def test_decision_seeds_are_31_bit_and_differ_by_step_action_and_target() -> Non
     }
     assert len(seeds) == 8 and all(0 <= s < 2**31 for s in seeds)
     assert decision_seed(7, 1, "SPAWN", "L0_E4") == decision_seed(7, 1, "SPAWN", "L0_E4")
+
+
+# -- the vocabulary the coordinator shares with surgery -------------------------------------------
+
+
+PAYLOADS: dict[Action, type] = {
+    Action.SPAWN: SpawnMetrics,
+    Action.SPLIT: SplitMetrics,
+    Action.PRUNE: PruneMetrics,
+    Action.MERGE: MergeMetrics,
+}
+
+
+def test_every_decision_payload_has_the_keys_its_typed_dict_names() -> None:
+    """Each action's metrics_at_decision holds its TypedDict's required keys and no key it does not name."""
+    made: list[DecisionMade] = []
+    split, prune, merge, spawn = (
+        Run(),
+        Run(),
+        Run(),
+        Run(dataclasses.replace(BASE, spawn_init_strategy="mean_cluster")),
+    )
+    coact = {E(2): {"coact.L0_E0": 0.3, "coact.L0_E3": 0.25}}
+    for _ in range(N + 1):
+        made += decisions(split.checkpoint({E(1): 0.45}))
+        made += decisions(prune.checkpoint({E(2): 0.0}))
+        made += decisions(merge.checkpoint({E(1): 0.2, E(3): 0.3}, experts=identical(E(1), E(3))))
+        made += decisions(spawn.checkpoint({E(2): 0.4}, experts=coact, layers={0: STARVED}))
+    assert {d.action for d in made} == set(PAYLOADS)
+    for decision in made:
+        shape = PAYLOADS[decision.action]
+        keys = set(decision.metrics_at_decision)
+        assert shape.__required_keys__ <= keys <= shape.__required_keys__ | shape.__optional_keys__, decision
+
+
+def test_the_settings_surgery_reads_are_coordinator_fields_with_the_shared_defaults() -> None:
+    """SurgerySettings names ExpertCoordinatorConfig fields, whose defaults are the vocabulary's."""
+    fields = {f.name: f.default for f in dataclasses.fields(ExpertCoordinatorConfig)}
+    assert set(SurgerySettings.__optional_keys__) <= set(fields)
+    assert fields["spawn_init_strategy"] == DEFAULT_INIT_STRATEGY in INIT_STRATEGIES
+    assert fields["split_perturbation_scale"] == DEFAULT_PERTURBATION
+    assert {ExpertState.COOLING, ExpertState.ACTIVE, ExpertState.DORMANT} == ROUTING_STATES
