@@ -37,6 +37,8 @@ class Log(ABC):
     """Seconds a follower waits between checks; `stop` is honoured within about this long."""
     follow_batch_size: int = 10_000
     """Most records one `follow_batches` batch holds while catching up."""
+    page_size: int = 50_000
+    """Most records one `pages` page holds by default."""
 
     _closed: bool = False
 
@@ -79,6 +81,20 @@ class Log(ABC):
     @abstractmethod
     def _close(self) -> None:
         """Release the backend's resources; called once."""
+
+    def pages(self, after: int = 0, *, size: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Yield the records after `after` as pages of consecutive records, to the log's end.
+
+        The one way to catch up on a log: each page is one `read` of at most `size` records
+        (default `page_size`), so memory stays bounded however long the log; records appended
+        while the pages are read are included, and the iteration ends at the first empty read.
+        """
+        limit = self.page_size if size is None else size
+        if type(limit) is not int or limit < 1:
+            raise ValueError(f"a page holds at least 1 record, got size={size!r}")
+        while page := self.read(after, limit):
+            yield page
+            after = page[-1]["seq"]
 
     def follow(
         self,

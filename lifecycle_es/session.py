@@ -333,7 +333,7 @@ class Lifecycle:
 
     def catch_up(self) -> int:
         """Fold the records other writers appended since the last fold; return how many."""
-        return self.fold(self.log.read(after=self.registry.seq))
+        return sum(self.fold(page) for page in self.log.pages(self.registry.seq))
 
     def restore(self, state: Mapping[str, Any]) -> None:
         """Replace the registry with a `Registry.to_state()` snapshot of this run, e.g. a checkpoint's.

@@ -73,7 +73,7 @@ class Runner:
         """Apply every record the log holds past the projections; return how many were read."""
         total = 0
         with gc_paused():
-            while batch := self.log.read(after=self.seq, limit=self.batch_size):
+            for batch in self.log.pages(self.seq, size=self.batch_size):
                 self.apply(batch)
                 total += len(batch)
         return total

@@ -1,14 +1,14 @@
 """Reading runs back: replay to a point, analysis tables, decision export, and the CLI.
 
 `replay(log, Until(step=500))` folds a run's log, as of a seq, a step or a wall time, into
-its registry, metrics and (optionally) state tensors, returned as a `Replay`; `iter_records`
-pages through a log. The analysis functions (`decisions`, `gate_pass_rates`,
+its registry, metrics and (optionally) state tensors, returned as a `Replay` (a log's own
+`pages()` reads it in bounded pages). The analysis functions (`decisions`, `gate_pass_rates`,
 `population_over_steps`, `time_in_state`) turn a log into tables; `write_decisions` exports a
 run's decisions as ChronoMoE `lifecycle_decisions.jsonl` lines. `replay.cli` is the
 `lifecycle-es` command line and `replay.demo` the demo training run, written to be copied.
 """
 
-from replay._replay import Replay, Until, iter_records, replay
+from replay._replay import Replay, Until, replay
 from replay.analysis import decisions, gate_pass_rates, population_over_steps, time_in_state
 from replay.export import decision_line, decision_lines, write_decisions
 
@@ -19,7 +19,6 @@ __all__ = [
     "decision_lines",
     "decisions",
     "gate_pass_rates",
-    "iter_records",
     "population_over_steps",
     "replay",
     "time_in_state",

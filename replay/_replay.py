@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -20,10 +20,7 @@ if TYPE_CHECKING:
 
     from projections.state_tensors import StateTensors
 
-__all__ = ["Replay", "Until", "iter_records", "replay"]
-
-PAGE = 50_000
-"""Records read per page while replaying: bounded memory, few round trips."""
+__all__ = ["Replay", "Until", "replay"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -96,13 +93,6 @@ class Replay:
     """True when every record of the log was applied (an `until` past the end included)."""
 
 
-def iter_records(log: Log, *, after: int = 0, page: int = PAGE) -> Iterator[list[dict[str, Any]]]:
-    """Yield the log's records after `after` in pages, to the end as of each read."""
-    while batch := log.read(after=after, limit=page):
-        yield batch
-        after = batch[-1]["seq"]
-
-
 def replay(
     log: Log,
     until: Until | None = None,
@@ -119,7 +109,7 @@ def replay(
     runner = Runner(log, [p for p in (registry, metrics, state, *extra) if p is not None])
     last_seq = log.last_seq()
     with gc_paused():
-        for batch in iter_records(log):
+        for batch in log.pages():
             # A replay stops at the first record past the bound, even if a later one (a clock
             # step back, say) would be admitted again: "as of" a point means a prefix of the log.
             cut = len(batch) if until.open_ended else _first_miss(until, batch)

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from bus import Log, Record
 from lifecycle_es.errors import ConfigError
-from replay._replay import Until, iter_records
+from replay._replay import Until
 
 __all__ = ["Filter", "Printer", "records_from", "start_after"]
 
@@ -50,7 +50,7 @@ def _int(text: str, whole: str) -> int:
 
 
 def _first_after(log: Log, hit: Any) -> int:
-    for batch in iter_records(log):
+    for batch in log.pages():
         for record in batch:
             if hit(record):
                 return int(record["seq"]) - 1
@@ -85,7 +85,7 @@ def records_from(log: Log, after: int, *, follow: bool) -> Iterator[dict[str, An
     if follow:
         yield from log.follow(after)
         return
-    for batch in iter_records(log, after=after):
+    for batch in log.pages(after):
         yield from batch
 
 

@@ -10,7 +10,7 @@ from lifecycle_es.codec import CODEC
 from lifecycle_es.registry import Registry, fold_record
 from lifecycle_es.spec import Spec
 from lifecycle_es.specs import BUILTIN_SPECS
-from replay._replay import Replay, iter_records
+from replay._replay import Replay
 
 __all__ = ["decisions", "gate_pass_rates", "population_over_steps", "time_in_state"]
 
@@ -32,7 +32,7 @@ def population_over_steps(log: Log, *, specs: Mapping[str, Spec] = BUILTIN_SPECS
     registry = Registry(specs)
     rows: list[Row] = []
     last = registry.populations()
-    for batch in iter_records(log):
+    for batch in log.pages():
         for record in batch:
             if record["step"] > registry.step and registry.seq:
                 last = _sample(registry, last, rows)
@@ -75,7 +75,7 @@ def decisions(log: Log) -> list[Row]:
     )
     return [
         {k: record.get(k) for k in fields}
-        for batch in iter_records(log)
+        for batch in log.pages()
         for record in batch
         if record.get("kind") == "DecisionMade"
     ]

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from bus import Log
-from replay._replay import iter_records
 
 __all__ = ["FIELDS", "decision_line", "decision_lines", "dumps", "write_decisions"]
 
@@ -77,7 +76,7 @@ def decision_line(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def decision_lines(log: Log) -> Iterator[dict[str, Any]]:
     """Yield the seeds/002 line of every `DecisionMade` of the run, in log order."""
-    for batch in iter_records(log):
+    for batch in log.pages():
         for record in batch:
             if record.get("kind") == "DecisionMade":
                 yield decision_line(record)

@@ -273,6 +273,35 @@ class LogContract:
             stop = None if limit is None else start + limit
             assert log.read(after, limit) == everything[start:stop], (after, limit)
 
+    def test_pages_cover_the_log_after_a_point_in_bounded_pages(self) -> None:
+        """pages(after, size) yields consecutive pages of at most `size` records, to the end."""
+        log = self.new_log()
+        log.append([rec(n) for n in range(1, 8)])
+        everything = log.read()
+        for after, size in itertools.product(range(0, 9), [1, 2, 3, 7, 50]):
+            pages = list(log.pages(after, size=size))
+            assert all(0 < len(page) <= size for page in pages), (after, size)
+            assert [r for page in pages for r in page] == everything[after:], (after, size)
+        assert [len(page) for page in log.pages()] == [7]
+
+    def test_pages_include_records_appended_while_reading(self) -> None:
+        """A page read after an append sees it: catching up reads to the end as of each read."""
+        log = self.new_log()
+        log.append([rec(1), rec(2)])
+        seen = []
+        for page in log.pages(size=1):
+            seen += [r["n"] for r in page]
+            if page[-1]["seq"] == 2:
+                log.append([rec(3)])
+        assert seen == [1, 2, 3]
+
+    @pytest.mark.parametrize("size", [0, -1, 1.5, True])
+    def test_a_page_size_below_one_record_is_refused(self, size: Any) -> None:
+        """pages(size=...) takes an int of at least 1, and says so."""
+        log = self.new_log()
+        with pytest.raises(ValueError, match="at least 1 record"):
+            next(log.pages(size=size))
+
     # following
 
     def test_follow_from_every_position(self) -> None:
