@@ -167,7 +167,7 @@ class ExpertCoordinator:
             raise ConfigError(
                 f"the registry keeps {registry.window} observations per metric, fewer than "
                 f"basin_window_size {self.config.basin_window_size}; build the Lifecycle with "
-                f"ExpertCoordinatorConfig(metric_window={self.config.basin_window_size})"
+                f"LifecycleConfig(metric_window={self.config.basin_window_size})"
             )
 
 
