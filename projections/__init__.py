@@ -1,7 +1,10 @@
 """Read models folded from a run's events: registry views, state tensors, metrics, the runner.
 
 Each projection consumes records in seq order, in batches, skips what it has applied, and
-snapshots as plain data with its seq (see `Projection`).
+snapshots as plain data with its seq (see `Projection`). The torch side has rooms of its own:
+`projections.moe` (the MoE layer protocol and reference layer, basin tracking, expert surgery)
+and `projections.training` (what a training loop calls: collectives and the DDP wrapper,
+`LifecycleSync`, checkpoints).
 """
 
 from typing import TYPE_CHECKING, Any
