@@ -17,7 +17,7 @@ from _trained import EVERY, SCHEDULED_STEPS, SHORT_STEPS, Trained, train
 
 from lifecycle_es import Registry
 from lifecycle_es.controllers import ExpertCoordinator
-from replay._replay import Replay, replay
+from replay import Replay, replay
 from replay.demo import DemoOptions, DemoRun, demo_config
 from replay.demo.task import PHASES
 

@@ -6,7 +6,7 @@ import pytest
 
 from bus import MemoryLog
 from lifecycle_es import Action, DecisionMade, InvalidTransitionError, Lifecycle
-from replay._replay import replay
+from replay import replay
 from replay.analysis import decisions, gate_pass_rates, population_over_steps, time_in_state
 
 

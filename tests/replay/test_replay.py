@@ -17,7 +17,7 @@ import bus
 from bus import Log, MemoryLog
 from bus.testing import RedisServer
 from lifecycle_es import ConfigError, Lifecycle, Registry
-from replay._replay import Replay, Until, replay
+from replay import Replay, Until, replay
 
 Recorded = tuple[Log, list[Point]]
 
