@@ -27,7 +27,13 @@ from bus import _jsonl_file as jf
 from bus._log import Log, ids_match
 from bus._records import DEFAULT_MAX_RECORD_BYTES, check_size
 from bus._runid import validate_run_id
-from bus.errors import BusUnavailableError, ConcurrencyError, CorruptLogError, InvalidRecordError
+from bus.errors import (
+    BusUnavailableError,
+    ConcurrencyError,
+    CorruptLogError,
+    InvalidArgumentError,
+    InvalidRecordError,
+)
 
 FsyncPolicy = Literal["always", "batch", "never"]
 
@@ -59,7 +65,7 @@ class JsonlLog(Log):
     ) -> None:
         self.run_id = validate_run_id(run_id)
         if fsync not in ("always", "batch", "never"):
-            raise ValueError(f"fsync must be 'always', 'batch' or 'never', got {fsync!r}")
+            raise InvalidArgumentError(f"fsync must be 'always', 'batch' or 'never', got {fsync!r}")
         self.path = Path(directory) / f"{run_id}.jsonl"
         self.url = f"jsonl://{directory}"
         self.fsync, self.lenient, self.id_key = fsync, lenient, id_key

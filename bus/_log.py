@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from bus._records import DEFAULT_MAX_RECORD_BYTES, Record, normalize_batch
-from bus.errors import BusError, FollowTimeoutError
+from bus.errors import BusError, FollowTimeoutError, InvalidArgumentError
 
 
 class Log(ABC):
@@ -55,7 +55,7 @@ class Log(ABC):
         """
         self._check_open()
         if expected_seq is not None and (type(expected_seq) is not int or expected_seq < 0):
-            raise ValueError(f"expected_seq must be a non-negative int, got {expected_seq!r}")
+            raise InvalidArgumentError(f"expected_seq must be a non-negative int, got {expected_seq!r}")
         batch = normalize_batch(records)
         if not batch:
             return self.last_seq() + 1
@@ -91,7 +91,7 @@ class Log(ABC):
         """
         limit = self.page_size if size is None else size
         if type(limit) is not int or limit < 1:
-            raise ValueError(f"a page holds at least 1 record, got size={size!r}")
+            raise InvalidArgumentError(f"a page holds at least 1 record, got size={size!r}")
         while page := self.read(after, limit):
             yield page
             after = page[-1]["seq"]

@@ -6,7 +6,7 @@ from typing import Any
 
 from bus._jsonl import JsonlLog
 from bus._log import Log
-from bus.errors import ConcurrencyError, CorruptLogError
+from bus.errors import ConcurrencyError, CorruptLogError, InvalidArgumentError
 
 
 class MirroredLog(Log):
@@ -19,7 +19,9 @@ class MirroredLog(Log):
 
     def __init__(self, primary: Log, mirror: JsonlLog) -> None:
         if primary.run_id != mirror.run_id:
-            raise ValueError(f"primary run {primary.run_id!r} and mirror run {mirror.run_id!r} differ")
+            raise InvalidArgumentError(
+                f"primary run {primary.run_id!r} and mirror run {mirror.run_id!r} differ"
+            )
         self.primary, self.mirror = primary, mirror
         self.run_id, self.id_key = primary.run_id, primary.id_key
         joiner = "&" if "?" in primary.url else "?"

@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from bus._urls import password_of, redact_url
-from bus.errors import BusError, BusUnavailableError
+from bus.errors import BusError, BusUnavailableError, InvalidArgumentError
 
 log = logging.getLogger("bus.redis")
 
@@ -41,11 +41,11 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
-            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+            raise InvalidArgumentError(f"attempts must be at least 1, got {self.attempts}")
         if min(self.backoff_s, self.backoff_cap_s, self.connect_timeout_s) < 0:
-            raise ValueError("backoff and timeout seconds must not be negative")
+            raise InvalidArgumentError("backoff and timeout seconds must not be negative")
         if self.command_timeout_s <= 0:
-            raise ValueError(f"command_timeout_s must be positive, got {self.command_timeout_s}")
+            raise InvalidArgumentError(f"command_timeout_s must be positive, got {self.command_timeout_s}")
 
     def sleep_before(self, attempt: int) -> float:
         """Seconds to sleep before try number `attempt` (1-based; the first try waits 0)."""

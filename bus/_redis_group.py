@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from bus._redis_client import decode_entries, decode_id
+from bus.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from bus._redis import RedisLog
@@ -37,7 +38,7 @@ class GroupWorker:
 
     def __init__(self, log: RedisLog, group: str, consumer: str, *, start: int = 0) -> None:
         if not group or not consumer:
-            raise ValueError("group and consumer names must not be empty")
+            raise InvalidArgumentError("group and consumer names must not be empty")
         self.log, self.group, self.consumer = log, group, consumer
         self._client, self._key, self._caller = log.client, log.key, log._caller
         self._create(start)
@@ -62,7 +63,7 @@ class GroupWorker:
         """
         limit_ms = int(self.log.policy.command_timeout_s * 1000)
         if block_ms is not None and not 0 < block_ms < limit_ms:
-            raise ValueError(f"block_ms must be between 1 and {limit_ms - 1}, got {block_ms}")
+            raise InvalidArgumentError(f"block_ms must be between 1 and {limit_ms - 1}, got {block_ms}")
         reply: Any = self._caller.call(
             lambda: self._client.xreadgroup(
                 self.group, self.consumer, {self._key: ">"}, count=count, block=block_ms

@@ -12,10 +12,12 @@ __all__ = [
     "ConcurrencyError",
     "CorruptLogError",
     "FollowTimeoutError",
+    "InvalidArgumentError",
     "InvalidRecordError",
     "InvalidRunIdError",
     "InvalidUrlError",
     "RecordTooLargeError",
+    "UnknownRunError",
 ]
 
 
@@ -73,6 +75,12 @@ class UnknownRunError(BusError, LookupError):
 
 class InvalidUrlError(BusError, ValueError):
     """Raised by `bus.open` for a log URL with an unknown scheme or an unusable option."""
+
+
+class InvalidArgumentError(BusError, ValueError):
+    """Raised, before anything is read, written or sent, when a log's constructor, one of its
+    methods or a `RetryPolicy` gets a value out of range or of the wrong kind (an fsync policy,
+    an `expected_seq`, a page size, a consumer group name or block time, a mirror of another run)."""
 
 
 class InvalidRecordError(BusError, ValueError):

@@ -24,6 +24,7 @@ from bus.errors import (
     BusError,
     ConcurrencyError,
     FollowTimeoutError,
+    InvalidArgumentError,
     InvalidRecordError,
     RecordTooLargeError,
 )
@@ -204,6 +205,14 @@ class LogContract:
         assert ahead.value.actual == 2
         assert log.last_seq() == 2
 
+    @pytest.mark.parametrize("expected", [-1, 1.5, "0", True])
+    def test_an_expected_seq_that_is_not_a_seq_is_refused(self, expected: Any) -> None:
+        """expected_seq takes a non-negative int; anything else is refused before a write."""
+        log = self.new_log()
+        with pytest.raises(InvalidArgumentError, match="expected_seq"):
+            log.append([rec(1)], expected_seq=expected)
+        assert log.last_seq() == 0
+
     def test_retry_of_landed_batch_is_success_without_duplicate(self) -> None:
         """Appending the same batch again with the same expected_seq returns its first seq."""
         log = self.new_log()
@@ -299,7 +308,7 @@ class LogContract:
     def test_a_page_size_below_one_record_is_refused(self, size: Any) -> None:
         """pages(size=...) takes an int of at least 1, and says so."""
         log = self.new_log()
-        with pytest.raises(ValueError, match="at least 1 record"):
+        with pytest.raises(InvalidArgumentError, match="at least 1 record"):
             next(log.pages(size=size))
 
     # following

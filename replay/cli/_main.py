@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
-from bus.errors import BusError, InvalidRunIdError, InvalidUrlError, UnknownRunError
+from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import ConfigError, LifecycleError
 from replay.cli import demo, export_decisions, replay, spec, tail, verify
 from replay.cli._launch import worker_from_env
@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (ConfigError, InvalidRunIdError, InvalidUrlError, UnknownRunError) as e:
+    except (ConfigError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError) as e:
         sys.stderr.write(f"lifecycle-es {args.command}: {e}\n")
         return 2  # bad input, as for a usage error
     except (LifecycleError, BusError) as e:

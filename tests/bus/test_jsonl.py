@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bus import CorruptLogError, JsonlLog
+from bus import CorruptLogError, InvalidArgumentError, JsonlLog
 
 RUN = "run-1"
 
@@ -129,7 +129,7 @@ def test_every_fsync_policy_writes_the_same_file(tmp_path: Path, fsync: str) -> 
 
 def test_unknown_fsync_policy_is_rejected(tmp_path: Path) -> None:
     """fsync must be one of the three policies."""
-    with pytest.raises(ValueError, match="fsync"):
+    with pytest.raises(InvalidArgumentError, match="fsync"):
         JsonlLog(tmp_path, RUN, fsync="sometimes")  # type: ignore[arg-type]  # under test
 
 

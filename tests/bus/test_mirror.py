@@ -11,7 +11,7 @@ import fakeredis
 import pytest
 
 import bus
-from bus import CorruptLogError, JsonlLog, MirroredLog, RedisLog
+from bus import CorruptLogError, InvalidArgumentError, JsonlLog, MirroredLog, RedisLog
 from bus.testing import RedisServer
 from replay import cli
 
@@ -40,6 +40,16 @@ def test_mirror_gets_every_append(primary: RedisLog, tmp_path: Path) -> None:
         log.append(records(3))
         log.append(records(2, 4), expected_seq=3)
         assert bus.verify(primary, log.mirror).equal
+
+
+def test_a_mirror_of_another_run_is_refused(primary: RedisLog, tmp_path: Path) -> None:
+    """A pair must hold one run on both sides; a mirror of another run is refused."""
+    with (
+        RedisLog.from_client(primary.client, primary.run_id) as handle,
+        JsonlLog(tmp_path, "another-run") as mirror,
+        pytest.raises(InvalidArgumentError, match="differ"),
+    ):
+        MirroredLog(handle, mirror)
 
 
 def test_mirror_behind_after_a_crash_is_caught_up_on_open(primary: RedisLog, tmp_path: Path) -> None:

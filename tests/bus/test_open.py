@@ -28,6 +28,7 @@ def test_errors_mix_in_the_builtins_they_are() -> None:
     assert issubclass(bus.BusUnavailableError, ConnectionError)
     assert issubclass(bus.CorruptLogError, ValueError)
     assert issubclass(bus.InvalidRunIdError, ValueError)
+    assert issubclass(bus.InvalidArgumentError, ValueError)
     assert issubclass(bus.RecordTooLargeError, ValueError)
     assert issubclass(bus.FollowTimeoutError, TimeoutError)
     assert all(issubclass(getattr(bus, n), bus.BusError) for n in bus.__all__ if n.endswith("Error"))

@@ -12,7 +12,14 @@ import pytest
 import redis
 
 import bus
-from bus import BusError, BusUnavailableError, ConcurrencyError, RedisLog, RetryPolicy
+from bus import (
+    BusError,
+    BusUnavailableError,
+    ConcurrencyError,
+    InvalidArgumentError,
+    RedisLog,
+    RetryPolicy,
+)
 from bus.testing import RedisServer, free_port
 
 
@@ -131,7 +138,7 @@ def test_each_group_sees_every_record(log: RedisLog) -> None:
 def test_group_read_block_must_stay_under_socket_timeout(log: RedisLog) -> None:
     """A BLOCK as long as the socket timeout would be cut off by it, so it is refused."""
     worker = log.group("g", "w")
-    with pytest.raises(ValueError, match="block_ms"):
+    with pytest.raises(InvalidArgumentError, match="block_ms"):
         worker.read(block_ms=int(log.policy.command_timeout_s * 1000))
     assert worker.read(block_ms=10) == []
 
@@ -157,8 +164,8 @@ def test_unreachable_server_raises_bus_unavailable_naming_url_without_password()
 
 
 def test_retry_policy_is_validated() -> None:
-    """A policy that cannot work is refused with a one-sentence ValueError."""
-    with pytest.raises(ValueError, match="attempts"):
+    """A policy that cannot work is refused with a one-sentence InvalidArgumentError."""
+    with pytest.raises(InvalidArgumentError, match="attempts"):
         RetryPolicy(attempts=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgumentError, match="command_timeout_s"):
         RetryPolicy(command_timeout_s=0)

@@ -184,6 +184,16 @@ def test_a_url_that_is_no_log_url_is_exit_2(capsys: pytest.CaptureFixture[str], 
     one_line(err)
 
 
+def test_an_unusable_log_option_is_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], jsonl_run: tuple[str, Path, list[Point]], run_id: str
+) -> None:
+    """A log URL option the backend refuses (an unknown fsync policy) is bad input: exit 2, one line."""
+    url, _, _ = jsonl_run
+    status, out, err = cli(capsys, "replay", f"{url}?fsync=sometimes", "--run", run_id)
+    assert (status, out) == (2, "")
+    assert "fsync" in one_line(err)
+
+
 # -- corrupt JSONL ------------------------------------------------------------------------------------
 
 
