@@ -19,9 +19,13 @@ from bus.errors import (
 )
 from lifecycle_es.codec import CODEC, Codec
 from lifecycle_es.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointUnreadableError,
     ConfigError,
     DivergenceError,
     DuplicateEntityError,
+    ForeignCheckpointError,
     InconsistentEventError,
     InvalidMetricError,
     InvalidTransitionError,
@@ -65,8 +69,11 @@ __all__ = [
     "ActionsVerified",
     "BusError",
     "BusUnavailableError",
+    "CheckpointError",
+    "CheckpointMismatchError",
     "CheckpointRestored",
     "CheckpointSaved",
+    "CheckpointUnreadableError",
     "Codec",
     "ConcurrencyError",
     "ConfigError",
@@ -79,6 +86,7 @@ __all__ = [
     "EntityState",
     "Event",
     "FollowTimeoutError",
+    "ForeignCheckpointError",
     "Gate",
     "GateCategory",
     "GateChecked",

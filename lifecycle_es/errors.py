@@ -7,9 +7,13 @@ ours; `lifecycle_es` re-exports them so users import every error from one place.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "CheckpointUnreadableError",
     "ConfigError",
     "DivergenceError",
     "DuplicateEntityError",
+    "ForeignCheckpointError",
     "InconsistentEventError",
     "InvalidMetricError",
     "InvalidTransitionError",
@@ -93,3 +97,22 @@ class SyncTimeoutError(LifecycleError, TimeoutError):
         super().__init__(message)
         self.rank = rank
         self.step = step
+
+
+class CheckpointError(LifecycleError):
+    """Base class of the errors raised when a training checkpoint cannot be read or used."""
+
+
+class CheckpointUnreadableError(CheckpointError, ValueError):
+    """Raised when a checkpoint file is missing or unreadable, or its bytes are not a lifecycle-es
+    checkpoint of the current format (corrupt, another program's file, another layout)."""
+
+
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """Raised when a checkpoint's bytes do not hash to the SHA-256 its `CheckpointSaved` recorded:
+    the file was changed, truncated or swapped after it was written."""
+
+
+class ForeignCheckpointError(CheckpointError, ValueError):
+    """Raised when a checkpoint does not fit the rank resuming from it: it holds no snapshot of one
+    of the rank's projections (it was written by a run built from other parts)."""

@@ -4,12 +4,18 @@ One file per checkpoint, written by `torch.save` with only tensors and plain dat
 read back with `torch.load(weights_only=True)` after its SHA-256 is checked against the one
 the log recorded (`CheckpointSaved.sha256`), so a truncated or swapped file is refused before
 anything is loaded. The file appears atomically (written aside, fsynced, renamed).
+
+`save_checkpoint` and `load_checkpoint` are the file format; `Checkpoints` is what a training
+loop calls: the leader saves a checkpoint at a step boundary and records it on the log, and
+every rank of a restarted run resumes from the one the log recorded last. A file that cannot
+be used raises a `CheckpointError`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,11 +23,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from lifecycle_es.errors import ConfigError, InconsistentEventError
+from lifecycle_es.errors import (
+    CheckpointMismatchError,
+    CheckpointUnreadableError,
+    ConfigError,
+    ForeignCheckpointError,
+)
+from lifecycle_es.events import CheckpointRestored, CheckpointSaved
+from lifecycle_es.session import Lifecycle
 from projections._projection import Snapshot
+from projections.runner import Runner
+from projections.training import distributed
+from projections.training.distributed import Group
+from projections.training.sync import Boundary
 
-__all__ = ["FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["FORMAT", "Checkpoint", "Checkpoints", "load_checkpoint", "save_checkpoint"]
+
+_log = logging.getLogger("projections.training.checkpoint")
 
 FORMAT = 1
 """The layout version written into every checkpoint."""
@@ -83,9 +103,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, sha256: str | None = None) 
     try:
         data = target.read_bytes()
     except OSError as e:
-        raise ConfigError(f"cannot read checkpoint {target}: {e.strerror or e}") from e
+        raise CheckpointUnreadableError(f"cannot read checkpoint {target}: {e.strerror or e}") from e
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise InconsistentEventError(
+        raise CheckpointMismatchError(
             f"checkpoint {target} does not match the SHA-256 the log "
             f"recorded ({sha256[:12]}...); it was changed or truncated"
         )
@@ -94,11 +114,11 @@ def load_checkpoint(path: str | os.PathLike[str], *, sha256: str | None = None) 
     except Exception as e:
         # On foreign bytes the weights-only loader raises almost any type (UnpicklingError,
         # RuntimeError, UnicodeDecodeError, IndexError, EOFError, ...): each means no checkpoint.
-        raise ConfigError(
+        raise CheckpointUnreadableError(
             f"{target} is not a lifecycle-es checkpoint: the loader failed ({type(e).__name__})"
         ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ConfigError(f"{target} is not a lifecycle-es checkpoint of format {FORMAT}")
+        raise CheckpointUnreadableError(f"{target} is not a lifecycle-es checkpoint of format {FORMAT}")
     return Checkpoint(
         step=int(payload["step"]),
         seq=int(payload["seq"]),
@@ -110,3 +130,109 @@ def load_checkpoint(path: str | os.PathLike[str], *, sha256: str | None = None) 
         },
         extra=payload["extra"],
     )
+
+
+class Checkpoints:
+    """A run's training checkpoints, as a loop takes and resumes them at step boundaries.
+
+    Ranks are verified identical at a boundary, so one file holds every rank's state: the
+    leader writes it (keep the directory where every rank can read it) and appends
+    `CheckpointSaved`; after a restart every rank loads the one the log recorded last.
+    """
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        runner: Runner,
+        *,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        leader: int = 0,
+        group: Group = None,
+    ) -> None:
+        """Checkpoint `model`, `optimizer` and the projections `runner` feeds, on the log of
+        `lifecycle` (this rank's registry); `leader` is the rank that writes (the sync's
+        leader), `group` the process group (None: the world, if any)."""
+        world = distributed.world_size(group)
+        if isinstance(leader, bool) or not isinstance(leader, int) or not 0 <= leader < world:
+            raise ConfigError(f"leader rank {leader!r} is outside a world of {world}")
+        self.lifecycle = lifecycle
+        self.runner = runner
+        self.model = model
+        self.optimizer = optimizer
+        self.leader = leader
+        self.rank = distributed.rank(group)
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this rank writes the checkpoint files and records them."""
+        return self.rank == self.leader
+
+    def save(
+        self, directory: str | os.PathLike[str], boundary: Boundary, *, extra: Mapping[str, Any] | None = None
+    ) -> Path | None:
+        """Checkpoint the state at `boundary`, which `LifecycleSync.at_boundary` just returned.
+
+        Call it on every rank; `extra` is the caller's own state (plain data and tensors).
+        Returns the file's path on the leader, None on the others and on a boundary replayed
+        from the log (its checkpoint, if any, was written by the run that first sealed it).
+        """
+        if not self.is_leader or boundary.replayed:
+            return None
+        step, seq = boundary.step, self.runner.seq
+        name = f"{self.lifecycle.run_id}-step{step}"
+        path = Path(directory) / f"{name}.pt"
+        sha = save_checkpoint(
+            path,
+            step=step,
+            seq=seq,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            snapshots=[p.snapshot() for p in self.runner.projections],
+            extra=extra,
+        )
+        saved = CheckpointSaved(
+            run_id=self.lifecycle.run_id,
+            step=step,
+            rank=self.rank,
+            checkpoint_id=name,
+            path=str(path),
+            sha256=sha,
+            upto_seq=seq,
+        )
+        self.lifecycle.append([saved])
+        _log.info("checkpoint %s covers the log to seq %d", path, seq)
+        return path
+
+    def resume(self) -> Checkpoint | None:
+        """Load the checkpoint the log last recorded into the model, optimizer and projections.
+
+        Returns it (its `step`, and the caller's `extra` state), or None when the log records
+        none. The rank then replays the log from the checkpoint's seq as it reaches each sealed
+        step, so it rejoins with the architecture and digest of the others.
+        """
+        self.lifecycle.catch_up()
+        recorded = self.lifecycle.registry.last_checkpoint
+        if recorded is None:
+            return None
+        checkpoint = load_checkpoint(recorded["path"], sha256=recorded["sha256"])
+        for projection in self.runner.projections:
+            snapshot = checkpoint.snapshots.get(projection.name)
+            if snapshot is None:
+                raise ForeignCheckpointError(
+                    f"checkpoint {recorded['path']} holds no snapshot of projection {projection.name!r}"
+                )
+            projection.restore(snapshot)
+        self.model.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        if self.is_leader:
+            restored = CheckpointRestored(
+                run_id=self.lifecycle.run_id,
+                step=checkpoint.step,
+                rank=self.rank,
+                upto_seq=checkpoint.seq,
+                **{k: recorded[k] for k in ("checkpoint_id", "path", "sha256")},
+            )
+            self.lifecycle.append([restored])
+        _log.info("resumed from %s at step %d (seq %d)", recorded["path"], checkpoint.step, checkpoint.seq)
+        return checkpoint

@@ -24,6 +24,10 @@ any `no_sync()` window, every rank calls::
 Without a process group nothing is communicated and nothing verified: the loop is the
 single-process loop. On non-evaluation steps nothing here runs. Decisions sealed at step s
 carry `apply_at_step = s + 1` (the boundary before step s+1's forward) and are applied there.
+
+The sync takes its parts as the caller built them and wires nothing behind its back: the
+caller gives `ModelSurgery` its `on_rewrap` (the DDP wrapper's `rewrap`) and has the runner
+feed it. A boundary's checkpoint is saved, and a run resumed, by `checkpoint.Checkpoints`.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,13 +45,12 @@ from torch import nn
 
 from bus import FollowTimeoutError
 from lifecycle_es.errors import ConfigError, DivergenceError, InconsistentEventError, SyncTimeoutError
-from lifecycle_es.events import ActionsVerified, CheckpointRestored, CheckpointSaved, DivergenceDetected
+from lifecycle_es.events import ActionsVerified, DivergenceDetected
 from lifecycle_es.session import Lifecycle
 from projections._projection import Record
 from projections.moe.surgery import ModelSurgery
 from projections.runner import Runner
 from projections.training import distributed
-from projections.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from projections.training.distributed import Group, Replicated
 
 __all__ = ["Boundary", "LifecycleSync", "SyncConfig"]
@@ -113,31 +115,16 @@ class LifecycleSync:
         """Join `lifecycle` (this rank's registry on the run's log) to the projections `runner`
         feeds, `surgery` among them; `group` is the process group (None: the world, if any).
 
-        `replicated`, the DDP wrapper the loop trains through, is re-wrapped after every resize
-        (unless `surgery` has an `on_rewrap` already), and lets `at_boundary` refuse to run
-        inside a `no_sync()` window. Under the resize strategy with a process group, a re-wrap
-        is required: without one the next backward fails or, worse, diverges.
+        `replicated`, the DDP wrapper the loop trains through, lets `at_boundary` refuse to run
+        inside a `no_sync()` window. The parts are used as given: build `surgery` with
+        `on_rewrap=replicated.rewrap` so DDP is re-wrapped after a resize.
         """
-        if surgery not in runner.projections:
-            raise ConfigError("the runner must feed the model surgery the sync verifies")
-        if runner.log is not lifecycle.log and runner.log.run_id != lifecycle.run_id:
-            raise ConfigError(
-                f"the runner follows run {runner.log.run_id!r}, the lifecycle writes run {lifecycle.run_id!r}"
-            )
-        if replicated is not None and surgery.on_rewrap is None:
-            surgery.on_rewrap = replicated.rewrap
-        if distributed.active(group) and surgery.strategy == "resize" and surgery.on_rewrap is None:
-            raise ConfigError(
-                "under the resize strategy with a process group, pass replicated= "
-                "(or ModelSurgery(on_rewrap=...)) so DDP is re-wrapped after surgery"
-            )
         self.lifecycle = lifecycle
         self.runner = runner
         self.surgery = surgery
         self.replicated = replicated
         self.config = config or SyncConfig()
         self.group = group
-        self._replayed = False
         self.rank = distributed.rank(group)
         self.world_size = distributed.world_size(group)
         if self.config.leader >= self.world_size:
@@ -180,7 +167,6 @@ class LifecycleSync:
         if decisions:
             self.surgery.optimizer.zero_grad(set_to_none=True)  # no grad may view old buckets
         self.runner.apply(records)
-        self._replayed = replayed
         if not self.distributed:
             return Boundary(step, records, decisions, None, replayed=replayed)
         digest, repaired = self._verify(step)
@@ -345,90 +331,6 @@ class LifecycleSync:
         # The leader is the run's one writer, so its registry is at the log's end; another
         # writer would make this append fail with ConcurrencyError, as it should.
         self.lifecycle.append(events)
-
-    # -- checkpoints -------------------------------------------------------------------------
-
-    def save_checkpoint(
-        self, directory: str | Path, step: int, *, extra: Mapping[str, Any] | None = None
-    ) -> Path | None:
-        """Checkpoint at the boundary just passed: the leader writes the file and records it.
-
-        Call it on every rank right after `at_boundary(step)`; ranks are verified identical
-        there, so one file holds every rank's state (keep `directory` where every rank can
-        read it). Returns the file's path on the leader, None on the others and on a step
-        replayed from the log (its checkpoint, if any, was written by the first run).
-        """
-        if not self.is_leader or self._replayed:
-            return None
-        seq = self.runner.seq
-        model = self.surgery.model
-        if model is None:
-            raise ConfigError("a checkpoint needs the model: build ModelSurgery with model=...")
-        name = f"{self.lifecycle.run_id}-step{step}"
-        path = Path(directory) / f"{name}.pt"
-        sha = save_checkpoint(
-            path,
-            step=step,
-            seq=seq,
-            model=model.state_dict(),
-            optimizer=self.surgery.optimizer.state_dict(),
-            snapshots=[p.snapshot() for p in self.runner.projections],
-            extra=extra,
-        )
-        self._append(
-            [
-                CheckpointSaved(
-                    run_id=self.lifecycle.run_id,
-                    step=step,
-                    rank=self.rank,
-                    checkpoint_id=name,
-                    path=str(path),
-                    sha256=sha,
-                    upto_seq=seq,
-                )
-            ]
-        )
-        _log.info("checkpoint %s covers the log to seq %d", path, seq)
-        return path
-
-    def resume(self) -> Checkpoint | None:
-        """Load the checkpoint the log last recorded into the model, optimizer and projections.
-
-        Returns it (its `step`, and the caller's `extra` state), or None when the log records
-        none. The rank then replays the log from the checkpoint's seq as it reaches each sealed
-        step, so it rejoins with the architecture and digest of the others.
-        """
-        self.lifecycle.catch_up()
-        recorded = self.lifecycle.registry.last_checkpoint
-        if recorded is None:
-            return None
-        checkpoint = load_checkpoint(recorded["path"], sha256=recorded["sha256"])
-        model = self.surgery.model
-        if model is None:
-            raise ConfigError("resuming needs the model: build ModelSurgery with model=...")
-        for projection in self.runner.projections:
-            snapshot = checkpoint.snapshots.get(projection.name)
-            if snapshot is None:
-                raise ConfigError(
-                    f"checkpoint {recorded['path']} holds no snapshot of projection {projection.name!r}"
-                )
-            projection.restore(snapshot)
-        model.load_state_dict(checkpoint.model)
-        self.surgery.optimizer.load_state_dict(checkpoint.optimizer)
-        if self.is_leader:
-            self._append(
-                [
-                    CheckpointRestored(
-                        run_id=self.lifecycle.run_id,
-                        step=checkpoint.step,
-                        rank=self.rank,
-                        upto_seq=checkpoint.seq,
-                        **{k: recorded[k] for k in ("checkpoint_id", "path", "sha256")},
-                    )
-                ]
-            )
-        _log.info("resumed from %s at step %d (seq %d)", recorded["path"], checkpoint.step, checkpoint.seq)
-        return checkpoint
 
 
 def _check_decisions(records: Sequence[Record], step: int) -> int:

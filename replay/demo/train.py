@@ -4,11 +4,12 @@ Every step is forward, backward, `optimizer.step()`, then `BasinTracker.record` 
 only: no device work, no host sync). Every `lifecycle_eval_interval` steps, at the step
 boundary, through `LifecycleSync`: routing counters summed over ranks -> basin metrics ->
 (leader) `MetricsObserved`, the coordinator's decisions and `StepSealed` in one batch -> every
-rank folds the batch into model surgery and the state tensors -> digests agree. In one
-process with no process group that is the same code with nothing communicated. Under DDP each
-rank trains on its shard of every batch (every world_size-th token), so N ranks see the
-tokens one process sees. With the lifecycle off the same loop trains the same model on the
-same tokens and never changes its experts.
+rank folds the batch into model surgery and the state tensors -> digests agree. Every
+`checkpoint_every` steps, at such a boundary, the leader saves a checkpoint (`Checkpoints`)
+that a restarted run resumes from. In one process with no process group that is the same
+code with nothing communicated. Under DDP each rank trains on its shard of every batch (every
+world_size-th token), so N ranks see the tokens one process sees. With the lifecycle off the
+same loop trains the same model on the same tokens and never changes its experts.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from bus import Log
 from lifecycle_es import ConfigError, Lifecycle
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
 from lifecycle_es.session import LifecycleConfig
+from lifecycle_es.specs import ROUTING_STATES
 from projections import Runner, StateTensors
 from projections.moe import BasinTracker, ModelSurgery, Strategy
-from projections.moe.surgery import ROUTING_STATES
-from projections.training import LifecycleSync, Replicated, SyncConfig, distributed
+from projections.training import Boundary, Checkpoints, LifecycleSync, Replicated, SyncConfig, distributed
 from replay.demo.model import DemoModel
 from replay.demo.task import Task
 
@@ -248,12 +249,13 @@ class DemoRun:
         self.optimizer.step()
         self._loss += loss.detach()
         self._since_tick += 1
-        if self.lifecycle is not None:
-            self.lifecycle.after_step(step, batch.types)
+        lifecycle = self.lifecycle
+        boundary = None if lifecycle is None else lifecycle.after_step(step, batch.types)
         if step == self.task.phase_end(self.task.phase_index(step)):
             self._evaluate(step)
-        if self.lifecycle is not None:
-            self.lifecycle.maybe_checkpoint(step)
+        # after _evaluate, so that the checkpoint's timeline holds this step's phase loss
+        if lifecycle is not None and boundary is not None:
+            lifecycle.maybe_checkpoint(boundary)
 
     def run(
         self,
@@ -324,7 +326,8 @@ class DemoRun:
 
 
 class _LifecycleSide:
-    """The lifecycle half of the loop: basin tracking, the coordinator, the log, surgery, sync."""
+    """The lifecycle half of the loop: basin tracking, the coordinator, the log, surgery, sync,
+    checkpoints."""
 
     def __init__(self, options: DemoOptions, log: Log, run: DemoRun, ranks: RankOptions) -> None:
         self.options = options
@@ -337,11 +340,20 @@ class _LifecycleSide:
         self.run_id = self.lc.run_id
         layers = run.model.layers()
         self.coordinator = ExpertCoordinator(self.config, capacity={i: options.max_experts for i in layers})
-        self.surgery = ModelSurgery(layers, run.optimizer, strategy=options.strategy, model=run.model)
+        self.surgery = ModelSurgery(
+            layers,
+            run.optimizer,
+            strategy=options.strategy,
+            model=run.model,
+            on_rewrap=run.replicated.rewrap,  # DDP is re-wrapped around resized parameters
+        )
         self.tensors = StateTensors(self.lc.registry.specs)
         self.runner = Runner(log, [self.surgery, self.tensors])
         self.sync = LifecycleSync(
             self.lc, self.runner, self.surgery, replicated=run.replicated, config=ranks.sync
+        )
+        self.checkpoints = Checkpoints(
+            self.lc, self.runner, model=run.model, optimizer=run.optimizer, leader=ranks.sync.leader
         )
         self.basin = BasinTracker(layers, num_types=run.task.num_types)
         self.layers = sorted(layers)
@@ -356,7 +368,7 @@ class _LifecycleSide:
     def start(self) -> int:
         """Begin the run (RunStarted, the initial experts, StepSealed(0)) or resume it."""
         if self.ranks.resume:
-            checkpoint = self.sync.resume()
+            checkpoint = self.checkpoints.resume()
             if checkpoint is not None:
                 self.run.load_extra_state(checkpoint.extra)
                 return checkpoint.step + 1
@@ -373,15 +385,18 @@ class _LifecycleSide:
         for layer in self.layers:
             self.coordinator.register_initial(lc, layer, self.options.initial_experts, step=0)
 
-    def after_step(self, step: int, types: torch.Tensor) -> None:
-        """Record the step's routing; at an evaluation step, observe, decide, seal and apply."""
+    def after_step(self, step: int, types: torch.Tensor) -> Boundary | None:
+        """Record the step's routing; at an evaluation step, observe, decide, seal and apply, and
+        return the boundary (None on other steps)."""
         self.basin.record(types)
-        if step % self.interval == 0:
-            self.checkpoint(step)
-            self.run.timeline.experts.append((step, self.routing_counts()))
+        if step % self.interval:
+            return None
+        boundary = self.evaluate(step)
+        self.run.timeline.experts.append((step, self.routing_counts()))
+        return boundary
 
-    def checkpoint(self, step: int) -> None:
-        """One evaluation checkpoint, at the boundary after step `step`'s optimizer step."""
+    def evaluate(self, step: int) -> Boundary:
+        """One lifecycle evaluation, at the boundary after step `step`'s optimizer step."""
         self.basin.sum_across(functools.partial(self.sync.observe, step))
         readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
 
@@ -393,13 +408,13 @@ class _LifecycleSide:
             )
             lc.append(self.coordinator.decide(lc.registry, run_id=self.run_id, step=step))
 
-        self.sync.at_boundary(step, decide)
+        return self.sync.at_boundary(step, decide)
 
-    def maybe_checkpoint(self, step: int) -> None:
-        """Write a training checkpoint at the steps `checkpoint_every` names."""
+    def maybe_checkpoint(self, boundary: Boundary) -> None:
+        """Write a training checkpoint at the boundaries `checkpoint_every` names."""
         every, directory = self.ranks.checkpoint_every, self.ranks.checkpoint_dir
-        if every and directory is not None and step % every == 0:
-            self.sync.save_checkpoint(directory, step, extra=self.run.extra_state())
+        if every and directory is not None and boundary.step % every == 0:
+            self.checkpoints.save(directory, boundary, extra=self.run.extra_state())
 
     def finish(self, step: int) -> str | None:
         """Verify every rank ends with the same digest; return it (None in one process)."""

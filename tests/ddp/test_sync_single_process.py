@@ -1,7 +1,7 @@
 """The synchronized lifecycle in one process: the same code path as a rank, with nothing communicated.
 
 Without a process group `LifecycleSync` decides, seals and applies exactly as a leader does but
-verifies nothing; the distributed helpers return their input; checkpoints and `resume()` work
+verifies nothing; the distributed helpers return their input; `Checkpoints` saves and resumes
 the same, so a crashed single-process run also resumes from its log.
 """
 
@@ -20,14 +20,25 @@ import torch
 import bus
 from bus import MemoryLog
 from bus.testing import free_port
-from lifecycle_es import Action, ConfigError, DecisionMade, InconsistentEventError, Lifecycle
+from lifecycle_es import (
+    Action,
+    CheckpointMismatchError,
+    CheckpointUnreadableError,
+    ConfigError,
+    DecisionMade,
+    ForeignCheckpointError,
+    InconsistentEventError,
+    Lifecycle,
+)
 from projections import Snapshot
+from projections.moe import ModelSurgery
 from projections.runner import Runner
 from projections.training import distributed
-from projections.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from projections.training.checkpoint import FORMAT, Checkpoints, load_checkpoint, save_checkpoint
 from projections.training.distributed import Replicated
 from projections.training.sync import LifecycleSync, SyncConfig, _check_decisions
 from replay.demo import DemoOptions, DemoRun, RankOptions
+from replay.demo.model import DemoModel
 from tests._expert_actions import install
 
 SYNC_KINDS = {"ActionsVerified", "DivergenceDetected", "CheckpointSaved", "CheckpointRestored"}
@@ -72,15 +83,28 @@ def test_sync_config_refuses_bad_values(fields: dict[str, Any], message: str) ->
         SyncConfig(**fields)
 
 
-def test_a_leader_outside_the_world_or_a_runner_without_the_surgery_is_refused() -> None:
-    """Leader 1 in a one-process world, or a runner that does not feed the surgery, is a ConfigError."""
+def test_a_leader_outside_the_world_is_refused() -> None:
+    """Leader 1 in a one-process world is a ConfigError, for the sync as for the checkpoints."""
     demo = _demo(MemoryLog("cfg"))
     assert demo.lifecycle is not None
     side = demo.lifecycle
     with pytest.raises(ConfigError, match="outside a world of 1"):
         LifecycleSync(side.lc, side.runner, side.surgery, config=SyncConfig(leader=1))
-    with pytest.raises(ConfigError, match="must feed the model surgery"):
-        LifecycleSync(side.lc, Runner(side.lc.log, [side.tensors]), side.surgery)
+    with pytest.raises(ConfigError, match="outside a world of 1"):
+        Checkpoints(side.lc, side.runner, model=demo.model, optimizer=demo.optimizer, leader=1)
+
+
+def test_resize_surgery_under_a_process_group_needs_a_rewrap() -> None:
+    """Under a process group, resize surgery without `on_rewrap` is a ConfigError; masked needs none."""
+    model = DemoModel(d_in=4, d_out=2, d_model=8, d_hidden=4, capacity=4, layers=1, top_k=2, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters())
+    replicated = Replicated(model)
+    ModelSurgery(model.layers(), optimizer, strategy="resize", model=model)  # no group: nothing to re-wrap
+    with distributed.process_group("gloo", **_one_rank()):
+        with pytest.raises(ConfigError, match="DDP is re-wrapped after surgery"):
+            ModelSurgery(model.layers(), optimizer, strategy="resize", model=model)
+        ModelSurgery(model.layers(), optimizer, strategy="resize", model=model, on_rewrap=replicated.rewrap)
+        ModelSurgery(model.layers(), optimizer, strategy="masked", model=model)
 
 
 # -- one process: the leader's path, nothing verified -----------------------------------------
@@ -195,13 +219,13 @@ def test_a_checkpoint_round_trips_and_its_sha256_is_that_of_its_bytes(tmp_path: 
 
 
 def test_a_checkpoint_that_does_not_match_its_recorded_sha256_is_refused(tmp_path: Path) -> None:
-    """A changed or truncated file is an InconsistentEventError before anything is unpickled."""
+    """A changed or truncated file is a CheckpointMismatchError before anything is unpickled."""
     path = tmp_path / "c.pt"
     sha = _write(path)
-    with pytest.raises(InconsistentEventError, match="does not match the SHA-256"):
+    with pytest.raises(CheckpointMismatchError, match="does not match the SHA-256"):
         load_checkpoint(path, sha256="0" * 64)
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(InconsistentEventError, match="changed or truncated"):
+    with pytest.raises(CheckpointMismatchError, match="changed or truncated"):
         load_checkpoint(path, sha256=sha)
 
 
@@ -216,22 +240,59 @@ def test_a_checkpoint_that_does_not_match_its_recorded_sha256_is_refused(tmp_pat
     ],
     ids=["empty", "text", "random", "plain-pickle", "truncated-zip"],
 )
-def test_a_file_that_is_no_checkpoint_is_a_config_error(tmp_path: Path, content: bytes) -> None:
-    """Bytes torch cannot load are a ConfigError (one line in the CLI), not a pickle traceback."""
+def test_a_file_that_is_no_checkpoint_is_unreadable(tmp_path: Path, content: bytes) -> None:
+    """Bytes torch cannot load are a CheckpointUnreadableError (one line in the CLI), not a traceback."""
     path = tmp_path / "c.pt"
     path.write_bytes(content)
-    with pytest.raises(ConfigError, match="is not a lifecycle-es checkpoint"):
+    with pytest.raises(CheckpointUnreadableError, match="is not a lifecycle-es checkpoint"):
         load_checkpoint(path)
 
 
-def test_a_torch_file_of_another_layout_or_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
-    """A torch file without our format, or no file at all, is a ConfigError naming the path."""
+def test_a_torch_file_of_another_layout_or_a_missing_file_is_unreadable(tmp_path: Path) -> None:
+    """A torch file without our format, or no file at all, is a CheckpointUnreadableError naming the path."""
     path = tmp_path / "other.pt"
     torch.save({"format": FORMAT + 1}, path)
-    with pytest.raises(ConfigError, match="of format"):
+    with pytest.raises(CheckpointUnreadableError, match="of format"):
         load_checkpoint(path)
-    with pytest.raises(ConfigError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointUnreadableError, match="cannot read checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_the_leader_saves_at_a_decided_boundary_and_not_at_a_replayed_one(tmp_path: Path) -> None:
+    """`save` writes and records a file at a boundary this run sealed; at one the log had sealed
+    already (a resumed run catching up) it writes and records nothing."""
+    log = MemoryLog("saves")
+    demo = _demo(log)
+    assert demo.lifecycle is not None
+    demo.start()
+    side = demo.lifecycle
+    path = side.checkpoints.save(tmp_path, side.sync.at_boundary(10))
+    assert path == tmp_path / f"{side.run_id}-step10.pt"
+    saved = [r for r in log.read() if r["kind"] == "CheckpointSaved"]
+    assert [(r["step"], r["path"], r["upto_seq"]) for r in saved] == [(10, str(path), side.runner.seq)]
+    assert saved[0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    again = _demo(log.attach())
+    assert again.lifecycle is not None
+    replayed = again.lifecycle.sync.at_boundary(0)
+    assert replayed.replayed
+    assert again.lifecycle.checkpoints.save(tmp_path / "again", replayed) is None
+    assert not (tmp_path / "again").exists()
+    assert [r["kind"] for r in log.read()].count("CheckpointSaved") == 1
+
+
+def test_a_checkpoint_without_a_snapshot_the_rank_needs_is_foreign(tmp_path: Path) -> None:
+    """Resuming from a checkpoint that holds no snapshot of one of the rank's projections is a
+    ForeignCheckpointError naming the projection."""
+    demo = _demo(MemoryLog("foreign"))
+    assert demo.lifecycle is not None
+    demo.start()
+    side = demo.lifecycle
+    surgery_only = Checkpoints(
+        side.lc, Runner(side.lc.log, [side.surgery]), model=demo.model, optimizer=demo.optimizer
+    )
+    surgery_only.save(tmp_path, side.sync.at_boundary(10))
+    with pytest.raises(ForeignCheckpointError, match="holds no snapshot of projection 'state_tensors'"):
+        side.checkpoints.resume()
 
 
 class _Crash(Exception):

@@ -23,8 +23,9 @@ def _sync(log: MemoryLog) -> tuple[LifecycleSync, Lifecycle, ModelSurgery]:
     model = _model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     lc = Lifecycle(log)
-    surgery = ModelSurgery(model.layers(), optimizer, model=model)
-    return LifecycleSync(lc, Runner(log, [surgery]), surgery, replicated=Replicated(model)), lc, surgery
+    replicated = Replicated(model)
+    surgery = ModelSurgery(model.layers(), optimizer, model=model, on_rewrap=replicated.rewrap)
+    return LifecycleSync(lc, Runner(log, [surgery]), surgery, replicated=replicated), lc, surgery
 
 
 def _begin(lc: Lifecycle) -> None:
