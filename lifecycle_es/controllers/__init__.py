@@ -2,12 +2,21 @@
 
 `ExpertCoordinator` runs the Mixture-of-Experts expert lifecycle of seeds/002 (spawn, prune,
 split and merge with patience, cooldowns, budgets and basin similarity) under a
-`ExpertCoordinatorConfig`; `expert_id` names the experts it creates.
+`ExpertCoordinatorConfig`; `expert_id` names the experts it creates and `parse_expert_id` reads
+such a name back. `CHECKPOINT_STEP` is the metric its layer observations carry (the step of the
+checkpoint), which marks them as the coordinator's.
 """
 
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
-from lifecycle_es.controllers._expert_ids import expert_id
-from lifecycle_es.controllers._signals import BREADTH
+from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
+from lifecycle_es.controllers._signals import BREADTH, CHECKPOINT_STEP
 from lifecycle_es.controllers.expert import ExpertCoordinator
 
-__all__ = ["BREADTH", "ExpertCoordinator", "ExpertCoordinatorConfig", "expert_id"]
+__all__ = [
+    "BREADTH",
+    "CHECKPOINT_STEP",
+    "ExpertCoordinator",
+    "ExpertCoordinatorConfig",
+    "expert_id",
+    "parse_expert_id",
+]
