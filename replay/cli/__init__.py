@@ -1,9 +1,10 @@
 """The `lifecycle-es` command line: one module per subcommand, errors as one line on stderr.
 
 `demo` trains the demo model (and `_launch` starts its ranks), `spec` shows the built-in
-specs, `tail` follows a run, `replay` rebuilds a registry as of a point, `verify` checks a
-Redis log against its JSONL mirror, `export_decisions` writes a run's decisions as JSONL. Each
-module offers `add_parser` and `run`; `main` is the console script's entry point.
+specs, `tail` follows a run, `replay` rebuilds a registry as of a point, `what_if` re-runs a
+run's controllers with changed settings and diffs their decisions, `verify` checks a Redis log
+against its JSONL mirror, `export_decisions` writes a run's decisions as JSONL. Each module
+offers `add_parser` and `run`; `main` is the console script's entry point.
 """
 
 from replay.cli._main import build_parser, main

@@ -10,7 +10,7 @@ from types import ModuleType
 
 from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import ConfigError, LifecycleError
-from replay.cli import demo, export_decisions, replay, spec, tail, verify
+from replay.cli import demo, export_decisions, replay, spec, tail, verify, what_if
 from replay.cli._launch import worker_from_env
 
 __all__ = ["build_parser", "main"]
@@ -20,6 +20,7 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
     ("spec", "list the built-in lifecycle specs, or show one as a table, JSON or Mermaid", spec),
     ("tail", "print a run's events from a point, filtered, and follow it live", tail),
     ("replay", "rebuild a run's registry as of a seq, a step or a wall time", replay),
+    ("what-if", "re-run a run's controllers with changed settings and diff their decisions", what_if),
     ("verify", "compare a Redis log with its JSONL mirror, and optionally repair the mirror", verify),
     (
         "export-decisions",
