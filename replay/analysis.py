@@ -12,7 +12,14 @@ from lifecycle_es.spec import Spec
 from lifecycle_es.specs import BUILTIN_SPECS
 from replay._replay import Replay
 
-__all__ = ["decisions", "gate_pass_rates", "population_over_steps", "time_in_state"]
+__all__ = [
+    "decisions",
+    "gate_pass_rates",
+    "population_over_steps",
+    "run_metrics",
+    "state_intervals",
+    "time_in_state",
+]
 
 Row = dict[str, Any]
 
@@ -78,4 +85,46 @@ def decisions(log: Log) -> list[Row]:
         for batch in log.pages()
         for record in batch
         if record.get("kind") == "DecisionMade"
+    ]
+
+
+def state_intervals(log: Log) -> list[Row]:
+    """Every stay of every entity in a state, in the order the stays began.
+
+    A row is {"entity", "spec", "layer", "state", "start", "end"}: the steps the entity entered
+    and left the state; `end` is None for the state an entity is still in when the log ends.
+    """
+    rows: list[Row] = []
+    current: dict[str, Row] = {}
+    for batch in log.pages():
+        for record in batch:
+            kind, step = record.get("kind"), record["step"]
+            if kind == "EntityRegistered":
+                entity: str = record["entity"]
+                where = {"entity": entity, "spec": record["spec"], "layer": record.get("layer")}
+                current[entity] = {**where, "state": record["state"], "start": step, "end": None}
+            elif kind == "TransitionApplied" and record["entity"] in current:
+                entity = record["entity"]
+                current[entity]["end"] = step
+                current[entity] = {**current[entity], "state": record["to_state"], "start": step, "end": None}
+            else:
+                continue
+            rows.append(current[entity])
+    return rows
+
+
+def run_metrics(log: Log) -> list[Row]:
+    """The run's own metrics (`MetricsObserved` of no entity and no layer), one row per value.
+
+    A row is {"seq", "step", "name", "value"}, in log order; a training loop records its loss
+    this way, apart from the entity and layer metrics the controllers read.
+    """
+    return [
+        {"seq": record["seq"], "step": record["step"], "name": name, "value": value}
+        for batch in log.pages()
+        for record in batch
+        if record.get("kind") == "MetricsObserved"
+        and record.get("entity") is None
+        and record.get("layer") is None
+        for name, value in record["metrics"].items()
     ]

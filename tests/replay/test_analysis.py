@@ -7,7 +7,14 @@ import pytest
 from bus import MemoryLog
 from lifecycle_es import Action, DecisionMade, InvalidTransitionError, Lifecycle
 from replay import replay
-from replay.analysis import decisions, gate_pass_rates, population_over_steps, time_in_state
+from replay.analysis import (
+    decisions,
+    gate_pass_rates,
+    population_over_steps,
+    run_metrics,
+    state_intervals,
+    time_in_state,
+)
 
 
 @pytest.fixture
@@ -76,3 +83,31 @@ def test_time_in_state_and_gate_pass_rates_come_from_the_replay(run: Lifecycle) 
     assert spent[("kasmina", "DORMANT")] == 1
     assert spent[("kasmina", "GERMINATED")] == 1
     assert spent[("kasmina", "TRAINING")] == 2
+
+
+def test_state_intervals_are_each_stay_in_a_state(run: Lifecycle) -> None:
+    """A row per stay, from the step an entity entered a state to the step it left (None: still there)."""
+    rows = [(r["entity"], r["state"], r["start"], r["end"]) for r in state_intervals(run.log)]
+    assert rows == [
+        ("x", "active", 1, 3),
+        ("y", "active", 1, None),
+        ("s", "DORMANT", 1, 2),
+        ("s", "GERMINATED", 2, 3),
+        ("x", "dormant", 3, None),
+        ("s", "TRAINING", 3, None),
+    ]
+    assert {(r["entity"], r["spec"], r["layer"]) for r in state_intervals(run.log)} == {
+        ("x", "expert", 0),
+        ("y", "expert", 0),
+        ("s", "kasmina", 1),
+    }
+
+
+def test_run_metrics_are_the_metrics_of_neither_an_entity_nor_a_layer(run: Lifecycle) -> None:
+    """The run's own metrics come out one row per value; entity and layer metrics stay out."""
+    run.observe({"loss": 0.5, "lr": 0.01}, step=6)
+    run.observe({"share": 0.3}, entity="y", step=6)
+    run.observe({"entropy": 1.2}, layer=0, step=6)
+    run.observe({"loss": 0.25}, step=7)
+    rows = [(r["step"], r["name"], r["value"]) for r in run_metrics(run.log)]
+    assert rows == [(6, "loss", 0.5), (6, "lr", 0.01), (7, "loss", 0.25)]
