@@ -96,7 +96,10 @@ class ExpertCoordinatorKind(ControllerKind):
     (where the demo records it). It manages the layers it observed (the layer observations
     that carry `checkpoint_step`) and those holding experts. Slots per layer: the capacity its
     slot gates recorded, else the larger of the recorded `max_experts_per_layer` and the
-    highest slot an expert held (a changed `max_experts_per_layer` does not add slots).
+    highest slot an expert held (a changed `max_experts_per_layer` does not add slots). The
+    counterfactual registry keeps `basin_window_size` observations per metric, as the writer
+    the coordinator asks for does (`LifecycleConfig(metric_window=basin_window_size)`); a run
+    written with a longer window is not reproduced exactly.
     """
 
     name = "expert coordinator"

@@ -191,6 +191,18 @@ def test_an_earlier_split_reads_the_signals_of_the_recorded_child_of_that_name()
     assert (result.rows[0].stand_ins, result.rows[0].unobserved) == (("L0_E4",), ())
 
 
+def test_a_recorded_move_of_an_expert_the_what_if_never_made_is_skipped_and_counted(
+    recorded: Lifecycle,
+) -> None:
+    """A hand-made move of L0_E4 after the run cannot happen where no split made L0_E4."""
+    recorded.transition("L0_E4", "dormant", step=90)
+    recorded.seal(90)
+    result = what_if(recorded.log, {"split_share_threshold": 0.5})
+    assert result.skipped == 1
+    assert [r.change for r in result.rows] == ["removed", "changed"]
+    assert what_if(recorded.log, {}).skipped == 0
+
+
 def test_until_step_bounds_both_runs(recorded: Lifecycle) -> None:
     """Through step 30 only the split is compared; through step 20 there is no decision at all."""
     result = what_if(recorded.log, {"split_share_threshold": 0.5}, until_step=30)
