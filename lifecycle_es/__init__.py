@@ -11,6 +11,7 @@ from bus.errors import (
     ConcurrencyError,
     CorruptLogError,
     FollowTimeoutError,
+    InvalidArgumentError,
     InvalidRecordError,
     InvalidRunIdError,
     InvalidUrlError,
@@ -36,6 +37,7 @@ from lifecycle_es.errors import (
     SyncTimeoutError,
     UnknownEntityError,
     UnknownStateError,
+    UsageError,
 )
 from lifecycle_es.events import (
     Action,
@@ -96,6 +98,7 @@ __all__ = [
     "GateResult",
     "HookPoint",
     "InconsistentEventError",
+    "InvalidArgumentError",
     "InvalidMetricError",
     "InvalidRecordError",
     "InvalidRunIdError",
@@ -123,6 +126,7 @@ __all__ = [
     "UnknownEntityError",
     "UnknownRunError",
     "UnknownStateError",
+    "UsageError",
     "default_gates",
     "fold",
     "fold_record",

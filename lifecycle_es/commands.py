@@ -15,12 +15,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from lifecycle_es.errors import (
-    ConfigError,
     DuplicateEntityError,
     InvalidMetricError,
     SchemaError,
     SpecError,
     UnknownStateError,
+    UsageError,
 )
 from lifecycle_es.events import (
     _UUID_PATTERN,
@@ -55,12 +55,12 @@ class Stamp:
 
     def __post_init__(self) -> None:
         if self.step < 0 or self.rank < 0:
-            raise ConfigError(f"step and rank must be >= 0, got step {self.step}, rank {self.rank}")
+            raise UsageError(f"step and rank must be >= 0, got step {self.step}, rank {self.rank}")
         # Checked here because transitions and observations build their events unvalidated.
         if self.causation is not None and (
             not isinstance(self.causation, str) or not re.fullmatch(_UUID_PATTERN, self.causation)
         ):
-            raise ConfigError(f"causation must be an event id (UUID text), got {self.causation!r}")
+            raise UsageError(f"causation must be an event id (UUID text), got {self.causation!r}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -129,7 +129,7 @@ def register(
         # Checked here, not left to pydantic, whose lax mode would turn "3" or True into 3
         # after the slot-holder check below had been skipped.
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"{name} must be an int or None, got {type(value).__name__}")
+            raise UsageError(f"{name} must be an int or None, got {type(value).__name__}")
     if slot is not None and (holder := registry.slot_holder(spec, layer, slot)) is not None:
         raise DuplicateEntityError(f"slot {slot} of layer {layer} is held by {holder!r}")
     try:
@@ -165,7 +165,7 @@ def observe(
     if entity is not None:
         registry.get(entity)
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
-        raise ConfigError(f"layer must be a non-negative int, got {layer!r}")
+        raise UsageError(f"layer must be a non-negative int, got {layer!r}")
     return MetricsObserved.trusted(
         run_id=stamp.run_id,
         step=stamp.step,
@@ -197,7 +197,7 @@ def request_transition(
     current = registry.get(entity)
     spec = registry.spec_of(current)
     if not isinstance(reason, str):  # the applied event is built unvalidated
-        raise ConfigError(f"reason must be a str, got {type(reason).__name__}")
+        raise UsageError(f"reason must be a str, got {type(reason).__name__}")
     edge, target, trig = _resolve(spec, current.state, to, trigger)
     checked = check_metrics(metrics)
     if edge is None:
@@ -236,7 +236,7 @@ def _resolve(
     spec: Spec, state: str, to: str | None, trigger: str | None
 ) -> tuple[TransitionDef | None, str, str]:
     if (to is None) == (trigger is None):
-        raise ConfigError("name exactly one of `to` and `trigger`")
+        raise UsageError("name exactly one of `to` and `trigger`")
     if trigger is not None:
         edge = spec.edge_for_trigger(state, trigger)
         if edge is None and all(t.trigger != trigger for t in spec.transitions):

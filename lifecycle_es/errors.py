@@ -24,6 +24,7 @@ __all__ = [
     "SyncTimeoutError",
     "UnknownEntityError",
     "UnknownStateError",
+    "UsageError",
 ]
 
 
@@ -36,7 +37,17 @@ class SpecError(LifecycleError, ValueError):
 
 
 class ConfigError(LifecycleError, ValueError):
-    """Raised when a configuration value is out of range or of the wrong type."""
+    """Raised when a configuration value is out of range or of the wrong type: a constructor
+    argument, a config dataclass field, a CLI option, a hook registration. Checked when the
+    thing is configured, not while it runs."""
+
+
+class UsageError(LifecycleError, ValueError):
+    """Raised when the API is used wrongly at run time: a method argument out of range or of
+    the wrong kind (a step before the run's latest, a layer that is not managed, a snapshot of
+    another projection), a call the object's state does not allow now (a second open batch, a
+    runner already following), or parts handed over at construction that no longer fit each
+    other (an optimizer that lost the model's parameters)."""
 
 
 class SchemaError(LifecycleError, ValueError):

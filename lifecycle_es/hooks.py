@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import structlog
 
+from lifecycle_es.errors import ConfigError
 from lifecycle_es.spec import Spec
 
 __all__ = ["TRANSITION_POINTS", "Handler", "Hooks"]
@@ -46,7 +47,7 @@ class Hooks:
     def on(self, point: str, handler: Handler, *, spec: str | None = None) -> None:
         """Call `handler` at `point` ('pre_transition', 'post_transition' or a spec's hook name)."""
         if not callable(handler):
-            raise TypeError(f"hook handler for {point!r} must be callable")
+            raise ConfigError(f"hook handler for {point!r} must be callable")
         self._registrations.append(_Registration(point, handler, spec))
 
     def __bool__(self) -> bool:

@@ -17,7 +17,7 @@ from bus import Log, MemoryLog
 from lifecycle_es import commands
 from lifecycle_es.codec import CODEC, Codec
 from lifecycle_es.commands import GatePolicy, Stamp
-from lifecycle_es.errors import ConfigError, InvalidTransitionError
+from lifecycle_es.errors import ConfigError, InvalidTransitionError, UsageError
 from lifecycle_es.events import EventBase, GateMode, RunStarted, RunStateChanged, StepSealed
 from lifecycle_es.gates import MIN_TIME_GATE, GateLibrary, default_gates
 from lifecycle_es.hooks import Hooks
@@ -109,9 +109,9 @@ class Lifecycle:
 
     def _check_step(self, step: int) -> int:
         if isinstance(step, bool) or not isinstance(step, int):
-            raise ConfigError(f"step must be an int, got {type(step).__name__}")
+            raise UsageError(f"step must be an int, got {type(step).__name__}")
         if step < self.registry.step:
-            raise ConfigError(f"step {step} is before the run's latest step {self.registry.step}")
+            raise UsageError(f"step {step} is before the run's latest step {self.registry.step}")
         return step
 
     # -- commands ------------------------------------------------------------------------------
@@ -281,7 +281,7 @@ class Lifecycle:
         """
         for event in events:
             if event.run_id != self.run_id:
-                raise ConfigError(f"event of run {event.run_id!r} cannot go to run {self.run_id!r}")
+                raise UsageError(f"event of run {event.run_id!r} cannot go to run {self.run_id!r}")
         first = self.registry.seq + 1
         records = [self.codec.to_record(e) for e in events]
         for i, record in enumerate(records):

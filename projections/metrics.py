@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from lifecycle_es.errors import ConfigError, InconsistentEventError
+from lifecycle_es.errors import InconsistentEventError, UsageError
 from projections._projection import Projection, Record, Snapshot
 
 __all__ = ["MetricsProjection"]
@@ -116,7 +116,7 @@ class MetricsProjection(Projection):
     def restore(self, snapshot: Snapshot) -> None:
         """Replace every counter with a snapshot's, including the seq and the clock."""
         if snapshot.kind != self.name:
-            raise ConfigError(f"cannot restore a {snapshot.kind!r} snapshot into {self.name!r}")
+            raise UsageError(f"cannot restore a {snapshot.kind!r} snapshot into {self.name!r}")
         s = snapshot.state
         self.step = s["step"]
         self._entities = {e: _Tracked(spec, state, at) for e, spec, state, at in s["entities"]}
@@ -138,7 +138,7 @@ class MetricsProjection(Projection):
         totals = Counter({k: n for k, n in self._closed.items()})
         for tracked in self._entities.values():
             if at < tracked.entered_step:
-                raise ConfigError(
+                raise UsageError(
                     f"step {at} is before an entity entered {tracked.state} at step {tracked.entered_step}"
                 )
             totals[(tracked.spec, tracked.state)] += at - tracked.entered_step

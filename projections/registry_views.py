@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from types import MappingProxyType
 
-from lifecycle_es.errors import ConfigError, SpecError
+from lifecycle_es.errors import SpecError, UsageError
 from lifecycle_es.registry import EntityState, Registry, fold_record
 from lifecycle_es.spec import Spec, StateCategory
 from lifecycle_es.specs import BUILTIN_SPECS, AgentState
@@ -128,7 +128,7 @@ class RegistryProjection(Projection):
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the registry with a snapshot's; the specs stay those of this projection."""
         if snapshot.kind != self.name or snapshot.state.get("seq") != snapshot.seq:
-            raise ConfigError(
+            raise UsageError(
                 f"cannot restore a {snapshot.kind!r} snapshot at seq {snapshot.seq} into {self.name!r}"
             )
         self.registry = Registry.from_state(self.registry.specs, copy.deepcopy(snapshot.state))
@@ -179,11 +179,11 @@ class RegistryProjection(Projection):
     def query(self, name: str, spec: str | None = None) -> list[EntityState]:
         """Return the entities answering the named query, of one spec or of all.
 
-        An unknown query name raises `ConfigError` naming the known ones.
+        An unknown query name raises `UsageError` naming the known ones.
         """
         known = sorted({q for sets in self.queries.values() for q in sets})
         if name not in known:
-            raise ConfigError(f"unknown query {name!r}; the known queries are: {', '.join(known)}")
+            raise UsageError(f"unknown query {name!r}; the known queries are: {', '.join(known)}")
         if spec is not None:
             self._spec(spec)
         return sorted(

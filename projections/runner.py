@@ -16,7 +16,7 @@ from typing import Self
 
 from bus import Log
 from lifecycle_es.codec import CODEC, Codec
-from lifecycle_es.errors import ConfigError
+from lifecycle_es.errors import ConfigError, UsageError
 from projections._projection import Projection, Record
 
 __all__ = ["Runner", "gc_paused"]
@@ -88,7 +88,7 @@ class Runner:
     def start(self) -> None:
         """Follow the log on a daemon thread until `stop()`."""
         if self._thread is not None:
-            raise ConfigError("the runner is already following its log")
+            raise UsageError("the runner is already following its log")
         self._stop.clear()
         self._error = None
         self._thread = threading.Thread(target=self._follow_safely, name="lifecycle-es-runner", daemon=True)

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from lifecycle_es.errors import ConfigError, SpecError, UnknownEntityError
+from lifecycle_es.errors import ConfigError, SpecError, UnknownEntityError, UsageError
 from lifecycle_es.spec import Spec
 from projections._projection import Projection, Record, Snapshot
 from projections._state_plan import (
@@ -273,7 +273,7 @@ class StateTensors(Projection):
     def restore(self, snapshot: Snapshot) -> None:
         """Replace every row, the clock and the seq with a snapshot's, on this device."""
         if snapshot.kind != self.name:
-            raise ConfigError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
+            raise UsageError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
         s = snapshot.state
         entities: list[str] = json.loads(s["entities"])
         live = len(entities)

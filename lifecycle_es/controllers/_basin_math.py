@@ -10,6 +10,8 @@ import hashlib
 import math
 from collections.abc import Sequence
 
+from lifecycle_es.errors import UsageError
+
 __all__ = ["basin_overlap", "decision_seed", "js_divergence", "normalized_entropy", "topology_debt"]
 
 _TINY = 1e-12
@@ -49,7 +51,7 @@ def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
     """
     sp, sq = math.fsum(p), math.fsum(q)
     if len(p) != len(q) or sp <= 0 or sq <= 0:
-        raise ValueError("js_divergence needs two distributions of equal length with positive mass")
+        raise UsageError("js_divergence needs two distributions of equal length with positive mass")
     total = 0.0
     for a, b in zip(p, q, strict=True):
         a, b = a / sp, b / sq

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from lifecycle_es.errors import ConfigError
+from lifecycle_es.errors import UsageError
 
 __all__ = ["expert_id", "layer_of", "parse_expert_id"]
 
@@ -23,8 +23,8 @@ def parse_expert_id(entity: str) -> tuple[int, int] | None:
 
 
 def layer_of(entity: str) -> int:
-    """Return the layer named by an expert id, or raise `ConfigError` for another kind of id."""
+    """Return the layer named by an expert id, or raise `UsageError` for another kind of id."""
     parsed = parse_expert_id(entity)
     if parsed is None:
-        raise ConfigError(f"expert id {entity!r} is not of the form L<layer>_E<n>")
+        raise UsageError(f"expert id {entity!r} is not of the form L<layer>_E<n>")
     return parsed[0]

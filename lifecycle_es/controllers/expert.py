@@ -36,7 +36,7 @@ from lifecycle_es.controllers._signals import (
     SHARE,
     TOKEN_TYPE,
 )
-from lifecycle_es.errors import ConfigError, InvalidMetricError, SchemaError
+from lifecycle_es.errors import ConfigError, InvalidMetricError, SchemaError, UsageError
 from lifecycle_es.events import EventBase, MetricsObserved
 from lifecycle_es.registry import Registry
 from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
@@ -78,10 +78,10 @@ class ExpertCoordinator:
         All are appended as one batch; returns their ids.
         """
         if layer not in self.capacity:
-            raise ConfigError(f"layer {layer!r} is not managed; capacity names {list(self.capacity)}")
+            raise UsageError(f"layer {layer!r} is not managed; capacity names {list(self.capacity)}")
         limit = min(self.capacity[layer], self.config.max_experts_per_layer)
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= limit:
-            raise ConfigError(
+            raise UsageError(
                 f"count must be an int in [0, {limit}] (the layer's capacity and "
                 f"max_experts_per_layer), got {count!r}"
             )
@@ -124,7 +124,7 @@ class ExpertCoordinator:
         by_layer: dict[int, list[tuple[str, dict[str, float]]]] = {}
         for layer, metrics in layers.items():
             if layer not in self.capacity:
-                raise ConfigError(f"layer {layer!r} is not managed; capacity names {list(self.capacity)}")
+                raise UsageError(f"layer {layer!r} is not managed; capacity names {list(self.capacity)}")
             by_layer[layer] = []
             checked = _layer_metrics(layer, metrics)
             checked[CHECKPOINT_STEP] = float(step)
@@ -132,7 +132,7 @@ class ExpertCoordinator:
         for entity, metrics in experts.items():
             layer = layer_of(entity)
             if layer not in by_layer:
-                raise ConfigError(f"expert {entity} is in layer {layer}, which has no layer metrics")
+                raise UsageError(f"expert {entity} is in layer {layer}, which has no layer metrics")
             by_layer[layer].append((entity, _expert_metrics(entity, metrics)))
         events = []
         for layer in sorted(by_layer):
@@ -157,9 +157,9 @@ class ExpertCoordinator:
         stamp = Stamp(run_id=run_id, step=step, rank=rank)
         self._check_window(registry)
         if registry.run_id is not None and registry.run_id != run_id:
-            raise ConfigError(f"run_id {run_id!r} is not the registry's run {registry.run_id!r}")
+            raise UsageError(f"run_id {run_id!r} is not the registry's run {registry.run_id!r}")
         if step < registry.step:
-            raise ConfigError(f"step {step} is before the run's latest step {registry.step}")
+            raise UsageError(f"step {step} is before the run's latest step {registry.step}")
         return Evaluation(self.config, self.capacity, Batch(registry, stamp, self._snapshot)).run()
 
     def _check_window(self, registry: Registry) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-from lifecycle_es.errors import ConfigError
+from lifecycle_es.errors import UsageError
 
 __all__ = [
     "SECOND_MOMENT_KEYS",
@@ -104,7 +104,7 @@ def swap_parameter(
                 params[i] = new
                 _move_state(optimizer, old, new, index)
                 return
-    raise ConfigError(f"the optimizer does not hold the parameter of shape {tuple(old.shape)}")
+    raise UsageError(f"the optimizer does not hold the parameter of shape {tuple(old.shape)}")
 
 
 def _move_state(

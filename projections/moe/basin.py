@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from lifecycle_es.controllers import BREADTH
-from lifecycle_es.errors import ConfigError
+from lifecycle_es.errors import ConfigError, UsageError
 
 __all__ = ["BasinReadout", "BasinTracker", "RoutedLayer", "ShareBasis", "basin_breadth", "layer_metrics"]
 
@@ -175,7 +175,7 @@ class BasinTracker:
         tokens = int(token_types.shape[0])
         for index, layer in self.layers.items():
             if int(layer.last_indices.shape[0]) != tokens:
-                raise ConfigError(
+                raise UsageError(
                     f"layer {index} routed {layer.last_indices.shape[0]} tokens, "
                     f"but {tokens} token types were given"
                 )
@@ -211,7 +211,7 @@ class BasinTracker:
                 mass=torch.zeros(capacity * self.num_types, dtype=torch.long, device=device),
             )
         elif counters.capacity != capacity:
-            raise ConfigError(
+            raise UsageError(
                 f"layer {index} changed capacity since the last checkpoint; "
                 "collect or reset the basin tracker before surgery"
             )

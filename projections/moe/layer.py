@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from lifecycle_es.errors import ConfigError
+from lifecycle_es.errors import ConfigError, UsageError
 
 __all__ = ["ExpertLayer", "MoELayer"]
 
@@ -120,17 +120,17 @@ class MoELayer(nn.Module):
     def set_active(self, mask: torch.Tensor) -> None:
         """Copy a [capacity] bool mask into the `active` buffer, in place (no reallocation)."""
         if mask.shape != self.active.shape:
-            raise ConfigError(f"mask shape {tuple(mask.shape)} != capacity ({self.capacity},)")
+            raise UsageError(f"mask shape {tuple(mask.shape)} != capacity ({self.capacity},)")
         self.active.copy_(mask, non_blocking=True)
 
     def replace_parameters(self, params: Mapping[str, nn.Parameter]) -> None:
         """Swap in resized slot-major parameters; the mask is resized with every slot inactive."""
         known = self.expert_parameters() | self.router_parameters()
         if set(params) != set(known):
-            raise ConfigError(f"expected parameters {sorted(known)}, got {sorted(params)}")
+            raise UsageError(f"expected parameters {sorted(known)}, got {sorted(params)}")
         sizes = {int(p.shape[0]) for p in params.values()}
         if len(sizes) != 1:
-            raise ConfigError(f"slot-major parameters disagree on the capacity: {sorted(sizes)}")
+            raise UsageError(f"slot-major parameters disagree on the capacity: {sorted(sizes)}")
         for name, param in params.items():
             setattr(self, name, param)  # re-registers under the same name, keeping the order
         self.active = torch.zeros(sizes.pop(), dtype=torch.bool, device=self.active.device)

@@ -39,7 +39,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from lifecycle_es.errors import ConfigError, InconsistentEventError
+from lifecycle_es.errors import ConfigError, InconsistentEventError, LifecycleError, UsageError
 from lifecycle_es.events import Action
 from lifecycle_es.specs.expert import (
     DEFAULT_PERTURBATION,
@@ -107,7 +107,7 @@ class ModelSurgery(Projection):
         """A running hash of the applied decisions' event ids, in order ("" before the first); part
         of `digest()`. It covers every id in constant memory, where a list of them would grow
         with every action and make each digest longer to compute."""
-        self._check_params("at construction")
+        self._check_params("at construction", ConfigError)  # the parts given do not fit
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -212,7 +212,8 @@ class ModelSurgery(Projection):
         for layer in self._slots.take_dirty():
             self._editors[layer].layer.set_active(self._slots.mask(layer))
 
-    def _check_params(self, when: str) -> None:
+    def _check_params(self, when: str, error: type[LifecycleError] = UsageError) -> None:
+        """Raise `error` unless the optimizer holds exactly the parameters being trained."""
         if self.model is not None:
             ok = optimizer_params_match(self.model, self.optimizer)
         else:
@@ -220,7 +221,7 @@ class ModelSurgery(Projection):
                 self.optimizer, (p for e in self._editors.values() for p in e.params().values())
             )
         if not ok:
-            raise ConfigError(f"{self.name} {when}: the optimizer's parameters differ from the model's")
+            raise error(f"{self.name} {when}: the optimizer's parameters differ from the model's")
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -350,14 +351,14 @@ class ModelSurgery(Projection):
         checkpoint's model and optimizer state into next. Under masked the capacities must match.
         """
         if snapshot.kind != self.name:
-            raise ConfigError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
+            raise UsageError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
         s = snapshot.state
         if s["strategy"] != self.strategy:
-            raise ConfigError(f"{self.name}: snapshot strategy {s['strategy']!r} != {self.strategy!r}")
+            raise UsageError(f"{self.name}: snapshot strategy {s['strategy']!r} != {self.strategy!r}")
         capacities = {int(layer): int(n) for layer, n in s["capacities"]}
         current = {i: e.layer.capacity for i, e in self._editors.items()}
         if set(capacities) != set(current) or (self.strategy == "masked" and capacities != current):
-            raise ConfigError(
+            raise UsageError(
                 f"{self.name}: snapshot capacities {capacities} do not fit the model's {current}"
             )
         reshaped = [i for i in current if capacities[i] != current[i]]

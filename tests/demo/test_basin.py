@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lifecycle_es import ConfigError
+from lifecycle_es import ConfigError, UsageError
 from lifecycle_es.controllers import BREADTH, ExpertCoordinator, ExpertCoordinatorConfig
 from projections.moe.basin import BasinTracker, basin_breadth, layer_metrics
 from projections.moe.layer import MoELayer
@@ -195,7 +195,7 @@ def test_a_real_forward_gives_gate_weights_the_tracker_can_read() -> None:
 
 
 def test_bad_input_is_refused() -> None:
-    """Wrong sizes, a resized layer between checkpoints and bad options are ConfigErrors."""
+    """Bad options are ConfigErrors; wrong sizes and a resized layer between checkpoints, UsageErrors."""
     layer = _layer()
     with pytest.raises(ConfigError, match="num_types"):
         BasinTracker({0: layer}, num_types=0)
@@ -203,13 +203,13 @@ def test_bad_input_is_refused() -> None:
         BasinTracker({0: layer}, num_types=2, share="probability")  # type: ignore[arg-type]
     tracker = BasinTracker({0: layer}, num_types=2, fold_every=1)
     _routed(layer)
-    with pytest.raises(ConfigError, match="3 token types"):
+    with pytest.raises(UsageError, match="3 token types"):
         tracker.record(TYPES[:3])
     tracker.record(TYPES)
     small = _layer(capacity=3)
     tracker.layers[0] = small
     _routed(small, INDICES.clamp(max=2))
-    with pytest.raises(ConfigError, match="changed capacity"):
+    with pytest.raises(UsageError, match="changed capacity"):
         tracker.record(TYPES)
 
 

@@ -32,6 +32,7 @@ from lifecycle_es import (
     TransitionApplied,
     UnknownEntityError,
     UnknownStateError,
+    UsageError,
     fold_record,
     get_spec,
 )
@@ -185,38 +186,38 @@ CASES: list[Case] = [
     (
         "step-as-str",
         lambda lc: lc.register("n", "module", step="3"),  # type: ignore[arg-type]
-        ConfigError,
+        UsageError,
         "step must be an int, got str",
     ),
     (
         "step-as-bool",
         lambda lc: lc.transition("m", to="INSTANTIATED", step=True),
-        ConfigError,
+        UsageError,
         "step must be an int, got bool",
     ),
     (
         "step-before-the-run",
         lambda lc: lc.observe({"loss": 1.0}, step=3),
-        ConfigError,
+        UsageError,
         "step 3 is before the run's latest step 10",
     ),
-    ("advance-backwards", lambda lc: lc.advance(-1), ConfigError, "step -1 is before"),
+    ("advance-backwards", lambda lc: lc.advance(-1), UsageError, "step -1 is before"),
     (
         "slot-as-str",
         lambda lc: lc.register("n", "module", slot="0"),  # type: ignore[arg-type]
-        ConfigError,
+        UsageError,
         "slot must be an int or None, got str",
     ),
     (
         "slot-as-bool",
         lambda lc: lc.register("n", "module", slot=True),
-        ConfigError,
+        UsageError,
         "slot must be an int or None, got bool",
     ),
     (
         "layer-as-str",
         lambda lc: lc.register("n", "module", layer="0"),  # type: ignore[arg-type]
-        ConfigError,
+        UsageError,
         "layer must be an int or None, got str",
     ),
     (
@@ -259,32 +260,38 @@ CASES: list[Case] = [
     (
         "observe-negative-layer",
         lambda lc: lc.observe({"loss": 1.0}, layer=-1),
-        ConfigError,
+        UsageError,
         "layer must be a non-negative int, got -1",
     ),
     (
         "reason-as-int",
         lambda lc: lc.transition("x", to="dormant", reason=3),  # type: ignore[arg-type]
-        ConfigError,
+        UsageError,
         "reason must be a str, got int",
     ),
     (
         "causation-not-an-event-id",
         lambda lc: lc.transition("x", to="dormant", causation="e-1"),
-        ConfigError,
+        UsageError,
         "causation must be an event id",
     ),
     (
         "both-to-and-trigger",
         lambda lc: lc.transition("x", to="dormant", trigger="go_dormant"),
-        ConfigError,
+        UsageError,
         "name exactly one of `to` and `trigger`",
     ),
     (
         "neither-to-nor-trigger",
         lambda lc: lc.transition("x"),
-        ConfigError,
+        UsageError,
         "name exactly one of `to` and `trigger`",
+    ),
+    (
+        "event-of-another-run",
+        lambda lc: lc.append([StepSealed(run_id="another-run", step=10)]),
+        UsageError,
+        "event of run 'another-run' cannot go to run 'bad-input'",
     ),
     # duplicates
     (

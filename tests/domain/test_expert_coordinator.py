@@ -26,6 +26,7 @@ from lifecycle_es import (
     Lifecycle,
     LifecycleConfig,
     TransitionApplied,
+    UsageError,
 )
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
 from lifecycle_es.controllers._basin_math import (
@@ -244,9 +245,9 @@ def test_initial_experts_are_registered_active_in_their_slots() -> None:
     assert [(e.entity, e.state, e.slot, e.layer) for e in run.lc.registry] == [
         (E(i, 3), "active", i, 3) for i in range(5)
     ]
-    with pytest.raises(ConfigError, match="count"):
+    with pytest.raises(UsageError, match="count"):
         run.coordinator.register_initial(run.lc, 0, 5)
-    with pytest.raises(ConfigError, match="not managed"):
+    with pytest.raises(UsageError, match="not managed"):
         run.coordinator.register_initial(run.lc, 1, 1)
 
 
@@ -286,9 +287,9 @@ def test_observations_are_one_validated_event_per_layer_and_expert() -> None:
         ({E(0): {"share": 0.5, "cosine.L0_E1": 2.0}}, None, InvalidMetricError, "cosine"),
         ({}, {0: {"entropy": 1.0}}, InvalidMetricError, "lacks the metrics"),
         ({}, {0: {**v2_layer_metrics([1.0]), "checkpoint_step": 3.0}}, InvalidMetricError, "recorded by"),
-        ({}, {5: v2_layer_metrics([1.0])}, ConfigError, "not managed"),
-        ({E(0, 1): {"share": 1.0}}, None, ConfigError, "no layer metrics"),
-        ({"expert-7": {"share": 1.0}}, None, ConfigError, "L<layer>_E<n>"),
+        ({}, {5: v2_layer_metrics([1.0])}, UsageError, "not managed"),
+        ({E(0, 1): {"share": 1.0}}, None, UsageError, "no layer metrics"),
+        ({"expert-7": {"share": 1.0}}, None, UsageError, "L<layer>_E<n>"),
     ],
 )
 def test_bad_observations_raise_before_any_event_exists(
@@ -303,6 +304,16 @@ def test_bad_observations_raise_before_any_event_exists(
             experts=experts,
             layers=layers if layers is not None else {0: v2_layer_metrics([1.0])},
         )
+
+
+def test_decide_refuses_another_run_or_an_earlier_step() -> None:
+    """decide() for another run's id, or for a step before the registry's, is a misuse."""
+    run = Run(initial={0: 2})
+    run.lc.seal(step=20)
+    with pytest.raises(UsageError, match="is not the registry's run"):
+        run.coordinator.decide(run.lc.registry, run_id="another-run", step=20)
+    with pytest.raises(UsageError, match="step 10 is before the run's latest step 20"):
+        run.coordinator.decide(run.lc.registry, run_id=RUN, step=10)
 
 
 def test_a_registry_window_shorter_than_the_basin_window_is_refused() -> None:
@@ -819,6 +830,15 @@ def test_basin_overlap_is_one_minus_the_js_divergence_over_ln_2() -> None:
     jsd = 0.5 * (math.log(1 / m[0])) + 0.5 * (0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1]))
     assert js_divergence([1.0, 0.0], [0.5, 0.5]) == pytest.approx(jsd)
     assert basin_overlap([1.0, 0.0], [0.5, 0.5]) == pytest.approx(1 - jsd / math.log(2))
+
+
+@pytest.mark.parametrize(
+    ("p", "q"), [([1.0, 0.0], [0.5]), ([0.0, 0.0], [0.5, 0.5])], ids=["lengths", "no-mass"]
+)
+def test_js_divergence_refuses_what_is_not_two_distributions(p: list[float], q: list[float]) -> None:
+    """Unequal lengths or a distribution without mass are a misuse of the function, not a number."""
+    with pytest.raises(UsageError, match="equal length with positive mass"):
+        js_divergence(p, q)
 
 
 def test_topology_debt_is_chronomoe_v2s() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from lifecycle_es import InvalidTransitionError, Lifecycle
+from lifecycle_es import ConfigError, InvalidTransitionError, Lifecycle
 from lifecycle_es.specs import RunHook
 
 Calls = list[tuple[str, dict[str, Any]]]
@@ -187,9 +187,9 @@ def test_a_handler_registered_for_a_spec_fires_only_for_that_spec() -> None:
 
 
 def test_a_non_callable_handler_is_refused() -> None:
-    """Hooks.on raises TypeError for a handler that cannot be called."""
+    """Hooks.on raises ConfigError for a handler that cannot be called."""
     lc = Lifecycle()
-    with pytest.raises(TypeError, match="must be callable"):
+    with pytest.raises(ConfigError, match="must be callable"):
         lc.hooks.on("pre_transition", "not a function")  # type: ignore[arg-type]
     assert not lc.hooks
 

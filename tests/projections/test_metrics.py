@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lifecycle_es import Lifecycle
-from lifecycle_es.errors import ConfigError, InconsistentEventError, InvalidTransitionError, SequenceGapError
+from lifecycle_es.errors import InconsistentEventError, InvalidTransitionError, SequenceGapError, UsageError
 from lifecycle_es.events import GateCategory
 from lifecycle_es.gates import Gate, GateInput, GateLibrary, GateResult
 from lifecycle_es.spec import Spec, StateCategory, StateDef, TransitionDef
@@ -135,7 +135,7 @@ def test_time_in_state_is_exact(agent_records: Records) -> None:
     assert later[("agent", "busy")] == expected[("agent", "busy")] + 10
     assert later[("agent", "failed")] == expected[("agent", "failed")] + 10
     assert {"spec": "agent", "state": "idle", "steps": 5} in metrics.time_in_state_rows()
-    with pytest.raises(ConfigError):
+    with pytest.raises(UsageError, match="step 39 is before"):
         metrics.time_in_state(at=39)
 
 
@@ -215,8 +215,8 @@ def test_snapshot_restore_continue(kasmina_records: Records, round_trip: RoundTr
 
 
 def test_restore_refuses_another_kind() -> None:
-    """Restoring a registry snapshot into the metrics raises ConfigError."""
-    with pytest.raises(ConfigError, match="'registry'"):
+    """Restoring a registry snapshot into the metrics raises UsageError."""
+    with pytest.raises(UsageError, match="'registry'"):
         MetricsProjection().restore(Snapshot(kind="registry", seq=0, state={}))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lifecycle_es import ConfigError
+from lifecycle_es import ConfigError, UsageError
 from projections.moe.layer import ExpertLayer, MoELayer
 
 D_MODEL, D_HIDDEN, CAPACITY, TOKENS = 8, 16, 6, 64
@@ -96,7 +96,7 @@ def test_a_layer_with_no_routing_slot_outputs_zeros_with_finite_gradients() -> N
 
 def test_set_active_refuses_a_mask_of_the_wrong_size() -> None:
     """A mask must have one entry per slot."""
-    with pytest.raises(ConfigError, match="capacity"):
+    with pytest.raises(UsageError, match="capacity"):
         _layer().set_active(torch.ones(CAPACITY + 1, dtype=torch.bool))
 
 
@@ -115,7 +115,7 @@ def test_replace_parameters_resizes_the_layer() -> None:
 def test_replace_parameters_refuses_a_partial_set() -> None:
     """Every slot-major parameter is replaced together, or none is."""
     layer = _layer()
-    with pytest.raises(ConfigError, match="expected parameters"):
+    with pytest.raises(UsageError, match="expected parameters"):
         layer.replace_parameters({"w1": torch.nn.Parameter(layer.w1.detach()[1:])})
 
 

@@ -9,13 +9,13 @@ import pytest
 
 from lifecycle_es import Lifecycle
 from lifecycle_es.errors import (
-    ConfigError,
     InconsistentEventError,
     InvalidTransitionError,
     SequenceGapError,
     SpecError,
     UnknownEntityError,
     UnknownStateError,
+    UsageError,
 )
 from lifecycle_es.spec import StateCategory
 from lifecycle_es.specs import AGENT_SPEC, BUILTIN_SPECS, KASMINA_SPEC, AgentState
@@ -178,7 +178,7 @@ def test_time_in_state(views: RegistryProjection) -> None:
 
 def test_bad_query_arguments_raise(views: RegistryProjection) -> None:
     """Unknown query names, states and specs raise domain errors naming the bad value."""
-    with pytest.raises(ConfigError, match="'routing'"):
+    with pytest.raises(UsageError, match="'routing'"):
         views.query("routing")
     with pytest.raises(UnknownStateError, match="'sleeping'"):
         views.in_state("agent", "sleeping")
@@ -308,6 +308,6 @@ def test_snapshot_is_detached(records: list[dict[str, Any]]) -> None:
 
 
 def test_restore_refuses_another_kind() -> None:
-    """Restoring a snapshot of another projection raises ConfigError."""
-    with pytest.raises(ConfigError, match="'metrics'"):
+    """Restoring a snapshot of another projection raises UsageError."""
+    with pytest.raises(UsageError, match="'metrics'"):
         RegistryProjection().restore(Snapshot(kind="metrics", seq=0, state={"seq": 0}))

@@ -17,6 +17,7 @@ from lifecycle_es import (
     DecisionMade,
     InconsistentEventError,
     Lifecycle,
+    UsageError,
 )
 from projections import Snapshot
 from projections.moe.layer import MoELayer
@@ -689,7 +690,7 @@ def test_restore_refuses_a_masked_model_of_another_capacity() -> None:
     model = ToyMoE(0, CAPACITY + 1, "cpu")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     other = ModelSurgery({0: model.moe}, optimizer, strategy="masked", model=model)
-    with pytest.raises(ConfigError, match="capacities"):
+    with pytest.raises(UsageError, match="capacities"):
         other.restore(live.surgery.snapshot())
 
 

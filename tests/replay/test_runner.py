@@ -24,6 +24,7 @@ from lifecycle_es import (
     Registry,
     SchemaError,
     TransitionApplied,
+    UsageError,
 )
 from projections import MetricsProjection, Projection, RegistryProjection, Runner, Snapshot, StateTensors
 
@@ -150,7 +151,7 @@ def test_a_started_runner_follows_the_writer_step_by_step_until_stopped(
 
     with writer, reader, runner:
         runner.start()
-        with pytest.raises(ConfigError, match="already"):
+        with pytest.raises(UsageError, match="already"):
             runner.start()
         lc = Lifecycle(writer)
         points = play(lc, after_step=caught_up)
