@@ -10,7 +10,7 @@ and `projections.training` (what a training loop calls: collectives and the DDP 
 from typing import TYPE_CHECKING, Any
 
 from projections._projection import Projection, Snapshot
-from projections.metrics import MetricsProjection
+from projections.metrics import MetricsCollector, MetricsProjection
 from projections.registry_views import RegistryProjection
 from projections.runner import Runner
 
@@ -29,6 +29,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "MetricsCollector",
     "MetricsProjection",
     "Projection",
     "RegistryProjection",

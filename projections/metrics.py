@@ -6,20 +6,27 @@ record folded; time in state is the closed intervals (from entering a state to l
 plus the open ones of the entities still there, measured up to that clock. The run itself is
 not an entity (the registry tracks it apart), so its RunStateChanged events are not counted.
 
-The same figures come out as plain rows (`*_rows`) for analysis and as a Prometheus text
-exposition (format 0.0.4) for scraping.
+The same figures come out as plain rows (`*_rows`) for analysis and, through a
+prometheus_client collector (`MetricsCollector`), as Prometheus or OpenMetrics text for
+scraping.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.registry import Collector
 
 from lifecycle_es.errors import InconsistentEventError, UsageError
 from projections._projection import Projection, Record, Snapshot
 
-__all__ = ["MetricsProjection"]
+__all__ = ["MetricsCollector", "MetricsProjection"]
 
 _StateKey = tuple[str, str]  # (spec, state)
 _EdgeKey = tuple[str, str, str]  # (spec, from, to)
@@ -46,6 +53,12 @@ class MetricsProjection(Projection):
         self._gates: dict[str, list[int]] = {}  # gate -> [checked, passed]
         self._applied: Counter[_EdgeKey] = Counter()
         self._rejected: Counter[_EdgeKey] = Counter()
+        self._lock = threading.Lock()  # a scrape on the HTTP server's thread reads whole batches
+
+    def apply(self, records: Sequence[Record]) -> int:
+        """Fold a batch as every projection does (see `Projection.apply`), holding the lock."""
+        with self._lock:
+            return super().apply(records)
 
     # -- the projection ------------------------------------------------------------------------
 
@@ -117,6 +130,10 @@ class MetricsProjection(Projection):
         """Replace every counter with a snapshot's, including the seq and the clock."""
         if snapshot.kind != self.name:
             raise UsageError(f"cannot restore a {snapshot.kind!r} snapshot into {self.name!r}")
+        with self._lock:
+            self._restore(snapshot)
+
+    def _restore(self, snapshot: Snapshot) -> None:
         s = snapshot.state
         self.step = s["step"]
         self._entities = {e: _Tracked(spec, state, at) for e, spec, state, at in s["entities"]}
@@ -188,47 +205,119 @@ class MetricsProjection(Projection):
 
     # -- Prometheus ----------------------------------------------------------------------------
 
-    def prometheus(self) -> str:
-        """Return every figure in the Prometheus text exposition format 0.0.4.
+    def metric_families(self, *, run: str | None = None) -> list[Metric]:
+        """Return every figure as prometheus_client metric families, read under the fold's lock.
 
-        Families and samples come in a fixed order, so equal projections give equal text.
-        Pass rates are left to the query language: rate = passed / (passed + failed).
+        `run`, when given, labels every sample. Families and samples come in a fixed order, so
+        equal projections give equal text. Pass rates are left to the query language:
+        rate = passed / (passed + failed).
         """
-        gates = [
-            ({"gate": g, "result": result}, n)
-            for g, (checked, passed) in sorted(self._gates.items())
-            for result, n in (("failed", checked - passed), ("passed", passed))
-        ]
-        families = [
-            _family("lifecycle_gate_checks_total", "counter", "Gate evaluations, by gate and result.", gates),
-            _family(
-                "lifecycle_transitions_total",
-                "counter",
-                "Transitions applied, by spec and edge.",
-                _edges(self._applied),
-            ),
-            _family(
-                "lifecycle_transitions_rejected_total",
-                "counter",
-                "Transitions refused, by spec and requested edge.",
-                _edges(self._rejected),
-            ),
-            _family(
-                "lifecycle_entities",
-                "gauge",
-                "Entities in each state, by spec.",
-                [({"spec": r["spec"], "state": r["state"]}, r["count"]) for r in self.population_rows()],
-            ),
-            _family(
-                "lifecycle_time_in_state_steps_total",
-                "counter",
-                "Steps entities spent in each state, open intervals up to the clock.",
-                [({"spec": r["spec"], "state": r["state"]}, r["steps"]) for r in self.time_in_state_rows()],
-            ),
-            _family("lifecycle_step", "gauge", "Latest step of any event folded.", [({}, self.step)]),
-            _family("lifecycle_seq", "gauge", "Seq of the last event folded.", [({}, self.seq)]),
-        ]
-        return "".join(families)
+        with self._lock:
+            return _families(self, [] if run is None else [("run", run)])
+
+    def registry(self, *, run: str | None = None) -> CollectorRegistry:
+        """Return a registry of its own (never prometheus_client's global one) holding a
+        `MetricsCollector` of this projection."""
+        registry = CollectorRegistry()
+        registry.register(MetricsCollector(self, run=run))
+        return registry
+
+    def prometheus(self, *, run: str | None = None) -> str:
+        """Return every figure in the Prometheus text exposition format."""
+        return generate_latest(self.registry(run=run)).decode("utf-8")
+
+    def openmetrics(self, *, run: str | None = None) -> str:
+        """Return every figure in the OpenMetrics text format (it ends with `# EOF`)."""
+        # prometheus_client leaves the OpenMetrics writer unannotated; it returns bytes.
+        text: bytes = openmetrics_latest(self.registry(run=run))  # type: ignore[no-untyped-call]
+        return text.decode("utf-8")
+
+
+class MetricsCollector(Collector):
+    """A prometheus_client collector of a `MetricsProjection`: each collect reads it as it is.
+
+    The projection may go on folding on another thread (a `Runner` following the log) while a
+    scrape reads it; the projection's lock keeps each scrape to whole batches.
+    """
+
+    def __init__(self, projection: MetricsProjection, *, run: str | None = None) -> None:
+        self.projection = projection
+        self.run = run
+        """The value of the `run` label on every sample; None leaves the label out."""
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the projection's metric families."""
+        yield from self.projection.metric_families(run=self.run)
+
+
+_Labels = list[tuple[str, str]]
+_Samples = Iterable[tuple[Sequence[str], int]]
+_Kind = type[CounterMetricFamily | GaugeMetricFamily]
+
+
+def _families(m: MetricsProjection, base: _Labels) -> list[Metric]:
+    return [
+        _family(kind, name, help_text, base, labels, samples(m))
+        for kind, name, help_text, labels, samples in _FAMILIES
+    ]
+
+
+def _family(
+    kind: _Kind, name: str, help_text: str, base: _Labels, labels: Sequence[str], samples: _Samples
+) -> Metric:
+    """One family whose every sample carries the `base` labels (the run) before its own."""
+    family = kind(name, help_text, labels=[*(k for k, _ in base), *labels])
+    for values, n in samples:
+        family.add_metric([*(v for _, v in base), *values], n)
+    return family
+
+
+def _gate_samples(m: MetricsProjection) -> _Samples:
+    return [((r["gate"], result), r[result]) for r in m.gate_rows() for result in ("failed", "passed")]
+
+
+_EDGE = ("spec", "from", "to")
+_STATE = ("spec", "state")
+_FAMILIES: tuple[tuple[_Kind, str, str, tuple[str, ...], Callable[[MetricsProjection], _Samples]], ...] = (
+    (
+        CounterMetricFamily,
+        "lifecycle_gate_checks_total",
+        "Gate evaluations, by gate and result.",
+        ("gate", "result"),
+        _gate_samples,
+    ),
+    (
+        CounterMetricFamily,
+        "lifecycle_transitions_total",
+        "Transitions applied, by spec and edge.",
+        _EDGE,
+        lambda m: sorted(m._applied.items()),
+    ),
+    (
+        CounterMetricFamily,
+        "lifecycle_transitions_rejected_total",
+        "Transitions refused, by spec and requested edge.",
+        _EDGE,
+        lambda m: sorted(m._rejected.items()),
+    ),
+    (
+        GaugeMetricFamily,
+        "lifecycle_entities",
+        "Entities in each state, by spec.",
+        _STATE,
+        lambda m: [((r["spec"], r["state"]), r["count"]) for r in m.population_rows()],
+    ),
+    (
+        CounterMetricFamily,
+        "lifecycle_time_in_state_steps_total",
+        "Steps entities spent in each state, open intervals up to the clock.",
+        _STATE,
+        lambda m: [((r["spec"], r["state"]), r["steps"]) for r in m.time_in_state_rows()],
+    ),
+    (GaugeMetricFamily, "lifecycle_step", "Latest step of any event folded.", (), lambda m: [((), m.step)]),
+    (GaugeMetricFamily, "lifecycle_seq", "Seq of the last event folded.", (), lambda m: [((), m.seq)]),
+)
+"""Each exposed family, in the exposition's order: its type, name, help, labels and samples."""
 
 
 _HANDLERS: dict[str, Callable[[MetricsProjection, Record], None]] = {
@@ -242,25 +331,3 @@ _HANDLERS: dict[str, Callable[[MetricsProjection, Record], None]] = {
 
 def _plain(counter: Counter[Any]) -> list[list[Any]]:
     return [[*key, n] for key, n in sorted(counter.items())]
-
-
-def _edges(counter: Counter[_EdgeKey]) -> list[tuple[dict[str, str], int]]:
-    return [({"spec": spec, "from": a, "to": b}, n) for (spec, a, b), n in sorted(counter.items())]
-
-
-def _family(
-    name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, str], int | float]]
-) -> str:
-    lines = [f"# HELP {name} {_escape_help(help_text)}", f"# TYPE {name} {kind}"]
-    for labels, value in samples:
-        body = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
-        lines.append(f"{name}{{{body}}} {value}" if body else f"{name} {value}")
-    return "\n".join(lines) + "\n"
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")

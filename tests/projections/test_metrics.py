@@ -1,8 +1,8 @@
-"""The metrics projection: exact figures for scripted runs, the protocol, and Prometheus output."""
+"""The metrics projection: exact figures for scripted runs, the protocol, and Prometheus and
+OpenMetrics output read back by prometheus_client's parsers."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,7 +13,8 @@ from lifecycle_es.errors import InconsistentEventError, InvalidTransitionError, 
 from lifecycle_es.events import GateCategory
 from lifecycle_es.gates import Gate, GateInput, GateLibrary, GateResult
 from lifecycle_es.spec import Spec, StateCategory, StateDef, TransitionDef
-from projections import MetricsProjection, Snapshot
+from projections import MetricsCollector, MetricsProjection, Snapshot
+from tests._prometheus import Exposition, parse_both, parse_openmetrics, parse_prometheus
 
 RoundTrip = Callable[[Snapshot], Snapshot]
 Records = list[dict[str, Any]]
@@ -222,99 +223,90 @@ def test_restore_refuses_another_kind() -> None:
 
 # -- Prometheus exposition -----------------------------------------------------------------------------
 
-_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_SAMPLE = re.compile(rf"^({_NAME})(?:\{{(.*)\}})? (\S+)$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse_exposition(text: str) -> tuple[Samples, dict[str, str]]:
-    """Parse text format 0.0.4 strictly enough for our output; return samples and family types.
-
-    Every sample must follow its family's HELP and TYPE lines, every label must be well escaped,
-    and no series may appear twice.
-    """
-    assert text.endswith("\n")
-    helped: set[str] = set()
-    types: dict[str, str] = {}
-    samples: Samples = {}
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            name = line.split(" ")[2]
-            assert re.fullmatch(_NAME, name) and name not in helped
-            helped.add(name)
-        elif line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert name in helped and name not in types and kind in {"counter", "gauge"}
-            types[name] = kind
-        else:
-            match = _SAMPLE.match(line)
-            assert match, f"not a sample line: {line!r}"
-            name, body, value = match.groups()
-            assert name in types, f"{name} sampled before its TYPE"
-            labels = _parse_labels(body or "")
-            key = (name, frozenset(labels.items()))
-            assert key not in samples, f"duplicate series {key}"
-            samples[key] = float(value)
-    return samples, types
+FAMILIES = {
+    "lifecycle_gate_checks": "counter",
+    "lifecycle_transitions": "counter",
+    "lifecycle_transitions_rejected": "counter",
+    "lifecycle_entities": "gauge",
+    "lifecycle_time_in_state_steps": "counter",
+    "lifecycle_step": "gauge",
+    "lifecycle_seq": "gauge",
+}
+"""Every family by name, as both parsers name them (a counter's family without `_total`)."""
 
 
-def _parse_labels(body: str) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    position = 0
-    while position < len(body):
-        match = _LABEL.match(body, position)
-        assert match, f"bad label at {body[position:]!r}"
-        labels[match.group(1)] = re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m.group(0)], match.group(2))
-        position = match.end()
-        if position < len(body):
-            assert body[position] == ",", f"labels not comma-separated in {body!r}"
-            position += 1
-    return labels
-
-
-def sample(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, frozenset(labels.items()))]
+def scrape(metrics: MetricsProjection, run: str | None = None) -> Exposition:
+    """The projection's Prometheus and OpenMetrics text, each read by prometheus_client's parser."""
+    return parse_both(metrics.prometheus(run=run), metrics.openmetrics(run=run))
 
 
 def test_exposition_parses_and_holds_the_figures(kasmina_records: Records) -> None:
-    """The exposition parses, types each family, and carries the run's exact figures."""
-    samples, types = parse_exposition(_metrics(kasmina_records).prometheus())
-    assert types == {
-        "lifecycle_gate_checks_total": "counter",
-        "lifecycle_transitions_total": "counter",
-        "lifecycle_transitions_rejected_total": "counter",
-        "lifecycle_entities": "gauge",
-        "lifecycle_time_in_state_steps_total": "counter",
-        "lifecycle_step": "gauge",
-        "lifecycle_seq": "gauge",
-    }
+    """Both formats parse, type each family, and carry the run's exact figures."""
+    read = scrape(_metrics(kasmina_records))
+    assert read.types == FAMILIES
     gate = "kasmina.reconstruction"
-    assert sample(samples, "lifecycle_gate_checks_total", gate=gate, result="passed") == 1
-    assert sample(samples, "lifecycle_gate_checks_total", gate=gate, result="failed") == 2
-    assert (
-        sample(
-            samples,
-            "lifecycle_transitions_total",
-            **{"spec": "kasmina", "from": "TRAINING", "to": "GRAFTING"},
-        )
-        == 1
-    )
-    assert (
-        sample(
-            samples,
-            "lifecycle_transitions_rejected_total",
-            **{"spec": "kasmina", "from": "TRAINING", "to": "GRAFTING"},
-        )
-        == 2
-    )
-    assert sample(samples, "lifecycle_entities", spec="kasmina", state="DORMANT") == 0
-    assert sample(samples, "lifecycle_entities", spec="kasmina", state="TRAINING") == 1
-    assert sample(samples, "lifecycle_time_in_state_steps_total", spec="kasmina", state="GRAFTING") == 99
-    assert sample(samples, "lifecycle_step") == 200
-    assert sample(samples, "lifecycle_seq") == len(kasmina_records)
+    edge = {"spec": "kasmina", "from": "TRAINING", "to": "GRAFTING"}
+    assert read.sample("lifecycle_gate_checks_total", gate=gate, result="passed") == 1
+    assert read.sample("lifecycle_gate_checks_total", gate=gate, result="failed") == 2
+    assert read.sample("lifecycle_transitions_total", **edge) == 1
+    assert read.sample("lifecycle_transitions_rejected_total", **edge) == 2
+    assert read.sample("lifecycle_entities", spec="kasmina", state="DORMANT") == 0
+    assert read.sample("lifecycle_entities", spec="kasmina", state="TRAINING") == 1
+    assert read.sample("lifecycle_time_in_state_steps_total", spec="kasmina", state="GRAFTING") == 99
+    assert read.sample("lifecycle_step") == 200
+    assert read.sample("lifecycle_seq") == len(kasmina_records)
+
+
+def test_exposition_holds_every_row(kasmina_records: Records) -> None:
+    """Every row of the projection's tables is a sample, and there is no other sample."""
+    metrics = _metrics(kasmina_records)
+    expected: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+
+    def put(name: str, value: float, **labels: str) -> None:
+        expected[(name, frozenset(labels.items()))] = value
+
+    for g in metrics.gate_rows():
+        put("lifecycle_gate_checks_total", g["passed"], gate=g["gate"], result="passed")
+        put("lifecycle_gate_checks_total", g["failed"], gate=g["gate"], result="failed")
+    for t in metrics.transition_rows():
+        edge = {"spec": t["spec"], "from": t["from"], "to": t["to"]}
+        if t["applied"]:
+            put("lifecycle_transitions_total", t["applied"], **edge)
+        if t["rejected"]:
+            put("lifecycle_transitions_rejected_total", t["rejected"], **edge)
+    for p in metrics.population_rows():
+        put("lifecycle_entities", p["count"], spec=p["spec"], state=p["state"])
+    for r in metrics.time_in_state_rows():
+        put("lifecycle_time_in_state_steps_total", r["steps"], spec=r["spec"], state=r["state"])
+    put("lifecycle_step", metrics.step)
+    put("lifecycle_seq", metrics.seq)
+    assert scrape(metrics).samples == expected
+
+
+def test_run_label_on_every_sample(kasmina_records: Records) -> None:
+    """With a run, every sample of both formats carries it, and the figures are the same."""
+    metrics = _metrics(kasmina_records)
+    labelled = scrape(metrics, run="kasmina-metrics")
+    assert labelled.types == FAMILIES
+    assert all(dict(labels)["run"] == "kasmina-metrics" for _, labels in labelled.samples)
+    unlabelled = {
+        (name, frozenset((k, v) for k, v in labels if k != "run")): value
+        for (name, labels), value in labelled.samples.items()
+    }
+    assert unlabelled == scrape(metrics).samples
+
+
+def test_collector_in_a_registry_of_its_own(kasmina_records: Records) -> None:
+    """The registry holds only the projection's collector (no process or GC metrics), and a
+    collector registered elsewhere reads the projection as it is at each collect."""
+    metrics = _metrics(kasmina_records[:5])
+    assert {f.name for f in metrics.registry(run="r").collect()} == set(FAMILIES)
+    collector = MetricsCollector(metrics, run="r")
+    before = {f.name: f.samples for f in collector.collect()}["lifecycle_seq"]
+    metrics.apply(kasmina_records)
+    after = {f.name: f.samples for f in collector.collect()}["lifecycle_seq"]
+    assert [(s.labels, s.value) for s in before] == [({"run": "r"}, 5)]
+    assert [(s.labels, s.value) for s in after] == [({"run": "r"}, len(kasmina_records))]
 
 
 WEIRD_GATE = 'say "hi"\nthen \\ leave'
@@ -342,23 +334,26 @@ def test_label_values_are_escaped() -> None:
         with pytest.raises(InvalidTransitionError):
             lc.transition("x", "done", step=1)
         lc.transition("x", "done", step=2, metrics={"ok": 1})
-        text = _metrics(lc.log.read()).prometheus()
+        metrics = _metrics(lc.log.read())
     escaped = 'say \\"hi\\"\\nthen \\\\ leave'
-    assert f'lifecycle_gate_checks_total{{gate="{escaped}",result="passed"}} 1\n' in text
-    samples, _ = parse_exposition(text)
-    assert sample(samples, "lifecycle_gate_checks_total", gate=WEIRD_GATE, result="failed") == 1
-    assert sample(samples, "lifecycle_gate_checks_total", gate=WEIRD_GATE, result="passed") == 1
+    assert f'gate="{escaped}"' in metrics.prometheus()
+    assert f'gate="{escaped}"' in metrics.openmetrics()
+    read = scrape(metrics)
+    assert read.sample("lifecycle_gate_checks_total", gate=WEIRD_GATE, result="failed") == 1
+    assert read.sample("lifecycle_gate_checks_total", gate=WEIRD_GATE, result="passed") == 1
 
 
-def test_parser_rejects_a_raw_quote() -> None:
-    """The test's parser itself refuses an unescaped quote, so the escaping check cannot pass vacuously."""
+def test_parsers_reject_a_raw_quote() -> None:
+    """Both parsers refuse an unescaped quote, so the escaping check cannot pass vacuously."""
     bad = '# HELP m x\n# TYPE m gauge\nm{gate="a"b"} 1\n'
-    with pytest.raises(AssertionError):
-        parse_exposition(bad)
+    with pytest.raises(ValueError):
+        parse_prometheus(bad)
+    with pytest.raises(ValueError):
+        parse_openmetrics(bad + "# EOF\n")
 
 
 def test_exposition_of_an_empty_projection() -> None:
     """A projection that folded nothing still gives every family, with step and seq at zero."""
-    samples, types = parse_exposition(MetricsProjection().prometheus())
-    assert len(types) == 7
-    assert samples == {("lifecycle_step", frozenset()): 0.0, ("lifecycle_seq", frozenset()): 0.0}
+    read = scrape(MetricsProjection())
+    assert read.types == FAMILIES
+    assert read.samples == {("lifecycle_step", frozenset()): 0.0, ("lifecycle_seq", frozenset()): 0.0}
