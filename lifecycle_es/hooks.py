@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import structlog
 
 from lifecycle_es.errors import ConfigError
 from lifecycle_es.spec import Spec
@@ -27,7 +26,9 @@ reason and step. A coroutine function is awaited."""
 TRANSITION_POINTS = ("pre_transition", "post_transition")
 """The points every spec has; specs add named ones (the run spec's 'pre_stop', ...)."""
 
-_log = structlog.get_logger("lifecycle_es.hooks")
+# stdlib logging, as everywhere in the package: a library configures nothing, so without the
+# application's own set-up a failure goes to stderr (logging's last resort), never to stdout.
+_log = logging.getLogger("lifecycle_es.hooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,13 @@ class Hooks:
                 self._await(reg, result)
         except Exception:
             # Hooks never block a transition (seeds/004); the failure is logged, not lost.
-            _log.exception("hook handler failed", point=reg.point, entity=data.get("entity"))
+            entity = data.get("entity")
+            _log.exception(
+                "hook handler failed at %s for %r",
+                reg.point,
+                entity,
+                extra={"point": reg.point, "entity": entity},
+            )
 
     def _await(self, reg: _Registration, awaitable: Awaitable[None]) -> None:
         try:
@@ -82,7 +89,12 @@ class Hooks:
     def _done(self, reg: _Registration, task: asyncio.Task[None]) -> None:
         self._pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            _log.error("async hook handler failed", point=reg.point, exc_info=task.exception())
+            _log.error(
+                "async hook handler failed at %s",
+                reg.point,
+                exc_info=task.exception(),
+                extra={"point": reg.point},
+            )
 
 
 async def _as_coroutine(awaitable: Awaitable[None]) -> None:

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import subprocess
+import sys
+import textwrap
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from lifecycle_es import ConfigError, InvalidTransitionError, Lifecycle
 from lifecycle_es.specs import RunHook
 
 Calls = list[tuple[str, dict[str, Any]]]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def hook_failures(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
+    """The records `lifecycle_es.hooks` logged whose message starts with `message`."""
+    return [
+        r for r in caplog.records if r.name == "lifecycle_es.hooks" and r.getMessage().startswith(message)
+    ]
 
 
 def recorder(calls: Calls, lc: Lifecycle | None = None) -> Any:
@@ -136,26 +148,28 @@ async def drain() -> None:
 
 
 @pytest.mark.parametrize("handler", [failing, failing_async], ids=["sync", "async"])
-def test_a_raising_handler_is_logged_and_does_not_block_the_transition(handler: Any) -> None:
+def test_a_raising_handler_is_logged_and_does_not_block_the_transition(
+    handler: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """The error is logged with its hook point; the transition and later handlers still happen."""
     lc = expert_lifecycle()
     calls: Calls = []
     lc.hooks.on("pre_transition", handler)
     lc.hooks.on("pre_transition", recorder(calls))
     lc.hooks.on("post_transition", handler)
-    with capture_logs() as logs:
-        moved = lc.transition("x", to="dormant")
+    moved = lc.transition("x", to="dormant")
     assert moved.state == "dormant"
     assert lc.log.read()[-1]["kind"] == "TransitionApplied"
     assert [p for p, _ in calls] == ["pre_transition"]
-    failures = [e for e in logs if e["event"] == "hook handler failed"]
-    assert [(e["point"], e["entity"], e["log_level"]) for e in failures] == [
-        ("pre_transition", "x", "error"),
-        ("post_transition", "x", "error"),
+    failures = hook_failures(caplog, "hook handler failed")
+    assert [(r.point, r.entity, r.levelname) for r in failures] == [  # type: ignore[attr-defined]
+        ("pre_transition", "x", "ERROR"),
+        ("post_transition", "x", "ERROR"),
     ]
+    assert all(r.exc_info is not None for r in failures)
 
 
-def test_a_raising_async_handler_inside_a_loop_is_logged() -> None:
+def test_a_raising_async_handler_inside_a_loop_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     """A coroutine handler failing on a running loop is logged when its task ends."""
     lc = expert_lifecycle()
     lc.hooks.on("post_transition", failing_async)
@@ -164,12 +178,44 @@ def test_a_raising_async_handler_inside_a_loop_is_logged() -> None:
         lc.transition("x", to="dormant")
         await drain()
 
-    with capture_logs() as logs:
-        asyncio.run(main())
+    asyncio.run(main())
     assert lc.registry.get("x").state == "dormant"
-    failures = [e for e in logs if e["event"] == "async hook handler failed"]
-    assert [(e["point"], e["log_level"]) for e in failures] == [("post_transition", "error")]
-    assert isinstance(failures[0]["exc_info"], RuntimeError)
+    failures = hook_failures(caplog, "async hook handler failed")
+    assert [(r.point, r.levelname) for r in failures] == [("post_transition", "ERROR")]  # type: ignore[attr-defined]
+    assert failures[0].exc_info is not None and isinstance(failures[0].exc_info[1], RuntimeError)
+
+
+def test_a_failing_hook_writes_nothing_to_stdout(capfd: pytest.CaptureFixture[str]) -> None:
+    """In library use the failure is a log record, never a line on stdout (file descriptor 1)."""
+    lc = expert_lifecycle()
+    lc.hooks.on("post_transition", failing)
+    lc.transition("x", to="dormant")
+    out, _ = capfd.readouterr()
+    assert out == ""
+
+
+def test_a_failing_hook_in_an_unconfigured_process_goes_to_stderr_only() -> None:
+    """A program that configures no logging sees the failure and its traceback on stderr (logging's
+    last resort), and nothing on stdout."""
+    script = textwrap.dedent(
+        """
+        from lifecycle_es import Lifecycle
+
+        def failing(point, data):
+            raise RuntimeError("hook exploded")
+
+        lc = Lifecycle()
+        lc.register("x", "expert", state="active", layer=0)
+        lc.hooks.on("post_transition", failing)
+        lc.transition("x", to="dormant")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == ""
+    assert "hook handler failed at post_transition for 'x'" in done.stderr
+    assert "RuntimeError: hook exploded" in done.stderr
 
 
 def test_a_handler_registered_for_a_spec_fires_only_for_that_spec() -> None:
@@ -235,15 +281,15 @@ def test_run_pre_hooks_see_the_old_run_state_and_post_hooks_the_new_one() -> Non
     assert (stop, stop_data["registry_state"]) == ("pre_stop", "running")
 
 
-def test_a_raising_run_hook_does_not_stop_the_run_changing_state() -> None:
+def test_a_raising_run_hook_does_not_stop_the_run_changing_state(caplog: pytest.LogCaptureFixture) -> None:
     """A failing pre_terminate handler is logged and the run is terminated anyway."""
     lc = Lifecycle()
     lc.hooks.on(RunHook.PRE_TERMINATE.value, failing)
     lc.start()
-    with capture_logs() as logs:
-        lc.set_run_state("terminated")
+    lc.set_run_state("terminated")
     assert lc.registry.run_state == "terminated"
-    assert [e["point"] for e in logs if e["event"] == "hook handler failed"] == ["pre_terminate"]
+    failures = hook_failures(caplog, "hook handler failed")
+    assert [r.point for r in failures] == ["pre_terminate"]  # type: ignore[attr-defined]
 
 
 def test_an_invalid_run_transition_fires_no_hook() -> None:
