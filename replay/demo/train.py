@@ -3,8 +3,9 @@
 Every step is forward, backward, `optimizer.step()`, then `BasinTracker.record` (references
 only: no device work, no host sync). Every `lifecycle_eval_interval` steps, at the step
 boundary, through `LifecycleSync`: routing counters summed over ranks -> basin metrics ->
-(leader) `MetricsObserved`, the coordinator's decisions and `StepSealed` in one batch -> every
-rank folds the batch into model surgery and the state tensors -> digests agree. Every
+(leader) `MetricsObserved` (the basin metrics, and the run's mean training loss since the last
+evaluation, which no controller reads), the coordinator's decisions and `StepSealed` in one
+batch -> every rank folds the batch into model surgery and the state tensors -> digests agree. Every
 `checkpoint_every` steps, at such a boundary, the leader saves a checkpoint (`Checkpoints`)
 that a restarted run resumes from. In one process with no process group that is the same
 code with nothing communicated. Under DDP each rank trains on its shard of every batch (every
@@ -247,10 +248,11 @@ class DemoRun:
         self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)
         self.optimizer.step()
-        self._loss += loss.detach()
+        detached = loss.detach()
+        self._loss += detached
         self._since_tick += 1
         lifecycle = self.lifecycle
-        boundary = None if lifecycle is None else lifecycle.after_step(step, batch.types)
+        boundary = None if lifecycle is None else lifecycle.after_step(step, batch.types, detached)
         if step == self.task.phase_end(self.task.phase_index(step)):
             self._evaluate(step)
         # after _evaluate, so that the checkpoint's timeline holds this step's phase loss
@@ -356,6 +358,9 @@ class _LifecycleSide:
             self.lc, self.runner, model=run.model, optimizer=run.optimizer, leader=ranks.sync.leader
         )
         self.basin = BasinTracker(layers, num_types=run.task.num_types)
+        self._loss = torch.zeros(())
+        """This rank's training loss summed since the previous evaluation step (no host read)."""
+        self._since_eval = 0
         self.layers = sorted(layers)
         self.interval = self.config.lifecycle_eval_interval
         every = ranks.checkpoint_every
@@ -385,10 +390,12 @@ class _LifecycleSide:
         for layer in self.layers:
             self.coordinator.register_initial(lc, layer, self.options.initial_experts, step=0)
 
-    def after_step(self, step: int, types: torch.Tensor) -> Boundary | None:
-        """Record the step's routing; at an evaluation step, observe, decide, seal and apply, and
-        return the boundary (None on other steps)."""
+    def after_step(self, step: int, types: torch.Tensor, loss: torch.Tensor) -> Boundary | None:
+        """Record the step's routing and loss; at an evaluation step, observe, decide, seal and
+        apply, and return the boundary (None on other steps)."""
         self.basin.record(types)
+        self._loss += loss
+        self._since_eval += 1
         if step % self.interval:
             return None
         boundary = self.evaluate(step)
@@ -406,9 +413,15 @@ class _LifecycleSide:
                     run_id=self.run_id, step=step, experts=readout.experts, layers=readout.layers
                 )
             )
+            # The run's own metric, for the report: the leader's mean training loss since the
+            # last evaluation, one host read per evaluation. No controller reads run metrics.
+            lc.observe({"loss": float(self._loss) / self._since_eval}, step=step)
             lc.append(self.coordinator.decide(lc.registry, run_id=self.run_id, step=step))
 
-        return self.sync.at_boundary(step, decide)
+        boundary = self.sync.at_boundary(step, decide)
+        self._loss.zero_()
+        self._since_eval = 0
+        return boundary
 
     def maybe_checkpoint(self, boundary: Boundary) -> None:
         """Write a training checkpoint at the boundaries `checkpoint_every` names."""
