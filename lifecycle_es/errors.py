@@ -18,6 +18,7 @@ __all__ = [
     "InvalidMetricError",
     "InvalidTransitionError",
     "LifecycleError",
+    "MissingExtraError",
     "SchemaError",
     "SequenceGapError",
     "SpecError",
@@ -48,6 +49,11 @@ class UsageError(LifecycleError, ValueError):
     another projection), a call the object's state does not allow now (a second open batch, a
     runner already following), or parts handed over at construction that no longer fit each
     other (an optimizer that lost the model's parameters)."""
+
+
+class MissingExtraError(LifecycleError, ImportError):
+    """Raised when a feature needs an optional dependency that is not installed; the message
+    names the `pip install 'lifecycle-es[EXTRA]'` that adds it (the HTML report's matplotlib)."""
 
 
 class SchemaError(LifecycleError, ValueError):
