@@ -24,7 +24,7 @@ from lifecycle_es.controllers import (
     ExpertCoordinatorConfig,
     parse_expert_id,
 )
-from lifecycle_es.errors import ConfigError
+from lifecycle_es.errors import ConfigError, UsageError
 from lifecycle_es.events import EventBase
 from lifecycle_es.registry import Registry
 from lifecycle_es.specs import EXPERT_SPEC
@@ -79,7 +79,8 @@ class ControllerKind(ABC):
     def rerun(self, changes: Mapping[str, JsonValue]) -> Rerun:
         """Build the controller with the recorded settings and `changes` over them.
 
-        Raises `ConfigError` for a name it has no setting of or a value the config refuses.
+        Raises `ConfigError` for a name it has no setting of or a value the config refuses, and
+        `UsageError` for a run whose recorded settings it cannot re-run.
         """
 
     @classmethod
@@ -151,10 +152,10 @@ class ExpertCoordinatorKind(ControllerKind):
     def recorded(self) -> dict[str, JsonValue] | None:
         """The one config snapshot the decisions recorded, else the one the run started with.
 
-        Raises `ConfigError` when the decisions record more than one.
+        Raises `UsageError` when the decisions record more than one.
         """
         if len(self._snapshots) > 1:
-            raise ConfigError(
+            raise UsageError(
                 f"the run's expert decisions record {len(self._snapshots)} different configs; "
                 "what-if re-runs a run made under one"
             )
@@ -177,13 +178,13 @@ class ExpertCoordinatorKind(ControllerKind):
         """An `ExpertCoordinator` under the recorded config with `changes` over it."""
         recorded = self.recorded()
         if recorded is None:
-            raise ConfigError("the run records no expert coordinator config")
+            raise UsageError("the run records no expert coordinator config")
         unknown = sorted(set(changes) - self.setting_names())
         if unknown:
             raise ConfigError(f"the {self.name} has no setting {unknown[0]!r}")
         stale = sorted(set(recorded) - self.setting_names())
         if stale:
-            raise ConfigError(f"the run records the setting {stale[0]!r}, which this version lacks")
+            raise UsageError(f"the run records the setting {stale[0]!r}, which this version lacks")
         # The model's slots are the recorded run's: a changed cap does not add any.
         limit = ExpertCoordinatorConfig(**dict[str, Any](recorded)).max_experts_per_layer
         config = ExpertCoordinatorConfig(**dict[str, Any](recorded, **changes))

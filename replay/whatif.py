@@ -29,7 +29,7 @@ from pydantic import JsonValue
 
 from bus import Log, MemoryLog, Record
 from lifecycle_es.codec import CODEC
-from lifecycle_es.errors import ConfigError, InconsistentEventError
+from lifecycle_es.errors import ConfigError, InconsistentEventError, UsageError
 from lifecycle_es.events import DecisionMade, EventBase
 from lifecycle_es.registry import Registry, fold_record
 from lifecycle_es.specs import BUILTIN_SPECS
@@ -85,8 +85,8 @@ def what_if(log: Log, changes: Mapping[str, JsonValue], *, until_step: int | Non
     """Re-run the run's controllers with `changes` over their recorded settings; diff the decisions.
 
     `changes` maps setting names (fields of the controller's config, e.g. `split_patience`)
-    to values, validated by the config: an unknown name or a bad value raises `ConfigError`,
-    as does a run with no controller what-if can re-run. `until_step` stops both runs after
+    to values, validated by the config: an unknown name or a bad value raises `ConfigError`;
+    a run with no controller what-if can re-run raises `UsageError`. `until_step` stops both runs after
     that step (records are read as a prefix, as `replay` does).
     """
     if until_step is not None and (isinstance(until_step, bool) or until_step < 0):
@@ -165,7 +165,7 @@ class _Recording:
         """Build every controller the run used again, each with the changes to its settings."""
         present = [kind for kind in self.kinds if kind.recorded() is not None]
         if not present:
-            raise ConfigError("the run records no controller what-if can re-run (no recorded config)")
+            raise UsageError("the run records no controller what-if can re-run (no recorded config)")
         for name in changes:
             owners = [kind for kind in present if name in kind.setting_names()]
             if not owners:

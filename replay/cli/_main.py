@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError
-from lifecycle_es.errors import ConfigError, LifecycleError
+from lifecycle_es.errors import ConfigError, LifecycleError, UsageError
 from replay.cli import demo, export_decisions, replay, spec, tail, verify, what_if
 from replay.cli._launch import worker_from_env
 
@@ -71,7 +71,14 @@ def _run(args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (ConfigError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError) as e:
+    except (
+        ConfigError,
+        InvalidArgumentError,
+        InvalidRunIdError,
+        InvalidUrlError,
+        UnknownRunError,
+        UsageError,
+    ) as e:
         sys.stderr.write(f"lifecycle-es {args.command}: {e}\n")
         return 2  # bad input, as for a usage error
     except (LifecycleError, BusError) as e:

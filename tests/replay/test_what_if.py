@@ -21,7 +21,7 @@ import pytest
 
 import bus
 from bus import Log, MemoryLog
-from lifecycle_es import Action, ConfigError, Lifecycle, LifecycleConfig, Registry, fold_record
+from lifecycle_es import Action, ConfigError, Lifecycle, LifecycleConfig, Registry, UsageError, fold_record
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
 from lifecycle_es.events import EventBase
 from lifecycle_es.specs import BUILTIN_SPECS, ROUTING_STATES
@@ -231,7 +231,7 @@ def test_a_run_without_a_controller_cannot_be_re_run() -> None:
     """A run whose log records no coordinator config has nothing to re-run."""
     lc = Lifecycle(run_id="scripted")
     play(lc)
-    with pytest.raises(ConfigError, match="no controller"):
+    with pytest.raises(UsageError, match="no controller"):
         what_if(lc.log, {})
 
 
@@ -321,6 +321,18 @@ def test_a_bad_set_is_one_line_on_stderr_and_exit_2(
     status, out, err = run_cli(capsys, "what-if", url, "--run", RUN, "--set", setting)
     assert (status, out) == (2, "")
     assert one_line(err).startswith("lifecycle-es what-if: ") and message in err
+
+
+def test_a_run_without_a_controller_is_one_line_on_stderr_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A run what-if cannot re-run is bad input, as a bad setting is: one line, status 2, nothing printed."""
+    url = f"jsonl://{tmp_path / 'runs'}"
+    with bus.open(url, "scripted") as log:
+        play(Lifecycle(log))
+    status, out, err = run_cli(capsys, "what-if", url, "--run", "scripted", "--set", "split_patience=4")
+    assert (status, out) == (2, "")
+    assert one_line(err).startswith("lifecycle-es what-if: ") and "no controller" in err
 
 
 def test_values_are_read_as_json_or_python_constants_else_strings() -> None:
