@@ -95,6 +95,15 @@ class GateLibrary(Mapping[str, Gate]):
         except KeyError:
             raise ConfigError(f"no gate named {name!r} in the library") from None
 
+    # `in` and `get` answer from the dict: Mapping's own would turn the ConfigError above into
+    # an exception where a question was asked.
+    def __contains__(self, name: object) -> bool:
+        return name in self._gates
+
+    def get(self, name: str, default: Gate | None = None) -> Gate | None:  # type: ignore[override]
+        """Return the gate called `name`, or `default` when the library has none."""
+        return self._gates.get(name, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._gates)
 

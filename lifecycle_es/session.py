@@ -304,7 +304,7 @@ class Lifecycle:
         records gathered so far.
         """
         if self._pending is not None:
-            raise ConfigError("a lifecycle batch is already open")
+            raise UsageError("a lifecycle batch is already open")
         start = self.registry.seq
         pending: list[dict[str, Any]] = []
         self._pending = pending
@@ -341,7 +341,7 @@ class Lifecycle:
         The next `catch_up()` or `fold()` continues from the snapshot's seq.
         """
         if state["run_id"] not in (None, self.run_id):
-            raise ConfigError(
+            raise UsageError(
                 f"registry snapshot of run {state['run_id']!r} cannot restore run {self.run_id!r}"
             )
         self.registry = Registry.from_state(self.registry.specs, state)

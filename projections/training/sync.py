@@ -44,7 +44,13 @@ import torch
 from torch import nn
 
 from bus import FollowTimeoutError
-from lifecycle_es.errors import ConfigError, DivergenceError, InconsistentEventError, SyncTimeoutError
+from lifecycle_es.errors import (
+    ConfigError,
+    DivergenceError,
+    InconsistentEventError,
+    SyncTimeoutError,
+    UsageError,
+)
 from lifecycle_es.events import ActionsVerified, DivergenceDetected
 from lifecycle_es.session import Lifecycle
 from projections._projection import Record
@@ -156,7 +162,7 @@ class LifecycleSync:
         """Run the lifecycle at the boundary after step `step`: decide (leader), follow, apply, verify."""
         wrapper = None if self.replicated is None else self.replicated.wrapper
         if not getattr(wrapper, "require_backward_grad_sync", True):
-            raise ConfigError(
+            raise UsageError(
                 f"step {step}: at_boundary inside a no_sync() window; apply lifecycle "
                 "decisions only at gradient-accumulation boundaries"
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bus import ConcurrencyError, MemoryLog
-from lifecycle_es import ConfigError, Lifecycle
+from lifecycle_es import Lifecycle, UsageError
 
 
 @pytest.fixture
@@ -62,11 +62,11 @@ def test_a_batch_that_loses_the_append_race_writes_nothing_of_it(lc: Lifecycle) 
 
 
 def test_a_nested_batch_is_refused(lc: Lifecycle) -> None:
-    """Opening a batch inside a batch raises ConfigError, and the outer one still writes normally."""
+    """Opening a batch inside a batch raises UsageError, and the outer one still writes normally."""
     seq = lc.log.last_seq()
     with lc.batch():
         lc.seal(10)
-        with pytest.raises(ConfigError, match="already open"), lc.batch():
+        with pytest.raises(UsageError, match="already open"), lc.batch():
             pass  # pragma: no cover
     assert lc.log.last_seq() == seq + 1
 
@@ -99,5 +99,5 @@ def test_restore_continues_from_a_snapshot_and_refuses_another_runs(lc: Lifecycl
     follower.restore(state)
     assert follower.registry.sealed_step == 10
     assert follower.catch_up() == 1 and follower.registry == lc.registry
-    with pytest.raises(ConfigError, match="cannot restore run"):
+    with pytest.raises(UsageError, match="cannot restore run"):
         Lifecycle(MemoryLog("other")).restore(state)

@@ -29,6 +29,7 @@ from lifecycle_es import (
     ForeignCheckpointError,
     InconsistentEventError,
     Lifecycle,
+    UsageError,
 )
 from projections import Snapshot
 from projections.moe import ModelSurgery
@@ -105,6 +106,21 @@ def test_resize_surgery_under_a_process_group_needs_a_rewrap() -> None:
             ModelSurgery(model.layers(), optimizer, strategy="resize", model=model)
         ModelSurgery(model.layers(), optimizer, strategy="resize", model=model, on_rewrap=replicated.rewrap)
         ModelSurgery(model.layers(), optimizer, strategy="masked", model=model)
+
+
+def test_at_boundary_inside_a_no_sync_window_is_refused() -> None:
+    """Inside DDP's no_sync() (gradient accumulation) a boundary is a UsageError; after it, it runs."""
+    model = DemoModel(d_in=4, d_out=2, d_model=8, d_hidden=4, capacity=4, layers=1, top_k=2, seed=0)
+    optimizer = torch.optim.AdamW(model.parameters())
+    with distributed.process_group("gloo", **_one_rank()):
+        replicated = Replicated(model)
+        surgery = ModelSurgery(model.layers(), optimizer, model=model, on_rewrap=replicated.rewrap)
+        log = MemoryLog("no-sync")
+        sync = LifecycleSync(Lifecycle(log), Runner(log, [surgery]), surgery, replicated=replicated)
+        with replicated.wrapper.no_sync(), pytest.raises(UsageError, match="inside a no_sync"):
+            sync.at_boundary(0, lambda lc: lc.start(seed=0))
+        assert log.last_seq() == 0
+        assert sync.at_boundary(0, lambda lc: lc.start(seed=0)).step == 0
 
 
 # -- one process: the leader's path, nothing verified -----------------------------------------

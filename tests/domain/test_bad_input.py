@@ -36,7 +36,7 @@ from lifecycle_es import (
     fold_record,
     get_spec,
 )
-from lifecycle_es.gates import GateLibrary
+from lifecycle_es.gates import GateLibrary, default_gates
 
 NAN, INF = float("nan"), float("inf")
 
@@ -455,3 +455,13 @@ def test_a_gate_library_missing_a_spec_gate_is_refused_at_construction() -> None
         r"\['kasmina.improvement', .*'min_time_in_state'\]",
     ):
         Lifecycle(gates=GateLibrary(), specs=[get_spec("kasmina")])
+
+
+def test_a_gate_library_answers_membership_and_get_and_refuses_an_unknown_name() -> None:
+    """`in` and `get` answer for a missing gate; indexing with one is a ConfigError naming it."""
+    library = default_gates()
+    assert "min_time_in_state" in library and "no_such_gate" not in library
+    assert library.get("no_such_gate") is None
+    assert library.get("min_time_in_state") is library["min_time_in_state"]
+    with pytest.raises(ConfigError, match="no gate named 'no_such_gate'"):
+        library["no_such_gate"]
