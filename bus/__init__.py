@@ -9,7 +9,7 @@ from bus._jsonl import JsonlLog
 from bus._log import Log
 from bus._memory import MemoryLog
 from bus._mirror import MirroredLog
-from bus._open import DEFAULT_URL, open, split_mirror
+from bus._open import DEFAULT_URL, log_url, open, split_mirror
 from bus._records import DEFAULT_MAX_RECORD_BYTES, Record
 from bus._redis import RedisLog
 from bus._redis_client import RetryPolicy
@@ -55,6 +55,7 @@ __all__ = [
     "RetryPolicy",
     "UnknownRunError",
     "VerifyReport",
+    "log_url",
     "open",
     "repair",
     "split_mirror",

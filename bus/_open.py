@@ -6,6 +6,10 @@
 | `jsonl://DIR` (relative or absolute; `?fsync=always|batch|never&lenient=1`) | `JsonlLog` |
 | `redis://`, `rediss://`, `unix://` (user, password, db as redis-py reads them) | `RedisLog` |
 | any Redis URL with `?mirror=DIR` | `MirroredLog` of that Redis log and `JsonlLog(DIR)` |
+| a bare path to an existing directory (`runs`, `./runs`, `/data/runs`) | `JsonlLog`, as `jsonl://PATH` |
+
+`log_url` holds the bare-path rule, so every opener (`open`, the CLI's readers, the demo)
+reads a location the same way.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ def open(url: str, run_id: str, *, create: bool = True, **options: Any) -> Log:
     `UnknownRunError` and nothing is created.
     """
     validate_run_id(run_id)
+    url = log_url(url)
     scheme = _scheme(url)
     if scheme == "memory":
         if not create:
@@ -58,6 +63,24 @@ def open(url: str, run_id: str, *, create: bool = True, **options: Any) -> Log:
     except BaseException:
         primary.close()
         raise
+
+
+def log_url(location: str) -> str:
+    """The log URL a location names: a URL as given, a bare directory path as `jsonl://PATH`.
+
+    A location without `://` must be an existing directory (absolute or relative); anything
+    else without a scheme (a file, a path not there yet, a typo such as `redis:/host`) is an
+    `InvalidUrlError`, so a mistyped URL never becomes a new directory.
+    """
+    if not isinstance(location, str) or "://" in location:
+        return location  # a URL (or not a string): `_scheme` judges it
+    if location and Path(location).is_dir():
+        return f"jsonl://{location}"
+    shown = redact_url(f"path://{location}").split("://", 1)[1]  # a mistyped URL's password too
+    raise InvalidUrlError(
+        f"{shown!r} is neither a log URL (memory://, jsonl://DIR, redis://, rediss://, "
+        "unix://) nor an existing directory"
+    )
 
 
 def split_mirror(url: str) -> tuple[str, str | None]:

@@ -19,7 +19,7 @@ def test_all_is_sorted_and_complete() -> None:
     for name in ("Log", "MemoryLog", "JsonlLog", "RedisLog", "MirroredLog", "open", "verify",
                  "VerifyReport", "validate_run_id", "BusError", "ConcurrencyError",
                  "BusUnavailableError", "CorruptLogError", "InvalidRunIdError",
-                 "RecordTooLargeError", "FollowTimeoutError"):  # fmt: skip
+                 "RecordTooLargeError", "FollowTimeoutError", "log_url"):  # fmt: skip
         assert name in bus.__all__
 
 
@@ -64,12 +64,54 @@ def test_default_url_is_jsonl_runs() -> None:
 @pytest.mark.parametrize(
     "url", ["nats://x", "runs", "", "jsonl://", "jsonl://d?color=red", "redis://h?mirror="]
 )
-def test_bad_urls_raise_invalid_url(url: str) -> None:
-    """An unknown scheme or option is a one-sentence InvalidUrlError (a ValueError)."""
+def test_bad_urls_raise_invalid_url(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unknown scheme or option, or a bare path that is no directory, is a one-sentence
+    InvalidUrlError (a ValueError)."""
+    monkeypatch.chdir(tmp_path)  # no ./runs here, whatever the repository holds
     with pytest.raises(InvalidUrlError) as info:
         bus.open(url, "r")
     assert isinstance(info.value, ValueError)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("form", ["relative", "dot-relative", "absolute"])
+def test_a_bare_directory_is_a_jsonl_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    """An existing directory without a scheme (runs, ./runs, /abs/runs) opens as jsonl://PATH."""
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    location = {"relative": "runs", "dot-relative": "./runs", "absolute": str(tmp_path / "runs")}[form]
+    assert bus.log_url(location) == f"jsonl://{location}"
+    with bus.open(location, "r") as log:
+        assert isinstance(log, JsonlLog)
+        log.append([{"event_id": "a"}])
+    with bus.open(location, "r", create=False) as log:
+        assert log.last_seq() == 1
+    assert (tmp_path / "runs" / "r.jsonl").is_file()
+
+
+@pytest.mark.parametrize("make", ["file", "missing"])
+def test_a_bare_path_that_is_no_directory_is_refused_and_creates_nothing(tmp_path: Path, make: str) -> None:
+    """A scheme-less path to a file or to nothing is an InvalidUrlError naming it; nothing is made."""
+    target = tmp_path / "runs"
+    if make == "file":
+        target.write_text("not a log")
+    with pytest.raises(InvalidUrlError, match="nor an existing directory") as info:
+        bus.open(str(target), "r")
+    assert str(target) in str(info.value)
+    assert target.exists() == (make == "file") and not (tmp_path / "r.jsonl").exists()
+
+
+def test_a_password_in_a_mistyped_url_is_not_echoed() -> None:
+    """A URL missing its '//' is refused without printing the password it carries."""
+    with pytest.raises(InvalidUrlError) as info:
+        bus.open("redis:user:s3cret@host:6379", "r")
+    assert "s3cret" not in str(info.value)
+
+
+def test_urls_pass_through_log_url_unchanged() -> None:
+    """A location with a scheme is left to the URL rules as it is."""
+    for url in ("memory://", "jsonl://./runs?fsync=never", "redis://:pw@h:1/0?mirror=m"):
+        assert bus.log_url(url) == url
 
 
 BAD_RUN_IDS = ["", "../x", "..", ".", "a/b", "a b", "a\x00b", "x" * 129, "-lead", "_lead", "é"]
