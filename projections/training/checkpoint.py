@@ -30,6 +30,7 @@ from lifecycle_es.errors import (
     CheckpointUnreadableError,
     ConfigError,
     ForeignCheckpointError,
+    UsageError,
 )
 from lifecycle_es.events import CheckpointRestored, CheckpointSaved
 from lifecycle_es.session import Lifecycle
@@ -222,7 +223,12 @@ class Checkpoints:
                 raise ForeignCheckpointError(
                     f"checkpoint {recorded['path']} holds no snapshot of projection {projection.name!r}"
                 )
-            projection.restore(snapshot)
+            try:
+                projection.restore(snapshot)
+            except UsageError as e:
+                raise ForeignCheckpointError(
+                    f"checkpoint {recorded['path']} does not fit projection {projection.name!r}: {e}"
+                ) from e
         self.model.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
         if self.is_leader:

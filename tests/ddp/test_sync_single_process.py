@@ -311,6 +311,20 @@ def test_a_checkpoint_without_a_snapshot_the_rank_needs_is_foreign(tmp_path: Pat
         side.checkpoints.resume()
 
 
+def test_a_checkpoint_of_another_surgery_strategy_is_foreign(tmp_path: Path) -> None:
+    """A checkpoint whose surgery snapshot was taken under another strategy does not fit: foreign."""
+    demo = _demo(MemoryLog("strategy"))
+    assert demo.lifecycle is not None
+    demo.start()
+    side = demo.lifecycle
+    side.checkpoints.save(tmp_path, side.sync.at_boundary(10))
+    strategy = "masked" if side.surgery.strategy == "resize" else "resize"
+    surgery = ModelSurgery(demo.model.layers(), demo.optimizer, strategy=strategy, model=demo.model)
+    other = Checkpoints(side.lc, Runner(side.lc.log, [surgery]), model=demo.model, optimizer=demo.optimizer)
+    with pytest.raises(ForeignCheckpointError, match="does not fit projection 'surgery'"):
+        other.resume()
+
+
 class _Crash(Exception):
     """Stands for a process dying mid-run."""
 
