@@ -2,7 +2,10 @@
 
 The line format is seeds/002's `LifecycleDecision` (reference/seed-projects.md section 2.7):
 `step, run_id, action, layer_id, expert_id, parent_id, reason, metrics_at_decision,
-config_snapshot`, in that order. A `DecisionMade` names its entity, parent and children; the
+config_snapshot`, in that order, then two keys of ours: `seq`, the decision's place on the log
+(`tail --from seq:N`, the report's `#seq-N`), and `apply_at_step`, the step boundary its
+change takes effect at. A reader of seeds/002 lines ignores keys it does not know, and the
+two let a line be found on the log again. A `DecisionMade` names its entity, parent and children; the
 export reads them per action:
 
 | action | expert_id | parent_id |
@@ -13,9 +16,9 @@ export reads them per action:
 | MERGE | the survivor, which keeps its id (the entity) | the expert absorbed into it (first child) |
 | other | the entity | the decision's parent |
 
-`step` is the step the decision was made at (it is applied at the decision's
-`apply_at_step`). A decision with several children gives one line named after the first; the
-expert coordinator makes one child per decision.
+`step` is the step the decision was made at; `apply_at_step` the step it is applied at. A
+decision with several children gives one line named after the first; the expert coordinator
+makes one child per decision.
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ FIELDS = (
     "reason",
     "metrics_at_decision",
     "config_snapshot",
+    "seq",
+    "apply_at_step",
 )
-"""The keys of every exported line, in order."""
+"""The keys of every exported line, in order: seeds/002's nine, then the log's seq and apply_at_step."""
 
 _CREATES = frozenset({"SPAWN", "SPLIT"})
 
@@ -71,6 +76,8 @@ def decision_line(record: Mapping[str, Any]) -> dict[str, Any]:
         "reason": record.get("reason", ""),
         "metrics_at_decision": dict(record.get("metrics_at_decision") or {}),
         "config_snapshot": dict(record.get("config_snapshot") or {}),
+        "seq": record.get("seq"),
+        "apply_at_step": record.get("apply_at_step"),
     }
 
 

@@ -20,6 +20,8 @@ RECORD = {
     "reason": "why",
     "metrics_at_decision": {"share": 0.5},
     "config_snapshot": {"spawn_patience": 5},
+    "seq": 17,
+    "apply_at_step": 41,
 }
 
 
@@ -45,6 +47,23 @@ def test_each_action_names_its_expert_and_parent_as_documented(
     assert (line["step"], line["run_id"], line["layer_id"], line["action"]) == (40, "r", 0, fields["action"])
     assert line["metrics_at_decision"] == {"share": 0.5}
     assert line["config_snapshot"] == {"spawn_patience": 5}
+    assert (line["seq"], line["apply_at_step"]) == (17, 41)
+
+
+def test_lines_keep_the_seeds_002_keys_first_and_add_seq_and_apply_at_step() -> None:
+    """The nine seeds/002 keys come first in their order; seq and apply_at_step follow them."""
+    assert FIELDS[:9] == (
+        "step",
+        "run_id",
+        "action",
+        "layer_id",
+        "expert_id",
+        "parent_id",
+        "reason",
+        "metrics_at_decision",
+        "config_snapshot",
+    )
+    assert FIELDS[9:] == ("seq", "apply_at_step")
 
 
 @pytest.mark.parametrize("fixture", ["masked", "scheduled_masked"])
@@ -52,7 +71,7 @@ def test_the_demo_log_exports_one_line_per_decision(
     fixture: str, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every DecisionMade of a demo run becomes a line with the seeds/002 keys, in log order,
-    carrying the decision's metrics and config as recorded."""
+    carrying the decision's metrics and config as recorded, and its seq and apply_at_step."""
     trained: Trained = request.getfixturevalue(fixture)
     target = tmp_path / "out" / "lifecycle_decisions.jsonl"
     status, out, err = _cli(capsys, "export-decisions", trained.url, "--run", "demo-test", "-o", str(target))
@@ -63,6 +82,8 @@ def test_the_demo_log_exports_one_line_per_decision(
     assert len(lines) == len(made)
     for line, record in zip(lines, made, strict=True):
         assert list(line) == list(FIELDS) and line["step"] == record["step"]
+        assert (line["seq"], line["apply_at_step"]) == (record["seq"], record["apply_at_step"])
+        assert line["apply_at_step"] >= line["step"]
         assert (line["action"], line["reason"]) == (record["action"], record["reason"])
         assert line["run_id"] == "demo-test" and line["layer_id"] == 0
         assert line["metrics_at_decision"] == record["metrics_at_decision"]
