@@ -13,6 +13,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics_text
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus_text
 
+from projections import MetricsProjection
+
 Series = tuple[str, frozenset[tuple[str, str]]]
 
 
@@ -44,6 +46,33 @@ def parse_both(prometheus: str, openmetrics: str) -> Exposition:
     read = parse_prometheus(prometheus)
     assert parse_openmetrics(openmetrics) == read
     return read
+
+
+def row_samples(metrics: MetricsProjection, run: str | None = None) -> dict[Series, float]:
+    """Every sample the projection's rows call for, by name and labels (with the run's label if
+    given): what a scrape must hold, and nothing else."""
+    base = {} if run is None else {"run": run}
+    samples: dict[Series, float] = {}
+
+    def put(name: str, value: float, **labels: str) -> None:
+        samples[(name, frozenset({**base, **labels}.items()))] = value
+
+    for g in metrics.gate_rows():
+        put("lifecycle_gate_checks_total", g["passed"], gate=g["gate"], result="passed")
+        put("lifecycle_gate_checks_total", g["failed"], gate=g["gate"], result="failed")
+    for t in metrics.transition_rows():
+        edge = {"spec": t["spec"], "from": t["from"], "to": t["to"]}
+        if t["applied"]:
+            put("lifecycle_transitions_total", t["applied"], **edge)
+        if t["rejected"]:
+            put("lifecycle_transitions_rejected_total", t["rejected"], **edge)
+    for p in metrics.population_rows():
+        put("lifecycle_entities", p["count"], spec=p["spec"], state=p["state"])
+    for r in metrics.time_in_state_rows():
+        put("lifecycle_time_in_state_steps_total", r["steps"], spec=r["spec"], state=r["state"])
+    put("lifecycle_step", metrics.step)
+    put("lifecycle_seq", metrics.seq)
+    return samples
 
 
 def _exposition(families: Iterable[Metric]) -> Exposition:

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 
 from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError
-from lifecycle_es.errors import ConfigError, LifecycleError, UsageError
-from replay.cli import demo, export_decisions, replay, spec, tail, verify, what_if
+from lifecycle_es.errors import CheckpointError, ConfigError, LifecycleError, UsageError
+from replay.cli import demo, export_decisions, metrics, replay, spec, tail, verify, what_if
 from replay.cli._launch import worker_from_env
 
 __all__ = ["build_parser", "main"]
@@ -22,6 +22,7 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
     ("replay", "rebuild a run's registry as of a seq, a step or a wall time", replay),
     ("what-if", "re-run a run's controllers with changed settings and diff their decisions", what_if),
     ("verify", "compare a Redis log with its JSONL mirror, and optionally repair the mirror", verify),
+    ("metrics", "print, serve over HTTP or write to a file a run's metrics for Prometheus", metrics),
     (
         "export-decisions",
         "write a run's decisions as ChronoMoE lifecycle_decisions.jsonl lines",
@@ -72,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return handler(args)
     except (
+        CheckpointError,
         ConfigError,
         InvalidArgumentError,
         InvalidRunIdError,
@@ -80,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
         UsageError,
     ) as e:
         sys.stderr.write(f"lifecycle-es {args.command}: {e}\n")
-        return 2  # bad input, as for a usage error
+        return 2  # bad input (an unusable checkpoint among it), as for a usage error
     except (LifecycleError, BusError) as e:
         sys.stderr.write(f"lifecycle-es {args.command}: {e}\n")
         return 1

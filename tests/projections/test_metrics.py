@@ -14,7 +14,7 @@ from lifecycle_es.events import GateCategory
 from lifecycle_es.gates import Gate, GateInput, GateLibrary, GateResult
 from lifecycle_es.spec import Spec, StateCategory, StateDef, TransitionDef
 from projections import MetricsCollector, MetricsProjection, Snapshot
-from tests._prometheus import Exposition, parse_both, parse_openmetrics, parse_prometheus
+from tests._prometheus import Exposition, parse_both, parse_openmetrics, parse_prometheus, row_samples
 
 RoundTrip = Callable[[Snapshot], Snapshot]
 Records = list[dict[str, Any]]
@@ -260,40 +260,16 @@ def test_exposition_parses_and_holds_the_figures(kasmina_records: Records) -> No
 def test_exposition_holds_every_row(kasmina_records: Records) -> None:
     """Every row of the projection's tables is a sample, and there is no other sample."""
     metrics = _metrics(kasmina_records)
-    expected: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-
-    def put(name: str, value: float, **labels: str) -> None:
-        expected[(name, frozenset(labels.items()))] = value
-
-    for g in metrics.gate_rows():
-        put("lifecycle_gate_checks_total", g["passed"], gate=g["gate"], result="passed")
-        put("lifecycle_gate_checks_total", g["failed"], gate=g["gate"], result="failed")
-    for t in metrics.transition_rows():
-        edge = {"spec": t["spec"], "from": t["from"], "to": t["to"]}
-        if t["applied"]:
-            put("lifecycle_transitions_total", t["applied"], **edge)
-        if t["rejected"]:
-            put("lifecycle_transitions_rejected_total", t["rejected"], **edge)
-    for p in metrics.population_rows():
-        put("lifecycle_entities", p["count"], spec=p["spec"], state=p["state"])
-    for r in metrics.time_in_state_rows():
-        put("lifecycle_time_in_state_steps_total", r["steps"], spec=r["spec"], state=r["state"])
-    put("lifecycle_step", metrics.step)
-    put("lifecycle_seq", metrics.seq)
-    assert scrape(metrics).samples == expected
+    assert scrape(metrics).samples == row_samples(metrics)
 
 
 def test_run_label_on_every_sample(kasmina_records: Records) -> None:
-    """With a run, every sample of both formats carries it, and the figures are the same."""
+    """With a run, every sample of both formats carries its label, with the same figures."""
     metrics = _metrics(kasmina_records)
     labelled = scrape(metrics, run="kasmina-metrics")
     assert labelled.types == FAMILIES
-    assert all(dict(labels)["run"] == "kasmina-metrics" for _, labels in labelled.samples)
-    unlabelled = {
-        (name, frozenset((k, v) for k, v in labels if k != "run")): value
-        for (name, labels), value in labelled.samples.items()
-    }
-    assert unlabelled == scrape(metrics).samples
+    assert labelled.samples == row_samples(metrics, run="kasmina-metrics")
+    assert all(("run", "kasmina-metrics") in labels for _, labels in labelled.samples)
 
 
 def test_collector_in_a_registry_of_its_own(kasmina_records: Records) -> None:
