@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -12,8 +13,11 @@ from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, Invali
 from lifecycle_es.errors import CheckpointError, ConfigError, LifecycleError, UsageError
 from replay.cli import demo, export_decisions, metrics, replay, spec, tail, verify, what_if
 from replay.cli._launch import worker_from_env
+from replay.cli._logging import LOG_FORMATS, LOG_LEVELS, logging_to_stderr
 
 __all__ = ["build_parser", "main"]
+
+_log = logging.getLogger("replay.cli")
 
 _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
     ("demo", "train a small MoE whose experts the lifecycle spawns, prunes, splits and merges", demo),
@@ -42,12 +46,40 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of every subcommand."""
     parser = _Parser(
-        prog="lifecycle-es", description="Event-sourced lifecycle orchestration for dynamic ML training."
+        prog="lifecycle-es",
+        description="Event-sourced lifecycle orchestration for dynamic ML training.",
+        # The top level reads every argument, the subcommand's too: with abbreviations on, the
+        # demo's `--log URL` would be an ambiguous prefix of --log-level and --log-format here.
+        allow_abbrev=False,
     )
+    _add_global_options(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, help_text, module in _COMMANDS:
-        module.add_parser(subparsers.add_parser(name, help=help_text, description=help_text))
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_parser(subparser)
+        _add_global_options(subparser, top=False)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The logging options, taken before the subcommand and after it alike.
+
+    Only the top-level parser has defaults: a subcommand's parser sets the attribute only when
+    the option is given there, so it never overwrites a value given before the subcommand.
+    """
+    logs = parser.add_argument_group("logging (before or after the command)")
+    logs.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="warning" if top else argparse.SUPPRESS,
+        help="log lines of the package from this level on, on stderr (default warning)",
+    )
+    logs.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="console" if top else argparse.SUPPRESS,
+        help="log lines as console text (colour on a terminal) or one JSON object each (default console)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     pytorch/pytorch#179291). The run's log is closed and its checkpoints written by then.
     """
     args = build_parser().parse_args(argv)
-    status = _run(args)
+    with logging_to_stderr(args.log_level, args.log_format):
+        _log.debug("running %s", args.command)
+        status = _run(args)
+        _log.debug("%s exited with status %d", args.command, status)
     if args.command == "demo" and worker_from_env(os.environ) is not None:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -169,6 +169,10 @@ def _check(args: argparse.Namespace) -> None:
 def _worker_argv(args: argparse.Namespace, run_id: str) -> list[str]:
     """Return the command line every rank runs: this one, with the run id fixed."""
     argv = [
+        "--log-level",  # the logging options go first, where every command takes them
+        args.log_level,
+        "--log-format",
+        args.log_format,
         "demo",
         "--log",
         args.log,
