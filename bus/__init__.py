@@ -5,7 +5,7 @@ JSONL mirror. `bus.open(url, run_id)` picks one from a URL. This package imports
 else of lifecycle-es.
 """
 
-from bus._jsonl import JsonlLog
+from bus._jsonl import FsyncPolicy, JsonlLog
 from bus._log import Log
 from bus._memory import MemoryLog
 from bus._mirror import MirroredLog
@@ -15,6 +15,7 @@ from bus._redis import RedisLog
 from bus._redis_client import RetryPolicy
 from bus._redis_group import GroupWorker, Pending
 from bus._runid import validate_run_id
+from bus._urls import redact_url
 from bus._verify import MAX_DIFFERENCES, VerifyReport, repair, verify
 from bus.errors import (
     BusError,
@@ -39,6 +40,7 @@ __all__ = [
     "ConcurrencyError",
     "CorruptLogError",
     "FollowTimeoutError",
+    "FsyncPolicy",
     "GroupWorker",
     "InvalidArgumentError",
     "InvalidRecordError",
@@ -57,6 +59,7 @@ __all__ = [
     "VerifyReport",
     "log_url",
     "open",
+    "redact_url",
     "repair",
     "split_mirror",
     "validate_run_id",

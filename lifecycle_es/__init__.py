@@ -18,6 +18,7 @@ from bus.errors import (
     RecordTooLargeError,
     UnknownRunError,
 )
+from lifecycle_es._ids import new_event_id
 from lifecycle_es.codec import CODEC, Codec
 from lifecycle_es.errors import (
     CheckpointError,
@@ -133,4 +134,5 @@ __all__ = [
     "fold",
     "fold_record",
     "get_spec",
+    "new_event_id",
 ]

@@ -22,16 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import JsonValue
 
-from lifecycle_es import Lifecycle
+from lifecycle_es import EntityState, Lifecycle, Registry
 from lifecycle_es.commands import Stamp
-from lifecycle_es.controllers import ExpertCoordinatorConfig
+from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id, parse_expert_id
 from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Batch, Check
-from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
 from lifecycle_es.events import Action, DecisionMade, EventBase, GateCategory
-from lifecycle_es.registry import EntityState, Registry
-from lifecycle_es.specs import INIT_STRATEGIES
-from lifecycle_es.specs.expert import EXPERT_SPEC, ExpertState
+from lifecycle_es.specs import EXPERT_SPEC, INIT_STRATEGIES, ExpertState
 
 if TYPE_CHECKING:
     from replay.demo import DemoRun

@@ -20,20 +20,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bus import Log, MemoryLog
-from lifecycle_es import Lifecycle
+from lifecycle_es import ActionsVerified, DivergenceError, Lifecycle, LifecycleConfig, Registry
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
-from lifecycle_es.errors import DivergenceError
-from lifecycle_es.events import ActionsVerified
-from lifecycle_es.registry import Registry
-from lifecycle_es.session import LifecycleConfig
 from lifecycle_es.specs import BUILTIN_SPECS
-from projections.moe.basin import BasinReadout, BasinTracker
-from projections.moe.surgery import ModelSurgery
-from projections.runner import Runner
-from projections.state_tensors import StateTensors
-from projections.training import distributed
-from projections.training.distributed import Replicated
-from projections.training.sync import Boundary, LifecycleSync, SyncConfig
+from projections import Runner, StateTensors
+from projections.moe import BasinReadout, BasinTracker, ModelSurgery
+from projections.training import Boundary, LifecycleSync, Replicated, SyncConfig, distributed
 from replay.demo import DemoOptions, Task
 from replay.demo.model import DemoModel
 from tests._expert_actions import S

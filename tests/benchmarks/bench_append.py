@@ -34,8 +34,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 
-from bus import JsonlLog, MemoryLog, RedisLog
-from bus._jsonl import FsyncPolicy
+from bus import FsyncPolicy, JsonlLog, MemoryLog, RedisLog
 from lifecycle_es import CODEC, GateChecked, MetricsObserved, TransitionApplied
 from lifecycle_es.events import EventBase
 

@@ -66,7 +66,7 @@ from bench_append import redis_url  # a sibling script
 
 import bus
 from lifecycle_es import Lifecycle
-from projections.moe.basin import BasinReadout
+from projections.moe import BasinReadout
 from replay.demo import DemoOptions
 from tests._expert_actions import S, archive_pending, experts, new_batch, prune, spawn
 

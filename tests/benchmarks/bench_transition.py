@@ -14,12 +14,21 @@ from collections.abc import Callable, Mapping
 
 from transitions import Machine
 
-from lifecycle_es import Gate, GateCategory, GateLibrary, GateResult, Lifecycle, Spec, StateCategory
-from lifecycle_es.codec import CODEC
+from lifecycle_es import (
+    CODEC,
+    Gate,
+    GateCategory,
+    GateInput,
+    GateLibrary,
+    GateResult,
+    Lifecycle,
+    Spec,
+    StateCategory,
+    StateDef,
+    TransitionDef,
+    fold_record,
+)
 from lifecycle_es.commands import GatePolicy, Stamp, request_transition
-from lifecycle_es.gates import GateInput
-from lifecycle_es.registry import fold_record
-from lifecycle_es.spec import StateDef, TransitionDef
 
 
 def _ready(inp: GateInput, params: Mapping[str, float]) -> GateResult:

@@ -50,10 +50,9 @@ from _growth import first_last  # a sibling module
 from bench_append import redis_url  # a sibling script
 
 import bus
-from lifecycle_es import Lifecycle
+from lifecycle_es import Action, Lifecycle
 from lifecycle_es.controllers import ExpertCoordinatorConfig
-from lifecycle_es.events import Action
-from projections.moe.basin import BasinReadout
+from projections.moe import BasinReadout
 from replay.demo import DemoOptions
 from tests._expert_actions import SeededDecider
 

@@ -13,8 +13,7 @@ import pytest
 import redis
 
 import bus
-from bus import BusUnavailableError, Log, MirroredLog
-from bus._urls import redact_url
+from bus import BusUnavailableError, Log, MirroredLog, redact_url
 from bus.testing import LogContract, RedisFactory, RedisServer, have_redis_server
 
 PASSWORD = "s3cr3t-Pa55-7f1d"

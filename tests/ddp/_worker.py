@@ -33,8 +33,7 @@ import torch
 import torch.distributed as dist
 
 import bus
-from projections.training import distributed
-from projections.training.sync import SyncConfig
+from projections.training import SyncConfig, distributed
 from replay.cli._launch import worker_from_env
 from replay.demo import DemoOptions, DemoRun, RankOptions, demo_config
 from tests._expert_actions import install

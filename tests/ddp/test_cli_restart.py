@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from bus.errors import UnknownRunError
+from bus import UnknownRunError
 from tests.ddp._harness import HARD_TIMEOUT_S, environment, of_kind, read_log
 
 pytestmark = pytest.mark.slow

@@ -31,12 +31,10 @@ from lifecycle_es import (
     Lifecycle,
     UsageError,
 )
-from projections import Snapshot
+from projections import Runner, Snapshot
 from projections.moe import ModelSurgery
-from projections.runner import Runner
-from projections.training import distributed
+from projections.training import Replicated, distributed
 from projections.training.checkpoint import FORMAT, Checkpoints, load_checkpoint, save_checkpoint
-from projections.training.distributed import Replicated
 from projections.training.sync import LifecycleSync, SyncConfig, _check_decisions
 from replay.demo import DemoOptions, DemoRun, RankOptions
 from replay.demo.model import DemoModel

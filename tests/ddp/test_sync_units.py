@@ -7,10 +7,9 @@ import torch
 
 from bus import MemoryLog
 from lifecycle_es import Lifecycle
-from projections.moe.surgery import ModelSurgery
-from projections.runner import Runner
-from projections.training.distributed import Replicated
-from projections.training.sync import LifecycleSync
+from projections import Runner
+from projections.moe import ModelSurgery
+from projections.training import LifecycleSync, Replicated
 from replay.demo.model import DemoModel
 from tests._cli import one_line, run_cli
 

@@ -9,8 +9,7 @@ import torch
 
 from lifecycle_es import ConfigError, UsageError
 from lifecycle_es.controllers import BREADTH, ExpertCoordinator, ExpertCoordinatorConfig
-from projections.moe.basin import BasinTracker, basin_breadth, layer_metrics
-from projections.moe.layer import MoELayer
+from projections.moe import BasinTracker, MoELayer, basin_breadth, layer_metrics
 
 IDS = {0: "L0_E0", 1: "L0_E1", 2: "L0_E2", 3: "L0_E3"}
 # Four tokens of types 0, 0, 1, 1. Token 3 has one routing slot only (-1: fewer than top_k route).

@@ -18,8 +18,7 @@ from _trained import EVERY, SCHEDULED_STEPS, SHORT_STEPS, Trained, train
 from lifecycle_es import Registry
 from lifecycle_es.controllers import ExpertCoordinator
 from replay import Replay, replay
-from replay.demo import DemoOptions, DemoRun, demo_config
-from replay.demo.task import PHASES
+from replay.demo import PHASES, DemoOptions, DemoRun, demo_config
 
 VOLATILE = ("event_id", "ts", "causation")
 """Fields that differ between two identical runs: fresh ids and wall times."""

@@ -9,10 +9,8 @@ from typing import Any
 
 import pytest
 
-from lifecycle_es import BUILTIN_SPECS, Lifecycle
+from lifecycle_es import BUILTIN_SPECS, EntityState, Lifecycle, Spec
 from lifecycle_es.gates import MIN_TIME_GATE, Gate, GateInput, GateLibrary, GateResult, default_gates
-from lifecycle_es.registry import EntityState
-from lifecycle_es.spec import Spec
 
 GAP = 1_000
 """Steps taken between the hops of a walk: more than any built-in minimum time in state."""

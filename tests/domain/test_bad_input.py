@@ -19,6 +19,7 @@ from lifecycle_es import (
     ConfigError,
     DuplicateEntityError,
     EntityRegistered,
+    GateLibrary,
     InconsistentEventError,
     InvalidMetricError,
     InvalidRecordError,
@@ -33,10 +34,10 @@ from lifecycle_es import (
     UnknownEntityError,
     UnknownStateError,
     UsageError,
+    default_gates,
     fold_record,
     get_spec,
 )
-from lifecycle_es.gates import GateLibrary, default_gates
 
 NAN, INF = float("nan"), float("inf")
 

@@ -30,8 +30,8 @@ from lifecycle_es import (
     StepSealed,
     TransitionApplied,
     TransitionRejected,
+    new_event_id,
 )
-from lifecycle_es._ids import new_event_id
 from lifecycle_es.events import EVENT_TYPES, EventBase
 
 CAUSE = new_event_id()

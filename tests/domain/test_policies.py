@@ -18,6 +18,10 @@ from lifecycle_es import (
     Lifecycle,
     LifecycleConfig,
     Registry,
+    Spec,
+    StateCategory,
+    StateDef,
+    TransitionDef,
     fold_record,
 )
 from lifecycle_es.policies import (
@@ -30,7 +34,6 @@ from lifecycle_es.policies import (
     population_floor_left,
     streak,
 )
-from lifecycle_es.spec import Spec, StateCategory, StateDef, TransitionDef
 from lifecycle_es.specs import ModuleState
 
 M = ModuleState

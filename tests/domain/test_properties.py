@@ -18,6 +18,7 @@ from lifecycle_es import (
     BUILTIN_SPECS,
     CODEC,
     DuplicateEntityError,
+    GateLibrary,
     InvalidTransitionError,
     Lifecycle,
     LifecycleConfig,
@@ -27,7 +28,6 @@ from lifecycle_es import (
     fold,
     fold_record,
 )
-from lifecycle_es.gates import GateLibrary
 
 SPECS = sorted(BUILTIN_SPECS)
 ENTITIES = [f"e{i}" for i in range(4)]

@@ -11,6 +11,7 @@ from lifecycle_es import (
     CODEC,
     Action,
     DecisionMade,
+    GateLibrary,
     InvalidTransitionError,
     Lifecycle,
     LifecycleConfig,
@@ -18,7 +19,6 @@ from lifecycle_es import (
     fold,
     fold_record,
 )
-from lifecycle_es.gates import GateLibrary
 from lifecycle_es.registry import HISTORY_LIMIT
 
 

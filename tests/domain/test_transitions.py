@@ -13,6 +13,7 @@ import pytest
 
 from lifecycle_es import (
     BUILTIN_SPECS,
+    EntityState,
     GateCategory,
     GateMode,
     InvalidTransitionError,
@@ -20,7 +21,6 @@ from lifecycle_es import (
     LifecycleConfig,
 )
 from lifecycle_es.gates import MIN_TIME_GATE, GateLibrary
-from lifecycle_es.registry import EntityState
 from lifecycle_es.specs import KasminaState
 
 K = KasminaState

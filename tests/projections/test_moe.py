@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lifecycle_es import ConfigError, UsageError
-from projections.moe.layer import ExpertLayer, MoELayer
+from projections.moe import ExpertLayer, MoELayer
 
 D_MODEL, D_HIDDEN, CAPACITY, TOKENS = 8, 16, 6, 64
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 
-from lifecycle_es import Lifecycle
-from lifecycle_es.errors import (
+from lifecycle_es import (
     InconsistentEventError,
     InvalidTransitionError,
+    Lifecycle,
     SequenceGapError,
     SpecError,
+    StateCategory,
     UnknownEntityError,
     UnknownStateError,
     UsageError,
 )
-from lifecycle_es.spec import StateCategory
 from lifecycle_es.specs import AGENT_SPEC, BUILTIN_SPECS, KASMINA_SPEC, AgentState
 from projections import RegistryProjection, Snapshot
 from projections.registry_views import QUERIES, Query, derived_queries

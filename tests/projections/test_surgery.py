@@ -20,8 +20,7 @@ from lifecycle_es import (
     UsageError,
 )
 from projections import Snapshot
-from projections.moe.layer import MoELayer
-from projections.moe.surgery import ModelSurgery, Strategy, optimizer_params_match
+from projections.moe import ModelSurgery, MoELayer, Strategy, optimizer_params_match
 
 D_MODEL, D_HIDDEN, CAPACITY, TOKENS = 8, 16, 8, 64
 STRATEGIES: tuple[Strategy, ...] = ("masked", "resize")

@@ -6,11 +6,11 @@ import pytest
 
 from bus import MemoryLog
 from lifecycle_es import Action, DecisionMade, InvalidTransitionError, Lifecycle
-from replay import replay
-from replay.analysis import (
+from replay import (
     decisions,
     gate_pass_rates,
     population_over_steps,
+    replay,
     run_metrics,
     state_intervals,
     time_in_state,

@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from lifecycle_es.errors import SpecError, UnknownStateError
-from lifecycle_es.spec import Spec, StateCategory, StateDef, TransitionDef
+from lifecycle_es import Spec, SpecError, StateCategory, StateDef, TransitionDef, UnknownStateError
 from lifecycle_es.specs import (
     AGENT_SPEC,
     BUILTIN_SPECS,
