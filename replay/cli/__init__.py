@@ -4,7 +4,8 @@
 specs, `tail` follows a run, `replay` rebuilds a registry as of a point, `what_if` re-runs a
 run's controllers with changed settings and diffs their decisions, `verify` checks a Redis log
 against its JSONL mirror, `export_decisions` writes a run's decisions as JSONL, `metrics`
-prints, serves or writes a run's metrics for Prometheus. Each module offers `add_parser` and
+prints, serves or writes a run's metrics for Prometheus, `report` writes a run's HTML page of
+plots and decisions. Each module offers `add_parser` and
 `run`; `main` is the console script's entry point. `_logging` is the one place that configures
 logging: stderr only, at `--log-level`, as `--log-format` console text or JSON lines.
 """

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import CheckpointError, ConfigError, LifecycleError, UsageError
-from replay.cli import demo, export_decisions, metrics, replay, spec, tail, verify, what_if
+from replay.cli import demo, export_decisions, metrics, replay, report, spec, tail, verify, what_if
 from replay.cli._launch import worker_from_env
 from replay.cli._logging import LOG_FORMATS, LOG_LEVELS, logging_to_stderr
 
@@ -27,6 +27,7 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
     ("what-if", "re-run a run's controllers with changed settings and diff their decisions", what_if),
     ("verify", "compare a Redis log with its JSONL mirror, and optionally repair the mirror", verify),
     ("metrics", "print, serve over HTTP or write to a file a run's metrics for Prometheus", metrics),
+    ("report", "write a run's self-contained HTML page of plots and decisions", report),
     (
         "export-decisions",
         "write a run's decisions as ChronoMoE lifecycle_decisions.jsonl lines",
