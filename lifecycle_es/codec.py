@@ -33,6 +33,11 @@ class Codec:
         self._upcasters = dict(upcasters or {})
         self._adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The event kinds this codec reads and writes (`tail --kind` warns of any other)."""
+        return frozenset(self._types)
+
     def register_upcaster(self, kind: str, version: int, upcaster: Upcaster) -> None:
         """Register the function that lifts a `kind` record from `version` to `version + 1`."""
         if kind not in self._types:

@@ -1,4 +1,4 @@
-"""Tailing a run: where to start, which records to show, and how to print them."""
+"""Tailing a run: where to start, which records to show, where to stop, and how to print them."""
 
 from __future__ import annotations
 
@@ -9,17 +9,31 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from bus import Log, Record
+from lifecycle_es.codec import CODEC
 from lifecycle_es.errors import ConfigError
+from lifecycle_es.specs import RUN_SPEC
 from replay._replay import Until
 
-__all__ = ["Filter", "Printer", "records_from", "start_after"]
+__all__ = [
+    "Filter",
+    "Printer",
+    "Stop",
+    "ends_run",
+    "entity_seen",
+    "parse_kinds",
+    "records_from",
+    "start_after",
+    "take",
+    "unknown_kinds",
+]
 
 
 def start_after(log: Log, start: str) -> int:
     """Return the seq after which a tail starting at `start` begins.
 
-    `start` is `beginning`, `end`, `seq:N` (N is shown first), `step:N` or `time:ISO8601`
-    (the first record at or after that step or time is shown first).
+    `start` is `beginning`, `end`, `seq:N` (N is shown first), `last:N` (the log's last N
+    records, before any filter: kcat's `-o -N`), `step:N` or `time:ISO8601` (the first record
+    at or after that step or time is shown first).
     """
     if start == "beginning":
         return 0
@@ -28,6 +42,8 @@ def start_after(log: Log, start: str) -> int:
     kind, _, value = start.partition(":")
     if kind == "seq":
         return max(_int(value, start) - 1, 0)
+    if kind == "last":
+        return max(log.last_seq() - _int(value, start), 0)
     if kind == "step":
         step = _int(value, start)
         return _first_after(log, lambda r: r["step"] >= step)
@@ -36,7 +52,7 @@ def start_after(log: Log, start: str) -> int:
         assert until.time is not None
         moment = until.time
         return _first_after(log, lambda r: r["ts"] >= moment)
-    raise ConfigError(f"--from must be beginning, end, seq:N, step:N or time:ISO8601, not {start!r}")
+    raise ConfigError(f"--from must be beginning, end, seq:N, last:N, step:N or time:ISO8601, not {start!r}")
 
 
 def _int(text: str, whole: str) -> int:
@@ -144,14 +160,80 @@ def parse_kinds(text: str | None) -> frozenset[str]:
     return frozenset(k.strip() for k in (text or "").split(",") if k.strip())
 
 
-def take(records: Iterable[dict[str, Any]], flt: Filter, count: int | None) -> Iterator[dict[str, Any]]:
-    """Yield the records the filter admits, at most `count` of them."""
+def unknown_kinds(kinds: Iterable[str]) -> list[str]:
+    """The names in `kinds` that are no event kind the codec knows, sorted (typos such as
+    `DecisonMade`)."""
+    return sorted(set(kinds) - CODEC.kinds)
+
+
+def entity_seen(log: Log, glob: str) -> bool:
+    """Tell whether any record on the log so far has an entity matching `glob`.
+
+    Reads from the beginning and stops at the first match, so a glob that matches reads only
+    as far as that entity's first record (usually its registration, early in a run).
+    """
+    for batch in log.pages():
+        for record in batch:
+            entity = record.get("entity")
+            if entity is not None and fnmatch.fnmatchcase(entity, glob):
+                return True
+    return False
+
+
+def ends_run(record: Record) -> bool:
+    """Tell whether `record` is a run's recorded end, after which a tail stops by itself.
+
+    The one hook for "the run is over": today a `RunStateChanged` into a terminal state of the
+    `run` spec (`terminated`), which a training loop records with `Lifecycle.set_run_state`.
+    An event added later to mark a run's end (the preemption work's) is named here, and every
+    `tail --follow` then stops at it.
+    """
+    return record.get("kind") == "RunStateChanged" and record.get("to_state") in _TERMINAL_RUN_STATES
+
+
+_TERMINAL_RUN_STATES = frozenset(s.name for s in RUN_SPEC.states if s.terminal)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Stop:
+    """Where a tail stops by itself, besides a count: the run's recorded end (`ends_run`), the
+    first record of a kind in `kinds` (`--until-kind`), or the end of step `step` (`--until-step`).
+
+    Every record read is weighed, whether the filters show it or not. A step is over once a
+    `StepSealed` at or past it is read (shown, if the filters admit it) or a record of a later
+    step is read (not shown): the seal ends the run's last step, which no later record follows.
+    """
+
+    kinds: frozenset[str] = frozenset()
+    step: int | None = None
+
+    def before(self, record: Record) -> bool:
+        """Tell whether the tail ends before `record`, leaving it out."""
+        return self.step is not None and int(record.get("step", 0)) > self.step
+
+    def after(self, record: Record) -> bool:
+        """Tell whether the tail ends after `record`, once it is shown if the filters admit it."""
+        kind = record.get("kind")
+        if kind in self.kinds or ends_run(record):
+            return True
+        return self.step is not None and kind == "StepSealed" and int(record.get("step", 0)) >= self.step
+
+
+def take(
+    records: Iterable[dict[str, Any]], flt: Filter, count: int | None, stop: Stop | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the records the filter admits, at most `count` of them, until `stop` says the end."""
     if count == 0:
         return
+    stop = stop or Stop()
     shown = 0
     for record in records:
+        if stop.before(record):
+            return
         if flt.admits(record):
             yield record
             shown += 1
             if shown == count:
                 return  # before asking for another: a follow would wait for one that may never come
+        if stop.after(record):
+            return

@@ -38,14 +38,16 @@ _SHARED: list[Processor] = [
 
 
 @contextlib.contextmanager
-def logging_to_stderr(level: LogLevel, fmt: LogFormat) -> Iterator[None]:
+def logging_to_stderr(level: LogLevel, fmt: LogFormat, *, colour: bool = False) -> Iterator[None]:
     """Send every log line to stderr in `fmt` while the block runs, then restore what was there.
+
+    `colour` colours console lines (the CLI decides it from `--color` and NO_COLOR).
 
     Restoring keeps `main()` callable many times in one process (tests do): no handler is left
     pointing at a stream that is gone, and structlog's configuration is put back.
     """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_formatter(fmt))
+    handler.setFormatter(_formatter(fmt, colour=colour))
     root = logging.getLogger()
     ours = [logging.getLogger(name) for name in _OUR_LOGGERS]
     saved_levels = [(logger, logger.level) for logger in (root, *ours)]
@@ -70,11 +72,11 @@ def logging_to_stderr(level: LogLevel, fmt: LogFormat) -> Iterator[None]:
         structlog.configure(**saved_structlog)
 
 
-def _formatter(fmt: LogFormat) -> logging.Formatter:
+def _formatter(fmt: LogFormat, *, colour: bool) -> logging.Formatter:
     render: list[Processor] = (
         [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
         if fmt == "json"
-        else [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]  # colour on a terminal only
+        else [structlog.dev.ConsoleRenderer(colors=colour)]
     )
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import sys
@@ -11,7 +12,8 @@ from types import ModuleType
 
 from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import CheckpointError, ConfigError, LifecycleError, UsageError
-from replay.cli import demo, export_decisions, metrics, replay, report, spec, tail, verify, what_if
+from replay.cli import demo, export_decisions, metrics, replay, report, spec, tables, tail, verify, what_if
+from replay.cli._colour import COLOUR_CHOICES, colour_for
 from replay.cli._launch import worker_from_env
 from replay.cli._logging import LOG_FORMATS, LOG_LEVELS, logging_to_stderr
 
@@ -24,6 +26,11 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
     ("spec", "list the built-in lifecycle specs, or show one as a table, JSON or Mermaid", spec),
     ("tail", "print a run's events from a point, filtered, and follow it live", tail),
     ("replay", "rebuild a run's registry as of a seq, a step or a wall time", replay),
+    (
+        "tables",
+        "print a run's analysis table (time in state, gate pass rates, ...) as text, JSON or CSV",
+        tables,
+    ),
     ("what-if", "re-run a run's controllers with changed settings and diff their decisions", what_if),
     ("verify", "compare a Redis log with its JSONL mirror, and optionally repair the mirror", verify),
     ("metrics", "print, serve over HTTP or write to a file a run's metrics for Prometheus", metrics),
@@ -53,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         # demo's `--log URL` would be an ambiguous prefix of --log-level and --log-format here.
         allow_abbrev=False,
     )
+    parser.add_argument("--version", action="version", version=f"lifecycle-es {_version()}")
     _add_global_options(parser, top=True)
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, help_text, module in _COMMANDS:
@@ -62,8 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's, once `pip install` ran)."""
+    try:
+        return importlib.metadata.version("lifecycle-es")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"  # run from a source tree that was never installed
+
+
 def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
-    """The logging options, taken before the subcommand and after it alike.
+    """The logging and colour options, taken before the subcommand and after it alike.
 
     Only the top-level parser has defaults: a subcommand's parser sets the attribute only when
     the option is given there, so it never overwrites a value given before the subcommand.
@@ -79,7 +95,14 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--log-format",
         choices=LOG_FORMATS,
         default="console" if top else argparse.SUPPRESS,
-        help="log lines as console text (colour on a terminal) or one JSON object each (default console)",
+        help="log lines as console text (coloured as --color says) or one JSON object each (default console)",
+    )
+    parser.add_argument(
+        "--color",
+        choices=COLOUR_CHOICES,
+        default="auto" if top else argparse.SUPPRESS,
+        help="colour tail's pretty lines and the console log lines: auto (default: on a terminal, "
+        "unless NO_COLOR is set and not empty), always or never",
     )
 
 
@@ -93,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pytorch/pytorch#179291). The run's log is closed and its checkpoints written by then.
     """
     args = build_parser().parse_args(argv)
-    with logging_to_stderr(args.log_level, args.log_format):
+    colour = colour_for(args.color, sys.stderr, os.environ)
+    with logging_to_stderr(args.log_level, args.log_format, colour=colour):
         _log.debug("running %s", args.command)
         status = _run(args)
         _log.debug("%s exited with status %d", args.command, status)

@@ -1,4 +1,5 @@
-"""`lifecycle-es replay LOG_URL --run RUN [--until-seq N | --until-step N | --until-time ISO]`."""
+"""`lifecycle-es replay LOG --run RUN [--until-seq N | --until-step N | --until-time ISO]
+[--format table|json|csv]`: the registry as of a point; CSV has one row per entity, `run_id` first."""
 
 from __future__ import annotations
 
@@ -10,19 +11,25 @@ from typing import Any
 from bus import Log
 from replay._replay import Replay, Until, replay
 from replay.cli._open import open_run
+from replay.cli._rows import ROW_FORMATS, text_table, with_run_id, write_rows
 
 __all__ = ["add_parser", "replay_json", "run"]
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the replay options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG_URL", help="jsonl://DIR or a redis:// URL")
+    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
     parser.add_argument("--run", required=True, help="the run id")
     until = parser.add_mutually_exclusive_group()
     until.add_argument("--until-seq", type=int, metavar="N", help="replay through seq N")
     until.add_argument("--until-step", type=int, metavar="N", help="replay through step N")
     until.add_argument("--until-time", metavar="ISO8601", help="replay through a wall time")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=ROW_FORMATS,
+        default="table",
+        help="table (default), the documented JSON document, or CSV: one row per entity, run_id first",
+    )
     parser.add_argument(
         "--lenient", action="store_true", help="skip unreadable JSONL lines and report how many"
     )
@@ -43,10 +50,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if skipped:
         sys.stderr.write(f"lifecycle-es replay: skipped {skipped} unreadable lines\n")
+    doc = replay_json(result, args.run)
     if args.format == "json":
-        print(json.dumps(replay_json(result, args.run)))
+        print(json.dumps(doc))
+    elif args.format == "csv":
+        write_rows(sys.stdout, with_run_id(args.run, doc["entities"]), ["run_id", *_ENTITY_KEYS], "csv")
     else:
-        print(_table(replay_json(result, args.run)), end="")
+        print(_table(doc), end="")
     return 0
 
 
@@ -62,32 +72,20 @@ def _until(args: argparse.Namespace) -> Until:
     return Until(seq=args.until_seq, step=args.until_step)
 
 
+_ENTITY_KEYS = ("entity", "spec", "state", "layer", "slot", "parent", "entered_step")
+"""The keys of every entity in the JSON document, and the CSV's columns after run_id."""
+
+
 def replay_json(result: Replay, run_id: str) -> dict[str, Any]:
     """The documented JSON form of a replay: the run, where it stopped, and every entity."""
     registry = result.registry.registry
     entities = [
-        {
-            "entity": e.entity,
-            "spec": e.spec,
-            "state": e.state,
-            "layer": e.layer,
-            "slot": e.slot,
-            "parent": e.parent,
-            "entered_step": e.entered_step,
-        }
-        for e in sorted(registry, key=lambda e: e.entity)
+        {key: getattr(e, key) for key in _ENTITY_KEYS} for e in sorted(registry, key=lambda e: e.entity)
     ]
     return {"run_id": run_id, "seq": result.seq, "step": result.step, "entities": entities}
 
 
 def _table(doc: dict[str, Any]) -> str:
-    rows = [
-        f"run {doc['run_id']} as of seq {doc['seq']}, step {doc['step']}: {len(doc['entities'])} entities",
-        "",
-    ]
-    header = ("entity", "spec", "state", "layer", "slot", "parent", "entered_step")
-    cells = [[("" if e[h] is None else str(e[h])) for h in header] for e in doc["entities"]]
-    widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(header)]
-    for line in (list(header), *cells):
-        rows.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
-    return "\n".join(rows) + "\n"
+    title = f"run {doc['run_id']} as of seq {doc['seq']}, step {doc['step']}: {len(doc['entities'])} entities"
+    cells = [[("" if e[h] is None else str(e[h])) for h in _ENTITY_KEYS] for e in doc["entities"]]
+    return f"{title}\n\n" + text_table(_ENTITY_KEYS, cells)

@@ -211,26 +211,32 @@ def test_start_filters_and_count_combine(capsys: pytest.CaptureFixture[str], tai
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "warning"),
     [
-        ["--kind", "NoSuchKind"],
-        ["--entity", "nobody-*"],
-        ["--layer", "99"],
-        ["--rank", "7"],
-        ["--from", "step:1000000"],
-        ["--from", "seq:1000000"],
-        ["--from", "time:2100-01-01T00:00:00Z"],
-        ["--kind", "StepSealed", "--entity", "seed-0"],
+        (["--kind", "NoSuchKind"], "unknown event kind 'NoSuchKind'"),
+        (["--entity", "nobody-*"], "no entity matches 'nobody-*'"),
+        (["--layer", "99"], None),
+        (["--rank", "7"], None),
+        (["--from", "step:1000000"], None),
+        (["--from", "seq:1000000"], None),
+        (["--from", "time:2100-01-01T00:00:00Z"], None),
+        (["--kind", "StepSealed", "--entity", "seed-0"], None),
     ],
     ids=["kind", "entity", "layer", "rank", "step", "seq", "time", "kind-and-entity"],
 )
 @pytest.mark.parametrize("fmt", ["json", "pretty"])
 def test_filters_that_match_nothing_exit_0_with_no_output(
-    capsys: pytest.CaptureFixture[str], tailed: Tailed, argv: list[str], fmt: str
+    capsys: pytest.CaptureFixture[str], tailed: Tailed, argv: list[str], warning: str | None, fmt: str
 ) -> None:
-    """A tail whose filters or start admit no record prints nothing and exits 0."""
+    """A tail whose filters or start admit no record prints nothing and exits 0; an unknown kind or
+    an entity glob that matches nothing so far is also one warning line on stderr."""
     url, run_id, _, _ = tailed
-    assert tail(capsys, url, run_id, "--format", fmt, *argv) == (0, [], "")
+    status, lines, err = tail(capsys, url, run_id, "--format", fmt, *argv)
+    assert (status, lines) == (0, [])
+    if warning is None:
+        assert err == ""
+    else:
+        assert one_line(err).startswith("lifecycle-es tail: warning: ") and warning in err
 
 
 def test_pretty_has_no_escape_codes_when_stdout_is_not_a_terminal(
