@@ -17,6 +17,7 @@ of the command line starts fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import bus
-from bus import JsonlLog, Log
+from bus import JsonlLog, Log, MirroredLog
 from lifecycle_es.errors import ConfigError
 from replay.analysis import decisions
 from replay.cli._launch import Worker, launch, worker_from_env
@@ -37,11 +38,14 @@ if TYPE_CHECKING:
     from replay.demo import DemoOptions, DemoRun, RankOptions
     from replay.demo.report import Outcome
 
-__all__ = ["DEFAULT_STEPS", "add_parser", "decisions_path", "run"]
+__all__ = ["DEFAULT_STEPS", "add_parser", "decisions_path", "run", "run_dir"]
 
 DEFAULT_STEPS = 3000
 """The default run length: five phases of 600 steps, about 15 s on one CPU thread."""
 DECISIONS_FILE = "lifecycle_decisions.jsonl"
+LOCAL_RUNS = Path("runs")
+"""Where the files of a run whose log has no directory (a Redis log without a mirror) go:
+`runs/<run>/`, as for the default JSONL log."""
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +54,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "--log",
         default=bus.DEFAULT_URL,
         metavar="URL",
-        help=f"where the run's log goes: jsonl://DIR or a redis:// URL (default {bus.DEFAULT_URL})",
+        help="where the run's log goes: an existing directory, jsonl://DIR or a redis:// URL "
+        f"(default {bus.DEFAULT_URL}); the run's other files go to a directory per run beside it",
     )
     parser.add_argument(
         "--steps",
@@ -173,6 +178,8 @@ def _worker_argv(args: argparse.Namespace, run_id: str) -> list[str]:
         args.log_level,
         "--log-format",
         args.log_format,
+        "--color",
+        args.color,
         "demo",
         "--log",
         args.log,
@@ -200,7 +207,7 @@ def _rank_options(args: argparse.Namespace, log: Log, *, resume: bool = False) -
 
     return RankOptions(
         sync=SyncConfig(timeout=args.sync_timeout, repair=args.repair),
-        checkpoint_dir=decisions_path(log).parent / "checkpoints",
+        checkpoint_dir=run_dir(log) / "checkpoints",
         checkpoint_every=args.checkpoint_every,
         resume=resume,
     )
@@ -252,20 +259,28 @@ def _report(args: argparse.Namespace, log: Log, live: DemoRun, runs: list[Outcom
     where = str(log.path) if isinstance(log, JsonlLog) else f"{log.url} (Redis stream)"
     print(_summary(live, made, runs), end="")
     print(f"\nlog:       {where}, run {log.run_id}")
+    print(f"files:     {run_dir(log)}{os.sep} (every file the demo wrote for this run)")
     print(f"decisions: {path}")
     print(f"replay it: lifecycle-es replay {args.log} --run {log.run_id}")
 
 
-def decisions_path(log: Log) -> Path:
-    """Return where the demo writes a run's decisions.
+def run_dir(log: Log) -> Path:
+    """Return the directory of every file the demo writes for a run (decisions, checkpoints).
 
-    `DIR/<run>/lifecycle_decisions.jsonl` next to a JSONL log `DIR/<run>.jsonl` (ChronoMoE's
-    `outputs/<run_id>/` layout, so runs never overwrite each other's), else
-    `./lifecycle_decisions.jsonl`.
+    `DIR/<run>/` beside a JSONL log `DIR/<run>.jsonl` or a Redis log's JSONL mirror in `DIR`
+    (ChronoMoE's `outputs/<run_id>/` layout), else `runs/<run>/`: one directory per run
+    whatever the log, so runs never overwrite each other's files.
     """
     if isinstance(log, JsonlLog):
-        return log.path.parent / log.run_id / DECISIONS_FILE
-    return Path(DECISIONS_FILE)
+        return log.path.parent / log.run_id
+    if isinstance(log, MirroredLog):
+        return log.mirror.path.parent / log.run_id
+    return LOCAL_RUNS / log.run_id
+
+
+def decisions_path(log: Log) -> Path:
+    """Return where the demo writes a run's decisions: `lifecycle_decisions.jsonl` in `run_dir`."""
+    return run_dir(log) / DECISIONS_FILE
 
 
 def _open_new(url: str, run_id: str) -> Log:
@@ -285,7 +300,9 @@ def _train(
 
     demo = DemoRun(options, log, ranks=ranks)
     started = time.monotonic()
-    demo.run(None if quiet else ProgressBar(sys.stderr, label=label))
+    bar = None if quiet else ProgressBar(sys.stderr, label=label)
+    with bar or contextlib.nullcontext():  # the bar ends its line on Ctrl-C too
+        demo.run(bar)
     seconds = time.monotonic() - started
     return demo, Outcome(label, demo.timeline.phase_losses, demo.mean_loss, seconds)
 

@@ -1,17 +1,22 @@
 """What `lifecycle-es demo` shows: a progress bar on stderr and the summary tables at the end.
 
-No dependency: the bar is plain text. On a terminal it redraws one line with `\\r`; otherwise
-(a file, a CI log) it writes a line every tenth of the run, so logs stay readable.
+No dependency: the bar is plain text. On a terminal it redraws one line with `\\r`, fitted to
+the terminal's width so it never wraps; otherwise (a file, a CI log) it writes a line every
+tenth of the run, so logs stay readable. tqdm was weighed and left out: its redraws go to
+files too, as `\\r`-joined lines, which reads badly in a CI log, so the line-per-tenth mode
+would stay hand-written beside it.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from types import TracebackType
+from typing import Self, TextIO
 
 from replay.demo.train import PhaseLoss, Tick
 
@@ -20,39 +25,119 @@ __all__ = ["Outcome", "ProgressBar", "Sample", "sample", "summary"]
 _ACTIONS = ("SPAWN", "PRUNE", "SPLIT", "MERGE")
 
 _WIDTH = 24
+"""Cells of the bar when there is room."""
+_MIN_WIDTH = 5
+"""Fewer cells than this are no bar: it is left out."""
 
 
 class ProgressBar:
-    """Draws training progress to a text stream: redrawn in place on a tty, a line per 10% else."""
+    """Draws training progress to a text stream: redrawn in place on a tty, a line per 10% else.
 
-    def __init__(self, stream: TextIO, *, label: str, tty: bool | None = None) -> None:
+    On a tty the line fits the terminal's width (`shutil.get_terminal_size`, read at every
+    redraw so a resize is followed; `columns` fixes it): the bar narrows, then the least
+    useful fields go (wall time, phase, experts, loss), and it never reaches the last column,
+    where a terminal would wrap. Every line shows an ETA. Used as a context manager, it ends
+    a line left open on the way out, so Ctrl-C leaves the prompt on a line of its own.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        label: str,
+        tty: bool | None = None,
+        columns: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.stream = stream
         self.label = label
         self.tty = stream.isatty() if tty is None else tty
-        self._started = time.monotonic()
+        self.columns = columns
+        self._clock = clock
+        self._started = clock()
         self._next_tenth = 1
+        self._open = 0
+        """Characters of the line drawn and not ended yet (tty only)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the line if one is open (training ended early, Ctrl-C); nothing otherwise."""
+        if self._open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open = 0
 
     def __call__(self, tick: Tick) -> None:
         """Show one tick of progress."""
         done = tick.step / tick.steps
+        fields = self._fields(tick)
         if self.tty:
-            end = "\n" if tick.step == tick.steps else ""
-            self.stream.write("\r" + self._line(tick, done) + end)
+            limit = (self.columns or shutil.get_terminal_size().columns) - 1
+            line = self._fit(done, fields, limit)
+            last = tick.step == tick.steps
+            # Spaces over what the previous, longer line left; the last column stays empty.
+            self.stream.write("\r" + line.ljust(min(self._open, limit)) + ("\n" if last else ""))
             self.stream.flush()
+            self._open = 0 if last else max(len(line), min(self._open, limit))
         elif done * 10 >= self._next_tenth or tick.step == tick.steps:
             self._next_tenth = int(done * 10) + 1
-            self.stream.write(self._line(tick, done) + "\n")
+            self.stream.write(self._render(done, fields, _WIDTH, _DROPPED_LAST) + "\n")
             self.stream.flush()
 
-    def _line(self, tick: Tick, done: float) -> str:
-        filled = round(done * _WIDTH)
-        bar = "#" * filled + "-" * (_WIDTH - filled)
+    def _fields(self, tick: Tick) -> list[tuple[int, str]]:
+        """The fields after the bar in reading order, each with its rank: the higher, the sooner
+        it is left out for want of room (0: never)."""
+        elapsed = self._clock() - self._started
+        left = elapsed / tick.step * (tick.steps - tick.step) if tick.step else math.inf
         experts = " ".join(f"L{layer}:{n}" for layer, n in sorted(tick.experts.items()))
-        elapsed = time.monotonic() - self._started
-        return (
-            f"{self.label} [{bar}] {done:4.0%} step {tick.step}/{tick.steps} "
-            f"{tick.phase:<11} loss {tick.loss:.4f} experts {experts} {elapsed:5.1f}s"
-        )
+        return [
+            (0, f"{tick.step / tick.steps:4.0%} step {tick.step}/{tick.steps}"),
+            (3, f"{tick.phase:<11}"),
+            (1, f"loss {tick.loss:.4f}"),
+            (2, f"experts {experts}"),
+            (4, f"{elapsed:5.1f}s"),
+            (0, f"eta {_duration(left)}"),
+        ]
+
+    def _fit(self, done: float, fields: list[tuple[int, str]], limit: int) -> str:
+        """The fullest line within `limit` characters: a narrower bar first, then fewer fields."""
+        for rank in range(_DROPPED_LAST, -1, -1):
+            room = limit - len(self._render(done, fields, 0, rank))
+            if room >= _MIN_WIDTH + 3:  # the cells, two brackets and a space
+                return self._render(done, fields, min(_WIDTH, room - 3), rank)
+        return self._render(done, fields, 0, 0)[:limit]
+
+    def _render(self, done: float, fields: list[tuple[int, str]], width: int, rank: int) -> str:
+        """The line with a bar of `width` cells (none if 0) and the fields ranked up to `rank`."""
+        filled = round(done * width)
+        bar = f"[{'#' * filled}{'-' * (width - filled)}] " if width else ""
+        return f"{self.label} {bar}" + " ".join(text for r, text in fields if r <= rank)
+
+
+_DROPPED_LAST = 4
+"""The highest rank of a field: every field is shown at it."""
+
+
+def _duration(seconds: float) -> str:
+    """A short duration: 42s, 3m05s, 1h02m; ? before there is a rate to go by."""
+    if not math.isfinite(seconds):
+        return "?"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from bus.testing import RedisServer
 from replay.cli.demo import DEFAULT_STEPS
 from replay.demo import DemoOptions, Tick
 from replay.demo.report import ProgressBar
@@ -17,6 +22,9 @@ from tests._cli import one_line as _one_line
 from tests._cli import run_cli as _cli
 
 STEPS = "300"
+REPO = Path(__file__).resolve().parents[2]
+GUARD_S = 60.0
+"""How long a test waits for a demo process before failing; never asserted."""
 
 
 def test_a_short_demo_prints_its_summary_and_where_its_files_are(
@@ -32,6 +40,7 @@ def test_a_short_demo_prints_its_summary_and_where_its_files_are(
         assert heading in out
     log, decisions = tmp_path / "runs" / "cli.jsonl", tmp_path / "runs" / "cli" / "lifecycle_decisions.jsonl"
     assert f"log:       {log}, run cli" in out and f"decisions: {decisions}" in out
+    assert f"files:     {tmp_path / 'runs' / 'cli'}{os.sep} " in out
     made = [r for r in map(json.loads, log.read_text().splitlines()) if r["kind"] == "DecisionMade"]
     assert len(decisions.read_text().splitlines()) == len(made)
 
@@ -131,3 +140,140 @@ def test_an_export_that_cannot_be_written_is_one_line(
 def test_the_command_and_the_library_agree_on_the_default_length() -> None:
     """`--steps` defaults to the same run length as `DemoOptions`."""
     assert DemoOptions().steps == DEFAULT_STEPS
+
+
+@pytest.mark.redis_server
+def test_a_redis_run_writes_its_files_under_runs_slash_its_id(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    redis_server: RedisServer,
+    run_id: str,
+) -> None:
+    """A Redis log has no directory: the run's files go to runs/<run>/ as a JSONL run's do, never
+    to ./lifecycle_decisions.jsonl, where the next run would write over them; the demo says where."""
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = _cli(
+        capsys, "demo", "--steps", "50", "--log", redis_server.url, "--run", run_id, "--quiet"
+    )
+    assert status == 0
+    files = Path("runs") / run_id
+    assert (files / "lifecycle_decisions.jsonl").is_file()
+    assert (
+        f"files:     {files}{os.sep} " in out and f"decisions: {files / 'lifecycle_decisions.jsonl'}" in out
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing beside it
+
+
+def test_a_bare_directory_is_the_demos_jsonl_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`demo --log DIR` with an existing directory writes DIR/<run>.jsonl and DIR/<run>/."""
+    status, out, _ = _cli(capsys, "demo", "--steps", "50", "--log", str(tmp_path), "--run", "bare", "--quiet")
+    assert status == 0 and f"replay it: lifecycle-es replay {tmp_path} --run bare" in out
+    assert (tmp_path / "bare.jsonl").is_file() and (tmp_path / "bare" / "lifecycle_decisions.jsonl").is_file()
+
+
+def _tick(step: int, steps: int = 3000) -> Tick:
+    return Tick(step=step, steps=steps, loss=0.1234, experts={0: 12, 1: 9}, phase="surge")
+
+
+@pytest.mark.parametrize("columns", [200, 80, 60, 40, 24, 12])
+def test_on_a_terminal_no_drawn_line_is_as_wide_as_the_terminal(columns: int) -> None:
+    """Every redraw fits in columns - 1 characters (a terminal wraps at the last column), shorter
+    lines are padded over longer ones, and the ETA is shown while there is room for it."""
+    now = [0.0]
+    stream = io.StringIO()
+    bar = ProgressBar(stream, label="lifecycle", tty=True, columns=columns, clock=lambda: now[0])
+    for step in (1, 10, 300, 1500, 2999, 3000):
+        now[0] = step * 0.005
+        bar(_tick(step))
+    drawn = stream.getvalue().replace("\n", "\r").split("\r")
+    assert max(len(line) for line in drawn) <= columns - 1
+    if columns >= 40:
+        assert all("eta " in line for line in drawn if line.strip())
+    if columns >= 80:
+        assert "loss 0.1234" in drawn[1] and "[" in drawn[1]
+    assert stream.getvalue().endswith("\n") and stream.getvalue().count("\n") == 1
+
+
+def test_the_eta_is_the_rate_so_far_times_the_steps_left() -> None:
+    """At step 1000 of 3000 after 10 s the ETA is 20 s; after an hour's pace it reads in h and m."""
+    now = [10.0]
+    stream = io.StringIO()
+    bar = ProgressBar(stream, label="x", tty=False, clock=lambda: now[0])
+    now[0] = 20.0
+    bar(_tick(1000))
+    now[0] = 20.0 + 2 * 3600
+    bar(_tick(2000))
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("eta 20s") and second.endswith("eta 1h00m")
+
+
+def test_leaving_the_bar_ends_an_open_line_on_ctrl_c() -> None:
+    """A KeyboardInterrupt through the bar's block leaves the cursor on a fresh line, once."""
+    stream = io.StringIO()
+    with (
+        pytest.raises(KeyboardInterrupt),
+        ProgressBar(stream, label="lifecycle", tty=True, columns=80) as bar,
+    ):
+        bar(_tick(5))
+        raise KeyboardInterrupt
+    assert stream.getvalue().endswith("\n") and stream.getvalue().count("\n") == 1
+    quiet = io.StringIO()
+    with ProgressBar(quiet, label="lifecycle", tty=True, columns=80):
+        pass  # nothing drawn: nothing to end
+    assert quiet.getvalue() == ""
+
+
+@pytest.mark.slow
+def test_in_an_80_column_terminal_the_demo_never_wraps_and_ctrl_c_ends_the_line(tmp_path: Path) -> None:
+    """The demo's bar in a pseudo-terminal of 80 columns: every redraw is under 80 characters with
+    an ETA; Ctrl-C ends the command with status 130 and the cursor on a new line, no traceback."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "replay.cli", "demo", "--log", f"jsonl://{tmp_path}", "--run", "pty"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    seen = b""
+    try:
+        while seen.count(b"\r") < 5:  # a few redraws, then Ctrl-C
+            chunk = _read(leader)
+            assert chunk, f"the demo closed its terminal after {seen!r}"
+            seen += chunk
+        process.send_signal(signal.SIGINT)
+        while chunk := _read(leader):
+            seen += chunk
+        assert process.wait(timeout=GUARD_S) == 130
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = seen.decode()
+    drawn = [line for line in text.replace("\n", "\r").split("\r") if line]
+    assert drawn and max(len(line) for line in drawn) <= 79
+    assert all("eta " in line for line in drawn)
+    assert text.endswith("\n") and "Traceback" not in text
+
+
+def _read(fd: int) -> bytes:
+    """One read from a pseudo-terminal; b"" once the child has closed it. Fails (not hangs) on silence."""
+    import select
+
+    ready, _, _ = select.select([fd], [], [], GUARD_S)
+    assert ready, f"no output within {GUARD_S:g} s"
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: every writer closed the terminal
+        return b""
