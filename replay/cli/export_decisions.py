@@ -16,7 +16,7 @@ DEFAULT_OUTPUT = "lifecycle_decisions.jsonl"
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the export options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG_URL", help="jsonl://DIR or a redis:// URL")
+    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
     parser.add_argument("--run", required=True, help="the run id")
     parser.add_argument(
         "-o",

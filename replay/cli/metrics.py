@@ -42,7 +42,7 @@ DEFAULT_HOST = "127.0.0.1"
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the metrics options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG_URL", help="jsonl://DIR or a redis:// URL")
+    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
     parser.add_argument("--run", required=True, help="the run id (the `run` label of every sample)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(

@@ -35,7 +35,7 @@ _DECISION_FIELDS = (
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the what-if options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG_URL", help="jsonl://DIR or a redis:// URL")
+    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
     parser.add_argument("--run", required=True, help="the run id")
     parser.add_argument(
         "--set",
