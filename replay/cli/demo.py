@@ -230,10 +230,10 @@ def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worke
             live, outcome = _train(
                 options, log, f"rank {worker.rank}", quiet, _rank_options(args, log, resume=not fresh)
             )
-            print(
-                f"rank {worker.rank}: finished step {options.steps} with digest {live.digest}",
-                file=sys.stderr,
-            )
+            # One write of the whole line: ranks share the launcher's stderr, and print()'s
+            # separate write of the newline lets another rank's line land in between.
+            sys.stderr.write(f"rank {worker.rank}: finished step {options.steps} with digest {live.digest}\n")
+            sys.stderr.flush()
             if leader:
                 _report(args, log, live, [outcome])
                 print(f"ranks:     {worker.world_size}, every rank ended with digest {live.digest}")
