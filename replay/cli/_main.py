@@ -131,7 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
+        return status
     except (
         CheckpointError,
         ConfigError,
@@ -149,6 +151,10 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # The reader (head, jq) went away; that is how a pipeline ends, not an error.
-        sys.stderr.close()
+        # The reader (head, jq) went away; that is how a pipeline ends, not an error. What is
+        # left in stdout's buffer goes to /dev/null, so the interpreter's last flush cannot fail
+        # (the recipe of Python's signal module docs, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 0

@@ -542,3 +542,30 @@ def test_negative_last_until_step_or_wait_timeout_is_one_line_and_exit_2(
     status, out, err = cli(capsys, "tail", str(directory), "--run", run_id, *argv)
     assert (status, out) == (2, "")
     one_line(err)
+
+
+# -- a reader that goes away ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [0, 3000], ids=["output-in-one-buffer", "output-past-the-pipe"])
+def test_a_reader_that_stops_after_one_line_ends_the_command_quietly(tmp_path: Path, extra: int) -> None:
+    """`... | head -1`: exit 0 and nothing on stderr, whether the output still sat in stdout's
+    buffer when the reader left (the interpreter's last flush) or had filled the pipe before."""
+    directory, run_id = tmp_path / "runs", "piped"
+    with bus.open(f"jsonl://{directory}", run_id) as log:
+        lc = Lifecycle(log)
+        play(lc)
+        for i in range(extra):
+            lc.observe({"loss": float(i)})
+    for command in (["tail", str(directory), "--run", run_id], ["replay", str(directory), "--run", run_id]):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "replay.cli", *command],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline()  # head -1
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        assert (proc.wait(timeout=GUARD_S), stderr) == (0, b""), command
