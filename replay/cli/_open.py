@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+
 import bus
 from bus import Log
 from lifecycle_es.errors import ConfigError
 
-__all__ = ["open_run"]
+__all__ = ["add_lenient_argument", "add_log_arguments", "open_run"]
 
 
 def open_run(url: str, run_id: str, *, lenient: bool) -> Log:
@@ -21,3 +23,16 @@ def open_run(url: str, run_id: str, *, lenient: bool) -> Log:
         # Only the JSONL backend has lines to skip; the others would fail on the option.
         raise ConfigError("--lenient applies only to jsonl:// logs")
     return bus.open(url, run_id, create=False, lenient=True)
+
+
+def add_log_arguments(parser: argparse.ArgumentParser, *, run_help: str = "the run id") -> None:
+    """Add what every reading command starts with: the LOG positional and `--run`."""
+    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
+    parser.add_argument("--run", required=True, help=run_help)
+
+
+def add_lenient_argument(
+    parser: argparse.ArgumentParser, *, help_text: str = "skip unreadable JSONL lines and report how many"
+) -> None:
+    """Add `--lenient`, which `open_run` passes on to a JSONL log."""
+    parser.add_argument("--lenient", action="store_true", help=help_text)

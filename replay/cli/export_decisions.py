@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lifecycle_es.errors import ConfigError
-from replay.cli._open import open_run
+from replay.cli._open import add_lenient_argument, add_log_arguments, open_run
 from replay.export import decision_lines, dumps, write_decisions
 
 __all__ = ["add_parser", "run"]
@@ -16,8 +16,7 @@ DEFAULT_OUTPUT = "lifecycle_decisions.jsonl"
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the export options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
-    parser.add_argument("--run", required=True, help="the run id")
+    add_log_arguments(parser)
     parser.add_argument(
         "-o",
         "--output",
@@ -25,9 +24,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help=f"the file to write (default {DEFAULT_OUTPUT}); - for stdout",
     )
-    parser.add_argument(
-        "--lenient", action="store_true", help="skip unreadable JSONL lines and report how many"
-    )
+    add_lenient_argument(parser)
     parser.set_defaults(handler=run)
 
 

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app, write_to_textfil
 from bus import Log
 from lifecycle_es.errors import ConfigError
 from projections import MetricsProjection, Runner
-from replay.cli._open import open_run
+from replay.cli._open import add_lenient_argument, add_log_arguments, open_run
 
 __all__ = ["add_parser", "parse_listen", "run"]
 
@@ -42,8 +42,7 @@ DEFAULT_HOST = "127.0.0.1"
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the metrics options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
-    parser.add_argument("--run", required=True, help="the run id (the `run` label of every sample)")
+    add_log_arguments(parser, run_help="the run id (the `run` label of every sample)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--listen",
@@ -68,7 +67,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="the text printed (default prometheus); --listen answers in the format the scraper asks "
         "for, --textfile writes Prometheus text",
     )
-    parser.add_argument("--lenient", action="store_true", help="skip unreadable JSONL lines")
+    add_lenient_argument(parser, help_text="skip unreadable JSONL lines")
     parser.set_defaults(handler=run)
 
 

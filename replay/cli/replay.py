@@ -10,7 +10,7 @@ from typing import Any
 
 from bus import Log
 from replay._replay import Replay, Until, replay
-from replay.cli._open import open_run
+from replay.cli._open import add_lenient_argument, add_log_arguments, open_run
 from replay.cli._rows import ROW_FORMATS, text_table, with_run_id, write_rows
 
 __all__ = ["add_parser", "replay_json", "run"]
@@ -18,8 +18,7 @@ __all__ = ["add_parser", "replay_json", "run"]
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the replay options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
-    parser.add_argument("--run", required=True, help="the run id")
+    add_log_arguments(parser)
     until = parser.add_mutually_exclusive_group()
     until.add_argument("--until-seq", type=int, metavar="N", help="replay through seq N")
     until.add_argument("--until-step", type=int, metavar="N", help="replay through step N")
@@ -30,9 +29,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         default="table",
         help="table (default), the documented JSON document, or CSV: one row per entity, run_id first",
     )
-    parser.add_argument(
-        "--lenient", action="store_true", help="skip unreadable JSONL lines and report how many"
-    )
+    add_lenient_argument(parser)
     parser.set_defaults(handler=run)
 
 

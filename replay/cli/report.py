@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from lifecycle_es.errors import ConfigError
-from replay.cli._open import open_run
+from replay.cli._open import add_lenient_argument, add_log_arguments, open_run
 from replay.report import write_report
 
 __all__ = ["DEFAULT_OUTPUT", "add_parser", "run"]
@@ -20,8 +20,7 @@ DEFAULT_OUTPUT = "report.html"
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the report options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
-    parser.add_argument("--run", required=True, help="the run id")
+    add_log_arguments(parser)
     parser.add_argument(
         "-o",
         "--output",
@@ -29,9 +28,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help=f"the HTML file to write (default {DEFAULT_OUTPUT})",
     )
-    parser.add_argument(
-        "--lenient", action="store_true", help="skip unreadable JSONL lines and report how many"
-    )
+    add_lenient_argument(parser)
     parser.set_defaults(handler=run)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from bus import Log
 from replay import analysis
 from replay._replay import replay
-from replay.cli._open import open_run
+from replay.cli._open import add_lenient_argument, add_log_arguments, open_run
 from replay.cli._rows import ROW_FORMATS, with_run_id, write_rows
 
 __all__ = ["TABLES", "add_parser", "run"]
@@ -48,8 +48,7 @@ TABLES: dict[str, tuple[tuple[str, ...], Callable[[Log], Rows]]] = {
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the tables options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
-    parser.add_argument("--run", required=True, help="the run id")
+    add_log_arguments(parser)
     parser.add_argument("--table", required=True, choices=tuple(TABLES), help="which table")
     parser.add_argument(
         "--format",
@@ -57,9 +56,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         default="table",
         help="aligned text (default), a JSON array of rows, or CSV; JSON and CSV rows start with run_id",
     )
-    parser.add_argument(
-        "--lenient", action="store_true", help="skip unreadable JSONL lines and report how many"
-    )
+    add_lenient_argument(parser)
     parser.set_defaults(handler=run)
 
 

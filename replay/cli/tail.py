@@ -23,7 +23,7 @@ from lifecycle_es.errors import ConfigError
 from replay._tail import Filter, Printer, Stop, entity_seen, parse_kinds, records_from, start_after, take
 from replay._tail import unknown_kinds as find_unknown_kinds
 from replay.cli._colour import colour_for
-from replay.cli._open import open_run
+from replay.cli._open import add_lenient_argument, add_log_arguments, open_run
 
 __all__ = ["add_parser", "run"]
 
@@ -33,8 +33,7 @@ POLL_S = 0.2
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the tail options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
-    parser.add_argument("--run", required=True, help="the run id")
+    add_log_arguments(parser)
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
         "--from",
@@ -69,7 +68,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--format", choices=("pretty", "json"), default="pretty")
     parser.add_argument("--count", type=int, metavar="N", help="stop after N records")
-    parser.add_argument("--lenient", action="store_true", help="skip unreadable JSONL lines")
+    add_lenient_argument(parser, help_text="skip unreadable JSONL lines")
     parser.set_defaults(handler=run)
 
 

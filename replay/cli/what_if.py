@@ -11,7 +11,7 @@ from pydantic import JsonValue
 
 from lifecycle_es.errors import ConfigError
 from lifecycle_es.events import DecisionMade
-from replay.cli._open import open_run
+from replay.cli._open import add_lenient_argument, add_log_arguments, open_run
 from replay.whatif import DecisionChange, WhatIf, what_if
 
 __all__ = ["add_parser", "parse_setting", "run", "what_if_json"]
@@ -35,8 +35,7 @@ _DECISION_FIELDS = (
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the what-if options to `parser`."""
-    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
-    parser.add_argument("--run", required=True, help="the run id")
+    add_log_arguments(parser)
     parser.add_argument(
         "--set",
         dest="settings",
@@ -48,9 +47,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--until-step", type=int, metavar="N", help="compare through step N")
     parser.add_argument("--format", choices=("table", "json"), default="table")
-    parser.add_argument(
-        "--lenient", action="store_true", help="skip unreadable JSONL lines and report how many"
-    )
+    add_lenient_argument(parser)
     parser.set_defaults(handler=run)
 
 
