@@ -52,6 +52,7 @@ from lifecycle_es.specs.expert import (
 from projections._projection import Projection, Record, Snapshot
 from projections.moe._expert_slots import ExpertSlots, Strategy
 from projections.moe._optim_state import optimizer_holds, optimizer_params_match
+from projections.moe._protocol import check_layer
 from projections.moe._slot_ops import SlotEditor
 from projections.moe.layer import ExpertLayer
 
@@ -93,8 +94,7 @@ class ModelSurgery(Projection):
                 "(e.g. Replicated.rewrap) so DDP is re-wrapped after surgery"
             )
         for index, layer in layers.items():
-            if not isinstance(layer, ExpertLayer):
-                raise ConfigError(f"layer {index} does not implement the ExpertLayer protocol")
+            check_layer(index, layer, ExpertLayer)
         self.strategy: Strategy = strategy
         self.optimizer = optimizer
         self.model = model

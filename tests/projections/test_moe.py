@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from lifecycle_es import ConfigError, UsageError
-from projections.moe import ExpertLayer, MoELayer
+from projections.moe import BasinTracker, ExpertLayer, ModelSurgery, MoELayer
 
 D_MODEL, D_HIDDEN, CAPACITY, TOKENS = 8, 16, 6, 64
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
@@ -140,3 +141,41 @@ def test_forward_on_cuda_never_synchronises_with_the_host() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert layer.last_counts[[2, 3, 5]].sum().item() == 0
+
+
+class _HalfDone(nn.Module):
+    """A user's layer that has its parameters but forgot the mask, the resize hook and its routing."""
+
+    capacity = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(4, 2))
+
+    def expert_parameters(self) -> dict[str, nn.Parameter]:
+        return {"w": self.w}
+
+    def router_parameters(self) -> dict[str, nn.Parameter]:
+        return {}
+
+    set_active = None  # present, but not a method
+
+
+def test_a_layer_missing_protocol_members_is_refused_naming_them() -> None:
+    """Surgery and basin tracking name the layer, its class and every member it lacks, in protocol order."""
+    layer = _HalfDone()
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+    with pytest.raises(ConfigError) as caught:
+        ModelSurgery({3: layer}, optimizer)
+    assert str(caught.value) == (
+        "layer 3 (_HalfDone) does not meet the ExpertLayer protocol: it lacks set_active, replace_parameters"
+    )
+    with pytest.raises(ConfigError) as caught:
+        BasinTracker({3: layer}, num_types=2)
+    assert str(caught.value) == (
+        "layer 3 (_HalfDone) does not meet the RoutedLayer protocol: it lacks last_indices, last_weights"
+    )
+    with pytest.raises(
+        ConfigError, match=r"it lacks capacity, expert_parameters, router_parameters, set_active, "
+    ):
+        ModelSurgery({0: object()}, optimizer)  # type: ignore[dict-item]
