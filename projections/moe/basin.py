@@ -60,6 +60,7 @@ from torch import nn
 
 from lifecycle_es.controllers import BREADTH
 from lifecycle_es.errors import ConfigError, UsageError
+from projections.moe._protocol import check_layer
 
 __all__ = ["BasinReadout", "BasinTracker", "RoutedLayer", "ShareBasis", "basin_breadth", "layer_metrics"]
 
@@ -151,8 +152,7 @@ class BasinTracker:
         if share not in ("gate", "dispatch"):
             raise ConfigError(f"share must be 'gate' or 'dispatch', got {share!r}")
         for index, layer in layers.items():
-            if not isinstance(layer, RoutedLayer):
-                raise ConfigError(f"layer {index} does not expose its routing (RoutedLayer)")
+            check_layer(index, layer, RoutedLayer)
         self.layers = dict(sorted(layers.items()))
         self.num_types = num_types
         self.share: ShareBasis = share
@@ -161,6 +161,8 @@ class BasinTracker:
         """Tokens recorded since the last checkpoint."""
         self._kept: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {i: [] for i in self.layers}
         self._types: list[torch.Tensor] = []
+        self._outside: torch.Tensor | None = None
+        """[1] long on the types' device: tokens recorded with a type id outside [0, num_types)."""
         self._counters: dict[int, _Counters] = {}
         self._previous: dict[int, _Weights] = {}
 
@@ -170,7 +172,10 @@ class BasinTracker:
         """Keep the last forward's routing of every layer, with each token's type ([tokens] long).
 
         Only references are kept (nothing is copied or read), so call it once per forward,
-        before the next forward replaces the layers' `last_indices` and `last_weights`.
+        before the next forward replaces the layers' `last_indices` and `last_weights`. Type
+        ids outside [0, num_types) are counted on the device as they are folded, and `collect`
+        refuses the interval with a `UsageError`: checked there, off the training step, since
+        reading the ids here would wait for the device every step.
         """
         tokens = int(token_types.shape[0])
         for index, layer in self.layers.items():
@@ -190,6 +195,9 @@ class BasinTracker:
         if not self._types:
             return
         types = torch.cat(self._types)
+        outside = ((types < 0) | (types >= self.num_types)).sum().reshape(1)
+        self._outside = outside if self._outside is None else self._outside + outside
+        types = types.clamp(0, self.num_types - 1)  # every cell stays in its counter; collect refuses
         for index, layer in self.layers.items():
             indices = torch.cat([i for i, _ in self._kept[index]])
             weights = torch.cat([w for _, w in self._kept[index]])
@@ -222,6 +230,7 @@ class BasinTracker:
         for kept in self._kept.values():
             kept.clear()
         self._types.clear()
+        self._outside = None
         self._counters.clear()
         self.tokens = 0
 
@@ -238,8 +247,11 @@ class BasinTracker:
             for name in ("pairs", "mass")
         }
         shared["tokens"] = torch.tensor([self.tokens], dtype=torch.long)
+        # summed too, so that every rank refuses the interval in `collect` if any rank must
+        shared["outside_types"] = torch.zeros(1, dtype=torch.long) if self._outside is None else self._outside
         reduce(shared)
         self.tokens = int(shared["tokens"])
+        self._outside = shared["outside_types"]
 
     def state(self) -> dict[str, Any]:
         """Return the weights kept for the next checkpoint's deltas, as checkpoint data.
@@ -270,6 +282,7 @@ class BasinTracker:
         .routing_experts(layer)`); rows not named there are left out of every metric.
         """
         self._fold()
+        self._check_types()
         readout = BasinReadout(tokens=self.tokens)
         for index, layer in self.layers.items():
             routing = dict(sorted(experts.get(index, {}).items()))
@@ -286,6 +299,17 @@ class BasinTracker:
             }
         self.reset()
         return readout
+
+    def _check_types(self) -> None:
+        """Refuse an interval in which tokens were recorded with type ids outside [0, num_types)."""
+        outside = 0 if self._outside is None else int(self._outside)  # one host read per checkpoint
+        if outside:
+            tokens = self.tokens
+            self.reset()
+            raise UsageError(
+                f"token type ids must lie in [0, {self.num_types}) (num_types={self.num_types}), but "
+                f"{outside} of the {tokens} tokens recorded since the last checkpoint had ids outside it"
+            )
 
     def _layer_values(self, index: int, layer: RoutedLayer, routing: Mapping[int, str]) -> _LayerValues:
         """Compute a layer's numbers on its device, then bring them over in one transfer."""

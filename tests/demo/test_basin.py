@@ -212,6 +212,42 @@ def test_bad_input_is_refused() -> None:
         tracker.record(TYPES)
 
 
+@pytest.mark.parametrize("bad", [2, 7, -1])
+def test_a_token_type_outside_num_types_is_refused_at_the_checkpoint(bad: int) -> None:
+    """A type id >= num_types or < 0 is counted as it is folded (no host read per step) and `collect`
+    refuses the interval with a UsageError before any metric is read; the next interval is clean."""
+    layer = _layer()
+    tracker = BasinTracker({0: layer}, num_types=2, fold_every=2)
+    _routed(layer)
+    tracker.record(torch.tensor([0, 0, 1, bad]))
+    tracker.record(TYPES)
+    with pytest.raises(UsageError) as caught:
+        tracker.collect({0: IDS})
+    assert str(caught.value) == (
+        "token type ids must lie in [0, 2) (num_types=2), but 1 of the 8 tokens recorded since the "
+        "last checkpoint had ids outside it"
+    )
+    tracker.record(TYPES)
+    assert tracker.collect({0: IDS}).tokens == 4
+
+
+def test_a_token_type_out_of_range_on_any_rank_is_refused_on_every_rank() -> None:
+    """The count of bad type ids is summed across ranks with the counters, so every rank refuses."""
+    layer = _layer()
+    tracker = BasinTracker({0: layer}, num_types=2)
+    _routed(layer)
+    tracker.record(TYPES)
+
+    def another_rank_had_one(shared: dict[str, torch.Tensor]) -> None:  # what a 2-rank sum returns
+        for tensor in shared.values():
+            tensor.mul_(2)
+        shared["outside_types"].add_(1)
+
+    tracker.sum_across(another_rank_had_one)
+    with pytest.raises(UsageError, match="but 1 of the 8 tokens"):
+        tracker.collect({0: IDS})
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_recording_and_folding_on_cuda_never_wait_on_the_host() -> None:
     """On a GPU, steps between checkpoints (record, and the batched fold) make no host sync."""
