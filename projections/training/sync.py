@@ -133,6 +133,8 @@ class LifecycleSync:
         self.group = group
         self.rank = distributed.rank(group)
         self.world_size = distributed.world_size(group)
+        self.last_step: int | None = None
+        """The step of the last boundary this sync applied (None before the first)."""
         if self.config.leader >= self.world_size:
             raise ConfigError(f"leader rank {self.config.leader} is outside a world of {self.world_size}")
 
@@ -159,7 +161,16 @@ class LifecycleSync:
         return local
 
     def at_boundary(self, step: int, decide: Decide | None = None) -> Boundary:
-        """Run the lifecycle at the boundary after step `step`: decide (leader), follow, apply, verify."""
+        """Run the lifecycle at the boundary after step `step`: decide (leader), follow, apply, verify.
+
+        Boundaries go forward: a step at or before the last one this sync applied is refused at
+        once (its seal is behind this rank already, so waiting for it could only time out).
+        """
+        if self.last_step is not None and step <= self.last_step:
+            raise UsageError(
+                f"step {step}: this rank applied the boundary of step {self.last_step} already; "
+                "call at_boundary once per evaluation step, with steps that increase"
+            )
         wrapper = None if self.replicated is None else self.replicated.wrapper
         if not getattr(wrapper, "require_backward_grad_sync", True):
             raise UsageError(
@@ -173,6 +184,7 @@ class LifecycleSync:
         if decisions:
             self.surgery.optimizer.zero_grad(set_to_none=True)  # no grad may view old buckets
         self.runner.apply(records)
+        self.last_step = step
         if not self.distributed:
             return Boundary(step, records, decisions, None, replayed=replayed)
         digest, repaired = self._verify(step)

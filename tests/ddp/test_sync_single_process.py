@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,29 @@ def test_a_decision_sealed_for_another_step_is_inconsistent() -> None:
 
     with pytest.raises(InconsistentEventError, match="sealed at step 10 but asks to apply at step 12"):
         demo.lifecycle.sync.at_boundary(10, decide)
+
+
+def test_a_repeated_or_earlier_boundary_step_is_refused_at_once() -> None:
+    """at_boundary for a step at or before the last one this sync applied is a UsageError at once,
+    where it used to wait the whole timeout for a seal already behind it; nothing is written."""
+    log = MemoryLog("twice")
+    demo = _demo(log, sync=SyncConfig(timeout=30.0))
+    assert demo.lifecycle is not None
+    demo.start()
+    sync = demo.lifecycle.sync
+    sync.at_boundary(10)
+    seq = log.last_seq()
+    began = time.monotonic()
+    for step in (10, 5, 0):
+        with pytest.raises(UsageError) as caught:
+            sync.at_boundary(step, decide=lambda lc: lc.observe({"loss": 1.0}))
+        assert str(caught.value) == (
+            f"step {step}: this rank applied the boundary of step 10 already; "
+            "call at_boundary once per evaluation step, with steps that increase"
+        )
+    assert time.monotonic() - began < 5.0
+    assert log.last_seq() == seq
+    assert sync.at_boundary(20).step == 20
 
 
 def test_check_decisions_counts_the_decisions_that_apply_next_step() -> None:
