@@ -8,10 +8,13 @@ events, they are appended with `expected_seq` (one writer per run), then folded.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
+
+from pydantic import ValidationError
 
 from bus import Log, MemoryLog
 from lifecycle_es import commands
@@ -128,21 +131,29 @@ class Lifecycle:
 
         A run starts once: on a log that already holds its `RunStarted` this raises
         `InvalidTransitionError` and records nothing (a restarted writer resumes, it does not
-        start again).
+        start again). `config` must hold JSON values only (a `ConfigError` names the first key
+        that does not).
         """
         if self.registry.run_id is not None:
             raise InvalidTransitionError(f"run {self.run_id!r} has already started; a run starts once")
         stamp = self._stamp(None)
-        started = RunStarted(
-            run_id=self.run_id,
-            step=stamp.step,
-            rank=self.rank,
-            config=dict(config or {}),
-            specs=sorted(self.registry.specs),
-            world_size=world_size,
-            torch_version=torch_version,
-            seed=seed,
-        )
+        bad = _first_non_json(dict(config or {}))
+        if bad is not None:
+            raise ConfigError(f"start(config=...) takes JSON values with str keys only, but {bad}")
+        try:
+            started = RunStarted(
+                run_id=self.run_id,
+                step=stamp.step,
+                rank=self.rank,
+                config=dict(config or {}),
+                specs=sorted(self.registry.specs),
+                world_size=world_size,
+                torch_version=torch_version,
+                seed=seed,
+            )
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise ConfigError(f"start({first['loc'][0]}=...): {first['msg']}") from e
         self.append([started])
         if RUN_SPEC.name in self.registry.specs:
             self.set_run_state(RunState.RUNNING, reason="run started")
@@ -358,6 +369,25 @@ class Lifecycle:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _first_non_json(value: object, path: str = "config") -> str | None:
+    """Return a phrase naming the first value in `value` that JSON cannot hold, or None."""
+    if value is None or isinstance(value, bool | int | str):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value!r}"
+    if isinstance(value, list):
+        return next((bad for i, v in enumerate(value) if (bad := _first_non_json(v, f"{path}[{i}]"))), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has the key {key!r} of type {type(key).__name__}"
+            bad = _first_non_json(item, f"{path}[{key!r}]")
+            if bad is not None:
+                return bad
+        return None
+    return f"{path} is of type {type(value).__name__}"
 
 
 def _check_gates(specs: Mapping[str, Spec], gates: GateLibrary) -> None:

@@ -466,3 +466,33 @@ def test_a_gate_library_answers_membership_and_get_and_refuses_an_unknown_name()
     assert library.get("min_time_in_state") is library["min_time_in_state"]
     with pytest.raises(ConfigError, match="no gate named 'no_such_gate'"):
         library["no_such_gate"]
+
+
+@pytest.mark.parametrize(
+    ("config", "where"),
+    [
+        ({"lr": object()}, "config['lr'] is of type object"),
+        ({"model": {"dims": (4, 8)}}, "config['model']['dims'] is of type tuple"),
+        ({"layers": [1, {2}]}, "config['layers'][1] is of type set"),
+        ({"loss": NAN}, "config['loss'] is nan"),
+        ({3: "x"}, "config has the key 3 of type int"),
+    ],
+)
+def test_start_refuses_a_config_that_is_not_json_naming_where(config: dict[Any, Any], where: str) -> None:
+    """start(config=...) with a value JSON cannot hold is a one-sentence ConfigError naming its key;
+    nothing is recorded, and a JSON config starts the run afterwards."""
+    lc = Lifecycle(run_id="not-json")
+    with pytest.raises(ConfigError) as caught:
+        lc.start(config=config)
+    assert str(caught.value) == f"start(config=...) takes JSON values with str keys only, but {where}"
+    assert (lc.log.last_seq(), lc.registry.run_id) == (0, None)
+    lc.start(config={"ok": [1, 2.5, None, {"a": "b"}], "flag": True})
+    assert lc.registry.run_id == "not-json"
+
+
+def test_start_refuses_a_seed_of_the_wrong_type_naming_the_argument() -> None:
+    """A seed that is not an int is a ConfigError naming `seed`, not a raw pydantic error."""
+    lc = Lifecycle(run_id="bad-seed")
+    with pytest.raises(ConfigError, match=r"^start\(seed=\.\.\.\): Input should be a valid integer"):
+        lc.start(seed="zero")  # type: ignore[arg-type]
+    assert lc.log.last_seq() == 0
