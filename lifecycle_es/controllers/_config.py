@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import JsonValue
 
+from lifecycle_es._settings_doc import document_settings
 from lifecycle_es.errors import ConfigError
 from lifecycle_es.specs.expert import (
     DEFAULT_INIT_STRATEGY,
@@ -28,6 +29,7 @@ from lifecycle_es.specs.expert import (
 __all__ = ["ExpertCoordinatorConfig"]
 
 
+@document_settings  # help(ExpertCoordinatorConfig) lists every setting below with its default
 @dataclass(frozen=True, kw_only=True)
 class ExpertCoordinatorConfig:
     """When the expert coordinator spawns, prunes, splits and merges, and what limits it."""

@@ -86,6 +86,7 @@ class ExpertCoordinator:
                 f"max_experts_per_layer), got {count!r}"
             )
         self._check_window(lc.registry)
+        _check_started(lc.registry, lc.run_id)
         stamp = Stamp(run_id=lc.run_id, step=step, rank=lc.rank)
         ids = [expert_id(layer, i) for i in range(count)]
         events = [
@@ -156,7 +157,8 @@ class ExpertCoordinator:
         """
         stamp = Stamp(run_id=run_id, step=step, rank=rank)
         self._check_window(registry)
-        if registry.run_id is not None and registry.run_id != run_id:
+        _check_started(registry, run_id)
+        if registry.run_id != run_id:
             raise UsageError(f"run_id {run_id!r} is not the registry's run {registry.run_id!r}")
         if step < registry.step:
             raise UsageError(f"step {step} is before the run's latest step {registry.step}")
@@ -169,6 +171,14 @@ class ExpertCoordinator:
                 f"basin_window_size {self.config.basin_window_size}; build the Lifecycle with "
                 f"LifecycleConfig(metric_window={self.config.basin_window_size})"
             )
+
+
+def _check_started(registry: Registry, run_id: str) -> None:
+    if registry.run_id is None:
+        raise UsageError(
+            f"run {run_id!r} was not started: call Lifecycle.start() before the coordinator registers "
+            "or decides anything"
+        )
 
 
 def _by_number(item: tuple[str, dict[str, float]]) -> tuple[int, int]:

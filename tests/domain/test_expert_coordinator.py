@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import pydoc
 from collections.abc import Mapping
 from typing import Any
 
@@ -314,6 +315,36 @@ def test_decide_refuses_another_run_or_an_earlier_step() -> None:
         run.coordinator.decide(run.lc.registry, run_id="another-run", step=20)
     with pytest.raises(UsageError, match="step 10 is before the run's latest step 20"):
         run.coordinator.decide(run.lc.registry, run_id=RUN, step=10)
+
+
+def test_the_coordinator_refuses_a_run_that_was_not_started() -> None:
+    """register_initial and decide on a run whose log holds no RunStarted say start() was not called."""
+    lc = Lifecycle(run_id=RUN, config=LifecycleConfig(metric_window=BASE.basin_window_size))
+    coordinator = ExpertCoordinator(BASE, {0: 8})
+    not_started = rf"^run '{RUN}' was not started: call Lifecycle.start\(\) before"
+    with pytest.raises(UsageError, match=not_started):
+        coordinator.register_initial(lc, 0, 4)
+    with pytest.raises(UsageError, match=not_started):
+        coordinator.decide(lc.registry, run_id=RUN, step=0)
+    assert lc.log.last_seq() == 0
+
+
+def test_help_lists_every_setting_with_its_default_and_description() -> None:
+    """The class docstring, which help() shows, holds each field as `name = default` followed by
+    its attribute docstring, in field order, generated from the source so it cannot drift."""
+    doc = ExpertCoordinatorConfig.__doc__ or ""
+    shown = pydoc.render_doc(ExpertCoordinatorConfig, renderer=pydoc.plaintext)
+    lines = doc.splitlines()
+    positions = []
+    for field in dataclasses.fields(ExpertCoordinatorConfig):
+        entry = f"{field.name} = {field.default!r}"
+        assert entry in lines, entry
+        at = lines.index(entry)
+        assert lines[at + 1].startswith("    ") and lines[at + 1].strip(), f"{field.name} has no description"
+        assert entry in shown
+        positions.append(at)
+    assert positions == sorted(positions)
+    assert "    Checkpoints in a row a layer must be starved before an expert is spawned into it." in lines
 
 
 def test_a_registry_window_shorter_than_the_basin_window_is_refused() -> None:
