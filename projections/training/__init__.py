@@ -6,22 +6,27 @@ DDP wrapper `Replicated` whose `rewrap` the loop gives `ModelSurgery(on_rewrap=.
 rank follows the log, applies the same batch and checks that all ranks still hold the same
 bytes); `Checkpoints` saves the model, optimizer and projection snapshots at a boundary, with
 the log seq they reflect, and resumes every rank of a restarted run from the last one
-(`save_checkpoint` and `load_checkpoint` are its file format).
+(`save_checkpoint` and `load_checkpoint` are its file format). `ExpertLifecycle` builds all of
+these, with the expert coordinator and basin tracking, around a model's MoE layers, for a loop
+that calls it in three lines (`find_expert_layers` is how it finds the layers).
 """
 
 from projections.training import distributed
 from projections.training.checkpoint import Checkpoint, Checkpoints, load_checkpoint, save_checkpoint
 from projections.training.distributed import Replicated, process_group
+from projections.training.expert import ExpertLifecycle, find_expert_layers
 from projections.training.sync import Boundary, LifecycleSync, SyncConfig
 
 __all__ = [
     "Boundary",
     "Checkpoint",
     "Checkpoints",
+    "ExpertLifecycle",
     "LifecycleSync",
     "Replicated",
     "SyncConfig",
     "distributed",
+    "find_expert_layers",
     "load_checkpoint",
     "process_group",
     "save_checkpoint",

@@ -1,21 +1,23 @@
 """The demo's training loop, with the expert lifecycle wired in the way DESIGN.md section 7 gives.
 
-Every step is forward, backward, `optimizer.step()`, then `BasinTracker.record` (references
-only: no device work, no host sync). Every `lifecycle_eval_interval` steps, at the step
-boundary, through `LifecycleSync`: routing counters summed over ranks -> basin metrics ->
-(leader) `MetricsObserved` (the basin metrics, and the run's mean training loss since the last
+The lifecycle is one object, `projections.training.ExpertLifecycle`, built from the model, its
+optimizer and the log. Every step is forward, backward, `optimizer.step()`, then
+`lifecycle.record(types)` (references only: no device work, no host sync) and
+`lifecycle.after_step(step)`. Every `lifecycle_eval_interval` steps that runs the step boundary,
+through `LifecycleSync`: routing counters summed over ranks -> basin metrics -> (leader)
+`MetricsObserved` (the basin metrics, and the run's mean training loss since the last
 evaluation, which no controller reads), the coordinator's decisions and `StepSealed` in one
-batch -> every rank folds the batch into model surgery and the state tensors -> digests agree. Every
-`checkpoint_every` steps, at such a boundary, the leader saves a checkpoint (`Checkpoints`)
-that a restarted run resumes from. In one process with no process group that is the same
-code with nothing communicated. Under DDP each rank trains on its shard of every batch (every
-world_size-th token), so N ranks see the tokens one process sees. With the lifecycle off the
-same loop trains the same model on the same tokens and never changes its experts.
+batch -> every rank folds the batch into model surgery and the state tensors -> digests agree.
+Every `checkpoint_every` steps, at such a boundary, the leader saves a checkpoint
+(`lifecycle.checkpoints`) that a restarted run resumes from. In one process with no process
+group that is the same code with nothing communicated. Under DDP each rank trains on its shard
+of every batch (every world_size-th token), so N ranks see the tokens one process sees. With the
+lifecycle off the same loop trains the same model on the same tokens and never changes its
+experts.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,13 +27,10 @@ from typing import Any
 import torch
 
 from bus import Log
-from lifecycle_es import ConfigError, Lifecycle
-from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
-from lifecycle_es.session import LifecycleConfig
-from lifecycle_es.specs import ROUTING_STATES
-from projections import Runner, StateTensors
-from projections.moe import BasinTracker, ModelSurgery, Strategy
-from projections.training import Boundary, Checkpoints, LifecycleSync, Replicated, SyncConfig, distributed
+from lifecycle_es import ConfigError
+from lifecycle_es.controllers import ExpertCoordinatorConfig
+from projections.moe import Strategy
+from projections.training import Boundary, ExpertLifecycle, Replicated, SyncConfig, distributed
 from replay.demo.model import DemoModel
 from replay.demo.task import Task
 
@@ -221,20 +220,49 @@ class DemoRun:
             self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay
         )
         self.timeline = Timeline()
-        self.lifecycle = (
-            _LifecycleSide(options, log, self, self.ranks) if log is not None and options.lifecycle else None
-        )
+        self.lifecycle = self._lifecycle(log) if log is not None and options.lifecycle else None
         self._loss = torch.zeros(())
         self._since_tick = 0
+        self._eval_loss = torch.zeros(())
+        """This rank's training loss summed since the previous evaluation step (no host read)."""
+        self._since_eval = 0
         self.digest: str | None = None
         """The digest every rank agreed on at the end of `run()` (None without the lifecycle)."""
+
+    def _lifecycle(self, log: Log) -> ExpertLifecycle:
+        """The expert lifecycle of the model's MoE layers, on `log`: all the wiring the loop needs."""
+        config = demo_config(self.options)
+        every, interval = self.ranks.checkpoint_every, config.lifecycle_eval_interval
+        if every and (every % interval or self.ranks.checkpoint_dir is None):
+            raise ConfigError(
+                f"checkpoint_every must be a multiple of the evaluation interval "
+                f"({interval}) and needs a checkpoint_dir, got {every}"
+            )
+        return ExpertLifecycle(
+            self.model,
+            self.optimizer,
+            log,
+            num_types=self.task.num_types,
+            config=config,
+            layers=self.model.layers(),
+            initial_experts=self.options.initial_experts,
+            strategy=self.options.strategy,
+            replicated=self.replicated,  # surgery re-wraps DDP around resized parameters
+            sync=self.ranks.sync,
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 
     def start(self) -> int:
         """Record the run's start and its initial experts (or resume); return the first step to train."""
         if self.lifecycle is not None:
-            return self.lifecycle.start()
+            checkpoint = self.lifecycle.start(
+                seed=self.options.seed, config={"demo": self.options.to_json()}, resume=self.ranks.resume
+            )
+            if checkpoint is None:
+                return 1
+            self.load_extra_state(checkpoint.extra)
+            return checkpoint.step + 1
         for layer in self.model.layers().values():
             mask = torch.zeros(layer.capacity, dtype=torch.bool)
             mask[: self.options.initial_experts] = True
@@ -252,12 +280,37 @@ class DemoRun:
         self._loss += detached
         self._since_tick += 1
         lifecycle = self.lifecycle
-        boundary = None if lifecycle is None else lifecycle.after_step(step, batch.types, detached)
+        boundary = None if lifecycle is None else self._lifecycle_step(lifecycle, step, batch.types, detached)
         if step == self.task.phase_end(self.task.phase_index(step)):
             self._evaluate(step)
         # after _evaluate, so that the checkpoint's timeline holds this step's phase loss
-        if lifecycle is not None and boundary is not None:
-            lifecycle.maybe_checkpoint(boundary)
+        if boundary is not None:
+            self._maybe_checkpoint(boundary)
+
+    def _lifecycle_step(
+        self, lifecycle: ExpertLifecycle, step: int, types: torch.Tensor, loss: torch.Tensor
+    ) -> Boundary | None:
+        """Record the step's routing and loss; at an evaluation step, run the lifecycle's boundary."""
+        lifecycle.record(types)
+        self._eval_loss += loss
+        self._since_eval += 1
+        boundary = lifecycle.after_step(step, metrics=self._loss_since_eval)
+        if boundary is not None:
+            self._eval_loss.zero_()
+            self._since_eval = 0
+            self.timeline.experts.append((step, lifecycle.routing_counts()))
+        return boundary
+
+    def _loss_since_eval(self) -> dict[str, float]:
+        # The run's own metric, for the report: the leader's mean training loss since the last
+        # evaluation, one host read per evaluation. No controller reads run metrics.
+        return {"loss": float(self._eval_loss) / self._since_eval}
+
+    def _maybe_checkpoint(self, boundary: Boundary) -> None:
+        """Write a training checkpoint at the boundaries `checkpoint_every` names."""
+        every, directory = self.ranks.checkpoint_every, self.ranks.checkpoint_dir
+        if self.lifecycle is not None and every and directory is not None and boundary.step % every == 0:
+            self.lifecycle.checkpoints.save(directory, boundary, extra=self.extra_state())
 
     def run(
         self,
@@ -277,6 +330,8 @@ class DemoRun:
                 self._tick(step, tick)
         if self.lifecycle is not None:
             self.digest = self.lifecycle.finish(self.options.steps)
+            digest = self.lifecycle.surgery.digest()
+            _log.info("rank %d finished at step %d with digest %s", self.rank, self.options.steps, digest)
         return self.timeline
 
     def _tick(self, step: int, tick: Callable[[Tick], None] | None) -> None:
@@ -325,120 +380,3 @@ class DemoRun:
     def mean_loss(self) -> float:
         """Mean training loss over the run's steps, as `run()` measured it at its ticks."""
         return self.timeline.loss_sum / self.options.steps
-
-
-class _LifecycleSide:
-    """The lifecycle half of the loop: basin tracking, the coordinator, the log, surgery, sync,
-    checkpoints."""
-
-    def __init__(self, options: DemoOptions, log: Log, run: DemoRun, ranks: RankOptions) -> None:
-        self.options = options
-        self.run = run
-        self.ranks = ranks
-        self.config = demo_config(options)
-        self.lc = Lifecycle(
-            log, config=LifecycleConfig(metric_window=self.config.basin_window_size), rank=run.rank
-        )
-        self.run_id = self.lc.run_id
-        layers = run.model.layers()
-        self.coordinator = ExpertCoordinator(self.config, capacity={i: options.max_experts for i in layers})
-        self.surgery = ModelSurgery(
-            layers,
-            run.optimizer,
-            strategy=options.strategy,
-            model=run.model,
-            on_rewrap=run.replicated.rewrap,  # DDP is re-wrapped around resized parameters
-        )
-        self.tensors = StateTensors(self.lc.registry.specs)
-        self.runner = Runner(log, [self.surgery, self.tensors])
-        self.sync = LifecycleSync(
-            self.lc, self.runner, self.surgery, replicated=run.replicated, config=ranks.sync
-        )
-        self.checkpoints = Checkpoints(
-            self.lc, self.runner, model=run.model, optimizer=run.optimizer, leader=ranks.sync.leader
-        )
-        self.basin = BasinTracker(layers, num_types=run.task.num_types)
-        self._loss = torch.zeros(())
-        """This rank's training loss summed since the previous evaluation step (no host read)."""
-        self._since_eval = 0
-        self.layers = sorted(layers)
-        self.interval = self.config.lifecycle_eval_interval
-        every = ranks.checkpoint_every
-        if every and (every % self.interval or ranks.checkpoint_dir is None):
-            raise ConfigError(
-                f"checkpoint_every must be a multiple of the evaluation interval "
-                f"({self.interval}) and needs a checkpoint_dir, got {every}"
-            )
-
-    def start(self) -> int:
-        """Begin the run (RunStarted, the initial experts, StepSealed(0)) or resume it."""
-        if self.ranks.resume:
-            checkpoint = self.checkpoints.resume()
-            if checkpoint is not None:
-                self.run.load_extra_state(checkpoint.extra)
-                return checkpoint.step + 1
-        self.sync.at_boundary(0, self._begin)
-        return 1
-
-    def _begin(self, lc: Lifecycle) -> None:
-        lc.start(
-            config={"demo": self.options.to_json(), "lifecycle": self.config.snapshot()},
-            seed=self.options.seed,
-            world_size=self.sync.world_size,
-            torch_version=torch.__version__,
-        )
-        for layer in self.layers:
-            self.coordinator.register_initial(lc, layer, self.options.initial_experts, step=0)
-
-    def after_step(self, step: int, types: torch.Tensor, loss: torch.Tensor) -> Boundary | None:
-        """Record the step's routing and loss; at an evaluation step, observe, decide, seal and
-        apply, and return the boundary (None on other steps)."""
-        self.basin.record(types)
-        self._loss += loss
-        self._since_eval += 1
-        if step % self.interval:
-            return None
-        boundary = self.evaluate(step)
-        self.run.timeline.experts.append((step, self.routing_counts()))
-        return boundary
-
-    def evaluate(self, step: int) -> Boundary:
-        """One lifecycle evaluation, at the boundary after step `step`'s optimizer step."""
-        self.basin.sum_across(functools.partial(self.sync.observe, step))
-        readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
-
-        def decide(lc: Lifecycle) -> None:
-            lc.append(
-                self.coordinator.observations(
-                    run_id=self.run_id, step=step, experts=readout.experts, layers=readout.layers
-                )
-            )
-            # The run's own metric, for the report: the leader's mean training loss since the
-            # last evaluation, one host read per evaluation. No controller reads run metrics.
-            lc.observe({"loss": float(self._loss) / self._since_eval}, step=step)
-            lc.append(self.coordinator.decide(lc.registry, run_id=self.run_id, step=step))
-
-        boundary = self.sync.at_boundary(step, decide)
-        self._loss.zero_()
-        self._since_eval = 0
-        return boundary
-
-    def maybe_checkpoint(self, boundary: Boundary) -> None:
-        """Write a training checkpoint at the boundaries `checkpoint_every` names."""
-        every, directory = self.ranks.checkpoint_every, self.ranks.checkpoint_dir
-        if every and directory is not None and boundary.step % every == 0:
-            self.checkpoints.save(directory, boundary, extra=self.run.extra_state())
-
-    def finish(self, step: int) -> str | None:
-        """Verify every rank ends with the same digest; return it (None in one process)."""
-        digest = self.sync.verify(step)
-        _log.info("rank %d finished at step %d with digest %s", self.sync.rank, step, self.surgery.digest())
-        return digest
-
-    def routing_counts(self) -> dict[int, int]:
-        """Return how many experts of each layer are in a routing state (cooling, active, dormant)."""
-        registry = self.lc.registry
-        return {
-            layer: sum(registry.population("expert", layer, s) for s in sorted(ROUTING_STATES))
-            for layer in self.layers
-        }

@@ -1,0 +1,278 @@
+"""`ExpertLifecycle`: the expert lifecycle wired into a training loop, one object and three calls.
+
+Built from the model (the MoE layers it holds, each meeting `projections.moe.ExpertLayer`), its
+optimizer and a log, it builds what DESIGN.md section 7 has a loop wire by hand: the `Lifecycle`
+writer, the `ExpertCoordinator`, `ModelSurgery`, the `StateTensors`, the `Runner` that feeds
+them, `LifecycleSync`, `Checkpoints` and the `BasinTracker`. The loop then calls::
+
+    lifecycle.start(seed=0)            # once: RunStarted, the initial experts, StepSealed(0)
+    for step in range(1, steps + 1):
+        ...                            # forward, backward, optimizer.step()
+        lifecycle.record(token_types)  # every step: references only, no device work
+        lifecycle.after_step(step)     # every lifecycle_eval_interval steps: decide and apply
+    lifecycle.finish(steps)
+
+The same code runs in one process and on every rank of a DDP job (every rank on the same log
+URL, the leader decides; see `LifecycleSync`). Checkpoints are the loop's own: save with
+`lifecycle.checkpoints.save(directory, boundary, extra={"basin": lifecycle.basin.state(), ...})`
+at a boundary `after_step` returned, and after `start(resume=True)` restore the basin tracker
+with `lifecycle.basin.load_state(checkpoint.extra["basin"])`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Self, cast
+
+import torch
+from pydantic import JsonValue
+from torch import nn
+
+import bus
+from bus import Log
+from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
+from lifecycle_es.errors import ConfigError, UsageError
+from lifecycle_es.session import Lifecycle, LifecycleConfig
+from lifecycle_es.specs import ROUTING_STATES
+from projections.moe import BasinTracker, ExpertLayer, ModelSurgery, RoutedLayer, Strategy
+from projections.moe._protocol import missing_members
+from projections.runner import Runner
+from projections.state_tensors import StateTensors
+from projections.training import distributed
+from projections.training.checkpoint import Checkpoint, Checkpoints
+from projections.training.distributed import Replicated
+from projections.training.sync import Boundary, LifecycleSync, SyncConfig
+
+__all__ = ["ExpertLifecycle", "find_expert_layers"]
+
+RunMetrics = Callable[[], Mapping[str, float]]
+"""The run's own metrics at an evaluation step (e.g. its mean loss), read on the leader only."""
+
+
+class ExpertLifecycle:
+    """The expert lifecycle of one run, for a training loop: start, record, after_step, finish."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        log: Log | str,
+        *,
+        num_types: int,
+        config: ExpertCoordinatorConfig | None = None,
+        layers: Mapping[int, ExpertLayer] | None = None,
+        initial_experts: int | None = None,
+        strategy: Strategy = "masked",
+        replicated: Replicated | None = None,
+        sync: SyncConfig | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Run the lifecycle of the MoE layers of `model`, trained by `optimizer`, on `log`.
+
+        `log` is a `bus` log or a log URL (`jsonl://DIR`, `redis://...`, a directory), opened
+        for run `run_id` and closed by `close()`. `num_types` is the number of token types
+        `record` is given (ids 0..num_types-1), over which basin tracking measures what each
+        expert serves. `layers` maps layer indices to the model's MoE layers (default: every
+        module of `model` meeting `ExpertLayer`, numbered 0.. in module order).
+        `initial_experts` experts of each layer route at step 0 (default: as many as its
+        capacity and `max_experts_per_layer` allow). `strategy` is model surgery's: "masked"
+        keeps every layer's slots and masks them, "resize" adds and removes parameters (up to
+        `max_experts_per_layer`). Under DDP pass `replicated`, the `Replicated` wrapper the loop
+        trains through (surgery re-wraps it after a resize), and `sync` to change the leader,
+        the seal timeout or repair.
+        """
+        self.config = ExpertCoordinatorConfig() if config is None else config
+        self.log, self._owns_log = _open(log, run_id)
+        self.layers: dict[int, ExpertLayer] = dict(sorted((layers or find_expert_layers(model)).items()))
+        self.interval = self.config.lifecycle_eval_interval
+        """Training steps between two evaluations (`lifecycle_eval_interval`)."""
+        self.lc = Lifecycle(
+            self.log,
+            config=LifecycleConfig(metric_window=self.config.basin_window_size),
+            rank=distributed.rank(),
+        )
+        self.run_id = self.lc.run_id
+        self.coordinator = ExpertCoordinator(self.config, capacity=self._capacity(strategy))
+        self.initial_experts = self._initial(initial_experts)
+        if strategy == "resize" and replicated is None and distributed.active():
+            raise ConfigError(
+                "under the resize strategy with a process group, pass replicated= (the Replicated "
+                "wrapper the loop trains through) so that DDP is re-wrapped after surgery"
+            )
+        self.surgery = ModelSurgery(
+            self.layers,
+            optimizer,
+            strategy=strategy,
+            model=model,
+            on_rewrap=None if replicated is None else replicated.rewrap,
+        )
+        self.tensors = StateTensors(self.lc.registry.specs)
+        self.runner = Runner(self.log, [self.surgery, self.tensors])
+        self.sync = LifecycleSync(self.lc, self.runner, self.surgery, replicated=replicated, config=sync)
+        self.checkpoints = Checkpoints(
+            self.lc, self.runner, model=model, optimizer=optimizer, leader=self.sync.config.leader
+        )
+        self.basin = BasinTracker(_routed(self.layers), num_types=num_types)
+        self._started = False
+
+    def _capacity(self, strategy: Strategy) -> dict[int, int]:
+        """Expert slots per layer, as the coordinator counts them."""
+        if strategy == "resize":  # rows come and go: the cap is the config's
+            return {i: self.config.max_experts_per_layer for i in self.layers}
+        return {i: layer.capacity for i, layer in self.layers.items()}
+
+    def _initial(self, count: int | None) -> dict[int, int]:
+        limit = self.config.max_experts_per_layer
+        if count is None:
+            return {i: min(layer.capacity, limit) for i, layer in self.layers.items()}
+        return dict.fromkeys(self.layers, count)  # the coordinator checks it when registering
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def start(
+        self, *, seed: int = 0, config: Mapping[str, JsonValue] | None = None, resume: bool = False
+    ) -> Checkpoint | None:
+        """Begin the run at step 0, or resume it; return the checkpoint resumed from, if any.
+
+        Call it on every rank before training. The leader records `RunStarted` (`seed`, and
+        `config`, the run's own settings as JSON values, with the coordinator's settings added
+        under "lifecycle"), the initial experts of each layer in `active`, and `StepSealed(0)`;
+        every rank applies them. On a log that holds step 0 already, the run is followed, not
+        started again. With `resume`, every rank loads the checkpoint the log records last
+        (model, optimizer, projections) and the loop continues at its `step + 1`, restoring its
+        own `extra` state from it; with no checkpoint recorded it starts from step 0 as above.
+        """
+        if config is not None and "lifecycle" in config:
+            raise ConfigError(
+                "start(config=...) cannot use the key 'lifecycle': "
+                "the coordinator's settings are recorded there"
+            )
+        self._started = True
+        if resume:
+            checkpoint = self.checkpoints.resume()
+            if checkpoint is not None:
+                self.sync.last_step = checkpoint.step  # its boundary is behind this rank already
+                return checkpoint
+        self.sync.at_boundary(0, functools.partial(self._begin, seed, dict(config or {})))
+        return None
+
+    def _begin(self, seed: int, config: dict[str, JsonValue], lc: Lifecycle) -> None:
+        lc.start(
+            config={**config, "lifecycle": self.config.snapshot()},
+            seed=seed,
+            world_size=self.sync.world_size,
+            torch_version=torch.__version__,
+        )
+        for layer, count in self.initial_experts.items():
+            self.coordinator.register_initial(lc, layer, count, step=0)
+
+    def record(self, token_types: torch.Tensor) -> None:
+        """Keep the last forward's routing with each token's type ([tokens] long, ids 0..num_types-1).
+
+        Call it once per forward, after the optimizer step; it keeps references only (no
+        device work, no host sync). Ids outside the range are refused at the next evaluation.
+        """
+        self._check_started("record")
+        self.basin.record(token_types)
+
+    def after_step(self, step: int, *, metrics: RunMetrics | None = None) -> Boundary | None:
+        """At an evaluation step, run the lifecycle at the boundary after `step`; else return None.
+
+        Call it on every rank after `optimizer.step()` (and `record`), outside any `no_sync()`
+        window. Every `lifecycle_eval_interval` steps: the interval's routing is summed over
+        ranks and read out as basin metrics; the leader appends the coordinator's observations,
+        `metrics()` (the run's own figures, e.g. its mean loss, recorded as a run-level
+        `MetricsObserved` that no controller reads) and its decisions, sealed at `step`, in one
+        batch; every rank applies them to the model and optimizer and, under a process group,
+        checks that all ranks agree. Returns what the boundary did.
+        """
+        self._check_started("after_step")
+        if step % self.interval:
+            return None
+        return self.evaluate(step, metrics)
+
+    def evaluate(self, step: int, metrics: RunMetrics | None = None) -> Boundary:
+        """One lifecycle evaluation at the boundary after step `step`, whatever the interval."""
+        self.basin.sum_across(functools.partial(self.sync.observe, step))
+        readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
+
+        def decide(lc: Lifecycle) -> None:
+            lc.append(
+                self.coordinator.observations(
+                    run_id=self.run_id, step=step, experts=readout.experts, layers=readout.layers
+                )
+            )
+            if metrics is not None:
+                lc.observe(metrics(), step=step)
+            lc.append(self.coordinator.decide(lc.registry, run_id=self.run_id, step=step))
+
+        return self.sync.at_boundary(step, decide)
+
+    def finish(self, step: int) -> str | None:
+        """Check every rank ends with the same digest at `step`; return it (None in one process)."""
+        return self.sync.verify(step)
+
+    def _check_started(self, call: str) -> None:
+        if not self._started:
+            raise UsageError(f"{call}() before start(): call start() once, on every rank, before training")
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def routing_counts(self) -> dict[int, int]:
+        """Return how many experts of each layer are in a routing state (cooling, active, dormant)."""
+        registry = self.lc.registry
+        return {
+            layer: sum(registry.population("expert", layer, s) for s in sorted(ROUTING_STATES))
+            for layer in self.layers
+        }
+
+    # -- the log -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the log if this object opened it from a URL."""
+        if self._owns_log:
+            self.log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def find_expert_layers(model: nn.Module) -> dict[int, ExpertLayer]:
+    """Return the modules of `model` that meet `ExpertLayer`, numbered 0.. in module order.
+
+    A model with none is a `ConfigError` that names each module with an `expert_parameters`
+    method and what it lacks.
+    """
+    found = [m for m in model.modules() if isinstance(m, ExpertLayer)]
+    if found:
+        return dict(enumerate(found))
+    near = [
+        f"{name or 'the model'} ({type(m).__name__}) lacks {', '.join(missing_members(m, ExpertLayer))}"
+        for name, m in model.named_modules()
+        if hasattr(m, "expert_parameters")
+    ]
+    hint = "; ".join(near) if near else "pass layers={index: layer}"
+    raise ConfigError(f"{type(model).__name__} holds no module meeting the ExpertLayer protocol: {hint}")
+
+
+def _routed(layers: Mapping[int, ExpertLayer]) -> dict[int, RoutedLayer]:
+    """The layers as basin tracking takes them; it checks each for `last_indices` and `last_weights`."""
+    return cast(dict[int, RoutedLayer], dict(layers))
+
+
+def _open(log: Log | str, run_id: str | None) -> tuple[Log, bool]:
+    """Return the log, opened for `run_id` if a URL names it, and whether it was opened here."""
+    if isinstance(log, str):
+        if run_id is None:
+            raise ConfigError(f"a log URL ({bus.redact_url(log)}) needs run_id= to name the run")
+        return bus.open(log, run_id), True
+    if run_id is not None and run_id != log.run_id:
+        raise ConfigError(f"run_id {run_id!r} differs from the log's run {log.run_id!r}")
+    return log, False
