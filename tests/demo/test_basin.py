@@ -266,3 +266,23 @@ def test_recording_and_folding_on_cuda_never_wait_on_the_host() -> None:
     out = tracker.collect({0: {i: f"L0_E{i}" for i in range(6)}})
     assert out.tokens == 8 * 64
     assert sum(m["share"] for m in out.experts.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_token_types_out_of_range_on_cuda_fold_without_a_sync_and_are_refused_at_collect() -> None:
+    """On a GPU, bad type ids are counted and clamped in the fold (no device assert, no host
+    sync), and collect refuses the interval."""
+    layer = MoELayer(8, 16, 6, top_k=2, generator=torch.Generator().manual_seed(0), device="cuda")
+    tracker = BasinTracker({0: layer}, num_types=3, fold_every=2)
+    types = torch.tensor([0, 1, 2, 3] * 16, device="cuda")  # 16 ids of 3
+    x = torch.randn(64, 8, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(4):  # two folds
+            layer(x)
+            tracker.record(types)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    with pytest.raises(UsageError, match="but 64 of the 256 tokens"):
+        tracker.collect({0: {i: f"L0_E{i}" for i in range(6)}})
