@@ -189,17 +189,7 @@ class LifecycleSync:
             return Boundary(step, records, decisions, None, replayed=replayed)
         digest, repaired = self._verify(step)
         if self.is_leader and (repaired or (decisions and not replayed)):
-            self._append(
-                [
-                    ActionsVerified(
-                        run_id=self.lifecycle.run_id,
-                        step=step,
-                        rank=self.rank,
-                        digest=digest,
-                        world_size=self.world_size,
-                    )
-                ]
-            )
+            self._record_verified(step, digest)
         return Boundary(step, records, decisions, digest, repaired, replayed)
 
     def verify(self, step: int) -> str | None:
@@ -212,17 +202,7 @@ class LifecycleSync:
             return None
         digest, _ = self._verify(step)
         if self.is_leader:
-            self._append(
-                [
-                    ActionsVerified(
-                        run_id=self.lifecycle.run_id,
-                        step=step,
-                        rank=self.rank,
-                        digest=digest,
-                        world_size=self.world_size,
-                    )
-                ]
-            )
+            self._record_verified(step, digest)
         return digest
 
     def _seal(self, step: int, decide: Decide | None) -> bool:
@@ -344,6 +324,19 @@ class LifecycleSync:
                     )
                 ]
             )
+
+    def _record_verified(self, step: int, digest: str) -> None:
+        self._append(
+            [
+                ActionsVerified(
+                    run_id=self.lifecycle.run_id,
+                    step=step,
+                    rank=self.rank,
+                    digest=digest,
+                    world_size=self.world_size,
+                )
+            ]
+        )
 
     def _append(self, events: Sequence[Any]) -> None:
         # The leader is the run's one writer, so its registry is at the log's end; another

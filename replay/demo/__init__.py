@@ -10,7 +10,7 @@ same experts.
 """
 
 from replay.demo.task import PHASES, Phase, Task
-from replay.demo.train import DemoOptions, DemoRun, PhaseLoss, RankOptions, Tick, demo_config
+from replay.demo.train import DemoOptions, DemoRun, PhaseLoss, RankOptions, Tick, demo_config, demo_model
 
 __all__ = [
     "PHASES",
@@ -22,4 +22,5 @@ __all__ = [
     "Task",
     "Tick",
     "demo_config",
+    "demo_model",
 ]

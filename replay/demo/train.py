@@ -34,7 +34,7 @@ from projections.training import Boundary, ExpertLifecycle, Replicated, SyncConf
 from replay.demo.model import DemoModel
 from replay.demo.task import Task
 
-__all__ = ["DemoOptions", "DemoRun", "PhaseLoss", "RankOptions", "Tick", "demo_config"]
+__all__ = ["DemoOptions", "DemoRun", "PhaseLoss", "RankOptions", "Tick", "demo_config", "demo_model"]
 
 _log = logging.getLogger("replay.demo")
 
@@ -121,6 +121,25 @@ def demo_config(options: DemoOptions) -> ExpertCoordinatorConfig:
     )
 
 
+def demo_model(options: DemoOptions, task: Task) -> DemoModel:
+    """Return the demo's model for `options` on `task`, its weights seeded from `options.seed`.
+
+    Under the masked strategy every layer holds `max_experts` slots from the start; under
+    resize it starts with `initial_experts` and surgery grows and shrinks it.
+    """
+    capacity = options.max_experts if options.strategy == "masked" else options.initial_experts
+    return DemoModel(
+        d_in=task.d_in,
+        d_out=task.d_out,
+        d_model=options.d_model,
+        d_hidden=options.d_hidden,
+        capacity=capacity,
+        layers=options.layers,
+        top_k=options.top_k,
+        seed=options.seed,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Tick:
     """Where training stands, for a progress display."""
@@ -204,17 +223,7 @@ class DemoRun:
             raise ConfigError(f"checkpoint_every must be >= 0, got {self.ranks.checkpoint_every}")
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.task = Task(seed=options.seed, steps=options.steps, batch_size=options.batch_size)
-        capacity = options.max_experts if options.strategy == "masked" else options.initial_experts
-        self.model = DemoModel(
-            d_in=self.task.d_in,
-            d_out=self.task.d_out,
-            d_model=options.d_model,
-            d_hidden=options.d_hidden,
-            capacity=capacity,
-            layers=options.layers,
-            top_k=options.top_k,
-            seed=options.seed,
-        )
+        self.model = demo_model(options, self.task)
         self.replicated = Replicated(self.model, find_unused_parameters=self.ranks.find_unused_parameters)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay

@@ -26,8 +26,7 @@ from lifecycle_es.specs import BUILTIN_SPECS
 from projections import Runner, StateTensors
 from projections.moe import BasinReadout, BasinTracker, ModelSurgery
 from projections.training import Boundary, LifecycleSync, Replicated, SyncConfig, distributed
-from replay.demo import DemoOptions, Task
-from replay.demo.model import DemoModel
+from replay.demo import DemoOptions, Task, demo_model
 from tests._expert_actions import S
 
 # -- ranks ---------------------------------------------------------------------------------------
@@ -72,17 +71,7 @@ class Trainer:
         self.options = options
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.task = Task(seed=options.seed, steps=options.steps, batch_size=options.batch_size)
-        capacity = options.max_experts if options.strategy == "masked" else options.initial_experts
-        self.model = DemoModel(
-            d_in=self.task.d_in,
-            d_out=self.task.d_out,
-            d_model=options.d_model,
-            d_hidden=options.d_hidden,
-            capacity=capacity,
-            layers=options.layers,
-            top_k=options.top_k,
-            seed=options.seed,
-        )
+        self.model = demo_model(options, self.task)
         self.replicated = Replicated(self.model)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay
