@@ -1,4 +1,4 @@
-"""`lifecycle-es export-decisions LOG_URL --run RUN [-o lifecycle_decisions.jsonl | -]`."""
+"""`lifecycle-es export-decisions LOG --run RUN [-o lifecycle_decisions.jsonl | -]`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`lifecycle-es metrics LOG_URL --run RUN [--listen HOST:PORT | --textfile PATH] [--follow]
+"""`lifecycle-es metrics LOG --run RUN [--listen HOST:PORT | --textfile PATH] [--follow]
 [--format prometheus|openmetrics]`.
 
 A run's lifecycle metrics (`projections.MetricsProjection`) for Prometheus, through

@@ -1,4 +1,4 @@
-"""`lifecycle-es report LOG_URL --run RUN [-o report.html]`: one self-contained HTML page of a run.
+"""`lifecycle-es report LOG --run RUN [-o report.html]`: one self-contained HTML page of a run.
 
 The page (see `replay.report`) needs matplotlib, the `report` extra; without it the command
 says `pip install 'lifecycle-es[report]'` in one line and exits 1.

@@ -1,4 +1,4 @@
-"""`lifecycle-es what-if LOG_URL --run RUN --set NAME=VALUE ... [--until-step N] [--format table|json]`."""
+"""`lifecycle-es what-if LOG --run RUN --set NAME=VALUE ... [--until-step N] [--format table|json]`."""
 
 from __future__ import annotations
 
