@@ -12,6 +12,7 @@ from pydantic import JsonValue
 from lifecycle_es.errors import ConfigError
 from lifecycle_es.events import DecisionMade
 from replay.cli._open import add_lenient_argument, add_log_arguments, open_run
+from replay.cli._rows import text_table
 from replay.whatif import DecisionChange, WhatIf, what_if
 
 __all__ = ["add_parser", "parse_setting", "run", "what_if_json"]
@@ -158,10 +159,7 @@ def _table(result: WhatIf) -> str:
         "",
     ]
     header = ("step", "change", "action", "layer", "entity", "parent", "children", "differs", "exact", "note")
-    cells = [list(header), *(_cells(row) for row in result.rows)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + text_table(header, [_cells(row) for row in result.rows])
 
 
 def _cells(row: DecisionChange) -> list[str]:
