@@ -72,7 +72,7 @@ class RedisClusterNodes:
                 continue
             with redis.Redis(port=server.port, socket_timeout=2) as client:
                 try:
-                    if client.cluster("INFO")["cluster_state"] != "ok":  # type: ignore[no-untyped-call]
+                    if client.cluster("INFO")["cluster_state"] != "ok":
                         return False
                     info = client.info("replication")
                 except redis.RedisError:
@@ -89,7 +89,7 @@ class RedisClusterNodes:
         """The master that holds `key`'s slot now."""
         for server in self.masters():
             with redis.Redis(port=server.port) as client:
-                slot = client.cluster("KEYSLOT", key)  # type: ignore[no-untyped-call]
+                slot = client.cluster("KEYSLOT", key)
                 if _owns(client, int(slot), server.port):
                     return server
         raise LookupError(f"no master holds the slot of {key}")

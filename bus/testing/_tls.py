@@ -34,7 +34,17 @@ def make_certificates(directory: Path) -> dict[str, Path]:
     _openssl("req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
     san = directory / "san.cnf"
     san.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    signing = ["-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "1", "-extfile", san]
+    signing: list[str | Path] = [
+        "-CA",
+        ca,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        san,
+    ]
     _openssl("x509", "-req", "-in", csr, "-out", crt, *signing)
     return paths
 
