@@ -23,6 +23,7 @@ from bus._log import Log
 from bus._memory import MemoryLog
 from bus._mirror import MirroredLog
 from bus._redis import RedisLog
+from bus._redis_url import option_names
 from bus._runid import validate_run_id
 from bus._urls import pop_param, redact_url
 from bus.errors import InvalidUrlError, UnknownRunError
@@ -87,6 +88,7 @@ def split_mirror(url: str) -> tuple[str, str | None]:
     """A Redis URL without its `mirror` option, and the mirror directory (or None)."""
     if _scheme(url) not in REDIS_SCHEMES:
         raise InvalidUrlError(f"{redact_url(url)} is not a redis://, rediss:// or unix:// URL")
+    option_names(url)  # a malformed host or port is refused before anything reads the URL
     primary_url, mirror = pop_param(url, "mirror")
     if mirror == "":
         raise InvalidUrlError(f"the mirror option of {redact_url(url)} names no directory")

@@ -40,11 +40,18 @@ class Acknowledger:
         """Refuse `waitaof` on a server without WAITAOF (Redis < 7.2) before any append."""
         if not self.aof:
             return
-        info: Any = self.log._caller.call(lambda: self._node().execute_command("COMMAND", "INFO", "WAITAOF"))  # type: ignore[no-untyped-call]  # redis-py's
-        if not info or info[0] is None:
-            raise InvalidUrlError(
-                f"the log server at {self.log.url} has no WAITAOF (it needs Redis >= 7.2): drop waitaof=1"
-            )
+
+        def probe() -> None:
+            try:  # met at once (nothing asked): only tells whether the command exists
+                self._node().execute_command("WAITAOF", 0, 0, 1)  # type: ignore[no-untyped-call]
+            except redis.ResponseError as e:
+                if "unknown command" not in str(e).lower():
+                    raise
+                raise InvalidUrlError(
+                    f"the log server at {self.log.url} has no WAITAOF (it needs Redis >= 7.2): drop waitaof=1"
+                ) from e
+
+        self.log._caller.call(probe)
 
     def append(self, args: list[bytes | int], count: int, *, idempotent: bool) -> tuple[bool, int]:
         """Run the append script, then WAIT/WAITAOF on the same connection: (True, first seq)

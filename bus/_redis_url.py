@@ -60,12 +60,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     """Check a redis://, rediss:// or unix:// URL and split off the bus's options; a malformed
     host or port or an unknown option is an `InvalidUrlError` (one sentence, no password)."""
     shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  # parsing the port is what raises for a bad one
-        names = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
-    except ValueError as e:
-        raise InvalidUrlError(f"{shown} is not a usable log URL ({_no_secret(e, url)})") from e
+    names = option_names(url)
     unknown = sorted(set(names) - _REDIS_PY_OPTIONS - set(_BUS_OPTIONS))
     if unknown:
         known = ", ".join(sorted(_REDIS_PY_OPTIONS | set(_BUS_OPTIONS) | {"mirror"}))
@@ -80,6 +75,16 @@ def parse_redis_url(url: str) -> RedisTarget:
         wait_replicas=int(_number(values["wait"], "wait", shown, 0, integer=True)),
         waitaof=_flag(values["waitaof"], "waitaof", shown),
     )
+
+
+def option_names(url: str) -> list[str]:
+    """The query option names of a URL whose host and port parse; else an `InvalidUrlError`."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # parsing the port is what raises for a bad one
+        return [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)]
+    except ValueError as e:
+        raise InvalidUrlError(f"{redact_url(url)} is not a usable log URL ({_no_secret(e, url)})") from e
 
 
 def _flag(value: str | None, name: str, shown: str) -> bool:

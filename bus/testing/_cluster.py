@@ -58,8 +58,8 @@ class RedisClusterNodes:
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-2000:]}{done.stderr}")
 
     def wait_ok(self, *, skip: RedisServer | None = None) -> None:
-        """Wait until every live node reports cluster_state:ok and, with replicas, every
-        master has its replicas linked (so WAIT can count them)."""
+        """Wait until every node but `skip` reports cluster_state:ok and, when none is
+        skipped, every master has its replicas linked (so WAIT can count them)."""
         deadline = time.monotonic() + _READY_WAIT_S
         while not self._all_ok(skip):
             if time.monotonic() > deadline:
@@ -77,7 +77,8 @@ class RedisClusterNodes:
                     info = client.info("replication")
                 except redis.RedisError:
                     return False
-            if info["role"] == "master" and int(info["connected_slaves"]) < self.replicas:
+            linked = int(info.get("connected_slaves", 0))
+            if skip is None and info["role"] == "master" and linked < self.replicas:
                 return False
         return True
 
