@@ -89,9 +89,9 @@ def connect(target: RedisTarget, policy: RetryPolicy, block_s: float) -> Client:
 
 
 def probe(target: RedisTarget, policy: RetryPolicy) -> None:
-    """Ping the node the URL names until it answers, within `target.first_contact_s` in all:
-    every connect and reply wait is cut to the time left, so neither a closed port nor one
-    that accepts and never answers can hold the caller longer."""
+    """Ping the node the URL names until it answers, at most `policy.attempts` times and within
+    `target.first_contact_s` in all: every connect and reply wait is cut to the time left, so
+    neither a closed port nor one that accepts and never answers can hold the caller longer."""
     deadline = time.monotonic() + target.first_contact_s
     attempt = 0
     while True:
@@ -104,7 +104,7 @@ def probe(target: RedisTarget, policy: RetryPolicy) -> None:
             raise BusUnavailableError(redact_url(target.url), _scrub(str(e), target.url)) from e
         except TRANSIENT as e:
             pause = policy.sleep_before(attempt + 1)
-            if time.monotonic() + pause >= deadline:
+            if attempt >= policy.attempts or time.monotonic() + pause >= deadline:
                 reason = f"no answer within {target.first_contact_s:g} s ({attempt} tries): {e}"
                 raise BusUnavailableError(redact_url(target.url), _scrub(reason, target.url)) from e
             log.debug("log server %s unreachable (try %d): %s", redact_url(target.url), attempt, e)

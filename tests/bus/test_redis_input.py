@@ -15,7 +15,7 @@ import pytest
 from _cli import one_line, run_cli
 
 import bus
-from bus import BusUnavailableError, CorruptLogError, InvalidArgumentError, RedisLog
+from bus import BusUnavailableError, CorruptLogError, InvalidArgumentError, RedisLog, RetryPolicy
 from bus.testing import free_port
 
 CORRUPT = {
@@ -153,3 +153,10 @@ def test_unreachable_server_is_one_line_on_the_cli(capsys: pytest.CaptureFixture
     assert status != 0 and out == ""
     line = one_line(err)
     assert "cannot reach" in line and "hunter2" not in line
+
+
+def test_first_contact_stops_after_the_policy_attempts() -> None:
+    """A closed port is tried `RetryPolicy.attempts` times (within the URL's bound), then one error."""
+    policy = RetryPolicy(attempts=3, backoff_s=0.01)
+    with pytest.raises(BusUnavailableError, match=r"\(3 tries\)"):
+        bus.open(f"redis://127.0.0.1:{free_port()}/0?timeout=30", "r1", policy=policy)
