@@ -4,9 +4,15 @@
 |---|---|
 | `memory://` | a new, empty `MemoryLog` (nothing is shared between opens) |
 | `jsonl://DIR` (relative or absolute; `?fsync=always|batch|never&lenient=1`) | `JsonlLog` |
-| `redis://`, `rediss://`, `unix://` (user, password, db as redis-py reads them) | `RedisLog` |
+| `redis://`, `rediss://`, `unix://` (user, password, db, `ssl_*` as redis-py reads them) | `RedisLog` |
+| any Redis URL with `?cluster=1` (naming one node; db 0) | `RedisLog` on a Redis Cluster |
 | any Redis URL with `?mirror=DIR` | `MirroredLog` of that Redis log and `JsonlLog(DIR)` |
 | a bare path to an existing directory (`runs`, `./runs`, `/data/runs`) | `JsonlLog`, as `jsonl://PATH` |
+
+Redis URLs also take `timeout=SECONDS` (the bound on opening: connect and retries, default 5),
+`wait=N` (an append is reported once `WAIT` says N replicas hold it, else
+`DurabilityUnknownError`) and `waitaof=1` (and once the master's AOF holds it; Redis >= 7.2).
+Any other option is an `InvalidUrlError` (see `bus._redis_url`).
 
 `log_url` holds the bare-path rule, so every opener (`open`, the CLI's readers, the demo)
 reads a location the same way.
