@@ -80,12 +80,27 @@ def connect(target: RedisTarget, policy: RetryPolicy, block_s: float) -> Client:
         "max_connections": 32,
         "driver_info": None,  # no CLIENT SETINFO: one less command for a minimal ACL user
     }
+    options.update(_tls_options(target.url))
     try:
         if target.cluster:
             return RedisCluster.from_url(target.url, **options)
         return redis.Redis.from_url(target.url, **options)
     except (ValueError, TypeError, redis.RedisError) as e:
         raise BusUnavailableError(redact_url(target.url), _scrub(str(e), target.url)) from e
+
+
+def settle_tls(connection: Any) -> None:
+    """Set up a new TLS connection, then PING it once. A TLS 1.3 server sends its session
+    tickets just after the handshake; until a read consumes them the socket looks readable,
+    and redis-py's pool takes that for stray data ("Connection has data", then "Connection
+    not ready" on every reconnect). The PONG comes after the tickets, so reading it clears them."""
+    connection.on_connect()
+    connection.send_command("PING")
+    connection.read_response()
+
+
+def _tls_options(url: str) -> dict[str, Any]:
+    return {"redis_connect_func": settle_tls} if url.lower().startswith("rediss://") else {}
 
 
 def probe(target: RedisTarget, policy: RetryPolicy) -> None:
@@ -121,6 +136,7 @@ def _ping_once(url: str, connect_s: float, reply_s: float) -> None:
         protocol=2,
         driver_info=None,
         single_connection_client=True,
+        **_tls_options(url),
     )
     try:
         client.ping()
