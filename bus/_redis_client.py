@@ -80,7 +80,7 @@ def connect(target: RedisTarget, policy: RetryPolicy, block_s: float) -> Client:
         "max_connections": 32,
         "driver_info": None,  # no CLIENT SETINFO: one less command for a minimal ACL user
     }
-    options.update(_tls_options(target.url))
+    options.update(_tls_options(target.url, cluster=target.cluster))
     try:
         if target.cluster:
             return RedisCluster.from_url(target.url, **options)
@@ -95,12 +95,19 @@ def settle_tls(connection: Any) -> None:
     and redis-py's pool takes that for stray data ("Connection has data", then "Connection
     not ready" on every reconnect). The PONG comes after the tickets, so reading it clears them."""
     connection.on_connect()
+    _ping(connection)
+
+
+def _ping(connection: Any) -> None:
     connection.send_command("PING")
     connection.read_response()
 
 
-def _tls_options(url: str) -> dict[str, Any]:
-    return {"redis_connect_func": settle_tls} if url.lower().startswith("rediss://") else {}
+def _tls_options(url: str, *, cluster: bool = False) -> dict[str, Any]:
+    """The connect hook for a rediss:// URL; RedisCluster runs on_connect itself, then the hook."""
+    if not url.lower().startswith("rediss://"):
+        return {}
+    return {"redis_connect_func": _ping if cluster else settle_tls}
 
 
 def probe(target: RedisTarget, policy: RetryPolicy) -> None:

@@ -96,13 +96,16 @@ def test_bad_redis_url_is_one_line_from_the_cli(capsys: pytest.CaptureFixture[st
     assert "hunter2" not in one_line(err)
 
 
-def test_closed_port_is_one_error_within_the_url_timeout(caplog: pytest.LogCaptureFixture) -> None:
-    """Nothing listening: BusUnavailableError naming the URL without password, after tries
-    bounded by the URL's timeout, with the retries logged at debug only."""
+@pytest.mark.parametrize("extra", ["", "&cluster=1"], ids=["single", "cluster"])
+def test_closed_port_is_one_error_within_the_url_timeout(
+    caplog: pytest.LogCaptureFixture, extra: str
+) -> None:
+    """Nothing listening (one server or a cluster's node): BusUnavailableError naming the URL
+    without password, after tries bounded by the URL's timeout, retries logged at debug only."""
     caplog.set_level(logging.DEBUG, logger="bus.redis")
     port = free_port()
     with pytest.raises(BusUnavailableError) as info:
-        bus.open(f"redis://u:hunter2@127.0.0.1:{port}/0?timeout=0.5", "r1")
+        bus.open(f"redis://u:hunter2@127.0.0.1:{port}/0?timeout=0.5{extra}", "r1")
     message = str(info.value)
     assert f"redis://u:***@127.0.0.1:{port}/0" in message and "hunter2" not in message
     assert "within 0.5 s" in message
