@@ -28,7 +28,7 @@ from bus._redis_client import Caller, Client, RetryPolicy, connect, decode_entri
 from bus._redis_group import GroupWorker
 from bus._redis_url import parse_redis_url
 from bus._runid import validate_run_id
-from bus.errors import BusError, ConcurrencyError, InvalidRecordError
+from bus.errors import BusError, ConcurrencyError, DurabilityUnknownError, InvalidRecordError
 
 # KEYS[1] the stream; ARGV[1] the expected last seq; ARGV[2..] the encoded records.
 # Returns {1, first seq} after appending, or {0, actual last seq} without writing.
@@ -113,6 +113,13 @@ class RedisLog(Log):
         return GroupWorker(self, group, consumer, start=start)
 
     def _append(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
+        try:
+            return self._append_at_end(batch, expected_seq)
+        except DurabilityUnknownError as e:
+            self._known_last = e.last_seq  # it is in the master's log: the next append goes after it
+            raise
+
+    def _append_at_end(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
         guess = expected_seq if expected_seq is not None else self._last_known()
         for _ in range(self.conflict_retries):
             ok, value = self._try_append(batch, guess)
@@ -120,8 +127,8 @@ class RedisLog(Log):
                 self._known_last = value + len(batch) - 1
                 return value
             if ids_match(self.read(guess, len(batch)), batch, self.id_key):
-                if self._acks is not None:  # landed, but no WAIT on it: replicas unconfirmed
-                    self._acks.unconfirmed(guess + 1, guess + len(batch))
+                if self._acks is not None:  # its WAIT reply was lost with it: replicas unknown
+                    raise DurabilityUnknownError(guess + 1, guess + len(batch), "the reply was lost")
                 return guess + 1  # our batch already landed: a reply was lost on the way
             if expected_seq is not None:
                 raise ConcurrencyError(expected_seq, value)

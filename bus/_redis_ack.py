@@ -75,16 +75,10 @@ class Acknowledger:
             self._confirm(value, value + count - 1, int(replies[1]), replies[2] if self.aof else None)
         return ok, value
 
-    def unconfirmed(self, first: int, last: int) -> None:
-        """A batch found already landed after a lost reply: its WAIT reply was lost with it."""
-        self.log._known_last = last
-        raise DurabilityUnknownError(first, last, "the reply and its WAIT were lost on the way")
-
     def _confirm(self, first: int, last: int, replicas: int, aof: Any) -> None:
         """Raise `DurabilityUnknownError` unless the WAIT (and WAITAOF) replies suffice."""
         if replicas >= self.replicas and (aof is None or int(aof[0]) >= 1):
             return
-        self.log._known_last = last  # it is in the master's log: the next append goes after it
         got = f"{replicas} of {self.replicas} replicas" + ("" if aof is None else f", local AOF {aof[0]}")
         raise DurabilityUnknownError(first, last, f"{got} confirmed within {self.wait_timeout_ms} ms")
 

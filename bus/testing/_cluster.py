@@ -8,6 +8,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -77,8 +78,7 @@ class RedisClusterNodes:
                     info = client.info("replication")
                 except redis.RedisError:
                     return False
-            linked = int(info.get("connected_slaves", 0))
-            if skip is None and info["role"] == "master" and linked < self.replicas:
+            if skip is None and not _linked(info, self.replicas):
                 return False
         return True
 
@@ -98,6 +98,13 @@ class RedisClusterNodes:
     def stop(self) -> None:
         for server in self.servers:
             server.stop()
+
+
+def _linked(info: dict[str, Any], replicas: int) -> bool:
+    """A master has its replicas; a replica has finished its sync (so WAIT counts it)."""
+    if info["role"] == "master":
+        return int(info.get("connected_slaves", 0)) >= replicas
+    return info.get("master_link_status") == "up"
 
 
 def _role(server: RedisServer) -> str:

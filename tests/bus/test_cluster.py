@@ -15,7 +15,7 @@ from conftest import start_cluster
 
 import bus
 from bus import BusError, DurabilityUnknownError, InvalidUrlError, RedisLog, RetryPolicy
-from bus.testing import RedisClusterNodes, RedisServer
+from bus.testing import RedisClusterNodes, RedisFactory, RedisServer
 
 pytestmark = pytest.mark.redis_server
 GUARD_S = 60.0  # a stuck failover fails the test instead of hanging CI; never asserted
@@ -49,6 +49,18 @@ def test_wait_without_enough_replicas_is_durable_unknown(redis_server: RedisServ
         with pytest.raises(DurabilityUnknownError, match="seqs 3-3"):
             log.append([{"event_id": "c"}])
         assert [r["event_id"] for r in log.read()] == ["a", "b", "c"]
+
+
+def test_wait_with_a_linked_replica_acknowledges(redis_factory: RedisFactory, run_id: str) -> None:
+    """With wait=1 and one linked replica an append is reported, and the replica holds it."""
+    master = redis_factory.start()
+    replica = redis_factory.start("--replicaof", "127.0.0.1", str(master.port))
+    with replica.admin() as admin:  # linked and past its first sync, so it acks what it gets
+        wait_until(lambda: admin.info("replication").get("master_link_status") == "up", "the replica")
+    with bus.open(f"{master.url}?wait=1", run_id) as log:
+        assert log.append([{"event_id": "a"}, {"event_id": "b"}]) == 1
+    with replica.admin() as client:
+        assert client.xlen(f"lces:{{{run_id}}}:log") == 2
 
 
 def test_wait_zero_is_plain_append(redis_server: RedisServer, run_id: str) -> None:
