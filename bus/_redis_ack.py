@@ -64,22 +64,32 @@ class Acknowledger:
             if self.aof:
                 pipe.execute_command("WAITAOF", 1, 0, self.wait_timeout_ms)  # type: ignore[no-untyped-call]
             try:
-                return list(pipe.execute())
+                replies = list(pipe.execute(raise_on_error=False))
             except TRANSIENT as e:
                 self._refresh(e)
                 raise
+            if isinstance(replies[0], Exception):  # the script did not run: retry or report that
+                if isinstance(replies[0], TRANSIENT):
+                    self._refresh(replies[0])
+                raise replies[0]
+            return replies
 
         replies = self.log._caller.call(send, idempotent=idempotent)
         ok, value = bool(replies[0][0]), int(replies[0][1])
         if ok:
-            self._confirm(value, value + count - 1, int(replies[1]), replies[2] if self.aof else None)
+            self._confirm(value, value + count - 1, replies[1:])
         return ok, value
 
-    def _confirm(self, first: int, last: int, replicas: int, aof: Any) -> None:
-        """Raise `DurabilityUnknownError` unless the WAIT (and WAITAOF) replies suffice."""
-        if replicas >= self.replicas and (aof is None or int(aof[0]) >= 1):
+    def _confirm(self, first: int, last: int, replies: list[Any]) -> None:
+        """Raise `DurabilityUnknownError` unless the WAIT (and WAITAOF) replies suffice; an
+        error reply (e.g. WAITAOF with appendonly off) counts as not confirmed."""
+        wait, aof = replies[0], (replies[1] if self.aof else None)
+        for reply in (wait, aof):
+            if isinstance(reply, Exception):
+                raise DurabilityUnknownError(first, last, f"the server answered {reply}")
+        if int(wait) >= self.replicas and (aof is None or int(aof[0]) >= 1):
             return
-        got = f"{replicas} of {self.replicas} replicas" + ("" if aof is None else f", local AOF {aof[0]}")
+        got = f"{wait} of {self.replicas} replicas" + ("" if aof is None else f", local AOF {aof[0]}")
         raise DurabilityUnknownError(first, last, f"{got} confirmed within {self.wait_timeout_ms} ms")
 
     def _node(self) -> redis.Redis:
