@@ -4,9 +4,15 @@
 |---|---|
 | `memory://` | a new, empty `MemoryLog` (nothing is shared between opens) |
 | `jsonl://DIR` (relative or absolute; `?fsync=always|batch|never&lenient=1`) | `JsonlLog` |
-| `redis://`, `rediss://`, `unix://` (user, password, db as redis-py reads them) | `RedisLog` |
+| `redis://`, `rediss://`, `unix://` (user, password, db, `ssl_*` as redis-py reads them) | `RedisLog` |
+| any Redis URL with `?cluster=1` (naming one node; db 0) | `RedisLog` on a Redis Cluster |
 | any Redis URL with `?mirror=DIR` | `MirroredLog` of that Redis log and `JsonlLog(DIR)` |
 | a bare path to an existing directory (`runs`, `./runs`, `/data/runs`) | `JsonlLog`, as `jsonl://PATH` |
+
+Redis URLs also take `timeout=SECONDS` (the bound on opening: connect and retries, default 5),
+`wait=N` (an append is reported once `WAIT` says N replicas hold it, else
+`DurabilityUnknownError`) and `waitaof=1` (and once the master's AOF holds it; Redis >= 7.2).
+Any other option is an `InvalidUrlError` (see `bus._redis_url`).
 
 `log_url` holds the bare-path rule, so every opener (`open`, the CLI's readers, the demo)
 reads a location the same way.
@@ -23,6 +29,7 @@ from bus._log import Log
 from bus._memory import MemoryLog
 from bus._mirror import MirroredLog
 from bus._redis import RedisLog
+from bus._redis_url import option_names
 from bus._runid import validate_run_id
 from bus._urls import pop_param, redact_url
 from bus.errors import InvalidUrlError, UnknownRunError
@@ -87,6 +94,7 @@ def split_mirror(url: str) -> tuple[str, str | None]:
     """A Redis URL without its `mirror` option, and the mirror directory (or None)."""
     if _scheme(url) not in REDIS_SCHEMES:
         raise InvalidUrlError(f"{redact_url(url)} is not a redis://, rediss:// or unix:// URL")
+    option_names(url)  # a malformed host or port is refused before anything reads the URL
     primary_url, mirror = pop_param(url, "mirror")
     if mirror == "":
         raise InvalidUrlError(f"the mirror option of {redact_url(url)} names no directory")

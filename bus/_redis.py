@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from bus._log import Log, ids_match
 from bus._records import DEFAULT_MAX_RECORD_BYTES, check_size, pack_msgpack
-from bus._redis_client import Caller, RetryPolicy, connect, decode_entries, decode_id
+from bus._redis_ack import Acknowledger
+from bus._redis_client import Caller, Client, RetryPolicy, connect, decode_entries, decode_id, probe
 from bus._redis_group import GroupWorker
+from bus._redis_url import parse_redis_url
 from bus._runid import validate_run_id
-from bus.errors import BusError, ConcurrencyError, InvalidRecordError
+from bus.errors import BusError, ConcurrencyError, DurabilityUnknownError, InvalidRecordError
 
 # KEYS[1] the stream; ARGV[1] the expected last seq; ARGV[2..] the encoded records.
 # Returns {1, first seq} after appending, or {0, actual last seq} without writing.
@@ -71,33 +71,40 @@ class RedisLog(Log):
         policy: RetryPolicy | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         id_key: str = "event_id",
-        _client: redis.Redis | None = None,
+        _client: Client | None = None,
     ) -> None:
         self.run_id = validate_run_id(run_id)
         self.key = stream_key(run_id)
         self.policy = policy or RetryPolicy()
         self.max_record_bytes, self.id_key = max_record_bytes, id_key
+        self.target = parse_redis_url(url)
         self._caller = Caller(url, self.policy)
         self.url = self._caller.url
         self._owns_client = _client is None
-        self._client = _client or connect(url, self.policy, self.poll_interval)
+        if _client is None:
+            probe(self.target, self.policy)  # a bounded first contact: fails fast and once
+        self._client = _client or connect(self.target, self.policy, self.poll_interval)
         self._script = self._client.register_script(APPEND_LUA)
+        acked = self.target.wait_replicas or self.target.waitaof
+        self._acks = Acknowledger(self, APPEND_LUA) if acked else None
         self._known_last: int | None = None
         try:
-            self._caller.call(self._client.ping)  # an unreachable server fails here, quickly
+            self._caller.call(self._client.ping)
+            if self._acks is not None:
+                self._acks.check_server()
         except BusError:
             self._close()
             raise
 
     @classmethod
     def from_client(
-        cls, client: redis.Redis, run_id: str, *, url: str = "redis://(client)", **options: Any
+        cls, client: Client, run_id: str, *, url: str = "redis://(client)", **options: Any
     ) -> RedisLog:
         """A log on an existing client (e.g. fakeredis); `close` leaves the client open."""
         return cls(url, run_id, _client=client, **options)
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> Client:
         """The redis-py client (for consumer groups and tests)."""
         return self._client
 
@@ -106,6 +113,13 @@ class RedisLog(Log):
         return GroupWorker(self, group, consumer, start=start)
 
     def _append(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
+        try:
+            return self._append_at_end(batch, expected_seq)
+        except DurabilityUnknownError as e:
+            self._known_last = e.last_seq  # it is in the master's log: the next append goes after it
+            raise
+
+    def _append_at_end(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
         guess = expected_seq if expected_seq is not None else self._last_known()
         for _ in range(self.conflict_retries):
             ok, value = self._try_append(batch, guess)
@@ -113,6 +127,8 @@ class RedisLog(Log):
                 self._known_last = value + len(batch) - 1
                 return value
             if ids_match(self.read(guess, len(batch)), batch, self.id_key):
+                if self._acks is not None:  # its WAIT reply was lost with it: replicas unknown
+                    raise DurabilityUnknownError(guess + 1, guess + len(batch), "the reply was lost")
                 return guess + 1  # our batch already landed: a reply was lost on the way
             if expected_seq is not None:
                 raise ConcurrencyError(expected_seq, value)
@@ -127,6 +143,8 @@ class RedisLog(Log):
         """
         args: list[bytes | int] = [expected, *self._encode(batch, expected + 1)]
         has_ids = all(r.get(self.id_key) is not None for r in batch)
+        if self._acks is not None:
+            return self._acks.append(args, len(batch), idempotent=has_ids)
         reply = self._caller.call(lambda: self._script(keys=[self.key], args=args), idempotent=has_ids)
         return bool(reply[0]), int(reply[1])
 
@@ -152,7 +170,7 @@ class RedisLog(Log):
         while limit is None or len(out) < limit:
             count = self.page_size if limit is None else min(self.page_size, limit - len(out))
             page = self._xrange(start, count)
-            out.extend(decode_entries(page))
+            out.extend(decode_entries(page, self.run_id))
             if len(page) < count:
                 break
             start = decode_id(page[-1][0]) + 1
@@ -168,7 +186,7 @@ class RedisLog(Log):
         reply = self._caller.call(
             lambda: self._client.xread({self.key: f"{after}-0"}, count=self.follow_batch_size, block=block_ms)
         )
-        return decode_entries(_xread_entries(reply))
+        return decode_entries(_xread_entries(reply), self.run_id)
 
     def last_seq(self) -> int:
         self._check_open()

@@ -12,16 +12,28 @@ from typing import Any, TypeVar
 import msgpack
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterDownError, MovedError, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
 
+from bus._redis_url import RedisTarget
 from bus._urls import password_of, redact_url
-from bus.errors import BusError, BusUnavailableError, InvalidArgumentError
+from bus.errors import BusError, BusUnavailableError, CorruptLogError, InvalidArgumentError
 
 log = logging.getLogger("bus.redis")
 
 T = TypeVar("T")
 
-_TRANSIENT = (redis.ConnectionError, redis.TimeoutError)
+# Errors a later try may not get: a lost connection, and a cluster mid-failover (redis-py
+# refreshes its slot map when it sees them, so the next try goes to the new master).
+TRANSIENT = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    MovedError,
+    TryAgainError,
+    SlotNotCoveredError,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,22 +64,96 @@ class RetryPolicy:
         return 0.0 if attempt <= 1 else min(self.backoff_cap_s, self.backoff_s * 2 ** (attempt - 2))
 
 
-def connect(url: str, policy: RetryPolicy, block_s: float) -> redis.Redis:
-    """A client for `url` (redis://, rediss://, unix://) whose socket timeout exceeds the
-    longest BLOCK the bus asks for, and with redis-py's own retries off (the bus retries
-    only what is idempotent, a bounded number of times)."""
+Client = redis.Redis | RedisCluster
+
+
+def connect(target: RedisTarget, policy: RetryPolicy, block_s: float) -> Client:
+    """A client for `target` (redis://, rediss://, unix://, or a cluster) whose socket timeout
+    exceeds the longest BLOCK the bus asks for, and with redis-py's own retries off (the bus
+    retries only what is idempotent, a bounded number of times). A cluster client reads the
+    slot map from the node the URL names, so the server must answer already (see `probe`)."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": policy.connect_timeout_s,
+        "socket_timeout": policy.command_timeout_s + block_s,
+        "retry": Retry(NoBackoff(), 0),
+        "protocol": 2,  # the reply shapes the bus parses; RESP3 adds nothing it uses
+        "max_connections": 32,
+        "driver_info": None,  # no CLIENT SETINFO: one less command for a minimal ACL user
+    }
+    options.update(_tls_options(target.url, cluster=target.cluster))
     try:
-        return redis.Redis.from_url(
-            url,
-            socket_connect_timeout=policy.connect_timeout_s,
-            socket_timeout=policy.command_timeout_s + block_s,
-            retry=Retry(NoBackoff(), 0),
-            protocol=2,  # the reply shapes the bus parses; RESP3 adds nothing it uses
-            max_connections=32,
-            driver_info=None,  # no CLIENT SETINFO: one less command for a minimal ACL user
-        )
-    except (ValueError, redis.RedisError) as e:
-        raise BusError(f"cannot use the log URL {redact_url(url)}: {e}") from e
+        if target.cluster:
+            return RedisCluster.from_url(target.url, **options)
+        return redis.Redis.from_url(target.url, **options)
+    except (ValueError, TypeError, redis.RedisError) as e:
+        raise BusUnavailableError(redact_url(target.url), _scrub(str(e), target.url)) from e
+
+
+def settle_tls(connection: Any) -> None:
+    """Set up a new TLS connection, then PING it once. A TLS 1.3 server sends its session
+    tickets just after the handshake; until a read consumes them the socket looks readable,
+    and redis-py's pool takes that for stray data ("Connection has data", then "Connection
+    not ready" on every reconnect). The PONG comes after the tickets, so reading it clears them."""
+    connection.on_connect()
+    _ping(connection)
+
+
+def _ping(connection: Any) -> None:
+    connection.send_command("PING")
+    connection.read_response()
+
+
+def _tls_options(url: str, *, cluster: bool = False) -> dict[str, Any]:
+    """The connect hook for a rediss:// URL; RedisCluster runs on_connect itself, then the hook."""
+    if not url.lower().startswith("rediss://"):
+        return {}
+    return {"redis_connect_func": _ping if cluster else settle_tls}
+
+
+def probe(target: RedisTarget, policy: RetryPolicy) -> None:
+    """Ping the node the URL names until it answers, at most `policy.attempts` times and within
+    `target.first_contact_s` in all: every connect and reply wait is cut to the time left, so
+    neither a closed port nor one that accepts and never answers can hold the caller longer."""
+    deadline = time.monotonic() + target.first_contact_s
+    attempt = 0
+    while True:
+        attempt += 1
+        left = deadline - time.monotonic()
+        try:
+            _ping_once(target.url, min(left, policy.connect_timeout_s), left)
+            return
+        except redis.AuthenticationError as e:
+            raise BusUnavailableError(redact_url(target.url), _scrub(str(e), target.url)) from e
+        except TRANSIENT as e:
+            pause = policy.sleep_before(attempt + 1)
+            if attempt >= policy.attempts or time.monotonic() + pause >= deadline:
+                reason = f"no answer within {target.first_contact_s:g} s ({attempt} tries): {e}"
+                raise BusUnavailableError(redact_url(target.url), _scrub(reason, target.url)) from e
+            log.debug("log server %s unreachable (try %d): %s", redact_url(target.url), attempt, e)
+            time.sleep(pause)
+
+
+def _ping_once(url: str, connect_s: float, reply_s: float) -> None:
+    """One PING on a fresh single connection with the given timeouts."""
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=max(connect_s, 0.001),
+        socket_timeout=max(reply_s, 0.001),
+        retry=Retry(NoBackoff(), 0),
+        protocol=2,
+        driver_info=None,
+        single_connection_client=True,
+        **_tls_options(url),
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def _scrub(text: str, url: str) -> str:
+    secret = password_of(url)
+    return text.replace(secret, "***") if secret else text
 
 
 class Caller:
@@ -89,10 +175,10 @@ class Caller:
                 return fn()
             except redis.AuthenticationError as e:
                 raise self.unavailable(e) from e
-            except _TRANSIENT as e:
+            except TRANSIENT as e:
                 if attempt == attempts:
                     raise self.unavailable(e) from e
-                log.warning(
+                log.debug(  # debug, not warning: the user sees the one error if all tries fail
                     "log server %s unreachable (try %d of %d): %s",
                     self.url,
                     attempt,
@@ -121,9 +207,22 @@ def decode_id(entry_id: Any) -> int:
 _unpack = msgpack.unpackb
 
 
-def decode_entries(entries: list[Any]) -> list[dict[str, Any]]:
-    """Records from XRANGE/XREAD/XREADGROUP entries `(id, {b'd': payload})`."""
-    try:
-        return [_unpack(fields[b"d"]) for _, fields in entries]
-    except (KeyError, ValueError, TypeError) as e:
-        raise BusError(f"a stream entry is not a bus record: {e}") from e
+def decode_entries(entries: list[Any], run_id: str) -> list[dict[str, Any]]:
+    """Records from XRANGE/XREAD/XREADGROUP entries `(id, {b'd': payload})`; an entry that is
+    not a bus record (no `d`, not msgpack, not a map, no seq or a seq unlike its id) is a
+    `CorruptLogError` naming the run and the entry id."""
+    out = []
+    for entry_id, fields in entries:
+        try:
+            record = _unpack(fields[b"d"])
+        except (KeyError, ValueError, TypeError) as e:
+            raise _corrupt(run_id, entry_id, f"{type(e).__name__}: {e}") from e
+        if not isinstance(record, dict) or record.get("seq") != decode_id(entry_id):
+            raise _corrupt(run_id, entry_id, "not a map whose seq matches the entry id")
+        out.append(record)
+    return out
+
+
+def _corrupt(run_id: str, entry_id: Any, reason: str) -> CorruptLogError:
+    shown = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return CorruptLogError(f"the log of run {run_id!r}", 0, f"entry {shown} is not a bus record ({reason})")

@@ -70,7 +70,7 @@ class GroupWorker:
             ),
             idempotent=False,
         )
-        return decode_entries(reply[0][1]) if reply else []
+        return decode_entries(reply[0][1], self.log.run_id) if reply else []
 
     def ack(self, seqs: list[int]) -> int:
         """Acknowledge records by seq; returns how many were pending."""
@@ -95,7 +95,7 @@ class GroupWorker:
             claimed.extend(e for e in entries if e and e[1])
             if decode_id(cursor) == 0:
                 break
-        return decode_entries(claimed)
+        return decode_entries(claimed, self.log.run_id)
 
     def _autoclaim_page(self, min_idle_ms: int, cursor: str, count: int) -> tuple[str, list[Any]]:
         """One XAUTOCLAIM call: the next cursor and the entries claimed."""

@@ -11,6 +11,7 @@ __all__ = [
     "BusUnavailableError",
     "ConcurrencyError",
     "CorruptLogError",
+    "DurabilityUnknownError",
     "FollowTimeoutError",
     "InvalidArgumentError",
     "InvalidRecordError",
@@ -73,14 +74,26 @@ class UnknownRunError(BusError, LookupError):
         self.run_id = run_id
 
 
-class InvalidUrlError(BusError, ValueError):
-    """Raised by `bus.open` for a log URL with an unknown scheme or an unusable option."""
-
-
 class InvalidArgumentError(BusError, ValueError):
     """Raised, before anything is read, written or sent, when a log's constructor, one of its
     methods or a `RetryPolicy` gets a value out of range or of the wrong kind (an fsync policy,
     an `expected_seq`, a page size, a consumer group name or block time, a mirror of another run)."""
+
+
+class InvalidUrlError(InvalidArgumentError):
+    """Raised by `bus.open` and the log constructors for a log URL with an unknown scheme, a
+    malformed host or port, an unknown or unusable option, or an option the server lacks."""
+
+
+class DurabilityUnknownError(BusError):
+    """Raised by `append` on a log opened with `wait=N` when fewer than N replicas (or no AOF,
+    with `waitaof=1`) confirmed the batch in time: it is in the master's log but may not
+    survive a failover, so it is not acknowledged; `.first_seq` and `.last_seq` say which."""
+
+    def __init__(self, first_seq: int, last_seq: int, reason: str) -> None:
+        super().__init__(f"seqs {first_seq}-{last_seq} are durable-unknown: {reason}")
+        self.first_seq = first_seq
+        self.last_seq = last_seq
 
 
 class InvalidRecordError(BusError, ValueError):

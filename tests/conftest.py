@@ -17,7 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from bus.testing import RedisFactory, RedisServer, free_port, have_redis_server
+from bus.testing import (
+    RedisClusterNodes,
+    RedisFactory,
+    RedisServer,
+    free_port,
+    have_openssl,
+    have_redis_cli,
+    have_redis_server,
+    redis_has_tls,
+    start_tls_server,
+    start_unix_server,
+)
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +43,59 @@ def redis_server() -> Iterator[RedisServer]:
     with tempfile.TemporaryDirectory(prefix="lces-redis-") as directory:
         server = RedisServer(port=free_port(), directory=Path(directory))
         server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def start_cluster(root: Path, replicas: int) -> RedisClusterNodes:
+    """A started cluster of three masters with `replicas` replicas each (skips without redis)."""
+    if not (have_redis_server() and have_redis_cli()):
+        pytest.skip("redis-server or redis-cli is not installed")
+    cluster = RedisClusterNodes(root=root, replicas=replicas)
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    """One Redis Cluster (three masters, no replicas) shared by the session's cluster tests;
+    each test uses its own run ids, so sharing is safe."""
+    with tempfile.TemporaryDirectory(prefix="lces-cluster-") as directory:
+        cluster = start_cluster(Path(directory), replicas=0)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server() -> Iterator[RedisServer]:
+    """A TLS-only redis-server for the session (CA and certificate made here with openssl)."""
+    if not (have_redis_server() and have_openssl()):
+        pytest.skip("redis-server or openssl is not installed")
+    if not redis_has_tls():
+        pytest.skip("this redis-server was built without TLS")
+    with tempfile.TemporaryDirectory(prefix="lces-tls-") as directory:
+        server = start_tls_server(Path(directory))
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_unix_server() -> Iterator[RedisServer]:
+    """A redis-server for the session listening only on a unix socket file."""
+    if not have_redis_server():
+        pytest.skip("redis-server is not installed")
+    with tempfile.TemporaryDirectory(prefix="lces-unix-") as directory:
+        server = start_unix_server(Path(directory))
         try:
             yield server
         finally:

@@ -64,7 +64,8 @@ class RedisServer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + _START_WAIT_S
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        # through the URL, so a TLS-only or unix-socket-only server is reached as tests reach it
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=2)
         try:
             while True:
                 try:
@@ -72,7 +73,7 @@ class RedisServer:
                     return
                 except redis.AuthenticationError:
                     return  # it answers; the default user is just locked down
-                except redis.ConnectionError:
+                except (redis.ConnectionError, redis.TimeoutError):
                     assert self.process is not None
                     if self.process.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(

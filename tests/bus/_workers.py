@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from typing import Any
@@ -35,3 +36,19 @@ def race(url: str, run_id: str, name: str, rounds: int, barrier: Any, results: A
             except ConcurrencyError as e:
                 outcome.append((k, "lost", e.actual))
     results.put((name, outcome))
+
+
+def append_batches_until_killed(url: str, run_id: str, ack_path: str) -> None:
+    """Append batches of 1 to 2000 records (up to ~300 KB, so a kill can land mid-send), each
+    record naming its batch and the batch's size; after each acknowledged append write
+    'batch first size' to `ack_path`. An unbuffered write is in the kernel once it returns,
+    so a SIGKILL of this process cannot lose it (no fsync needed: the machine stays up)."""
+    rng = random.Random()
+    pad = "x" * 120
+    ack_fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with bus.open(url, run_id) as log:
+        while True:
+            batch, size = uuid.uuid4().hex, rng.choice([1, 10, 200, 2000])
+            first = log.append([{"event_id": f"{batch}-{i}", "batch": batch, "size": size, "pad": pad}
+                                for i in range(size)])  # fmt: skip
+            os.write(ack_fd, f"{batch} {first} {size}\n".encode())

@@ -10,7 +10,7 @@ import pytest
 
 import bus
 from bus import JsonlLog, Log, MemoryLog, MirroredLog, RedisLog
-from bus.testing import LogContract, RedisServer
+from bus.testing import LogContract, RedisClusterNodes, RedisServer
 
 
 class TestMemoryLog(LogContract):
@@ -99,3 +99,48 @@ class TestFakeRedisMirroredLog(LogContract):
     def make_log(self) -> Log:
         primary = RedisLog.from_client(fakeredis.FakeRedis(server=self.server), self.run_id)
         return MirroredLog(primary, JsonlLog(self.directory, self.run_id))
+
+
+@pytest.mark.redis_server
+class TestRedisClusterLog(LogContract):
+    """Redis Streams on a real three-master Redis Cluster (`?cluster=1`)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_cluster: RedisClusterNodes) -> None:
+        self.url = redis_cluster.url
+
+    def make_log(self) -> Log:
+        return bus.open(self.url, self.run_id)
+
+    def process_url(self) -> str:
+        return self.url
+
+
+@pytest.mark.redis_server
+class TestRedisTlsLog(LogContract):
+    """Redis Streams over TLS (`rediss://` with the test CA in `ssl_ca_certs`)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_tls_server: RedisServer) -> None:
+        self.url = redis_tls_server.url
+
+    def make_log(self) -> Log:
+        return bus.open(self.url, self.run_id)
+
+    def process_url(self) -> str:
+        return self.url
+
+
+@pytest.mark.redis_server
+class TestRedisUnixLog(LogContract):
+    """Redis Streams over a unix socket (`unix:///path?db=0`)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_unix_server: RedisServer) -> None:
+        self.url = redis_unix_server.url
+
+    def make_log(self) -> Log:
+        return bus.open(self.url, self.run_id)
+
+    def process_url(self) -> str:
+        return self.url

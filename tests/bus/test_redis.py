@@ -23,13 +23,21 @@ from bus import (
 from bus.testing import RedisServer, free_port
 
 
-@pytest.fixture(params=["fakeredis", pytest.param("redis-server", marks=pytest.mark.redis_server)])
+@pytest.fixture(
+    params=[
+        "fakeredis",
+        pytest.param("redis-server", marks=pytest.mark.redis_server),
+        pytest.param("cluster", marks=pytest.mark.redis_server),
+    ]
+)
 def log(request: pytest.FixtureRequest) -> Iterator[RedisLog]:
-    """An empty RedisLog on fakeredis or on the session's real redis-server."""
+    """An empty RedisLog on fakeredis, the session's real redis-server or its cluster."""
     run_id = f"t-{uuid.uuid4().hex}"
     if request.param == "fakeredis":
         pytest.importorskip("lupa")
         made = RedisLog.from_client(fakeredis.FakeRedis(), run_id)
+    elif request.param == "cluster":
+        made = RedisLog(request.getfixturevalue("redis_cluster").url, run_id)
     else:
         server: RedisServer = request.getfixturevalue("redis_server")
         made = RedisLog(server.url, run_id)
