@@ -261,7 +261,8 @@ def _report(args: argparse.Namespace, log: Log, live: DemoRun, runs: list[Outcom
     print(f"\nlog:       {where}, run {log.run_id}")
     print(f"files:     {run_dir(log)}{os.sep} (every file the demo wrote for this run)")
     print(f"decisions: {path}")
-    print(f"replay it: lifecycle-es replay {args.log} --run {log.run_id}")
+    # The log URL may carry a password: a user re-types it, the terminal never shows it.
+    print(f"replay it: lifecycle-es replay {bus.redact_url(args.log)} --run {log.run_id}")
 
 
 def run_dir(log: Log) -> Path:
@@ -288,7 +289,7 @@ def _open_new(url: str, run_id: str) -> Log:
     log = bus.open(url, run_id)
     if log.last_seq():
         log.close()
-        raise ConfigError(f"run {run_id!r} already has a log at {url}; choose another --run")
+        raise ConfigError(f"run {run_id!r} already has a log at {bus.redact_url(url)}; choose another --run")
     return log
 
 
