@@ -243,6 +243,14 @@ class Checkpoints:
         Returns the file's path on the leader, None on the others and on a boundary replayed
         from the log (its checkpoint, if any, was written by the run that first sealed it).
         """
+        if not isinstance(boundary, Boundary):
+            raise UsageError(
+                f"Checkpoints.save(boundary=...) takes what at_boundary returned, got {type(boundary).__name__}"
+            )
+        if not isinstance(directory, str | os.PathLike):
+            raise UsageError(
+                f"Checkpoints.save(directory=...) takes a str or path, got {type(directory).__name__}"
+            )
         if not self.is_leader or boundary.replayed:
             return None
         step, seq = boundary.step, self.runner.seq

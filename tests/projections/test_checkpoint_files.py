@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import torch
 
-from lifecycle_es import CheckpointUnreadableError, UsageError
-from projections.training.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from lifecycle_es import CheckpointUnreadableError, Lifecycle, UsageError
+from projections import RegistryProjection, Runner
+from projections.training.checkpoint import FORMAT, Checkpoints, load_checkpoint, save_checkpoint
 
 
 def _payload(**changes: Any) -> dict[str, Any]:
@@ -147,3 +148,29 @@ def test_threads_saving_one_path_never_collide(tmp_path: Path) -> None:
         assert hashlib.sha256(path.read_bytes()).hexdigest() in hashes
         assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("boundary", "message"),
+    [
+        (10, "Checkpoints.save(boundary=...) takes what at_boundary returned, got int"),
+        (None, "Checkpoints.save(boundary=...) takes what at_boundary returned, got NoneType"),
+    ],
+)
+def test_checkpoints_save_refuses_a_boundary_that_is_no_boundary(
+    tmp_path: Path, boundary: Any, message: str
+) -> None:
+    """A step number or None where the Boundary belongs is a UsageError naming it; nothing is written
+    or recorded."""
+    lifecycle = Lifecycle(run_id="ckpt")
+    model = torch.nn.Linear(2, 2)
+    checkpoints = Checkpoints(
+        lifecycle,
+        Runner(lifecycle.log, [RegistryProjection()]),
+        model=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+    )
+    with pytest.raises(UsageError) as caught:
+        checkpoints.save(tmp_path / "ckpt", boundary)
+    assert str(caught.value) == message
+    assert list(tmp_path.iterdir()) == [] and lifecycle.log.last_seq() == 0
