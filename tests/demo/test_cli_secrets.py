@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+import bus
 from bus.testing import RedisFactory, RedisServer
+from lifecycle_es import Lifecycle
 from tests._cli import one_line, run_cli
 
 PASSWORD = "pw-9c41-Secret"
@@ -89,3 +91,16 @@ def test_errors_name_a_log_url_without_its_password(
     assert "***" in line or "redis" not in line
     with redis.Redis(port=acl_server.port, username="lces", password=PASSWORD) as client:
         assert client.dbsize() == 0
+
+
+def test_a_bare_directory_is_named_as_given_in_the_already_has_a_log_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redacting applies to URLs only: a bare log directory shows as typed, not as ':///DIR'."""
+    with bus.open(f"jsonl://{tmp_path}", RUN) as log:
+        Lifecycle(log).start()
+    status, _, err = run_cli(capsys, "demo", "--log", str(tmp_path), "--run", RUN, "--steps", "50")
+    assert status == 2
+    assert one_line(err) == (
+        f"lifecycle-es demo: run {RUN!r} already has a log at {tmp_path}; choose another --run\n"
+    )
