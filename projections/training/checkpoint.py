@@ -244,9 +244,8 @@ class Checkpoints:
         from the log (its checkpoint, if any, was written by the run that first sealed it).
         """
         if not isinstance(boundary, Boundary):
-            raise UsageError(
-                f"Checkpoints.save(boundary=...) takes what at_boundary returned, got {type(boundary).__name__}"
-            )
+            kind = type(boundary).__name__
+            raise UsageError(f"Checkpoints.save(boundary=...) takes what at_boundary returned, got {kind}")
         if not isinstance(directory, str | os.PathLike):
             raise UsageError(
                 f"Checkpoints.save(directory=...) takes a str or path, got {type(directory).__name__}"
