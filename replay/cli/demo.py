@@ -126,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
     """Train with the lifecycle (and the baseline if asked), export the decisions, print a summary."""
     _check(args)
     worker = worker_from_env(os.environ)
-    run_id = args.run or time.strftime("demo-%Y%m%d-%H%M%S")
+    # `--run ""` is an invalid id for bus.open to refuse, not a request for the default one.
+    run_id = time.strftime("demo-%Y%m%d-%H%M%S") if args.run is None else args.run
     if worker is None and args.ranks > 1:
         return launch(_worker_argv(args, run_id), args.ranks, max_restarts=args.max_restarts)
     import torch  # here, not at import: `lifecycle-es tail` should not pay for torch
