@@ -83,6 +83,7 @@ CASES: list[tuple[str, str]] = [
     ("tail-from-negative-step", "tail {dir} --run good --from step:-1"),
     ("tail-from-malformed-time", "tail {dir} --run good --from time:garbage"),
     ("tail-from-seq-beyond-64-bits-redis", "tail {url} --run good --from seq:99999999999999999999999"),
+    ("tail-from-step-beyond-64-bits", "tail {dir} --run good --from step:99999999999999999999999"),
     ("tail-until-step-negative", "tail {dir} --run good --until-step -1"),
     ("tail-last-negative", "tail {dir} --run good --last -1"),
     ("tail-last-not-a-number", "tail {dir} --run good --last many"),
