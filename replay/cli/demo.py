@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from replay.demo import DemoOptions, DemoRun, RankOptions
     from replay.demo.report import Outcome
 
-__all__ = ["DEFAULT_STEPS", "add_parser", "decisions_path", "run", "run_dir"]
+__all__ = ["DEFAULT_STEPS", "LOG_ENV", "add_parser", "decisions_path", "run", "run_dir"]
 
 DEFAULT_STEPS = 3000
 """The default run length: five phases of 600 steps, about 15 s on one CPU thread."""
@@ -46,6 +46,9 @@ DECISIONS_FILE = "lifecycle_decisions.jsonl"
 LOCAL_RUNS = Path("runs")
 """Where the files of a run whose log has no directory (a Redis log without a mirror) go:
 `runs/<run>/`, as for the default JSONL log."""
+LOG_ENV = "LIFECYCLE_ES_DEMO_LOG"
+"""The variable through which `--ranks N` hands the log URL to its ranks: a URL may hold a
+password, and a process's environment is readable by its user only, its argv by everyone (`ps`)."""
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -129,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
     # `--run ""` is an invalid id for bus.open to refuse, not a request for the default one.
     run_id = time.strftime("demo-%Y%m%d-%H%M%S") if args.run is None else args.run
     if worker is None and args.ranks > 1:
-        return launch(_worker_argv(args, run_id), args.ranks, max_restarts=args.max_restarts)
+        argv = _worker_argv(args, run_id)
+        return launch(argv, args.ranks, max_restarts=args.max_restarts, env={LOG_ENV: args.log})
+    if worker is not None:
+        args.log = os.environ.get(LOG_ENV, args.log)
     import torch  # here, not at import: `lifecycle-es tail` should not pay for torch
 
     from replay.demo import DemoOptions
@@ -181,9 +187,7 @@ def _worker_argv(args: argparse.Namespace, run_id: str) -> list[str]:
         args.log_format,
         "--color",
         args.color,
-        "demo",
-        "--log",
-        args.log,
+        "demo",  # no --log: it goes in LOG_ENV
         "--steps",
         str(args.steps),
         "--seed",

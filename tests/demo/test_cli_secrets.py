@@ -3,6 +3,7 @@ log's records, not in any file the CLI writes (issue 12)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import redis
 import bus
 from bus.testing import RedisFactory, RedisServer
 from lifecycle_es import Lifecycle
+from replay.cli import build_parser, demo
 from tests._cli import one_line, run_cli
 
+REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "pw-9c41-Secret"
 RUN = "secret-demo"
 
@@ -104,3 +107,27 @@ def test_a_bare_directory_is_named_as_given_in_the_already_has_a_log_error(
     assert one_line(err) == (
         f"lifecycle-es demo: run {RUN!r} already has a log at {tmp_path}; choose another --run\n"
     )
+
+
+@pytest.mark.redis_server
+def test_a_multi_rank_demo_hands_its_ranks_the_url_outside_their_argv(
+    acl_server: RedisServer,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--ranks 2` puts the log URL in the ranks' environment, not in their command lines (which
+    `ps` shows every local user); the ranks still find the log, and nothing shows the password."""
+    monkeypatch.chdir(tmp_path)
+    # The ranks are new interpreters: they must import this checkout, whatever the cwd.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    url = f"redis://lces:{PASSWORD}@127.0.0.1:{acl_server.port}/0?mirror={tmp_path / 'mirror'}"
+    argv = ["demo", "--log", url, "--run", "ranks", "--steps", "50", "--quiet", "--ranks", "2"]
+    rank_argv = demo._worker_argv(build_parser().parse_args(argv), "ranks")
+    assert PASSWORD not in " ".join(rank_argv) and "--log" not in rank_argv
+    status, out, err = run_cli(capfd, *argv)  # the ranks write to the file descriptors
+    assert status == 0, err
+    assert "every rank ended with digest" in out and "replay it: lifecycle-es replay redis://lces:***@" in out
+    assert PASSWORD not in out + err
+    assert _files_hold(tmp_path, PASSWORD) == []
+    assert not _records_hold(acl_server, PASSWORD)
