@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
+from lifecycle_es._arguments import check_mapping, check_text, first_non_json
 from lifecycle_es.errors import (
     DuplicateEntityError,
     InvalidMetricError,
@@ -82,6 +84,9 @@ class Outcome:
     reasons: tuple[str, ...] = ()
 
 
+_FLOAT_MAX = sys.float_info.max
+
+
 def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
     """Return the metrics as floats, or raise `InvalidMetricError` for a bad name or value."""
     if metrics is None:
@@ -95,6 +100,8 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
             raise InvalidMetricError(f"metric names must be non-empty strings, got {name!r}")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidMetricError(f"metric {name!r} must be a number, got {type(value).__name__}")
+        if isinstance(value, int) and abs(value) > _FLOAT_MAX:  # float() would raise OverflowError
+            raise InvalidMetricError(f"metric {name!r} must be finite, got an int too large for a float")
         if not math.isfinite(value):
             raise InvalidMetricError(f"metric {name!r} must be finite, got {value}")
         checked[name] = float(value)
@@ -114,6 +121,14 @@ def register(
     attrs: Mapping[str, Any] | None = None,
 ) -> EntityRegistered:
     """Return the event that registers `entity` under `spec`, in its default or a given initial state."""
+    check_text(entity, "entity")
+    check_text(spec, "spec")
+    if state is not None:
+        check_text(state, "state")
+    attrs = dict(check_mapping({} if attrs is None else attrs, "attrs"))
+    bad = first_non_json(attrs, "attrs")
+    if bad is not None:
+        raise SchemaError(f"cannot register {entity!r}: attrs take JSON values with str keys only, but {bad}")
     if entity in registry:
         raise DuplicateEntityError(f"entity {entity!r} is already registered")
     found = registry.specs.get(spec)
@@ -144,7 +159,7 @@ def register(
             slot=slot,
             layer=layer,
             parent=parent,
-            attrs=dict(attrs or {}),
+            attrs=attrs,
         )
     except ValidationError as e:
         err = e.errors()[0]
@@ -163,6 +178,7 @@ def observe(
     """Return the event recording metrics of an entity, a layer, or the run."""
     checked = check_metrics(metrics)
     if entity is not None:
+        check_text(entity, "entity")
         registry.get(entity)
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
         raise UsageError(f"layer must be a non-negative int, got {layer!r}")
@@ -194,6 +210,10 @@ def request_transition(
     Bad input (unknown entity, state or trigger, bad metrics) raises before any event exists.
     A transition the spec or a gate refuses is not bad input: it returns the rejection's events.
     """
+    check_text(entity, "entity")
+    for name, value in (("to", to), ("trigger", trigger)):
+        if value is not None:
+            check_text(value, name)
     current = registry.get(entity)
     spec = registry.spec_of(current)
     if not isinstance(reason, str):  # the applied event is built unvalidated

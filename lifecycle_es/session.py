@@ -8,7 +8,6 @@ events, they are appended with `expected_seq` (one writer per run), then folded.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -18,11 +17,13 @@ from pydantic import ValidationError
 
 from bus import Log, MemoryLog
 from lifecycle_es import commands
+from lifecycle_es._arguments import INT64_MAX, check_count, check_mapping, check_text, first_non_json, shown
+from lifecycle_es._parts import check_gate_params, check_gates, specs_by_name
 from lifecycle_es.codec import CODEC, Codec
 from lifecycle_es.commands import GatePolicy, Stamp
-from lifecycle_es.errors import ConfigError, InvalidTransitionError, UsageError
+from lifecycle_es.errors import ConfigError, InvalidTransitionError, SchemaError, UsageError
 from lifecycle_es.events import EventBase, GateMode, RunStarted, RunStateChanged, StepSealed
-from lifecycle_es.gates import MIN_TIME_GATE, GateLibrary, default_gates
+from lifecycle_es.gates import GateLibrary, default_gates
 from lifecycle_es.hooks import Hooks
 from lifecycle_es.registry import EntityState, Registry, fold_record
 from lifecycle_es.spec import Spec
@@ -49,6 +50,7 @@ class LifecycleConfig:
         window = self.metric_window
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ConfigError(f"metric_window must be an int >= 1, got {window!r}")
+        check_gate_params(self.gate_params)
 
     @property
     def gate_policy(self) -> GatePolicy:
@@ -74,6 +76,8 @@ class Lifecycle:
         rank: int = 0,
         codec: Codec = CODEC,
     ) -> None:
+        _check_parts(log, config, gates, codec)
+        check_count(rank, "rank", ConfigError)
         self._owns_log = log is None
         self.log = MemoryLog(run_id) if log is None else log
         self.run_id = self.log.run_id
@@ -82,9 +86,8 @@ class Lifecycle:
         self.rank = rank
         self.codec = codec
         self.hooks = Hooks()
-        specs = BUILTIN_SPECS if specs is None else specs
-        spec_map = dict(specs) if isinstance(specs, Mapping) else {s.name: s for s in specs}
-        _check_gates(spec_map, self.gates)
+        spec_map = specs_by_name(BUILTIN_SPECS if specs is None else specs)
+        check_gates(spec_map, self.gates)
         self.registry = Registry(spec_map, window=self.config.metric_window)
         self._policy = self.config.gate_policy
         self._clock = 0
@@ -113,6 +116,8 @@ class Lifecycle:
     def _check_step(self, step: int) -> int:
         if isinstance(step, bool) or not isinstance(step, int):
             raise UsageError(f"step must be an int, got {type(step).__name__}")
+        if step > INT64_MAX:
+            raise UsageError(f"step must be at most 2**63 - 1, got {shown(repr(step))}")
         if step < self.registry.step:
             raise UsageError(f"step {step} is before the run's latest step {self.registry.step}")
         return step
@@ -137,9 +142,15 @@ class Lifecycle:
         if self.registry.run_id is not None:
             raise InvalidTransitionError(f"run {self.run_id!r} has already started; a run starts once")
         stamp = self._stamp(None)
-        bad = _first_non_json(dict(config or {}))
+        config = check_mapping({} if config is None else config, "start(config=...)", ConfigError)
+        bad = first_non_json(dict(config), "config")
         if bad is not None:
             raise ConfigError(f"start(config=...) takes JSON values with str keys only, but {bad}")
+        # Checked here, not left to pydantic, whose lax mode would take "3" for 3.
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -INT64_MAX - 1 <= seed <= INT64_MAX:
+            raise ConfigError(f"start(seed=...) must be a 64-bit int, got {shown(repr(seed))}")
+        if check_count(world_size, "start(world_size=...)", ConfigError) < 1:
+            raise ConfigError(f"start(world_size=...) must be at least 1, got {world_size}")
         try:
             started = RunStarted(
                 run_id=self.run_id,
@@ -164,7 +175,12 @@ class Lifecycle:
         The run is not an entity: a move the spec does not allow is a programming error and
         raises `InvalidTransitionError` without recording anything.
         """
-        spec = self.registry.specs[RUN_SPEC.name]
+        spec = self.registry.specs.get(RUN_SPEC.name)
+        if spec is None:
+            raise UsageError(f"this lifecycle has no {RUN_SPEC.name!r} spec, so the run has no state to set")
+        if not isinstance(to, str):  # a RunState is a str too
+            raise UsageError(f"set_run_state(to=...) takes a run state name, got {type(to).__name__}")
+        check_text(reason, "reason")
         current = self.registry.run_state
         target = spec.state(str(to)).name
         edge = None if current is None else spec.edge(current, target)
@@ -290,6 +306,8 @@ class Lifecycle:
         Inside `batch()` the events are folded at once and written when the batch ends.
         Returns the records with their seqs.
         """
+        if not isinstance(events, Sequence) or not all(isinstance(e, EventBase) for e in events):
+            raise UsageError("append(events=...) takes a sequence of events")
         for event in events:
             if event.run_id != self.run_id:
                 raise UsageError(f"event of run {event.run_id!r} cannot go to run {self.run_id!r}")
@@ -337,6 +355,8 @@ class Lifecycle:
         """Fold records read from this run's log, skipping those folded already; return how many."""
         folded = 0
         for record in records:
+            if not isinstance(record, Mapping) or not isinstance(record.get("seq"), int):
+                raise SchemaError(f"fold takes log records, mappings with an int 'seq', got {shown(record)}")
             if record["seq"] > self.registry.seq:
                 fold_record(self.registry, self.codec.check(record))
                 folded += 1
@@ -351,11 +371,21 @@ class Lifecycle:
 
         The next `catch_up()` or `fold()` continues from the snapshot's seq.
         """
-        if state["run_id"] not in (None, self.run_id):
+        check_mapping(state, "restore(state=...)")
+        if state.get("run_id") not in (None, self.run_id):
             raise UsageError(
                 f"registry snapshot of run {state['run_id']!r} cannot restore run {self.run_id!r}"
             )
-        self.registry = Registry.from_state(self.registry.specs, state)
+        try:
+            registry = Registry.from_state(self.registry.specs, state)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            # A snapshot is plain data a caller may have built or edited; what breaks rebuilding
+            # it says the same thing whatever the builtin: it is no to_state() output.
+            raise UsageError(
+                f"restore(state=...) takes a Registry.to_state() snapshot, but rebuilding it failed "
+                f"({type(e).__name__}: {shown(e)})"
+            ) from e
+        self.registry = registry
 
     def close(self) -> None:
         """Close the log if this lifecycle created it."""
@@ -371,31 +401,13 @@ class Lifecycle:
         self.close()
 
 
-def _first_non_json(value: object, path: str = "config") -> str | None:
-    """Return a phrase naming the first value in `value` that JSON cannot hold, or None."""
-    if value is None or isinstance(value, bool | int | str):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path} is {value!r}"
-    if isinstance(value, list):
-        return next((bad for i, v in enumerate(value) if (bad := _first_non_json(v, f"{path}[{i}]"))), None)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has the key {key!r} of type {type(key).__name__}"
-            bad = _first_non_json(item, f"{path}[{key!r}]")
-            if bad is not None:
-                return bad
-        return None
-    return f"{path} is of type {type(value).__name__}"
-
-
-def _check_gates(specs: Mapping[str, Spec], gates: GateLibrary) -> None:
-    for spec in specs.values():
-        # A state with a minimum time makes the command handler check MIN_TIME_GATE too.
-        needed = spec.gate_names | (
-            {MIN_TIME_GATE} if any(s.min_time_in_state > 0 for s in spec.states) else set()
-        )
-        missing = sorted(needed - set(gates))
-        if missing:
-            raise ConfigError(f"spec {spec.name!r} names gates missing from the library: {missing}")
+def _check_parts(log: object, config: object, gates: object, codec: object) -> None:
+    """Refuse constructor parts of the wrong kind before any is used."""
+    for name, value, kind in (
+        ("log", log, Log),
+        ("config", config, LifecycleConfig),
+        ("gates", gates, GateLibrary),
+        ("codec", codec, Codec),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise ConfigError(f"Lifecycle({name}=...) takes a {kind.__name__}, got {type(value).__name__}")

@@ -27,6 +27,9 @@ __all__ = [
     "unknown_kinds",
 ]
 
+_MAX_NUMBER = 2**63 - 1
+"""The largest seq or step a record can hold (a 64-bit int)."""
+
 
 def start_after(log: Log, start: str) -> int:
     """Return the seq after which a tail starting at `start` begins.
@@ -62,6 +65,8 @@ def _int(text: str, whole: str) -> int:
         raise ConfigError(f"--from {whole!r}: {text!r} is not an integer") from None
     if value < 0:
         raise ConfigError(f"--from {whole!r}: the number must be >= 0")
+    if value > _MAX_NUMBER:  # no log holds such a seq or step, and Redis refuses it as a stream id
+        raise ConfigError(f"--from {whole!r}: the number must be at most 2**63 - 1")
     return value
 
 

@@ -17,6 +17,8 @@ import hashlib
 import io
 import logging
 import os
+import threading
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +77,7 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
 ) -> str:
     """Write a checkpoint atomically and return the SHA-256 of its bytes (hex)."""
+    _check_save_arguments(path, step, seq, model, optimizer, snapshots, extra)
     payload = {
         "format": FORMAT,
         "step": step,
@@ -89,17 +92,26 @@ def save_checkpoint(
     data = buffer.getvalue()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    aside = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    with open(aside, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(aside, target)
+    # Unique per call, not per process: two threads saving one path must not share a temp file.
+    aside = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex}")
+    try:
+        with open(aside, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(aside, target)
+    except BaseException:
+        aside.unlink(missing_ok=True)
+        raise
     return hashlib.sha256(data).hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, sha256: str | None = None) -> Checkpoint:
     """Read a checkpoint, refusing it if its bytes do not hash to `sha256` (when given)."""
+    if not isinstance(path, str | os.PathLike):
+        raise UsageError(f"load_checkpoint(path=...) takes a str or path, got {type(path).__name__}")
+    if sha256 is not None and not isinstance(sha256, str):
+        raise UsageError(f"load_checkpoint(sha256=...) takes hex text or None, got {type(sha256).__name__}")
     target = Path(path)
     try:
         data = target.read_bytes()
@@ -120,17 +132,70 @@ def load_checkpoint(path: str | os.PathLike[str], *, sha256: str | None = None) 
         ) from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointUnreadableError(f"{target} is not a lifecycle-es checkpoint of format {FORMAT}")
+    problem = _layout_problem(payload)
+    if problem is not None:
+        raise CheckpointUnreadableError(
+            f"{target} is not a lifecycle-es checkpoint of format {FORMAT}: {problem}"
+        )
     return Checkpoint(
-        step=int(payload["step"]),
-        seq=int(payload["seq"]),
+        step=payload["step"],
+        seq=payload["seq"],
         model=payload["model"],
         optimizer=payload["optimizer"],
         snapshots={
-            kind: Snapshot(kind=kind, seq=int(s["seq"]), state=s["state"])
+            kind: Snapshot(kind=kind, seq=s["seq"], state=s["state"])
             for kind, s in payload["snapshots"].items()
         },
         extra=payload["extra"],
     )
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _layout_problem(payload: dict[str, Any]) -> str | None:
+    """A phrase naming the first field of a loaded payload that is missing or of the wrong type.
+
+    The SHA-256 only proves the bytes are the ones written; a file written by other code with
+    our format number can still lack a field, and must not fail later with a KeyError.
+    """
+    for name in ("step", "seq"):
+        if not _is_count(payload.get(name)):
+            return f"its {name!r} is {payload.get(name)!r}, not an int >= 0"
+    for name in ("model", "optimizer", "snapshots", "extra"):
+        if not isinstance(payload.get(name), dict):
+            return f"its {name!r} is of type {type(payload.get(name)).__name__}, not a dict"
+    if any(not isinstance(v, torch.Tensor) for v in payload["model"].values()):
+        return "its 'model' holds a value that is not a tensor"
+    for kind, snapshot in payload["snapshots"].items():
+        if not isinstance(kind, str) or not isinstance(snapshot, dict):
+            return f"its snapshot {kind!r} is not a dict under a str name"
+        if not _is_count(snapshot.get("seq")) or not isinstance(snapshot.get("state"), dict):
+            return f"its snapshot {kind!r} lacks an int 'seq' >= 0 or a dict 'state'"
+    return None
+
+
+def _check_save_arguments(
+    path: object,
+    step: object,
+    seq: object,
+    model: object,
+    optimizer: object,
+    snapshots: object,
+    extra: object,
+) -> None:
+    """Refuse, before anything is written, what `load_checkpoint` would refuse to read back."""
+    if not isinstance(path, str | os.PathLike):
+        raise UsageError(f"save_checkpoint(path=...) takes a str or path, got {type(path).__name__}")
+    for name, count in (("step", step), ("seq", seq)):
+        if not _is_count(count):
+            raise UsageError(f"save_checkpoint({name}=...) takes an int >= 0, got {count!r}")
+    for name, mapping in (("model", model), ("optimizer", optimizer), ("extra", extra or {})):
+        if not isinstance(mapping, Mapping):
+            raise UsageError(f"save_checkpoint({name}=...) takes a mapping, got {type(mapping).__name__}")
+    if not isinstance(snapshots, Sequence) or not all(isinstance(s, Snapshot) for s in snapshots):
+        raise UsageError("save_checkpoint(snapshots=...) takes a sequence of Snapshot")
 
 
 class Checkpoints:
@@ -178,6 +243,13 @@ class Checkpoints:
         Returns the file's path on the leader, None on the others and on a boundary replayed
         from the log (its checkpoint, if any, was written by the run that first sealed it).
         """
+        if not isinstance(boundary, Boundary):
+            kind = type(boundary).__name__
+            raise UsageError(f"Checkpoints.save(boundary=...) takes what at_boundary returned, got {kind}")
+        if not isinstance(directory, str | os.PathLike):
+            raise UsageError(
+                f"Checkpoints.save(directory=...) takes a str or path, got {type(directory).__name__}"
+            )
         if not self.is_leader or boundary.replayed:
             return None
         step, seq = boundary.step, self.runner.seq

@@ -50,15 +50,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def launch(argv: Sequence[str], ranks: int, *, max_restarts: int = 0) -> int:
+def launch(
+    argv: Sequence[str], ranks: int, *, max_restarts: int = 0, env: Mapping[str, str] | None = None
+) -> int:
     """Run `python -m replay.cli ARGV` on `ranks` local processes; return the run's exit status.
+
+    `env` adds variables to every rank's environment (what must not show in `ps`, as argv does).
 
     Rank 0 writes to this process's stdout, the others' stdout is dropped (their stderr is
     kept). Exit status 0 when every rank of an attempt exits 0, else the first failure's.
     """
     status = 1
     for attempt in range(max_restarts + 1):
-        status = _attempt(argv, ranks, attempt)
+        status = _attempt(argv, ranks, attempt, env or {})
         if status == 0:
             return 0
         if attempt < max_restarts:
@@ -70,12 +74,13 @@ def launch(argv: Sequence[str], ranks: int, *, max_restarts: int = 0) -> int:
     return status
 
 
-def _attempt(argv: Sequence[str], ranks: int, attempt: int) -> int:
+def _attempt(argv: Sequence[str], ranks: int, attempt: int, extra: Mapping[str, str]) -> int:
     port = _free_port()
     procs = []
     for rank in range(ranks):
         env = {
             **os.environ,
+            **extra,
             "RANK": str(rank),
             "LOCAL_RANK": str(rank),
             "WORLD_SIZE": str(ranks),

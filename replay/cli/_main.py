@@ -6,10 +6,12 @@ import argparse
 import importlib.metadata
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
+import bus
 from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import CheckpointError, ConfigError, LifecycleError, UsageError
 from replay.cli import demo, export_decisions, metrics, replay, report, spec, tables, tail, verify, what_if
@@ -43,11 +45,16 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
 )
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+"""A URL inside a usage message (argparse quotes values with ' or ")."""
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line on stderr and exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"lifecycle-es: {message}\n")
+        # argparse echoes the offending arguments, and one of them may be a log URL with a password.
+        sys.stderr.write(f"lifecycle-es: {_URL.sub(lambda m: bus.redact_url(m[0]), message)}\n")
         raise SystemExit(2)
 
 

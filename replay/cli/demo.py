@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from replay.demo import DemoOptions, DemoRun, RankOptions
     from replay.demo.report import Outcome
 
-__all__ = ["DEFAULT_STEPS", "add_parser", "decisions_path", "run", "run_dir"]
+__all__ = ["DEFAULT_STEPS", "LOG_ENV", "add_parser", "decisions_path", "run", "run_dir"]
 
 DEFAULT_STEPS = 3000
 """The default run length: five phases of 600 steps, about 15 s on one CPU thread."""
@@ -46,6 +46,9 @@ DECISIONS_FILE = "lifecycle_decisions.jsonl"
 LOCAL_RUNS = Path("runs")
 """Where the files of a run whose log has no directory (a Redis log without a mirror) go:
 `runs/<run>/`, as for the default JSONL log."""
+LOG_ENV = "LIFECYCLE_ES_DEMO_LOG"
+"""The variable through which `--ranks N` hands the log URL to its ranks: a URL may hold a
+password, and a process's environment is readable by its user only, its argv by everyone (`ps`)."""
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -126,9 +129,13 @@ def run(args: argparse.Namespace) -> int:
     """Train with the lifecycle (and the baseline if asked), export the decisions, print a summary."""
     _check(args)
     worker = worker_from_env(os.environ)
-    run_id = args.run or time.strftime("demo-%Y%m%d-%H%M%S")
+    # `--run ""` is an invalid id for bus.open to refuse, not a request for the default one.
+    run_id = time.strftime("demo-%Y%m%d-%H%M%S") if args.run is None else args.run
     if worker is None and args.ranks > 1:
-        return launch(_worker_argv(args, run_id), args.ranks, max_restarts=args.max_restarts)
+        argv = _worker_argv(args, run_id)
+        return launch(argv, args.ranks, max_restarts=args.max_restarts, env={LOG_ENV: args.log})
+    if worker is not None:
+        args.log = os.environ.get(LOG_ENV, args.log)
     import torch  # here, not at import: `lifecycle-es tail` should not pay for torch
 
     from replay.demo import DemoOptions
@@ -180,9 +187,7 @@ def _worker_argv(args: argparse.Namespace, run_id: str) -> list[str]:
         args.log_format,
         "--color",
         args.color,
-        "demo",
-        "--log",
-        args.log,
+        "demo",  # no --log: it goes in LOG_ENV
         "--steps",
         str(args.steps),
         "--seed",
@@ -261,7 +266,7 @@ def _report(args: argparse.Namespace, log: Log, live: DemoRun, runs: list[Outcom
     print(f"\nlog:       {where}, run {log.run_id}")
     print(f"files:     {run_dir(log)}{os.sep} (every file the demo wrote for this run)")
     print(f"decisions: {path}")
-    print(f"replay it: lifecycle-es replay {args.log} --run {log.run_id}")
+    print(f"replay it: lifecycle-es replay {_shown(args.log)} --run {log.run_id}")
 
 
 def run_dir(log: Log) -> Path:
@@ -288,8 +293,15 @@ def _open_new(url: str, run_id: str) -> Log:
     log = bus.open(url, run_id)
     if log.last_seq():
         log.close()
-        raise ConfigError(f"run {run_id!r} already has a log at {url}; choose another --run")
+        raise ConfigError(f"run {run_id!r} already has a log at {_shown(url)}; choose another --run")
     return log
+
+
+def _shown(location: str) -> str:
+    """A log location as the CLI prints it: a URL without its password, a bare directory as given."""
+    # The password stays on the command line the user typed; the terminal and its scrollback
+    # never show it. A bare path has no scheme for `redact_url` to read, and no password.
+    return bus.redact_url(location) if "://" in location else location
 
 
 def _train(

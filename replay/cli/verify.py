@@ -29,7 +29,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `verify` with parsed arguments; returns the exit status."""
     try:
-        primary_url, mirror_dir = bus.split_mirror(args.log_url)
+        # A bare directory becomes jsonl://DIR first, so the error names it as a JSONL log.
+        primary_url, mirror_dir = bus.split_mirror(bus.log_url(args.log_url))
         if mirror_dir is None:
             raise bus.InvalidUrlError("LOG_URL has no ?mirror=DIR to compare against")
         with RedisLog(primary_url, args.run) as primary:

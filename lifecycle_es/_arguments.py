@@ -1,0 +1,78 @@
+"""Checks of public-API arguments at the boundary, so a wrong type is one of our typed errors.
+
+Without them a list where a name belongs fails deep inside as `TypeError: unhashable type`, a
+huge int as `OverflowError`; here each is a one-sentence error naming the argument.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from lifecycle_es.errors import LifecycleError, UsageError
+
+__all__ = ["INT64_MAX", "MAX_DEPTH", "check_count", "check_mapping", "check_text", "first_non_json", "shown"]
+
+INT64_MAX = 2**63 - 1
+"""The largest int a record may hold (JSON and msgpack readers both store it)."""
+
+MAX_DEPTH = 64
+"""How deeply JSON values given to the API may nest; deeper is refused before it can recurse."""
+
+
+def check_text(value: object, what: str, error: type[LifecycleError] = UsageError) -> str:
+    """Return `value` if it is a str, else raise `error` naming `what`."""
+    if not isinstance(value, str):
+        raise error(f"{what} must be a str, got {type(value).__name__}")
+    return value
+
+
+def check_count(value: object, what: str, error: type[LifecycleError] = UsageError) -> int:
+    """Return `value` if it is an int from 0 to `INT64_MAX` (not a bool), else raise `error`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise error(f"{what} must be an int, got {type(value).__name__}")
+    if not 0 <= value <= INT64_MAX:
+        raise error(f"{what} must be from 0 to 2**63 - 1, got {shown(repr(value))}")
+    return value
+
+
+def check_mapping(value: object, what: str, error: type[LifecycleError] = UsageError) -> Mapping[Any, Any]:
+    """Return `value` if it is a mapping, else raise `error` naming `what`."""
+    if not isinstance(value, Mapping):
+        raise error(f"{what} must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def first_non_json(value: object, path: str, depth: int = 0) -> str | None:
+    """Return a phrase naming the first value in `value` that a record cannot hold, or None.
+
+    JSON values only: str keys, finite floats, ints within 64 bits, nesting at most
+    `MAX_DEPTH` deep (deeper would exhaust the stack of every encoder after us).
+    """
+    if depth > MAX_DEPTH:
+        return f"{path} nests deeper than {MAX_DEPTH} levels"
+    if value is None or isinstance(value, bool | str):
+        return None
+    if isinstance(value, int):
+        return None if -INT64_MAX - 1 <= value <= INT64_MAX else f"{path} is an int outside 64 bits"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value!r}"
+    if isinstance(value, list):
+        found = (first_non_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+        return next((bad for bad in found if bad is not None), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has the key {key!r} of type {type(key).__name__}"
+            bad = first_non_json(item, f"{path}[{key!r}]", depth + 1)
+            if bad is not None:
+                return bad
+        return None
+    return f"{path} is of type {type(value).__name__}"
+
+
+def shown(value: object) -> str:
+    """A short one-line rendering of a value for an error message."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= 80 else text[:77] + "..."
