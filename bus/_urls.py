@@ -9,7 +9,12 @@ REDACTED = "***"
 
 
 def redact_url(url: str) -> str:
-    """Return `url` with any password (in the userinfo or the query) replaced by '***'."""
+    """Return `url` with any password (in the userinfo or the query) replaced by '***'.
+
+    A string without a scheme (a bare directory such as `runs`) holds no credentials and is
+    returned as given."""
+    if "://" not in url:
+        return url
     try:
         parts = urlsplit(url)
         netloc = _redact_netloc(parts.netloc)

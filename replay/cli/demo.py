@@ -266,7 +266,7 @@ def _report(args: argparse.Namespace, log: Log, live: DemoRun, runs: list[Outcom
     print(f"\nlog:       {where}, run {log.run_id}")
     print(f"files:     {run_dir(log)}{os.sep} (every file the demo wrote for this run)")
     print(f"decisions: {path}")
-    print(f"replay it: lifecycle-es replay {_shown(args.log)} --run {log.run_id}")
+    print(f"replay it: lifecycle-es replay {bus.redact_url(args.log)} --run {log.run_id}")
 
 
 def run_dir(log: Log) -> Path:
@@ -293,15 +293,8 @@ def _open_new(url: str, run_id: str) -> Log:
     log = bus.open(url, run_id)
     if log.last_seq():
         log.close()
-        raise ConfigError(f"run {run_id!r} already has a log at {_shown(url)}; choose another --run")
+        raise ConfigError(f"run {run_id!r} already has a log at {bus.redact_url(url)}; choose another --run")
     return log
-
-
-def _shown(location: str) -> str:
-    """A log location as the CLI prints it: a URL without its password, a bare directory as given."""
-    # The password stays on the command line the user typed; the terminal and its scrollback
-    # never show it. A bare path has no scheme for `redact_url` to read, and no password.
-    return bus.redact_url(location) if "://" in location else location
 
 
 def _train(

@@ -149,3 +149,9 @@ def test_redact_url_hides_every_password_form(url: str, expected: str) -> None:
     """Passwords in the userinfo or the query are replaced by ***."""
     assert redact_url(url) == expected
     assert "pw" not in redact_url(url).replace("password", "")
+
+
+@pytest.mark.parametrize("location", ["runs", "/var/runs/exp-1", "./runs"])
+def test_redact_url_leaves_a_bare_directory_as_given(location: str) -> None:
+    """A location without a scheme holds no credentials and is printed as the user typed it."""
+    assert redact_url(location) == location
