@@ -164,7 +164,7 @@ class JsonlLog(Log):
         """Run every check an append of `batch` makes before writing, and write nothing
         (a mirror runs it before its primary stores the batch)."""
         self._check_writable()
-        "".join(self._encode(batch)).encode("utf-8")  # raises on a lone surrogate, as _write would
+        _utf8("".join(self._encode(batch)))
 
     def _check_writable(self) -> None:
         if self.readonly:
@@ -183,10 +183,7 @@ class JsonlLog(Log):
 
     def _write(self, text: str) -> None:
         """Write one batch with one `write` call; on failure, cut back to the last good line."""
-        try:
-            data = text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InvalidRecordError("a record holds a lone surrogate in a string") from e
+        data = _utf8(text)
         try:
             written = os.write(self._fd, data)
             while written < len(data):  # a short write (disk nearly full): finish or fail
@@ -322,3 +319,10 @@ def _lines(bodies: list[str], first: int) -> str:
         f'{{"seq":{seq},{body[1:]}\n' if len(body) > 2 else f'{{"seq":{seq}}}\n'
         for seq, body in enumerate(bodies, first)
     )
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidRecordError("a record holds a lone surrogate in a string") from e
