@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
 from typing import Any
 
 import bus
 from bus import ConcurrencyError
-
-
-def append_until_killed(url: str, run_id: str, acked: Any) -> None:
-    """Append random-sized batches forever, storing the last acknowledged seq in `acked`
-    (a lock-free shared int, so a SIGKILL can never leave a lock held)."""
-    rng = random.Random()
-    pad = "x" * 120  # batches up to ~60 KB, so a kill can land inside one write
-    with bus.open(url, run_id) as log:
-        while True:
-            size = rng.randint(1, 400)
-            first = log.append([{"event_id": uuid.uuid4().hex, "pad": pad} for _ in range(size)])
-            acked.value = first + size - 1
 
 
 def race(url: str, run_id: str, name: str, rounds: int, barrier: Any, results: Any) -> None:
@@ -35,3 +24,22 @@ def race(url: str, run_id: str, name: str, rounds: int, barrier: Any, results: A
             except ConcurrencyError as e:
                 outcome.append((k, "lost", e.actual))
     results.put((name, outcome))
+
+
+def append_batches_until_killed(url: str, run_id: str, acks: str, seed: int) -> None:
+    """Append batches of 1-200 records (some records ~100 KB, so a kill often lands inside a
+    write) until killed; after each acknowledged append, write `first size batch` as one line
+    to `acks`. A SIGKILL ends the process, not the machine: a line whose `write` returned is
+    in the page cache for the parent to read, so no fsync is needed."""
+    rng = random.Random(seed)
+    fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    with bus.open(url, run_id) as log:
+        while True:
+            pad, most = rng.choice([(50, 200), (2_000, 200), (20_000, 50), (100_000, 10)])
+            size, batch = rng.randint(1, most), uuid.uuid4().hex
+            records = [
+                {"event_id": uuid.uuid4().hex, "b": batch, "n": size, "i": i, "pad": "x" * pad}
+                for i in range(size)
+            ]
+            first = log.append(records)
+            os.write(fd, f"{first} {size} {batch}\n".encode())
