@@ -31,11 +31,13 @@ BATCH_KEY = RESERVED_KEY
 
 # A line's head: seq first, then the optional marker; a JSON string cannot hold a raw
 # newline, so every b"\n" in the file ends a line and a head is matched at line starts only.
-_HEAD = re.compile(rb'\{"seq":([1-9][0-9]*)(?:,"' + BATCH_KEY.encode() + rb'":([1-9][0-9]*))?[,}]')
+_W = rb"[ \t\r]*"  # JSON whitespace within a line: files written by other tools may hold it
+_MARK = rb'(?:,' + _W + b'"' + BATCH_KEY.encode() + b'"' + _W + rb":" + _W + rb"([1-9][0-9]*)" + _W + rb")"
+_HEAD = re.compile(rb"\{" + _W + rb'"seq"' + _W + rb":" + _W + rb"([1-9][0-9]*)" + _W + _MARK + rb"?[,}]")
 # Matched in b"\n" + block: a literal first character lets `re` skip ahead at C speed,
 # which a `(?m)^` anchor would not (half the cost of a scan).
-_SEQS = re.compile(rb'\n\{"seq":([1-9][0-9]*)[,}]')
-_MARKED = re.compile(rb'\n\{"seq":[1-9][0-9]*,"' + BATCH_KEY.encode() + rb'":([1-9][0-9]*)[,}]')
+_SEQS = re.compile(rb"\n\{" + _W + rb'"seq"' + _W + rb":" + _W + rb"([1-9][0-9]*)" + _W + rb"[,}]")
+_MARKED = re.compile(rb"\n\{" + _W + rb'"seq"' + _W + rb":" + _W + rb"[1-9][0-9]*" + _W + _MARK + rb"[,}]")
 
 
 @dataclass

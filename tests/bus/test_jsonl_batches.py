@@ -150,3 +150,16 @@ def test_read_only_handle_refuses_appends(tmp_path: Path) -> None:
     with JsonlLog(tmp_path, RUN, readonly=True) as reader, pytest.raises(Exception, match="read-only"):
         reader.append([{"event_id": "b"}])
     assert (tmp_path / f"{RUN}.jsonl").read_text().count("\n") == 1
+
+
+def test_lines_with_json_whitespace_are_records_and_the_last_one_is_kept(tmp_path: Path) -> None:
+    """A file written by another tool with spaces (`{"seq": 1, ...}`) reads in full, and a
+    writer's open does not take its last line for a torn one."""
+    path = tmp_path / f"{RUN}.jsonl"
+    path.write_text("".join(json.dumps({"seq": s, "event_id": f"e{s}"}) + "\n" for s in (1, 2, 3)))
+    with JsonlLog(tmp_path, RUN) as log:
+        assert [r["seq"] for r in log.read()] == [1, 2, 3]
+        assert log.append([{"event_id": "e4"}]) == 4
+    with JsonlLog(tmp_path, RUN, readonly=True, lenient=True) as log:
+        assert [r["seq"] for r in log.read()] == [1, 2, 3, 4]
+        assert log.skipped == 0
