@@ -32,7 +32,7 @@ BATCH_KEY = RESERVED_KEY
 # A line's head: seq first, then the optional marker; a JSON string cannot hold a raw
 # newline, so every b"\n" in the file ends a line and a head is matched at line starts only.
 _W = rb"[ \t\r]*"  # JSON whitespace within a line: files written by other tools may hold it
-_MARK = rb'(?:,' + _W + b'"' + BATCH_KEY.encode() + b'"' + _W + rb":" + _W + rb"([1-9][0-9]*)" + _W + rb")"
+_MARK = rb"(?:," + _W + b'"' + BATCH_KEY.encode() + b'"' + _W + rb":" + _W + rb"([1-9][0-9]*)" + _W + rb")"
 _HEAD = re.compile(rb"\{" + _W + rb'"seq"' + _W + rb":" + _W + rb"([1-9][0-9]*)" + _W + _MARK + rb"?[,}]")
 # Matched in b"\n" + block: a literal first character lets `re` skip ahead at C speed,
 # which a `(?m)^` anchor would not (half the cost of a scan).
@@ -109,14 +109,14 @@ class _Scanner:
         return True
 
     def line(self, line: bytes) -> None:
-        self.unreadable = None  # not the last line: a read names it (or skips it, lenient)
+        previous, self.unreadable = self.unreadable, None  # not last: a read names it
         self.at.offset += len(line) + 1
         self.at.line += 1
         head = _HEAD.match(line)
         if head is None:
             self._unreadable_line()
         else:
-            self._check_seq(int(head[1]))
+            self._check_seq(int(head[1]), previous)
         size = int(head[2]) if head and head[2] else 1
         if size > 1 or self.left == 0:
             self._start_batch(size)
@@ -131,9 +131,12 @@ class _Scanner:
             self.unreadable = self.at.line
             self.at.seq += 1  # line N holds seq N: the next line is checked against N + 1
 
-    def _check_seq(self, seq: int) -> None:
+    def _check_seq(self, seq: int, previous: int | None) -> None:
         """Accept the next seq; a repeat or step back is corrupt (skipped when lenient, where a
-        gap is accepted too, as a lenient read skips what it cannot use)."""
+        gap is accepted too, as a lenient read skips what it cannot use). After an unreadable
+        line `previous`, the seq it was taken to hold means it held none: it is at fault."""
+        if previous is not None and seq == self.at.seq:
+            self._corrupt(previous, "the line is not a valid record")
         if seq == self.at.seq + 1 or (self.lenient and seq > self.at.seq):
             self.at.seq = seq
         elif self.lenient:

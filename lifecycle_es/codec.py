@@ -106,18 +106,18 @@ class Codec:
             return record
         return self.upcast(record)
 
-
     def check_shape(self, record: Mapping[str, Any]) -> None:
         """Raise `SchemaError` unless `kind` is a str and the envelope's ints and the kind's
         str, mapping and list fields hold values of that JSON type (what the trusted path
         folds without validating: a wrong type there would be a TypeError deep in a fold)."""
         kind = record.get("kind")
         if type(kind) is not str:
-            raise SchemaError(f"record seq {record.get('seq', '?')}: kind must be a str, got {_type(kind)}")
+            raise SchemaError(f"{_where(record)}: unknown kind {kind!r}")
         for name, expected in self._shapes.get(kind, _ENVELOPE):
             value = record.get(name)
             if value is not None and type(value) is not expected:
-                raise SchemaError(f"{_where(record)}: {name} must be a {expected.__name__}, got {_type(value)}")
+                why = f"{name} must be a {expected.__name__}, got {_type(value)}"
+                raise SchemaError(f"{_where(record)}: {why}")
 
 
 _ENVELOPE: tuple[tuple[str, type], ...] = (("step", int), ("rank", int), ("entity", str), ("run_id", str))

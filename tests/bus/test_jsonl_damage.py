@@ -63,6 +63,12 @@ CASES = {
         )
         for kind in UNREADABLE
     },
+    **{
+        f"{kind} inserted middle": Case(
+            [good(1), good(2), bad(kind, 3), good(3), good(4)], open_error=3, lenient=(1, 2, 3, 4), skipped=1
+        )
+        for kind in ("garbage", "empty")
+    },
     "missing middle": Case(goods(1, 3, 4), open_error=2, lenient=(1, 3, 4)),
     "duplicated middle": Case(goods(1, 2, 2, 3), open_error=3, lenient=(1, 2, 3), skipped=1),
     "out of order middle": Case(goods(1, 3, 2, 4), open_error=2, lenient=(1, 3, 4), skipped=1),
