@@ -97,7 +97,8 @@ class _Scanner:
         self.at = Position(base + len(block), line0 + count, first + count - 1)
         self.unreadable = None
         if pos + left <= count:  # every batch in the block is complete
-            single = pos + left < count or left == 1
+            # the last line is a batch of its own (a one-line tail of an older batch is not)
+            single = pos + left < count or (left == 1 and start is not None)
             last_start = block.rfind(b"\n", 0, len(block) - 1) + 1
             last = Position(base + last_start, line0 + count - 1, first + count - 2)
             self.before = last if single else self.end
