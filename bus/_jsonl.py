@@ -59,6 +59,8 @@ class JsonlLog(Log):
     process loses nothing and a power loss at most that window; "never" leaves it to the OS.
     lenient: skip lines that cannot be read instead of raising `CorruptLogError`; `skipped`
     counts them.
+    readonly: open an existing file for reading only (`UnknownRunError` when there is none):
+    nothing is created, cut or written, and `append` raises `BusError`.
     """
 
     def __init__(

@@ -19,6 +19,7 @@ mode skips and counts both kinds).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ _HEAD = re.compile(rb"\{" + _W + rb'"seq"' + _W + rb":" + _W + rb"([1-9][0-9]*)"
 # Matched in b"\n" + block: a literal first character lets `re` skip ahead at C speed,
 # which a `(?m)^` anchor would not (half the cost of a scan).
 _SEQS = re.compile(rb"\n\{" + _W + rb'"seq"' + _W + rb":" + _W + rb"([1-9][0-9]*)" + _W + rb"[,}]")
+_KEY = b'"' + BATCH_KEY.encode() + b'"'
 _MARKED = re.compile(rb"\n\{" + _W + rb'"seq"' + _W + rb":" + _W + rb"[1-9][0-9]*" + _W + _MARK + rb"[,}]")
 
 
@@ -87,7 +89,7 @@ class _Scanner:
             return False
         pos, left, start = 0, self.left, None  # the current batch: first line, lines, offset
         index, searched = 0, 0
-        for mark in _MARKED.finditer(lines):
+        for mark in _marks(lines):
             index += lines.count(b"\n", searched, mark.start())  # the marked line's index
             searched = mark.start()  # also where the marked line starts in `block`
             if index - pos < left:
@@ -163,6 +165,20 @@ class _Scanner:
             if jf.loads_or_none(jf.pread(fd, self.end.offset - start - 1, start)) is None:
                 return self.before  # written whole but unparsable: treated as torn, as before
         return self.end
+
+
+def _marks(lines: bytes) -> Iterator[re.Match[bytes]]:
+    """The batch markers of the lines, in order. The key is found by a plain byte search (one
+    per batch, where a regex over every line would double the cost of a scan), then matched
+    at the start of its line, so the same bytes inside a string value are no marker."""
+    found = lines.find(_KEY)
+    while found >= 0:
+        start = lines.rfind(b"\n", 0, found)
+        mark = _MARKED.match(lines, start)
+        if mark is not None:
+            yield mark
+        found = lines.find(_KEY, lines.find(b"\n", found))
+        found = found if found > 0 else -1
 
 
 def scan(fd: int, path: Path, start: Position, stop: int, *, lenient: bool) -> Scan:
