@@ -63,30 +63,35 @@ def whole_batches(records: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
 
 def read_acks(path: Path) -> list[Ack]:
     """The acknowledgements the killed child wrote (a line cut by the kill is not one)."""
-    text = path.read_text() if path.exists() else ""
-    return [
-        (int(a), int(b), c)
-        for a, b, c in (line.split() for line in text.splitlines(keepends=True) if line.endswith("\n"))
-    ]
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    acks = [x.split() for x in lines if x.endswith("\n") and x != "begin\n"]
+    return [(int(first), int(size), batch) for first, size, batch in acks]
 
 
 def kill_one(context: Any, url: str, run_id: str, acks: Path, rng: random.Random) -> list[Ack]:
-    """Run a writer until its first acknowledged batch, then a random 0-30 ms more (often
-    inside the next write), SIGKILL it, and return what it acknowledged."""
+    """Run a writer until it has acknowledged a batch and begun the next append, then a
+    random 0-5 ms more (inside its encoding or its write), SIGKILL it, and return what it
+    acknowledged."""
     args = (url, run_id, str(acks), rng.randrange(1 << 30))
     child = context.Process(target=_workers.append_batches_until_killed, args=args)
     child.start()
     deadline = time.monotonic() + GUARD_S
-    while not (acks.exists() and acks.stat().st_size) and child.exitcode is None:
+    while not in_second_append(acks) and child.exitcode is None:
         if time.monotonic() > deadline:
             child.kill()
-            pytest.fail("the writer acknowledged nothing")
-        time.sleep(0.001)
+            pytest.fail("the writer never acknowledged a batch")
+        time.sleep(0.0005)
     assert child.exitcode is None, "the writer died before it was killed"
-    time.sleep(rng.uniform(0, 0.03))
+    time.sleep(rng.uniform(0, 0.005))
     os.kill(child.pid, signal.SIGKILL)
     child.join()
     return read_acks(acks)
+
+
+def in_second_append(acks: Path) -> bool:
+    """True once the child has acknowledged a batch and begun another append."""
+    text = acks.read_bytes() if acks.exists() else b""
+    return text.count(b"begin\n") >= 2 and text.endswith(b"begin\n")
 
 
 def kill_repeatedly(url: str, tmp_path: Path, run_id: str, reopen_and_check: Any) -> None:
