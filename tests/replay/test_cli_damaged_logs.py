@@ -16,6 +16,12 @@ from tests._cli import run_cli as cli
 READERS = [["replay"], ["tail"], ["export-decisions"], ["report"], ["metrics"], ["what-if"]]
 
 
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run each command in tmp_path, where `report` writes its default report.html."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def run(tmp_path: Path, run_id: str) -> tuple[Path, Path]:
     """A short real run in a JSONL directory: (directory, the run's file)."""
@@ -55,7 +61,7 @@ def test_a_missing_run_is_one_line_exit_2_and_creates_nothing(
     status, out, err = cli(capsys, *argv, f"jsonl://{tmp_path / 'nowhere'}", "--run", "absent")
     assert (status, out) == (2, "")
     assert "has no log" in one_line(err)
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # no directory, no file, no report.html
 
 
 MISSHAPEN = {
