@@ -16,7 +16,7 @@ from bus._redis_client import RetryPolicy
 from bus._redis_group import GroupWorker, Pending
 from bus._runid import validate_run_id
 from bus._urls import redact_url
-from bus._verify import MAX_DIFFERENCES, VerifyReport, repair, verify
+from bus._verify import MAX_DIFFERENCES, VerifyReport, repair, set_aside, verify
 from bus.errors import (
     BusError,
     BusUnavailableError,
@@ -63,6 +63,7 @@ __all__ = [
     "open",
     "redact_url",
     "repair",
+    "set_aside",
     "split_mirror",
     "validate_run_id",
     "verify",

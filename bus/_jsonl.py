@@ -6,8 +6,13 @@ Locking (fcntl.flock on the log file itself):
   batch by batch and never interleave (each seq is won by exactly one of them);
 - readers and followers take a shared lock only for the instant they learn where the last
   complete line ends, so they see whole batches and never wait on a long read.
-Opening a log takes the exclusive lock once to cut a torn last line (left by a writer that
-died mid-write) into `<run_id>.jsonl.corrupt`, with a warning.
+Batches are all or none on disk (the rule is in `bus._jsonl_scan`): the first line of a
+batch of n > 1 records carries `"_batch": n` after its seq, stripped on read. Every open
+checks each line's seq and every batch's size; readers stop before a torn tail (a partial
+line, a partial batch left by a writer killed inside its write), and only a writer cuts it,
+whole, into `<run_id>.jsonl.corrupt`, with a warning: when it opens, and before each append,
+under the exclusive lock (so the tail cannot be a write in progress). A read-only handle
+(`readonly=True`: the CLI's readers) never creates, locks for writing or changes the file.
 
 No index of line offsets is kept (a handle costs no memory per record): a read continues
 from where the previous one stopped, and any other position is found by counting newlines
@@ -24,15 +29,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bus import _jsonl_file as jf
+from bus._jsonl_scan import BATCH_KEY, Position, scan
 from bus._log import Log, ids_match
 from bus._records import DEFAULT_MAX_RECORD_BYTES, check_size
 from bus._runid import validate_run_id
 from bus.errors import (
+    BusError,
     BusUnavailableError,
     ConcurrencyError,
     CorruptLogError,
     InvalidArgumentError,
     InvalidRecordError,
+    UnknownRunError,
 )
 
 FsyncPolicy = Literal["always", "batch", "never"]
@@ -51,6 +59,8 @@ class JsonlLog(Log):
     process loses nothing and a power loss at most that window; "never" leaves it to the OS.
     lenient: skip lines that cannot be read instead of raising `CorruptLogError`; `skipped`
     counts them.
+    readonly: open an existing file for reading only (`UnknownRunError` when there is none):
+    nothing is created, cut or written, and `append` raises `BusError`.
     """
 
     def __init__(
@@ -62,23 +72,24 @@ class JsonlLog(Log):
         lenient: bool = False,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         id_key: str = "event_id",
+        readonly: bool = False,
     ) -> None:
         self.run_id = validate_run_id(run_id)
         if fsync not in ("always", "batch", "never"):
             raise InvalidArgumentError(f"fsync must be 'always', 'batch' or 'never', got {fsync!r}")
         self.path = Path(directory) / f"{run_id}.jsonl"
         self.url = f"jsonl://{directory}"
-        self.fsync, self.lenient, self.id_key = fsync, lenient, id_key
+        self.fsync, self.lenient, self.id_key, self.readonly = fsync, lenient, id_key, readonly
         self.max_record_bytes = max_record_bytes
         self._bad_lines: set[int] = set()
         self._mutex = threading.RLock()  # one flock per fd: threads must not convert it
-        self._end, self._last = 0, 0  # offset after the last complete line, and its seq
+        self._tail = Position()  # just past the last complete batch: offset, line, seq
         self._cursor = (1, 0)  # (next seq, its offset) where the previous read stopped
         self._synced_at, self._unsynced = time.monotonic(), False
         self._fd = self._open_file()
         try:
-            with self._mutex, jf.flocked(self._fd, exclusive=True):
-                self._recover()
+            with self._mutex, jf.flocked(self._fd, exclusive=not readonly):
+                self._refresh(exclusive=not readonly)
         except BaseException:
             os.close(self._fd)
             raise
@@ -88,7 +99,17 @@ class JsonlLog(Log):
         """Number of distinct bad lines skipped so far in lenient mode."""
         return len(self._bad_lines)
 
+    @property
+    def _end(self) -> int:
+        return self._tail.offset
+
+    @property
+    def _last(self) -> int:
+        return self._tail.seq
+
     def _open_file(self) -> int:
+        if self.readonly:
+            return self._open_readonly()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             created = not self.path.exists()
@@ -99,37 +120,17 @@ class JsonlLog(Log):
             jf.fsync_path(self.path.parent)
         return fd
 
-    def _recover(self) -> None:
-        """Cut a torn last line, then learn where the last good line ends and its seq."""
-        size = os.fstat(self._fd).st_size
-        newline = jf.last_newline(self._fd, 0, size)
-        if newline + 1 < size:
-            jf.cut_tail(self._fd, self.path, newline + 1, size, "a last line with no newline")
-        if newline < 0:
-            return
-        start, line = jf.line_ending_at(self._fd, newline)
-        if jf.parse_seq(line) is None:
-            jf.cut_tail(self._fd, self.path, start, newline + 1, "an unparsable last line")
-            newline = start - 1
-        self._learn_tail(newline)
-
-    def _learn_tail(self, newline: int) -> None:
-        """Set the end and last seq from the line ending at `newline` (or the line before it
-        in lenient mode, when that one is bad)."""
-        while newline >= 0:
-            start, line = jf.line_ending_at(self._fd, newline)
-            seq = jf.parse_seq(line)
-            if seq is not None:
-                self._end, self._last = newline + 1, seq
-                return
-            line_no = jf.count_lines(self._fd, newline + 1)
-            if not self.lenient:
-                raise CorruptLogError(str(self.path), line_no, "the line is not a valid record")
-            self._bad_lines.add(line_no)
-            newline = start - 1
+    def _open_readonly(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as e:
+            raise UnknownRunError(self.run_id, self.url) from e
+        except OSError as e:
+            raise BusUnavailableError(self.url, e.strerror or type(e).__name__) from e
 
     def _refresh(self, exclusive: bool) -> None:
-        """Learn about lines other handles appended; a writer also cuts a torn tail.
+        """Check the lines other handles appended and learn the end of the complete batches;
+        a writer (`exclusive`) also cuts a torn tail.
 
         The caller holds the mutex and an flock (exclusive when `exclusive`), so a torn tail
         seen under the exclusive lock cannot be a write in progress.
@@ -140,12 +141,12 @@ class JsonlLog(Log):
         if size < self._end:
             why = f"the file shrank from {self._end} to {size} bytes while open"
             raise CorruptLogError(str(self.path), 0, why)
-        newline = jf.last_newline(self._fd, self._end, size)
-        if exclusive and newline + 1 < size:
-            start = max(newline + 1, self._end)
-            jf.cut_tail(self._fd, self.path, start, size, "a torn line left by a dead writer")
-        if newline >= 0:
-            self._learn_tail(newline)
+        found = scan(self._fd, self.path, self._tail, size, lenient=self.lenient)
+        self._bad_lines.update(found.bad)
+        self._tail = found.end
+        if exclusive and found.end.offset < size:
+            why = "a torn line or partial batch left by a writer that died in its write"
+            jf.cut_tail(self._fd, self.path, found.end.offset, size, why)
 
     def _append(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
         bodies = self._encode(batch)
@@ -159,11 +160,21 @@ class JsonlLog(Log):
                     return expected_seq + 1
                 raise ConcurrencyError(expected_seq, last)
             self._write(_lines(bodies, last + 1))
-            self._last = last + len(batch)
         return last + 1
+
+    def check(self, batch: list[dict[str, Any]]) -> None:
+        """Run every check an append of `batch` makes before writing, and write nothing
+        (a mirror runs it before its primary stores the batch)."""
+        self._check_writable()
+        _utf8("".join(self._encode(batch)))
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise BusError(f"the log {self.path} is open read-only")
 
     def _encode(self, batch: list[dict[str, Any]]) -> list[str]:
         """JSON bodies of the records (without seq), size-checked before anything is written."""
+        self._check_writable()
         bodies = [_ENCODER.encode(record) for record in batch]
         limit = self.max_record_bytes
         for i, body in enumerate(bodies):
@@ -174,10 +185,7 @@ class JsonlLog(Log):
 
     def _write(self, text: str) -> None:
         """Write one batch with one `write` call; on failure, cut back to the last good line."""
-        try:
-            data = text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise InvalidRecordError("a record holds a lone surrogate in a string") from e
+        data = _utf8(text)
         try:
             written = os.write(self._fd, data)
             while written < len(data):  # a short write (disk nearly full): finish or fail
@@ -185,7 +193,8 @@ class JsonlLog(Log):
         except OSError as e:
             os.ftruncate(self._fd, self._end)
             raise BusUnavailableError(self.url, e.strerror or type(e).__name__) from e
-        self._end += len(data)
+        seq = self._tail.seq + data.count(b"\n")
+        self._tail = Position(self._tail.offset + len(data), self._tail.line + data.count(b"\n"), seq)
         self._sync()
 
     def _sync(self) -> None:
@@ -206,7 +215,7 @@ class JsonlLog(Log):
 
     def _read_range(self, after: int, limit: int | None) -> list[dict[str, Any]]:
         """Records after `after` up to the end learnt by the last refresh."""
-        end, last, after = self._end, self._last, max(after, 0)
+        end, last, after = self._tail.offset, self._tail.seq, max(after, 0)
         count = last - after if limit is None else min(limit, last - after)
         if count <= 0:
             return []
@@ -261,13 +270,14 @@ class JsonlLog(Log):
             text, _, used = self._lines_at(offset, end, end)
             for line in text.split(b"\n"):
                 line_no += 1
-                seq = jf.parse_seq(line)
-                if seq is None or seq <= prev:
+                record = jf.loads_or_none(line)
+                seq = record.get("seq") if isinstance(record, dict) else None
+                if type(seq) is not int or seq <= prev:
                     self._bad_lines.add(line_no)
                     continue
                 prev = seq
                 if seq > after and len(out) < count:
-                    out.append(jf.parse_line(line, self.path, line_no))
+                    out.append(jf.strip_markers([record])[0])
             offset += used
         return out
 
@@ -302,8 +312,19 @@ class JsonlLog(Log):
 
 
 def _lines(bodies: list[str], first: int) -> str:
-    """The batch's text: each body with its seq spliced in as the first key."""
+    """The batch's text: each body with its seq spliced in as the first key, and the first
+    line of a batch of several marked with its size."""
+    if len(bodies) > 1:
+        head, mark = bodies[0], f'{{"{BATCH_KEY}":{len(bodies)}'
+        bodies = [f"{mark},{head[1:]}" if len(head) > 2 else f"{mark}}}", *bodies[1:]]
     return "".join(
         f'{{"seq":{seq},{body[1:]}\n' if len(body) > 2 else f'{{"seq":{seq}}}\n'
         for seq, body in enumerate(bodies, first)
     )
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidRecordError("a record holds a lone surrogate in a string") from e

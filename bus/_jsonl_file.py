@@ -17,6 +17,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from bus._records import RESERVED_KEY as _BATCH_KEY
 from bus.errors import CorruptLogError
 
 log = logging.getLogger("bus.jsonl")
@@ -25,6 +26,56 @@ CHUNK = 4 << 20
 """Bytes read per `pread` when scanning or parsing; large reads keep the per-call cost low."""
 
 _seq_of = itemgetter("seq")
+_BATCH_BYTES = f',"{_BATCH_KEY}":'.encode()  # the batch marker (bus._jsonl_scan), stripped on read
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")  # the writer never stores one
+
+
+def loads(data: bytes) -> Any:
+    """`json.loads` that refuses NaN and Infinity and turns too deep nesting into ValueError."""
+    try:
+        return json.loads(data, parse_constant=_no_constant)
+    except RecursionError as e:
+        raise ValueError("the line is nested too deeply") from e
+
+
+def loads_or_none(data: bytes) -> Any:
+    """The parsed line, or None when it is not valid (finite, reasonably nested) JSON."""
+    try:
+        return loads(data)
+    except ValueError:
+        return None
+
+
+def pread(fd: int, size: int, offset: int) -> bytes:
+    """`os.pread` of exactly [offset, offset + size) of a file that holds it."""
+    return os.pread(fd, size, offset)
+
+
+def line_blocks(fd: int, start: int, stop: int) -> Iterator[bytes]:
+    """Blocks of whole lines (each ending in a newline) from [start, stop); a partial last
+    line is left out."""
+    offset, size = start, CHUNK
+    while offset < stop:
+        data = os.pread(fd, min(size, stop - offset), offset)
+        cut = data.rfind(b"\n") + 1
+        if not cut:
+            if offset + len(data) >= stop:
+                return
+            size *= 2  # a single line longer than a chunk
+            continue
+        yield data[:cut] if cut < len(data) else data
+        offset, size = offset + cut, CHUNK
+
+
+def strip_markers(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Remove the batch marker from records parsed from lines."""
+    for record in records:
+        if _BATCH_KEY in record:
+            del record[_BATCH_KEY]
+    return records
 
 
 @contextmanager
@@ -57,10 +108,7 @@ def line_ending_at(fd: int, newline: int) -> tuple[int, bytes]:
 
 def parse_seq(line: bytes) -> int | None:
     """The seq of one line, or None when the line is not a JSON object with an int seq."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
+    record = loads_or_none(line)
     seq = record.get("seq") if isinstance(record, dict) else None
     return seq if type(seq) is int else None
 
@@ -111,9 +159,9 @@ def parse_fast(text: bytes, count: int, first_seq: int) -> list[dict[str, Any]] 
     so the caller can fall back to `parse_line` on each line and name the bad one.
     """
     try:
-        records = json.loads(b"[" + text.replace(b"\n", b",") + b"]")
+        records = loads(b"[" + text.replace(b"\n", b",") + b"]")
         if len(records) == count and list(map(_seq_of, records)) == list(range(first_seq, first_seq + count)):
-            return records  # type: ignore[no-any-return]  # checked: dicts with seqs
+            return strip_markers(records) if _BATCH_BYTES in text else records
     except (ValueError, TypeError, KeyError):
         pass  # fall back to the line-by-line parse, which says what is wrong and where
     return None
@@ -122,11 +170,12 @@ def parse_fast(text: bytes, count: int, first_seq: int) -> list[dict[str, Any]] 
 def parse_line(line: bytes, path: Path, line_no: int) -> dict[str, Any]:
     """Parse one line into a record, or raise `CorruptLogError` naming file and line."""
     try:
-        record = json.loads(line)
+        record = loads(line)
     except ValueError as e:
-        raise CorruptLogError(str(path), line_no, "the line is not valid JSON") from e
+        raise CorruptLogError(str(path), line_no, f"the line is not valid JSON ({e})") from e
     if not isinstance(record, dict) or type(record.get("seq")) is not int:
         raise CorruptLogError(str(path), line_no, "the line is not a record with an int seq")
+    record.pop(_BATCH_KEY, None)
     return record
 
 

@@ -65,6 +65,10 @@ class MirroredLog(Log):
             )
 
     def _append(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
+        # The mirror's checks (its size limit on the JSON encoding, which can be several times
+        # the msgpack size) run before the primary stores anything: an append that raises has
+        # stored nothing anywhere, and the mirror can never be left unable to catch up.
+        self.mirror.check(batch)
         first = self.primary.append(batch, expected_seq)
         if self.mirror.last_seq() == first - 1:
             try:

@@ -32,7 +32,7 @@ from bus._redis import RedisLog
 from bus._redis_url import option_names
 from bus._runid import validate_run_id
 from bus._urls import pop_param, redact_url
-from bus.errors import InvalidUrlError, UnknownRunError
+from bus.errors import CorruptLogError, InvalidUrlError, UnknownRunError
 
 DEFAULT_URL = "jsonl://./runs"
 """The embedded default log: JSONL files under ./runs, no server needed."""
@@ -44,7 +44,9 @@ def open(url: str, run_id: str, *, create: bool = True, **options: Any) -> Log:
     """Open the log of run `run_id` at `url`; keyword options go to the backend's constructor.
 
     With `create=False` (readers: replay, tail, verify) a run with no log there raises
-    `UnknownRunError` and nothing is created.
+    `UnknownRunError`, and nothing is created or changed: a JSONL log opens read-only, and a
+    mirrored URL gives its primary alone (reads come from the primary; catching the mirror
+    up is a writer's job).
     """
     validate_run_id(run_id)
     url = log_url(url)
@@ -57,19 +59,28 @@ def open(url: str, run_id: str, *, create: bool = True, **options: Any) -> Log:
         directory, params = jsonl_target(url)
         if not create and not (Path(directory) / f"{run_id}.jsonl").is_file():
             raise UnknownRunError(run_id, redact_url(url))
-        return JsonlLog(directory, run_id, **{**params, **options})
+        return JsonlLog(directory, run_id, **{**params, **options, "readonly": not create})
     primary_url, mirror = split_mirror(url)
     primary = RedisLog(primary_url, run_id, **options)
     if not create and primary.last_seq() == 0:
         primary.close()
         raise UnknownRunError(run_id, primary.url)
-    if mirror is None:
+    if mirror is None or not create:
         return primary
     try:
-        return MirroredLog(primary, JsonlLog(mirror, run_id))
+        return MirroredLog(primary, _open_mirror(mirror, run_id, redact_url(url)))
     except BaseException:
         primary.close()
         raise
+
+
+def _open_mirror(directory: str, run_id: str, url: str) -> JsonlLog:
+    """The mirror's JSONL log; damage that stops it opening names the command that repairs it."""
+    try:
+        return JsonlLog(directory, run_id)
+    except CorruptLogError as e:
+        hint = f"run `lifecycle-es verify {url} --run {run_id} --repair` to rebuild the mirror"
+        raise CorruptLogError(e.path, e.line, f"{e.reason}; {hint}") from e
 
 
 def log_url(location: str) -> str:

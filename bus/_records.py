@@ -25,6 +25,9 @@ pack_msgpack = msgpack.Packer(use_bin_type=True).pack
 `msgpack.packb` (which builds a Packer per call) and is safe across threads: its C `pack`
 holds the GIL throughout, as plain values never call back into Python."""
 
+RESERVED_KEY = "_batch"
+"""A top-level key no record may hold: the JSONL log marks a batch's first line with it."""
+
 _MAX_DEPTH = 64
 _MIN_INT = -(1 << 63)
 _END_INT = 1 << 64
@@ -37,6 +40,8 @@ def normalize(record: object, index: int) -> dict[str, Any]:
         raise InvalidRecordError(f"record {index} of the batch is a {type(record).__name__}, not a mapping")
     out = _mapping(record, index, "", 0)
     out.pop("seq", None)
+    if RESERVED_KEY in out:
+        raise InvalidRecordError(f"record {index} of the batch uses the reserved key {RESERVED_KEY!r}")
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,21 @@ def repair(primary: Log, directory: str | os.PathLike[str], *, page: int = 10_00
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return written
+
+
+def set_aside(path: str | os.PathLike[str]) -> Path:
+    """Keep a damaged log file as `<name>.damaged-<UTC timestamp>` next to it (a hard link,
+    so the original stays in place until `repair` replaces it atomically); returns the copy."""
+    source = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(1000):
+        aside = source.with_name(f"{source.name}.damaged-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            os.link(source, aside)
+            return aside
+        except FileExistsError:
+            continue  # set aside twice within a second: take the next free name
+    raise FileExistsError(f"no free name to set {source} aside")
 
 
 def _copy(primary: Log, scratch: Path, page: int) -> int:

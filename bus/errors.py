@@ -58,6 +58,7 @@ class CorruptLogError(BusError, ValueError):
         super().__init__(f"{where}: {reason}")
         self.path = path
         self.line = line
+        self.reason = reason
 
 
 class InvalidRunIdError(BusError, ValueError):

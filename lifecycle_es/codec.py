@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -30,6 +30,7 @@ class Codec:
         upcasters: Mapping[tuple[str, int], Upcaster] | None = None,
     ) -> None:
         self._types = {t.model_fields["kind"].default: t for t in types}
+        self._shapes = {kind: _shape(cls) for kind, cls in self._types.items()}
         self._upcasters = dict(upcasters or {})
         self._adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -56,6 +57,7 @@ class Codec:
         With `trusted=True` (records read back from our own log) field validation is skipped;
         kind and schema are always checked.
         """
+        self.check_shape(record)
         data = self.upcast(record)
         cls = self._types[data["kind"]]
         data["schema_version"] = data.pop("schema")
@@ -95,12 +97,47 @@ class Codec:
         """Return a record ready to fold on the trusted replay path, without decoding it.
 
         A record at its kind's current schema comes back as it is (no copy); an older one as
-        an upcast copy; an unknown kind or a newer schema raises `SchemaError`.
+        an upcast copy; an unknown kind, a newer schema or a field of the wrong JSON type
+        (see `check_shape`) raises `SchemaError`.
         """
-        cls = self._types.get(record.get("kind", ""))
+        self.check_shape(record)
+        cls = self._types.get(record["kind"])
         if cls is not None and record.get("schema", 1) == cls.SCHEMA:
             return record
         return self.upcast(record)
+
+    def check_shape(self, record: Mapping[str, Any]) -> None:
+        """Raise `SchemaError` unless `kind` is a str and the envelope's ints and the kind's
+        str, mapping and list fields hold values of that JSON type (what the trusted path
+        folds without validating: a wrong type there would be a TypeError deep in a fold)."""
+        kind = record.get("kind")
+        if type(kind) is not str:
+            raise SchemaError(f"{_where(record)}: unknown kind {kind!r}")
+        for name, expected in self._shapes.get(kind, _ENVELOPE):
+            value = record.get(name)
+            if value is not None and type(value) is not expected:
+                why = f"{name} must be a {expected.__name__}, got {_type(value)}"
+                raise SchemaError(f"{_where(record)}: {why}")
+
+
+_ENVELOPE: tuple[tuple[str, type], ...] = (("step", int), ("rank", int), ("entity", str), ("run_id", str))
+"""The envelope fields every kind's shape check covers."""
+
+
+def _shape(cls: type[EventBase]) -> tuple[tuple[str, type], ...]:
+    """The (field, JSON type) pairs `check_shape` checks for a kind: the envelope, and its
+    str, mapping and list fields."""
+    own = tuple(
+        (name, origin)
+        for name, info in cls.model_fields.items()
+        if (origin := get_origin(info.annotation) or info.annotation) in (dict, list, str)
+        and name not in ("kind", "event_id", "causation")
+    )
+    return _ENVELOPE + tuple(pair for pair in own if pair not in _ENVELOPE)
+
+
+def _type(value: object) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def _where(record: Mapping[str, Any]) -> str:

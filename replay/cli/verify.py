@@ -1,17 +1,23 @@
 """`lifecycle-es verify LOG_URL --run RUN [--repair]`: compare a Redis log with its JSONL
 mirror record by record, print what differs, and optionally rewrite the mirror.
 
+Verify reads both sides and changes nothing; `--repair` rewrites a mirror that differs from
+the primary, and rebuilds one too damaged to read (a missing, repeated or garbage line),
+keeping the damaged file as `<run>.jsonl.damaged-<timestamp>`.
+
 Exit status: 0 when they are equal (or were repaired), 1 when they differ and were not
-repaired, 2 when the input is bad or the log cannot be read (one line on stderr).
+repaired, 2 when the input is bad, the run exists nowhere or the log cannot be read (one
+line on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import bus
-from bus import BusError, JsonlLog, Log, RedisLog
+from bus import BusError, CorruptLogError, JsonlLog, Log, MemoryLog, RedisLog, UnknownRunError
 
 EXIT_EQUAL, EXIT_DIFFERENT, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -41,8 +47,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _verify(primary: Log, mirror_dir: str, repair: bool) -> int:
-    with JsonlLog(mirror_dir, primary.run_id) as mirror:
-        report = bus.verify(primary, mirror)
+    path = Path(mirror_dir) / f"{primary.run_id}.jsonl"
+    if not path.is_file() and primary.last_seq() == 0:
+        raise UnknownRunError(primary.run_id, f"{primary.url} nor in {mirror_dir}")
+    try:
+        report = _compare(primary, mirror_dir, path)
+    except CorruptLogError as e:
+        return _damaged(primary, mirror_dir, path, e, repair)
     _print_report(report, primary.url, mirror_dir)
     if report.equal:
         return EXIT_EQUAL
@@ -51,6 +62,26 @@ def _verify(primary: Log, mirror_dir: str, repair: bool) -> int:
         return EXIT_DIFFERENT
     written = bus.repair(primary, mirror_dir)
     print(f"repaired: rewrote the mirror with {written} records from the primary")
+    return EXIT_EQUAL
+
+
+def _compare(primary: Log, mirror_dir: str, path: Path) -> bus.VerifyReport:
+    """Compare without changing anything: a missing mirror compares as an empty one."""
+    if not path.is_file():
+        with MemoryLog(primary.run_id) as empty:
+            return bus.verify(primary, empty)
+    with JsonlLog(mirror_dir, primary.run_id, readonly=True) as mirror:
+        return bus.verify(primary, mirror)
+
+
+def _damaged(primary: Log, mirror_dir: str, path: Path, error: CorruptLogError, repair: bool) -> int:
+    """Report a mirror too damaged to read, or rebuild it from the primary, keeping it aside."""
+    if not repair:
+        print(f"the mirror is damaged ({error}); run again with --repair to rebuild it from the primary")
+        return EXIT_DIFFERENT
+    aside = bus.set_aside(path)
+    written = bus.repair(primary, mirror_dir)
+    print(f"repaired: rebuilt the damaged mirror with {written} records from the primary (kept as {aside})")
     return EXIT_EQUAL
 
 

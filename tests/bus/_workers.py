@@ -11,18 +11,6 @@ import bus
 from bus import ConcurrencyError
 
 
-def append_until_killed(url: str, run_id: str, acked: Any) -> None:
-    """Append random-sized batches forever, storing the last acknowledged seq in `acked`
-    (a lock-free shared int, so a SIGKILL can never leave a lock held)."""
-    rng = random.Random()
-    pad = "x" * 120  # batches up to ~60 KB, so a kill can land inside one write
-    with bus.open(url, run_id) as log:
-        while True:
-            size = rng.randint(1, 400)
-            first = log.append([{"event_id": uuid.uuid4().hex, "pad": pad} for _ in range(size)])
-            acked.value = first + size - 1
-
-
 def race(url: str, run_id: str, name: str, rounds: int, barrier: Any, results: Any) -> None:
     """In round k, wait for the other writer, then append with expected_seq=k; report who
     won each round and the actual seq each ConcurrencyError carried."""
@@ -38,17 +26,20 @@ def race(url: str, run_id: str, name: str, rounds: int, barrier: Any, results: A
     results.put((name, outcome))
 
 
-def append_batches_until_killed(url: str, run_id: str, ack_path: str) -> None:
-    """Append batches of 1 to 2000 records (up to ~300 KB, so a kill can land mid-send), each
-    record naming its batch and the batch's size; after each acknowledged append write
-    'batch first size' to `ack_path`. An unbuffered write is in the kernel once it returns,
-    so a SIGKILL of this process cannot lose it (no fsync needed: the machine stays up)."""
-    rng = random.Random()
-    pad = "x" * 120
-    ack_fd = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+def append_batches_until_killed(url: str, run_id: str, acks: str, seed: int) -> None:
+    """Append batches of 1-200 records (some records ~100 KB, so a batch can take megabytes)
+    until killed. Before each append, write `begin` as one line to `acks` (so the parent can
+    aim its kill inside an append); after each acknowledged one, `first size batch`. A
+    SIGKILL ends the process, not the machine: a line whose `write` returned is in the page
+    cache for the parent to read, so no fsync is needed."""
+    rng = random.Random(seed)
+    fd = os.open(acks, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     with bus.open(url, run_id) as log:
         while True:
-            batch, size = uuid.uuid4().hex, rng.choice([1, 10, 200, 2000])
-            first = log.append([{"event_id": f"{batch}-{i}", "batch": batch, "size": size, "pad": pad}
-                                for i in range(size)])  # fmt: skip
-            os.write(ack_fd, f"{batch} {first} {size}\n".encode())
+            pad, most = rng.choice([(50, 200), (2_000, 200), (20_000, 50), (100_000, 40)])
+            size, batch = rng.randint(1, most), uuid.uuid4().hex
+            one = {"b": batch, "n": size, "pad": "x" * pad}
+            records = [{"event_id": uuid.uuid4().hex, **one, "i": i} for i in range(size)]
+            os.write(fd, b"begin\n")
+            first = log.append(records)
+            os.write(fd, f"{first} {size} {batch}\n".encode())

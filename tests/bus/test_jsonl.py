@@ -26,11 +26,14 @@ def good(seq: int) -> str:
 
 
 def test_file_holds_one_compact_object_per_line_seq_first(tmp_path: Path) -> None:
-    """Each record is one line of compact JSON (UTF-8, not escaped) with seq first."""
+    """Each record is one line of compact JSON (UTF-8, not escaped) with seq first, and the
+    first line of a batch of several carries its size in the reserved key, stripped on read."""
     with JsonlLog(tmp_path, RUN) as log:
         log.append([{"event_id": "a", "s": "é"}, {}])
+        log.append([{"event_id": "b"}])
+        assert log.read() == [{"seq": 1, "event_id": "a", "s": "é"}, {"seq": 2}, {"seq": 3, "event_id": "b"}]
     text = (tmp_path / f"{RUN}.jsonl").read_text(encoding="utf-8")
-    assert text == '{"seq":1,"event_id":"a","s":"é"}\n{"seq":2}\n'
+    assert text == '{"seq":1,"_batch":2,"event_id":"a","s":"é"}\n{"seq":2}\n{"seq":3,"event_id":"b"}\n'
 
 
 def test_torn_last_line_is_cut_into_corrupt_file_with_warning(
@@ -74,9 +77,10 @@ def test_reads_past_a_bad_line_still_work(tmp_path: Path) -> None:
     "bad", ['{"seq":7,"event_id":"x"}', "[1,2]", '{"event_id":"no seq"}', '{"seq":2},{"seq":3}']
 )
 def test_wrong_or_missing_seq_in_the_middle_is_corrupt(tmp_path: Path, bad: str) -> None:
-    """A line with a wrong seq, no seq, or two values is corruption at that line."""
+    """A line with a wrong seq, no seq, or two values is corruption at that line (a wrong
+    seq fails the open already, the others the read that reaches them)."""
     write_lines(tmp_path, good(1), bad, good(3))
-    with JsonlLog(tmp_path, RUN) as log, pytest.raises(CorruptLogError) as info:
+    with pytest.raises(CorruptLogError) as info, JsonlLog(tmp_path, RUN) as log:
         log.read()
     assert info.value.line == 2
 
