@@ -62,6 +62,16 @@ def start_cluster(root: Path, replicas: int) -> RedisClusterNodes:
     return cluster
 
 
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    """A cluster of three masters with one replica each, for a test that kills a master."""
+    cluster = start_cluster(tmp_path, replicas=1)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisClusterNodes]:
     """One Redis Cluster (three masters, no replicas) shared by the session's cluster tests;

@@ -6,12 +6,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from conftest import start_cluster
 
 import bus
 from bus import BusError, DurabilityUnknownError, InvalidUrlError, RedisLog, RetryPolicy
@@ -127,40 +125,37 @@ def wait_until(condition: Any, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_failover_with_wait_loses_nothing_acknowledged(tmp_path: Path) -> None:
+def test_failover_with_wait_loses_nothing_acknowledged(replicated_cluster: RedisClusterNodes) -> None:
     """Writers with wait=1 append while the master of one run's slot is SIGKILLed; its replica
     takes over, the writers go on against the new master, and every acknowledged record
     is in the log exactly once, gapless."""
-    cluster = start_cluster(tmp_path, replicas=1)
-    try:
-        url = f"{cluster.url}&wait=1"
-        writers = [Writer(url, f"t-{uuid.uuid4().hex}") for _ in range(3)]
-        for w in writers:
-            w.start()
-        wait_until(lambda: all(len(w.acked) >= 300 for w in writers), "acknowledged appends")
-        key = f"lces:{{{writers[0].run_id}}}:log"
-        victim = cluster.master_of(key)
-        victim.kill()
-        wait_until(lambda: promoted(cluster, key, victim), "the replica's promotion")
-        cluster.wait_ok(skip=victim)
-        before = len(writers[0].acked)
-        victim.start()  # rejoins as a replica of the new master, so WAIT 1 can succeed again
-        cluster.wait_ok()
-        wait_until(lambda: len(writers[0].acked) >= before + 300, "appends after the failover")
-        for w in writers:
-            w.stop.set()
-            w.join(GUARD_S)
-            assert w.error is None, w.error
-        lost = sum(check_run(cluster.url, w) for w in writers)
-        appends, acked = sum(w.appends for w in writers), sum(len(w.acked) // 10 for w in writers)
-        unknown, failed = sum(w.unknown for w in writers), sum(w.failed for w in writers)
-        print(
-            f"\nfailover: runs={len(writers)} appends={appends} acknowledged={acked} "
-            f"durable-unknown={unknown} failed={failed} lost={lost}"
-        )
-        assert lost == 0
-    finally:
-        cluster.stop()
+    cluster = replicated_cluster
+    url = f"{cluster.url}&wait=1"
+    writers = [Writer(url, f"t-{uuid.uuid4().hex}") for _ in range(3)]
+    for w in writers:
+        w.start()
+    wait_until(lambda: all(len(w.acked) >= 300 for w in writers), "acknowledged appends")
+    key = f"lces:{{{writers[0].run_id}}}:log"
+    victim = cluster.master_of(key)
+    victim.kill()
+    wait_until(lambda: promoted(cluster, key, victim), "the replica's promotion")
+    cluster.wait_ok(skip=victim)
+    before = len(writers[0].acked)
+    victim.start()  # rejoins as a replica of the new master, so WAIT 1 can succeed again
+    cluster.wait_ok()
+    wait_until(lambda: len(writers[0].acked) >= before + 300, "appends after the failover")
+    for w in writers:
+        w.stop.set()
+        w.join(GUARD_S)
+        assert w.error is None, w.error
+    lost = sum(check_run(cluster.url, w) for w in writers)
+    appends, acked = sum(w.appends for w in writers), sum(len(w.acked) // 10 for w in writers)
+    unknown, failed = sum(w.unknown for w in writers), sum(w.failed for w in writers)
+    print(
+        f"\nfailover: runs={len(writers)} appends={appends} acknowledged={acked} "
+        f"durable-unknown={unknown} failed={failed} lost={lost}"
+    )
+    assert lost == 0
 
 
 def promoted(cluster: RedisClusterNodes, key: str, victim: RedisServer) -> bool:
