@@ -4,7 +4,8 @@ traceback, nothing changed on disk or in Redis, and no password printed (issue 1
 One line per case in `CASES`, so a case is added in one line. A case's command line is a
 template over these places:
 
-- {dir}: a JSONL log directory holding runs `good` and `trained` (a short demo);
+- {dir}: a JSONL log directory holding runs `good` and `trained` (a short demo), and copies
+  of `good` whose second line holds a NaN (`nan`) or 100,000-deep nesting (`deep`);
 - {url}: the Redis URL, with user `lces` and its password, of a server holding run `good`;
 - {mirror}: {url} with `?mirror=` its JSONL mirror;
 - {badpw}: {url} with a wrong password;
@@ -67,6 +68,18 @@ CASES: list[tuple[str, str]] = [
     ("demo-log-unknown-scheme", "demo --log ftp://host/x --run new --steps 50"),
     ("demo-redis-unreachable", "demo --log {closed} --run new --steps 50"),
     ("demo-redis-wrong-password", "demo --log {badpw} --run new --steps 50"),
+    # logs damaged in the middle, runs that exist nowhere, URL options nobody reads
+    ("replay-nan-in-a-record", "replay {dir} --run nan"),
+    ("tail-deep-nesting", "tail {dir} --run deep"),
+    ("export-decisions-nan", "export-decisions {dir} --run nan -o {root}/out.jsonl"),
+    ("metrics-deep-nesting", "metrics {dir} --run deep"),
+    ("verify-mirrored-run-nowhere", "verify {mirror} --run ghost"),
+    ("verify-jsonl-run-nowhere", "verify {dir} --run ghost"),
+    ("replay-unknown-jsonl-option", "replay jsonl://{dir}?colour=red --run good"),
+    ("replay-unknown-redis-option", "replay {url}?colour=red --run good"),
+    ("tail-malformed-ipv6-host", "tail redis://[::1/0 --run good"),
+    ("replay-cluster-not-a-flag", "replay {url}?cluster=maybe --run good"),
+    ("replay-timeout-negative", "replay {url}?timeout=-1 --run good"),
     # spec
     ("spec-no-subcommand", "spec"),
     ("spec-show-unknown", "spec show dragon"),
@@ -200,6 +213,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     for log_url in (f"jsonl://{root / 'runs'}", f"{url}?mirror={root / 'mirror'}"):
         with bus.open(log_url, "good") as log:
             play(Lifecycle(log))
+    _damage_second_line(root / "runs" / "good.jsonl", root / "runs" / "nan.jsonl", '"bad": NaN')
+    _damage_second_line(root / "runs" / "good.jsonl", root / "runs" / "deep.jsonl", _DEEP)
     demo = ["demo", "--log", str(root / "runs"), "--run", "trained", "--steps", "50", "--quiet"]
     assert main(demo) == 0
     places = {
@@ -214,6 +229,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     }
     yield World(root, server, places)
     factory.stop_all()
+
+
+_DEEP = '"deep": ' + "[" * 100_000 + "]" * 100_000
+
+
+def _damage_second_line(source: Path, target: Path, field: str) -> None:
+    """Copy a JSONL log with `field` put into its second record's text, right after the seq."""
+    lines = source.read_text().splitlines(keepends=True)
+    head, rest = lines[1].split(",", 1)
+    lines[1] = f"{head}, {field},{rest}"
+    target.write_text("".join(lines))
 
 
 def _tree(root: Path) -> dict[str, str]:
