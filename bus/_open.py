@@ -117,7 +117,7 @@ def jsonl_target(url: str) -> tuple[str, dict[str, Any]]:
     rest = url.split("://", 1)[1]
     directory, _, query = rest.partition("?")
     if not directory:
-        raise InvalidUrlError(f"{url} names no directory (try {DEFAULT_URL})")
+        raise InvalidUrlError(f"{redact_url(url)} names no directory (try {DEFAULT_URL})")
     params: dict[str, Any] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == "fsync":
@@ -125,7 +125,7 @@ def jsonl_target(url: str) -> tuple[str, dict[str, Any]]:
         elif key == "lenient":
             params["lenient"] = value.lower() in ("1", "true", "yes")
         else:
-            raise InvalidUrlError(f"{url} has the unknown option {key!r} (fsync, lenient)")
+            raise InvalidUrlError(f"{redact_url(url)} has the unknown option {key!r} (fsync, lenient)")
     return directory, params
 
 

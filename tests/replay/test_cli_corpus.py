@@ -77,6 +77,7 @@ CASES: list[tuple[str, str]] = [
     ("verify-jsonl-run-nowhere", "verify {dir} --run ghost"),
     ("replay-unknown-jsonl-option", "replay jsonl://{dir}?colour=red --run good"),
     ("replay-unknown-redis-option", "replay {url}?colour=red --run good"),
+    ("replay-jsonl-password-option", "replay jsonl://{dir}?password={password} --run good"),
     ("tail-malformed-ipv6-host", "tail redis://[::1/0 --run good"),
     ("replay-cluster-not-a-flag", "replay {url}?cluster=maybe --run good"),
     ("replay-timeout-negative", "replay {url}?timeout=-1 --run good"),
