@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -52,11 +53,30 @@ def test_a_record_too_large_for_the_mirror_stores_nothing_anywhere(mirrored: Mir
     assert same(mirrored.primary, mirrored.mirror)
 
 
-def test_a_lone_surrogate_stores_nothing_anywhere(mirrored: MirroredLog) -> None:
-    """A value neither side can encode raises before anything is stored on either."""
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"s": "\ud800"},
+        {"x": float("nan")},
+        {"x": float("-inf")},
+        {"x": {1, 2}},
+        {"x": b"bytes"},
+        {1: "int key"},
+        {"x": 2**64},
+        {"_batch": 2},
+        "not a mapping",
+    ],
+    ids=["lone-surrogate", "nan", "inf", "set", "bytes", "int-key", "int-too-big", "reserved-key", "str"],
+)
+def test_a_bad_value_stores_nothing_anywhere(mirrored: MirroredLog, bad: Any) -> None:
+    """A value either side refuses raises before anything is stored on either, and the pair
+    goes on appending, equal on both sides."""
+    mirrored.append([{"event_id": "a"}])
     with pytest.raises(bus.InvalidRecordError):
-        mirrored.append([{"event_id": "a", "s": "\ud800"}])
-    assert (mirrored.primary.last_seq(), mirrored.mirror.last_seq()) == (0, 0)
+        mirrored.append([{"event_id": "b"}, bad])
+    assert (mirrored.primary.last_seq(), mirrored.mirror.last_seq()) == (1, 1)
+    assert mirrored.append([{"event_id": "c"}]) == 2
+    assert same(mirrored.primary, mirrored.mirror)
 
 
 @pytest.fixture
