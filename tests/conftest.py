@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import pytest
 
@@ -31,6 +33,30 @@ from bus.testing import (
 )
 
 
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Stoppable)
+
+
+@contextmanager
+def _serving(start: Callable[[Path], S], prefix: str) -> Iterator[S]:
+    """Start a server (or a cluster) in a fresh temporary directory; stop it on the way out."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
+        server = start(Path(directory))
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def _plain_server(directory: Path) -> RedisServer:
+    server = RedisServer(port=free_port(), directory=directory)
+    server.start()
+    return server
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One redis-server for the session: LCES_REDIS_URL if set, else one started here."""
@@ -40,13 +66,8 @@ def redis_server() -> Iterator[RedisServer]:
         return
     if not have_redis_server():
         pytest.skip("redis-server is not installed")
-    with tempfile.TemporaryDirectory(prefix="lces-redis-") as directory:
-        server = RedisServer(port=free_port(), directory=Path(directory))
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    with _serving(_plain_server, "lces-redis-") as server:
+        yield server
 
 
 def start_cluster(root: Path, replicas: int) -> RedisClusterNodes:
@@ -76,12 +97,8 @@ def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
 def redis_cluster() -> Iterator[RedisClusterNodes]:
     """One Redis Cluster (three masters, no replicas) shared by the session's cluster tests;
     each test uses its own run ids, so sharing is safe."""
-    with tempfile.TemporaryDirectory(prefix="lces-cluster-") as directory:
-        cluster = start_cluster(Path(directory), replicas=0)
-        try:
-            yield cluster
-        finally:
-            cluster.stop()
+    with _serving(lambda directory: start_cluster(directory, replicas=0), "lces-cluster-") as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -91,12 +108,8 @@ def redis_tls_server() -> Iterator[RedisServer]:
         pytest.skip("redis-server or openssl is not installed")
     if not redis_has_tls():
         pytest.skip("this redis-server was built without TLS")
-    with tempfile.TemporaryDirectory(prefix="lces-tls-") as directory:
-        server = start_tls_server(Path(directory))
-        try:
-            yield server
-        finally:
-            server.stop()
+    with _serving(start_tls_server, "lces-tls-") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -104,12 +117,8 @@ def redis_unix_server() -> Iterator[RedisServer]:
     """A redis-server for the session listening only on a unix socket file."""
     if not have_redis_server():
         pytest.skip("redis-server is not installed")
-    with tempfile.TemporaryDirectory(prefix="lces-unix-") as directory:
-        server = start_unix_server(Path(directory))
-        try:
-            yield server
-        finally:
-            server.stop()
+    with _serving(start_unix_server, "lces-unix-") as server:
+        yield server
 
 
 @pytest.fixture
