@@ -114,7 +114,8 @@ def probe(target: RedisTarget, policy: RetryPolicy) -> None:
     """Ping the node the URL names until it answers, at most `policy.attempts` times and within
     `target.first_contact_s` in all: every connect and reply wait is cut to the time left, so
     neither a closed port nor one that accepts and never answers can hold the caller longer."""
-    deadline = time.monotonic() + target.first_contact_s
+    started = time.monotonic()
+    deadline = started + target.first_contact_s
     attempt = 0
     while True:
         attempt += 1
@@ -127,7 +128,10 @@ def probe(target: RedisTarget, policy: RetryPolicy) -> None:
         except TRANSIENT as e:
             pause = policy.sleep_before(attempt + 1)
             if attempt >= policy.attempts or time.monotonic() + pause >= deadline:
-                reason = f"no answer within {target.first_contact_s:g} s ({attempt} tries): {e}"
+                tries, spent = ("1 try" if attempt == 1 else f"{attempt} tries"), time.monotonic() - started
+                reason = (
+                    f"no answer after {tries} in {spent:.1f} s (timeout {target.first_contact_s:g} s): {e}"
+                )
                 raise BusUnavailableError(redact_url(target.url), _scrub(reason, target.url)) from e
             log.debug("log server %s unreachable (try %d): %s", redact_url(target.url), attempt, e)
             time.sleep(pause)

@@ -108,7 +108,7 @@ def test_closed_port_is_one_error_within_the_url_timeout(
         bus.open(f"redis://u:hunter2@127.0.0.1:{port}/0?timeout=0.5{extra}", "r1")
     message = str(info.value)
     assert f"redis://u:***@127.0.0.1:{port}/0" in message and "hunter2" not in message
-    assert "within 0.5 s" in message
+    assert "(timeout 0.5 s)" in message
     assert all(r.levelno <= logging.DEBUG for r in caplog.records if r.name == "bus.redis")
 
 
@@ -145,7 +145,7 @@ def test_silent_server_fails_within_the_url_timeout(silent_port: int) -> None:
     started = time.monotonic()
     with pytest.raises(BusUnavailableError) as info:
         bus.open(f"redis://127.0.0.1:{silent_port}/0?timeout=0.5", "r1")
-    assert "no answer within 0.5 s (1 tries)" in str(info.value)
+    assert "no answer after 1 try in" in str(info.value) and "(timeout 0.5 s)" in str(info.value)
     assert time.monotonic() - started < 10  # generous: 20 times the bound; it used to be ~35 s
 
 
@@ -161,5 +161,5 @@ def test_unreachable_server_is_one_line_on_the_cli(capsys: pytest.CaptureFixture
 def test_first_contact_stops_after_the_policy_attempts() -> None:
     """A closed port is tried `RetryPolicy.attempts` times (within the URL's bound), then one error."""
     policy = RetryPolicy(attempts=3, backoff_s=0.01)
-    with pytest.raises(BusUnavailableError, match=r"\(3 tries\)"):
+    with pytest.raises(BusUnavailableError, match=r"no answer after 3 tries in"):
         bus.open(f"redis://127.0.0.1:{free_port()}/0?timeout=30", "r1", policy=policy)
