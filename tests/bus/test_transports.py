@@ -29,11 +29,13 @@ def _with_query(url: str, *, drop: str = "", **options: str) -> str:
     return parts._replace(query=urlencode(query, safe="/")).geturl()
 
 
-def test_fresh_tls_connections_are_usable_at_once(redis_tls_server: RedisServer) -> None:
+@pytest.mark.parametrize("fixture", TLS_TARGETS)
+def test_fresh_tls_connections_are_usable_at_once(request: pytest.FixtureRequest, fixture: str) -> None:
     """20 opens in a row each append: a TLS 1.3 server's session tickets, which arrive just
     after the handshake, are never taken for stray data ("Connection not ready")."""
+    url = _tls_url(request, fixture)
     for n in range(20):
-        with bus.open(redis_tls_server.url, f"t-tls-fresh-{n}") as log:
+        with bus.open(url, f"t-tls-fresh-{n}") as log:
             assert log.append([{"event_id": "a"}]) == log.last_seq()
 
 
