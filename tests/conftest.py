@@ -70,11 +70,13 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-def start_cluster(root: Path, replicas: int) -> RedisClusterNodes:
+def start_cluster(root: Path, replicas: int, *, tls: bool = False) -> RedisClusterNodes:
     """A started cluster of three masters with `replicas` replicas each (skips without redis)."""
     if not (have_redis_server() and have_redis_cli()):
         pytest.skip("redis-server or redis-cli is not installed")
-    cluster = RedisClusterNodes(root=root, replicas=replicas)
+    if tls:
+        _skip_without_tls()
+    cluster = RedisClusterNodes(root=root, replicas=replicas, tls=tls)
     try:
         cluster.start()
     except BaseException:
@@ -102,12 +104,24 @@ def redis_cluster() -> Iterator[RedisClusterNodes]:
 
 
 @pytest.fixture(scope="session")
-def redis_tls_server() -> Iterator[RedisServer]:
-    """A TLS-only redis-server for the session (CA and certificate made here with openssl)."""
+def redis_tls_cluster() -> Iterator[RedisClusterNodes]:
+    """One TLS-only Redis Cluster (three masters; clients, cluster bus and replication all
+    over TLS) for the session's `rediss://...?cluster=1` tests."""
+    with _serving(lambda d: start_cluster(d, replicas=0, tls=True), "lces-tls-cluster-") as cluster:
+        yield cluster
+
+
+def _skip_without_tls() -> None:
     if not (have_redis_server() and have_openssl()):
         pytest.skip("redis-server or openssl is not installed")
     if not redis_has_tls():
         pytest.skip("this redis-server was built without TLS")
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server() -> Iterator[RedisServer]:
+    """A TLS-only redis-server for the session (CA and certificate made here with openssl)."""
+    _skip_without_tls()
     with _serving(start_tls_server, "lces-tls-") as server:
         yield server
 

@@ -4,7 +4,13 @@ processes on free ports. Imports pytest, so only tests import this package."""
 from bus.testing._cluster import RedisClusterNodes, have_redis_cli
 from bus.testing._contract import GUARD_S, LogContract, append_from_process, rec
 from bus.testing._servers import RedisFactory, RedisServer, free_port, have_redis_server
-from bus.testing._tls import have_openssl, redis_has_tls, start_tls_server, start_unix_server
+from bus.testing._tls import (
+    have_openssl,
+    make_certificates,
+    redis_has_tls,
+    start_tls_server,
+    start_unix_server,
+)
 
 __all__ = [
     "GUARD_S",
@@ -17,6 +23,7 @@ __all__ = [
     "have_openssl",
     "have_redis_cli",
     "have_redis_server",
+    "make_certificates",
     "rec",
     "redis_has_tls",
     "start_tls_server",

@@ -53,13 +53,19 @@ def _openssl(*args: str | Path) -> None:
     subprocess.run(["openssl", *map(str, args)], capture_output=True, check=True, timeout=60)
 
 
+def tls_only_options(port: int, files: dict[str, Path]) -> list[str]:
+    """redis-server options to listen only on TLS `port` with `make_certificates` files (no
+    plain port, no client certificates asked)."""
+    options = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(files["server.crt"])]
+    options += ["--tls-key-file", str(files["server.key"]), "--tls-ca-cert-file", str(files["ca.crt"])]
+    return [*options, "--tls-auth-clients", "no"]
+
+
 def start_tls_server(directory: Path) -> RedisServer:
     """A redis-server that speaks only TLS (no plain port, no client certificates asked)."""
     files = make_certificates(directory)
     port = free_port()
-    options = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(files["server.crt"])]
-    options += ["--tls-key-file", str(files["server.key"]), "--tls-ca-cert-file", str(files["ca.crt"])]
-    options += ["--tls-auth-clients", "no"]
+    options = tls_only_options(port, files)
     url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={files['ca.crt']}"
     server = RedisServer(port=port, directory=directory, options=options, url=url)
     server.start()

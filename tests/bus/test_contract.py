@@ -132,6 +132,21 @@ class TestRedisTlsLog(LogContract):
 
 
 @pytest.mark.redis_server
+class TestRedisTlsClusterLog(LogContract):
+    """Redis Streams on a TLS-only three-master Redis Cluster (`rediss://...?cluster=1`)."""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_tls_cluster: RedisClusterNodes) -> None:
+        self.url = redis_tls_cluster.url
+
+    def make_log(self) -> Log:
+        return bus.open(self.url, self.run_id)
+
+    def process_url(self) -> str:
+        return self.url
+
+
+@pytest.mark.redis_server
 class TestRedisUnixLog(LogContract):
     """Redis Streams over a unix socket (`unix:///path?db=0`)."""
 
