@@ -4,6 +4,7 @@ plus bounded retries and the translation of redis-py errors into bus errors."""
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,17 +125,30 @@ def probe(target: RedisTarget, policy: RetryPolicy) -> None:
             _ping_once(target.url, min(left, policy.connect_timeout_s), left)
             return
         except redis.AuthenticationError as e:
-            raise BusUnavailableError(redact_url(target.url), _scrub(str(e), target.url)) from e
+            raise BusUnavailableError(target.shown, _scrub(str(e), target.url)) from e
         except TRANSIENT as e:
+            if _certificate_refused(e):  # the server answered; asking again gets the same answer
+                reason = f"the server's TLS certificate did not verify: {e}"
+                raise BusUnavailableError(target.shown, _scrub(reason, target.url)) from e
             pause = policy.sleep_before(attempt + 1)
             if attempt >= policy.attempts or time.monotonic() + pause >= deadline:
                 tries, spent = ("1 try" if attempt == 1 else f"{attempt} tries"), time.monotonic() - started
                 reason = (
                     f"no answer after {tries} in {spent:.1f} s (timeout {target.first_contact_s:g} s): {e}"
                 )
-                raise BusUnavailableError(redact_url(target.url), _scrub(reason, target.url)) from e
-            log.debug("log server %s unreachable (try %d): %s", redact_url(target.url), attempt, e)
+                raise BusUnavailableError(target.shown, _scrub(reason, target.url)) from e
+            log.debug("log server %s unreachable (try %d): %s", target.shown, attempt, e)
             time.sleep(pause)
+
+
+def _certificate_refused(error: BaseException) -> bool:
+    """Whether a connection failed because the server's certificate did not verify."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _ping_once(url: str, connect_s: float, reply_s: float) -> None:

@@ -46,6 +46,8 @@ class RedisTarget:
 
     url: str
     """The URL redis-py is given (the bus's own options removed)."""
+    shown: str
+    """The URL as given, password redacted: what messages name."""
     cluster: bool = False
     """Connect with `RedisCluster` (URL `cluster=1`)."""
     first_contact_s: float = DEFAULT_FIRST_CONTACT_S
@@ -70,6 +72,7 @@ def parse_redis_url(url: str) -> RedisTarget:
         url, values[name] = pop_param(url, name)
     return RedisTarget(
         url=url,
+        shown=shown,
         cluster=_flag(values["cluster"], "cluster", shown),
         first_contact_s=_number(values["timeout"], "timeout", shown, DEFAULT_FIRST_CONTACT_S),
         wait_replicas=int(_number(values["wait"], "wait", shown, 0, integer=True)),
