@@ -162,6 +162,8 @@ class PreemptionGuard:
             raise UsageError(
                 "PreemptionGuard must be entered on the main thread: Python runs signal handlers only there"
             )
+        if self._previous:
+            raise UsageError("this PreemptionGuard is already entered; a guard is entered once at a time")
         if self._lc.registry.run_state != RunState.RUNNING:
             raise UsageError(f"the run must be running to be guarded, it is {self._lc.registry.run_state}")
         for signum in self._signals:

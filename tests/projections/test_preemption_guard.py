@@ -300,6 +300,15 @@ def test_entering_outside_the_main_thread_is_a_usage_error() -> None:
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_run_not_running_or_a_guard_entered_twice_is_a_usage_error() -> None:
+    """A guard needs a running run, and one guard is entered once at a time."""
+    with pytest.raises(UsageError, match="must be running"), PreemptionGuard(Lifecycle()):
+        pass
+    guard = PreemptionGuard(_started())
+    with guard, pytest.raises(UsageError, match="already entered"):
+        guard.__enter__()
+
+
 # -- notice sources --------------------------------------------------------------------------
 
 
