@@ -159,6 +159,8 @@ class RunStateChanged(EventBase):
     from_state: str
     to_state: str
     reason: str = ""
+    attrs: dict[str, JsonValue] = Field(default_factory=dict)
+    """What the move carries beyond its reason, e.g. a preemption stop's `checkpoint_saved`."""
 
 
 class EntityRegistered(EventBase):

@@ -169,11 +169,19 @@ class Lifecycle:
         if RUN_SPEC.name in self.registry.specs:
             self.set_run_state(RunState.RUNNING, reason="run started")
 
-    def set_run_state(self, to: RunState | str, *, reason: str = "", step: int | None = None) -> None:
+    def set_run_state(
+        self,
+        to: RunState | str,
+        *,
+        reason: str = "",
+        step: int | None = None,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
         """Move the run along the `run` spec, firing its hooks (pre_stop, post_start, ...).
 
         The run is not an entity: a move the spec does not allow is a programming error and
-        raises `InvalidTransitionError` without recording anything.
+        raises `InvalidTransitionError` without recording anything. `attrs` (JSON values) are
+        recorded with the move, e.g. whether a stop saved its checkpoint.
         """
         spec = self.registry.specs.get(RUN_SPEC.name)
         if spec is None:
@@ -181,6 +189,10 @@ class Lifecycle:
         if not isinstance(to, str):  # a RunState is a str too
             raise UsageError(f"set_run_state(to=...) takes a run state name, got {type(to).__name__}")
         check_text(reason, "reason")
+        attrs = check_mapping({} if attrs is None else attrs, "set_run_state(attrs=...)", UsageError)
+        bad = first_non_json(dict(attrs), "attrs")
+        if bad is not None:
+            raise UsageError(f"set_run_state(attrs=...) takes JSON values with str keys only, but {bad}")
         current = self.registry.run_state
         target = spec.state(str(to)).name
         edge = None if current is None else spec.edge(current, target)
@@ -206,6 +218,7 @@ class Lifecycle:
                     from_state=current,
                     to_state=target,
                     reason=reason,
+                    attrs=dict(attrs),
                 )
             ]
         )

@@ -9,20 +9,32 @@ the log seq they reflect, and resumes every rank of a restarted run from the las
 (`save_checkpoint` and `load_checkpoint` are its file format). `ExpertLifecycle` builds all of
 these, with the expert coordinator and basin tracking, around a model's MoE layers, for a loop
 that calls it in three lines (`find_expert_layers` is how it finds the layers).
+`PreemptionGuard` stops a loop at a step boundary on SIGTERM, SIGINT or a notice source
+(`FileNotice`, `CallableNotice`, `AwsSpotNotice`, `GceNotice`), checkpointing first.
 """
 
 from projections.training import distributed
 from projections.training.checkpoint import Checkpoint, Checkpoints, load_checkpoint, save_checkpoint
 from projections.training.distributed import Replicated, process_group
 from projections.training.expert import ExpertLifecycle, find_expert_layers
+from projections.training.notices import AwsSpotNotice, CallableNotice, FileNotice, GceNotice, NoticeSource
+from projections.training.preemption import REQUEUE_EXIT_CODE, Notice, PreemptionGuard
 from projections.training.sync import Boundary, LifecycleSync, SyncConfig
 
 __all__ = [
+    "REQUEUE_EXIT_CODE",
+    "AwsSpotNotice",
     "Boundary",
+    "CallableNotice",
     "Checkpoint",
     "Checkpoints",
     "ExpertLifecycle",
+    "FileNotice",
+    "GceNotice",
     "LifecycleSync",
+    "Notice",
+    "NoticeSource",
+    "PreemptionGuard",
     "Replicated",
     "SyncConfig",
     "distributed",

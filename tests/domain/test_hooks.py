@@ -270,6 +270,15 @@ def test_run_hooks_fire_through_set_run_state() -> None:
     assert lc.registry.run_state == "terminated"
 
 
+def test_run_state_attrs_are_recorded_and_read_back() -> None:
+    """set_run_state's attrs are on the RunStateChanged record, and empty when none are given."""
+    lc = Lifecycle()
+    lc.start()
+    lc.set_run_state("interrupted", step=3, attrs={"checkpoint_saved": True, "notice_source": "signal"})
+    moves = [r for r in lc.log.read() if r["kind"] == "RunStateChanged"]
+    assert [m["attrs"] for m in moves] == [{}, {"checkpoint_saved": True, "notice_source": "signal"}]
+
+
 def test_run_pre_hooks_see_the_old_run_state_and_post_hooks_the_new_one() -> None:
     """pre_stop runs before RunStateChanged is appended; post_start after it is folded."""
     lc = Lifecycle()

@@ -175,6 +175,18 @@ CASES: list[tuple[str, Call, type[Exception], str]] = [
         "reason must be a str, got int",
     ),
     (
+        "set-run-state-attrs-list",
+        lambda lc: lc.set_run_state("stopping", attrs=["saved"]),
+        UsageError,
+        "set_run_state(attrs=...) must be a mapping, got list",
+    ),
+    (
+        "set-run-state-attrs-not-json",
+        lambda lc: lc.set_run_state("stopping", attrs={"when": object()}),
+        UsageError,
+        "set_run_state(attrs=...) takes JSON values with str keys only",
+    ),
+    (
         "append-not-events",
         lambda lc: lc.append([3]),
         UsageError,
