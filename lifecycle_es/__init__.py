@@ -45,6 +45,7 @@ from lifecycle_es.errors import (
 from lifecycle_es.events import (
     Action,
     ActionsVerified,
+    CheckpointRecorded,
     CheckpointRestored,
     CheckpointSaved,
     DecisionMade,
@@ -76,6 +77,7 @@ __all__ = [
     "BusUnavailableError",
     "CheckpointError",
     "CheckpointMismatchError",
+    "CheckpointRecorded",
     "CheckpointRestored",
     "CheckpointSaved",
     "CheckpointUnreadableError",
