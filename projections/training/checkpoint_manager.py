@@ -97,7 +97,9 @@ class CheckpointManager:
     """Saves, lists, retains and restores checkpoints under one root directory.
 
     Thread-safe; several processes may share a root (each with its own manager): retention
-    then tolerates a file another process already moved or deleted.
+    then tolerates a file another process already moved or deleted. The lock serialises the
+    manager's own appends to `lifecycle`; other writers of that lifecycle must not append from
+    other threads at the same time.
     """
 
     def __init__(
@@ -215,18 +217,22 @@ class CheckpointManager:
         A file whose bytes do not match its SHA-256 raises `CheckpointMismatchError`, and is
         recorded as `corrupt` first.
         """
-        target = device(map_location)
-        sidecar = self._locate(check_id(checkpoint_id))
-        raw, listed = read_info(sidecar, self.migrations)
-        try:
-            info, state_data = read_state(raw, sidecar, self.migrations, target)
-        except CheckpointError as e:
+        target, checkpoint_id = device(map_location), check_id(checkpoint_id)
+        for attempt in range(2):
+            sidecar = self._locate(checkpoint_id)
+            raw, listed = read_info(sidecar, self.migrations)
+            try:
+                info, state_data = read_state(raw, sidecar, self.migrations, target)
+            except CheckpointError as e:
+                if attempt == 0 and isinstance(e.__cause__, FileNotFoundError):
+                    continue  # retention archived it between the two reads: look again, once
+                with self._lock:
+                    self._record("corrupt", listed, reason=str(e))
+                raise
             with self._lock:
-                self._record("corrupt", listed, reason=str(e))
-            raise
-        with self._lock:
-            self._record("restore", info)
-        return LoadedCheckpoint(info, state_data)
+                self._record("restore", info)
+            return LoadedCheckpoint(info, state_data)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def load_latest(
         self,
@@ -239,8 +245,8 @@ class CheckpointManager:
         """Restore the newest intact checkpoint matching the filters, active or archived.
 
         Newer ones that fail to load are passed over (each recorded as `corrupt`) and named in
-        `Recovery.skipped`; None when nothing matches; `CheckpointMismatchError` when every
-        match is corrupt.
+        `Recovery.skipped`, as is any metadata file too damaged to filter; None when nothing
+        matches; `CheckpointMismatchError` when no match is intact.
         """
         target = device(map_location)
         check_filters(layer, seed, state, None, None, "all")

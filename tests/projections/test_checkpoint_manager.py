@@ -15,11 +15,13 @@ import torch
 
 from lifecycle_es import (
     BUILTIN_SPECS,
+    CODEC,
     CheckpointMismatchError,
     CheckpointUnreadableError,
     ConfigError,
     Lifecycle,
     Registry,
+    SchemaError,
     UsageError,
     fold_record,
 )
@@ -208,8 +210,9 @@ def test_restore_goes_to_the_chosen_device(tmp_path: Path) -> None:
         assert loaded.state_data["alpha"].device == torch.device(device)
 
 
-def _save_many(root: str, worker: int, count: int) -> None:
+def _save_many(root: str, worker: int, count: int, start: Any) -> None:
     manager = CheckpointManager(root, run_id="many", retention=RetentionConfig(per_seed=1000, per_run=1000))
+    start.wait(timeout=60)
     for i in range(count):
         manager.save({"worker": torch.tensor([worker]), "i": torch.tensor([i])}, layer=worker, seed=0, step=i)
 
@@ -217,12 +220,18 @@ def _save_many(root: str, worker: int, count: int) -> None:
 def test_threads_and_processes_saving_at_once_never_collide(tmp_path: Path) -> None:
     """8 threads and 4 processes saving into one root at once: every checkpoint is there, with
     its own id, and loads back with its own state."""
-    count = 5
-    threads = [threading.Thread(target=_save_many, args=(str(tmp_path), w, count)) for w in range(8)]
+    count = 10
     context = multiprocessing.get_context("fork")
-    processes = [context.Process(target=_save_many, args=(str(tmp_path), w, count)) for w in range(8, 12)]
-    for worker in [*threads, *processes]:
-        worker.start()
+    start = context.Barrier(12)  # every saver begins together, threads and processes alike
+    # Fork before any thread starts: a child forked while a thread holds a lock could hang.
+    processes = [
+        context.Process(target=_save_many, args=(str(tmp_path), w, count, start)) for w in range(8, 12)
+    ]
+    for process in processes:
+        process.start()
+    threads = [threading.Thread(target=_save_many, args=(str(tmp_path), w, count, start)) for w in range(8)]
+    for thread in threads:
+        thread.start()
     for thread in threads:
         thread.join()
     for process in processes:
@@ -302,3 +311,15 @@ def test_bad_construction_is_a_config_error(tmp_path: Path) -> None:
         CheckpointManager(tmp_path, run_id="../x")
     with pytest.raises(ConfigError, match="differs"):
         CheckpointManager(tmp_path, run_id="a", lifecycle=Lifecycle(run_id="b"))
+
+
+def test_a_checkpoint_record_of_the_wrong_shape_is_a_schema_error(tmp_path: Path) -> None:
+    """On the trusted replay path, a CheckpointRecorded whose action or priority is not a str is
+    refused by the codec's shape check before any fold sees it."""
+    lifecycle = Lifecycle(run_id="shape")
+    CheckpointManager(tmp_path, lifecycle=lifecycle).save(seed_state(0), layer=0, seed=0, step=0)
+    [record] = lifecycle.log.read()
+    assert CODEC.check(record) is record
+    for name in ("action", "priority"):
+        with pytest.raises(SchemaError, match=f"{name} must be a str"):
+            CODEC.check({**record, name: ["save"]})
