@@ -169,8 +169,7 @@ class CheckpointManager:
         write_atomic(info.path, data)
         write_atomic(info.path.with_suffix(".json"), info.to_json())  # last: it makes the pair visible
         with self._lock:
-            self._record("save", info)
-            self._retain(info)
+            self._retain(info, _Cause(step=step, event_id=self._record("save", info)))
         return info
 
     # -- listing ---------------------------------------------------------------------------------
@@ -277,7 +276,7 @@ class CheckpointManager:
 
     # -- retention -------------------------------------------------------------------------------
 
-    def _retain(self, saved: CheckpointInfo) -> None:
+    def _retain(self, saved: CheckpointInfo, cause: _Cause) -> None:
         """Bring `active/` and `archive/` within the limits after `saved` was written."""
         active = [i for i in self._scan("active")[0] if i.run_id == saved.run_id]
         group = [i for i in active if (i.layer, i.seed) == (saved.layer, saved.seed)]
@@ -292,14 +291,14 @@ class CheckpointManager:
         }
         for info in active:
             if info.id in evicted:
-                self._evict(info, evicted[info.id])
+                self._evict(info, evicted[info.id], cause)
         archived = self._scan("archive")[0]
         for info in archived[self.retention.archive :]:  # newest first: the tail is the oldest
-            self._delete(info, f"over the {self.retention.archive} kept in the archive")
+            self._delete(info, f"over the {self.retention.archive} kept in the archive", cause)
 
-    def _evict(self, info: CheckpointInfo, reason: str) -> None:
+    def _evict(self, info: CheckpointInfo, reason: str, cause: _Cause) -> None:
         if info.priority == "low":
-            self._delete(info, reason)
+            self._delete(info, reason, cause)
             return
         target = self.root / "archive" / info.path.name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -309,28 +308,36 @@ class CheckpointManager:
         except FileNotFoundError:
             return  # another process archived or deleted it
         os.replace(info.path, target)
-        self._record("archive", info, path=target, reason=reason)
+        self._record("archive", info, path=target, reason=reason, cause=cause)
 
-    def _delete(self, info: CheckpointInfo, reason: str) -> None:
+    def _delete(self, info: CheckpointInfo, reason: str, cause: _Cause) -> None:
         try:
             info.path.with_suffix(".json").unlink()
         except FileNotFoundError:
             return  # another process deleted it
         info.path.unlink(missing_ok=True)
-        self._record("delete", info, reason=reason)
+        self._record("delete", info, reason=reason, cause=cause)
 
     # -- events ----------------------------------------------------------------------------------
 
     def _record(
-        self, action: CheckpointAction, info: CheckpointInfo, *, path: Path | None = None, reason: str = ""
-    ) -> None:
-        """Append the action to the run's log (callers hold the lock), and log it."""
+        self,
+        action: CheckpointAction,
+        info: CheckpointInfo,
+        *,
+        path: Path | None = None,
+        reason: str = "",
+        cause: _Cause | None = None,
+    ) -> str | None:
+        """Append the action to the run's log (callers hold the lock), and log it; returns the
+        event's id (None without a lifecycle)."""
         _log.info("checkpoint %s: %s%s", info.id, action, f" ({reason})" if reason else "")
         if self.lifecycle is None:
-            return
+            return None
         event = CheckpointRecorded(
             run_id=self.lifecycle.run_id,
-            step=info.step,
+            step=info.step if cause is None else cause.step,
+            causation=None if cause is None else cause.event_id,
             rank=self.lifecycle.rank,
             action=action,
             checkpoint_id=info.id,
@@ -342,6 +349,16 @@ class CheckpointManager:
             reason=reason,
         )
         self.lifecycle.append([event])
+        return event.event_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Cause:
+    """The save that made retention archive or delete a checkpoint: the step it happened at,
+    and its event (the causation of the archive or delete; None without a lifecycle)."""
+
+    step: int
+    event_id: str | None
 
 
 _RANK = {p: n for n, p in enumerate(PRIORITIES)}

@@ -86,7 +86,8 @@ def test_listing_filters_and_orders_newest_first(tmp_path: Path) -> None:
 
 def test_retention_archives_normal_and_high_deletes_low_and_keeps_critical(tmp_path: Path) -> None:
     """Over the per-seed limit, normal and high checkpoints are archived, low ones deleted,
-    critical ones kept; the per-run and archive limits hold too, and each move is an event."""
+    critical ones kept; the per-run and archive limits hold too, and each move is an event
+    caused by the save that forced it."""
     lifecycle = Lifecycle(run_id="keep")
     limits = RetentionConfig(per_seed=2, per_run=3, archive=2)
     manager = CheckpointManager(tmp_path, retention=limits, lifecycle=lifecycle)
@@ -114,6 +115,11 @@ def test_retention_archives_normal_and_high_deletes_low_and_keeps_critical(tmp_p
     assert not any(a != "save" and cid == crit.id for a, cid in actions)
     assert lifecycle.registry.checkpoints[crit.id] == "active"
     assert low.id not in lifecycle.registry.checkpoints
+    # Each archive or delete is caused by a save, and happens at that save's step.
+    records = [r for r in lifecycle.log.read() if r["kind"] == "CheckpointRecorded"]
+    saves = {r["event_id"]: r["step"] for r in records if r["action"] == "save"}
+    moves = [r for r in records if r["action"] in ("archive", "delete")]
+    assert moves and all(saves[r["causation"]] == r["step"] for r in moves)
 
 
 def write_v1_checkpoint(directory: Path, checkpoint_id: str) -> None:
