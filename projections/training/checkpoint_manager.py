@@ -199,12 +199,9 @@ class CheckpointManager:
             for sidecar in (self.root / where).glob("*.json"):
                 try:
                     infos.append(read_info(sidecar, self.migrations)[1])
-                except FileNotFoundError:
-                    continue  # moved or deleted by another thread or process since the glob
                 except CheckpointError as e:
-                    if isinstance(e.__cause__, FileNotFoundError):
-                        continue
-                    broken.append((sidecar.stem, str(e)))
+                    if not isinstance(e.__cause__, FileNotFoundError):  # else: moved since the glob
+                        broken.append((sidecar.stem, str(e)))
         infos.sort(key=lambda i: (i.created_at, i.step, i.id), reverse=True)
         return infos, broken
 

@@ -329,3 +329,15 @@ def test_a_checkpoint_record_of_the_wrong_shape_is_a_schema_error(tmp_path: Path
     for name in ("action", "priority"):
         with pytest.raises(SchemaError, match=f"{name} must be a str"):
             CODEC.check({**record, name: ["save"]})
+
+
+def test_a_damaged_metadata_file_is_left_out_and_named_by_recovery(tmp_path: Path) -> None:
+    """A sidecar that is not metadata is left out of listings, and recovery names it among the
+    checkpoints it passed over while it restores an intact one."""
+    manager = CheckpointManager(tmp_path)
+    good = manager.save(seed_state(1.0), layer=0, seed=0, step=1)
+    (tmp_path / "active" / "layer0_seed0_9999999999999_deadbeef.json").write_text("{not json")
+    assert manager.list_checkpoints() == [good]
+    recovery = manager.load_latest()
+    assert recovery is not None and recovery.checkpoint.info.id == good.id
+    assert [cid for cid, _ in recovery.skipped] == ["layer0_seed0_9999999999999_deadbeef"]
