@@ -14,6 +14,7 @@ save into the same root, and a cache would hide their checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
@@ -28,7 +29,13 @@ from typing import Any, Literal
 
 import torch
 
-from lifecycle_es.errors import CheckpointError, CheckpointMismatchError, ConfigError, UsageError
+from lifecycle_es.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointWriteError,
+    ConfigError,
+    UsageError,
+)
 from lifecycle_es.events import CheckpointAction, CheckpointPriority, CheckpointRecorded
 from lifecycle_es.session import Lifecycle
 from projections.training._checkpoint_arguments import (
@@ -166,8 +173,7 @@ class CheckpointManager:
             extra=dict(extra or {}),
             path=self.root / "active" / f"{checkpoint_id}.pt",
         )
-        write_atomic(info.path, data)
-        write_atomic(info.path.with_suffix(".json"), info.to_json())  # last: it makes the pair visible
+        _write_pair(info, data)
         with self._lock:
             self._retain(info, _Cause(step=step, event_id=self._record("save", info)))
         return info
@@ -347,6 +353,17 @@ class CheckpointManager:
         )
         self.lifecycle.append([event])
         return event.event_id
+
+
+def _write_pair(info: CheckpointInfo, data: bytes) -> None:
+    """Write the `.pt`, then the sidecar that makes the pair visible; on failure remove both."""
+    try:
+        write_atomic(info.path, data)
+        write_atomic(info.path.with_suffix(".json"), info.to_json())
+    except OSError as e:
+        with contextlib.suppress(OSError):  # best effort: the error below is the one to report
+            info.path.unlink(missing_ok=True)
+        raise CheckpointWriteError(f"cannot write checkpoint {info.path}: {e.strerror or e}") from e
 
 
 @dataclass(frozen=True, kw_only=True)

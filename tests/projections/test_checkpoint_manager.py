@@ -18,6 +18,7 @@ from lifecycle_es import (
     CODEC,
     CheckpointMismatchError,
     CheckpointUnreadableError,
+    CheckpointWriteError,
     ConfigError,
     Lifecycle,
     Registry,
@@ -341,3 +342,15 @@ def test_a_damaged_metadata_file_is_left_out_and_named_by_recovery(tmp_path: Pat
     recovery = manager.load_latest()
     assert recovery is not None and recovery.checkpoint.info.id == good.id
     assert [cid for cid, _ in recovery.skipped] == ["layer0_seed0_9999999999999_deadbeef"]
+
+
+def test_a_save_that_cannot_be_written_is_a_typed_error(tmp_path: Path) -> None:
+    """A root where the files cannot go (here a file, not a directory) is a CheckpointWriteError
+    from the OS error, and nothing is recorded."""
+    root = tmp_path / "not-a-directory"
+    root.write_text("")
+    lifecycle = Lifecycle(run_id="full")
+    with pytest.raises(CheckpointWriteError, match="cannot write checkpoint") as caught:
+        CheckpointManager(root, lifecycle=lifecycle).save(seed_state(0), layer=0, seed=0, step=0)
+    assert isinstance(caught.value.__cause__, OSError)
+    assert recorded(lifecycle) == []
