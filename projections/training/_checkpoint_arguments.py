@@ -12,9 +12,14 @@ import torch
 from lifecycle_es._arguments import check_count, check_text, first_non_json, shown
 from lifecycle_es.errors import ConfigError, UsageError
 from lifecycle_es.events import RUN_ID_PATTERN
-from projections.training._checkpoint_format import CHECKPOINT_ID_PATTERN, PRIORITIES, first_non_tensor_data
+from projections.training._checkpoint_format import (
+    CHECKPOINT_ID_PATTERN,
+    PRIORITIES,
+    CheckpointInfo,
+    first_non_tensor_data,
+)
 
-__all__ = ["check_filters", "check_id", "check_run_id", "check_save", "device"]
+__all__ = ["check_filters", "check_id", "check_run_id", "check_save", "device", "matches"]
 
 _PLACES = ("active", "archive", "all")
 
@@ -103,3 +108,21 @@ def device(map_location: Any) -> torch.device:
     if target.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"map_location={str(target)!r} names CUDA, which this machine does not have")
     return target
+
+
+def matches(
+    info: CheckpointInfo,
+    layer: int | None,
+    seed: int | None,
+    state: str | None,
+    steps: tuple[int, int] | None,
+    priorities: frozenset[str] | None,
+) -> bool:
+    """Whether a checkpoint passes every filter given (None: any)."""
+    return (
+        (layer is None or info.layer == layer)
+        and (seed is None or info.seed == seed)
+        and (state is None or info.state == state)
+        and (steps is None or steps[0] <= info.step <= steps[1])
+        and (priorities is None or info.priority in priorities)
+    )

@@ -44,6 +44,7 @@ from projections.training._checkpoint_arguments import (
     check_run_id,
     check_save,
     device,
+    matches,
 )
 from projections.training._checkpoint_format import (
     MIGRATIONS,
@@ -196,7 +197,7 @@ class CheckpointManager:
         infos, broken = self._scan(place)
         for checkpoint_id, why in broken:
             _log.warning("checkpoint %s is left out of the listing: %s", checkpoint_id, why)
-        return [i for i in infos if _matches(i, layer, seed, state, steps, wanted)]
+        return [i for i in infos if matches(i, layer, seed, state, steps, wanted)]
 
     def _scan(self, place: Place) -> tuple[list[CheckpointInfo], list[tuple[str, str]]]:
         """Every readable sidecar's info, newest first, and (id, why) for each unreadable one."""
@@ -253,7 +254,7 @@ class CheckpointManager:
         target = device(map_location)
         check_filters(layer, seed, state, None, None, "all")
         infos, skipped = self._scan("all")
-        matching = [i for i in infos if _matches(i, layer, seed, state, None, None)]
+        matching = [i for i in infos if matches(i, layer, seed, state, None, None)]
         for info in matching:
             try:
                 loaded = self.load(info.id, map_location=target)
@@ -384,20 +385,3 @@ def _over(infos: Sequence[CheckpointInfo], limit: int) -> list[CheckpointInfo]:
     critical = [i for i in infos if i.priority == "critical"]
     others = sorted((i for i in infos if i.priority != "critical"), key=lambda i: -_RANK[i.priority])
     return others[max(0, limit - len(critical)) :]
-
-
-def _matches(
-    info: CheckpointInfo,
-    layer: int | None,
-    seed: int | None,
-    state: str | None,
-    steps: tuple[int, int] | None,
-    priorities: frozenset[str] | None,
-) -> bool:
-    return (
-        (layer is None or info.layer == layer)
-        and (seed is None or info.seed == seed)
-        and (state is None or info.state == state)
-        and (steps is None or steps[0] <= info.step <= steps[1])
-        and (priorities is None or info.priority in priorities)
-    )
