@@ -118,9 +118,12 @@ class CheckpointManager:
         lifecycle: Lifecycle | None = None,
         run_id: str | None = None,
         migrations: Mapping[int, Migration] = MIGRATIONS,
+        durable: bool = True,
     ) -> None:
         """Manage `root`; `lifecycle` (optional) receives the events, and names the run unless
-        `run_id` does ("run" when neither does); `migrations` lift older versions on load."""
+        `run_id` does ("run" when neither does); `migrations` lift older versions on load.
+        `durable=False` skips the fsync of each file: readers still never see a torn file, but
+        a power loss may lose the newest checkpoints (the disk's flush is most of a save)."""
         if not isinstance(root, str | os.PathLike):
             raise ConfigError(f"CheckpointManager(root=...) takes a str or path, got {type(root).__name__}")
         if retention is not None and not isinstance(retention, RetentionConfig):
@@ -134,6 +137,9 @@ class CheckpointManager:
         self.retention = retention or RetentionConfig()
         self.lifecycle = lifecycle
         self.migrations = check_migrations(migrations)
+        if not isinstance(durable, bool):
+            raise ConfigError(f"durable must be a bool, got {type(durable).__name__}")
+        self.durable = durable
         # Retention and log appends: a Lifecycle has one writer, and two threads evicting at
         # once would each count the other's victims.
         self._lock = threading.Lock()
@@ -174,7 +180,7 @@ class CheckpointManager:
             extra=dict(extra or {}),
             path=self.root / "active" / f"{checkpoint_id}.pt",
         )
-        _write_pair(info, data)
+        _write_pair(info, data, durable=self.durable)
         with self._lock:
             self._retain(info, _Cause(step=step, event_id=self._record("save", info)))
         return info
@@ -356,11 +362,11 @@ class CheckpointManager:
         return event.event_id
 
 
-def _write_pair(info: CheckpointInfo, data: bytes) -> None:
+def _write_pair(info: CheckpointInfo, data: bytes, *, durable: bool) -> None:
     """Write the `.pt`, then the sidecar that makes the pair visible; on failure remove both."""
     try:
-        write_atomic(info.path, data)
-        write_atomic(info.path.with_suffix(".json"), info.to_json())
+        write_atomic(info.path, data, durable=durable)
+        write_atomic(info.path.with_suffix(".json"), info.to_json(), durable=durable)
     except OSError as e:
         with contextlib.suppress(OSError):  # best effort: the error below is the one to report
             info.path.unlink(missing_ok=True)

@@ -310,14 +310,23 @@ def test_bad_retention_config_is_a_config_error(kwargs: dict[str, Any]) -> None:
 
 
 def test_bad_construction_is_a_config_error(tmp_path: Path) -> None:
-    """A manager built with a wrong root, run id or a run id that contradicts its lifecycle is
-    refused at construction."""
+    """A manager built with a wrong root, run id, durability flag or a run id that contradicts
+    its lifecycle is refused at construction."""
     with pytest.raises(ConfigError, match="root"):
         CheckpointManager(3)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="run id"):
         CheckpointManager(tmp_path, run_id="../x")
     with pytest.raises(ConfigError, match="differs"):
         CheckpointManager(tmp_path, run_id="a", lifecycle=Lifecycle(run_id="b"))
+    with pytest.raises(ConfigError, match="durable must be a bool"):
+        CheckpointManager(tmp_path, durable="yes")  # type: ignore[arg-type]
+
+
+def test_a_save_without_fsync_still_round_trips(tmp_path: Path) -> None:
+    """durable=False changes only whether files are flushed to disk, not what is read back."""
+    manager = CheckpointManager(tmp_path, durable=False)
+    info = manager.save(seed_state(0.25), layer=1, seed=1, step=3)
+    assert torch.equal(manager.load(info.id).state_data["alpha"], torch.full((16,), 0.25))
 
 
 def test_a_checkpoint_record_of_the_wrong_shape_is_a_schema_error(tmp_path: Path) -> None:
