@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -130,10 +130,19 @@ def _shape(cls: type[EventBase]) -> tuple[tuple[str, type], ...]:
     own = tuple(
         (name, origin)
         for name, info in cls.model_fields.items()
-        if (origin := get_origin(info.annotation) or info.annotation) in (dict, list, str)
+        if (origin := _json_type(info.annotation)) in (dict, list, str)
         and name not in ("kind", "event_id", "causation")
     )
     return _ENVELOPE + tuple(pair for pair in own if pair not in _ENVELOPE)
+
+
+def _json_type(annotation: Any) -> Any:
+    """The container or str type a field's annotation stands for; a Literal of strs is a str
+    (a fold looks such a value up in a dict, where a list would be a TypeError)."""
+    origin = get_origin(annotation)
+    if origin is Literal and all(isinstance(a, str) for a in get_args(annotation)):
+        return str
+    return origin or annotation
 
 
 def _type(value: object) -> str:

@@ -10,6 +10,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "CheckpointUnreadableError",
+    "CheckpointWriteError",
     "ConfigError",
     "DivergenceError",
     "DuplicateEntityError",
@@ -128,6 +129,11 @@ class CheckpointUnreadableError(CheckpointError, ValueError):
 class CheckpointMismatchError(CheckpointError, ValueError):
     """Raised when a checkpoint's bytes do not hash to the SHA-256 its `CheckpointSaved` recorded:
     the file was changed, truncated or swapped after it was written."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """Raised when a checkpoint's files cannot be written (disk full, no permission, a file
+    where a directory belongs); nothing half-written is left in their place."""
 
 
 class ForeignCheckpointError(CheckpointError, ValueError):

@@ -19,6 +19,9 @@ __all__ = [
     "RUN_ID_PATTERN",
     "Action",
     "ActionsVerified",
+    "CheckpointAction",
+    "CheckpointPriority",
+    "CheckpointRecorded",
     "CheckpointRestored",
     "CheckpointSaved",
     "DecisionMade",
@@ -290,6 +293,32 @@ class CheckpointRestored(EventBase):
     upto_seq: int = Field(ge=0)
 
 
+CheckpointAction = Literal["save", "archive", "delete", "restore", "corrupt"]
+"""What a checkpoint manager did to one checkpoint file (or found: `corrupt`)."""
+
+CheckpointPriority = Literal["low", "normal", "high", "critical"]
+"""How hard retention keeps a checkpoint: low ones are deleted, normal and high ones archived,
+critical ones always kept."""
+
+
+class CheckpointRecorded(EventBase):
+    """A checkpoint manager saved, archived, deleted or restored a checkpoint, or found it corrupt.
+
+    `path` is where the file is after the action (for `delete` and `corrupt`, where it was);
+    `reason` says why it was archived, deleted or refused.
+    """
+
+    kind: Literal["CheckpointRecorded"] = "CheckpointRecorded"
+    action: CheckpointAction
+    checkpoint_id: str = Field(min_length=1, max_length=256)
+    layer: int = Field(ge=0)
+    seed: int = Field(ge=0)
+    priority: CheckpointPriority = "normal"
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    reason: str = ""
+
+
 Event = Annotated[
     RunStarted
     | RunStateChanged
@@ -303,7 +332,8 @@ Event = Annotated[
     | ActionsVerified
     | DivergenceDetected
     | CheckpointSaved
-    | CheckpointRestored,
+    | CheckpointRestored
+    | CheckpointRecorded,
     Field(discriminator="kind"),
 ]
 """Any lifecycle event; validate with `codec.from_record`."""
@@ -322,4 +352,5 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     DivergenceDetected,
     CheckpointSaved,
     CheckpointRestored,
+    CheckpointRecorded,
 )

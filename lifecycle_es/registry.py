@@ -91,6 +91,9 @@ class Registry:
         self.sealed_step: int | None = None
         self.verified_step: int | None = None
         self.last_checkpoint: dict[str, Any] | None = None
+        self.checkpoints: dict[str, str] = {}
+        """Where each checkpoint a manager recorded is ("active", "archive" or "corrupt"), by id;
+        a deleted one leaves."""
         self.entities: dict[str, EntityState] = {}
         self._live: dict[str, None] = {}
         """The names of the live entities (see the module docstring), for `live()`."""
@@ -195,6 +198,7 @@ class Registry:
             "sealed_step": self.sealed_step,
             "verified_step": self.verified_step,
             "last_checkpoint": self.last_checkpoint,
+            "checkpoints": dict(self.checkpoints),
             "entities": [_entity_to_plain(e) for e in self.entities.values()],
             "failures": [[*k, *v] for k, v in self._failures.items()],
             "windows": [
@@ -222,6 +226,7 @@ class Registry:
         ):
             setattr(r, name, state[name])
         r.run_config = dict(state["run_config"])
+        r.checkpoints = dict(state.get("checkpoints", {}))  # absent from older snapshots
         for plain in state["entities"]:
             e = _entity_from_plain(plain)
             r.entities[e.entity] = e
@@ -253,6 +258,7 @@ class Registry:
             "_cycle",
             "_last_decision",
             "run_config",
+            "checkpoints",
         ):
             setattr(clone, name, copy.copy(getattr(self, name)))
         clone._windows = {k: {n: deque(d, d.maxlen) for n, d in v.items()} for k, v in self._windows.items()}
@@ -272,6 +278,7 @@ class Registry:
             self.sealed_step,
             self.verified_step,
             self.last_checkpoint,
+            self.checkpoints,
             self.entities,
             self._slots,
             self._failures,
@@ -521,6 +528,18 @@ def _on_checkpoint(r: Registry, ev: Record) -> None:
     r.last_checkpoint = {k: ev[k] for k in ("checkpoint_id", "path", "sha256", "upto_seq")}
 
 
+_CHECKPOINT_PLACE = {"save": "active", "archive": "archive", "corrupt": "corrupt"}
+
+
+def _on_checkpoint_recorded(r: Registry, ev: Record) -> None:
+    action, checkpoint_id = ev["action"], ev["checkpoint_id"]
+    if action == "delete":
+        r.checkpoints.pop(checkpoint_id, None)
+    elif action in _CHECKPOINT_PLACE:
+        r.checkpoints[checkpoint_id] = _CHECKPOINT_PLACE[action]
+    # a restore leaves the checkpoint where it is
+
+
 _HANDLERS: dict[str, Callable[[Registry, Record], None]] = {
     "RunStarted": _on_run_started,
     "RunStateChanged": _on_run_state_changed,
@@ -535,4 +554,5 @@ _HANDLERS: dict[str, Callable[[Registry, Record], None]] = {
     "DivergenceDetected": lambda r, ev: None,  # an incident for the audit trail; state is unchanged
     "CheckpointSaved": _on_checkpoint,
     "CheckpointRestored": _on_checkpoint,
+    "CheckpointRecorded": _on_checkpoint_recorded,
 }

@@ -17,8 +17,6 @@ import hashlib
 import io
 import logging
 import os
-import threading
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from lifecycle_es.session import Lifecycle
 from projections._projection import Snapshot
 from projections.runner import Runner
 from projections.training import distributed
+from projections.training._files import write_atomic
 from projections.training.distributed import Group
 from projections.training.sync import Boundary
 
@@ -90,19 +89,7 @@ def save_checkpoint(
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Unique per call, not per process: two threads saving one path must not share a temp file.
-    aside = target.with_name(f".{target.name}.tmp-{os.getpid()}-{threading.get_ident()}-{uuid.uuid4().hex}")
-    try:
-        with open(aside, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(aside, target)
-    except BaseException:
-        aside.unlink(missing_ok=True)
-        raise
+    write_atomic(Path(path), data)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -14,6 +14,7 @@ from lifecycle_es import (
     CODEC,
     Action,
     ActionsVerified,
+    CheckpointRecorded,
     CheckpointRestored,
     CheckpointSaved,
     Codec,
@@ -111,6 +112,17 @@ SAMPLES: list[EventBase] = [
     ),
     CheckpointRestored(
         **ENVELOPE, checkpoint_id="ckpt-40", path="runs/run-1/ckpt-40.pt", sha256="ab" * 32, upto_seq=120
+    ),
+    CheckpointRecorded(
+        **ENVELOPE,
+        action="archive",
+        checkpoint_id="layer1_seed0_1706115234567_0a1b2c3d",
+        layer=1,
+        seed=0,
+        priority="high",
+        path="ckpt/archive/layer1_seed0_1706115234567_0a1b2c3d.pt",
+        sha256="cd" * 32,
+        reason="over the 5 kept for layer 1, seed 0",
     ),
 ]
 KIND_IDS = [type(e).__name__ for e in SAMPLES]
