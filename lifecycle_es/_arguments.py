@@ -7,12 +7,21 @@ huge int as `OverflowError`; here each is a one-sentence error naming the argume
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lifecycle_es.errors import LifecycleError, UsageError
 
-__all__ = ["INT64_MAX", "MAX_DEPTH", "check_count", "check_mapping", "check_text", "first_non_json", "shown"]
+__all__ = [
+    "INT64_MAX",
+    "MAX_DEPTH",
+    "check_count",
+    "check_mapping",
+    "check_text",
+    "first_misfit",
+    "first_non_json",
+    "shown",
+]
 
 INT64_MAX = 2**63 - 1
 """The largest int a record may hold (JSON and msgpack readers both store it)."""
@@ -44,31 +53,47 @@ def check_mapping(value: object, what: str, error: type[LifecycleError] = UsageE
     return value
 
 
-def first_non_json(value: object, path: str, depth: int = 0) -> str | None:
+def first_non_json(value: object, path: str) -> str | None:
     """Return a phrase naming the first value in `value` that a record cannot hold, or None.
 
     JSON values only: str keys, finite floats, ints within 64 bits, nesting at most
     `MAX_DEPTH` deep (deeper would exhaust the stack of every encoder after us).
     """
+    return first_misfit(value, path, _json_leaf, (list,))
+
+
+def first_misfit(
+    value: object,
+    path: str,
+    leaf: Callable[[object, str], str | None],
+    sequences: tuple[type[Sequence[object]], ...],
+    depth: int = 0,
+) -> str | None:
+    """Walk `value` through `sequences` and str-keyed dicts, at most `MAX_DEPTH` deep, and
+    return the first phrase `leaf` gives for a value that is neither, or None when all fit."""
     if depth > MAX_DEPTH:
         return f"{path} nests deeper than {MAX_DEPTH} levels"
+    if isinstance(value, sequences):
+        found = (first_misfit(v, f"{path}[{i}]", leaf, sequences, depth + 1) for i, v in enumerate(value))
+        return next((bad for bad in found if bad is not None), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has the key {key!r} of type {type(key).__name__}"
+            bad = first_misfit(item, f"{path}[{key!r}]", leaf, sequences, depth + 1)
+            if bad is not None:
+                return bad
+        return None
+    return leaf(value, path)
+
+
+def _json_leaf(value: object, path: str) -> str | None:
     if value is None or isinstance(value, bool | str):
         return None
     if isinstance(value, int):
         return None if -INT64_MAX - 1 <= value <= INT64_MAX else f"{path} is an int outside 64 bits"
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path} is {value!r}"
-    if isinstance(value, list):
-        found = (first_non_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
-        return next((bad for bad in found if bad is not None), None)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has the key {key!r} of type {type(key).__name__}"
-            bad = first_non_json(item, f"{path}[{key!r}]", depth + 1)
-            if bad is not None:
-                return bad
-        return None
     return f"{path} is of type {type(value).__name__}"
 
 

@@ -19,7 +19,7 @@ from typing import Any, get_args
 
 import torch
 
-from lifecycle_es._arguments import MAX_DEPTH
+from lifecycle_es._arguments import first_misfit
 from lifecycle_es.errors import CheckpointMismatchError, CheckpointUnreadableError, ConfigError
 from lifecycle_es.events import CheckpointPriority
 
@@ -227,22 +227,13 @@ def _migrate(
     return metadata, state_data
 
 
-def first_non_tensor_data(value: object, path: str, depth: int = 0) -> str | None:
+def first_non_tensor_data(value: object, path: str) -> str | None:
     """A phrase naming the first value a weights-only load could not read back, or None:
     tensors, str-keyed dicts, lists, tuples, str, int, float, bool and None only."""
-    if depth > MAX_DEPTH:
-        return f"{path} nests deeper than {MAX_DEPTH} levels"
+    return first_misfit(value, path, _tensor_data_leaf, (list, tuple))
+
+
+def _tensor_data_leaf(value: object, path: str) -> str | None:
     if value is None or isinstance(value, torch.Tensor | str | int | float):
-        return None
-    if isinstance(value, list | tuple):
-        found = (first_non_tensor_data(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
-        return next((bad for bad in found if bad is not None), None)
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} has the key {key!r} of type {type(key).__name__}"
-            bad = first_non_tensor_data(item, f"{path}[{key!r}]", depth + 1)
-            if bad is not None:
-                return bad
         return None
     return f"{path} is of type {type(value).__name__}"
