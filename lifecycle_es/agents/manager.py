@@ -13,7 +13,7 @@ from lifecycle_es.agents import queries
 from lifecycle_es.agents.routes import Verb
 from lifecycle_es.agents.states import AVAILABLE, IN_ERROR, IN_MAINTENANCE, OPERATIONAL
 from lifecycle_es.agents.writer import AgentWriter, Op
-from lifecycle_es.hooks import Handler, Hooks
+from lifecycle_es.hooks import Handler, HookFailure, Hooks
 from lifecycle_es.registry import EntityState
 from lifecycle_es.specs import AGENT_SPEC
 
@@ -93,6 +93,12 @@ class AgentLifecycleManager(Generic[R]):
         """Call `handler(event_type, data)` at this agent's 'pre_transition' or 'post_transition'."""
         hooks = self._writer.agent_hooks.setdefault(self.agent_id, Hooks())
         hooks.on(event_type, handler)
+
+    @property
+    def handler_failures(self) -> list[HookFailure]:
+        """The latest failures of this agent's handlers (each also logged), oldest first."""
+        hooks = self._writer.agent_hooks.get(self.agent_id)
+        return [] if hooks is None else list(hooks.failures)
 
     def _read(self) -> EntityState:
         self._writer.lifecycle.catch_up()
