@@ -25,7 +25,7 @@ def watcher(service: AgentLifecycleService, seen: Seen, name: str) -> Any:
 
 
 def test_async_pre_handlers_are_awaited_in_order_before_the_append(service: AgentLifecycleService) -> None:
-    """An awaited verb runs each pre-handler in order before its events are on the log, post-handlers after."""
+    """An awaited verb runs each pre-handler in order before its events are on the log, then post-handlers."""
     seen: Seen = []
     service.sync.register_agent("a")
     manager = service.get_manager("a")

@@ -112,7 +112,7 @@ def test_the_answers_are_equal_after_a_replay(tmp_path: Path) -> None:
 def test_the_agents_command_prints_the_same_statuses_and_metrics(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`agents LOG --run RUN --format json` prints the service's statuses and metrics; text names each agent."""
+    """`agents LOG --run RUN --format json` prints the statuses and metrics; the text names each agent."""
     service = AgentLifecycleService(f"jsonl://{tmp_path}", run_id="cli")
     populate(service)
     status, out, _ = run_cli(capsys, "agents", str(tmp_path), "--run", "cli", "--format", "json")
