@@ -157,7 +157,7 @@ class _Service(Generic[R]):
         """Move the agent to DELETED, the final state (from every state with an edge there)."""
         return self._verb(Verb.DELETE, agent_id, "Agent deleted", triggered_by, metadata)
 
-    def sync_hf_space_status(self, agent_id: AgentId, hf_status: str) -> R:
+    def sync_hf_space_status(self, agent_id: AgentId, hf_status: str, *, metadata: Meta = None) -> R:
         """Follow an HF Space status (`HF_SPACE_STATES`) along the shortest path of valid edges,
         each move recorded with triggered_by "hf_sync"; True if already there, False (recorded)
         when no path leads there."""
@@ -166,7 +166,7 @@ class _Service(Generic[R]):
             raise UsageError(f"unknown HF Space status {hf_status!r}; known: {', '.join(HF_SPACE_STATES)}")
         why = f"HF space status: {hf_status}"
         return self._verb(
-            Verb.HF_SYNC, agent_id, why, "hf_sync", None, target=target.value, hf_status=hf_status
+            Verb.HF_SYNC, agent_id, why, "hf_sync", metadata, target=target.value, hf_status=hf_status
         )
 
     def get_manager(self, agent_id: AgentId) -> AgentLifecycleManager[R]:
