@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_readme_runs_the_seeds_example(capsys: pytest.CaptureFixture[str]) -> None:
-    """The block refuses the second complete_task, finds the agent in error and ends online before stopping."""
+    """It refuses the second complete_task, finds the agent in error, and ends online before stopping."""
     [block] = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL) if "uuid4" in b]
     exec(compile(block, str(README), "exec"), {"__name__": "readme"})
     lines = capsys.readouterr().out.splitlines()
