@@ -5,28 +5,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-DEVCYCLE_TABLE: dict[str, set[str]] = {
-    "registered": {"deploying", "deleted"},
-    "deploying": {"deployed", "failed", "error"},
-    "deployed": {"starting", "updating", "deleted"},
-    "starting": {"online", "failed", "error", "timeout"},
-    "online": {"busy", "idle", "stopping", "updating", "maintenance", "suspended", "offline", "error"},
-    "busy": {"idle", "online", "stopping", "maintenance", "suspended", "offline", "error"},
-    "idle": {"busy", "online", "stopping", "updating", "maintenance", "suspended", "offline", "error"},
-    "stopping": {"offline", "terminated", "error"},
-    "updating": {"online", "failed", "error"},
-    "scaling": {"online", "busy", "idle", "error"},
-    "error": {"online", "offline", "maintenance", "failed"},
-    "failed": {"starting", "deploying", "deleted"},
-    "timeout": {"offline", "error", "starting"},
-    "maintenance": {"online", "offline", "suspended"},
-    "suspended": {"online", "maintenance", "offline"},
-    "offline": {"starting", "maintenance", "terminated", "deleted"},
-    "terminated": {"deleted"},
-    "deleted": set(),
-}
-"""DevCycle's `AgentLifecycleManager.VALID_TRANSITIONS` (reference/seed-projects.md 3.2), copied
-here as the tests' own oracle rather than read back from the spec under test."""
+from tests.specs.test_builtin_specs import AGENT_ROWS
+
+DEVCYCLE_TABLE: dict[str, set[str]] = AGENT_ROWS
+"""DevCycle's `AgentLifecycleManager.VALID_TRANSITIONS` (reference/seed-projects.md 3.2), as the
+spec tests copy it: the agent tests' own oracle rather than the spec under test read back."""
 
 STATES = tuple(DEVCYCLE_TABLE)
 
