@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -89,7 +90,10 @@ class AgentWriter:
         """Verb attempts made, retries included."""
         self.retries = 0
         """Attempts that met a concurrent append and were planned again."""
-        self._lock: asyncio.Lock | None = None
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        """One lock per event loop: an asyncio.Lock belongs to the loop it first waits on."""
 
     # -- running a verb ------------------------------------------------------------------------
 
@@ -111,9 +115,8 @@ class AgentWriter:
 
     async def run_async(self, op: Op) -> bool:
         """`run` with awaited handlers: returns once the pre-handlers ran and the verb is on the log."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:  # the batch stays open across the pre-handlers' awaits
+        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:  # the batch stays open across the pre-handlers' awaits
             for _ in range(self.config.max_retries + 1):
                 self.lifecycle.catch_up()
                 self.attempts += 1

@@ -118,3 +118,23 @@ def test_service_wide_handlers_see_task_moves_too(service: AgentLifecycleService
     seen.clear()
     assert service.sync.assign_task("a")
     assert seen == [("task", "pending", "running"), ("agent", "online", "busy")]
+
+
+def test_concurrent_awaited_verbs_on_one_service_are_serialised(service: AgentLifecycleService) -> None:
+    """Verbs gathered on one loop, whose pre-handlers yield, all apply; so do they on a second loop."""
+    order: list[str] = []
+
+    async def slow(point: str, data: Mapping[str, Any]) -> None:
+        order.append(data["entity"])
+        await asyncio.sleep(0)
+
+    service.lifecycle.hooks.on("pre_transition", slow)
+    names = [f"a{i}" for i in range(5)]
+
+    async def main(verb: str) -> list[bool]:
+        return list(await asyncio.gather(*(getattr(service, verb)(name) for name in names)))
+
+    assert asyncio.run(main("register_agent")) == [True] * 5
+    assert asyncio.run(main("deploy_agent")) == [True] * 5
+    assert {service.sync.get_manager(n).current_state for n in names} == {"deployed"}
+    assert len(order) == 10
