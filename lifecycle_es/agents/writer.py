@@ -217,7 +217,8 @@ class AgentWriter:
         lc = self.lifecycle
         lc.append(
             [
-                TransitionRejected(
+                # Unvalidated: every field is a registered agent's or was checked by the service.
+                TransitionRejected.trusted(
                     run_id=lc.run_id,
                     step=lc.step,
                     rank=lc.rank,
