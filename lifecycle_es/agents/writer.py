@@ -11,6 +11,7 @@ state. On a retry the pre-handlers run again, for the new plan.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
 from collections.abc import Mapping
@@ -33,6 +34,8 @@ __all__ = ["AgentConflictError", "AgentServiceConfig", "AgentWriter", "Op", "Tas
 
 TaskEnd = Literal["completed", "failed", "cancelled", "timeout"]
 """How `complete_task` ends the agent's running task."""
+
+_log = logging.getLogger("lifecycle_es.agents")
 
 TASK_KEY = "task_id"
 """The metadata key of an agent's move into BUSY that names the task it runs."""
@@ -76,6 +79,8 @@ class Op:
 class _Result:
     ok: bool
     plans: list[TransitionPlan] = field(default_factory=list)
+    why: str = ""
+    """The refusal's reason, when not ok."""
 
 
 class AgentWriter:
@@ -110,7 +115,7 @@ class AgentWriter:
                 self.retries += 1
                 continue
             self._fire("post", result.plans)
-            return result.ok
+            return _logged(op, result)
         raise self._exhausted(op)
 
     async def run_async(self, op: Op) -> bool:
@@ -128,7 +133,7 @@ class AgentWriter:
                     self.retries += 1
                     continue
                 await self._fire_async("post", result.plans)
-                return result.ok
+                return _logged(op, result)
         raise self._exhausted(op)
 
     def _exhausted(self, op: Op) -> AgentConflictError:
@@ -163,7 +168,7 @@ class AgentWriter:
         hops = self._hops(op, agent)
         if isinstance(hops, str):
             self._refuse(op, agent, hops)
-            return _Result(False)
+            return _Result(False, why=hops)
         result = _Result(True)
         metadata = op.metadata
         if op.verb is Verb.ASSIGN_TASK:
@@ -204,8 +209,9 @@ class AgentWriter:
         agent = agent_state(registry, op.agent)
         if agent.state == initial:
             return _Result(True)  # DevCycle: registering an agent already there is a no-op
-        self._refuse(op, agent, f"Invalid transition: {agent.state} -> {initial}")
-        return _Result(False)
+        why = f"Invalid transition: {agent.state} -> {initial}"
+        self._refuse(op, agent, why)
+        return _Result(False, why=why)
 
     def _move(self, entity: str, to: str, op: Op, metadata: Mapping[str, Any] | None) -> TransitionPlan:
         lc = self.lifecycle
@@ -250,3 +256,22 @@ class AgentWriter:
     @staticmethod
     def _stamp_attrs() -> dict[str, Any]:
         return {REGISTERED_AT: time.time()}
+
+
+def _logged(op: Op, result: _Result) -> bool:
+    """Log a verb once it is on the log (DevCycle's levels: moves INFO, refusals WARNING)."""
+    if not result.ok:
+        _log.warning("%s of %r refused: %s", op.verb.value, op.agent, result.why, extra={"agent": op.agent})
+    for plan in result.plans:
+        d = plan.data
+        _log.info(
+            "%s %r: %s -> %s (%s, by %s)",
+            d["spec"],
+            d["entity"],
+            d["from_state"],
+            d["to_state"],
+            d["reason"],
+            d["triggered_by"],
+            extra={"agent": op.agent, "verb": op.verb.value},
+        )
+    return result.ok

@@ -138,3 +138,22 @@ def test_concurrent_awaited_verbs_on_one_service_are_serialised(service: AgentLi
     assert asyncio.run(main("deploy_agent")) == [True] * 5
     assert {service.sync.get_manager(n).current_state for n in names} == {"deployed"}
     assert len(order) == 10
+
+
+def test_moves_are_logged_at_info_and_refusals_at_warning(
+    service: AgentLifecycleService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As DevCycle's logging: each applied move an INFO line, each refused verb a WARNING with its reason."""
+    with caplog.at_level(logging.INFO, logger="lifecycle_es.agents"):
+        service.sync.register_agent("a")
+        service.sync.deploy_agent("a")
+        service.sync.complete_task("a")
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "lifecycle_es.agents"]
+    assert lines == [
+        ("INFO", "agent 'a': registered -> deploying (Agent deployment, by system)"),
+        ("INFO", "agent 'a': deploying -> deployed (Agent deployment, by system)"),
+        (
+            "WARNING",
+            "complete_task of 'a' refused: complete_task needs the agent in one of: busy; it is deployed",
+        ),
+    ]
