@@ -155,12 +155,13 @@ def _fields(record: Record) -> str:
 
 
 def _gates(record: Record) -> str:
-    """`from->to`, then each gate as `+name` (passed) or `-name` (failed, with its reason)."""
+    """`from->to` (`->to` for an entity not yet registered), then each gate as `+name` (passed)
+    or `-name (reason)` (failed)."""
     marks = [
         f"+{o.gate}" if o.passed else f"-{o.gate} ({o.reason})" if o.reason else f"-{o.gate}"
         for o in gate_results(record)
     ]
-    return f"{record.get('from_state') or '-'}->{record.get('to_state')} " + " ".join(marks)
+    return f"{record.get('from_state')}->{record.get('to_state')} " + " ".join(marks)
 
 
 def _short(value: Any) -> str:

@@ -174,7 +174,7 @@ def test_a_compact_line_marks_failures_with_their_reason(logs: dict[str, list[di
     Printer(out, fmt="pretty", colour=False).write(record)
     failed = next(o for o in gate_results(record) if not o.passed)
     assert f"-{failed.gate} ({failed.reason})" in out.getvalue()
-    assert f"{record['from_state'] or '-'}->{record['to_state']}" in out.getvalue()
+    assert f" {record['from_state']}->{record['to_state']} " in out.getvalue()
 
 
 def test_what_if_holds_back_both_forms(opened: dict[str, bus.Log]) -> None:
