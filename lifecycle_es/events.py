@@ -7,10 +7,11 @@ stable stored name (equal to the class name), never a Python class path.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 from lifecycle_es._ids import new_event_id
 
@@ -33,12 +34,15 @@ __all__ = [
     "GateCategory",
     "GateChecked",
     "GateMode",
+    "GateOutcome",
+    "GatesChecked",
     "MetricsObserved",
     "RunStarted",
     "RunStateChanged",
     "StepSealed",
     "TransitionApplied",
     "TransitionRejected",
+    "gate_results",
 ]
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -197,6 +201,61 @@ class GateChecked(EventBase):
     mode: GateMode = GateMode.STRICT
 
 
+class GateOutcome(NamedTuple):
+    """One checked gate inside a `GatesChecked` (a name with its verdict), stored as a five-item list."""
+
+    gate: str
+    passed: bool
+    observed: Metrics
+    thresholds: Metrics
+    reason: str = ""
+
+    def stored(self) -> list[JsonValue]:
+        """The outcome as a `GatesChecked` stores it: a plain list, so a record stays plain JSON."""
+        return [self.gate, self.passed, dict(self.observed), dict(self.thresholds), self.reason]
+
+
+_OUTCOME: TypeAdapter[GateOutcome] = TypeAdapter(GateOutcome)
+
+
+def _stored_outcome(item: list[JsonValue]) -> list[JsonValue]:
+    return _OUTCOME.validate_python(item).stored()
+
+
+GateItem = Annotated[list[JsonValue], AfterValidator(_stored_outcome)]
+"""A `GateOutcome` as stored: `[gate, passed, observed, thresholds, reason]`, checked as one."""
+
+
+class GatesChecked(EventBase):
+    """Every gate of one decision attempt on an entity, checked together (the compact form).
+
+    One event per attempt instead of one `GateChecked` each: the envelope is written once and
+    each result is a five-item list, which is what keeps a long run's log small. The gates
+    are strict and blocking, as the expert coordinator checks them; `GateChecked` stays for
+    the transitions a spec's own gates guard, where category and mode vary per gate.
+    """
+
+    kind: Literal["GatesChecked"] = "GatesChecked"
+    entity: EntityId
+    from_state: str
+    to_state: str
+    gates: list[GateItem] = Field(default_factory=list)
+    """Each gate in the order checked; read them with `gate_results`."""
+
+
+def gate_results(record: Mapping[str, Any]) -> Iterator[GateOutcome]:
+    """The gate results a record holds, in either form: one for a `GateChecked`, each of a
+    `GatesChecked`'s, none for any other kind. Readers count gates through this alone."""
+    kind = record.get("kind")
+    if kind == "GateChecked":
+        yield GateOutcome(
+            record["gate"], record["passed"], record["observed"], record["thresholds"], record["reason"]
+        )
+    elif kind == "GatesChecked":
+        for gate, passed, observed, thresholds, reason in record["gates"]:
+            yield GateOutcome(gate, passed, observed, thresholds, reason)
+
+
 class TransitionApplied(EventBase):
     """An entity moved from one state to another."""
 
@@ -324,6 +383,7 @@ Event = Annotated[
     | RunStateChanged
     | EntityRegistered
     | GateChecked
+    | GatesChecked
     | TransitionApplied
     | TransitionRejected
     | MetricsObserved
@@ -343,6 +403,7 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     RunStateChanged,
     EntityRegistered,
     GateChecked,
+    GatesChecked,
     TransitionApplied,
     TransitionRejected,
     MetricsObserved,

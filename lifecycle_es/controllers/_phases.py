@@ -10,9 +10,10 @@ pruning, and the overload or convergence of an active one all start over when it
 so nothing seen during cooling counts against an expert once it is active.
 
 A *candidate* is an expert, pair or layer whose trigger signal held on at least one of its
-last `patience` checkpoints. Every gate of every candidate is evaluated and recorded as a
-`GateChecked` (signals first, then the structural limits), so the log shows each action's run-up,
-what held it back, and a signal that faded; experts showing no sign of a trigger record nothing.
+last `patience` checkpoints. Every gate of every candidate is evaluated, and a candidate's gates
+are recorded together as one `GatesChecked` (signals first, then the structural limits), so the
+log shows each action's run-up, what held it back, and a signal that faded; experts showing no
+sign of a trigger record nothing.
 An action is taken when all its gates pass, and its events follow its gate checks: the children
 it creates are registered (so every id a decision names exists when it is folded), then the
 `DecisionMade`, then the state moves it causes. A spawn's checks are recorded on the id the
