@@ -202,17 +202,24 @@ class GateChecked(EventBase):
 
 
 class GateOutcome(NamedTuple):
-    """One checked gate inside a `GatesChecked` (a name with its verdict), stored as a five-item list."""
+    """One checked gate inside a `GatesChecked` (a name with its verdict), stored as a list:
+    `[gate, passed, observed]`, with `thresholds` and `reason` after them when they are not empty."""
 
     gate: str
     passed: bool
     observed: Metrics
-    thresholds: Metrics
+    thresholds: Metrics = {}  # noqa: RUF012 -- a NamedTuple default, never mutated
     reason: str = ""
 
     def stored(self) -> list[JsonValue]:
-        """The outcome as a `GatesChecked` stores it: a plain list, so a record stays plain JSON."""
-        return [self.gate, self.passed, dict(self.observed), dict(self.thresholds), self.reason]
+        """The outcome as a `GatesChecked` stores it: a plain list, so a record stays plain JSON,
+        with empty trailing items left out (a passed gate of the coordinator is three items)."""
+        items: list[JsonValue] = [self.gate, self.passed, dict(self.observed)]
+        if self.thresholds or self.reason:
+            items.append(dict(self.thresholds))
+        if self.reason:
+            items.append(self.reason)
+        return items
 
 
 _OUTCOME: TypeAdapter[GateOutcome] = TypeAdapter(GateOutcome)
@@ -223,16 +230,20 @@ def _stored_outcome(item: list[JsonValue]) -> list[JsonValue]:
 
 
 GateItem = Annotated[list[JsonValue], AfterValidator(_stored_outcome)]
-"""A `GateOutcome` as stored: `[gate, passed, observed, thresholds, reason]`, checked as one."""
+"""A `GateOutcome` as stored: `[gate, passed, observed(, thresholds(, reason))]`, checked as one."""
 
 
 class GatesChecked(EventBase):
     """Every gate of one decision attempt on an entity, checked together (the compact form).
 
     One event per attempt instead of one `GateChecked` each: the envelope is written once and
-    each result is a five-item list, which is what keeps a long run's log small. The gates
-    are strict and blocking, as the expert coordinator checks them; `GateChecked` stays for
-    the transitions a spec's own gates guard, where category and mode vary per gate.
+    each result is a short list, which is what keeps a long run's log small. The coordinator
+    writes a passed gate as `[gate, true, observed]` and a failed one with its thresholds and
+    reason as well (a passed gate's thresholds are the run's settings, in `RunStarted` and each
+    decision's `config_snapshot`); observed values are rounded to 4 significant digits, the
+    verdict having been reached on the exact ones. The gates are strict and blocking, as the
+    expert coordinator checks them; `GateChecked` stays for the transitions a spec's own gates
+    guard, where category and mode vary per gate.
     """
 
     kind: Literal["GatesChecked"] = "GatesChecked"
@@ -252,8 +263,8 @@ def gate_results(record: Mapping[str, Any]) -> Iterator[GateOutcome]:
             record["gate"], record["passed"], record["observed"], record["thresholds"], record["reason"]
         )
     elif kind == "GatesChecked":
-        for gate, passed, observed, thresholds, reason in record["gates"]:
-            yield GateOutcome(gate, passed, observed, thresholds, reason)
+        for item in record["gates"]:
+            yield GateOutcome(*item)
 
 
 class TransitionApplied(EventBase):

@@ -147,8 +147,10 @@ class ExpertCoordinatorKind(ControllerKind):
         # been registered: the layer comes from the id itself.
         parsed = parse_expert_id(record["entity"])
         for outcome in gate_results(record):
-            if parsed is not None and "capacity" in outcome.thresholds:
-                self._capacity[parsed[0]] = int(outcome.thresholds["capacity"])
+            # observed since the compact form; a threshold in older logs
+            capacity = outcome.observed.get("capacity", outcome.thresholds.get("capacity"))
+            if parsed is not None and capacity is not None:
+                self._capacity[parsed[0]] = int(capacity)
 
     def recorded(self) -> dict[str, JsonValue] | None:
         """The one config snapshot the decisions recorded, else the one the run started with.

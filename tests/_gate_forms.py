@@ -2,8 +2,9 @@
 
 Before `GatesChecked`, the coordinator recorded one `GateChecked` per gate per attempt, each
 with the full envelope. `single_form()` puts that writer back for the length of a `with`
-block, so a test can record an old-form log (and the log-volume benchmark can measure one)
-with today's code; `expand` rewrites a compact record into the single records it stands for.
+block, so a test can record an old-form log with today's code; `old_form()` also records the
+metrics at full precision, as the log-volume benchmark's "before"; `expand` rewrites a compact
+record into the single records it stands for.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from unittest import mock
 
 from lifecycle_es import CODEC, GateCategory, GateChecked, GateMode
+from lifecycle_es.controllers import expert as coordinator_module
 from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.events import gate_results
 
@@ -47,6 +49,18 @@ def _single_checks(self: Batch, entity: str, from_state: str, to_state: str, che
 def single_form() -> Iterator[None]:
     """Within the block, the coordinator records one `GateChecked` per gate, as it used to."""
     with mock.patch.object(Batch, "checks", _single_checks):
+        yield
+
+
+def _unrounded(values: Mapping[str, float], digits: int) -> dict[str, float]:
+    return dict(values)
+
+
+@contextmanager
+def old_form() -> Iterator[None]:
+    """Within the block, the coordinator writes as before issue 18: one `GateChecked` per gate,
+    and its metric observations at full float precision."""
+    with single_form(), mock.patch.object(coordinator_module, "rounded_all", _unrounded):
         yield
 
 

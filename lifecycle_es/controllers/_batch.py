@@ -19,6 +19,7 @@ from pydantic import JsonValue
 from lifecycle_es import commands
 from lifecycle_es.commands import GatePolicy, Stamp
 from lifecycle_es.controllers._basin_math import decision_seed
+from lifecycle_es.controllers._precision import GATE_DIGITS, rounded_all
 from lifecycle_es.errors import InconsistentEventError
 from lifecycle_es.events import (
     Action,
@@ -80,14 +81,18 @@ class Batch:
 
     def checks(self, entity: str, from_state: str, to_state: str, checks: Iterable[Check]) -> bool:
         """Record every check of one attempt as one `GatesChecked` on `entity`; return whether
-        all passed."""
+        all passed.
+
+        A passed check keeps its name, verdict and observed values; its thresholds are the
+        run's settings and its reason restates them, so only a failed check writes both.
+        """
         outcomes = [
             GateOutcome(
                 check.gate,
                 check.passed,
-                {k: float(v) for k, v in check.observed.items()},
-                {k: float(v) for k, v in check.thresholds.items()},
-                check.reason,
+                rounded_all(check.observed, GATE_DIGITS),
+                {} if check.passed else rounded_all(check.thresholds, GATE_DIGITS),
+                "" if check.passed else check.reason,
             )
             for check in checks
         ]

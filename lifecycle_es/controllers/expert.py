@@ -27,6 +27,7 @@ from lifecycle_es.controllers._batch import Batch
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, layer_of, parse_expert_id
 from lifecycle_es.controllers._phases import Evaluation
+from lifecycle_es.controllers._precision import METRIC_DIGITS, rounded_all
 from lifecycle_es.controllers._signals import (
     BREADTH,
     CHECKPOINT_STEP,
@@ -115,7 +116,8 @@ class ExpertCoordinator:
         layers: Mapping[int, Mapping[str, float]],
         rank: int = 0,
     ) -> list[MetricsObserved]:
-        """Return one validated `MetricsObserved` per layer and per expert, layer by layer.
+        """Return one validated `MetricsObserved` per layer and per expert, layer by layer, each
+        value to 6 significant digits (`METRIC_DIGITS`).
 
         Each layer's event also records the checkpoint's step (`checkpoint_step`), from which
         the coordinator counts the checkpoints an expert has spent in its state. Every expert's
@@ -188,9 +190,16 @@ def _by_number(item: tuple[str, dict[str, float]]) -> tuple[int, int]:
 
 
 def _observed(stamp: Stamp, entity: str | None, layer: int, metrics: dict[str, float]) -> MetricsObserved:
+    # Recorded to METRIC_DIGITS: these events are most of a long run's log, and the coordinator
+    # decides on the values folded from them, so live and replayed decisions see the same.
     try:
         return MetricsObserved(
-            run_id=stamp.run_id, step=stamp.step, rank=stamp.rank, entity=entity, layer=layer, metrics=metrics
+            run_id=stamp.run_id,
+            step=stamp.step,
+            rank=stamp.rank,
+            entity=entity,
+            layer=layer,
+            metrics=rounded_all(metrics, METRIC_DIGITS),
         )
     except ValidationError as e:
         err = e.errors()[0]

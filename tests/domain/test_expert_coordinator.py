@@ -723,7 +723,7 @@ def test_with_a_breadth_threshold_only_experts_serving_several_types_starve_a_la
     assert spawn.metrics_at_decision["basin_breadth"] == 2.0
     check = gate(events, "spawn.starvation_patience")
     assert check.observed["basin_breadth"] == 2.0
-    assert check.thresholds["starvation_breadth_threshold"] == 1.5
+    assert spawn.config_snapshot["starvation_breadth_threshold"] == 1.5  # a passed gate's threshold
 
 
 def test_the_breadth_test_alone_starves_a_layer_whatever_its_routing_spread() -> None:

@@ -91,18 +91,35 @@ def test_the_compact_form_changes_no_decision(logs: dict[str, list[dict[str, Any
     assert _decisions(logs["compact"])
 
 
+def _flat(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (r["step"], r["entity"], r["from_state"], r["to_state"], o) for r in records for o in gate_results(r)
+    ]
+
+
 def test_every_gate_check_is_kept_in_order(logs: dict[str, list[dict[str, Any]]]) -> None:
-    """The compact log holds each check the old one did, with the same verdict and evidence."""
+    """The compact log holds each check the old one did, in order, with the same verdict."""
 
-    def flat(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        return [
-            (r["step"], r["entity"], r["from_state"], r["to_state"], *o)
-            for r in records
-            for o in gate_results(r)
-        ]
+    def verdicts(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(*where, o.gate, o.passed) for *where, o in _flat(records)]
 
-    assert flat(logs["compact"]) == flat(logs["single"]) == flat(logs["mixed"])
-    assert len(flat(logs["single"])) > len([r for r in logs["compact"] if r["kind"] == "GatesChecked"])
+    assert verdicts(logs["compact"]) == verdicts(logs["single"]) == verdicts(logs["mixed"])
+    assert len(verdicts(logs["single"])) > len([r for r in logs["compact"] if r["kind"] == "GatesChecked"])
+
+
+def test_a_compact_check_keeps_its_evidence_and_a_failed_one_its_reason(
+    logs: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Each compact check has the old one's observed values to 4 significant digits; a failed
+    check also its thresholds and reason, a passed one neither (they are the run's settings)."""
+    pairs = list(zip(_flat(logs["single"]), _flat(logs["compact"]), strict=True))
+    for (*_, old), (*_, new) in pairs:
+        assert new.observed == {k: float(f"{v:.4g}") for k, v in old.observed.items()}
+        if new.passed:
+            assert (new.thresholds, new.reason) == ({}, "")
+        else:
+            assert (new.thresholds, new.reason) == (old.thresholds, old.reason) != ({}, "")
+    assert {new.passed for _, (*_, new) in pairs} == {True, False}  # both kinds were checked
 
 
 def test_every_record_of_either_form_decodes(logs: dict[str, list[dict[str, Any]]]) -> None:
