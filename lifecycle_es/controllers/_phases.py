@@ -46,6 +46,7 @@ from lifecycle_es.controllers._signals import (
     mean,
     pair_cosine,
     pair_series,
+    pair_window,
 )
 from lifecycle_es.events import Action, EventBase, GateCategory
 from lifecycle_es.policies import patience, streak
@@ -524,8 +525,7 @@ class Evaluation:
         return centre, [centre, *(k for k, v in known.items() if v > 0 and v >= bar)]
 
     def _coactivation(self, a: str, b: str) -> float | None:
-        registry = self.batch.registry
-        window = registry.metric_window(a, COACT + b) or registry.metric_window(b, COACT + a)
+        window = pair_window(self.batch.registry, COACT, a, b)
         return window[-1] if window else None
 
     # -- structural checks ---------------------------------------------------------------------

@@ -33,9 +33,11 @@ from lifecycle_es.controllers._signals import (
     CHECKPOINT_STEP,
     COSINE,
     LAYER_KEYS,
+    PAIR_PREFIXES,
     SATURATION,
     SHARE,
     TOKEN_TYPE,
+    pair_order,
 )
 from lifecycle_es.errors import ConfigError, InvalidMetricError, SchemaError, UsageError
 from lifecycle_es.events import EventBase, MetricsObserved
@@ -117,7 +119,8 @@ class ExpertCoordinator:
         rank: int = 0,
     ) -> list[MetricsObserved]:
         """Return one validated `MetricsObserved` per layer and per expert, layer by layer, each
-        value to 6 significant digits (`METRIC_DIGITS`).
+        value to 6 significant digits (`METRIC_DIGITS`), a pair metric (`coact.`, `cosine.`) on
+        one expert of the pair when both carry it.
 
         Each layer's event also records the checkpoint's step (`checkpoint_step`), from which
         the coordinator counts the checkpoints an expert has spent in its state. Every expert's
@@ -132,11 +135,14 @@ class ExpertCoordinator:
             checked = _layer_metrics(layer, metrics)
             checked[CHECKPOINT_STEP] = float(step)
             by_layer[layer].append(("", checked))
+        checked_experts = {}
         for entity, metrics in experts.items():
             layer = layer_of(entity)
             if layer not in by_layer:
                 raise UsageError(f"expert {entity} is in layer {layer}, which has no layer metrics")
-            by_layer[layer].append((entity, _expert_metrics(entity, metrics)))
+            checked_experts[entity] = _expert_metrics(entity, metrics)
+        for entity, metrics in _pairs_once(checked_experts).items():
+            by_layer[layer_of(entity)].append((entity, metrics))
         events = []
         for layer in sorted(by_layer):
             (_, layer_metrics), *rest = by_layer[layer]
@@ -187,6 +193,30 @@ def _by_number(item: tuple[str, dict[str, float]]) -> tuple[int, int]:
     parsed = parse_expert_id(item[0])
     assert parsed is not None  # layer_of accepted the id
     return parsed
+
+
+def _pairs_once(experts: Mapping[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Drop the mirror half of each symmetric pair metric that both experts carry.
+
+    `coact.<b>` of `a` equals `coact.<a>` of `b` (and the cosines agree but for rounding): the
+    pair's first expert (`pair_order`) keeps it, and the readers (`pair_window`) read it from
+    there, so recording it twice would only double the largest part of each observation.
+    """
+    kept = {}
+    for entity, metrics in experts.items():
+        kept[entity] = {
+            name: value for name, value in metrics.items() if not _mirrored(experts, entity, name)
+        }
+    return kept
+
+
+def _mirrored(experts: Mapping[str, Mapping[str, float]], entity: str, name: str) -> bool:
+    """Whether `name` of `entity` is a pair metric that the pair's first expert also carries."""
+    prefix = next((p for p in PAIR_PREFIXES if name.startswith(p)), None)
+    if prefix is None:
+        return False
+    other = name[len(prefix) :]
+    return other in experts and pair_order(other) < pair_order(entity) and prefix + entity in experts[other]
 
 
 def _observed(stamp: Stamp, entity: str | None, layer: int, metrics: dict[str, float]) -> MetricsObserved:

@@ -954,3 +954,48 @@ def test_the_settings_surgery_reads_are_coordinator_fields_with_the_shared_defau
     assert fields["spawn_init_strategy"] == DEFAULT_INIT_STRATEGY in INIT_STRATEGIES
     assert fields["split_perturbation_scale"] == DEFAULT_PERTURBATION
     assert {ExpertState.COOLING, ExpertState.ACTIVE, ExpertState.DORMANT} == ROUTING_STATES
+
+
+# -- what an observation records (issue 18, log volume) ------------------------------------------
+
+
+def _observed(experts: Mapping[str, Mapping[str, float]]) -> dict[str | None, dict[str, float]]:
+    coordinator = ExpertCoordinator(BASE, {0: 8})
+    layer = v2_layer_metrics([m["share"] for m in experts.values()])
+    events = coordinator.observations(run_id=RUN, step=10, experts=experts, layers={0: layer})
+    return {e.entity: dict(e.metrics) for e in events}
+
+
+def test_observations_record_metrics_to_six_significant_digits() -> None:
+    """A share of 1/3 is recorded as 0.333333: the coordinator decides on the value as recorded."""
+    recorded = _observed({E(0): {"share": 1 / 3, "weight_norm": 12345.678901}, E(1): {"share": 2 / 3}})
+    assert recorded[E(0)] == {"share": 0.333333, "weight_norm": 12345.7}
+    assert recorded[E(1)] == {"share": 0.666667}
+    assert recorded[None]["entropy"] == float(f"{v2_layer_metrics([1 / 3, 2 / 3])['entropy']:.6g}")
+
+
+def test_a_pair_metric_both_experts_carry_is_recorded_once_on_the_first() -> None:
+    """coact and cosine of a pair stay on the expert with the lower number (E2 before E10); a pair
+    metric only one side carries is kept where it is."""
+    recorded = _observed(
+        {
+            E(10): {"share": 0.5, "coact.L0_E2": 0.25, "cosine.L0_E2": 0.5, "coact.L0_E7": 0.1},
+            E(2): {"share": 0.5, "coact.L0_E10": 0.25, "cosine.L0_E10": 0.5},
+        }
+    )
+    assert recorded[E(2)] == {"share": 0.5, "coact.L0_E10": 0.25, "cosine.L0_E10": 0.5}
+    assert recorded[E(10)] == {"share": 0.5, "coact.L0_E7": 0.1}
+
+
+def test_the_first_experts_pair_metric_stands_for_the_pair() -> None:
+    """Two converged experts merge when the pair's first expert carries their high cosine, whether
+    or not the second carries it too: the value kept is the first's, and merges read it there."""
+    for mirrored in (True, False):
+        run = Run()
+        same = identical(E(1), E(3))
+        if not mirrored:  # the second keeps Run's default cosine of 0 to the first
+            del same[E(3)][f"cosine.{E(1)}"]
+        for _ in range(N):
+            events = run.checkpoint(experts=same)
+        (merge,) = decisions(events, Action.MERGE)
+        assert {merge.entity, *merge.children} == {E(1), E(3)}

@@ -19,7 +19,7 @@ import torch
 
 import bus
 from lifecycle_es import CODEC, Registry
-from lifecycle_es.events import gate_results
+from lifecycle_es.events import GateOutcome, gate_results
 from projections.metrics import MetricsProjection
 from replay import decision_lines, gate_pass_rates, replay, what_if
 from replay._tail import Printer
@@ -204,3 +204,14 @@ def test_what_if_holds_back_both_forms(opened: dict[str, bus.Log]) -> None:
     assert results["mixed"].evaluations == results["single"].evaluations > 0
     counter = results["mixed"].log.read()
     assert not [r for r in counter if r["kind"] == "GateChecked"]  # the re-decided checks are compact
+
+
+def test_a_passed_gate_is_stored_in_three_items_and_a_failed_one_in_five() -> None:
+    """`GateOutcome.stored` leaves out empty trailing thresholds and reason, and `gate_results`
+    reads every length back to the same outcome."""
+    passed = GateOutcome("spawn.layer_cap", True, {"live_experts": 4})
+    failed = GateOutcome("spawn.cooldown", False, {"steps_since_last": 10}, {"cooldown_steps": 50}, "soon")
+    assert passed.stored() == ["spawn.layer_cap", True, {"live_experts": 4}]
+    assert len(failed.stored()) == 5
+    record = {"kind": "GatesChecked", "gates": [passed.stored(), failed.stored()]}
+    assert list(gate_results(record)) == [passed, failed]
