@@ -64,6 +64,7 @@ from lifecycle_es.events import (
     StepSealed,
     TransitionApplied,
     TransitionRejected,
+    gate_results,
 )
 from lifecycle_es.gates import Gate, GateInput, GateLibrary, GateResult, default_gates
 from lifecycle_es.registry import EntityState, Registry, fold, fold_record
@@ -143,6 +144,7 @@ __all__ = [
     "default_gates",
     "fold",
     "fold_record",
+    "gate_results",
     "get_spec",
     "new_event_id",
 ]

@@ -59,8 +59,12 @@ def _unrounded(values: Mapping[str, float], digits: int) -> dict[str, float]:
 @contextmanager
 def old_form() -> Iterator[None]:
     """Within the block, the coordinator writes as before issue 18: one `GateChecked` per gate,
-    and its metric observations at full float precision."""
-    with single_form(), mock.patch.object(coordinator_module, "rounded_all", _unrounded):
+    and its metric observations at full float precision with both halves of each pair metric."""
+    with (
+        single_form(),
+        mock.patch.object(coordinator_module, "rounded_all", _unrounded),
+        mock.patch.object(coordinator_module, "_pairs_once", dict),
+    ):
         yield
 
 
