@@ -25,12 +25,7 @@ def _single_checks(self: Batch, entity: str, from_state: str, to_state: str, che
     for check in checks:
         self.add(
             GateChecked.trusted(
-                run_id=self.stamp.run_id,
-                step=self.stamp.step,
-                rank=self.stamp.rank,
-                entity=entity,
-                from_state=str(from_state),
-                to_state=str(to_state),
+                **self.attempt(entity, from_state, to_state),
                 gate=check.gate,
                 category=check.category,
                 passed=check.passed,

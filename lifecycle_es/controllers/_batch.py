@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from pydantic import JsonValue
 
@@ -98,16 +98,22 @@ class Batch:
         ]
         self.add(
             GatesChecked.trusted(
-                run_id=self.stamp.run_id,
-                step=self.stamp.step,
-                rank=self.stamp.rank,
-                entity=entity,
-                from_state=str(from_state),
-                to_state=str(to_state),
-                gates=[outcome.stored() for outcome in outcomes],
+                **self.attempt(entity, from_state, to_state), gates=[o.stored() for o in outcomes]
             )
         )
         return all(outcome.passed for outcome in outcomes)
+
+    def attempt(self, entity: str, from_state: str, to_state: str) -> dict[str, Any]:
+        """The fields every gate check of one attempt carries: the stamp, the entity and the edge."""
+        stamp = self.stamp
+        return {
+            "run_id": stamp.run_id,
+            "step": stamp.step,
+            "rank": stamp.rank,
+            "entity": entity,
+            "from_state": str(from_state),
+            "to_state": str(to_state),
+        }
 
     def move(self, entity: str, to: ExpertState, reason: str) -> None:
         """Move an expert along its spec's edge to `to`, through the transition command."""
