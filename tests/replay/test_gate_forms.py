@@ -19,9 +19,11 @@ import torch
 
 import bus
 from lifecycle_es import CODEC, Registry
+from lifecycle_es.controllers import CHECKPOINT_STEP, ExpertCoordinatorConfig
 from lifecycle_es.events import GateOutcome, gate_results
 from projections.metrics import MetricsProjection
 from replay import decision_lines, gate_pass_rates, replay, what_if
+from replay._controllers import ExpertCoordinatorKind
 from replay._tail import Printer
 from replay.demo import DemoOptions, DemoRun
 from tests._gate_forms import expand, renumbered, single_form
@@ -215,3 +217,33 @@ def test_a_passed_gate_is_stored_in_three_items_and_a_failed_one_in_five() -> No
     assert len(failed.stored()) == 5
     record = {"kind": "GatesChecked", "gates": [passed.stored(), failed.stored()]}
     assert list(gate_results(record)) == [passed, failed]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {
+            "kind": "GateChecked",
+            "entity": "L0_E9",
+            "gate": "spawn.free_slot",
+            "passed": True,
+            "observed": {"free_slot": 5.0},
+            "thresholds": {"capacity": 6.0},
+            "reason": "slot 5 of layer 0 is free",
+        },
+        {
+            "kind": "GatesChecked",
+            "entity": "L0_E9",
+            "gates": [["spawn.free_slot", True, {"free_slot": 5, "capacity": 6}]],
+        },
+    ],
+    ids=["threshold-before", "observed-now"],
+)
+def test_what_if_sizes_a_layer_by_the_capacity_either_form_recorded(record: dict[str, Any]) -> None:
+    """A slot check's capacity, a threshold in older logs and observed now, gives the re-run's slots."""
+    kind = ExpertCoordinatorKind()
+    kind.see({"kind": "RunStarted", "config": {"lifecycle": ExpertCoordinatorConfig().snapshot()}}, None)
+    layer = {"kind": "MetricsObserved", "entity": None, "layer": 0, "metrics": {CHECKPOINT_STEP: 10.0}}
+    kind.see(layer, None)
+    kind.see(record, "expert")
+    assert kind.rerun({}).controller.capacity == {0: 6}  # not max_experts_per_layer's 16
