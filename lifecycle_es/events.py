@@ -208,7 +208,7 @@ class GateOutcome(NamedTuple):
     gate: str
     passed: bool
     observed: Metrics
-    thresholds: Metrics = {}  # noqa: RUF012 -- a NamedTuple default, never mutated
+    thresholds: Metrics = {}  # noqa: RUF012 -- a NamedTuple default, never mutated (stored() copies)
     reason: str = ""
 
     def stored(self) -> list[JsonValue]:
