@@ -57,12 +57,15 @@ from lifecycle_es.events import (
     GateCategory,
     GateChecked,
     GateMode,
+    GateOutcome,
+    GatesChecked,
     MetricsObserved,
     RunStarted,
     RunStateChanged,
     StepSealed,
     TransitionApplied,
     TransitionRejected,
+    gate_results,
 )
 from lifecycle_es.gates import Gate, GateInput, GateLibrary, GateResult, default_gates
 from lifecycle_es.registry import EntityState, Registry, fold, fold_record
@@ -106,7 +109,9 @@ __all__ = [
     "GateInput",
     "GateLibrary",
     "GateMode",
+    "GateOutcome",
     "GateResult",
+    "GatesChecked",
     "HookPoint",
     "InconsistentEventError",
     "InvalidArgumentError",
@@ -143,6 +148,7 @@ __all__ = [
     "default_gates",
     "fold",
     "fold_record",
+    "gate_results",
     "get_spec",
     "new_event_id",
 ]
