@@ -6,7 +6,7 @@ so a scripted `PLAN` walks seeds through every state at fixed steps on any machi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,10 @@ class Rig:
     strategy: Strategy = "masked"
     rollback: RollbackPoints | None = None
     seed: int = 0
+    rank: int = 0
+    """Which slice of data this model trains on (ranks of a data-parallel run differ)."""
+    reduce_grads: Callable[[list[torch.Tensor]], None] | None = None
+    """Averages the gradients across ranks in place, between backward and the step."""
     layer: SeedLayer = field(init=False)
     optimizer: torch.optim.Optimizer = field(init=False)
     tensors: StateTensors = field(init=False)
@@ -88,12 +92,14 @@ class Rig:
     def train_step(self, step: int) -> None:
         """Tick the clock, then one Adam step on a fixed regression batch plus the seeds' loss."""
         self.surgery.tick(step)
-        gen = torch.Generator().manual_seed(1000 + step)
+        gen = torch.Generator().manual_seed(1000 + step + 100_000 * self.rank)
         x = torch.randn(16, IN, generator=gen)
         target = torch.sin(x @ torch.ones(IN, OUT) * 0.3)
         self.optimizer.zero_grad(set_to_none=True)
         loss = (self.layer(x) - target).square().mean() + self.layer.seed_loss
         loss.backward()
+        if self.reduce_grads is not None:
+            self.reduce_grads([p.grad for p in self.layer.parameters() if p.grad is not None])
         self.optimizer.step()
 
 
