@@ -10,8 +10,8 @@ own, decided by a host-side flag the surgery keeps.
 
 TRAINING seeds leave the output as the host made it and learn to reconstruct their chunk:
 `seed_loss` (a scalar tensor, 0 when no seed trains) is what the caller adds to its loss, and
-`last_reconstruction` ([chunks], detached) each chunk's reconstruction error, the
-`reconstruction_loss` the `kasmina.reconstruction` gate reads.
+`last_reconstruction` ([chunks], detached) each chunk's reconstruction error in the last forward
+in which a seed trained, the `reconstruction_loss` the `kasmina.reconstruction` gate reads.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from projections.seeds.blueprints import Blueprint, BlueprintLibrary, default_li
 from projections.seeds.modes import FINE_TUNE_ALPHA, SeedMode
 
 __all__ = ["HostLayer", "SeedLayer"]
+
+_BLENDING = frozenset({SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FINE_TUNE, SeedMode.FOSSIL})
 
 
 @runtime_checkable
@@ -96,9 +98,12 @@ class SeedLayer(nn.Module):
         self.register_buffer("modes", torch.zeros(chunks, dtype=torch.long, device=device))
         self.register_buffer("kinds", torch.full((chunks,), -1, dtype=torch.long, device=device))
         self.register_buffer("alpha", torch.zeros(chunks, dtype=torch.float32, device=device))
+        self.present = frozenset({SeedMode.HOST})
+        """The modes some chunk is in (host side: which parts of the forward to run)."""
         self.any_active = False
         """Whether any chunk's mode is past HOST (host side; False takes the host's own forward)."""
-        self.seed_loss = torch.zeros((), device=device)
+        self._no_loss = torch.zeros((), device=device)
+        self.seed_loss = self._no_loss
         self.last_reconstruction = torch.zeros(chunks, device=device)
 
     # -- what surgery edits --------------------------------------------------------------------
@@ -125,7 +130,8 @@ class SeedLayer(nn.Module):
         packed = torch.tensor([list(modes), list(kinds)], dtype=torch.long)
         self.modes.copy_(packed[0], non_blocking=True)
         self.kinds.copy_(packed[1], non_blocking=True)
-        self.any_active = any(m != SeedMode.HOST for m in modes)
+        self.present = frozenset(SeedMode(m) for m in modes)
+        self.any_active = self.present != {SeedMode.HOST}
 
     def _weights_of(self, blueprint: str) -> nn.ParameterDict:
         if blueprint not in self.weights:
@@ -139,24 +145,39 @@ class SeedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the host's output with each chunk's seed applied as its mode says."""
         out: torch.Tensor = self.host(x)
+        present = self.present
         if not self.any_active:
             return out
         chunks = out.reshape(-1, self.chunks, self.width)
+        training = SeedMode.TRAIN in present
+        train = (self.modes == SeedMode.TRAIN)[None, :, None]
+        grown = self._run_blueprints(torch.where(train, chunks.detach(), chunks) if training else chunks)
+        if training:
+            error = (grown - chunks.detach()).square().mean(dim=(0, 2))
+            self.last_reconstruction = error.detach()
+            self.seed_loss = (error * train[0, :, 0]).sum()
+        else:
+            self.seed_loss = self._no_loss
+        if not present & _BLENDING:
+            return out
+        blended = self._blend(chunks, grown, fine_tuning=SeedMode.FINE_TUNE in present)
+        if present <= _BLENDING:  # every chunk blends: no selection needed
+            return blended.reshape(out.shape)
+        return torch.where((self.modes >= SeedMode.GRAFT)[None, :, None], blended, chunks).reshape(out.shape)
+
+    def _blend(self, chunks: torch.Tensor, grown: torch.Tensor, *, fine_tuning: bool) -> torch.Tensor:
+        """`(1-a)*host + a*blueprint` per chunk, a by mode; only fine-tuning blueprints keep a gradient."""
         modes = self.modes
-        train = (modes == SeedMode.TRAIN)[None, :, None]
-        grown = self._run_blueprints(torch.where(train, chunks.detach(), chunks))
-        error = (grown - chunks.detach()).square().mean(dim=(0, 2))
-        self.last_reconstruction = error.detach()
-        self.seed_loss = (error * train[0, :, 0]).sum()
         alpha = torch.where(
             (modes == SeedMode.GRAFT) | (modes == SeedMode.HOLD),
             self.alpha,
             torch.where(modes == SeedMode.FINE_TUNE, FINE_TUNE_ALPHA, (modes == SeedMode.FOSSIL).float()),
         )[None, :, None]
-        learns = (modes == SeedMode.FINE_TUNE)[None, :, None]
-        blueprint = torch.where(learns, grown, grown.detach())
-        blended = (1 - alpha) * chunks + alpha * blueprint
-        return torch.where((modes >= SeedMode.GRAFT)[None, :, None], blended, chunks).reshape(out.shape)
+        if fine_tuning:
+            blueprint = torch.where((modes == SeedMode.FINE_TUNE)[None, :, None], grown, grown.detach())
+        else:
+            blueprint = grown.detach()
+        return (1 - alpha) * chunks + alpha * blueprint
 
     def _run_blueprints(self, chunks: torch.Tensor) -> torch.Tensor:
         """Return every chunk's blueprint output (zeros where no blueprint runs): one call per blueprint."""
