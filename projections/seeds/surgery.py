@@ -47,6 +47,9 @@ from projections.state_tensors import StateTensors
 __all__ = ["Seed", "SeedSurgery"]
 
 _SPECS = {KASMINA_SPEC.name: KASMINA_SPEC, MODULE_SPEC.name: MODULE_SPEC}
+_FROZEN = frozenset({SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FOSSIL})
+"""Modes whose blueprint takes no gradient: its rows must not move."""
+_LEARNING = frozenset({SeedMode.TRAIN, SeedMode.FINE_TUNE})
 _FAILED = {name: frozenset(spec.states_in(StateCategory.FAILURE)) for name, spec in _SPECS.items()}
 
 
@@ -177,7 +180,27 @@ class SeedSurgery(Projection):
             self.rollback.discard(entity)
         elif to in _FAILED[seed.spec]:
             return self._release(seed, r["event_id"])
+        self._settle_moments(seed, mode_of(seed.spec, r["from_state"]))
         return False
+
+    def _settle_moments(self, seed: Seed, before: SeedMode) -> None:
+        """Freeze a seed's rows for good when it stops learning; give them moments when it resumes.
+
+        A frozen seed gets a zero gradient, but Adam would go on moving its rows with their old
+        momentum: zeroed moments make its update exactly zero. A seed that learns again
+        (fine-tuning) gets its siblings' mean second moment, never zeros under a mature step.
+        """
+        row, after = self._row(seed), mode_of(seed.spec, seed.state)
+        freeze = after in _FROZEN and before not in _FROZEN
+        thaw = after in _LEARNING and before in _FROZEN
+        if row is None or not (freeze or thaw):
+            return
+        siblings = [r for r in range(len(self.layers[seed.layer].row_chunks[seed.blueprint])) if r != row]
+        for param in self.layers[seed.layer].slot_parameters(seed.blueprint).values():
+            if freeze:
+                clear_rows(self.optimizer, param, row)
+            else:
+                fresh_rows(self.optimizer, param, row, siblings)
 
     def _blueprint(self, layer: SeedLayer, attrs: Mapping[str, Any] | None) -> str | None:
         """Return the hosted blueprint `attrs["blueprint"]` names (a name or a library id), if any."""

@@ -40,7 +40,7 @@ MOVES = {2: "GERMINATED", 4: "TRAINING", 8: "GRAFTING"}
 
 
 def test_a_linear_alpha_ramp_moves_every_step_between_events() -> None:
-    """With no event after GRAFTING (step 8), s0's alpha still grows by 1/8 every step."""
+    """With no event after GRAFTING (step 8), s0's alpha still grows by 1/8 a step; its weights stay put."""
     rig, seen = Rig(), []
     lc = Lifecycle(gates=passing_gates())
     register_seeds(lc)
@@ -52,8 +52,11 @@ def test_a_linear_alpha_ramp_moves_every_step_between_events() -> None:
         if step in MOVES:
             lc.transition("s0", MOVES[step])
         rig.surgery.apply(lc.log.read(rig.surgery.seq))
+        if step == 8:  # a grafting blueprint is frozen: Adam's momentum must not move it either
+            frozen = {n: w[0].detach().clone() for n, w in rig.layer.slot_parameters("residual_mlp").items()}
     assert seen[9:] == pytest.approx([min(1.0, (s - 8) / 8) for s in range(9, 18)])
     assert rig.layer.modes[0].item() == SeedMode.GRAFT
+    assert all(torch.equal(w[0], frozen[n]) for n, w in rig.layer.slot_parameters("residual_mlp").items())
 
 
 def test_germination_metadata_and_metrics_write_the_seed_columns() -> None:
