@@ -191,6 +191,8 @@ class SeedLayer(nn.Module):
                 full = blueprint.apply(weights, chunks)
             else:
                 index = self._row_index[blueprint.name]
+                if index.device != chunks.device:  # the layer was moved after surgery set the rows
+                    index = self._row_index[blueprint.name] = index.to(chunks.device)
                 full = torch.zeros_like(chunks).index_copy(
                     1, index, blueprint.apply(weights, chunks[:, index])
                 )
