@@ -344,8 +344,12 @@ class SeedSurgery(Projection):
         return Snapshot(kind=self.name, seq=self.seq, state=state)
 
     def restore(self, snapshot: Snapshot) -> None:
-        """Replace the seed table and rows with a snapshot's; load the checkpoint's model and
-        optimizer (whose weights have the snapshot's rows) into the layers next."""
+        """Replace the seed table, rows and modes with a snapshot's (restore the state tensors and
+        the schedule first); then load the checkpoint's model and optimizer state into the layers.
+
+        Under resize a blueprint whose row count differs gets blank rows of the snapshot's shape
+        (and `on_rewrap` runs), so the checkpoint's weights fit.
+        """
         if snapshot.kind != self.name:
             raise UsageError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
         s = snapshot.state
@@ -355,10 +359,18 @@ class SeedSurgery(Projection):
         for entity, seed in self.seeds.items():
             self.owners[seed.layer][seed.chunk] = entity
             self._chunk_rows[seed.layer][seed.chunk] = seed.row
+        resized = False
         for index, layer in self.layers.items():
             for blueprint, chunks in s["row_chunks"][str(index)].items():
-                layer.row_chunks[blueprint] = list(chunks)
+                if len(chunks) == len(layer.row_chunks[blueprint]):
+                    layer.replace_parameters(blueprint, layer.slot_parameters(blueprint), chunks)
+                else:  # resize: blank rows of the snapshot's shape, for the checkpoint to fill
+                    self._reindex(layer, blueprint, [None] * len(chunks), chunks)
+                    resized = True
+        if resized and self.on_rewrap is not None:
+            self.on_rewrap()
         self._dirty = set(self.layers)
+        self._write_modes()
         self.seq = snapshot.seq
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import io
+
 import pytest
 import torch
 
 from lifecycle_es import Lifecycle, UsageError
+from projections import Snapshot
 from projections.seeds import SeedMode
 from projections.state_tensors import (
     BLUEPRINT,
@@ -15,7 +19,7 @@ from projections.state_tensors import (
     GRAFTING_STRATEGY,
     StateTensors,
 )
-from tests.seeds._rig import SPECS, Rig, passing_gates, register_seeds, replay, run_plan
+from tests.seeds._rig import PLAN, SPECS, STEPS, Rig, passing_gates, register_seeds, replay, run_plan
 
 
 def test_advance_moves_every_rows_time_in_state_with_the_training_clock() -> None:
@@ -92,3 +96,41 @@ def test_a_replay_of_the_log_gives_the_live_runs_tensors_alpha_and_weights(strat
     )
     assert live.surgery.digest() == again.surgery.digest()
     assert live.schedule.alpha.tolist()[:2] == [1.0, pytest.approx(1.0)]  # both ramps completed
+
+
+def _through_torch(snapshot: Snapshot) -> Snapshot:
+    buffer = io.BytesIO()
+    torch.save({"kind": snapshot.kind, "seq": snapshot.seq, "state": snapshot.state}, buffer)
+    buffer.seek(0)
+    return Snapshot(**torch.load(buffer, weights_only=True))
+
+
+@pytest.mark.parametrize("strategy", ["masked", "resize"])
+def test_a_rig_resumed_from_snapshots_goes_on_like_the_live_one(strategy: str) -> None:
+    """Snapshots at step 12 (tensors, schedule, surgery), model and optimizer resume to the live digest."""
+    live = Rig(strategy=strategy)  # type: ignore[arg-type]
+    lc = Lifecycle(gates=passing_gates())
+    register_seeds(lc)
+    live.surgery.apply(lc.log.read())
+    resumed: Rig | None = None
+    for step in range(STEPS):
+        for rig in (live, resumed):
+            if rig is not None:
+                rig.train_step(step)
+        lc.advance(step)
+        for entity, to in PLAN.get(step, ()):
+            lc.transition(entity, to)
+        for rig in (live, resumed):
+            if rig is not None:
+                rig.surgery.apply(lc.log.read(rig.surgery.seq))
+        if step == 12:
+            resumed = Rig(strategy=strategy)  # type: ignore[arg-type]
+            for name in ("tensors", "schedule", "surgery"):
+                getattr(resumed, name).restore(_through_torch(getattr(live, name).snapshot()))
+            resumed.layer.load_state_dict(live.layer.state_dict())
+            # A copy, as a checkpoint file gives: Adam adopts the tensors it is handed.
+            resumed.optimizer.load_state_dict(copy.deepcopy(live.optimizer.state_dict()))
+            assert resumed.surgery.digest() == live.surgery.digest()
+    assert resumed is not None and resumed.surgery.digest() == live.surgery.digest()
+    assert torch.equal(resumed.layer.modes, live.layer.modes)
+    assert torch.equal(resumed.schedule.alpha, live.schedule.alpha)
