@@ -189,3 +189,22 @@ def test_a_seed_in_a_slot_outside_the_layer_is_refused() -> None:
     lc.register("far", "kasmina", layer=0, slot=CHUNKS)
     with pytest.raises(InconsistentEventError, match="names slot 4; layer 0 has 4 chunks"):
         rig.surgery.apply(lc.log.read())
+
+
+@pytest.mark.parametrize("strategy", ["masked", "resize"])
+def test_a_module_seed_is_pruned_recycled_and_integrated(strategy: str) -> None:
+    """A `module` seed blends, is pruned (its rows freed), grows again in its recycled slot and integrates."""
+    rig, lc = Rig(strategy=strategy), Lifecycle(gates=passing_gates())  # type: ignore[arg-type]
+    lc.register("m", "module", layer=0, slot=1, attrs={"blueprint": "low_rank"})
+    seen = []
+    path = ["INSTANTIATED", "TRAINING", "BLENDING", "PRUNED", "DORMANT", "INSTANTIATED", "TRAINING"]
+    for step, to in enumerate([*path, "BLENDING", "HOLDING", "INTEGRATED"]):
+        rig.train_step(step)
+        lc.transition("m", to, step=step)
+        rig.surgery.apply(lc.log.read(rig.surgery.seq))
+        seen.append((int(rig.layer.modes[1]), len(rig.layer.row_chunks["low_rank"])))
+    rows = CHUNKS if strategy == "masked" else 1
+    freed = CHUNKS if strategy == "masked" else 0
+    assert [m for m, _ in seen] == [0, 1, 2, 0, 0, 0, 1, 2, 3, 5]
+    assert [n for _, n in seen][2:5] == [rows, freed, freed]
+    assert seen[-1][1] == rows and optimizer_params_match(rig.layer, rig.optimizer)
