@@ -15,7 +15,15 @@ import pytest
 import torch
 
 from lifecycle_es import ConfigError
-from projections.seeds import FACTS, GraftingConfig, GraftingStrategy, GraftState, graft_step, should_abort
+from projections.seeds import (
+    FACTS,
+    DriftMeter,
+    GraftingConfig,
+    GraftingStrategy,
+    GraftState,
+    graft_step,
+    should_abort,
+)
 
 # -- the transcription ------------------------------------------------------------------------
 
@@ -246,3 +254,12 @@ def test_grafting_config_refuses_bad_values(fields: dict[str, Any], message: str
     """A GraftingConfig field out of range is refused at construction with a one-sentence ConfigError."""
     with pytest.raises(ConfigError, match=message):
         GraftingConfig(**fields)
+
+
+def test_the_drift_meter_measures_weights_against_their_ema() -> None:
+    """The first update reports 0 and sets the EMA; the next gives ||w - ema|| / ||ema|| and moves the EMA."""
+    meter = DriftMeter()
+    first, second = torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[3.0, 4.0], [1.0, 1.0]])
+    assert meter.update(first).tolist() == [0.0, 0.0]
+    assert meter.update(second).tolist() == pytest.approx([0.0, 1.0])
+    assert meter.ema is not None and meter.ema[1].tolist() == pytest.approx([1.0, 0.1])
