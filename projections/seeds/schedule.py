@@ -126,13 +126,13 @@ class AlphaSchedule(Projection):
                 "fold the same records into both before ticking"
             )
         self.ticked = step
-        if not any(self._grafting):
+        if 1 not in self._grafting:
             return True
         state = tensors.state[:rows]
         stepped = graft_step(
             self.state, self.facts, state[:, EPOCHS_IN_STATE], state[:, GRAFTING_STRATEGY].long(), self.config
         )
-        self.state = stepped.where(self._mask, self.state)
+        self.state = stepped if 0 not in self._grafting else stepped.where(self._mask, self.state)
         return True
 
     # -- snapshots -----------------------------------------------------------------------------
