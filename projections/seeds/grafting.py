@@ -248,7 +248,7 @@ def _adaptive(
     velocity = torch.where(pick_momentum, moved[1], state.velocity)
     bump = torch.where(facts[:, SCORE] > 0, 0.1, -0.05).to(torch.float32)
     scores = state.scores + torch.nn.functional.one_hot(choice, 3).to(torch.float32) * bump[:, None]
-    total = scores.sum(dim=1, keepdim=True)
+    total = (scores[:, 0] + scores[:, 1] + scores[:, 2])[:, None]  # a sum over dim 1 is slower on CPU
     scores = torch.where(total > 0, scores / torch.where(total > 0, total, 1.0), scores)
     return alpha, pause, velocity, scores
 
