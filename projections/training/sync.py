@@ -63,6 +63,7 @@ __all__ = ["Boundary", "LifecycleSync", "SyncConfig"]
 
 _log = logging.getLogger("projections.training.sync")
 
+
 class Surgery(Protocol):
     """What the sync needs of a model surgery (`ModelSurgery`, or the seed layers' `SeedSurgery`)."""
 
