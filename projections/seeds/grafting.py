@@ -247,7 +247,9 @@ def _adaptive(
     pause = torch.where(pick_drift, moved[0], state.pause)
     velocity = torch.where(pick_momentum, moved[1], state.velocity)
     bump = torch.where(facts[:, SCORE] > 0, 0.1, -0.05).to(torch.float32)
-    scores = state.scores + torch.nn.functional.one_hot(choice, 3).to(torch.float32) * bump[:, None]
+    # Not one_hot: on CUDA it checks its input's range on the host, a sync per step.
+    picked = choice[:, None] == torch.arange(3, device=choice.device)
+    scores = state.scores + torch.where(picked, bump[:, None], 0.0)
     total = (scores[:, 0] + scores[:, 1] + scores[:, 2])[:, None]  # a sum over dim 1 is slower on CPU
     scores = torch.where(total > 0, scores / torch.where(total > 0, total, 1.0), scores)
     return alpha, pause, velocity, scores

@@ -8,8 +8,17 @@ from torch import nn
 
 from lifecycle_es import ConfigError, InconsistentEventError, Lifecycle, UsageError
 from projections.moe import optimizer_params_match
-from projections.seeds import Blueprint, BlueprintLibrary, SeedLayer, SeedMode, default_library, low_rank
-from tests.seeds._rig import CHUNKS, IN, OUT, Rig, passing_gates, register_seeds, run_plan
+from projections.seeds import (
+    AlphaSchedule,
+    Blueprint,
+    BlueprintLibrary,
+    SeedLayer,
+    SeedMode,
+    default_library,
+    low_rank,
+)
+from projections.state_tensors import StateTensors
+from tests.seeds._rig import CHUNKS, IN, OUT, SPECS, Rig, passing_gates, register_seeds, run_plan
 
 WIDTH = OUT // CHUNKS
 
@@ -208,3 +217,27 @@ def test_a_module_seed_is_pruned_recycled_and_integrated(strategy: str) -> None:
     assert [m for m, _ in seen] == [0, 1, 2, 0, 0, 0, 1, 2, 3, 5]
     assert [n for _, n in seen][2:5] == [rows, freed, freed]
     assert seen[-1][1] == rows and optimizer_params_match(rig.layer, rig.optimizer)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_forward_and_tick_on_cuda_never_synchronise_with_the_host() -> None:
+    """Under CUDA's sync debug mode, a forward and backward of every mode and an alpha tick raise nothing."""
+    layer = _layer().cuda()
+    layer.set_modes([SeedMode.TRAIN, SeedMode.GRAFT, SeedMode.FINE_TUNE, SeedMode.FOSSIL], [0, 1, 0, 1])
+    tensors, schedule = StateTensors(SPECS, device="cuda"), AlphaSchedule(device="cuda")
+    lc = Lifecycle(gates=passing_gates())
+    register_seeds(lc)
+    for name, to in (("s0", "GERMINATED"), ("s0", "TRAINING"), ("s0", "GRAFTING")):
+        lc.transition(name, to)
+    tensors.apply(lc.log.read())
+    schedule.apply(lc.log.read())
+    x = _x().cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        (layer(x).square().sum() + layer.seed_loss).backward()
+        tensors.advance(5)
+        schedule.tick(tensors, 5)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert schedule.alpha[0].item() == pytest.approx(0.1)
