@@ -194,8 +194,8 @@ def graft_step(
 
 def _clip(value: torch.Tensor, low: float | torch.Tensor, config: GraftingConfig) -> torch.Tensor:
     """esperlite's `np.clip(value, low, max_alpha)`: the upper bound wins if they cross."""
-    floor = torch.maximum(value, torch.as_tensor(low, dtype=value.dtype))
-    return torch.minimum(floor, torch.full_like(value, config.max_alpha))
+    floor = torch.maximum(value, low) if isinstance(low, torch.Tensor) else value.clamp(min=low)
+    return floor.clamp(max=config.max_alpha)
 
 
 def _drift(
