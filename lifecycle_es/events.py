@@ -206,6 +206,10 @@ class TransitionApplied(EventBase):
     to_state: str
     trigger: str
     reason: str = ""
+    triggered_by: str | None = None
+    """Who asked for the move (a user, a service, "hf_sync"); None on logs written before it."""
+    metadata: dict[str, JsonValue] | None = None
+    """JSON values the requester attached to the move; None when it attached none."""
 
 
 class TransitionRejected(EventBase):
@@ -217,6 +221,10 @@ class TransitionRejected(EventBase):
     to_state: str
     trigger: str = ""
     reasons: list[str] = Field(default_factory=list)
+    triggered_by: str | None = None
+    """Who asked for the move; None on logs written before it."""
+    metadata: dict[str, JsonValue] | None = None
+    """JSON values the requester attached to the move; None when it attached none."""
 
 
 class MetricsObserved(EventBase):

@@ -68,6 +68,8 @@ class EntityState:
     history: tuple[tuple[int, str, str], ...] = ()
     """(step, from, to) of the latest transitions, oldest first, at most HISTORY_LIMIT."""
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    last_transition: Mapping[str, Any] | None = None
+    """The latest applied move: from_state, to_state, step, ts, reason, triggered_by, metadata."""
 
     def time_in_state(self, step: int) -> int:
         """Return the steps spent in the current state as of `step`."""
@@ -309,6 +311,7 @@ def _entity_to_plain(e: EntityState) -> dict[str, Any]:
     plain = {f.name: getattr(e, f.name) for f in dataclasses.fields(e)}
     plain["history"] = [list(h) for h in e.history]
     plain["attrs"] = dict(e.attrs)
+    plain["last_transition"] = copy.deepcopy(e.last_transition)
     return plain
 
 
@@ -423,6 +426,7 @@ def _on_transition_applied(r: Registry, ev: Record) -> None:
         rejections=e.rejections,
         history=(*e.history, (step, e.state, target))[-HISTORY_LIMIT:],
         attrs=e.attrs,
+        last_transition=_last_transition(ev),
     )
     r.entities[e.entity] = moved
     r._population[(e.spec, e.layer, e.state)] -= 1
@@ -433,6 +437,21 @@ def _on_transition_applied(r: Registry, ev: Record) -> None:
         _retire(r, moved)
     elif e.state in retired:  # back in the live set: revive, recycle
         r._live[e.entity] = None
+
+
+def _last_transition(ev: Record) -> dict[str, Any]:
+    """The facts of an applied move an entity keeps; .get: records written before
+    `triggered_by` and `metadata` existed lack them."""
+    metadata = ev.get("metadata")
+    return {
+        "from_state": ev["from_state"],
+        "to_state": ev["to_state"],
+        "step": ev["step"],
+        "ts": ev.get("ts"),
+        "reason": ev.get("reason", ""),
+        "triggered_by": ev.get("triggered_by"),
+        "metadata": dict(metadata) if isinstance(metadata, Mapping) else {},
+    }
 
 
 def _retire(r: Registry, e: EntityState) -> None:
@@ -492,6 +511,7 @@ def _on_transition_rejected(r: Registry, ev: Record) -> None:
         e.rejections + 1,
         e.history,
         e.attrs,
+        e.last_transition,
     )
 
 

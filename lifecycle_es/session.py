@@ -267,12 +267,67 @@ class Lifecycle:
         reason: str = "",
         step: int | None = None,
         causation: str | None = None,
+        triggered_by: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> EntityState:
         """Move an entity to `to` (or along `trigger`) if its gates pass, and return it.
 
-        A refused transition is recorded (its gate checks and `TransitionRejected`) and then
-        raises `InvalidTransitionError` naming every failed check.
+        `triggered_by` (who asks) and `metadata` (JSON values) are recorded with the move or
+        its refusal. Pre-transition hooks run before the append (a coroutine handler is run to
+        its end), post-transition hooks after it. A refused transition is recorded (its gate
+        checks and `TransitionRejected`) and then raises `InvalidTransitionError` naming every
+        failed check.
         """
+        plan = self._plan(entity, to, trigger, metrics, reason, step, causation, triggered_by, metadata)
+        if plan.outcome.accepted and self.hooks:
+            self.hooks.fire("pre", plan.spec, plan.data)
+        self._record(plan)
+        if self.hooks:
+            self.hooks.fire("post", plan.spec, plan.data)
+        return self.registry.get(entity)
+
+    async def transition_async(
+        self,
+        entity: str,
+        to: str | None = None,
+        *,
+        trigger: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        reason: str = "",
+        step: int | None = None,
+        causation: str | None = None,
+        triggered_by: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> EntityState:
+        """`transition` for an event loop: pre-hooks are awaited in order, then the move is
+        appended, then post-hooks are awaited; it returns once the move is on the log."""
+        args = (entity, to, trigger, metrics, reason, step, causation, triggered_by, metadata)
+        plan = self._plan(*args)
+        if plan.outcome.accepted and self.hooks:
+            await self.hooks.fire_async("pre", plan.spec, plan.data)
+            if self.registry.seq != plan.seq:  # another coroutine moved the run meanwhile
+                plan = self._plan(*args)
+        self._record(plan)
+        if self.hooks:
+            await self.hooks.fire_async("post", plan.spec, plan.data)
+        return self.registry.get(entity)
+
+    def _plan(
+        self,
+        entity: str,
+        to: str | None,
+        trigger: str | None,
+        metrics: Mapping[str, Any] | None,
+        reason: str,
+        step: int | None,
+        causation: str | None,
+        triggered_by: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> _Plan:
+        """Check a transition request and build its events, without recording anything."""
+        if triggered_by is not None:
+            check_text(triggered_by, "triggered_by")
+        extra = _check_metadata(metadata)
         outcome = commands.request_transition(
             self.registry,
             self.gates,
@@ -284,21 +339,23 @@ class Lifecycle:
             metrics=metrics,
             reason=reason,
         )
-        final = outcome.events[-1].__dict__
-        data = {k: final[k] for k in ("entity", "from_state", "to_state", "trigger", "step")}
+        final = outcome.events[-1].model_copy(update={"triggered_by": triggered_by, "metadata": extra})
+        outcome = commands.Outcome((*outcome.events[:-1], final), outcome.accepted, outcome.reasons)
+        fields = final.__dict__
+        data = {k: fields[k] for k in ("entity", "from_state", "to_state", "trigger", "step")}
         spec = self.registry.spec_of(self.registry.get(entity))
-        if outcome.accepted and self.hooks:
-            self.hooks.fire("pre", spec, {**data, "spec": spec.name, "reason": reason})
-        self.append(outcome.events)
-        if not outcome.accepted:
+        data.update(spec=spec.name, reason=reason, triggered_by=triggered_by, metadata=extra or {})
+        return _Plan(outcome, spec, data, self.registry.seq)
+
+    def _record(self, plan: _Plan) -> None:
+        """Append a planned transition; a refused one raises once it is recorded."""
+        self.append(plan.outcome.events)
+        if not plan.outcome.accepted:
             raise InvalidTransitionError(
-                f"{entity}: {data['from_state']} -> {data['to_state']} refused: "
-                + "; ".join(outcome.reasons),
-                reasons=outcome.reasons,
+                f"{plan.data['entity']}: {plan.data['from_state']} -> {plan.data['to_state']} refused: "
+                + "; ".join(plan.outcome.reasons),
+                reasons=plan.outcome.reasons,
             )
-        if self.hooks:
-            self.hooks.fire("post", spec, {**data, "spec": spec.name, "reason": reason})
-        return self.registry.get(entity)
 
     def observe(
         self,
@@ -417,6 +474,27 @@ class Lifecycle:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A checked transition request: its events, the spec, the hooks' data, the seq it saw."""
+
+    outcome: commands.Outcome
+    spec: Spec
+    data: dict[str, Any]
+    seq: int
+
+
+def _check_metadata(metadata: object) -> dict[str, Any] | None:
+    """Return transition metadata as a dict of JSON values (None for none), or raise `UsageError`."""
+    if metadata is None:
+        return None
+    plain = dict(check_mapping(metadata, "transition(metadata=...)"))
+    bad = first_non_json(plain, "metadata")
+    if bad is not None:
+        raise UsageError(f"transition(metadata=...) takes JSON values with str keys only, but {bad}")
+    return plain
 
 
 def _check_parts(log: object, config: object, gates: object, codec: object) -> None:

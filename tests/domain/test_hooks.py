@@ -71,7 +71,7 @@ def test_pre_and_post_handlers_get_the_transition_data() -> None:
     calls: Calls = []
     lc.hooks.on("pre_transition", recorder(calls))
     lc.hooks.on("post_transition", recorder(calls))
-    lc.transition("x", to="dormant", reason="share fell to zero")
+    lc.transition("x", to="dormant", reason="share fell to zero", triggered_by="admin", metadata={"k": 1})
     data = {
         "entity": "x",
         "spec": "expert",
@@ -80,6 +80,8 @@ def test_pre_and_post_handlers_get_the_transition_data() -> None:
         "trigger": "go_dormant",
         "reason": "share fell to zero",
         "step": 7,
+        "triggered_by": "admin",
+        "metadata": {"k": 1},
     }
     assert calls == [("pre_transition", data), ("post_transition", data)]
 
@@ -125,26 +127,38 @@ def test_async_handlers_are_awaited_without_a_running_loop() -> None:
     ]
 
 
-def test_async_handlers_run_as_tasks_inside_a_running_loop() -> None:
-    """Called inside an event loop, coroutine handlers are scheduled and complete on the loop."""
+def test_async_handlers_run_to_their_end_inside_a_running_loop() -> None:
+    """From sync code inside an event loop, a coroutine handler has finished when transition returns."""
     lc = expert_lifecycle()
     calls: Calls = []
+    lc.hooks.on("pre_transition", async_recorder(calls))
     lc.hooks.on("post_transition", async_recorder(calls))
 
     async def main() -> None:
         lc.transition("x", to="dormant")
-        assert calls == []  # scheduled, not yet run
-        await drain()
+        assert [p for p, _ in calls] == ["pre_transition", "post_transition"]
 
     asyncio.run(main())
-    assert [(p, d["to_state"]) for p, d in calls] == [("post_transition", "dormant")]
 
 
-async def drain() -> None:
-    """Wait for every other task on the loop, then let their done-callbacks run."""
-    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    await asyncio.gather(*others, return_exceptions=True)
-    await asyncio.sleep(0)
+def test_transition_async_awaits_pre_handlers_before_the_append() -> None:
+    """The async API awaits each pre-handler in order before the move is on the log, post-handlers after."""
+    lc = expert_lifecycle()
+    seen: list[tuple[str, int]] = []
+
+    def at(name: str) -> Any:
+        async def handler(point: str, data: Any) -> None:
+            await asyncio.sleep(0)
+            seen.append((name, lc.registry.seq))
+
+        return handler
+
+    lc.hooks.on("pre_transition", at("pre1"))
+    lc.hooks.on("pre_transition", at("pre2"))
+    lc.hooks.on("post_transition", at("post"))
+    before = lc.registry.seq
+    asyncio.run(lc.transition_async("x", to="dormant"))
+    assert seen == [("pre1", before), ("pre2", before), ("post", before + 1)]
 
 
 @pytest.mark.parametrize("handler", [failing, failing_async], ids=["sync", "async"])
@@ -169,20 +183,16 @@ def test_a_raising_handler_is_logged_and_does_not_block_the_transition(
     assert all(r.exc_info is not None for r in failures)
 
 
-def test_a_raising_async_handler_inside_a_loop_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    """A coroutine handler failing on a running loop is logged when its task ends."""
+def test_a_raising_async_handler_inside_a_loop_is_logged_and_kept(caplog: pytest.LogCaptureFixture) -> None:
+    """A coroutine handler failing under the async API is logged and kept in `hooks.failures`."""
     lc = expert_lifecycle()
     lc.hooks.on("post_transition", failing_async)
-
-    async def main() -> None:
-        lc.transition("x", to="dormant")
-        await drain()
-
-    asyncio.run(main())
+    asyncio.run(lc.transition_async("x", to="dormant"))
     assert lc.registry.get("x").state == "dormant"
-    failures = hook_failures(caplog, "async hook handler failed")
+    failures = hook_failures(caplog, "hook handler failed")
     assert [(r.point, r.levelname) for r in failures] == [("post_transition", "ERROR")]  # type: ignore[attr-defined]
     assert failures[0].exc_info is not None and isinstance(failures[0].exc_info[1], RuntimeError)
+    assert [(f.point, f.entity) for f in lc.hooks.failures] == [("post_transition", "x")]
 
 
 def test_a_failing_hook_writes_nothing_to_stdout(capfd: pytest.CaptureFixture[str]) -> None:
