@@ -34,6 +34,7 @@ __all__ = [
     "GateChecked",
     "GateMode",
     "MetricsObserved",
+    "RewardRecorded",
     "RunStarted",
     "RunStateChanged",
     "StepSealed",
@@ -81,6 +82,8 @@ class Action(StrEnum):
     ADVANCE = "ADVANCE"
     REVIVE = "REVIVE"
     REPAIR = "REPAIR"
+    HOLD = "HOLD"
+    """A seed controller decided to leave the entity where it is (recorded for offline training)."""
 
 
 class EventBase(BaseModel):
@@ -327,6 +330,16 @@ class CheckpointRecorded(EventBase):
     reason: str = ""
 
 
+class RewardRecorded(EventBase):
+    """The reward a seed controller's decision earned (seeds/000's `get_reward`); `causation` is
+    the rewarded `DecisionMade`, `components` the terms that add up to `reward`."""
+
+    kind: Literal["RewardRecorded"] = "RewardRecorded"
+    entity: EntityId
+    reward: FiniteFloat
+    components: Metrics = Field(default_factory=dict)
+
+
 Event = Annotated[
     RunStarted
     | RunStateChanged
@@ -341,7 +354,8 @@ Event = Annotated[
     | DivergenceDetected
     | CheckpointSaved
     | CheckpointRestored
-    | CheckpointRecorded,
+    | CheckpointRecorded
+    | RewardRecorded,
     Field(discriminator="kind"),
 ]
 """Any lifecycle event; validate with `codec.from_record`."""
@@ -361,4 +375,5 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     CheckpointSaved,
     CheckpointRestored,
     CheckpointRecorded,
+    RewardRecorded,
 )

@@ -583,4 +583,5 @@ _HANDLERS: dict[str, Callable[[Registry, Record], None]] = {
     "CheckpointSaved": _on_checkpoint,
     "CheckpointRestored": _on_checkpoint,
     "CheckpointRecorded": _on_checkpoint_recorded,
+    "RewardRecorded": lambda r, ev: None,  # training data for a policy; the run's state is unchanged
 }
