@@ -10,6 +10,7 @@ from lifecycle_es import ConfigError, Lifecycle
 from lifecycle_es.controllers import HeuristicConfig, HeuristicController, SeedAction, SeedDriver, get_reward
 from lifecycle_es.policies import HysteresisConfig
 from lifecycle_es.specs import ModuleState
+from tests.seeds._control_walks import walk_to_blending
 
 A, M = SeedAction, ModuleState
 
@@ -77,13 +78,7 @@ def test_each_decision_is_recorded_then_fired_then_rewarded() -> None:
 def test_an_advance_that_integrates_earns_the_integration_reward() -> None:
     """A HOLDING module whose advance passes the integration gates gets +5 (integration_success)."""
     lc = started("m")
-    lc.transition("m", M.INSTANTIATED, metrics={"available_slots": 1})
-    lc.transition("m", M.TRAINING)
-    lc.transition(
-        "m",
-        M.BLENDING,
-        metrics={"epochs_trained": 5, "loss_at_instantiation": 2, "current_loss": 1, "module_grad_norm": 1},
-    )
+    walk_to_blending(lc, "m")
     lc.transition("m", M.HOLDING, metrics={"host_accuracy_at_blend": 0.8, "current_accuracy": 0.8})
     for _ in range(10):
         lc.observe({"improvement": 0.02}, entity="m")

@@ -21,6 +21,7 @@ from lifecycle_es.controllers import (
     SeedView,
 )
 from lifecycle_es.specs import ModuleState
+from tests.seeds._control_walks import walk_to_blending
 
 A, M = SeedAction, ModuleState
 
@@ -39,13 +40,7 @@ def blending_module() -> tuple[Lifecycle, SeedView]:
     lc = Lifecycle(run_id="hybrid")
     lc.start(seed=5)
     lc.register("m", "module", slot=0)
-    lc.transition("m", M.INSTANTIATED, metrics={"available_slots": 1})
-    lc.transition("m", M.TRAINING)
-    lc.transition(
-        "m",
-        M.BLENDING,
-        metrics={"epochs_trained": 5, "loss_at_instantiation": 2, "current_loss": 1, "module_grad_norm": 1},
-    )
+    walk_to_blending(lc, "m")
     e = lc.registry.get("m")
     return lc, SeedView(e, lc.registry.spec_of(e), 0, {"host_regression": 0.0}, 1234)
 
