@@ -8,6 +8,10 @@ its refusal is on the log, with `triggered_by` saying which trigger asked:
 - `TimeTrigger`: a minimum time in state blocks a move, a maximum forces one;
 - `BudgetTrigger`: `should_prune` when the parameters exceed the budget, `can_grow` before growth;
 - a controller (`lifecycle_es.controllers.SeedDriver`) whose decisions become requests.
+
+`TriggerSet` combines them for one entity in seeds/000's order: a time minimum blocks
+everything, a time maximum forces its move, then an over-budget prune, then the first metric
+trigger that fires.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "TimeTrigger",
     "TimeVerdict",
     "TransitionRequest",
+    "TriggerSet",
     "fire",
 ]
 
@@ -214,6 +219,40 @@ class BudgetTrigger:
             reason=f"{total:g} parameters exceed the budget of {self.param_budget:g}",
             metrics=dict(metrics),
         )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TriggerSet:
+    """The triggers of one lifecycle, asked together: at most one request per entity and step."""
+
+    time: TimeTrigger | None = None
+    budget: BudgetTrigger | None = None
+    metrics: tuple[MetricTrigger, ...] = ()
+    """Tried in order; the first that fires wins."""
+
+    def __post_init__(self) -> None:
+        for name, value, kind in (("time", self.time, TimeTrigger), ("budget", self.budget, BudgetTrigger)):
+            if value is not None and not isinstance(value, kind):
+                raise ConfigError(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}")
+        if not isinstance(self.metrics, tuple) or not all(isinstance(t, MetricTrigger) for t in self.metrics):
+            raise ConfigError("metrics must be a tuple of MetricTrigger")
+
+    def request(
+        self, entity: EntityState, step: int, metrics: Mapping[str, float]
+    ) -> TransitionRequest | None:
+        """Return the entity's request at `step`, or None when nothing fires or time blocks."""
+        if self.time is not None:
+            verdict, _ = self.time.check(entity, step)
+            if verdict is TimeVerdict.BLOCK:
+                return None
+            if verdict is TimeVerdict.FORCE:
+                return self.time.request(entity, step)
+        if self.budget is not None and (pruned := self.budget.request(entity.entity, metrics)) is not None:
+            return pruned
+        for trigger in self.metrics:
+            if (fired := trigger.request(entity.entity, metrics)) is not None:
+                return fired
+        return None
 
 
 def fire(lc: Lifecycle, request: TransitionRequest, *, step: int | None = None) -> Fired:

@@ -15,6 +15,7 @@ from lifecycle_es.triggers import (
     TimeTrigger,
     TimeVerdict,
     TransitionRequest,
+    TriggerSet,
     fire,
 )
 
@@ -132,6 +133,35 @@ def test_a_request_carries_its_metadata_and_causation() -> None:
         {"why": "plateau"},
         cause,
     )
+
+
+def test_a_trigger_set_asks_time_then_budget_then_metrics() -> None:
+    """Below the minimum nothing fires; past the maximum time forces; between, an over-budget
+    prune comes before a metric trigger, and the first metric trigger that fires wins."""
+    lc = started()
+    seed = lc.register("s", "kasmina", step=0)
+    triggers = TriggerSet(
+        time=TimeTrigger(min_steps=5, max_steps=50, fires="germinate"),
+        budget=BudgetTrigger(param_budget=100, prunes="cancel"),
+        metrics=(
+            MetricTrigger(metric="loss_delta", comparator=Comparator.LT, threshold=0.001, fires="germinate"),
+            MetricTrigger(metric="accuracy", comparator=Comparator.GT, threshold=0.9, fires="cancel"),
+        ),
+    )
+    over = {"total_params": 200.0, "loss_delta": 0.0}
+
+    def asked(step: int, metrics: dict[str, float]) -> tuple[str, str] | None:
+        request = triggers.request(seed, step, metrics)
+        return None if request is None else (request.trigger, request.triggered_by)
+
+    assert asked(4, over) is None
+    assert asked(50, over) == ("germinate", "time:max_steps")
+    assert asked(10, over) == ("cancel", "budget:should_prune")
+    assert asked(10, {"loss_delta": 0.0, "accuracy": 0.95}) == ("germinate", "metric:loss_delta<0.001")
+    assert asked(10, {"loss_delta": 0.5, "accuracy": 0.95}) == ("cancel", "metric:accuracy>0.9")
+    assert asked(10, {"loss_delta": 0.5}) is None
+    with pytest.raises(ConfigError, match="metrics must be a tuple of MetricTrigger"):
+        TriggerSet(metrics=[triggers.metrics[0]])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
