@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 from pydantic import JsonValue
 
+from lifecycle_es._arguments import check_mapping
 from lifecycle_es.commands import check_metrics
 from lifecycle_es.controllers._basin_math import decision_seed
 from lifecycle_es.controllers._seed_actions import ACTION_TRIGGERS, SeedAction, decision_action, trigger_for
@@ -88,8 +89,10 @@ class SeedDriver:
         if lc.registry.run_id is None:
             raise UsageError("the run was not started: call Lifecycle.start() before driving seeds")
         lc.advance(step)
-        given = dict(metrics or {})
+        given = dict(check_mapping({} if metrics is None else metrics, "run(metrics=...)"))
         names = sorted(self._seeds(lc) if entities is None else entities)
+        if stray := sorted(set(given) - set(names)):
+            raise UsageError(f"run(metrics=...) names entities this run does not drive: {stray}")
         return [self._one(lc, lc.registry.get(name), step, check_metrics(given.get(name))) for name in names]
 
     def _seeds(self, lc: Lifecycle) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from lifecycle_es import ConfigError, Lifecycle
+from lifecycle_es import ConfigError, Lifecycle, UsageError
 from lifecycle_es.controllers import HeuristicConfig, HeuristicController, SeedAction, SeedDriver, get_reward
 from lifecycle_es.policies import HysteresisConfig
 from lifecycle_es.specs import ModuleState
@@ -150,3 +150,12 @@ def test_bad_hysteresis_settings_are_refused(kwargs: dict[str, int], message: st
     """A window cap the registry's bounded history could never count is refused at construction."""
     with pytest.raises(ConfigError, match=message):
         HysteresisConfig(**kwargs)
+
+
+def test_metrics_for_an_entity_the_driver_does_not_drive_are_refused() -> None:
+    """Metrics naming a terminal or unknown entity raise before anything is recorded."""
+    lc = started("m")
+    before = lc.registry.seq
+    with pytest.raises(UsageError, match=r"names entities this run does not drive: \['ghost'\]"):
+        SeedDriver(HeuristicController()).run(lc, step=0, metrics={"ghost": {"loss_delta": 0.0}})
+    assert lc.registry.seq == before
