@@ -20,6 +20,7 @@ from bus.errors import (
     UnknownRunError,
 )
 from lifecycle_es._ids import new_event_id
+from lifecycle_es.agents import AgentLifecycleService, AgentServiceConfig, SyncAgentLifecycleService
 from lifecycle_es.codec import CODEC, Codec
 from lifecycle_es.errors import (
     CheckpointError,
@@ -76,6 +77,8 @@ __all__ = [
     "CODEC",
     "Action",
     "ActionsVerified",
+    "AgentLifecycleService",
+    "AgentServiceConfig",
     "BusError",
     "BusUnavailableError",
     "CheckpointError",
@@ -132,6 +135,7 @@ __all__ = [
     "StateCategory",
     "StateDef",
     "StepSealed",
+    "SyncAgentLifecycleService",
     "SyncTimeoutError",
     "TransitionApplied",
     "TransitionDef",

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import ValidationError
 
@@ -29,7 +29,7 @@ from lifecycle_es.registry import EntityState, Registry, fold_record
 from lifecycle_es.spec import Spec
 from lifecycle_es.specs import BUILTIN_SPECS, RUN_SPEC, RunState
 
-__all__ = ["Lifecycle", "LifecycleConfig"]
+__all__ = ["Lifecycle", "LifecycleConfig", "TransitionPlan"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,10 +278,10 @@ class Lifecycle:
         checks and `TransitionRejected`) and then raises `InvalidTransitionError` naming every
         failed check.
         """
-        plan = self._plan(entity, to, trigger, metrics, reason, step, causation, triggered_by, metadata)
+        plan = self.plan(entity, to, trigger, metrics, reason, step, causation, triggered_by, metadata)
         if plan.outcome.accepted and self.hooks:
             self.hooks.fire("pre", plan.spec, plan.data)
-        self._record(plan)
+        self.record(plan)
         if self.hooks:
             self.hooks.fire("post", plan.spec, plan.data)
         return self.registry.get(entity)
@@ -302,17 +302,17 @@ class Lifecycle:
         """`transition` for an event loop: pre-hooks are awaited in order, then the move is
         appended, then post-hooks are awaited; it returns once the move is on the log."""
         args = (entity, to, trigger, metrics, reason, step, causation, triggered_by, metadata)
-        plan = self._plan(*args)
+        plan = self.plan(*args)
         if plan.outcome.accepted and self.hooks:
             await self.hooks.fire_async("pre", plan.spec, plan.data)
             if self.registry.seq != plan.seq:  # another coroutine moved the run meanwhile
-                plan = self._plan(*args)
-        self._record(plan)
+                plan = self.plan(*args)
+        self.record(plan)
         if self.hooks:
             await self.hooks.fire_async("post", plan.spec, plan.data)
         return self.registry.get(entity)
 
-    def _plan(
+    def plan(
         self,
         entity: str,
         to: str | None,
@@ -323,11 +323,14 @@ class Lifecycle:
         causation: str | None,
         triggered_by: str | None,
         metadata: Mapping[str, Any] | None,
-    ) -> _Plan:
-        """Check a transition request and build its events, without recording anything."""
+    ) -> TransitionPlan:
+        """Check a transition request and build its events, recording nothing and firing no hook.
+
+        The arguments are `transition`'s, by position. `record` appends the plan.
+        """
         if triggered_by is not None:
             check_text(triggered_by, "triggered_by")
-        extra = _check_metadata(metadata)
+        extra = check_metadata(metadata)
         outcome = commands.request_transition(
             self.registry,
             self.gates,
@@ -345,10 +348,10 @@ class Lifecycle:
         data = {k: fields[k] for k in ("entity", "from_state", "to_state", "trigger", "step")}
         spec = self.registry.spec_of(self.registry.get(entity))
         data.update(spec=spec.name, reason=reason, triggered_by=triggered_by, metadata=extra or {})
-        return _Plan(outcome, spec, data, self.registry.seq)
+        return TransitionPlan(outcome, spec, data, self.registry.seq)
 
-    def _record(self, plan: _Plan) -> None:
-        """Append a planned transition; a refused one raises once it is recorded."""
+    def record(self, plan: TransitionPlan) -> None:
+        """Append a planned transition (no hook fires); a refused one raises once it is recorded."""
         self.append(plan.outcome.events)
         if not plan.outcome.accepted:
             raise InvalidTransitionError(
@@ -399,17 +402,20 @@ class Lifecycle:
         return records
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[list[dict[str, Any]]]:
+    def batch(self, *, rollback: Literal["refold", "copy"] = "refold") -> Iterator[list[dict[str, Any]]]:
         """Gather every append inside the block into one atomic log append at its end.
 
         Commands see their own events at once (each is folded when made), and readers of the
         log see all of them or none. If the block or the append raises, nothing is written and
-        the registry is folded again from the log, back to where it was. Yields the list of
-        records gathered so far.
+        the registry is folded again from the log, back to where it was; with
+        `rollback="copy"` it is put back from a copy taken when the batch opened instead
+        (cheaper when failures are common and the registry keeps few metric windows, as an
+        agent service's does). Yields the list of records gathered so far.
         """
         if self._pending is not None:
             raise UsageError("a lifecycle batch is already open")
         start = self.registry.seq
+        saved = self.registry.copy() if rollback == "copy" else None
         pending: list[dict[str, Any]] = []
         self._pending = pending
         try:
@@ -417,7 +423,9 @@ class Lifecycle:
             if pending:
                 self.log.append(pending, expected_seq=start)
         except BaseException:
-            if pending:
+            if saved is not None:
+                self.registry = saved
+            elif pending:
                 # Fold the log again rather than copying the registry on every batch: a copy
                 # grows with every metric window ever kept, and failures are rare.
                 self.registry = Registry(self.registry.specs, window=self.registry.window)
@@ -477,7 +485,7 @@ class Lifecycle:
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class TransitionPlan:
     """A checked transition request: its events, the spec, the hooks' data, the seq it saw."""
 
     outcome: commands.Outcome
@@ -486,7 +494,7 @@ class _Plan:
     seq: int
 
 
-def _check_metadata(metadata: object) -> dict[str, Any] | None:
+def check_metadata(metadata: object) -> dict[str, Any] | None:
     """Return transition metadata as a dict of JSON values (None for none), or raise `UsageError`."""
     if metadata is None:
         return None

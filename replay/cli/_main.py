@@ -14,6 +14,7 @@ from types import ModuleType
 import bus
 from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import CheckpointError, ConfigError, LifecycleError, UsageError
+from replay.cli import agents as agents_command
 from replay.cli import demo, export_decisions, metrics, replay, report, spec, tables, tail, verify, what_if
 from replay.cli._colour import COLOUR_CHOICES, colour_for
 from replay.cli._launch import worker_from_env
@@ -42,6 +43,7 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
         "write a run's decisions as ChronoMoE lifecycle_decisions.jsonl lines",
         export_decisions,
     ),
+    ("agents", "print an agent service's agents with their states and the lifecycle metrics", agents_command),
 )
 
 
