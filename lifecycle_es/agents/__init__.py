@@ -11,7 +11,6 @@ from lifecycle_es.agents.manager import AgentLifecycleManager
 from lifecycle_es.agents.routes import ROUTES, Verb, hf_path
 from lifecycle_es.agents.service import AgentId, AgentLifecycleService, SyncAgentLifecycleService
 from lifecycle_es.agents.states import (
-    AGENT_SERVICE_SPECS,
     AVAILABLE,
     HF_SPACE_STATES,
     IN_ERROR,
@@ -23,7 +22,6 @@ from lifecycle_es.agents.states import (
 from lifecycle_es.agents.writer import AgentConflictError, AgentServiceConfig, TaskEnd
 
 __all__ = [
-    "AGENT_SERVICE_SPECS",
     "AVAILABLE",
     "HF_SPACE_STATES",
     "IN_ERROR",

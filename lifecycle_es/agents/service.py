@@ -20,7 +20,6 @@ from lifecycle_es.agents import queries
 from lifecycle_es.agents.manager import AgentLifecycleManager
 from lifecycle_es.agents.routes import Verb
 from lifecycle_es.agents.states import (
-    AGENT_SERVICE_SPECS,
     AVAILABLE,
     HF_SPACE_STATES,
     IN_ERROR,
@@ -30,7 +29,7 @@ from lifecycle_es.agents.states import (
 from lifecycle_es.agents.writer import AgentServiceConfig, AgentWriter, Op, TaskEnd
 from lifecycle_es.errors import ConfigError, UsageError
 from lifecycle_es.session import Lifecycle, check_metadata
-from lifecycle_es.specs import AGENT_SPEC
+from lifecycle_es.specs import AGENT_SPEC, BUILTIN_SPECS
 
 __all__ = ["AgentId", "AgentLifecycleService", "SyncAgentLifecycleService"]
 
@@ -269,7 +268,7 @@ class AgentLifecycleService(_Service[Coroutine[Any, Any, bool]]):
         if config is not None and not isinstance(config, AgentServiceConfig):
             raise ConfigError(f"config must be an AgentServiceConfig, got {type(config).__name__}")
         opened = bus.open(log, run_id) if isinstance(log, str) else log
-        lifecycle = Lifecycle(opened, run_id=run_id, specs=AGENT_SERVICE_SPECS)
+        lifecycle = Lifecycle(opened, run_id=run_id, specs=BUILTIN_SPECS)
         super().__init__(AgentWriter(lifecycle, config or AgentServiceConfig()))
         self.sync = SyncAgentLifecycleService(self._writer)
         """The same service (same log, writer and handlers) with plain, blocking verbs."""

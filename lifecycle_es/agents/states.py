@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from lifecycle_es.spec import Spec
-from lifecycle_es.specs import BUILTIN_SPECS, AgentState
-from lifecycle_es.specs.task import TASK_SPEC, TaskState
+from lifecycle_es.specs import AgentState
+from lifecycle_es.specs.task import TaskState
 
 __all__ = [
-    "AGENT_SERVICE_SPECS",
     "AVAILABLE",
     "HF_SPACE_STATES",
     "IN_ERROR",
@@ -50,6 +48,3 @@ HF_SPACE_STATES: Mapping[str, AgentState] = MappingProxyType(
     }
 )
 """The Hugging Face Space status -> agent state mapping of seeds/004."""
-
-AGENT_SERVICE_SPECS: Mapping[str, Spec] = MappingProxyType({**BUILTIN_SPECS, TASK_SPEC.name: TASK_SPEC})
-"""The specs of an agent service's run: the built-in ones and `task`; readers of its log use them."""

@@ -1,4 +1,4 @@
-"""The five built-in lifecycle specs, their state enums, and lookup by name.
+"""The six built-in lifecycle specs, their state enums, and lookup by name.
 
 Each spec lives in its own module as one `Spec` constant plus the enum of its states; this
 package gathers them explicitly into `BUILTIN_SPECS` (no import-time registration).
@@ -30,6 +30,7 @@ from lifecycle_es.specs.expert import (
 from lifecycle_es.specs.kasmina import KASMINA_SPEC, KasminaState
 from lifecycle_es.specs.module import MODULE_SPEC, ModuleState
 from lifecycle_es.specs.run import RUN_SPEC, RunHook, RunState
+from lifecycle_es.specs.task import TASK_SPEC, TaskState
 
 __all__ = [
     "AGENT_SPEC",
@@ -42,6 +43,7 @@ __all__ = [
     "MODULE_SPEC",
     "ROUTING_STATES",
     "RUN_SPEC",
+    "TASK_SPEC",
     "AgentState",
     "ExpertState",
     "InitStrategy",
@@ -55,11 +57,12 @@ __all__ = [
     "SpecState",
     "SplitMetrics",
     "SurgerySettings",
+    "TaskState",
     "get_spec",
 ]
 
 BUILTIN_SPECS: Mapping[str, Spec] = MappingProxyType(
-    {s.name: s for s in (KASMINA_SPEC, MODULE_SPEC, EXPERT_SPEC, RUN_SPEC, AGENT_SPEC)}
+    {s.name: s for s in (KASMINA_SPEC, MODULE_SPEC, EXPERT_SPEC, RUN_SPEC, AGENT_SPEC, TASK_SPEC)}
 )
 """The built-in specs by name, in the order `spec list` shows them."""
 

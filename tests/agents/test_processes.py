@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from bus.testing import RedisServer
-from lifecycle_es import AgentLifecycleService
-from lifecycle_es.agents import AGENT_SERVICE_SPECS
+from lifecycle_es import BUILTIN_SPECS, AgentLifecycleService
 from lifecycle_es.registry import Registry, fold_record
 from tests.agents._worker import agent_names
 
@@ -47,7 +46,7 @@ def run_workers(
 
 def fold_upto(records: list[dict[str, Any]], seq: int) -> Registry:
     """A fresh registry folded from the log's records up to `seq`."""
-    registry = Registry(AGENT_SERVICE_SPECS)
+    registry = Registry(BUILTIN_SPECS)
     for record in records[:seq]:
         fold_record(registry, record)
     return registry
@@ -74,7 +73,7 @@ def test_four_processes_of_random_verbs_keep_one_consistent_log(
     reader = AgentLifecycleService(redis_server.url, run_id=run_id)  # folds the whole log, strictly
     folded, records = reader.lifecycle.registry, reader.lifecycle.log.read()
     for report in reports:  # each worker's registry is the fold of the log up to its last seq
-        mine = Registry.from_state(AGENT_SERVICE_SPECS, report["registry"])
+        mine = Registry.from_state(BUILTIN_SPECS, report["registry"])
         assert mine == fold_upto(records, mine.seq)
     assert fold_upto(records, len(records)) == folded
     grouped = by_op(records)
@@ -90,7 +89,7 @@ def test_four_processes_of_random_verbs_keep_one_consistent_log(
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True, (op, seqs)
     for r in records:
         if r["kind"] == "TransitionApplied":
-            spec = AGENT_SERVICE_SPECS[folded.get(r["entity"]).spec]
+            spec = BUILTIN_SPECS[folded.get(r["entity"]).spec]
             assert spec.edge(r["from_state"], r["to_state"]) is not None, r
     running = {e.parent for e in folded if e.spec == "task" and e.state == "running"}
     assert running <= {e.entity for e in folded if e.spec == "agent" and e.state == "busy"}

@@ -22,6 +22,7 @@ from lifecycle_es.specs import (
     RunHook,
     RunState,
     SpecState,
+    TaskState,
     get_spec,
 )
 
@@ -32,6 +33,7 @@ ENUMS: dict[str, type[SpecState]] = {
     "expert": ExpertState,
     "run": RunState,
     "agent": AgentState,
+    "task": TaskState,
 }
 # The gate names the spec tables may use (the gate library of seeds/000 and Kasmina's validators).
 KNOWN_GATES = {
@@ -55,15 +57,15 @@ def names_and_codes(spec: Spec) -> list[tuple[str, int]]:
 # -- the registry of built-ins ------------------------------------------------------------
 
 
-def test_builtin_specs_are_the_five_named_specs_in_list_order() -> None:
-    """BUILTIN_SPECS holds kasmina, module, expert, run and agent, each under its own name."""
-    assert list(BUILTIN_SPECS) == ["kasmina", "module", "expert", "run", "agent"]
+def test_builtin_specs_are_the_six_named_specs_in_list_order() -> None:
+    """BUILTIN_SPECS holds kasmina, module, expert, run, agent and task, each under its own name."""
+    assert list(BUILTIN_SPECS) == ["kasmina", "module", "expert", "run", "agent", "task"]
     assert [s.name for s in BUILTIN_SPECS.values()] == list(BUILTIN_SPECS)
     assert BUILTIN_SPECS["kasmina"] is KASMINA_SPEC and BUILTIN_SPECS["agent"] is AGENT_SPEC
 
 
 def test_get_spec_returns_the_builtin_and_rejects_unknown_names_listing_the_known_ones() -> None:
-    """get_spec finds a built-in by name and raises SpecError naming all five otherwise."""
+    """get_spec finds a built-in by name and raises SpecError naming all six otherwise."""
     assert get_spec("run") is RUN_SPEC
     with pytest.raises(SpecError) as info:
         get_spec("nope")
