@@ -55,9 +55,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the seeds demo's options to `parser`."""
     from replay.demo.seeds.options import CONTROLLERS, GRAFTINGS
 
-    parser.add_argument("--spec", choices=("kasmina", "module"), default="kasmina", help="seed lifecycle (default kasmina)")
-    parser.add_argument("--controller", choices=CONTROLLERS, default="heuristic", help="who decides (default heuristic)")
-    parser.add_argument("--grafting", choices=GRAFTINGS, default="linear", help="alpha schedule (default linear)")
+    parser.add_argument(
+        "--spec", choices=("kasmina", "module"), default="kasmina", help="seed lifecycle (default kasmina)"
+    )
+    parser.add_argument(
+        "--controller", choices=CONTROLLERS, default="heuristic", help="who decides (default heuristic)"
+    )
+    parser.add_argument(
+        "--grafting", choices=GRAFTINGS, default="linear", help="alpha schedule (default linear)"
+    )
     parser.add_argument(
         "--strategy",
         choices=("masked", "resize"),
@@ -65,9 +71,19 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="pre-allocated blueprint rows (default), or rows really added and removed",
     )
     parser.add_argument("--policy", metavar="FILE", help="a saved DemoPolicy state dict (policy, hybrid)")
-    parser.add_argument("--baseline", action="store_true", help="also train the host alone and a host of equal size")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, metavar="N", help=f"training steps (default {DEFAULT_STEPS})")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the weights and data (default 0)")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also train the host alone and a host of equal size"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS,
+        metavar="N",
+        help=f"training steps (default {DEFAULT_STEPS})",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed of the weights and data (default 0)"
+    )
     parser.add_argument(
         "--log",
         default=bus.DEFAULT_URL,
@@ -75,7 +91,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help=f"the run's log: a directory, jsonl://DIR or redis:// URL (default {bus.DEFAULT_URL})",
     )
     parser.add_argument("--run", metavar="RUN", help="the run id (default seeds-<date>-<time>)")
-    parser.add_argument("--ranks", type=int, default=1, metavar="N", help="train on N local gloo ranks (default 1)")
+    parser.add_argument(
+        "--ranks", type=int, default=1, metavar="N", help="train on N local gloo ranks (default 1)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
 
@@ -146,7 +164,9 @@ def _run_rank(args: argparse.Namespace, options: SeedsOptions, run_id: str, rank
 
         dist.barrier()  # the leader created the run's log
         with log or bus.open(args.log, run_id) as opened:
-            live, outcome = _train(options, opened, f"rank {rank}", args.quiet or rank != 0, rank=rank, world=world)
+            live, outcome = _train(
+                options, opened, f"rank {rank}", args.quiet or rank != 0, rank=rank, world=world
+            )
             sys.stderr.write(f"rank {rank}: finished step {options.steps} with digest {live.digest}\n")
             sys.stderr.flush()
             if rank == 0:

@@ -32,7 +32,8 @@ class SeedsTask:
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
         """The teacher's output for `x`."""
-        return torch.tanh(x @ self.w1) @ self.w2
+        out: torch.Tensor = torch.tanh(x @ self.w1) @ self.w2
+        return out
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return step `step`'s training batch (the same on every run and rank)."""
@@ -72,7 +73,7 @@ class SeedsModel(nn.Module):
 
     def seed_loss(self) -> torch.Tensor:
         """The training seeds' reconstruction loss of the last forward (0 without seeds)."""
-        return self.mid.seed_loss if isinstance(self.mid, SeedLayer) else torch.zeros(())
+        return self.seed_layer.seed_loss if isinstance(self.mid, SeedLayer) else torch.zeros(())
 
 
 def parameter_count(width: int) -> int:

@@ -11,17 +11,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 
+from lifecycle_es.specs import KasminaState, ModuleState
 from replay.demo.report import ProgressBar, _duration, _table
 from replay.demo.seeds.run import SeedsRun, Snapshot
 from replay.demo.train import Tick
 
 __all__ = ["SeedsBar", "SeedsOutcome", "seeds_summary"]
 
-_ORDER = (
-    "DORMANT GERMINATED INSTANTIATED TRAINING GRAFTING BLENDING STABILIZATION HOLDING EVALUATING "
-    "FINE_TUNING FOSSILIZED INTEGRATED CULLED CANCELLED PRUNED EMBARGOED ROLLED_BACK"
-).split()
+_ORDER = tuple(
+    dict.fromkeys(s.value for pair in zip_longest(KasminaState, ModuleState) for s in pair if s is not None)
+)
+"""Every seed state, the two specs' lifecycles interleaved: the tables' column order."""
 
 
 def _short(states: Counter[str]) -> str:
@@ -37,7 +39,9 @@ class SeedsBar(ProgressBar):
 
     def _fields(self, tick: Tick) -> list[tuple[int, str]]:
         fields = super()._fields(tick)
-        return [(r, f"seeds {tick.phase}" if text.startswith("experts") else text) for r, text in fields if r != 3]
+        return [
+            (r, f"seeds {tick.phase}" if text.startswith("experts") else text) for r, text in fields if r != 3
+        ]
 
     def show(self, step: int, steps: int, loss: float, states: Counter[str]) -> None:
         """Draw the progress after `step` of `steps` steps."""
