@@ -169,9 +169,23 @@ def _run_rank(args: argparse.Namespace, options: SeedsOptions, run_id: str, rank
             )
             sys.stderr.write(f"rank {rank}: finished step {options.steps} with digest {live.digest}\n")
             sys.stderr.flush()
+            digests = _gather(live.digest, world)
             if rank == 0:
                 _report(args, opened, live, [outcome])
+                same = "every rank ended with" if len(set(digests)) == 1 else "DIGESTS DIFFER:"
+                print(f"ranks:     {world}, {same} digest {' '.join(sorted(set(digests)))}")
     return 0
+
+
+def _gather(digest: str, world: int) -> list[str]:
+    """Return every rank's digest (16 hex digits each), gathered as bytes: no pickle."""
+    import torch
+    import torch.distributed as dist
+
+    mine = torch.tensor(list(digest.encode().ljust(16)[:16]), dtype=torch.uint8)
+    every = [torch.zeros(16, dtype=torch.uint8) for _ in range(world)]
+    dist.all_gather(every, mine)
+    return [bytes(t.tolist()).decode().strip() for t in every]
 
 
 def _train(
@@ -220,5 +234,3 @@ def _report(args: argparse.Namespace, log: Log, live: SeedsRun, outcomes: list[S
     print(f"files:     {run_dir(log)}{os.sep} (decisions and rollback points)")
     print(f"decisions: {path}")
     print(f"replay it: lifecycle-es replay {bus.redact_url(args.log)} --run {log.run_id}")
-    if live.world_size > 1:
-        print(f"ranks:     {live.world_size}, rank 0 ended with digest {live.digest}")

@@ -77,10 +77,19 @@ def _policy(options: SeedsOptions) -> PolicyController:
         path = Path(options.policy_path)
         if not path.is_file():
             raise ConfigError(f"policy file {path} does not exist")
+        state = torch.load(path, weights_only=True)
+        expected = set(network.state_dict())
+        if not isinstance(state, dict) or set(state) != expected:
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ConfigError(
+                f"policy file {path} is not a DemoPolicy state dict: keys {got}, expected {sorted(expected)}"
+            )
         try:
-            network.load_state_dict(torch.load(path, weights_only=True))
-        except (RuntimeError, KeyError) as e:
-            raise ConfigError(f"policy file {path} is not a DemoPolicy state dict: {e}") from e
+            network.load_state_dict(state)
+        except RuntimeError as e:  # a shape differs; torch's message spans lines
+            raise ConfigError(
+                f"policy file {path} is not a DemoPolicy state dict: {' '.join(str(e).split())}"
+            ) from e
     return PolicyController(TorchPolicy(network))
 
 
