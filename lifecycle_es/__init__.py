@@ -58,6 +58,8 @@ from lifecycle_es.events import (
     GateCategory,
     GateChecked,
     GateMode,
+    GateOutcome,
+    GatesChecked,
     MetricsObserved,
     RewardRecorded,
     RunStarted,
@@ -65,6 +67,7 @@ from lifecycle_es.events import (
     StepSealed,
     TransitionApplied,
     TransitionRejected,
+    gate_results,
 )
 from lifecycle_es.gates import Gate, GateInput, GateLibrary, GateResult, default_gates
 from lifecycle_es.registry import EntityState, Registry, fold, fold_record
@@ -108,7 +111,9 @@ __all__ = [
     "GateInput",
     "GateLibrary",
     "GateMode",
+    "GateOutcome",
     "GateResult",
+    "GatesChecked",
     "HookPoint",
     "InconsistentEventError",
     "InvalidArgumentError",
@@ -147,6 +152,7 @@ __all__ = [
     "default_gates",
     "fold",
     "fold_record",
+    "gate_results",
     "get_spec",
     "new_event_id",
 ]

@@ -7,10 +7,11 @@ stable stored name (equal to the class name), never a Python class path.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Self
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 
 from lifecycle_es._ids import new_event_id
 
@@ -33,6 +34,8 @@ __all__ = [
     "GateCategory",
     "GateChecked",
     "GateMode",
+    "GateOutcome",
+    "GatesChecked",
     "MetricsObserved",
     "RewardRecorded",
     "RunStarted",
@@ -40,6 +43,7 @@ __all__ = [
     "StepSealed",
     "TransitionApplied",
     "TransitionRejected",
+    "gate_results",
 ]
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -200,6 +204,72 @@ class GateChecked(EventBase):
     mode: GateMode = GateMode.STRICT
 
 
+class GateOutcome(NamedTuple):
+    """One checked gate inside a `GatesChecked` (a name with its verdict), stored as a list:
+    `[gate, passed, observed]`, with `thresholds` and `reason` after them when they are not empty."""
+
+    gate: str
+    passed: bool
+    observed: Metrics
+    thresholds: Metrics = {}  # noqa: RUF012 -- a NamedTuple default, never mutated (stored() copies)
+    reason: str = ""
+
+    def stored(self) -> list[JsonValue]:
+        """The outcome as a `GatesChecked` stores it: a plain list, so a record stays plain JSON,
+        with empty trailing items left out (a passed gate of the coordinator is three items)."""
+        items: list[JsonValue] = [self.gate, self.passed, dict(self.observed)]
+        if self.thresholds or self.reason:
+            items.append(dict(self.thresholds))
+        if self.reason:
+            items.append(self.reason)
+        return items
+
+
+_OUTCOME: TypeAdapter[GateOutcome] = TypeAdapter(GateOutcome)
+
+
+def _stored_outcome(item: list[JsonValue]) -> list[JsonValue]:
+    return _OUTCOME.validate_python(item).stored()
+
+
+GateItem = Annotated[list[JsonValue], AfterValidator(_stored_outcome)]
+"""A `GateOutcome` as stored: `[gate, passed, observed(, thresholds(, reason))]`, checked as one."""
+
+
+class GatesChecked(EventBase):
+    """Every gate of one decision attempt on an entity, checked together (the compact form).
+
+    One event per attempt instead of one `GateChecked` each: the envelope is written once and
+    each result is a short list, which is what keeps a long run's log small. The coordinator
+    writes a passed gate as `[gate, true, observed]` and a failed one with its thresholds and
+    reason as well (a passed gate's thresholds are the run's settings, in `RunStarted` and each
+    decision's `config_snapshot`); observed values are rounded to 4 significant digits, the
+    verdict having been reached on the exact ones. The gates are strict and blocking, as the
+    expert coordinator checks them; `GateChecked` stays for the transitions a spec's own gates
+    guard, where category and mode vary per gate.
+    """
+
+    kind: Literal["GatesChecked"] = "GatesChecked"
+    entity: EntityId
+    from_state: str
+    to_state: str
+    gates: list[GateItem] = Field(default_factory=list)
+    """Each gate in the order checked; read them with `gate_results`."""
+
+
+def gate_results(record: Mapping[str, Any]) -> Iterator[GateOutcome]:
+    """The gate results a record holds, in either form: one for a `GateChecked`, each of a
+    `GatesChecked`'s, none for any other kind. Readers count gates through this alone."""
+    kind = record.get("kind")
+    if kind == "GateChecked":
+        yield GateOutcome(
+            record["gate"], record["passed"], record["observed"], record["thresholds"], record["reason"]
+        )
+    elif kind == "GatesChecked":
+        for item in record["gates"]:
+            yield GateOutcome(*item)
+
+
 class TransitionApplied(EventBase):
     """An entity moved from one state to another."""
 
@@ -345,6 +415,7 @@ Event = Annotated[
     | RunStateChanged
     | EntityRegistered
     | GateChecked
+    | GatesChecked
     | TransitionApplied
     | TransitionRejected
     | MetricsObserved
@@ -365,6 +436,7 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     RunStateChanged,
     EntityRegistered,
     GateChecked,
+    GatesChecked,
     TransitionApplied,
     TransitionRejected,
     MetricsObserved,

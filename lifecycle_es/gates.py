@@ -2,7 +2,8 @@
 
 A gate reads a `GateInput` (the entity, the step, the metrics in force, the registry) and its
 parameters, and returns a `GateResult`. Gates are code registered by name in a `GateLibrary`;
-specs refer to them by name. Every evaluation becomes a `GateChecked` event.
+specs refer to them by name. Every evaluation becomes a `GateChecked` event (the expert
+coordinator's own checks are recorded per attempt, as one `GatesChecked`).
 """
 
 from __future__ import annotations

@@ -573,6 +573,7 @@ _HANDLERS: dict[str, Callable[[Registry, Record], None]] = {
     "RunStateChanged": _on_run_state_changed,
     "EntityRegistered": _on_entity_registered,
     "GateChecked": lambda r, ev: None,  # gate statistics are a projection (projections.metrics)
+    "GatesChecked": lambda r, ev: None,
     "TransitionApplied": _on_transition_applied,
     "TransitionRejected": _on_transition_rejected,
     "MetricsObserved": _on_metrics_observed,

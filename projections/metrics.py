@@ -24,6 +24,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.registry import Collector
 
 from lifecycle_es.errors import InconsistentEventError, UsageError
+from lifecycle_es.events import gate_results
 from projections._projection import Projection, Record, Snapshot
 
 __all__ = ["MetricsCollector", "MetricsProjection"]
@@ -104,9 +105,10 @@ class MetricsProjection(Projection):
         self._rejected[(tracked.spec, record["from_state"], record["to_state"])] += 1
 
     def _on_gate_checked(self, record: Record) -> None:
-        counts = self._gates.setdefault(str(record["gate"]), [0, 0])
-        counts[0] += 1
-        counts[1] += bool(record["passed"])
+        for outcome in gate_results(record):  # one `GateChecked`, or a `GatesChecked`'s many
+            counts = self._gates.setdefault(str(outcome.gate), [0, 0])
+            counts[0] += 1
+            counts[1] += bool(outcome.passed)
 
     # -- snapshots -----------------------------------------------------------------------------
 
@@ -325,6 +327,7 @@ _HANDLERS: dict[str, Callable[[MetricsProjection, Record], None]] = {
     "TransitionApplied": MetricsProjection._on_applied,
     "TransitionRejected": MetricsProjection._on_rejected,
     "GateChecked": MetricsProjection._on_gate_checked,
+    "GatesChecked": MetricsProjection._on_gate_checked,
 }
 """The kinds the metrics read; every other kind only moves the clock and the seq."""
 

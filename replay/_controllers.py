@@ -25,7 +25,7 @@ from lifecycle_es.controllers import (
     parse_expert_id,
 )
 from lifecycle_es.errors import ConfigError, UsageError
-from lifecycle_es.events import EventBase
+from lifecycle_es.events import EventBase, gate_results
 from lifecycle_es.registry import Registry
 from lifecycle_es.specs import EXPERT_SPEC
 
@@ -139,15 +139,18 @@ class ExpertCoordinatorKind(ControllerKind):
             layer, slot = record["layer"], record["slot"]
             self._layers.add(layer)
             self._slots[layer] = max(self._slots.get(layer, 0), 0 if slot is None else slot + 1)
-        elif kind == "GateChecked" and "capacity" in record["thresholds"]:
+        elif kind in ("GateChecked", "GatesChecked"):
             self._capacity_gate(record)
 
     def _capacity_gate(self, record: Record) -> None:
         # A spawn's gates are recorded on the id its child would get, which may never have
         # been registered: the layer comes from the id itself.
         parsed = parse_expert_id(record["entity"])
-        if parsed is not None:
-            self._capacity[parsed[0]] = int(record["thresholds"]["capacity"])
+        for outcome in gate_results(record):
+            # observed since the compact form; a threshold in older logs
+            capacity = outcome.observed.get("capacity", outcome.thresholds.get("capacity"))
+            if parsed is not None and capacity is not None:
+                self._capacity[parsed[0]] = int(capacity)
 
     def recorded(self) -> dict[str, JsonValue] | None:
         """The one config snapshot the decisions recorded, else the one the run started with.

@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from bus import Log, Record
 from lifecycle_es.codec import CODEC
 from lifecycle_es.errors import ConfigError
+from lifecycle_es.events import gate_results
 from lifecycle_es.specs import RUN_SPEC
 from replay._replay import Until
 
@@ -115,6 +116,7 @@ _COLOURS = {
     "TransitionRejected": "31",
     "DecisionMade": "35",
     "GateChecked": "36",
+    "GatesChecked": "36",
     "StepSealed": "2",
     "ActionsVerified": "2",
     "RunStarted": "1",
@@ -146,13 +148,25 @@ class Printer:
         kind = str(record.get("kind", "?"))
         label = f"\x1b[{_COLOURS.get(kind, '0')}m{kind:<18}\x1b[0m" if self.colour else f"{kind:<18}"
         entity = record.get("entity") or "-"
-        details = " ".join(
-            f"{k}={_short(v)}"
-            for k, v in record.items()
-            if k not in _ENVELOPE and v not in (None, "", [], {})
-        )
+        details = _gates(record) if kind == "GatesChecked" else _fields(record)
         seq, step = record.get("seq", "?"), record.get("step", "?")
         return f"{seq:>7} step {step:>6}  {label} {entity:<14} {details}"
+
+
+def _fields(record: Record) -> str:
+    return " ".join(
+        f"{k}={_short(v)}" for k, v in record.items() if k not in _ENVELOPE and v not in (None, "", [], {})
+    )
+
+
+def _gates(record: Record) -> str:
+    """`from->to` (`->to` for an entity not yet registered), then each gate as `+name` (passed)
+    or `-name (reason)` (failed)."""
+    marks = [
+        f"+{o.gate}" if o.passed else f"-{o.gate} ({o.reason})" if o.reason else f"-{o.gate}"
+        for o in gate_results(record)
+    ]
+    return f"{record.get('from_state')}->{record.get('to_state')} " + " ".join(marks)
 
 
 def _short(value: Any) -> str:

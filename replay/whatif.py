@@ -39,7 +39,14 @@ from replay._decision_diff import Coverage, DecisionChange, diff
 __all__ = ["DecisionChange", "Setting", "WhatIf", "what_if"]
 
 _WRITTEN = frozenset(
-    {"GateChecked", "EntityRegistered", "TransitionApplied", "TransitionRejected", "DecisionMade"}
+    {
+        "GateChecked",
+        "GatesChecked",
+        "EntityRegistered",
+        "TransitionApplied",
+        "TransitionRejected",
+        "DecisionMade",
+    }
 )
 """The kinds of the events a controller writes in an evaluation, replaced by its new decisions."""
 

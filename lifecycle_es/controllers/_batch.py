@@ -12,15 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from pydantic import JsonValue
 
 from lifecycle_es import commands
 from lifecycle_es.commands import GatePolicy, Stamp
 from lifecycle_es.controllers._basin_math import decision_seed
+from lifecycle_es.controllers._precision import GATE_DIGITS, rounded_all
 from lifecycle_es.errors import InconsistentEventError
-from lifecycle_es.events import Action, DecisionMade, EventBase, GateCategory, GateChecked, GateMode
+from lifecycle_es.events import (
+    Action,
+    DecisionMade,
+    EventBase,
+    GateCategory,
+    GateMode,
+    GateOutcome,
+    GatesChecked,
+)
 from lifecycle_es.gates import GateLibrary
 from lifecycle_es.registry import Registry, fold_record
 from lifecycle_es.specs.expert import (
@@ -46,6 +55,8 @@ class Check:
     gate: str
     """Stable name, `<action>.<what>` (e.g. `split.overload_patience`): gate statistics key on it."""
     category: GateCategory
+    """What kind of check it is; the compact `GatesChecked` record leaves it out (the gate's
+    name says which check it was), so only the code and old single-form logs carry it."""
     passed: bool
     reason: str
     """One sentence: what was observed against what was required."""
@@ -69,29 +80,40 @@ class Batch:
         self.events.append(event)
 
     def checks(self, entity: str, from_state: str, to_state: str, checks: Iterable[Check]) -> bool:
-        """Record every check as a strict `GateChecked` on `entity`; return whether all passed."""
-        passed = True
-        for check in checks:
-            self.add(
-                GateChecked.trusted(
-                    run_id=self.stamp.run_id,
-                    step=self.stamp.step,
-                    rank=self.stamp.rank,
-                    entity=entity,
-                    from_state=str(from_state),
-                    to_state=str(to_state),
-                    gate=check.gate,
-                    category=check.category,
-                    passed=check.passed,
-                    blocking=True,
-                    reason=check.reason,
-                    observed={k: float(v) for k, v in check.observed.items()},
-                    thresholds={k: float(v) for k, v in check.thresholds.items()},
-                    mode=GateMode.STRICT,
-                )
+        """Record every check of one attempt as one `GatesChecked` on `entity`; return whether
+        all passed.
+
+        A passed check keeps its name, verdict and observed values; its thresholds are the
+        run's settings and its reason restates them, so only a failed check writes both.
+        """
+        outcomes = [
+            GateOutcome(
+                check.gate,
+                check.passed,
+                rounded_all(check.observed, GATE_DIGITS),
+                {} if check.passed else rounded_all(check.thresholds, GATE_DIGITS),
+                "" if check.passed else check.reason,
             )
-            passed = passed and check.passed
-        return passed
+            for check in checks
+        ]
+        self.add(
+            GatesChecked.trusted(
+                **self.attempt(entity, from_state, to_state), gates=[o.stored() for o in outcomes]
+            )
+        )
+        return all(outcome.passed for outcome in outcomes)
+
+    def attempt(self, entity: str, from_state: str, to_state: str) -> dict[str, Any]:
+        """The fields every gate check of one attempt carries: the stamp, the entity and the edge."""
+        stamp = self.stamp
+        return {
+            "run_id": stamp.run_id,
+            "step": stamp.step,
+            "rank": stamp.rank,
+            "entity": entity,
+            "from_state": str(from_state),
+            "to_state": str(to_state),
+        }
 
     def move(self, entity: str, to: ExpertState, reason: str) -> None:
         """Move an expert along its spec's edge to `to`, through the transition command."""

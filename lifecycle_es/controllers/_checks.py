@@ -65,7 +65,11 @@ def cap(registry: Registry, config: ExpertCoordinatorConfig, gate: str, layer: i
 
 
 def slot(gate: str, layer: int, free: int | None, capacity: int) -> Check:
-    """Pass when the layer has a free slot (`free`, the lowest one, or None)."""
+    """Pass when the layer has a free slot (`free`, the lowest one, or None).
+
+    The layer's capacity is observed (a fact of the model, not a setting), so it is recorded
+    whether the check passes or not: what-if reads it back.
+    """
     return Check(
         gate,
         _STRUCT,
@@ -73,8 +77,8 @@ def slot(gate: str, layer: int, free: int | None, capacity: int) -> Check:
         f"slot {free} of layer {layer} is free"
         if free is not None
         else f"all {capacity} slots of layer {layer} are held",
-        {} if free is None else {"free_slot": free},
-        {"capacity": capacity},
+        {"capacity": capacity} if free is None else {"free_slot": free, "capacity": capacity},
+        {},
     )
 
 

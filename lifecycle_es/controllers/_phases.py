@@ -10,9 +10,10 @@ pruning, and the overload or convergence of an active one all start over when it
 so nothing seen during cooling counts against an expert once it is active.
 
 A *candidate* is an expert, pair or layer whose trigger signal held on at least one of its
-last `patience` checkpoints. Every gate of every candidate is evaluated and recorded as a
-`GateChecked` (signals first, then the structural limits), so the log shows each action's run-up,
-what held it back, and a signal that faded; experts showing no sign of a trigger record nothing.
+last `patience` checkpoints. Every gate of every candidate is evaluated, and a candidate's gates
+are recorded together as one `GatesChecked` (signals first, then the structural limits), so the
+log shows each action's run-up, what held it back, and a signal that faded; experts showing no
+sign of a trigger record nothing.
 An action is taken when all its gates pass, and its events follow its gate checks: the children
 it creates are registered (so every id a decision names exists when it is folded), then the
 `DecisionMade`, then the state moves it causes. A spawn's checks are recorded on the id the
@@ -45,6 +46,7 @@ from lifecycle_es.controllers._signals import (
     mean,
     pair_cosine,
     pair_series,
+    pair_window,
 )
 from lifecycle_es.events import Action, EventBase, GateCategory
 from lifecycle_es.policies import patience, streak
@@ -523,8 +525,7 @@ class Evaluation:
         return centre, [centre, *(k for k, v in known.items() if v > 0 and v >= bar)]
 
     def _coactivation(self, a: str, b: str) -> float | None:
-        registry = self.batch.registry
-        window = registry.metric_window(a, COACT + b) or registry.metric_window(b, COACT + a)
+        window = pair_window(self.batch.registry, COACT, a, b)
         return window[-1] if window else None
 
     # -- structural checks ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from lifecycle_es.controllers._basin_math import basin_overlap, normalized_entropy, topology_debt
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
+from lifecycle_es.controllers._expert_ids import parse_expert_id
 from lifecycle_es.registry import Registry
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "COACT",
     "COSINE",
     "LAYER_KEYS",
+    "PAIR_PREFIXES",
     "SATURATION",
     "SHARE",
     "TOKEN_TYPE",
@@ -30,7 +32,9 @@ __all__ = [
     "layer_signal",
     "mean",
     "pair_cosine",
+    "pair_order",
     "pair_series",
+    "pair_window",
 ]
 
 SHARE = "share"
@@ -41,6 +45,8 @@ COSINE = "cosine."
 """Prefix of an expert's weight cosine similarity to another expert (`cosine.<expert id>`)."""
 COACT = "coact."
 """Prefix of an expert's co-activation with another expert (`coact.<expert id>`)."""
+PAIR_PREFIXES = (COACT, COSINE)
+"""The symmetric pair metrics: recorded once per pair, on the pair's first expert (`pair_order`)."""
 LAYER_KEYS = ("entropy", "n_eff", "top2_share", "dead_count", "n_active")
 """The layer metrics every checkpoint must carry (ChronoMoE v2's `LayerSnapshot`)."""
 BREADTH = "basin_breadth"
@@ -144,9 +150,24 @@ def checkpoints_since(registry: Registry, layer: int | None, step: int) -> int:
     return sum(1 for at in registry.metric_window(layer, CHECKPOINT_STEP, layer=True) if at > step)
 
 
+def pair_order(entity: str) -> tuple[int, int, str]:
+    """Sort key of expert ids, by layer and number (`L0_E2` before `L0_E10`): the first of a pair
+    keeps the pair's symmetric metrics."""
+    parsed = parse_expert_id(entity)
+    return (-1, -1, entity) if parsed is None else (*parsed, entity)
+
+
+def pair_window(registry: Registry, prefix: str, a: str, b: str) -> tuple[float, ...]:
+    """Return a symmetric pair metric of two experts per checkpoint (`prefix` one of
+    `PAIR_PREFIXES`): the first expert's `<prefix><second>`, else the second's `<prefix><first>`,
+    whatever the order of `a` and `b`."""
+    first, second = sorted((a, b), key=pair_order)
+    return registry.metric_window(first, prefix + second) or registry.metric_window(second, prefix + first)
+
+
 def pair_cosine(registry: Registry, a: str, b: str) -> tuple[float, ...]:
-    """Return the weight cosine of two experts per checkpoint: `a`'s `cosine.<b>`, else `b`'s `cosine.<a>`."""
-    return registry.metric_window(a, COSINE + b) or registry.metric_window(b, COSINE + a)
+    """Return the weight cosine of two experts per checkpoint (`pair_window` of `cosine.`)."""
+    return pair_window(registry, COSINE, a, b)
 
 
 def pair_series(registry: Registry, a: str, b: str, n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -27,14 +27,17 @@ from lifecycle_es.controllers._batch import Batch
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, layer_of, parse_expert_id
 from lifecycle_es.controllers._phases import Evaluation
+from lifecycle_es.controllers._precision import METRIC_DIGITS, rounded_all
 from lifecycle_es.controllers._signals import (
     BREADTH,
     CHECKPOINT_STEP,
     COSINE,
     LAYER_KEYS,
+    PAIR_PREFIXES,
     SATURATION,
     SHARE,
     TOKEN_TYPE,
+    pair_order,
 )
 from lifecycle_es.errors import ConfigError, InvalidMetricError, SchemaError, UsageError
 from lifecycle_es.events import EventBase, MetricsObserved
@@ -115,7 +118,9 @@ class ExpertCoordinator:
         layers: Mapping[int, Mapping[str, float]],
         rank: int = 0,
     ) -> list[MetricsObserved]:
-        """Return one validated `MetricsObserved` per layer and per expert, layer by layer.
+        """Return one validated `MetricsObserved` per layer and per expert, layer by layer, each
+        value to 6 significant digits (`METRIC_DIGITS`), a pair metric (`coact.`, `cosine.`) on
+        one expert of the pair when both carry it.
 
         Each layer's event also records the checkpoint's step (`checkpoint_step`), from which
         the coordinator counts the checkpoints an expert has spent in its state. Every expert's
@@ -130,11 +135,14 @@ class ExpertCoordinator:
             checked = _layer_metrics(layer, metrics)
             checked[CHECKPOINT_STEP] = float(step)
             by_layer[layer].append(("", checked))
+        checked_experts = {}
         for entity, metrics in experts.items():
             layer = layer_of(entity)
             if layer not in by_layer:
                 raise UsageError(f"expert {entity} is in layer {layer}, which has no layer metrics")
-            by_layer[layer].append((entity, _expert_metrics(entity, metrics)))
+            checked_experts[entity] = _expert_metrics(entity, metrics)
+        for entity, metrics in _pairs_once(checked_experts).items():
+            by_layer[layer_of(entity)].append((entity, metrics))
         events = []
         for layer in sorted(by_layer):
             (_, layer_metrics), *rest = by_layer[layer]
@@ -151,7 +159,7 @@ class ExpertCoordinator:
         seqs, so later decisions see earlier ones (budgets, slots, floors); they are returned
         with seq 0 for the caller to append (`Lifecycle.append`). Order: state upkeep
         (pending_prune->archived, cooling->active, active->dormant, dormant->active), then
-        prunes, merges, splits and spawns; each action's `GateChecked` events come first, then
+        prunes, merges, splits and spawns; each action's `GatesChecked` (all its gates) comes first, then
         the registration of any child, the `DecisionMade`, and the state moves it causes.
         Per-cycle budgets count decisions since the last `StepSealed`: seal each checkpoint.
         """
@@ -187,10 +195,41 @@ def _by_number(item: tuple[str, dict[str, float]]) -> tuple[int, int]:
     return parsed
 
 
+def _pairs_once(experts: Mapping[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Drop the mirror half of each symmetric pair metric that both experts carry.
+
+    `coact.<b>` of `a` equals `coact.<a>` of `b` (and the cosines agree but for rounding): the
+    pair's first expert (`pair_order`) keeps it, and the readers (`pair_window`) read it from
+    there, so recording it twice would only double the largest part of each observation.
+    """
+    kept = {}
+    for entity, metrics in experts.items():
+        kept[entity] = {
+            name: value for name, value in metrics.items() if not _mirrored(experts, entity, name)
+        }
+    return kept
+
+
+def _mirrored(experts: Mapping[str, Mapping[str, float]], entity: str, name: str) -> bool:
+    """Whether `name` of `entity` is a pair metric that the pair's first expert also carries."""
+    prefix = next((p for p in PAIR_PREFIXES if name.startswith(p)), None)
+    if prefix is None:
+        return False
+    other = name[len(prefix) :]
+    return other in experts and pair_order(other) < pair_order(entity) and prefix + entity in experts[other]
+
+
 def _observed(stamp: Stamp, entity: str | None, layer: int, metrics: dict[str, float]) -> MetricsObserved:
+    # Recorded to METRIC_DIGITS: these events are most of a long run's log, and the coordinator
+    # decides on the values folded from them, so live and replayed decisions see the same.
     try:
         return MetricsObserved(
-            run_id=stamp.run_id, step=stamp.step, rank=stamp.rank, entity=entity, layer=layer, metrics=metrics
+            run_id=stamp.run_id,
+            step=stamp.step,
+            rank=stamp.rank,
+            entity=entity,
+            layer=layer,
+            metrics=rounded_all(metrics, METRIC_DIGITS),
         )
     except ValidationError as e:
         err = e.errors()[0]

@@ -24,6 +24,8 @@ from lifecycle_es import (
     GateCategory,
     GateChecked,
     GateMode,
+    GateOutcome,
+    GatesChecked,
     MetricsObserved,
     RewardRecorded,
     RunStarted,
@@ -72,6 +74,20 @@ SAMPLES: list[EventBase] = [
         observed={"reconstruction_loss": 0.5},
         thresholds={"reconstruction_threshold": 0.01},
         mode=GateMode.PERMISSIVE,
+    ),
+    GatesChecked(
+        **ENVELOPE,
+        entity="L0_E4",
+        from_state="",
+        to_state="pending_spawn",
+        gates=[
+            GateOutcome(
+                "spawn.layer_cap", True, {"live_experts": 4.0}, {"max_experts_per_layer": 16.0}
+            ).stored(),
+            GateOutcome(
+                "spawn.cooldown", False, {"steps_since": 10.0}, {"cooldown_steps": 50.0}, "too soon"
+            ).stored(),
+        ],
     ),
     TransitionApplied(
         **ENVELOPE,

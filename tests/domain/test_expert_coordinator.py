@@ -22,7 +22,7 @@ from lifecycle_es import (
     ConfigError,
     DecisionMade,
     EntityRegistered,
-    GateChecked,
+    GatesChecked,
     InvalidMetricError,
     Lifecycle,
     LifecycleConfig,
@@ -36,7 +36,7 @@ from lifecycle_es.controllers._basin_math import (
     js_divergence,
     topology_debt,
 )
-from lifecycle_es.events import EventBase
+from lifecycle_es.events import EventBase, gate_results
 from lifecycle_es.specs import (
     DEFAULT_INIT_STRATEGY,
     DEFAULT_PERTURBATION,
@@ -158,8 +158,31 @@ def decisions(events: list[EventBase], action: Action | None = None) -> list[Dec
     return [e for e in events if isinstance(e, DecisionMade) and action in (None, e.action)]
 
 
-def gate(events: list[EventBase], name: str) -> GateChecked:
-    found = [e for e in events if isinstance(e, GateChecked) and e.gate == name]
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """One recorded gate check, flattened out of the `GatesChecked` that holds it."""
+
+    entity: str
+    from_state: str
+    to_state: str
+    gate: str
+    passed: bool
+    observed: dict[str, float]
+    thresholds: dict[str, float]
+    reason: str
+
+
+def checks(events: list[EventBase]) -> list[Checked]:
+    return [
+        Checked(e.entity, e.from_state, e.to_state, *outcome)
+        for e in events
+        if isinstance(e, GatesChecked)
+        for outcome in gate_results(CODEC.to_record(e))
+    ]
+
+
+def gate(events: list[EventBase], name: str) -> Checked:
+    found = [e for e in checks(events) if e.gate == name]
     assert len(found) == 1, f"{name}: {len(found)} checks"
     return found[0]
 
@@ -413,9 +436,8 @@ def test_a_child_is_not_merged_back_into_its_parent_within_the_split_cooldown() 
         events = run.checkpoint({E(1): 0.3, E(4): 0.2}, experts=twins)
         assert not decisions(events)
     lineage = gate(events, "merge.lineage_grace")
-    assert (lineage.passed, lineage.category, lineage.observed) == (
+    assert (lineage.passed, lineage.observed) == (
         False,
-        "structural",
         {"steps_since_birth": BASE.split_cooldown_per_expert - EVERY},
     )
     events = run.checkpoint({E(1): 0.3, E(4): 0.2}, experts=twins)
@@ -462,7 +484,7 @@ def test_pruning_stops_at_the_layer_floor() -> None:
         events = run.checkpoint({E(0): 0.3, E(1): 0.0})
     assert not decisions(events)
     floor = gate(events, "prune.population_floor")
-    assert (floor.passed, floor.observed, floor.category) == (False, {"live_experts": 2}, "structural")
+    assert (floor.passed, floor.observed) == (False, {"live_experts": 2})
     assert run.state(E(1)) == "dormant"
 
 
@@ -472,7 +494,7 @@ def test_at_most_max_prunes_per_cycle_experts_are_pruned_per_checkpoint() -> Non
     for _ in range(N + 1):
         events = run.checkpoint({E(1): 0.0, E(4): 0.0})
     assert [d.entity for d in decisions(events)] == [E(1)]
-    budget = [e for e in events if isinstance(e, GateChecked) and e.gate == "prune.budget"]
+    budget = [e for e in checks(events) if e.gate == "prune.budget"]
     assert [(b.entity, b.passed) for b in budget] == [(E(1), True), (E(4), False)]
     events = run.checkpoint({E(1): 0.0, E(4): 0.0})
     assert [d.entity for d in decisions(events)] == [E(4)]
@@ -495,7 +517,7 @@ def test_an_overloaded_expert_splits_after_split_patience_checkpoints_not_before
     assert split.metrics_at_decision == {"share": 0.45, "overload_duration": N, "slot": 4}
     child = run.lc.registry.get(E(4))
     assert (child.state, child.slot, child.parent, child.layer) == ("cooling", 4, E(1), 0)
-    kinds = [type(e).__name__ for e in events if not isinstance(e, GateChecked)]
+    kinds = [type(e).__name__ for e in events if not isinstance(e, GatesChecked)]
     assert kinds == ["EntityRegistered", "DecisionMade", "TransitionApplied"]
 
 
@@ -507,7 +529,7 @@ def test_the_split_threshold_is_rechecked_on_the_share_at_execution() -> None:
     events = run.checkpoint({E(1): 0.39})
     assert not decisions(events)
     recheck = gate(events, "split.share_at_execution")
-    assert (recheck.passed, recheck.observed, recheck.category) == (False, {"share": 0.39}, "performance")
+    assert (recheck.passed, recheck.observed) == (False, {"share": 0.39})
     events = run.checkpoint({E(1): 0.45})
     assert gate(events, "split.share_at_execution").passed
     assert gate(events, "split.overload_patience").observed == {"checkpoints_overloaded": 1}
@@ -540,7 +562,7 @@ def test_a_split_needs_a_free_slot_and_room_under_the_layer_cap(
     for _ in range(N):
         events = run.checkpoint({E(1): 0.45})
     assert not decisions(events)
-    assert [g.gate for g in events if isinstance(g, GateChecked) and not g.passed] == [failing]
+    assert [g.gate for g in checks(events) if not g.passed] == [failing]
 
 
 def test_at_most_max_splits_per_cycle_experts_split_per_checkpoint() -> None:
@@ -625,7 +647,7 @@ def test_without_the_hysteresis_the_merge_does_not_ask_for_the_merged_share() ->
     for _ in range(N):
         events = run.checkpoint({E(1): 0.25, E(3): 0.25}, experts=identical(E(1), E(3)))
     assert len(decisions(events, Action.MERGE)) == 1
-    assert not [e for e in events if isinstance(e, GateChecked) and e.gate == "merge.below_split_share"]
+    assert not [e for e in checks(events) if e.gate == "merge.below_split_share"]
 
 
 def test_merging_stops_at_the_layer_floor() -> None:
@@ -689,7 +711,7 @@ def test_with_a_breadth_threshold_only_experts_serving_several_types_starve_a_la
     for _ in range(N):
         events = fitted.checkpoint(layers={0: {"basin_breadth": 1.0}})
     assert not decisions(events, Action.SPAWN)
-    assert not [e for e in events if isinstance(e, GateChecked) and e.gate.startswith("spawn.")]
+    assert not [e for e in checks(events) if e.gate.startswith("spawn.")]
     unobserved = Run(config)  # a layer observed without the breadth metric never starves
     for _ in range(N):
         events = unobserved.checkpoint()
@@ -701,7 +723,7 @@ def test_with_a_breadth_threshold_only_experts_serving_several_types_starve_a_la
     assert spawn.metrics_at_decision["basin_breadth"] == 2.0
     check = gate(events, "spawn.starvation_patience")
     assert check.observed["basin_breadth"] == 2.0
-    assert check.thresholds["starvation_breadth_threshold"] == 1.5
+    assert spawn.config_snapshot["starvation_breadth_threshold"] == 1.5  # a passed gate's threshold
 
 
 def test_the_breadth_test_alone_starves_a_layer_whatever_its_routing_spread() -> None:
@@ -735,7 +757,7 @@ def test_the_spawn_goes_to_the_layer_with_the_highest_topology_debt() -> None:
     assert [d.layer for d in decisions(events)] == [1]
     debt = decisions(events)[0].metrics_at_decision["topology_debt"]
     assert debt == pytest.approx(0.4 * (0.9 - 0.75) / 0.25)
-    budget = [g for g in events if isinstance(g, GateChecked) and g.gate == "spawn.budget"]
+    budget = [g for g in checks(events) if g.gate == "spawn.budget"]
     assert [(g.entity, g.passed) for g in budget] == [(E(4, 1), True), (E(4, 0), False)]
 
 
@@ -773,7 +795,7 @@ def test_a_spawn_needs_a_free_slot_and_room_under_the_layer_cap(
     for _ in range(N):
         events = run.checkpoint(layers={0: STARVED})
     assert not decisions(events)
-    assert [g.gate for g in events if isinstance(g, GateChecked) and not g.passed] == [failing]
+    assert [g.gate for g in checks(events) if not g.passed] == [failing]
 
 
 def test_random_and_mean_cluster_spawns_name_their_sources() -> None:
@@ -932,3 +954,48 @@ def test_the_settings_surgery_reads_are_coordinator_fields_with_the_shared_defau
     assert fields["spawn_init_strategy"] == DEFAULT_INIT_STRATEGY in INIT_STRATEGIES
     assert fields["split_perturbation_scale"] == DEFAULT_PERTURBATION
     assert {ExpertState.COOLING, ExpertState.ACTIVE, ExpertState.DORMANT} == ROUTING_STATES
+
+
+# -- what an observation records (issue 18, log volume) ------------------------------------------
+
+
+def _observed(experts: Mapping[str, Mapping[str, float]]) -> dict[str | None, dict[str, float]]:
+    coordinator = ExpertCoordinator(BASE, {0: 8})
+    layer = v2_layer_metrics([m["share"] for m in experts.values()])
+    events = coordinator.observations(run_id=RUN, step=10, experts=experts, layers={0: layer})
+    return {e.entity: dict(e.metrics) for e in events}
+
+
+def test_observations_record_metrics_to_six_significant_digits() -> None:
+    """A share of 1/3 is recorded as 0.333333: the coordinator decides on the value as recorded."""
+    recorded = _observed({E(0): {"share": 1 / 3, "weight_norm": 12345.678901}, E(1): {"share": 2 / 3}})
+    assert recorded[E(0)] == {"share": 0.333333, "weight_norm": 12345.7}
+    assert recorded[E(1)] == {"share": 0.666667}
+    assert recorded[None]["entropy"] == float(f"{v2_layer_metrics([1 / 3, 2 / 3])['entropy']:.6g}")
+
+
+def test_a_pair_metric_both_experts_carry_is_recorded_once_on_the_first() -> None:
+    """coact and cosine of a pair stay on the expert with the lower number (E2 before E10); a pair
+    metric only one side carries is kept where it is."""
+    recorded = _observed(
+        {
+            E(10): {"share": 0.5, "coact.L0_E2": 0.25, "cosine.L0_E2": 0.5, "coact.L0_E7": 0.1},
+            E(2): {"share": 0.5, "coact.L0_E10": 0.25, "cosine.L0_E10": 0.5},
+        }
+    )
+    assert recorded[E(2)] == {"share": 0.5, "coact.L0_E10": 0.25, "cosine.L0_E10": 0.5}
+    assert recorded[E(10)] == {"share": 0.5, "coact.L0_E7": 0.1}
+
+
+def test_the_first_experts_pair_metric_stands_for_the_pair() -> None:
+    """Two converged experts merge when the pair's first expert carries their high cosine, whether
+    or not the second carries it too: the value kept is the first's, and merges read it there."""
+    for mirrored in (True, False):
+        run = Run()
+        same = identical(E(1), E(3))
+        if not mirrored:  # the second keeps Run's default cosine of 0 to the first
+            del same[E(3)][f"cosine.{E(1)}"]
+        for _ in range(N):
+            events = run.checkpoint(experts=same)
+        (merge,) = decisions(events, Action.MERGE)
+        assert {merge.entity, *merge.children} == {E(1), E(3)}
