@@ -2,8 +2,9 @@
 
 Each projection consumes records in seq order, in batches, skips what it has applied, and
 snapshots as plain data with its seq (see `Projection`). The torch side has rooms of its own:
-`projections.moe` (the MoE layer protocol and reference layer, basin tracking, expert surgery)
-and `projections.training` (what a training loop calls: collectives and the DDP wrapper,
+`projections.moe` (the MoE layer protocol and reference layer, basin tracking, expert surgery),
+`projections.seeds` (the seed-host layer, blueprints, grafting schedules, seed surgery and
+rollback) and `projections.training` (what a training loop calls: collectives and the DDP wrapper,
 `LifecycleSync`, checkpoints).
 """
 

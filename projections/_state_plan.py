@@ -279,11 +279,15 @@ class _Scan:
         cells, at = plan.cells, row * _WIDTH
         cells[at + STATE], plan.keys[row] = found
         cells[at + EPOCHS_IN_STATE] = plan.start - r["step"]
-        for column, name in ((BLUEPRINT, "blueprint"), (GRAFTING_STRATEGY, "grafting_strategy")):
-            value = _int32_attr(r.get("attrs"), name)
-            if value is not None:
-                cells[at + column] = value
+        self.seed_columns(row, r.get("attrs"))
         self.enter(row, found[0])
+
+    def seed_columns(self, row: int, attrs: Mapping[str, Any] | None) -> None:
+        """Write the blueprint and grafting strategy a registration or germination names."""
+        for column, name in ((BLUEPRINT, "blueprint"), (GRAFTING_STRATEGY, "grafting_strategy")):
+            value = _int32_attr(attrs, name)
+            if value is not None:
+                self.plan.cells[row * _WIDTH + column] = value
 
     def transition(self, r: Record) -> None:
         row = self.row(r["entity"])
@@ -303,6 +307,9 @@ class _Scan:
         round_.rows.append(row)
         round_.moves.extend((source[0], target[0], plan.start - r["step"]))
         round_.keys.append(target[1])
+        # A germination names its blueprint in the transition's metadata (issue 13 point 7);
+        # rounds apply after the cells, which these columns are not among (MOVE_COLUMNS).
+        self.seed_columns(row, r.get("metadata"))
         self.enter(row, target[0])
 
     def metrics(self, r: Record) -> None:

@@ -24,7 +24,9 @@ mask is one `index_select` of a cached boolean table, with no host sync. A proje
 would avoid the 4 bytes but give up one row space for all entities.
 
 `EPOCHS_IN_STATE` equals the registry's `time_in_state(registry.step)`: the projection's clock
-is the largest step folded, every live row gains what the clock gained in a batch, and the rows
+is the largest step folded (or given to `advance`, which a training loop calls every step so
+time in state, and the alpha ramps read from it, move with the training clock), every live
+row gains what the clock gained in a batch, and the rows
 a batch registered or moved are set to clock minus the step they entered their state at.
 Steps, like every value stored, must fit in int32.
 
@@ -202,6 +204,25 @@ class StateTensors(Projection):
         self.state_keys.index_put_((rows,), keys)
         kept = self.history.index_select(0, rows)[:, : HISTORY_DEPTH - 1]
         self.history[rows] = torch.cat((moves[:, None, :2], kept), dim=1)
+
+    def advance(self, step: int) -> None:
+        """Move the clock to the training step `step`: every row's time in state grows with it.
+
+        Events only arrive at evaluation steps, so without this a seed's time in state (and an
+        alpha ramp read from it) would jump from one evaluation to the next. One vectorized add
+        over the rows, no host sync; a step at or before the clock changes nothing, so calling
+        it every step and folding the step's events in either order agree.
+        """
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise UsageError(f"{self.name}: step must be an int, got {type(step).__name__}")
+        if step > self._clock:
+            self._state_columns[EPOCHS_IN_STATE][: self._index.live] += step - self._clock
+            self._clock = step
+
+    @property
+    def clock(self) -> int:
+        """The training step the rows' time in state counts to: the largest folded or advanced to."""
+        return self._clock
 
     # -- queries -------------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -62,6 +62,22 @@ from projections.training.distributed import Group, Replicated
 __all__ = ["Boundary", "LifecycleSync", "SyncConfig"]
 
 _log = logging.getLogger("projections.training.sync")
+
+
+class Surgery(Protocol):
+    """What the sync needs of a model surgery (`ModelSurgery`, or the seed layers' `SeedSurgery`)."""
+
+    optimizer: torch.optim.Optimizer
+    model: nn.Module | None
+
+    def digest(self) -> str:
+        """Return the 16-hex-digit digest of parameters, optimizer state and applied event ids."""
+        ...
+
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Return the parameters the digest covers, by name."""
+        ...
+
 
 Decide = Callable[[Lifecycle], None]
 """What the leader runs at an evaluation step: record metrics and decisions on the lifecycle."""
@@ -112,7 +128,7 @@ class LifecycleSync:
         self,
         lifecycle: Lifecycle,
         runner: Runner,
-        surgery: ModelSurgery,
+        surgery: ModelSurgery | Surgery,
         *,
         replicated: Replicated | None = None,
         config: SyncConfig | None = None,

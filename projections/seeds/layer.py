@@ -1,0 +1,202 @@
+"""The seed-host layer: a host layer whose output chunks each hold a seed slot.
+
+`SeedLayer` wraps a host (an `nn.Linear`, or any module meeting `HostLayer`), cuts its output
+into `chunks` equal chunks and gives each a seed slot. The forward reads three device buffers,
+written by `SeedSurgery` from the folded lifecycle: `modes` (each chunk's `SeedMode`), `kinds`
+(which hosted blueprint its seed runs) and `alpha` (its grafting alpha), so it never waits on
+the host and has no Python loop per seed: every hosted blueprint runs batched over its rows,
+and `torch.where` picks each chunk's result. With no seed past HOST the forward is the host's
+own, decided by a host-side flag the surgery keeps.
+
+TRAINING seeds leave the output as the host made it and learn to reconstruct their chunk:
+`seed_loss` (a scalar tensor, 0 when no seed trains) is what the caller adds to its loss, and
+`last_reconstruction` ([chunks], detached) each chunk's reconstruction error in the last forward
+in which a seed trained, the `reconstruction_loss` the `kasmina.reconstruction` gate reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from lifecycle_es.errors import ConfigError, UsageError
+from projections.moe import Strategy
+from projections.moe._protocol import check_layer
+from projections.seeds.blueprints import Blueprint, BlueprintLibrary, default_library
+from projections.seeds.modes import FINE_TUNE_ALPHA, SeedMode
+
+__all__ = ["HostLayer", "SeedLayer"]
+
+_BLENDING = frozenset({SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FINE_TUNE, SeedMode.FOSSIL})
+
+
+@runtime_checkable
+class HostLayer(Protocol):
+    """What a seed-host layer needs from the layer it wraps: an output width and a forward."""
+
+    out_features: int
+    """Width of the last dim of the output; the chunks divide it."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the host's output, `[..., out_features]`."""
+        ...
+
+
+class SeedLayer(nn.Module):
+    """A host layer plus one seed slot per output chunk, each running a hosted blueprint."""
+
+    modes: torch.Tensor
+    kinds: torch.Tensor
+    alpha: torch.Tensor
+
+    def __init__(
+        self,
+        host: nn.Module,
+        *,
+        chunks: int,
+        library: BlueprintLibrary | None = None,
+        blueprints: Sequence[str] | None = None,
+        strategy: Strategy = "masked",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Wrap `host`, hosting `blueprints` (names in `library`; default: all of it).
+
+        Under `masked` every hosted blueprint has one row of weights per chunk from the start,
+        drawn from `generator`; under `resize` it has none until a seed germinates.
+        """
+        super().__init__()
+        check_layer(0, host, HostLayer)
+        width = int(host.out_features)  # type: ignore[arg-type]  # checked by the protocol
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1 or width % chunks:
+            raise ConfigError(f"chunks must be an int >= 1 dividing out_features={width}, got {chunks!r}")
+        if strategy not in ("masked", "resize"):
+            raise ConfigError(f"strategy must be 'masked' or 'resize', got {strategy!r}")
+        self.library = library if library is not None else default_library()
+        self.hosted: tuple[Blueprint, ...] = tuple(
+            self.library.get(n) for n in (blueprints if blueprints is not None else self.library.names())
+        )
+        if not self.hosted or len({b.name for b in self.hosted}) != len(self.hosted):
+            raise ConfigError("a seed layer hosts at least one blueprint, each once")
+        self.host, self.chunks, self.width, self.strategy = host, chunks, width // chunks, strategy
+        device = next(host.parameters(), torch.empty(0)).device
+        rows = chunks if strategy == "masked" else 0
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.weights = nn.ModuleDict(
+            {
+                b.name: nn.ParameterDict(
+                    {k: nn.Parameter(v.to(device)) for k, v in sorted(b.init(rows, self.width, gen).items())}
+                )
+                for b in self.hosted
+            }
+        )
+        self.row_chunks: dict[str, list[int]] = {b.name: list(range(rows)) for b in self.hosted}
+        """Per hosted blueprint, the chunk each row of its weights serves (host side)."""
+        self._row_index = {b.name: torch.arange(rows, device=device) for b in self.hosted}
+        self.register_buffer("modes", torch.zeros(chunks, dtype=torch.long, device=device))
+        self.register_buffer("kinds", torch.full((chunks,), -1, dtype=torch.long, device=device))
+        self.register_buffer("alpha", torch.zeros(chunks, dtype=torch.float32, device=device))
+        self.present = frozenset({SeedMode.HOST})
+        """The modes some chunk is in (host side: which parts of the forward to run)."""
+        self.any_active = False
+        """Whether any chunk's mode is past HOST (host side; False takes the host's own forward)."""
+        self._no_loss = torch.zeros((), device=device)
+        self.seed_loss = self._no_loss
+        self.last_reconstruction = torch.zeros(chunks, device=device)
+
+    # -- what surgery edits --------------------------------------------------------------------
+
+    def slot_parameters(self, blueprint: str) -> dict[str, nn.Parameter]:
+        """Return a hosted blueprint's slot-major weights by name; row i serves `row_chunks[blueprint][i]`."""
+        return dict(self._weights_of(blueprint).items())
+
+    def replace_parameters(
+        self, blueprint: str, params: Mapping[str, nn.Parameter], chunks: Sequence[int]
+    ) -> None:
+        """Swap in resized weights of a hosted blueprint, whose rows serve `chunks`, in order."""
+        current = self._weights_of(blueprint)
+        if set(params) != set(current) or any(int(p.shape[0]) != len(chunks) for p in params.values()):
+            raise UsageError(f"{blueprint}: expected {sorted(current)} with {len(chunks)} rows each")
+        for name, param in params.items():
+            current[name] = param
+        self.row_chunks[blueprint] = list(chunks)
+        device = self.modes.device
+        self._row_index[blueprint] = torch.tensor(list(chunks), dtype=torch.long, device=device)
+
+    def set_modes(self, modes: Sequence[int], kinds: Sequence[int]) -> None:
+        """Copy each chunk's `SeedMode` and hosted-blueprint index (-1: none) to the device."""
+        packed = torch.tensor([list(modes), list(kinds)], dtype=torch.long)
+        self.modes.copy_(packed[0], non_blocking=True)
+        self.kinds.copy_(packed[1], non_blocking=True)
+        self.present = frozenset(SeedMode(m) for m in modes)
+        self.any_active = self.present != {SeedMode.HOST}
+
+    def _weights_of(self, blueprint: str) -> nn.ParameterDict:
+        if blueprint not in self.weights:
+            raise UsageError(f"blueprint {blueprint!r} is not hosted; hosted: {', '.join(self.weights)}")
+        weights = self.weights[blueprint]
+        assert isinstance(weights, nn.ParameterDict)
+        return weights
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the host's output with each chunk's seed applied as its mode says."""
+        out: torch.Tensor = self.host(x)
+        present = self.present
+        if not self.any_active:
+            return out
+        chunks = out.reshape(-1, self.chunks, self.width)
+        training = SeedMode.TRAIN in present
+        train = (self.modes == SeedMode.TRAIN)[None, :, None]
+        grown = self._run_blueprints(torch.where(train, chunks.detach(), chunks) if training else chunks)
+        if training:
+            error = (grown - chunks.detach()).square().mean(dim=(0, 2))
+            self.last_reconstruction = error.detach()
+            self.seed_loss = (error * train[0, :, 0]).sum()
+        else:
+            self.seed_loss = self._no_loss
+        if not present & _BLENDING:
+            return out
+        blended = self._blend(chunks, grown, fine_tuning=SeedMode.FINE_TUNE in present)
+        if present <= _BLENDING:  # every chunk blends: no selection needed
+            return blended.reshape(out.shape)
+        return torch.where((self.modes >= SeedMode.GRAFT)[None, :, None], blended, chunks).reshape(out.shape)
+
+    def _blend(self, chunks: torch.Tensor, grown: torch.Tensor, *, fine_tuning: bool) -> torch.Tensor:
+        """`(1-a)*host + a*blueprint` per chunk, a by mode; only fine-tuning blueprints keep a gradient."""
+        modes = self.modes
+        alpha = torch.where(
+            (modes == SeedMode.GRAFT) | (modes == SeedMode.HOLD),
+            self.alpha,
+            torch.where(modes == SeedMode.FINE_TUNE, FINE_TUNE_ALPHA, (modes == SeedMode.FOSSIL).float()),
+        )[None, :, None]
+        if fine_tuning:
+            blueprint = torch.where((modes == SeedMode.FINE_TUNE)[None, :, None], grown, grown.detach())
+        else:
+            blueprint = grown.detach()
+        return (1 - alpha) * chunks + alpha * blueprint
+
+    def _run_blueprints(self, chunks: torch.Tensor) -> torch.Tensor:
+        """Return every chunk's blueprint output (zeros where no blueprint runs): one call per blueprint."""
+        grown = torch.zeros_like(chunks)
+        for k, blueprint in enumerate(self.hosted):
+            served = self.row_chunks[blueprint.name]
+            if not served:
+                continue
+            weights = self.slot_parameters(blueprint.name)
+            if len(served) == self.chunks and self.strategy == "masked":  # row i is chunk i
+                full = blueprint.apply(weights, chunks)
+            else:
+                index = self._row_index[blueprint.name]
+                if index.device != chunks.device:  # the layer was moved after surgery set the rows
+                    index = self._row_index[blueprint.name] = index.to(chunks.device)
+                full = torch.zeros_like(chunks).index_copy(
+                    1, index, blueprint.apply(weights, chunks[:, index])
+                )
+            grown = (
+                full if len(self.hosted) == 1 else torch.where((self.kinds == k)[None, :, None], full, grown)
+            )
+        return grown

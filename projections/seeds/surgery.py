@@ -1,0 +1,378 @@
+"""Seed surgery: the lifecycle of `kasmina` and `module` seeds folded into seed layers.
+
+A seed is an entity of a seed spec registered with a `layer` this surgery manages and a `slot`:
+the chunk of that layer's output it grows in. Its blueprint is named (by name or library id)
+in the registration's `attrs["blueprint"]`, or in the germinating transition's `metadata`,
+else it is the layer's first hosted blueprint. Folding, identically on every rank:
+
+- germination (`modes.GERMINATION`) gives the seed fresh weights, drawn on a CPU generator
+  seeded from (blueprint, entity, event id), with no first moment and its siblings' mean
+  second moment; under `resize` the row is appended to the blueprint's weights first;
+- entering a risky state (`modes.RISKY`) saves the seed's rows, weights and moments, as a
+  rollback point (given `RollbackPoints`); ROLLED_BACK restores them bit for bit; success
+  (`modes.SUCCESS`) forgets the point;
+- a failure state (culled, cancelled, pruned) takes the weights out of use: `masked` zeroes
+  the row's moments, `resize` removes the row from the weights and the optimizer state.
+
+After each batch every changed layer gets its chunks' modes in one copy; `tick(step)`, called
+once per training step, advances the state tensors' clock, steps the alpha schedule and copies
+each grafting layer's alpha (one gather per layer). The surgery applies each batch to its
+`StateTensors` and `AlphaSchedule` first (projections skip what they have seen, so a runner
+feeding them too is harmless). `digest()` is what `LifecycleSync` compares across ranks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lifecycle_es.errors import ConfigError, InconsistentEventError, UsageError
+from lifecycle_es.spec import StateCategory
+from lifecycle_es.specs import KASMINA_SPEC, MODULE_SPEC, KasminaState
+from projections._projection import Projection, Record, Snapshot
+from projections.moe._noise import stream_seed
+from projections.moe._optim_state import clear_rows, fresh_rows, moment_rows, reindexed, swap_parameter
+from projections.moe.surgery import _chain, _feed
+from projections.seeds.layer import SeedLayer
+from projections.seeds.modes import GERMINATION, RISKY, SUCCESS, SeedMode, mode_of
+from projections.seeds.rollback import RollbackPoints
+from projections.seeds.schedule import AlphaSchedule
+from projections.state_tensors import StateTensors
+
+__all__ = ["Seed", "SeedSurgery"]
+
+_SPECS = {KASMINA_SPEC.name: KASMINA_SPEC, MODULE_SPEC.name: MODULE_SPEC}
+_FROZEN = frozenset({SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FOSSIL})
+"""Modes whose blueprint takes no gradient: its rows must not move."""
+_LEARNING = frozenset({SeedMode.TRAIN, SeedMode.FINE_TUNE})
+_FAILED = {name: frozenset(spec.states_in(StateCategory.FAILURE)) for name, spec in _SPECS.items()}
+
+
+@dataclass(slots=True)
+class Seed:
+    """One seed of a managed layer, as the surgery sees it."""
+
+    spec: str
+    layer: int
+    chunk: int
+    state: str
+    blueprint: str
+    row: int
+    """Its row in the state tensors and the alpha schedule (registration order)."""
+
+
+class SeedSurgery(Projection):
+    """Folds seed lifecycles into `SeedLayer`s and their optimizer state, and drives their alpha."""
+
+    name = "seed_surgery"
+
+    def __init__(
+        self,
+        layers: Mapping[int, SeedLayer],
+        optimizer: torch.optim.Optimizer,
+        *,
+        tensors: StateTensors,
+        schedule: AlphaSchedule,
+        rollback: RollbackPoints | None = None,
+        model: nn.Module | None = None,
+        on_rewrap: Callable[[], None] | None = None,
+    ) -> None:
+        """Manage `layers` (by layer index) trained by `optimizer`; each layer's strategy applies.
+
+        `model`, when given, names the parameters `digest()` covers; `on_rewrap` runs after a
+        batch that resized weights (re-wrap DDP there).
+        """
+        super().__init__()
+        for index, layer in layers.items():
+            if not isinstance(layer, SeedLayer):
+                raise ConfigError(f"layer {index} must be a SeedLayer, got {type(layer).__name__}")
+        self.layers = dict(sorted(layers.items()))
+        self.optimizer, self.tensors, self.schedule = optimizer, tensors, schedule
+        self.rollback, self.model, self.on_rewrap = rollback, model, on_rewrap
+        self.seeds: dict[str, Seed] = {}
+        self.owners: dict[int, list[str | None]] = {i: [None] * lay.chunks for i, lay in self.layers.items()}
+        """Per layer, the seed each chunk belongs to (the latest registered into its slot)."""
+        self._rows = 0
+        self._dirty: set[int] = set(self.layers)
+        self._chunk_rows = {i: _zeros_like_chunks(lay) for i, lay in self.layers.items()}
+        """Per layer, each chunk's row in the alpha schedule (0 where it has no seed: its mode is
+        HOST, so the alpha copied there is never read)."""
+        self.applied_chain = ""
+        """A running hash of the event ids of the structural changes applied, in order."""
+
+    # -- the clock -----------------------------------------------------------------------------
+
+    def tick(self, step: int) -> None:
+        """Advance time in state to training step `step`, step the alpha schedule, copy the alphas."""
+        self.tensors.advance(step)
+        if self.schedule.tick(self.tensors, step):
+            self._write_alpha()
+
+    def _write_alpha(self) -> None:
+        alpha = self.schedule.alpha
+        if alpha.numel() == 0:
+            return
+        for index, layer in self.layers.items():
+            if layer.any_active:
+                layer.alpha.copy_(alpha.index_select(0, self._chunk_rows[index]))
+
+    # -- folding -------------------------------------------------------------------------------
+
+    def _apply_batch(self, records: Sequence[Record]) -> None:
+        self.tensors.apply(records)
+        self.schedule.apply(records)
+        resized = False
+        try:
+            for record in records:
+                resized |= self._fold(record)
+        finally:
+            self._write_modes()
+            if resized and self.on_rewrap is not None:
+                self.on_rewrap()
+
+    def _fold(self, r: Record) -> bool:
+        kind = r["kind"]
+        if kind == "EntityRegistered":
+            self._rows += 1
+            if r["spec"] in _SPECS and r.get("layer") in self.layers:
+                return self._register(r)
+        elif kind == "TransitionApplied" and r["entity"] in self.seeds:
+            return self._move(r)
+        return False
+
+    def _register(self, r: Record) -> bool:
+        layer = self.layers[r["layer"]]
+        chunk = r.get("slot")
+        if chunk is None or not 0 <= chunk < layer.chunks:
+            raise InconsistentEventError(
+                f"{self.name}: seed {r['entity']!r} names slot {chunk!r}; "
+                f"layer {r['layer']} has {layer.chunks} chunks"
+            )
+        blueprint = self._blueprint(layer, r.get("attrs")) or layer.hosted[0].name
+        seed = Seed(r["spec"], r["layer"], chunk, r["state"], blueprint, self._rows - 1)
+        self.seeds[r["entity"]] = seed
+        self.owners[seed.layer][chunk] = r["entity"]
+        self._chunk_rows[seed.layer][chunk] = seed.row
+        self._dirty.add(seed.layer)
+        if r["state"] == GERMINATION[seed.spec] or mode_of(seed.spec, r["state"]) != SeedMode.HOST:
+            return self._germinate(r["entity"], seed, r["event_id"])
+        return False
+
+    def _move(self, r: Record) -> bool:
+        entity, seed, to = r["entity"], self.seeds[r["entity"]], r["to_state"]
+        seed.state = to
+        self._dirty.add(seed.layer)
+        if to == GERMINATION[seed.spec]:
+            seed.blueprint = self._blueprint(self.layers[seed.layer], r.get("metadata")) or seed.blueprint
+            return self._germinate(entity, seed, r["event_id"])
+        if self.rollback is not None and to in RISKY[seed.spec]:
+            self.rollback.save(
+                entity, self._rows_of(seed), layer=seed.layer, slot=seed.chunk, step=r["step"], state=to
+            )
+        elif to == KasminaState.ROLLED_BACK.value and seed.spec == KASMINA_SPEC.name:
+            self.roll_back(entity)
+        elif self.rollback is not None and to == SUCCESS[seed.spec]:
+            self.rollback.discard(entity)
+        elif to in _FAILED[seed.spec]:
+            return self._release(seed, r["event_id"])
+        self._settle_moments(seed, mode_of(seed.spec, r["from_state"]))
+        return False
+
+    def _settle_moments(self, seed: Seed, before: SeedMode) -> None:
+        """Freeze a seed's rows for good when it stops learning; give them moments when it resumes.
+
+        A frozen seed gets a zero gradient, but Adam would go on moving its rows with their old
+        momentum: zeroed moments make its update exactly zero. A seed that learns again
+        (fine-tuning) gets its siblings' mean second moment, never zeros under a mature step.
+        """
+        row, after = self._row(seed), mode_of(seed.spec, seed.state)
+        freeze = after in _FROZEN and before not in _FROZEN
+        thaw = after in _LEARNING and before in _FROZEN
+        if row is None or not (freeze or thaw):
+            return
+        siblings = [r for r in range(len(self.layers[seed.layer].row_chunks[seed.blueprint])) if r != row]
+        for param in self.layers[seed.layer].slot_parameters(seed.blueprint).values():
+            if freeze:
+                clear_rows(self.optimizer, param, row)
+            else:
+                fresh_rows(self.optimizer, param, row, siblings)
+
+    def _blueprint(self, layer: SeedLayer, attrs: Mapping[str, Any] | None) -> str | None:
+        """Return the hosted blueprint `attrs["blueprint"]` names (a name or a library id), if any."""
+        named = (attrs or {}).get("blueprint")
+        if named is None:
+            return None
+        name = layer.library.by_id(named).name if isinstance(named, int) else str(named)
+        if name not in layer.weights:
+            raise InconsistentEventError(
+                f"{self.name}: blueprint {named!r} is not hosted by the seed's layer"
+            )
+        return name
+
+    def _write_modes(self) -> None:
+        for index in sorted(self._dirty):
+            layer, modes, kinds = self.layers[index], [], []
+            hosted = [b.name for b in layer.hosted]
+            for chunk, entity in enumerate(self.owners[index]):
+                seed = None if entity is None else self.seeds[entity]
+                live = seed is not None and chunk in layer.row_chunks[seed.blueprint]
+                modes.append(mode_of(seed.spec, seed.state) if live and seed else SeedMode.HOST)
+                kinds.append(hosted.index(seed.blueprint) if live and seed else -1)
+            layer.set_modes(modes, kinds)
+        self._dirty.clear()
+        self._write_alpha()
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def _row(self, seed: Seed) -> int | None:
+        chunks = self.layers[seed.layer].row_chunks[seed.blueprint]
+        return chunks.index(seed.chunk) if seed.chunk in chunks else None
+
+    def _germinate(self, entity: str, seed: Seed, event_id: str) -> bool:
+        layer = self.layers[seed.layer]
+        blueprint = layer.library.get(seed.blueprint)
+        generator = torch.Generator()
+        generator.manual_seed(stream_seed(0, seed.blueprint, f"{entity}@{event_id}"))
+        drawn = blueprint.init(1, layer.width, generator)
+        row, resized = self._row(seed), False
+        if row is None:
+            row, resized = len(layer.row_chunks[seed.blueprint]), True
+            self._reindex(
+                layer, seed.blueprint, [*range(row), None], [*layer.row_chunks[seed.blueprint], seed.chunk]
+            )
+        siblings = [r for r in range(len(layer.row_chunks[seed.blueprint])) if r != row]
+        with torch.no_grad():
+            for name, param in layer.slot_parameters(seed.blueprint).items():
+                param[row] = drawn[name][0].to(param.device, param.dtype)
+                fresh_rows(self.optimizer, param, row, siblings)
+        self._applied(event_id)
+        return resized
+
+    def _release(self, seed: Seed, event_id: str) -> bool:
+        layer, row = self.layers[seed.layer], self._row(seed)
+        if row is None:
+            return False
+        self._applied(event_id)
+        if layer.strategy == "masked":
+            for param in layer.slot_parameters(seed.blueprint).values():
+                clear_rows(self.optimizer, param, row)
+            return False
+        chunks = layer.row_chunks[seed.blueprint]
+        keep = [r for r in range(len(chunks)) if r != row]
+        self._reindex(layer, seed.blueprint, keep, [chunks[r] for r in keep])
+        return True
+
+    def _reindex(
+        self, layer: SeedLayer, blueprint: str, index: Sequence[int | None], chunks: Sequence[int]
+    ) -> None:
+        """Give a blueprint's weights rows `index` of the old ones (None: a new row), moments along."""
+        swapped = {}
+        for name, old in layer.slot_parameters(blueprint).items():
+            new = nn.Parameter(reindexed(old.detach(), index), requires_grad=old.requires_grad)
+            swap_parameter(self.optimizer, old, new, index)
+            swapped[name] = new
+        layer.replace_parameters(blueprint, swapped, chunks)
+
+    def _rows_of(self, seed: Seed) -> dict[str, torch.Tensor]:
+        """Return a seed's weights and moments: `w/NAME` and `m/NAME/KEY` rows."""
+        row = self._row(seed)
+        if row is None:
+            return {}
+        rows: dict[str, torch.Tensor] = {}
+        for name, param in self.layers[seed.layer].slot_parameters(seed.blueprint).items():
+            rows[f"w/{name}"] = param[row]
+            rows.update({f"m/{name}/{k}": v[row] for k, v in moment_rows(self.optimizer, param).items()})
+        return rows
+
+    def roll_back(self, entity: str) -> bool:
+        """Put a seed's weights and moments back from its latest rollback point; True if it had one."""
+        seed = self.seeds.get(entity)
+        if seed is None:
+            raise UsageError(f"{self.name}: {entity!r} is not a seed of a managed layer")
+        saved = None if self.rollback is None else self.rollback.load(entity)
+        row = self._row(seed)
+        if saved is None or row is None:
+            return False
+        with torch.no_grad():
+            for name, param in self.layers[seed.layer].slot_parameters(seed.blueprint).items():
+                param[row] = saved[f"w/{name}"].to(param.device)
+                for key, moment in moment_rows(self.optimizer, param).items():
+                    if f"m/{name}/{key}" in saved:
+                        moment[row] = saved[f"m/{name}/{key}"].to(moment.device)
+        return True
+
+    def _applied(self, event_id: str) -> None:
+        self.applied_chain = _chain(self.applied_chain, event_id)
+
+    # -- digest and snapshots ------------------------------------------------------------------
+
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Return the parameters `digest()` covers, by name, in sorted name order."""
+        if self.model is not None:
+            return sorted(self.model.named_parameters())
+        return sorted(
+            (f"{i}.{n}", p) for i, layer in self.layers.items() for n, p in layer.named_parameters()
+        )
+
+    def digest(self, *, event_ids: bool = True) -> str:
+        """Return 16 hex digits hashing parameters, optimizer state and applied event ids exactly."""
+        h = hashlib.blake2b(digest_size=8)
+        for name, param in self.named_parameters():
+            _feed(h, name, param)
+            state = self.optimizer.state.get(param, {})
+            for key in sorted(state):
+                _feed(h, f"{name}/{key}", state[key])
+        if event_ids:
+            h.update(self.applied_chain.encode())
+        return h.hexdigest()
+
+    def snapshot(self) -> Snapshot:
+        """Return the seed table and each layer's rows (the model and optimizer are the caller's)."""
+        state: dict[str, Any] = {
+            "seeds": {
+                e: [s.spec, s.layer, s.chunk, s.state, s.blueprint, s.row] for e, s in self.seeds.items()
+            },
+            "rows": self._rows,
+            "row_chunks": {str(i): dict(lay.row_chunks) for i, lay in self.layers.items()},
+            "applied_chain": self.applied_chain,
+        }
+        return Snapshot(kind=self.name, seq=self.seq, state=state)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Replace the seed table, rows and modes with a snapshot's (restore the state tensors and
+        the schedule first); then load the checkpoint's model and optimizer state into the layers.
+
+        Under resize a blueprint whose row count differs gets blank rows of the snapshot's shape
+        (and `on_rewrap` runs), so the checkpoint's weights fit.
+        """
+        if snapshot.kind != self.name:
+            raise UsageError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
+        s = snapshot.state
+        self.seeds = {e: Seed(*v) for e, v in s["seeds"].items()}
+        self._rows, self.applied_chain = int(s["rows"]), str(s["applied_chain"])
+        self.owners = {i: [None] * lay.chunks for i, lay in self.layers.items()}
+        for entity, seed in self.seeds.items():
+            self.owners[seed.layer][seed.chunk] = entity
+            self._chunk_rows[seed.layer][seed.chunk] = seed.row
+        resized = False
+        for index, layer in self.layers.items():
+            for blueprint, chunks in s["row_chunks"][str(index)].items():
+                if len(chunks) == len(layer.row_chunks[blueprint]):
+                    layer.replace_parameters(blueprint, layer.slot_parameters(blueprint), chunks)
+                else:  # resize: blank rows of the snapshot's shape, for the checkpoint to fill
+                    self._reindex(layer, blueprint, [None] * len(chunks), chunks)
+                    resized = True
+        if resized and self.on_rewrap is not None:
+            self.on_rewrap()
+        self._dirty = set(self.layers)
+        self._write_modes()
+        self.seq = snapshot.seq
+
+
+def _zeros_like_chunks(layer: SeedLayer) -> torch.Tensor:
+    return torch.zeros(layer.chunks, dtype=torch.long, device=layer.alpha.device)
