@@ -18,7 +18,7 @@ from lifecycle_es.controllers import (
     SeedDriver,
 )
 from lifecycle_es.controllers.policy import choose
-from projections.seeds.policy import TorchPolicy
+from projections.seeds import TorchPolicy
 from replay.export import dataset_rows
 
 A = SeedAction
