@@ -27,7 +27,7 @@ from lifecycle_es.controllers import (
 )
 from lifecycle_es.errors import ConfigError
 from lifecycle_es.specs import KASMINA_SPEC, MODULE_SPEC
-from projections.seeds.policy import TorchPolicy
+from projections.seeds import TorchPolicy
 from replay.demo.seeds.options import SeedsOptions
 
 __all__ = ["DemoPolicy", "build_controller", "demo_heuristic"]

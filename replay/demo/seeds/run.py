@@ -23,6 +23,7 @@ import torch
 from bus import Log
 from lifecycle_es import BUILTIN_SPECS, Lifecycle, SlotEmbargoedError
 from lifecycle_es.controllers import SeedDriver
+from lifecycle_es.errors import ConfigError
 from lifecycle_es.registry import EntityState, Registry
 from projections.seeds import AlphaSchedule, RollbackPoints, SeedSurgery
 from projections.state_tensors import StateTensors
@@ -90,7 +91,7 @@ class SeedsRun:
         self.surgery: SeedSurgery | None = None
         if options.lifecycle:
             if log is None:
-                raise ValueError("a run with the lifecycle needs a log")
+                raise ConfigError("a run with the lifecycle needs a log to write its decisions to")
             self._wire(log, rollback_dir)
 
     def _wire(self, log: Log, rollback_dir: Path | None) -> None:
