@@ -132,3 +132,19 @@ def test_two_ranks_end_with_identical_digests(tmp_path: Path, capfd: pytest.Capt
     digests = set(re.findall(r"rank \d: finished step \d+ with digest ([0-9a-f]{16})", err))
     assert len(digests) == 1, err
     assert "every rank ended with digest" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--steps", "0"], "steps must be an int >= 1"),
+        (["--ranks", "2", "--baseline"], "--baseline runs in one process"),
+    ],
+)
+def test_bad_options_are_one_line_and_write_no_log(
+    flags: list[str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An invalid option is refused in one line (exit 2) before a log is opened."""
+    status, _, err = run_cli(capsys, "demo", "seeds", *flags, "--log", str(tmp_path), "--run", "x")
+    assert status == 2 and words in one_line(err)
+    assert not (tmp_path / "x.jsonl").exists()
