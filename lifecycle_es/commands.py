@@ -20,6 +20,7 @@ from lifecycle_es.errors import (
     DuplicateEntityError,
     InvalidMetricError,
     SchemaError,
+    SlotEmbargoedError,
     SpecError,
     UnknownStateError,
     UsageError,
@@ -35,7 +36,7 @@ from lifecycle_es.events import (
     TransitionApplied,
     TransitionRejected,
 )
-from lifecycle_es.gates import MIN_TIME_GATE, GateInput, GateLibrary
+from lifecycle_es.gates import EMBARGO_GATE, MIN_TIME_GATE, GateInput, GateLibrary
 from lifecycle_es.registry import EntityState, Registry, holds_slot
 from lifecycle_es.spec import Spec, TransitionDef
 
@@ -119,8 +120,14 @@ def register(
     layer: int | None = None,
     parent: str | None = None,
     attrs: Mapping[str, Any] | None = None,
+    gates: GateLibrary | None = None,
+    policy: GatePolicy | None = None,
 ) -> EntityRegistered:
-    """Return the event that registers `entity` under `spec`, in its default or a given initial state."""
+    """Return the event that registers `entity` under `spec`, in its default or a given initial state.
+
+    With a gate library holding `not_embargoed`, a slot on cooldown is refused with
+    `SlotEmbargoedError` (the gate's parameters from `policy`): no entity grows into it.
+    """
     check_text(entity, "entity")
     check_text(spec, "spec")
     if state is not None:
@@ -147,6 +154,9 @@ def register(
             raise UsageError(f"{name} must be an int or None, got {type(value).__name__}")
     if slot is not None and (holder := registry.slot_holder(spec, layer, slot)) is not None:
         raise DuplicateEntityError(f"slot {slot} of layer {layer} is held by {holder!r}")
+    if slot is not None and gates is not None and EMBARGO_GATE in gates:
+        candidate = EntityState(entity, spec, state, slot, layer, parent, stamp.step, stamp.step)
+        _check_embargo(registry, gates, policy or GatePolicy(), stamp.step, candidate)
     try:
         return EntityRegistered(
             run_id=stamp.run_id,
@@ -165,6 +175,19 @@ def register(
         err = e.errors()[0]
         where = ".".join(map(str, err["loc"]))
         raise SchemaError(f"cannot register {entity!r}: {where}: {err['msg']}") from e
+
+
+def _check_embargo(
+    registry: Registry, gates: GateLibrary, policy: GatePolicy, step: int, candidate: EntityState
+) -> None:
+    gate = gates[EMBARGO_GATE]
+    params = gate.parameters(policy.params.get(EMBARGO_GATE, {}))
+    result = gate.fn(GateInput(candidate, candidate.state, step, {}, registry), params)
+    if not result.passed:
+        raise SlotEmbargoedError(
+            f"cannot register {candidate.entity!r} into slot {candidate.slot} of layer "
+            f"{candidate.layer}: {result.reason}"
+        )
 
 
 def observe(

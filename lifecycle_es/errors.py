@@ -22,6 +22,7 @@ __all__ = [
     "MissingExtraError",
     "SchemaError",
     "SequenceGapError",
+    "SlotEmbargoedError",
     "SpecError",
     "SyncTimeoutError",
     "UnknownEntityError",
@@ -70,6 +71,11 @@ class UnknownEntityError(LifecycleError, KeyError):
 
 class DuplicateEntityError(LifecycleError, ValueError):
     """Raised when an entity id, or an occupied slot, is registered a second time."""
+
+
+class SlotEmbargoedError(LifecycleError, ValueError):
+    """Raised when an entity is registered into a slot whose embargo (cooldown after a failure)
+    has not ended: nothing grows into an embargoed slot, whatever the entity."""
 
 
 class UnknownStateError(LifecycleError, ValueError):

@@ -37,6 +37,7 @@ __all__ = [
     "GateOutcome",
     "GatesChecked",
     "MetricsObserved",
+    "RewardRecorded",
     "RunStarted",
     "RunStateChanged",
     "StepSealed",
@@ -85,6 +86,8 @@ class Action(StrEnum):
     ADVANCE = "ADVANCE"
     REVIVE = "REVIVE"
     REPAIR = "REPAIR"
+    HOLD = "HOLD"
+    """A seed controller decided to leave the entity where it is (recorded for offline training)."""
 
 
 class EventBase(BaseModel):
@@ -397,6 +400,16 @@ class CheckpointRecorded(EventBase):
     reason: str = ""
 
 
+class RewardRecorded(EventBase):
+    """The reward a seed controller's decision earned (seeds/000's `get_reward`); `causation` is
+    the rewarded `DecisionMade`, `components` the terms that add up to `reward`."""
+
+    kind: Literal["RewardRecorded"] = "RewardRecorded"
+    entity: EntityId
+    reward: FiniteFloat
+    components: Metrics = Field(default_factory=dict)
+
+
 Event = Annotated[
     RunStarted
     | RunStateChanged
@@ -412,7 +425,8 @@ Event = Annotated[
     | DivergenceDetected
     | CheckpointSaved
     | CheckpointRestored
-    | CheckpointRecorded,
+    | CheckpointRecorded
+    | RewardRecorded,
     Field(discriminator="kind"),
 ]
 """Any lifecycle event; validate with `codec.from_record`."""
@@ -433,4 +447,5 @@ EVENT_TYPES: tuple[type[EventBase], ...] = (
     CheckpointSaved,
     CheckpointRestored,
     CheckpointRecorded,
+    RewardRecorded,
 )

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from lifecycle_es.registry import EntityState, Registry
 
 __all__ = [
+    "EMBARGO_GATE",
     "MIN_TIME_GATE",
     "Gate",
     "GateFn",
@@ -32,6 +33,9 @@ __all__ = [
 
 MIN_TIME_GATE = "min_time_in_state"
 """The structural gate the command handler adds when the source state has a minimum time."""
+
+EMBARGO_GATE = "not_embargoed"
+"""The structural gate that keeps entities out of a slot on cooldown, at registration too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,7 +389,7 @@ _BUILTIN: tuple[Gate, ...] = (
     ),
     Gate("no_active_transitions", _S, _no_active_transitions, {}, "no other entity mid-transition"),
     Gate(
-        "not_embargoed",
+        EMBARGO_GATE,
         _S,
         _not_embargoed,
         {"base_cooldown": 100, "exponential": 1},

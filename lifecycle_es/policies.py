@@ -9,14 +9,18 @@ and a what-if replay with other parameters sees the same facts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lifecycle_es.errors import ConfigError
 from lifecycle_es.events import Action
+from lifecycle_es.registry import HISTORY_LIMIT
 
 if TYPE_CHECKING:
     from lifecycle_es.registry import EntityState, Registry
 
 __all__ = [
+    "HysteresisConfig",
     "action_budget_left",
     "cooldown_elapsed",
     "embargo_until",
@@ -56,6 +60,40 @@ def hysteresis(
     if recent >= max_transitions:
         return False, f"Too many transitions in window: {recent} >= {max_transitions}", recent
     return True, f"{spent} steps in state, {recent} transitions in the last {window}", recent
+
+
+@dataclass(frozen=True, kw_only=True)
+class HysteresisConfig:
+    """seeds/000's `HysteresisGuard`: debounce state thrashing, with its defaults."""
+
+    min_time_in_state: int = 50
+    """Steps an entity must spend in a state before it moves again."""
+    max_transitions_per_window: int = 3
+    """At most this many moves within the last `window_size` steps."""
+    window_size: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("min_time_in_state", "max_transitions_per_window", "window_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an int >= 0, got {value!r}")
+        if not 1 <= self.max_transitions_per_window <= HISTORY_LIMIT:
+            # The registry keeps the latest HISTORY_LIMIT moves; a larger cap could never be reached.
+            raise ConfigError(
+                f"max_transitions_per_window must lie in [1, {HISTORY_LIMIT}], "
+                f"got {self.max_transitions_per_window}"
+            )
+
+    def check(self, entity: EntityState, step: int) -> tuple[bool, str]:
+        """Return whether the entity may move at `step`, and one sentence why."""
+        allowed, reason, _ = hysteresis(
+            entity,
+            step,
+            min_time=self.min_time_in_state,
+            max_transitions=self.max_transitions_per_window,
+            window=self.window_size,
+        )
+        return allowed, reason
 
 
 def population_budget_left(

@@ -114,6 +114,10 @@ class Registry:
             for name, spec in self.specs.items()
         }
         """Per spec, the states whose entities are out of the live set (see the module docstring)."""
+        self._embargoes = {
+            name: frozenset(s.name for s in spec.states if s.embargo) for name, spec in self.specs.items()
+        }
+        """Per spec, the states whose entry embargoes the entity's slot (`StateDef.embargo`)."""
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -167,7 +171,11 @@ class Registry:
         return self._slots.get((spec, layer, slot))
 
     def slot_failures(self, entity: EntityState) -> tuple[int, int] | None:
-        """Return (failures in a row, step of the last) for the entity's slot, or None."""
+        """Return (embargoes in a row, step the latest began) for the entity's slot, or None.
+
+        A slot's count grows each time an entity in it enters one of its spec's embargo states
+        (`StateDef.embargo`) and is cleared when one enters a success state (seeds/000).
+        """
         return self._failures.get(_slot_key(entity))
 
     def metric_window(self, key: str | int | None, name: str, *, layer: bool = False) -> tuple[float, ...]:
@@ -474,11 +482,11 @@ def _retired(r: Registry, entity: str) -> bool:
 
 def _track_slot(r: Registry, before: EntityState, after: EntityState, step: int) -> None:
     spec = r.specs[after.spec]
-    released = spec.states_in(StateCategory.FAILURE)
+    embargoes = r._embargoes[after.spec]
     key = _slot_key(after)
-    if after.state in released and before.state not in released:
+    if after.state in embargoes and before.state not in embargoes:
         count, _ = r._failures.get(key, (0, 0))
-        r._failures[key] = (count + 1, step)
+        r._failures[key] = (count + 1, step)  # the backoff counts from entering the embargo
     elif spec.state(after.state).category is StateCategory.SUCCESS:
         r._failures.pop(key, None)
     if after.slot is not None:
@@ -581,4 +589,5 @@ _HANDLERS: dict[str, Callable[[Registry, Record], None]] = {
     "CheckpointSaved": _on_checkpoint,
     "CheckpointRestored": _on_checkpoint,
     "CheckpointRecorded": _on_checkpoint_recorded,
+    "RewardRecorded": lambda r, ev: None,  # training data for a policy; the run's state is unchanged
 }

@@ -237,7 +237,10 @@ class Lifecycle:
         step: int | None = None,
         causation: str | None = None,
     ) -> EntityState:
-        """Register an entity in its spec's default (or a given) initial state and return it."""
+        """Register an entity in its spec's default (or a given) initial state and return it.
+
+        A slot still under embargo is refused with `SlotEmbargoedError`, recording nothing.
+        """
         event = commands.register(
             self.registry,
             self._stamp(step, causation),
@@ -248,6 +251,8 @@ class Lifecycle:
             layer=layer,
             parent=parent,
             attrs=attrs,
+            gates=self.gates,
+            policy=self._policy,
         )
         self.append([event])
         return self.registry.get(entity)

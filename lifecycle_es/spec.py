@@ -44,6 +44,9 @@ class StateDef:
     min_time_in_state: int = 0
     """Steps an entity must spend here before leaving, unless the edge skips the minimum."""
     description: str = ""
+    embargo: bool = False
+    """True when entering the state embargoes the entity's slot: nothing grows into the slot until
+    its cooldown, counted from this entry, has passed (seeds/000's cooldown manager)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -19,19 +19,37 @@ export reads them per action:
 `step` is the step the decision was made at; `apply_at_step` the step it is applied at. A
 decision with several children gives one line named after the first; the expert coordinator
 makes one child per decision.
+
+The seed controllers' decisions also export as a dataset to train a policy offline
+(`dataset_rows`, `write_dataset`): one row per decision of a `SeedDriver`, with the keys of
+`DATASET_FIELDS`. `observation` and `next_observation` are lists in `OBSERVATION_KEYS` order
+(`next_observation` is the same entity's next decision's, null after its last), `action` the
+seed action and `action_index` its place in `SEED_ACTIONS`, `probabilities` the policy's (null
+for the heuristic), `reward` the decision's `RewardRecorded` (null if none was recorded).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from bus import Log
+from lifecycle_es import SchemaError
+from lifecycle_es.controllers import OBSERVATION_KEYS, SEED_ACTIONS, SEED_DECISION_KEY, SeedAction
 
-__all__ = ["FIELDS", "decision_line", "decision_lines", "dumps", "write_decisions"]
+__all__ = [
+    "DATASET_FIELDS",
+    "FIELDS",
+    "dataset_rows",
+    "decision_line",
+    "decision_lines",
+    "dumps",
+    "write_dataset",
+    "write_decisions",
+]
 
 FIELDS = (
     "step",
@@ -94,15 +112,92 @@ def dumps(line: Mapping[str, Any]) -> str:
     return json.dumps(line, separators=(",", ":"), allow_nan=False)
 
 
+DATASET_FIELDS = (
+    "seq",
+    "step",
+    "run_id",
+    "entity",
+    "controller",
+    "observation",
+    "action",
+    "action_index",
+    "probabilities",
+    "reward",
+    "next_observation",
+    "done",
+)
+"""The keys of every dataset row, in order."""
+
+
+def _observation(record: Mapping[str, Any]) -> list[float]:
+    seen = record["metrics_at_decision"].get("observation") or {}
+    return [float(seen.get(key, 0.0)) for key in OBSERVATION_KEYS]
+
+
+def _row(record: Mapping[str, Any]) -> dict[str, Any]:
+    seen = record["metrics_at_decision"]
+    try:
+        action = SeedAction(seen[SEED_DECISION_KEY])
+    except ValueError:
+        raise SchemaError(
+            f"record seq {record.get('seq')}: {SEED_DECISION_KEY} "
+            f"{seen[SEED_DECISION_KEY]!r} is no seed action"
+        ) from None
+    return {
+        "seq": record.get("seq"),
+        "step": record["step"],
+        "run_id": record["run_id"],
+        "entity": record.get("entity"),
+        "controller": seen.get("controller"),
+        "observation": _observation(record),
+        "action": action.value,
+        "action_index": SEED_ACTIONS.index(action),
+        "probabilities": seen.get("probabilities"),
+        "reward": None,
+        "next_observation": None,
+        "done": True,
+    }
+
+
+def dataset_rows(log: Log) -> list[dict[str, Any]]:
+    """Return the (observation, action, probabilities, reward, next observation) row of every
+    seed controller decision of the run, in log order."""
+    rows: list[dict[str, Any]] = []
+    by_decision: dict[str, dict[str, Any]] = {}
+    last_of: dict[str, dict[str, Any]] = {}
+    for batch in log.pages():
+        for record in batch:
+            kind = record.get("kind")
+            if kind == "DecisionMade" and SEED_DECISION_KEY in (record.get("metrics_at_decision") or {}):
+                row = _row(record)
+                previous = last_of.get(row["entity"])
+                if previous is not None:
+                    previous["next_observation"], previous["done"] = row["observation"], False
+                rows.append(row)
+                by_decision[record["event_id"]] = last_of[row["entity"]] = row
+            elif kind == "RewardRecorded" and record.get("causation") in by_decision:
+                by_decision[record["causation"]]["reward"] = record["reward"]
+    return rows
+
+
+def write_dataset(log: Log, path: str | os.PathLike[str]) -> int:
+    """Write the run's seed decision dataset to `path` as JSON lines, atomically; return how many."""
+    return _write_lines(path, dataset_rows(log))
+
+
 def write_decisions(log: Log, path: str | os.PathLike[str]) -> int:
     """Write the run's decisions to `path` as JSON lines, replacing it atomically; return how many."""
+    return _write_lines(path, decision_lines(log))
+
+
+def _write_lines(path: str | os.PathLike[str], lines: Iterable[Mapping[str, Any]]) -> int:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     count = 0
     try:
         with partial.open("w", encoding="utf-8") as out:
-            for line in decision_lines(log):
+            for line in lines:
                 out.write(dumps(line) + "\n")
                 count += 1
         os.replace(partial, target)

@@ -21,6 +21,7 @@ def test_quickstart_runs(capsys: object) -> None:
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     assert "Insufficient time in TRAINING: 49 < 100 epochs" in out
     assert "reconstruction loss 0.2 > 0.01" in out
+    assert "slot is embargoed until step 220" in out  # the seed controllers' section
 
 
 def test_readme_names_both_commands() -> None:

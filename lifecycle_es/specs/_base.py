@@ -44,6 +44,7 @@ def state(
     description: str,
     terminal: bool = False,
     min_time_in_state: int = 0,
+    embargo: bool = False,
 ) -> StateDef:
     """Return the `StateDef` of `member`, its name and code taken from the enum."""
     return StateDef(
@@ -53,6 +54,7 @@ def state(
         terminal=terminal,
         min_time_in_state=min_time_in_state,
         description=description,
+        embargo=embargo,
     )
 
 

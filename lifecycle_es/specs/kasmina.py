@@ -6,6 +6,12 @@ holds two other tables that disagree with it (reference/seed-projects.md section
 minimum epochs in state are `MIN_EPOCHS_IN_STATE`; every edge into ROLLED_BACK skips them, as
 `validate_transition` does, while edges into CULLED and CANCELLED do not. The four per-edge
 metric checks of `validate_transition` are the gates `kasmina.*` of the gate library.
+
+Embargo comes from the Kasmina design (`kasmina.md` section 5): a CULLED seed's slot "will not
+allow germination ... until an embargo period ... has passed". CULLED and ROLLED_BACK (a graft
+that hurt) are the spec's embargo states. Both are terminal, so a slot grows again only through a
+new seed, and registering one into an embargoed slot is refused until the cooldown ends; the
+table itself stays esperlite's, with no extra gate.
 """
 
 from __future__ import annotations
@@ -55,7 +61,13 @@ _STATES = (
     state(_S.EVALUATING, _C.TRANSITIONAL, min_time_in_state=30, description="performance validation phase"),
     state(_S.FINE_TUNING, _C.ACTIVE, min_time_in_state=50, description="task-specific optimisation"),
     state(_S.FOSSILIZED, _C.SUCCESS, terminal=True, description="permanently integrated, read-only"),
-    state(_S.CULLED, _C.FAILURE, terminal=True, description="failed adaptation, marked for removal"),
+    state(
+        _S.CULLED,
+        _C.FAILURE,
+        terminal=True,
+        embargo=True,
+        description="failed adaptation, marked for removal",
+    ),
     state(
         _S.CANCELLED,
         _C.FAILURE,
@@ -66,6 +78,7 @@ _STATES = (
         _S.ROLLED_BACK,
         _C.ERROR,
         terminal=True,
+        embargo=True,
         description="emergency revert; kept for reporting while training restores a checkpoint",
     ),
 )

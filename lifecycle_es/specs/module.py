@@ -4,7 +4,8 @@ seeds/000 ("ML Lifecycle Orchestration") names eight states but draws no transit
 the edges below are read from its text, each for the reason given:
 
 - DORMANT -> INSTANTIATED (`instantiate`): growth into an empty slot. Guarded by the two
-  growth gates of its structural-gate section, `slot_available` and `budget_permits`.
+  growth gates of its structural-gate section, `slot_available` and `budget_permits`, and by
+  `not_embargoed`: nothing grows into a slot on cooldown, whichever entity asks.
 - INSTANTIATED -> TRAINING (`start_training`): the created module starts receiving gradients.
   Nothing in the text guards it.
 - TRAINING -> BLENDING (`blend`): the heuristic controller advances a training module when "trained
@@ -21,6 +22,8 @@ the edges below are read from its text, each for the reason given:
 - PRUNED -> DORMANT (`recycle`): `can_recycle` says a pruned slot "can immediately reuse".
 - PRUNED -> EMBARGOED (`embargo`): "after failure, wait before retrying"; the cooldown manager
   embargoes the failed slot with exponential backoff. The controller picks this or `recycle`.
+  EMBARGOED is the spec's embargo state: the backoff counts from entering it, and while it runs
+  no entity is registered into the slot or grows in it (a success, INTEGRATED, resets it).
 - EMBARGOED -> DORMANT (`release`): `can_recycle` allows an embargoed slot back once its
   cooldown has elapsed, which the `not_embargoed` gate checks.
 
@@ -69,6 +72,7 @@ _STATES = (
     state(
         _S.EMBARGOED,
         _C.FAILURE,
+        embargo=True,
         description="slot on cooldown after a failure, reusable once the embargo ends",
     ),
 )
@@ -78,8 +82,9 @@ _TRANSITIONS = (
         _S.DORMANT,
         _S.INSTANTIATED,
         "instantiate",
-        gates=("slot_available", "budget_permits"),
-        description="grow a module into the empty slot when a slot and parameter budget exist",
+        gates=("slot_available", "budget_permits", "not_embargoed"),
+        description="grow a module into the empty slot when a slot and parameter budget exist and "
+        "the slot is not on cooldown",
     ),
     edge(
         _S.INSTANTIATED,

@@ -5,6 +5,7 @@ blueprint from a `BlueprintLibrary`; `AlphaSchedule` computes every seed's graft
 the schedules of `grafting` from folded facts, stepped with the training clock; `SeedSurgery`
 folds the seeds' lifecycles into the layers and their optimizer state (germination, rollback
 points, culling) under the masked or the resize strategy, the same way on every rank.
+`TorchPolicy` makes a torch network the policy of a seed `PolicyController`.
 """
 
 from projections.seeds.blueprints import Blueprint, BlueprintLibrary, default_library, low_rank, residual_mlp
@@ -19,6 +20,7 @@ from projections.seeds.grafting import (
 )
 from projections.seeds.layer import HostLayer, SeedLayer
 from projections.seeds.modes import SEED_MODES, SeedMode, mode_of
+from projections.seeds.policy import TorchPolicy
 from projections.seeds.rollback import RollbackPoints
 from projections.seeds.schedule import AlphaSchedule
 from projections.seeds.surgery import Seed, SeedSurgery
@@ -39,6 +41,7 @@ __all__ = [
     "SeedLayer",
     "SeedMode",
     "SeedSurgery",
+    "TorchPolicy",
     "default_library",
     "graft_step",
     "low_rank",

@@ -27,6 +27,7 @@ from lifecycle_es import (
     GateOutcome,
     GatesChecked,
     MetricsObserved,
+    RewardRecorded,
     RunStarted,
     RunStateChanged,
     SchemaError,
@@ -140,6 +141,7 @@ SAMPLES: list[EventBase] = [
         sha256="cd" * 32,
         reason="over the 5 kept for layer 1, seed 0",
     ),
+    RewardRecorded(**ENVELOPE, entity="seed-1", reward=-1.0, components={"host_regression": -2.0}),
 ]
 KIND_IDS = [type(e).__name__ for e in SAMPLES]
 

@@ -18,6 +18,7 @@ from lifecycle_es import (
     Lifecycle,
     LifecycleConfig,
     Registry,
+    SlotEmbargoedError,
     Spec,
     StateCategory,
     StateDef,
@@ -112,7 +113,9 @@ def test_failures_belong_to_the_slot_and_a_success_resets_them() -> None:
     lc = Lifecycle()
     lc.register("m1", "module", slot=0)
     fail_module(lc, "m1", 0)
-    lc.register("m2", "module", slot=0, step=10)  # the embargoed slot was released
+    with pytest.raises(SlotEmbargoedError):
+        lc.register("m2", "module", slot=0, step=10)  # released, but on cooldown until 100
+    lc.register("m2", "module", slot=0, step=100)
     assert embargo(lc, "m2") == 100
     lc.advance(100)
     integrate(lc, "m2")

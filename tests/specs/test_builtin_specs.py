@@ -146,7 +146,8 @@ def test_kasmina_minimum_epochs_in_state_and_the_rollback_exemption() -> None:
 
 
 def test_kasmina_terminal_states_and_validators() -> None:
-    """The four sinks are terminal and each metric validator guards its one edge."""
+    """The four sinks are terminal, each metric validator guards its one edge, and CULLED and
+    ROLLED_BACK embargo the seed's slot."""
     assert {s.name for s in KASMINA_SPEC.states if s.terminal} == {
         "FOSSILIZED",
         "CULLED",
@@ -160,6 +161,7 @@ def test_kasmina_terminal_states_and_validators() -> None:
         ("EVALUATING", "CULLED"): ("kasmina.negative_evaluation",),
         ("FINE_TUNING", "FOSSILIZED"): ("kasmina.improvement",),
     }
+    assert {s.name for s in KASMINA_SPEC.states if s.embargo} == {"CULLED", "ROLLED_BACK"}
 
 
 def test_kasmina_triggers_name_the_action_from_each_state() -> None:
@@ -176,7 +178,7 @@ def test_kasmina_triggers_name_the_action_from_each_state() -> None:
 # -- module ---------------------------------------------------------------------------------
 
 MODULE_EDGES = {
-    ("DORMANT", "INSTANTIATED"): ("slot_available", "budget_permits"),
+    ("DORMANT", "INSTANTIATED"): ("slot_available", "budget_permits", "not_embargoed"),
     ("INSTANTIATED", "TRAINING"): (),
     ("TRAINING", "BLENDING"): ("minimum_epochs_trained", "loss_improved", "gradient_health"),
     ("TRAINING", "PRUNED"): (),
@@ -206,6 +208,7 @@ def test_module_recycles_slots_so_only_integrated_is_terminal() -> None:
     assert MODULE_SPEC.edge("PRUNED", "DORMANT") is not None
     embargo_exit = MODULE_SPEC.edge("EMBARGOED", "DORMANT")
     assert embargo_exit is not None and embargo_exit.gates == ("not_embargoed",)
+    assert [s.name for s in MODULE_SPEC.states if s.embargo] == ["EMBARGOED"]
 
 
 # -- expert ---------------------------------------------------------------------------------
