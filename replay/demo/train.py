@@ -174,7 +174,7 @@ class Timeline:
     def to_plain(self) -> dict[str, Any]:
         """Return the timeline as checkpoint data."""
         return {
-            "experts": [[step, dict(n)] for step, n in self.experts],
+            "experts": [[step, {str(k): v for k, v in n.items()}] for step, n in self.experts],
             "phase_losses": [[p.phase, p.step, p.loss] for p in self.phase_losses],
             "loss_sum": self.loss_sum,
         }
