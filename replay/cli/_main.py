@@ -14,7 +14,19 @@ from types import ModuleType
 import bus
 from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import CheckpointError, ConfigError, LifecycleError, UsageError
-from replay.cli import demo, export_decisions, metrics, replay, report, spec, tables, tail, verify, what_if
+from replay.cli import (
+    demo,
+    export_decisions,
+    metrics,
+    replay,
+    report,
+    runs,
+    spec,
+    tables,
+    tail,
+    verify,
+    what_if,
+)
 from replay.cli._colour import COLOUR_CHOICES, colour_for
 from replay.cli._launch import worker_from_env
 from replay.cli._logging import LOG_FORMATS, LOG_LEVELS, logging_to_stderr
@@ -41,6 +53,11 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
         "export-decisions",
         "write a run's decisions as ChronoMoE lifecycle_decisions.jsonl lines",
         export_decisions,
+    ),
+    (
+        "runs",
+        "list a log's runs with their state (running, interrupted, ...), last step and checkpoint",
+        runs,
     ),
 )
 
