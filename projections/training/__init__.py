@@ -29,7 +29,13 @@ from projections.training.distributed import Replicated, process_group
 from projections.training.expert import ExpertLifecycle, find_expert_layers
 from projections.training.notices import AwsSpotNotice, CallableNotice, FileNotice, GceNotice, NoticeSource
 from projections.training.preemption import REQUEUE_EXIT_CODE, Notice, PreemptionGuard
-from projections.training.resume import recorded_metadata, resume_run, run_digest, run_metadata
+from projections.training.resume import (
+    check_resumable,
+    recorded_metadata,
+    resume_run,
+    run_digest,
+    run_metadata,
+)
 from projections.training.sync import Boundary, LifecycleSync, SyncConfig
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
     "Replicated",
     "RetentionConfig",
     "SyncConfig",
+    "check_resumable",
     "distributed",
     "find_expert_layers",
     "load_checkpoint",

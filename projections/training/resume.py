@@ -30,7 +30,7 @@ from lifecycle_es.session import Lifecycle
 from lifecycle_es.specs import RunState
 from projections.moe.surgery import ModelSurgery
 
-__all__ = ["recorded_metadata", "resume_run", "run_digest", "run_metadata"]
+__all__ = ["check_resumable", "recorded_metadata", "resume_run", "run_digest", "run_metadata"]
 
 _RESUMABLE = {RunState.INTERRUPTED.value, RunState.STOPPED.value}
 
@@ -85,16 +85,21 @@ def recorded_metadata(log: Log) -> dict[str, Any]:
     raise ConfigError(f"run {log.run_id!r} has no RunStarted on its log: there is nothing to resume")
 
 
+def check_resumable(lc: Lifecycle) -> None:
+    """Refuse (`UsageError`) to resume a run that has ended; call it before restoring anything."""
+    lc.catch_up()
+    if lc.registry.run_state == RunState.TERMINATED:
+        raise UsageError(f"run {lc.run_id!r} has ended (terminated); a finished run cannot resume")
+
+
 def resume_run(lc: Lifecycle, *, step: int, source: str) -> None:
     """Move the run back to running for a resume from `source` (a checkpoint id) at `step`.
 
     An interrupted or stopped run moves to running (its `post_start` hook fires); a running one
     (a process killed without a stop) stays; a terminated one cannot resume (`UsageError`).
     """
-    state = lc.registry.run_state
-    if state == RunState.TERMINATED:
-        raise UsageError(f"run {lc.run_id!r} has ended (terminated); a finished run cannot resume")
-    if state in _RESUMABLE:
+    check_resumable(lc)
+    if lc.registry.run_state in _RESUMABLE:
         lc.set_run_state(RunState.RUNNING, reason=f"resumed from {source}", step=step)
 
 

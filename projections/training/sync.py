@@ -225,6 +225,7 @@ class LifecycleSync:
             distributed.sum_in_place([tally], self.group)
             votes = int(tally)
         self._votes = None
+        self._stop_vote = False  # counted: a vote asks for one stop
         if votes:
             _log.warning("step %d: %d of %d ranks asked to stop; stopping here", step, votes, self.world_size)
         return votes

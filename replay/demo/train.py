@@ -44,6 +44,7 @@ from projections.training import (
     PreemptionGuard,
     Replicated,
     SyncConfig,
+    check_resumable,
     distributed,
     resume_run,
     run_digest,
@@ -298,6 +299,8 @@ class DemoRun:
         """Record the run's start and its initial experts (or resume); return the first step to train."""
         if self.lifecycle is not None:
             lifecycle = self.lifecycle
+            if self.ranks.resume:
+                check_resumable(lifecycle.lc)
             checkpoint = lifecycle.start(
                 seed=self.options.seed,
                 config={"demo": self.options.to_json()},

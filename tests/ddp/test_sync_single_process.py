@@ -439,3 +439,17 @@ def test_named_state_lists_parameters_and_buffers_sorted() -> None:
     names = [n for n, _ in distributed.named_state(model)]
     assert names == sorted(names)
     assert {"0.weight", "1.bias", "buffer:1.running_mean", "buffer:1.num_batches_tracked"} <= set(names)
+
+
+def test_a_stop_request_is_the_next_boundarys_stop_and_only_its() -> None:
+    """`request_stop` makes the next boundary a stop (one vote in one process); the one after
+    it is not, and a boundary without a request never is."""
+    demo = _demo(MemoryLog("votes"))
+    assert demo.lifecycle is not None
+    demo.start()
+    sync = demo.lifecycle.sync
+    assert not sync.at_boundary(10).stop
+    sync.request_stop()
+    stopped = sync.at_boundary(20)
+    assert stopped.stop and stopped.stop_votes == 1
+    assert not sync.at_boundary(30).stop
