@@ -10,7 +10,6 @@ that fails the caller; nothing here asserts how long anything took.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -21,16 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.ddp._harness import environment
+
 DEADLINE_S = 300.0
 DIGEST = re.compile(r"^digest:\s+([0-9a-f]{16}) ", re.MULTILINE)
 STOPPED = re.compile(r"^stopped:\s+at step (\d+) of", re.MULTILINE)
-
-
-def environment() -> dict[str, str]:
-    """This environment with the worktree importable and one intra-op thread."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from lifecycle_es.specs import RunState
 from tests._cli import one_line, run_cli
 
 
-def _run(directory: Path, run_id: str, moves: list[tuple[RunState, dict[str, object]]], *, sealed: int) -> None:
+def _run(
+    directory: Path, run_id: str, moves: list[tuple[RunState, dict[str, object]]], *, sealed: int
+) -> None:
     """A run's log: started, `sealed` steps sealed every 10, a checkpoint at the last, then `moves`."""
     with JsonlLog(directory, run_id) as log:
         lc = Lifecycle(log)
@@ -55,7 +57,9 @@ def test_runs_lists_every_run_with_its_state_last_step_and_checkpoint(
     shown as completed), last sealed step and last checkpoint."""
     status, out, _ = run_cli(capsys, "runs", str(runs_dir), "--format", "json")
     assert status == 0
-    rows = {r["run"]: (r["state"], r["last_step"], r["checkpoint_step"], r["checkpoint"]) for r in json.loads(out)}
+    rows = {
+        r["run"]: (r["state"], r["last_step"], r["checkpoint_step"], r["checkpoint"]) for r in json.loads(out)
+    }
     assert list(rows) == ["alive", "done", "halted", "preempted"]
     assert rows == {
         "alive": ("running", 30, 30, "/ckpt/alive-30.pt"),
@@ -65,7 +69,9 @@ def test_runs_lists_every_run_with_its_state_last_step_and_checkpoint(
     }
 
 
-def test_runs_table_names_the_log_and_filters_by_run(runs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_runs_table_names_the_log_and_filters_by_run(
+    runs_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The table starts with the count and the log, and `--run` lists only the runs named."""
     status, out, _ = run_cli(capsys, "runs", str(runs_dir), "--run", "preempted")
     lines = out.splitlines()
