@@ -100,7 +100,10 @@ def resume_run(lc: Lifecycle, *, step: int, source: str) -> None:
     """
     check_resumable(lc)
     if lc.registry.run_state in _RESUMABLE:
-        lc.set_run_state(RunState.RUNNING, reason=f"resumed from {source}", step=step)
+        # Recorded at the log's latest step when an older checkpoint (a corrupt newer one passed
+        # over) puts `step` behind it: the log's steps never go back.
+        latest = max(step, lc.registry.step)
+        lc.set_run_state(RunState.RUNNING, reason=f"resumed from {source}", step=latest)
 
 
 def run_digest(surgery: ModelSurgery, registry: Registry) -> str:
