@@ -247,12 +247,14 @@ class Checkpoints:
         *,
         extra: Mapping[str, Any] | None = None,
         priority: CheckpointPriority = "normal",
+        replayed_too: bool = False,
     ) -> Path | None:
         """Checkpoint the state at `boundary`, which `LifecycleSync.at_boundary` just returned.
 
         Call it on every rank; `extra` is the caller's own state (plain data and tensors,
         str-keyed). Returns the file's path on the leader, None on the others and on a boundary
-        replayed from the log (its checkpoint, if any, was written by the run that first sealed it).
+        replayed from the log (its checkpoint, if any, was written by the run that first sealed
+        it) unless `replayed_too` (a stop's checkpoint, which the resume needs, at any boundary).
         """
         if not isinstance(boundary, Boundary):
             kind = type(boundary).__name__
@@ -261,7 +263,7 @@ class Checkpoints:
             raise UsageError(
                 f"Checkpoints.save(directory=...) takes a str or path, got {type(directory).__name__}"
             )
-        if not self.is_leader or boundary.replayed:
+        if not self.is_leader or (boundary.replayed and not replayed_too):
             return None
         step, seq = boundary.step, self.runner.seq
         snapshots = [p.snapshot() for p in self.runner.projections]

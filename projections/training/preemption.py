@@ -243,8 +243,14 @@ class PreemptionGuard:
         self._outcome = final
 
     def _move(self, to: RunState, reason: str, step: int | None, attrs: dict[str, Any]) -> None:
-        if self._record:
-            self._lc.set_run_state(to, reason=reason, step=step, attrs=attrs)
+        if not self._record:
+            return
+        latest = self._lc.registry.step
+        if step is not None and step < latest:
+            # A resumed run replaying steps the log already holds stops behind the log's latest
+            # step; the log's steps never go back, so the move is recorded there, with its own.
+            attrs, step = {**attrs, "training_step": step}, latest
+        self._lc.set_run_state(to, reason=reason, step=step, attrs=attrs)
 
     def _checkpoint(self, notice: Notice, step: int) -> dict[str, Any]:
         """Run the save callback and return the attrs that say truthfully how it went."""

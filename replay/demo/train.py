@@ -328,7 +328,7 @@ class DemoRun:
             raise ConfigError("the demo run has no checkpoint_dir: the stop could not be checkpointed")
         assert self.lifecycle is not None and self._boundary is not None and self._boundary.step == step
         path = self.lifecycle.checkpoints.save(
-            directory, self._boundary, extra=self.extra_state(), priority="high"
+            directory, self._boundary, extra=self.extra_state(), priority="high", replayed_too=True
         )
         return None if path is None else str(path)
 

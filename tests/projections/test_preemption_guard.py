@@ -423,3 +423,15 @@ def test_a_guard_refuses_a_record_flag_that_is_no_bool() -> None:
     """`record` must be a bool: a ConfigError otherwise."""
     with pytest.raises(ConfigError, match="record must be a bool"):
         PreemptionGuard(_started(), record="no")  # type: ignore[arg-type]
+
+
+def test_a_stop_behind_the_logs_latest_step_is_recorded_there_with_its_own(tmp_path: Path) -> None:
+    """A resumed run replaying sealed steps stops behind the log's latest step: the move is
+    recorded at the latest step (the log's steps never go back) with the stop's step in attrs."""
+    lc = _started()
+    lc.seal(20)
+    with PreemptionGuard(lc, save=_saver(tmp_path)) as guard:
+        guard.stop(10)
+    move = _last_move(lc)
+    assert (move["to_state"], move["step"], move["attrs"]["training_step"]) == ("interrupted", 20, 10)
+    assert (tmp_path / "checkpoint-10.json").exists()
