@@ -231,7 +231,8 @@ class PreemptionGuard:
     # -- the stop --------------------------------------------------------------------------
 
     def _stop(self, notice: Notice, step: int) -> None:
-        _log.warning("stopping at step %d on %s notice: %s", step, notice.source, notice.reason)
+        # info, not warning: the stop is expected and the log records it; a CLI says so itself
+        _log.info("stopping at step %d on %s notice: %s", step, notice.source, notice.reason)
         if notice.manual:
             self._move(RunState.STOPPING, notice.reason, step, {})
             attrs = self._checkpoint(notice, step)

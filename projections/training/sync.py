@@ -227,7 +227,7 @@ class LifecycleSync:
         self._votes = None
         self._stop_vote = False  # counted: a vote asks for one stop
         if votes:
-            _log.warning("step %d: %d of %d ranks asked to stop; stopping here", step, votes, self.world_size)
+            _log.info("step %d: %d of %d ranks asked to stop; stopping here", step, votes, self.world_size)
         return votes
 
     def verify(self, step: int) -> str | None:

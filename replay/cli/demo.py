@@ -244,7 +244,8 @@ def _rank_options(args: argparse.Namespace, log: Log, *, resume: bool = False) -
 
     return RankOptions(
         sync=SyncConfig(timeout=args.sync_timeout, repair=args.repair),
-        checkpoint_dir=run_dir(log) / "checkpoints",
+        # absolute: the log records the path, and a resume may run in another directory
+        checkpoint_dir=(run_dir(log) / "checkpoints").absolute(),
         checkpoint_every=args.checkpoint_every,
         resume=resume,
     )
