@@ -39,7 +39,7 @@ def guarded(directory: Path, steps: int, instants: int, seed: int) -> list[float
     resume = ["demo", "--log", str(directory), "--resume", "bench", "--quiet"]
     seconds = []
     for n in range(instants):
-        step = stretch * (n + 1) + rng.randrange(max(stretch - 10, 1))
+        step = stretch * (n + 1) + rng.randrange(max(stretch - 20, 1))  # a stop comes <= 20 steps on
         done = sigterm_at(
             directory, log, resume if n else fresh, step=step, delay=rng.uniform(0, 0.02), name=f"p{n}"
         )
