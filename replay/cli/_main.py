@@ -14,19 +14,8 @@ from types import ModuleType
 import bus
 from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, InvalidUrlError, UnknownRunError
 from lifecycle_es.errors import CheckpointError, ConfigError, LifecycleError, UsageError
-from replay.cli import (
-    demo,
-    export_decisions,
-    metrics,
-    replay,
-    report,
-    runs,
-    spec,
-    tables,
-    tail,
-    verify,
-    what_if,
-)
+from replay.cli import demo, export_decisions, metrics, replay, report, spec, tables, tail, verify, what_if
+from replay.cli import runs as runs_command
 from replay.cli._colour import COLOUR_CHOICES, colour_for
 from replay.cli._launch import worker_from_env
 from replay.cli._logging import LOG_FORMATS, LOG_LEVELS, logging_to_stderr
@@ -57,7 +46,7 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
     (
         "runs",
         "list a log's runs with their state (running, interrupted, ...), last step and checkpoint",
-        runs,
+        runs_command,
     ),
 )
 
