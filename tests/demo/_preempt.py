@@ -36,6 +36,8 @@ class Ended:
     stderr: str
     signalled_to_exit_s: float | None = None
     """Seconds from the SIGTERM to the process's exit (None if it was not signalled)."""
+    signalled_at: float | None = None
+    """The wall time (`time.time()`) the SIGTERM was sent, to compare with records' `ts`."""
 
     @property
     def digest(self) -> str:
@@ -92,7 +94,13 @@ def start(directory: Path, argv: Sequence[str], *, name: str) -> subprocess.Pope
         )
 
 
-def ended(directory: Path, proc: subprocess.Popen[bytes], name: str, seconds: float | None = None) -> Ended:
+def ended(
+    directory: Path,
+    proc: subprocess.Popen[bytes],
+    name: str,
+    seconds: float | None = None,
+    signalled_at: float | None = None,
+) -> Ended:
     """Wait for `proc` (killing it past the deadline) and read what it wrote."""
     try:
         proc.wait(DEADLINE_S)
@@ -102,7 +110,7 @@ def ended(directory: Path, proc: subprocess.Popen[bytes], name: str, seconds: fl
         raise AssertionError(f"{name} still running after {DEADLINE_S:g} s") from None
     out = (directory / f"{name}.out").read_text()
     err = (directory / f"{name}.err").read_text()
-    return Ended(proc.returncode, out, err, seconds)
+    return Ended(proc.returncode, out, err, seconds, signalled_at)
 
 
 def run(directory: Path, argv: Sequence[str], *, name: str) -> Ended:
@@ -124,7 +132,7 @@ def sigterm_at(
             raise AssertionError(f"{name} ended before step {step} (exit {done.returncode}):\n{done.stderr}")
         time.sleep(0.002)
     time.sleep(delay)
-    signalled = time.monotonic()
+    signalled, wall = time.monotonic(), time.time()
     proc.send_signal(signal.SIGTERM)
     proc.wait(DEADLINE_S)
-    return ended(directory, proc, name, time.monotonic() - signalled)
+    return ended(directory, proc, name, time.monotonic() - signalled, wall)
