@@ -132,7 +132,12 @@ class ExpertLifecycle:
     # -- the loop ------------------------------------------------------------------------------
 
     def start(
-        self, *, seed: int = 0, config: Mapping[str, JsonValue] | None = None, resume: bool = False
+        self,
+        *,
+        seed: int = 0,
+        config: Mapping[str, JsonValue] | None = None,
+        resume: bool = False,
+        metadata: Mapping[str, JsonValue] | None = None,
     ) -> Checkpoint | None:
         """Begin the run at step 0, or resume it; return the checkpoint resumed from, if any.
 
@@ -143,6 +148,7 @@ class ExpertLifecycle:
         started again. With `resume`, every rank loads the checkpoint the log records last
         (model, optimizer, projections) and the loop continues at its `step + 1`, restoring its
         own `extra` state from it; with no checkpoint recorded it starts from step 0 as above.
+        `metadata` (what resumes the run: command line, arguments, ...) goes in `RunStarted`.
         """
         if config is not None and "lifecycle" in config:
             raise ConfigError(
@@ -155,15 +161,19 @@ class ExpertLifecycle:
             if checkpoint is not None:
                 self.sync.last_step = checkpoint.step  # its boundary is behind this rank already
                 return checkpoint
-        self.sync.at_boundary(0, functools.partial(self._begin, seed, dict(config or {})))
+        begin = functools.partial(self._begin, seed, dict(config or {}), dict(metadata or {}))
+        self.sync.at_boundary(0, begin)
         return None
 
-    def _begin(self, seed: int, config: dict[str, JsonValue], lc: Lifecycle) -> None:
+    def _begin(
+        self, seed: int, config: dict[str, JsonValue], metadata: dict[str, JsonValue], lc: Lifecycle
+    ) -> None:
         lc.start(
             config={**config, "lifecycle": self.config.snapshot()},
             seed=seed,
             world_size=self.sync.world_size,
             torch_version=torch.__version__,
+            metadata=metadata,
         )
         for layer, count in self.initial_experts.items():
             self.coordinator.register_initial(lc, layer, count, step=0)
