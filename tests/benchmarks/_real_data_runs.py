@@ -51,6 +51,8 @@ class RunResult:
     """Test accuracy on the dropped classes (0-3) at each phase's end."""
     experts: list[int] = field(default_factory=list)
     """Routing experts at each evaluation checkpoint (a static run: its one count)."""
+    phase_experts: list[float] = field(default_factory=list)
+    """Routing experts at each phase's end."""
     decisions: Counter[str] = field(default_factory=Counter)
     """Decisions applied before the run ended, by action."""
     log_bytes: int = 0
@@ -123,6 +125,7 @@ def _loop(
         result.phase_acc.append(_accuracy(model, data, phase.classes))
         result.all_acc.append(_accuracy(model, data, tuple(range(CLASSES))))
         result.dropped_acc.append(_accuracy(model, data, DROPPED))
+        result.phase_experts.append(result.experts[-1])
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ with fewer experts than the maximum; each is printed as met or NOT met.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -53,7 +54,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     parser.add_argument("--steps-per-phase", type=int, default=300, help="training steps per phase")
     parser.add_argument("--config", choices=("demo", "default"), default="demo", help="coordinator settings")
-    parser.add_argument("--quick", action="store_true", help="2 seeds, 60 steps per phase: a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 seeds, 60 steps per phase (overrides both): a smoke run"
+    )
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.steps_per_phase = 2, 60
@@ -66,6 +69,12 @@ def _config(name: str) -> ExpertCoordinatorConfig:
     if name == "demo":
         return demo_config(DemoOptions(max_experts=MAX_EXPERTS))
     return ExpertCoordinatorConfig(max_experts_per_layer=MAX_EXPERTS)
+
+
+def _difference(ours: Sequence[float], theirs: Sequence[float]) -> str:
+    """The mean difference in points, and its standard error (unpaired: the runs' inits differ)."""
+    error = math.sqrt(sum(statistics.variance(v) / len(v) for v in (ours, theirs) if len(v) > 1))
+    return f"{100 * (_mean(ours) - _mean(theirs)):+5.1f} ± {100 * error:3.1f} s.e."
 
 
 def _stat(values: Sequence[float]) -> str:
@@ -91,6 +100,10 @@ def _table(lifecycle: list[RunResult], static: dict[int, list[RunResult]]) -> No
     rows += [(f"{PHASES[i].name}: dropped 0-3 (forgetting)", "dropped_acc", i) for i in (DROP, RETURN)]
     for label, metric, phase in rows:
         print(f"{label:<40}" + "".join(f"{_stat(_column(runs, metric, phase)):>16}" for runs in every))
+    print("\nlifecycle experts at each phase's end (mean, min-max over seeds)")
+    for i, stage in enumerate(PHASES):
+        counts = _column(lifecycle, "phase_experts", i)
+        print(f"  {stage.name:<12} {_mean(counts):5.1f}  {min(counts):.0f}-{max(counts):.0f}")
 
 
 def _lifecycle_summary(lifecycle: list[RunResult]) -> None:
@@ -116,17 +129,18 @@ def _lifecycle_summary(lifecycle: list[RunResult]) -> None:
 def _target(lifecycle: list[RunResult], static: dict[int, list[RunResult]], mean_size: int) -> None:
     """Print the issue's target against the static model of the lifecycle's mean size."""
     peer = static[mean_size]
-    print(f"\ntarget: lifecycle >= static {mean_size} (its mean size) in every phase, > on returning data, ")
+    print(f"\ntarget: lifecycle >= static {mean_size} (its mean size) in every phase, > on returning data,")
     print(f"        fewer experts than the maximum ({MAX_EXPERTS})")
-    for i, phase in enumerate(PHASES):
-        ours, theirs = _mean(_column(lifecycle, "phase_acc", i)), _mean(_column(peer, "phase_acc", i))
-        ratio = ours / theirs if theirs else float("nan")
-        verdict = "met" if ours >= theirs else "NOT met"
-        print(f"  {phase.name:<12} {100 * ours:5.1f} vs {100 * theirs:5.1f}  ratio {ratio:.3f}  {verdict}")
-    ours = _mean(_column(lifecycle, "dropped_acc", RETURN))
-    theirs = _mean(_column(peer, "dropped_acc", RETURN))
-    verdict = "met" if ours > theirs else "NOT met"
-    print(f"  returning 0-3 {100 * ours:5.1f} vs {100 * theirs:5.1f}  (must beat)  {verdict}")
+    checks = [(phase.name, "phase_acc", i, False) for i, phase in enumerate(PHASES)]
+    checks.append(("returning 0-3", "dropped_acc", RETURN, True))
+    for name, metric, i, must_beat in checks:
+        ours, theirs = _column(lifecycle, metric, i), _column(peer, metric, i)
+        ratio = _mean(ours) / _mean(theirs) if _mean(theirs) else float("nan")
+        met = _mean(ours) > _mean(theirs) if must_beat else _mean(ours) >= _mean(theirs)
+        print(
+            f"  {name:<13} {100 * _mean(ours):5.1f} vs {100 * _mean(theirs):5.1f}  ratio {ratio:.3f}  "
+            f"{_difference(ours, theirs)}  {'(must beat) ' if must_beat else ''}{'met' if met else 'NOT met'}"
+        )
     used = _mean([_mean(run.experts) for run in lifecycle])
     verdict = "met" if used < MAX_EXPERTS else "NOT met"
     print(f"  experts      {used:.2f} mean vs {MAX_EXPERTS} maximum  {verdict}")
