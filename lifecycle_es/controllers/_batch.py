@@ -35,6 +35,7 @@ from lifecycle_es.registry import Registry, fold_record
 from lifecycle_es.specs.expert import (
     EXPERT_SPEC,
     ExpertState,
+    FailedSplitMetrics,
     MergeMetrics,
     PruneMetrics,
     SpawnMetrics,
@@ -150,7 +151,7 @@ class Batch:
         entity: str,
         target: str,
         reason: str,
-        metrics: SpawnMetrics | SplitMetrics | PruneMetrics | MergeMetrics,
+        metrics: SpawnMetrics | SplitMetrics | PruneMetrics | MergeMetrics | FailedSplitMetrics,
         parent: str | None = None,
         children: Sequence[str] = (),
     ) -> None:

@@ -89,6 +89,18 @@ class ExpertCoordinatorConfig:
     and need this long to diverge; merging them sooner would undo the split)."""
     max_splits_per_cycle: int = 1
     """Splits allowed per lifecycle cycle; 0 disables splitting."""
+    split_divergence_push: float = 0.5
+    """How far a split pushes the router rows of parent and child apart, relative to the parent
+    row's norm, along a seeded direction orthogonal to it: each then takes one side of a
+    hyperplane through the parent's basin, where a clone with noise alone gets the same tokens
+    and gradients as its parent. Scaled by need (share / `split_share_threshold`, at most 2);
+    recorded in the decision as `push`. 0 splits into a plain perturbed clone."""
+    split_divergence_window: int = 5
+    """Checkpoints after a clone child's cooling (split or cloned spawn) within which parent and
+    child must diverge: a basin overlap above `split_divergence_overlap` at every one of them is
+    a failed split, undone (the child pruned, reason `failed_split`), not merged back."""
+    split_divergence_overlap: float = 0.9
+    """Basin overlap of parent and child above which the pair has not diverged."""
 
     # -- merging -------------------------------------------------------------------------------
     merge_similarity_threshold: float = 0.95
@@ -128,6 +140,7 @@ class ExpertCoordinatorConfig:
             "lifecycle_eval_interval",
             "cooling_period",
             "merge_cooling_period",
+            "split_divergence_window",
             "max_experts_per_layer",
             "min_experts_per_layer",
         ):
@@ -155,6 +168,8 @@ class ExpertCoordinatorConfig:
         _check_float(self, "merge_overlap_threshold", 0.0, 1.0, high_open=True)
         _check_float(self, "dormant_share_epsilon", 0.0, 1.0, high_open=True)
         _check_float(self, "split_perturbation_scale", 0.0, math.inf, high_open=True)
+        _check_float(self, "split_divergence_push", 0.0, math.inf, high_open=True)
+        _check_float(self, "split_divergence_overlap", 0.0, 1.0, high_open=True)
         for name in ("starvation_entropy_threshold", "starvation_saturation_threshold"):
             if getattr(self, name) is not None:
                 _check_float(self, name, 0.0, 1.0, low_open=True)
@@ -171,6 +186,7 @@ class ExpertCoordinatorConfig:
             "merge_patience",
             "cooling_period",
             "merge_cooling_period",
+            "split_divergence_window",
         ):
             if getattr(self, name) > window:
                 raise ConfigError(

@@ -45,6 +45,7 @@ from lifecycle_es.controllers._signals import (
     layer_signal,
     mean,
     pair_cosine,
+    pair_overlap,
     pair_series,
     pair_window,
 )
@@ -55,6 +56,7 @@ from lifecycle_es.specs.expert import (
     EXPERT_SPEC,
     ROUTING_STATES,
     ExpertState,
+    FailedSplitMetrics,
     MergeMetrics,
     PruneMetrics,
     SpawnMetrics,
@@ -89,7 +91,8 @@ class Evaluation:
 
     def run(self) -> list[EventBase]:
         """Evaluate every phase against the scratch registry; return the events made."""
-        for phase in (self._upkeep, self._prunes, self._merges, self._splits, self._spawns):
+        phases = (self._upkeep, self._failed_splits, self._prunes, self._merges, self._splits, self._spawns)
+        for phase in phases:
             phase()
         return self.batch.events
 
@@ -219,6 +222,55 @@ class Evaluation:
     def _move_if(self, e: EntityState, to: ExpertState, reason: str, check: Check) -> None:
         if self.batch.checks(e.entity, e.state, to, [check]):
             self.batch.move(e.entity, to, reason)
+
+    # -- failed splits -------------------------------------------------------------------------
+
+    def _failed_splits(self) -> None:
+        """Undo the clone children that did not diverge from their parent within the window."""
+        cfg = self.config
+        for child in self._experts((S.ACTIVE,)):
+            parent = self.batch.registry.get(child.parent) if child.parent else None
+            young = self.step - child.born_step < cfg.split_cooldown_per_expert
+            if parent is None or parent.state != S.ACTIVE or not young:
+                continue
+            n = min(cfg.split_divergence_window, self._in_state(child))
+            overlap = pair_overlap(self.batch.registry, parent.entity, child.entity, n)
+            if n == cfg.split_divergence_window and any(map(self._undiverged, overlap)):
+                self._undo_split(parent, child, overlap)
+
+    def _undiverged(self, overlap: float) -> bool:
+        return overlap > self.config.split_divergence_overlap
+
+    def _undo_split(self, parent: EntityState, child: EntityState, overlap: tuple[float, ...]) -> None:
+        cfg, window = self.config, self.config.split_divergence_window
+        assert child.layer is not None
+        held = streak(overlap, self._undiverged)
+        gates = [
+            Check(
+                "split.divergence",
+                STAB,
+                len(overlap) >= window and held >= window,
+                f"{parent.entity} and {child.entity}: basin overlap > {cfg.split_divergence_overlap:g} "
+                f"for {checks.count(held, 'checkpoint')} in a row after cooling, window {window}",
+                {"overlap": overlap[-1], "checkpoints_overlapping": held},
+                {"split_divergence_overlap": cfg.split_divergence_overlap, "split_divergence_window": window},
+            ),
+            checks.floor(self.batch.registry, cfg, "split.undo_population_floor", child.layer),
+        ]
+        if not self.batch.checks(child.entity, child.state, S.PENDING_PRUNE, gates):
+            return
+        self.batch.decide(
+            Action.PRUNE,
+            layer=child.layer,
+            entity=child.entity,
+            target=child.entity,
+            parent=parent.entity,
+            reason="failed_split",
+            metrics=FailedSplitMetrics(
+                overlap=overlap[-1], checkpoints_overlapping=held, share=self._latest_share(child) or 0.0
+            ),
+        )
+        self.batch.move(child.entity, S.PENDING_PRUNE, f"failed split of {parent.entity} undone")
 
     # -- prune ---------------------------------------------------------------------------------
 
@@ -400,6 +452,15 @@ class Evaluation:
                 cfg.split_cooldown_per_expert,
                 parent.entity,
             ),
+            # A parent whose split failed waits a whole cooldown before it is split again.
+            checks.cooldown(
+                registry,
+                self.step,
+                "split.failed_split_cooldown",
+                Action.PRUNE,
+                cfg.split_cooldown_per_expert,
+                parent.entity,
+            ),
             checks.cap(registry, cfg, "split.layer_cap", layer),
             checks.slot("split.free_slot", layer, slot, self.capacity[layer]),
             checks.budget(registry, "split.budget", Action.SPLIT, cfg.max_splits_per_cycle),
@@ -416,7 +477,12 @@ class Evaluation:
             children=[child],
             target=child,
             reason="sustained_overload",
-            metrics=SplitMetrics(share=latest, overload_duration=held, slot=slot),
+            metrics=SplitMetrics(
+                share=latest,
+                overload_duration=held,
+                slot=slot,
+                push=cfg.split_divergence_push * min(2.0, latest / cfg.split_share_threshold),
+            ),
         )
         self.batch.move(child, S.COOLING, "integrated into routing")
 

@@ -33,6 +33,7 @@ __all__ = [
     "mean",
     "pair_cosine",
     "pair_order",
+    "pair_overlap",
     "pair_series",
     "pair_window",
 ]
@@ -178,15 +179,23 @@ def pair_series(registry: Registry, a: str, b: str, n: int) -> tuple[tuple[float
     that of the shortest input; without token types there is no overlap and both are empty.
     """
     cosine = pair_cosine(registry, a, b)
+    overlaps = pair_overlap(registry, a, b, min(n, len(cosine)))
+    return cosine[len(cosine) - len(overlaps) :], overlaps
+
+
+def pair_overlap(registry: Registry, a: str, b: str, n: int) -> tuple[float, ...]:
+    """Return two experts' basin overlap over their last (up to) `n` checkpoints, oldest first.
+
+    Computed per checkpoint from both experts' token-type distributions; empty without them.
+    """
     types = sorted(_token_types(registry, a) | _token_types(registry, b))
     dist_a = [registry.metric_window(a, t) for t in types]
     dist_b = [registry.metric_window(b, t) for t in types]
     observed = [len(w) for w in (*dist_a, *dist_b) if w]
     if not types or not observed:
-        return (), ()
-    length = min(n, len(cosine), *observed)
-    overlaps = tuple(basin_overlap(_at(dist_a, k, length), _at(dist_b, k, length)) for k in range(length))
-    return cosine[len(cosine) - length :], overlaps
+        return ()
+    length = min(n, *observed)
+    return tuple(basin_overlap(_at(dist_a, k, length), _at(dist_b, k, length)) for k in range(length))
 
 
 def _token_types(registry: Registry, entity: str) -> set[str]:

@@ -32,6 +32,7 @@ __all__ = [
     "INIT_STRATEGIES",
     "ROUTING_STATES",
     "ExpertState",
+    "FailedSplitMetrics",
     "InitStrategy",
     "MergeMetrics",
     "PruneMetrics",
@@ -172,6 +173,20 @@ class SplitMetrics(TypedDict):
     share: float
     overload_duration: int
     slot: int
+    push: NotRequired[float]
+    """How far surgery pushes the router rows of parent and child apart (relative to the
+    parent row's norm; absent: 0, a plain perturbed clone)."""
+
+
+class FailedSplitMetrics(TypedDict):
+    """`metrics_at_decision` of a PRUNE with reason `failed_split`: the pair never diverged."""
+
+    overlap: float
+    """Basin overlap of parent and child at the last checkpoint of the window."""
+    checkpoints_overlapping: int
+    """Checkpoints in a row, after the child's cooling, with the overlap above the threshold."""
+    share: float
+    """The child's routing share when it is undone."""
 
 
 class PruneMetrics(TypedDict):

@@ -14,7 +14,8 @@ Actions, for experts of the layers this surgery manages (others are left to thei
   noise, with the parent's moments; `mean_cluster` averages `metrics_at_decision["cluster"]`
   (entity ids; default: every routing expert of the layer) plus noise, with their mean moments.
 - SPLIT: each child of `children` becomes `parent` (else `entity`) plus noise, and inherits
-  its moments; the parent is untouched.
+  its moments; with a `push` in `metrics_at_decision`, the router rows of parent and child
+  are then pushed apart (`SlotEditor.push_apart`) so they divide the parent's basin.
 - PRUNE: `entity` stops routing. masked: its moments are zeroed, its weights kept. resize: its
   rows are removed from every slot-major parameter and from the optimizer state.
 - MERGE: `entity` survives with the average (expert and router rows) of itself and `children`, weighted by
@@ -272,10 +273,16 @@ class ModelSurgery(Projection):
         for child in children:
             self._slots.get(child, layer)
         resized = False
+        push = _push(record)
         for child in children:
             dst, grew = self._materialize(layer, child)
             resized |= grew
             self._init_slot(record, layer, dst, child, [self._slots.row(parent, layer)])
+            if push:
+                editor = self._editors[layer]
+                editor.push_apart(
+                    self._slots.row(parent, layer), dst, push=push, seed=record["seed"], target=child
+                )
         return resized
 
     def _prune(self, record: Record, layer: int) -> bool:
@@ -408,6 +415,14 @@ def _perturbation(record: Record) -> float:
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 <= scale < math.inf:
         raise InconsistentEventError(f"surgery: {record['event_id']} has perturbation scale {scale!r}")
     return float(scale)
+
+
+def _push(record: Record) -> float:
+    """Return a split's router push (`SplitMetrics.push`), 0 when the decision records none."""
+    push = record["metrics_at_decision"].get("push", 0.0)
+    if not _is_share(push):
+        raise InconsistentEventError(f"surgery: split {record['event_id']} has push {push!r}")
+    return float(push)
 
 
 def _merge_weights(record: Record, members: Sequence[str]) -> list[float]:
