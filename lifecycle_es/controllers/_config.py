@@ -65,6 +65,15 @@ class ExpertCoordinatorConfig:
     no-dead-expert condition): experts stretched over several kinds of token load their layer
     unevenly, which the entropy test would read as no starvation."""
 
+    starvation_need_metric: str | None = None
+    """The name of a user metric (passed to `ExpertCoordinator.observations(user=...)`, e.g. the
+    evaluation loss of the worst class or token type) that measures need: when set, it replaces
+    the spread test above, which a load-balancing loss holds true whatever the need (even
+    routing is what such a loss asks for). A checkpoint is then starved when the metric is at
+    least `starvation_need_threshold` (and the other tests hold); one without it is not."""
+    starvation_need_threshold: float = 0.0
+    """The value of `starvation_need_metric` at or above which the model needs more experts."""
+
     # -- pruning -------------------------------------------------------------------------------
     prune_patience: int = 10
     """Checkpoints in a row a dormant expert must have received no tokens before it is pruned."""
@@ -75,6 +84,14 @@ class ExpertCoordinatorConfig:
     dormant_share_epsilon: float = 1e-6
     """A share below this counts as zero. Shares averaged from router probabilities are never
     exactly 0; 1e-6 is less than one token in a million."""
+    prune_contribution_threshold: float = 0.0
+    """A dormant expert is pruned only while its observed `contribution` (the rise of the
+    evaluation loss when it is masked, `projections.moe.masked_contribution`) is at most this:
+    low share alone is not enough. Experts observed without a contribution pass."""
+    prune_init_grace: int = 10
+    """Checkpoints from the start of the run during which an initial expert (one registered
+    active, with no parent) is never pruned: experts that collapse at initialisation often get
+    tokens again once the router has learnt."""
 
     # -- splitting -----------------------------------------------------------------------------
     split_share_threshold: float = 0.4
@@ -146,6 +163,7 @@ class ExpertCoordinatorConfig:
         ):
             _check_int(self, name, 1)
         for name in (
+            "prune_init_grace",
             "spawn_cooldown_steps",
             "split_cooldown_per_expert",
             "max_spawns_per_cycle",
@@ -178,6 +196,11 @@ class ExpertCoordinatorConfig:
             raise ConfigError(f"merge_below_split_share must be True or False, got {below!r}")
         if self.starvation_breadth_threshold is not None:
             _check_float(self, "starvation_breadth_threshold", 1.0, math.inf, high_open=True)
+        _check_float(self, "prune_contribution_threshold", -math.inf, math.inf, low_open=True, high_open=True)
+        _check_float(self, "starvation_need_threshold", -math.inf, math.inf, low_open=True, high_open=True)
+        need = self.starvation_need_metric
+        if need is not None and (not isinstance(need, str) or not need):
+            raise ConfigError(f"starvation_need_metric must be a metric name or None, got {need!r}")
         window = self.basin_window_size
         for name in (
             "spawn_patience",

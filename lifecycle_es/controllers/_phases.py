@@ -39,7 +39,9 @@ from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
 from lifecycle_es.controllers._signals import (
     BREADTH,
     COACT,
+    CONTRIBUTION,
     SHARE,
+    USER,
     LayerSignal,
     checkpoints_since,
     layer_signal,
@@ -290,6 +292,7 @@ class Evaluation:
                     {"checkpoints_dormant": held},
                     {"prune_patience": cfg.prune_patience},
                 ),
+                *self._prune_needs(e),
                 checks.floor(registry, cfg, "prune.population_floor", e.layer),
                 checks.budget(registry, "prune.budget", Action.PRUNE, cfg.max_prunes_per_cycle),
             ]
@@ -307,6 +310,36 @@ class Evaluation:
                     ),
                 )
                 self.batch.move(e.entity, S.PENDING_PRUNE, "confirmed dead")
+
+    def _prune_needs(self, e: EntityState) -> list[Check]:
+        """Return the prune's need checks: low contribution, and an initial expert's grace."""
+        cfg, found = self.config, []
+        contribution = self.batch.registry.metric_window(e.entity, CONTRIBUTION)
+        if contribution:
+            found.append(
+                Check(
+                    "prune.low_contribution",
+                    PERF,
+                    contribution[-1] <= cfg.prune_contribution_threshold,
+                    f"masking it raises the loss by {contribution[-1]:.3g}, "
+                    f"threshold {cfg.prune_contribution_threshold:g}",
+                    {CONTRIBUTION: contribution[-1]},
+                    {"prune_contribution_threshold": cfg.prune_contribution_threshold},
+                )
+            )
+        if e.parent is None and e.born_step == 0 and cfg.prune_init_grace:
+            seen = checkpoints_since(self.batch.registry, e.layer, 0)
+            found.append(
+                Check(
+                    "prune.init_grace",
+                    STRUCT,
+                    seen >= cfg.prune_init_grace,
+                    f"{checks.count(seen, 'checkpoint')} since the run began, grace {cfg.prune_init_grace}",
+                    {"checkpoints_since_start": seen},
+                    {"prune_init_grace": cfg.prune_init_grace},
+                )
+            )
+        return found
 
     # -- merge ---------------------------------------------------------------------------------
 
@@ -518,6 +551,7 @@ class Evaluation:
                     "topology_debt": debt,
                     "normalized_entropy": sig.spread[-1],
                     **sig.breadth_now(),
+                    **{k: v for k, v in sig.latest.items() if k.startswith(USER)},
                 },
                 self._starvation_thresholds(),
             ),
@@ -605,6 +639,8 @@ class Evaluation:
             found["starvation_saturation_threshold"] = cfg.starvation_saturation_threshold
         if cfg.starvation_breadth_threshold is not None:
             found["starvation_breadth_threshold"] = cfg.starvation_breadth_threshold
+        if cfg.starvation_need_metric is not None:
+            found["starvation_need_threshold"] = cfg.starvation_need_threshold
         return found
 
 

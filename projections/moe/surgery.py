@@ -126,6 +126,14 @@ class ModelSurgery(Projection):
         owners = self._slots.owners[layer]
         return {row: str(owners[row]) for row in self._slots.routing_rows(layer)}
 
+    def routing_mask(self, layer: int) -> torch.Tensor:
+        """Return the routing mask surgery last wrote to `layer`, as a CPU bool tensor."""
+        return self._slots.mask(layer)
+
+    def layer(self, layer: int) -> ExpertLayer:
+        """Return the managed layer `layer`."""
+        return self._editors[layer].layer
+
     def digest(self, *, event_ids: bool = True) -> str:
         """Return 16 hex digits hashing parameters, optimizer state and applied event ids.
 

@@ -177,7 +177,9 @@ class ExpertLifecycle:
         self._check_started("record")
         self.basin.record(token_types)
 
-    def after_step(self, step: int, *, metrics: RunMetrics | None = None) -> Boundary | None:
+    def after_step(
+        self, step: int, *, metrics: RunMetrics | None = None, user: RunMetrics | None = None
+    ) -> Boundary | None:
         """At an evaluation step, run the lifecycle at the boundary after `step`; else return None.
 
         Call it on every rank after `optimizer.step()` (and `record`), outside any `no_sync()`
@@ -186,14 +188,18 @@ class ExpertLifecycle:
         `metrics()` (the run's own figures, e.g. its mean loss, recorded as a run-level
         `MetricsObserved` that no controller reads) and its decisions, sealed at `step`, in one
         batch; every rank applies them to the model and optimizer and, under a process group,
-        checks that all ranks agree. Returns what the boundary did.
+        checks that all ranks agree. `user()` (e.g. loss per class) is recorded on every layer as
+        `user.<name>`, where the coordinator's `starvation_need_metric` reads it. Returns what
+        the boundary did.
         """
         self._check_started("after_step")
         if step % self.interval:
             return None
-        return self.evaluate(step, metrics)
+        return self.evaluate(step, metrics, user=user)
 
-    def evaluate(self, step: int, metrics: RunMetrics | None = None) -> Boundary:
+    def evaluate(
+        self, step: int, metrics: RunMetrics | None = None, *, user: RunMetrics | None = None
+    ) -> Boundary:
         """One lifecycle evaluation at the boundary after step `step`, whatever the interval."""
         self.basin.sum_across(functools.partial(self.sync.observe, step))
         readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
@@ -201,7 +207,11 @@ class ExpertLifecycle:
         def decide(lc: Lifecycle) -> None:
             lc.append(
                 self.coordinator.observations(
-                    run_id=self.run_id, step=step, experts=readout.experts, layers=readout.layers
+                    run_id=self.run_id,
+                    step=step,
+                    experts=readout.experts,
+                    layers=readout.layers,
+                    user=None if user is None else user(),
                 )
             )
             if metrics is not None:

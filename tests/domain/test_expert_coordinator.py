@@ -65,6 +65,7 @@ BASE = ExpertCoordinatorConfig(
     split_cooldown_per_expert=100,
     basin_window_size=20,
     starvation_entropy_threshold=None,
+    prune_init_grace=0,
 )
 """Short patience; starvation only from an explicit `topk_saturation`, so balanced layers stay put."""
 
