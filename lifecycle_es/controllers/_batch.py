@@ -38,6 +38,7 @@ from lifecycle_es.specs.expert import (
     FailedSplitMetrics,
     MergeMetrics,
     PruneMetrics,
+    ReviveMetrics,
     SpawnMetrics,
     SplitMetrics,
 )
@@ -151,7 +152,12 @@ class Batch:
         entity: str,
         target: str,
         reason: str,
-        metrics: SpawnMetrics | SplitMetrics | PruneMetrics | MergeMetrics | FailedSplitMetrics,
+        metrics: SpawnMetrics
+        | SplitMetrics
+        | PruneMetrics
+        | MergeMetrics
+        | FailedSplitMetrics
+        | ReviveMetrics,
         parent: str | None = None,
         children: Sequence[str] = (),
     ) -> None:

@@ -137,6 +137,21 @@ class ExpertCoordinatorConfig:
     split rule would take apart again, as two halves of a split still sharing an overloaded
     basin would. False (seeds/002) does not ask."""
 
+    # -- parking and revival -------------------------------------------------------------------
+    park_budget: int = 4
+    """Experts per layer whose weights and optimizer state surgery keeps when they are pruned
+    as dead (parked), the oldest dropped first; only a parked expert can be revived. Each
+    costs one expert's parameters and moments of host or device memory. 0 parks none."""
+    revive_affinity_threshold: float = 0.2
+    """A parked expert is revived when its `revival:<id>` layer metric (the fraction of the
+    layer's evaluation tokens its router row would pick first, `projections.moe
+    .revival_affinity`) is at least this for `revive_patience` checkpoints in a row: inputs
+    like its basin have returned."""
+    revive_patience: int = 2
+    """Checkpoints in a row the affinity must hold before a parked expert is revived."""
+    max_revives_per_cycle: int = 1
+    """Revivals allowed per lifecycle cycle; 0 disables revival."""
+
     # -- cadence -------------------------------------------------------------------------------
     basin_window_size: int = 50
     """Checkpoints of metric history kept per expert and layer; the `Lifecycle`'s
@@ -158,11 +173,14 @@ class ExpertCoordinatorConfig:
             "cooling_period",
             "merge_cooling_period",
             "split_divergence_window",
+            "revive_patience",
             "max_experts_per_layer",
             "min_experts_per_layer",
         ):
             _check_int(self, name, 1)
         for name in (
+            "park_budget",
+            "max_revives_per_cycle",
             "prune_init_grace",
             "spawn_cooldown_steps",
             "split_cooldown_per_expert",
@@ -188,6 +206,7 @@ class ExpertCoordinatorConfig:
         _check_float(self, "split_perturbation_scale", 0.0, math.inf, high_open=True)
         _check_float(self, "split_divergence_push", 0.0, math.inf, high_open=True)
         _check_float(self, "split_divergence_overlap", 0.0, 1.0, high_open=True)
+        _check_float(self, "revive_affinity_threshold", 0.0, 1.0, low_open=True)
         for name in ("starvation_entropy_threshold", "starvation_saturation_threshold"):
             if getattr(self, name) is not None:
                 _check_float(self, name, 0.0, 1.0, low_open=True)
@@ -210,6 +229,7 @@ class ExpertCoordinatorConfig:
             "cooling_period",
             "merge_cooling_period",
             "split_divergence_window",
+            "revive_patience",
         ):
             if getattr(self, name) > window:
                 raise ConfigError(

@@ -20,9 +20,9 @@ it creates are registered (so every id a decision names exists when it is folded
 child would get, with an empty `from_state` (it does not exist yet); a split's on its parent,
 whose state does not change.
 
-Left alone: experts of layers not in `capacity`, `pending_spawn` experts the coordinator did not
-create in the same evaluation (it cannot know their weights exist), and the `revive` edge out of
-`archived` (no surgery restores archived weights).
+Left alone: experts of layers not in `capacity`, and `pending_spawn` experts the coordinator did
+not create in the same evaluation (it cannot know their weights exist). Revival of parked
+experts is `_revive.Revivals`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
+from lifecycle_es.controllers._revive import Revivals
 from lifecycle_es.controllers._signals import (
     BREADTH,
     COACT,
@@ -93,7 +94,16 @@ class Evaluation:
 
     def run(self) -> list[EventBase]:
         """Evaluate every phase against the scratch registry; return the events made."""
-        phases = (self._upkeep, self._failed_splits, self._prunes, self._merges, self._splits, self._spawns)
+        revivals = Revivals(self.config, self.capacity, self.batch).run
+        phases = (
+            self._upkeep,
+            self._failed_splits,
+            self._prunes,
+            self._merges,
+            self._splits,
+            revivals,
+            self._spawns,
+        )
         for phase in phases:
             phase()
         return self.batch.events

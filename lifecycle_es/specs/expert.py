@@ -36,6 +36,7 @@ __all__ = [
     "InitStrategy",
     "MergeMetrics",
     "PruneMetrics",
+    "ReviveMetrics",
     "SpawnMetrics",
     "SplitMetrics",
     "SurgerySettings",
@@ -110,7 +111,13 @@ _TRANSITIONS = (
         "archive",
         description="drawn: weights detached and routing slot removed; basin history kept",
     ),
-    edge(_S.ARCHIVED, _S.ACTIVE, "revive", description="drawn: rare revival from the archive"),
+    edge(
+        _S.ARCHIVED,
+        _S.ACTIVE,
+        "revive",
+        description="drawn: rare revival from the archive, when inputs like its basin return "
+        "and its weights are still parked",
+    ),
 )
 
 EXPERT_SPEC = Spec(
@@ -176,6 +183,17 @@ class SplitMetrics(TypedDict):
     push: NotRequired[float]
     """How far surgery pushes the router rows of parent and child apart (relative to the
     parent row's norm; absent: 0, a plain perturbed clone)."""
+
+
+class ReviveMetrics(TypedDict):
+    """`metrics_at_decision` of a REVIVE: how strongly inputs like the parked expert's returned."""
+
+    affinity: float
+    """The latest fraction of evaluation tokens its router row would pick first."""
+    checkpoints_returned: int
+    """Checkpoints in a row with the affinity at or above the threshold."""
+    slot: int
+    """The slot it takes back (its own)."""
 
 
 class FailedSplitMetrics(TypedDict):

@@ -16,7 +16,7 @@ from projections.moe.basin import (
     basin_breadth,
     layer_metrics,
 )
-from projections.moe.contribution import masked_contribution
+from projections.moe.contribution import masked_contribution, revival_affinity, revival_metrics
 from projections.moe.layer import ExpertLayer, MoELayer
 from projections.moe.surgery import ModelSurgery, Strategy, optimizer_params_match
 
@@ -33,4 +33,6 @@ __all__ = [
     "layer_metrics",
     "masked_contribution",
     "optimizer_params_match",
+    "revival_affinity",
+    "revival_metrics",
 ]

@@ -18,6 +18,8 @@ Actions, for experts of the layers this surgery manages (others are left to thei
   are then pushed apart (`SlotEditor.push_apart`) so they divide the parent's basin.
 - PRUNE: `entity` stops routing. masked: its moments are zeroed, its weights kept. resize: its
   rows are removed from every slot-major parameter and from the optimizer state.
+- REVIVE: a parked `entity` (pruned as `confirmed_dead`, kept while `park_budget` allows)
+  gets its weights and moments back, bit for bit, in its slot (masked) or a new row (resize).
 - MERGE: `entity` survives with the average (expert and router rows) of itself and `children`, weighted by
   `metrics_at_decision["shares"]` (entity -> share for each of them; equal weights when
   absent) and keeps its own moments; the children are pruned as above.
@@ -53,15 +55,19 @@ from lifecycle_es.specs.expert import (
 from projections._projection import Projection, Record, Snapshot
 from projections.moe._expert_slots import ExpertSlots, Strategy
 from projections.moe._optim_state import optimizer_holds, optimizer_params_match
+from projections.moe._parking import ParkingLot
 from projections.moe._protocol import check_layer
 from projections.moe._slot_ops import SlotEditor
 from projections.moe.layer import ExpertLayer
 
-__all__ = ["ModelSurgery", "Strategy", "optimizer_params_match"]
+__all__ = ["PARKED_REASON", "ModelSurgery", "Strategy", "optimizer_params_match"]
+
+PARKED_REASON = "confirmed_dead"
+"""The reason of the PRUNE decisions whose expert is parked (its weights kept for a REVIVE)."""
 
 _log = logging.getLogger("projections.moe.surgery")
 
-_ACTIONS = frozenset({Action.SPAWN, Action.PRUNE, Action.SPLIT, Action.MERGE})
+_ACTIONS = frozenset({Action.SPAWN, Action.PRUNE, Action.SPLIT, Action.MERGE, Action.REVIVE})
 
 
 class ModelSurgery(Projection):
@@ -102,6 +108,8 @@ class ModelSurgery(Projection):
         self.on_rewrap = on_rewrap
         self._editors = {i: SlotEditor(i, layers[i], optimizer) for i in sorted(layers)}
         self._slots = ExpertSlots({i: e.layer.capacity for i, e in self._editors.items()}, strategy=strategy)
+        self.parking = ParkingLot()
+        """The weights and moments of pruned experts kept for a REVIVE (`park_budget` per layer)."""
         self.applied = 0
         """How many decisions were applied."""
         self.applied_chain = ""
@@ -203,6 +211,7 @@ class ModelSurgery(Projection):
             Action.SPLIT: self._split,
             Action.PRUNE: self._prune,
             Action.MERGE: self._merge,
+            Action.REVIVE: self._revive,
         }[action]
         resized = handler(record, layer)
         self.applied += 1
@@ -294,8 +303,33 @@ class ModelSurgery(Projection):
         return resized
 
     def _prune(self, record: Record, layer: int) -> bool:
-        self._slots.get(record["entity"], layer)
-        return self._remove(layer, record["entity"])
+        entity = record["entity"]
+        expert = self._slots.get(entity, layer)
+        if record["reason"] == PARKED_REASON and expert.row is not None:
+            budget = record["config_snapshot"].get("park_budget", 0)
+            if not isinstance(budget, int) or isinstance(budget, bool):
+                raise InconsistentEventError(
+                    f"surgery: prune {record['event_id']} has park_budget {budget!r}"
+                )
+            self.parking.park(entity, self._editors[layer], expert.row, step=record["step"], budget=budget)
+        return self._remove(layer, entity)
+
+    def _revive(self, record: Record, layer: int) -> bool:
+        """Write a parked expert's weights and moments back, into its slot (masked) or a new row."""
+        entity = record["entity"]
+        expert = self._slots.get(entity, layer)
+        parked = self.parking.parked.get(entity)
+        if parked is None or parked.layer != layer:
+            raise InconsistentEventError(f"surgery: revive {record['event_id']}: {entity!r} is not parked")
+        resized = False
+        if expert.row is None and self.strategy == "masked":
+            expert.row = parked.slot
+        if expert.row is not None and self._slots.owners[layer][expert.row] not in (None, entity):
+            raise InconsistentEventError(f"surgery: revive {record['event_id']}: row {expert.row} is taken")
+        row, resized = self._materialize(layer, entity)
+        self.parking.restore(entity, self._editors[layer], row)
+        self._slots.attach(entity, row)
+        return resized
 
     def _merge(self, record: Record, layer: int) -> bool:
         survivor, absorbed = record["entity"], list(record["children"])
