@@ -7,10 +7,13 @@ from collections.abc import Iterator, Mapping
 import pytest
 import torch
 
+from bus import MemoryLog
 from lifecycle_es import Action, DecisionMade, InconsistentEventError, Lifecycle, LifecycleConfig
 from lifecycle_es.controllers import REVIVAL, ExpertCoordinator, ExpertCoordinatorConfig, expert_id
 from lifecycle_es.controllers._revive import parked
 from projections.moe import ModelSurgery, MoELayer, Strategy, revival_affinity
+from projections.moe._parking import ParkedExpert
+from projections.training import ExpertLifecycle
 
 D_MODEL, D_HIDDEN, SLOTS, TOKENS = 8, 16, 4, 32
 RUN = "park"
@@ -225,3 +228,22 @@ def test_replaying_a_revival_rebuilds_the_live_registry() -> None:
     assert run.decided[-1].action == Action.REVIVE
     rebuilt = Lifecycle(run.lc.log, config=LifecycleConfig(metric_window=CONFIG.basin_window_size))
     assert rebuilt.registry == run.lc.registry
+
+
+def test_the_expert_lifecycle_records_revival_affinity_on_the_layer() -> None:
+    """after_step(revival=...) records each parked expert's affinity as the layer metric revival:<id>."""
+    model = torch.nn.Sequential(
+        MoELayer(D_MODEL, D_HIDDEN, SLOTS, generator=torch.Generator().manual_seed(0))
+    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    log = MemoryLog(RUN)
+    lifecycle = ExpertLifecycle(model, optimizer, log, num_types=2, initial_experts=SLOTS)
+    lifecycle.start(seed=0)
+    row = 10 * model[0].router_weight.detach()[3]  # scores its own direction above every routing row
+    lifecycle.surgery.parking.parked["L0_E9"] = ParkedExpert(0, 3, (0, 9), {"router_weight": row}, {})
+    x = torch.randn(TOKENS, D_MODEL, generator=torch.Generator().manual_seed(2))
+    model(x)
+    lifecycle.record(torch.zeros(TOKENS, dtype=torch.long))
+    lifecycle.evaluate(5, revival=lambda: {0: row.repeat(4, 1)})
+    layer = [r for r in log.read() if r["kind"] == "MetricsObserved" and r["entity"] is None][-1]
+    assert layer["metrics"][REVIVAL + "L0_E9"] == 1.0
