@@ -9,7 +9,9 @@ number), so every rank, and the coordinator, agree on which experts can still be
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -66,3 +68,31 @@ class ParkingLot:
             for key, value in rows.items():
                 saved = parked.moments[name].get(key)
                 value[row] = 0 if saved is None else saved.to(value.device)
+
+    def to_plain(self) -> list[list[Any]]:
+        """Return the parked experts as lists of plain values and CPU tensors (weights_only loadable)."""
+        return [
+            [
+                entity,
+                p.layer,
+                p.slot,
+                list(p.order),
+                {k: v.detach().cpu() for k, v in p.weights.items()},
+                {k: {m: v.detach().cpu() for m, v in keys.items()} for k, keys in p.moments.items()},
+            ]
+            for entity, p in self.parked.items()
+        ]
+
+    @classmethod
+    def from_plain(cls, plain: Sequence[Sequence[Any]]) -> ParkingLot:
+        """Rebuild a lot from `to_plain` output (rows go to the parameters' device when restored)."""
+        lot = cls()
+        for entity, layer, slot, order, weights, moments in plain:
+            lot.parked[str(entity)] = ParkedExpert(
+                int(layer),
+                None if slot is None else int(slot),
+                (int(order[0]), int(order[1])),
+                dict(weights),
+                {k: dict(v) for k, v in moments.items()},
+            )
+        return lot

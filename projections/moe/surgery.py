@@ -379,7 +379,8 @@ class ModelSurgery(Projection):
     # -- snapshots -----------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """Return the expert table, the routing masks (CPU) and the applied-ids hash, with the seq.
+        """Return the expert table, the routing masks (CPU), the parked experts' rows (CPU) and
+        the applied-ids hash, with the seq.
 
         The model and optimizer are the caller's to checkpoint, next to this snapshot.
         """
@@ -389,6 +390,7 @@ class ModelSurgery(Projection):
             "masks": {str(layer): self._slots.mask(layer) for layer in self._editors},
             "applied": self.applied,
             "applied_chain": self.applied_chain,
+            "parked": self.parking.to_plain(),
         }
         return Snapshot(kind=self.name, seq=self.seq, state=state)
 
@@ -419,6 +421,7 @@ class ModelSurgery(Projection):
         for layer, mask in s["masks"].items():
             self._editors[int(layer)].layer.set_active(mask)
         self._slots.dirty.clear()
+        self.parking = ParkingLot.from_plain(s.get("parked", []))  # none in a snapshot from before parking
         if "applied_ids" in s:  # a snapshot written when the ids were kept as a list
             self.applied, self.applied_chain = 0, ""
             for event_id in s["applied_ids"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping
 
 import pytest
@@ -11,6 +12,7 @@ from bus import MemoryLog
 from lifecycle_es import Action, DecisionMade, InconsistentEventError, Lifecycle, LifecycleConfig
 from lifecycle_es.controllers import REVIVAL, ExpertCoordinator, ExpertCoordinatorConfig, expert_id
 from lifecycle_es.controllers._revive import parked
+from projections import Snapshot
 from projections.moe import ModelSurgery, MoELayer, Strategy, revival_affinity
 from projections.moe._parking import ParkedExpert
 from projections.training import ExpertLifecycle
@@ -247,3 +249,21 @@ def test_the_expert_lifecycle_records_revival_affinity_on_the_layer() -> None:
     lifecycle.evaluate(5, revival=lambda: {0: row.repeat(4, 1)})
     layer = [r for r in log.read() if r["kind"] == "MetricsObserved" and r["entity"] is None][-1]
     assert layer["metrics"][REVIVAL + "L0_E9"] == 1.0
+
+
+@pytest.mark.parametrize("strategy", ["masked", "resize"])
+def test_parked_experts_survive_a_surgery_snapshot(strategy: Strategy) -> None:
+    """A surgery restored from a snapshot (through torch weights_only) revives a parked expert bit for bit."""
+    rig = Rig(strategy)
+    rig.train(2)
+    before = rig.rows(E[1])
+    rig.prune(E[1])
+    buffer = io.BytesIO()
+    torch.save(rig.surgery.snapshot().state, buffer)
+    buffer.seek(0)
+    rig.surgery.restore(
+        Snapshot(kind="surgery", seq=rig.surgery.seq, state=torch.load(buffer, weights_only=True))
+    )
+    rig.revive(E[1])
+    after = rig.rows(E[1])
+    assert all(torch.equal(after[k], before[k]) for k in before)
