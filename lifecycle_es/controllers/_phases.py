@@ -1,4 +1,4 @@
-"""One evaluation of the expert coordinator: state upkeep, then prune, merge, split and spawn.
+"""One evaluation of the expert coordinator: upkeep, failed splits, prune, merge, split, revive, spawn.
 
 Upkeep comes first so every action sees this checkpoint's states (an expert that just went
 dormant is no merge candidate, one whose cooling just ended may split). Removals come before
@@ -36,6 +36,7 @@ from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
+from lifecycle_es.controllers._failed_split import undo_split
 from lifecycle_es.controllers._revive import Revivals
 from lifecycle_es.controllers._signals import (
     BREADTH,
@@ -59,7 +60,6 @@ from lifecycle_es.specs.expert import (
     EXPERT_SPEC,
     ROUTING_STATES,
     ExpertState,
-    FailedSplitMetrics,
     MergeMetrics,
     PruneMetrics,
     SpawnMetrics,
@@ -247,42 +247,8 @@ class Evaluation:
                 continue
             n = min(cfg.split_divergence_window, self._in_state(child))
             overlap = pair_overlap(self.batch.registry, parent.entity, child.entity, n)
-            if n == cfg.split_divergence_window and any(map(self._undiverged, overlap)):
-                self._undo_split(parent, child, overlap)
-
-    def _undiverged(self, overlap: float) -> bool:
-        return overlap > self.config.split_divergence_overlap
-
-    def _undo_split(self, parent: EntityState, child: EntityState, overlap: tuple[float, ...]) -> None:
-        cfg, window = self.config, self.config.split_divergence_window
-        assert child.layer is not None
-        held = streak(overlap, self._undiverged)
-        gates = [
-            Check(
-                "split.divergence",
-                STAB,
-                len(overlap) >= window and held >= window,
-                f"{parent.entity} and {child.entity}: basin overlap > {cfg.split_divergence_overlap:g} "
-                f"for {checks.count(held, 'checkpoint')} in a row after cooling, window {window}",
-                {"overlap": overlap[-1], "checkpoints_overlapping": held},
-                {"split_divergence_overlap": cfg.split_divergence_overlap, "split_divergence_window": window},
-            ),
-            checks.floor(self.batch.registry, cfg, "split.undo_population_floor", child.layer),
-        ]
-        if not self.batch.checks(child.entity, child.state, S.PENDING_PRUNE, gates):
-            return
-        self.batch.decide(
-            Action.PRUNE,
-            layer=child.layer,
-            entity=child.entity,
-            target=child.entity,
-            parent=parent.entity,
-            reason="failed_split",
-            metrics=FailedSplitMetrics(
-                overlap=overlap[-1], checkpoints_overlapping=held, share=self._latest_share(child) or 0.0
-            ),
-        )
-        self.batch.move(child.entity, S.PENDING_PRUNE, f"failed split of {parent.entity} undone")
+            if n == cfg.split_divergence_window and any(o > cfg.split_divergence_overlap for o in overlap):
+                undo_split(cfg, self.batch, parent, child, overlap, self._latest_share(child) or 0.0)
 
     # -- prune ---------------------------------------------------------------------------------
 

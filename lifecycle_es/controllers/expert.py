@@ -165,8 +165,9 @@ class ExpertCoordinator:
         seqs, so later decisions see earlier ones (budgets, slots, floors); they are returned
         with seq 0 for the caller to append (`Lifecycle.append`). Order: state upkeep
         (pending_prune->archived, cooling->active, active->dormant, dormant->active), then
-        prunes, merges, splits and spawns; each action's `GatesChecked` (all its gates) comes first, then
-        the registration of any child, the `DecisionMade`, and the state moves it causes.
+        failed splits undone, prunes, merges, splits, revivals and spawns; each action's
+        `GatesChecked` (all its gates) comes first, then the registration of any child, the
+        `DecisionMade`, and the state moves it causes.
         Per-cycle budgets count decisions since the last `StepSealed`: seal each checkpoint.
         """
         stamp = Stamp(run_id=run_id, step=step, rank=rank)
