@@ -88,10 +88,11 @@ class ExpertCoordinatorConfig:
     """A dormant expert is pruned only while its observed `contribution` (the rise of the
     evaluation loss when it is masked, `projections.moe.masked_contribution`) is at most this:
     low share alone is not enough. Experts observed without a contribution pass."""
-    prune_init_grace: int = 10
+    prune_init_grace: int = 0
     """Checkpoints from the start of the run during which an initial expert (one registered
     active, with no parent) is never pruned: experts that collapse at initialisation often get
-    tokens again once the router has learnt."""
+    tokens again once the router has learnt. 0 (the default, as seeds/002) gives none; about
+    twice `prune_patience` lets a router that starts collapsed settle first."""
 
     # -- splitting -----------------------------------------------------------------------------
     split_share_threshold: float = 0.4
