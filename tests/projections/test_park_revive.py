@@ -261,3 +261,49 @@ def test_parked_experts_survive_a_surgery_snapshot(strategy: Strategy) -> None:
     rig.revive(E[1])
     after = rig.rows(E[1])
     assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+@pytest.mark.parametrize("strategy", ["masked", "resize"])
+def test_an_expert_lifecycle_parks_an_idle_expert_and_revives_it_when_its_inputs_return(
+    strategy: Strategy,
+) -> None:
+    """End to end through ExpertLifecycle: an expert no input reaches is pruned and parked, and
+    revived with the very rows it was parked with once inputs on its side of the router return."""
+    layer = MoELayer(D_MODEL, D_HIDDEN, SLOTS, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        layer.router_weight[3] = torch.zeros(D_MODEL).index_fill_(0, torch.tensor([0]), -10.0)
+    model = torch.nn.Sequential(layer)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    config = ExpertCoordinatorConfig(
+        prune_patience=2,
+        revive_patience=2,
+        split_share_threshold=0.99,
+        starvation_entropy_threshold=None,
+        starvation_saturation_threshold=None,
+        basin_window_size=10,
+    )
+    lifecycle = ExpertLifecycle(
+        model, optimizer, MemoryLog(RUN), num_types=1, config=config, strategy=strategy
+    )
+    lifecycle.start(seed=0)
+    g = torch.Generator().manual_seed(4)
+    home = torch.zeros(D_MODEL).index_fill_(0, torch.tensor([0]), 3.0)  # E3 scores -30 here
+    parked_rows: dict[str, torch.Tensor] = {}
+    for step in range(1, 61):
+        if E[3] in lifecycle.surgery.parking.parked and not parked_rows:
+            parked_rows = dict(lifecycle.surgery.parking.parked[E[3]].weights)
+        side = -1.0 if parked_rows else 1.0  # once it is parked, its kind of input returns
+        x = side * home + 0.3 * torch.randn(TOKENS, D_MODEL, generator=g)
+        optimizer.zero_grad()
+        model(x).square().mean().backward()
+        optimizer.step()
+        lifecycle.record(torch.zeros(TOKENS, dtype=torch.long))
+        boundary = lifecycle.after_step(step, revival=lambda x=x: {0: x})
+        if boundary and parked_rows and lifecycle.lc.registry.get(E[3]).state == "active":
+            break
+    made = [(r["action"], r["entity"]) for r in lifecycle.lc.log.read() if r["kind"] == "DecisionMade"]
+    assert made == [(Action.PRUNE, E[3]), (Action.REVIVE, E[3])]
+    assert lifecycle.lc.registry.get(E[3]).state == "active"
+    row = lifecycle.surgery.row(E[3])  # compared right after the revival, before it trains again
+    params = layer.expert_parameters() | layer.router_parameters()
+    assert row is not None and all(torch.equal(params[k].detach()[row], v) for k, v in parked_rows.items())
