@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from projections import Snapshot
 from projections.moe import ModelSurgery, MoELayer, Strategy, revival_affinity
 from projections.moe._parking import ParkedExpert
 from projections.training import ExpertLifecycle
+from tests.ddp._harness import Ranks
 
 D_MODEL, D_HIDDEN, SLOTS, TOKENS = 8, 16, 4, 32
 RUN = "park"
@@ -307,3 +309,19 @@ def test_an_expert_lifecycle_parks_an_idle_expert_and_revives_it_when_its_inputs
     row = lifecycle.surgery.row(E[3])  # compared right after the revival, before it trains again
     params = layer.expert_parameters() | layer.router_parameters()
     assert row is not None and all(torch.equal(params[k].detach()[row], v) for k, v in parked_rows.items())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["masked", "resize"])
+def test_two_gloo_ranks_park_and_revive_at_the_same_step_to_the_same_bytes(
+    strategy: Strategy, tmp_path: Path
+) -> None:
+    """Under DDP both ranks apply the PRUNE and the REVIVE at the same boundary and end with one digest."""
+    url = f"jsonl://{tmp_path / 'runs'}"
+    finished = Ranks(["-m", "tests.ddp._revive_worker", url, strategy], 2, tmp_path / "ranks").wait()
+    assert all(f.returncode == 0 for f in finished), [f.stderr[-2000:] for f in finished]
+    reports = [f.report for f in finished]
+    assert [[a, e] for a, e, _ in reports[0]["made"]] == [["PRUNE", E[3]], ["REVIVE", E[3]]]
+    assert reports[0]["made"] == reports[1]["made"]
+    assert reports[0]["digest"] is not None and reports[0]["digest"] == reports[1]["digest"]
+    assert reports[0]["model"] == reports[1]["model"]
