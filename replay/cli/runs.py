@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         with open_run(args.log_url, run_id, lenient=args.lenient) as log:
             rows.append(summarise(log))
     if args.format == "table":
-        print(f"{len(rows)} runs in {bus.redact_url(bus.log_url(args.log_url))}\n")
+        count = f"{len(rows)} run" + ("" if len(rows) == 1 else "s")
+        print(f"{count} in {bus.redact_url(bus.log_url(args.log_url))}\n")
     write_rows(sys.stdout, rows, COLUMNS, args.format)
     return 0
 

@@ -75,7 +75,7 @@ def test_runs_table_names_the_log_and_filters_by_run(
     """The table starts with the count and the log, and `--run` lists only the runs named."""
     status, out, _ = run_cli(capsys, "runs", str(runs_dir), "--run", "preempted")
     lines = out.splitlines()
-    assert status == 0 and lines[0] == f"1 runs in jsonl://{runs_dir}"
+    assert status == 0 and lines[0] == f"1 run in jsonl://{runs_dir}"
     assert lines[2].split()[:3] == ["run", "state", "last_step"]
     assert lines[3].split()[:4] == ["preempted", "interrupted", "40", "40"] and len(lines) == 4
 
