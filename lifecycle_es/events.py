@@ -160,6 +160,9 @@ class RunStarted(EventBase):
     world_size: int = Field(1, ge=1)
     torch_version: str = ""
     seed: int = 0
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    """What resumes the run: its command line, arguments, checkpoint directory and package
+    versions (empty in logs written before it was recorded)."""
 
 
 class RunStateChanged(EventBase):

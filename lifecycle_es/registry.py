@@ -69,7 +69,10 @@ class EntityState:
     """(step, from, to) of the latest transitions, oldest first, at most HISTORY_LIMIT."""
     attrs: Mapping[str, Any] = field(default_factory=dict)
     last_transition: Mapping[str, Any] | None = None
-    """The latest applied move: from_state, to_state, step, ts, reason, triggered_by, metadata."""
+    """The latest applied move: from_state, to_state, step, reason, triggered_by, metadata."""
+    entered_ts: float | None = field(default=None, compare=False)
+    """Wall-clock time of the event that put the entity in its state. Not compared: two runs
+    (or a what-if) that make the same moves at other moments hold equal registries."""
 
     def time_in_state(self, step: int) -> int:
         """Return the steps spent in the current state as of `step`."""
@@ -397,6 +400,7 @@ def _on_entity_registered(r: Registry, ev: Record) -> None:
         born_step=ev["step"],
         entered_step=ev["step"],
         attrs=dict(ev["attrs"]),
+        entered_ts=ev.get("ts"),
     )
     r.entities[name] = e
     if e.state not in r._retired[e.spec]:
@@ -427,6 +431,7 @@ def _on_transition_applied(r: Registry, ev: Record) -> None:
         history=(*e.history, (step, e.state, target))[-HISTORY_LIMIT:],
         attrs=e.attrs,
         last_transition=_last_transition(ev),
+        entered_ts=ev.get("ts"),
     )
     r.entities[e.entity] = moved
     r._population[(e.spec, e.layer, e.state)] -= 1
@@ -447,7 +452,6 @@ def _last_transition(ev: Record) -> dict[str, Any]:
         "from_state": ev["from_state"],
         "to_state": ev["to_state"],
         "step": ev["step"],
-        "ts": ev.get("ts"),
         "reason": ev.get("reason", ""),
         "triggered_by": ev.get("triggered_by"),
         "metadata": dict(metadata) if isinstance(metadata, Mapping) else {},
@@ -512,6 +516,7 @@ def _on_transition_rejected(r: Registry, ev: Record) -> None:
         e.history,
         e.attrs,
         e.last_transition,
+        e.entered_ts,
     )
 
 

@@ -131,13 +131,15 @@ class Lifecycle:
         seed: int = 0,
         world_size: int = 1,
         torch_version: str = "",
+        metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Record `RunStarted` and move the run from pending to running.
 
         A run starts once: on a log that already holds its `RunStarted` this raises
         `InvalidTransitionError` and records nothing (a restarted writer resumes, it does not
         start again). `config` must hold JSON values only (a `ConfigError` names the first key
-        that does not).
+        that does not), and so must `metadata`, what resumes the run (command line, arguments,
+        checkpoint directory, versions).
         """
         if self.registry.run_id is not None:
             raise InvalidTransitionError(f"run {self.run_id!r} has already started; a run starts once")
@@ -146,6 +148,10 @@ class Lifecycle:
         bad = first_non_json(dict(config), "config")
         if bad is not None:
             raise ConfigError(f"start(config=...) takes JSON values with str keys only, but {bad}")
+        metadata = check_mapping({} if metadata is None else metadata, "start(metadata=...)", ConfigError)
+        bad = first_non_json(dict(metadata), "metadata")
+        if bad is not None:
+            raise ConfigError(f"start(metadata=...) takes JSON values with str keys only, but {bad}")
         # Checked here, not left to pydantic, whose lax mode would take "3" for 3.
         if isinstance(seed, bool) or not isinstance(seed, int) or not -INT64_MAX - 1 <= seed <= INT64_MAX:
             raise ConfigError(f"start(seed=...) must be a 64-bit int, got {shown(repr(seed))}")
@@ -161,6 +167,7 @@ class Lifecycle:
                 world_size=world_size,
                 torch_version=torch_version,
                 seed=seed,
+                metadata=dict(metadata),
             )
         except ValidationError as e:
             first = e.errors()[0]

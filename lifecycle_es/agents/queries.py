@@ -58,8 +58,8 @@ def select(registry: Registry, states: frozenset[str]) -> list[str]:
 def state_info(registry: Registry, agent_id: str, *, now: float | None = None) -> dict[str, Any]:
     """DevCycle's `get_current_state_info`, plus time in state and the kept history."""
     e = agent_state(registry, agent_id)
-    last = None if e.last_transition is None else dict(e.last_transition)
-    since = e.attrs.get(REGISTERED_AT) if last is None else last.get("ts")
+    last = None if e.last_transition is None else {**e.last_transition, "ts": e.entered_ts}
+    since = e.attrs.get(REGISTERED_AT) if e.entered_ts is None else e.entered_ts
     return {
         "agent_id": agent_id,
         "current_state": e.state,

@@ -4,7 +4,8 @@
 split and merge with patience, cooldowns, budgets and basin similarity) under a
 `ExpertCoordinatorConfig`; `expert_id` names the experts it creates and `parse_expert_id` reads
 such a name back. `CHECKPOINT_STEP` is the metric its layer observations carry (the step of the
-checkpoint), which marks them as the coordinator's.
+checkpoint), which marks them as the coordinator's; `REVIVAL` prefixes the layer metric of a
+parked expert's affinity, which revives it.
 
 The seed controllers (seeds/000 and 001) drive `kasmina` and `module` entities with one action
 vocabulary (`SeedAction`: hold, advance, prune, rollback, grow): `HeuristicController`
@@ -16,6 +17,7 @@ request and its reward (`get_reward`).
 
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
+from lifecycle_es.controllers._revive import REVIVAL
 from lifecycle_es.controllers._seed_actions import ACTION_TRIGGERS, SEED_ACTIONS, SeedAction, trigger_for
 from lifecycle_es.controllers._seed_view import (
     OBSERVATION_KEYS,
@@ -37,6 +39,7 @@ __all__ = [
     "BREADTH",
     "CHECKPOINT_STEP",
     "OBSERVATION_KEYS",
+    "REVIVAL",
     "REWARD_TERMS",
     "SEED_ACTIONS",
     "SEED_DECISION_KEY",

@@ -35,8 +35,10 @@ from lifecycle_es.registry import Registry, fold_record
 from lifecycle_es.specs.expert import (
     EXPERT_SPEC,
     ExpertState,
+    FailedSplitMetrics,
     MergeMetrics,
     PruneMetrics,
+    ReviveMetrics,
     SpawnMetrics,
     SplitMetrics,
 )
@@ -150,7 +152,12 @@ class Batch:
         entity: str,
         target: str,
         reason: str,
-        metrics: SpawnMetrics | SplitMetrics | PruneMetrics | MergeMetrics,
+        metrics: SpawnMetrics
+        | SplitMetrics
+        | PruneMetrics
+        | MergeMetrics
+        | FailedSplitMetrics
+        | ReviveMetrics,
         parent: str | None = None,
         children: Sequence[str] = (),
     ) -> None:

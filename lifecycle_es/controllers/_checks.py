@@ -112,7 +112,8 @@ def cooldown(registry: Registry, step: int, gate: str, action: Action, steps: in
 
 
 def lineage(step: int, config: ExpertCoordinatorConfig, a: EntityState, b: EntityState) -> Check:
-    """Pass unless one expert was made from the other less than `split_cooldown_per_expert` ago.
+    """Pass unless one expert was made from the other, or both from one parent (twins), less
+    than `split_cooldown_per_expert` ago.
 
     A clone starts with its parent's weights and basin (seeds/002: "their basins should diverge
     as the router learns to distinguish them"), so it meets both merge thresholds at birth;
@@ -120,6 +121,8 @@ def lineage(step: int, config: ExpertCoordinatorConfig, a: EntityState, b: Entit
     """
     grace = config.split_cooldown_per_expert
     child = b if b.parent == a.entity else a if a.parent == b.entity else None
+    if child is None and a.parent is not None and a.parent == b.parent:
+        child = a if a.born_step >= b.born_step else b  # twins: the younger one's age counts
     if child is None:
         return Check(
             "merge.lineage_grace",

@@ -65,6 +65,15 @@ class ExpertCoordinatorConfig:
     no-dead-expert condition): experts stretched over several kinds of token load their layer
     unevenly, which the entropy test would read as no starvation."""
 
+    starvation_need_metric: str | None = None
+    """The name of a user metric (passed to `ExpertCoordinator.observations(user=...)`, e.g. the
+    evaluation loss of the worst class or token type) that measures need: when set, it replaces
+    the spread test above, which a load-balancing loss holds true whatever the need (even
+    routing is what such a loss asks for). A checkpoint is then starved when the metric is at
+    least `starvation_need_threshold` (and the other tests hold); one without it is not."""
+    starvation_need_threshold: float = 0.0
+    """The value of `starvation_need_metric` at or above which the model needs more experts."""
+
     # -- pruning -------------------------------------------------------------------------------
     prune_patience: int = 10
     """Checkpoints in a row a dormant expert must have received no tokens before it is pruned."""
@@ -75,6 +84,15 @@ class ExpertCoordinatorConfig:
     dormant_share_epsilon: float = 1e-6
     """A share below this counts as zero. Shares averaged from router probabilities are never
     exactly 0; 1e-6 is less than one token in a million."""
+    prune_contribution_threshold: float = 0.0
+    """A dormant expert is pruned only while its observed `contribution` (the rise of the
+    evaluation loss when it is masked, `projections.moe.masked_contribution`) is at most this:
+    low share alone is not enough. Experts observed without a contribution pass."""
+    prune_init_grace: int = 0
+    """Checkpoints from the start of the run during which an initial expert (one registered
+    active, with no parent) is never pruned: experts that collapse at initialisation often get
+    tokens again once the router has learnt. 0 (the default, as seeds/002) gives none; about
+    twice `prune_patience` lets a router that starts collapsed settle first."""
 
     # -- splitting -----------------------------------------------------------------------------
     split_share_threshold: float = 0.4
@@ -89,6 +107,18 @@ class ExpertCoordinatorConfig:
     and need this long to diverge; merging them sooner would undo the split)."""
     max_splits_per_cycle: int = 1
     """Splits allowed per lifecycle cycle; 0 disables splitting."""
+    split_divergence_push: float = 0.5
+    """How far a split pushes the router rows of parent and child apart, relative to the parent
+    row's norm, along a seeded direction orthogonal to it: each then takes one side of a
+    hyperplane through the parent's basin, where a clone with noise alone gets the same tokens
+    and gradients as its parent. Scaled by need (share / `split_share_threshold`, at most 2);
+    recorded in the decision as `push`. 0 splits into a plain perturbed clone."""
+    split_divergence_window: int = 5
+    """Checkpoints after a clone child's cooling (split or cloned spawn) within which parent and
+    child must diverge: a basin overlap above `split_divergence_overlap` at every one of them is
+    a failed split, undone (the child pruned, reason `failed_split`), not merged back."""
+    split_divergence_overlap: float = 0.9
+    """Basin overlap of parent and child above which the pair has not diverged."""
 
     # -- merging -------------------------------------------------------------------------------
     merge_similarity_threshold: float = 0.95
@@ -107,6 +137,21 @@ class ExpertCoordinatorConfig:
     `split_share_threshold`: a hysteresis (seeds/000) so a merge never makes an expert that the
     split rule would take apart again, as two halves of a split still sharing an overloaded
     basin would. False (seeds/002) does not ask."""
+
+    # -- parking and revival -------------------------------------------------------------------
+    park_budget: int = 4
+    """Experts per layer whose weights and optimizer state surgery keeps when they are pruned
+    as dead (parked), the oldest dropped first; only a parked expert can be revived. Each
+    costs one expert's parameters and moments of host or device memory. 0 parks none."""
+    revive_affinity_threshold: float = 0.2
+    """A parked expert is revived when its `revival:<id>` layer metric (the fraction of the
+    layer's evaluation tokens its router row would pick first, `projections.moe
+    .revival_affinity`) is at least this for `revive_patience` checkpoints in a row: inputs
+    like its basin have returned."""
+    revive_patience: int = 2
+    """Checkpoints in a row the affinity must hold before a parked expert is revived."""
+    max_revives_per_cycle: int = 1
+    """Revivals allowed per lifecycle cycle; 0 disables revival."""
 
     # -- cadence -------------------------------------------------------------------------------
     basin_window_size: int = 50
@@ -128,11 +173,16 @@ class ExpertCoordinatorConfig:
             "lifecycle_eval_interval",
             "cooling_period",
             "merge_cooling_period",
+            "split_divergence_window",
+            "revive_patience",
             "max_experts_per_layer",
             "min_experts_per_layer",
         ):
             _check_int(self, name, 1)
         for name in (
+            "park_budget",
+            "max_revives_per_cycle",
+            "prune_init_grace",
             "spawn_cooldown_steps",
             "split_cooldown_per_expert",
             "max_spawns_per_cycle",
@@ -155,6 +205,9 @@ class ExpertCoordinatorConfig:
         _check_float(self, "merge_overlap_threshold", 0.0, 1.0, high_open=True)
         _check_float(self, "dormant_share_epsilon", 0.0, 1.0, high_open=True)
         _check_float(self, "split_perturbation_scale", 0.0, math.inf, high_open=True)
+        _check_float(self, "split_divergence_push", 0.0, math.inf, high_open=True)
+        _check_float(self, "split_divergence_overlap", 0.0, 1.0, high_open=True)
+        _check_float(self, "revive_affinity_threshold", 0.0, 1.0, low_open=True)
         for name in ("starvation_entropy_threshold", "starvation_saturation_threshold"):
             if getattr(self, name) is not None:
                 _check_float(self, name, 0.0, 1.0, low_open=True)
@@ -163,6 +216,11 @@ class ExpertCoordinatorConfig:
             raise ConfigError(f"merge_below_split_share must be True or False, got {below!r}")
         if self.starvation_breadth_threshold is not None:
             _check_float(self, "starvation_breadth_threshold", 1.0, math.inf, high_open=True)
+        _check_float(self, "prune_contribution_threshold", -math.inf, math.inf, low_open=True, high_open=True)
+        _check_float(self, "starvation_need_threshold", -math.inf, math.inf, low_open=True, high_open=True)
+        need = self.starvation_need_metric
+        if need is not None and (not isinstance(need, str) or not need):
+            raise ConfigError(f"starvation_need_metric must be a metric name or None, got {need!r}")
         window = self.basin_window_size
         for name in (
             "spawn_patience",
@@ -171,6 +229,8 @@ class ExpertCoordinatorConfig:
             "merge_patience",
             "cooling_period",
             "merge_cooling_period",
+            "split_divergence_window",
+            "revive_patience",
         ):
             if getattr(self, name) > window:
                 raise ConfigError(

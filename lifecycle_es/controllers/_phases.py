@@ -1,4 +1,4 @@
-"""One evaluation of the expert coordinator: state upkeep, then prune, merge, split and spawn.
+"""One evaluation of the expert coordinator: upkeep, failed splits, prune, merge, split, revive, spawn.
 
 Upkeep comes first so every action sees this checkpoint's states (an expert that just went
 dormant is no merge candidate, one whose cooling just ended may split). Removals come before
@@ -20,9 +20,9 @@ it creates are registered (so every id a decision names exists when it is folded
 child would get, with an empty `from_state` (it does not exist yet); a split's on its parent,
 whose state does not change.
 
-Left alone: experts of layers not in `capacity`, `pending_spawn` experts the coordinator did not
-create in the same evaluation (it cannot know their weights exist), and the `revive` edge out of
-`archived` (no surgery restores archived weights).
+Left alone: experts of layers not in `capacity`, and `pending_spawn` experts the coordinator did
+not create in the same evaluation (it cannot know their weights exist). Revival of parked
+experts is `_revive.Revivals`.
 """
 
 from __future__ import annotations
@@ -36,15 +36,20 @@ from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
+from lifecycle_es.controllers._failed_split import undo_split
+from lifecycle_es.controllers._revive import Revivals
 from lifecycle_es.controllers._signals import (
     BREADTH,
     COACT,
+    CONTRIBUTION,
     SHARE,
+    USER,
     LayerSignal,
     checkpoints_since,
     layer_signal,
     mean,
     pair_cosine,
+    pair_overlap,
     pair_series,
     pair_window,
 )
@@ -89,7 +94,17 @@ class Evaluation:
 
     def run(self) -> list[EventBase]:
         """Evaluate every phase against the scratch registry; return the events made."""
-        for phase in (self._upkeep, self._prunes, self._merges, self._splits, self._spawns):
+        revivals = Revivals(self.config, self.capacity, self.batch).run
+        phases = (
+            self._upkeep,
+            self._failed_splits,
+            self._prunes,
+            self._merges,
+            self._splits,
+            revivals,
+            self._spawns,
+        )
+        for phase in phases:
             phase()
         return self.batch.events
 
@@ -220,6 +235,21 @@ class Evaluation:
         if self.batch.checks(e.entity, e.state, to, [check]):
             self.batch.move(e.entity, to, reason)
 
+    # -- failed splits -------------------------------------------------------------------------
+
+    def _failed_splits(self) -> None:
+        """Undo the clone children that did not diverge from their parent within the window."""
+        cfg = self.config
+        for child in self._experts((S.ACTIVE,)):
+            parent = self.batch.registry.get(child.parent) if child.parent else None
+            young = self.step - child.born_step < cfg.split_cooldown_per_expert
+            if parent is None or parent.state != S.ACTIVE or not young:
+                continue
+            n = min(cfg.split_divergence_window, self._in_state(child))
+            overlap = pair_overlap(self.batch.registry, parent.entity, child.entity, n)
+            if n == cfg.split_divergence_window and any(o > cfg.split_divergence_overlap for o in overlap):
+                undo_split(cfg, self.batch, parent, child, overlap, self._latest_share(child) or 0.0)
+
     # -- prune ---------------------------------------------------------------------------------
 
     def _prunes(self) -> None:
@@ -238,6 +268,7 @@ class Evaluation:
                     {"checkpoints_dormant": held},
                     {"prune_patience": cfg.prune_patience},
                 ),
+                *self._prune_needs(e),
                 checks.floor(registry, cfg, "prune.population_floor", e.layer),
                 checks.budget(registry, "prune.budget", Action.PRUNE, cfg.max_prunes_per_cycle),
             ]
@@ -255,6 +286,36 @@ class Evaluation:
                     ),
                 )
                 self.batch.move(e.entity, S.PENDING_PRUNE, "confirmed dead")
+
+    def _prune_needs(self, e: EntityState) -> list[Check]:
+        """Return the prune's need checks: low contribution, and an initial expert's grace."""
+        cfg, found = self.config, []
+        contribution = self.batch.registry.metric_window(e.entity, CONTRIBUTION)
+        if contribution:
+            found.append(
+                Check(
+                    "prune.low_contribution",
+                    PERF,
+                    contribution[-1] <= cfg.prune_contribution_threshold,
+                    f"masking it raises the loss by {contribution[-1]:.3g}, "
+                    f"threshold {cfg.prune_contribution_threshold:g}",
+                    {CONTRIBUTION: contribution[-1]},
+                    {"prune_contribution_threshold": cfg.prune_contribution_threshold},
+                )
+            )
+        if e.parent is None and e.born_step == 0 and cfg.prune_init_grace:
+            seen = checkpoints_since(self.batch.registry, e.layer, 0)
+            found.append(
+                Check(
+                    "prune.init_grace",
+                    STRUCT,
+                    seen >= cfg.prune_init_grace,
+                    f"{checks.count(seen, 'checkpoint')} since the run began, grace {cfg.prune_init_grace}",
+                    {"checkpoints_since_start": seen},
+                    {"prune_init_grace": cfg.prune_init_grace},
+                )
+            )
+        return found
 
     # -- merge ---------------------------------------------------------------------------------
 
@@ -400,6 +461,15 @@ class Evaluation:
                 cfg.split_cooldown_per_expert,
                 parent.entity,
             ),
+            # A parent whose split failed waits a whole cooldown before it is split again.
+            checks.cooldown(
+                registry,
+                self.step,
+                "split.failed_split_cooldown",
+                Action.PRUNE,
+                cfg.split_cooldown_per_expert,
+                parent.entity,
+            ),
             checks.cap(registry, cfg, "split.layer_cap", layer),
             checks.slot("split.free_slot", layer, slot, self.capacity[layer]),
             checks.budget(registry, "split.budget", Action.SPLIT, cfg.max_splits_per_cycle),
@@ -416,7 +486,12 @@ class Evaluation:
             children=[child],
             target=child,
             reason="sustained_overload",
-            metrics=SplitMetrics(share=latest, overload_duration=held, slot=slot),
+            metrics=SplitMetrics(
+                share=latest,
+                overload_duration=held,
+                slot=slot,
+                push=cfg.split_divergence_push * min(2.0, latest / cfg.split_share_threshold),
+            ),
         )
         self.batch.move(child, S.COOLING, "integrated into routing")
 
@@ -452,6 +527,7 @@ class Evaluation:
                     "topology_debt": debt,
                     "normalized_entropy": sig.spread[-1],
                     **sig.breadth_now(),
+                    **{k: v for k, v in sig.latest.items() if k.startswith(USER)},
                 },
                 self._starvation_thresholds(),
             ),
@@ -539,6 +615,8 @@ class Evaluation:
             found["starvation_saturation_threshold"] = cfg.starvation_saturation_threshold
         if cfg.starvation_breadth_threshold is not None:
             found["starvation_breadth_threshold"] = cfg.starvation_breadth_threshold
+        if cfg.starvation_need_metric is not None:
+            found["starvation_need_threshold"] = cfg.starvation_need_threshold
         return found
 
 

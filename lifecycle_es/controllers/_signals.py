@@ -21,18 +21,21 @@ __all__ = [
     "BREADTH",
     "CHECKPOINT_STEP",
     "COACT",
+    "CONTRIBUTION",
     "COSINE",
     "LAYER_KEYS",
     "PAIR_PREFIXES",
     "SATURATION",
     "SHARE",
     "TOKEN_TYPE",
+    "USER",
     "LayerSignal",
     "checkpoints_since",
     "layer_signal",
     "mean",
     "pair_cosine",
     "pair_order",
+    "pair_overlap",
     "pair_series",
     "pair_window",
 ]
@@ -53,6 +56,10 @@ BREADTH = "basin_breadth"
 """The optional layer metric: the share-weighted mean over the layer's experts of the effective
 number of token types in each expert's basin (exp of the basin's entropy): 1 when every expert
 serves one kind of token, higher when experts compromise between kinds."""
+USER = "user."
+"""Prefix of a user metric recorded on each layer (`user.<name>`, `observations(user=...)`)."""
+CONTRIBUTION = "contribution"
+"""The optional expert metric: the rise of the evaluation loss when the expert is masked."""
 SATURATION = "topk_saturation"
 """The optional layer metric: fraction of tokens whose top-k weights are nearly uniform."""
 CHECKPOINT_STEP = "checkpoint_step"
@@ -100,6 +107,10 @@ def layer_signal(registry: Registry, layer: int, config: ExpertCoordinatorConfig
     sat_window = registry.metric_window(layer, SATURATION, layer=True)
     saturation = _tail_aligned(sat_window, length)
     breadth = _tail_aligned(registry.metric_window(layer, BREADTH, layer=True), length)
+    need_name = config.starvation_need_metric
+    need = _tail_aligned(
+        registry.metric_window(layer, USER + need_name, layer=True) if need_name else (), length
+    )
     # n_active counts the experts that got tokens and dead_count those that got none
     # (ChronoMoE v2's active_experts and dead_expert_count), so together they are v2's n.
     n_experts = tuple(a + d for a, d in zip(cols["n_active"], cols["dead_count"], strict=True))
@@ -109,15 +120,26 @@ def layer_signal(registry: Registry, layer: int, config: ExpertCoordinatorConfig
         for n, e, t, d in zip(n_experts, cols["n_eff"], cols["top2_share"], cols["dead_count"], strict=True)
     )
     starved = tuple(
-        1.0 if dead == 0 and _spread_thin(config, s, sat) and _broad(config, b) else 0.0
-        for dead, s, sat, b in zip(cols["dead_count"], spread, saturation, breadth, strict=True)
+        1.0 if dead == 0 and _needed(config, s, sat, u) and _broad(config, b) else 0.0
+        for dead, s, sat, b, u in zip(cols["dead_count"], spread, saturation, breadth, need, strict=True)
     )
     latest = {name: values[-1] for name, values in cols.items() if values}
+    if need and need[-1] is not None:
+        latest[USER + str(need_name)] = need[-1]
     if saturation and saturation[-1] is not None:
         latest[SATURATION] = saturation[-1]
     if breadth and breadth[-1] is not None:
         latest[BREADTH] = breadth[-1]
     return LayerSignal(starved, debt, spread, saturation, breadth, latest)
+
+
+def _needed(
+    config: ExpertCoordinatorConfig, spread: float, saturation: float | None, need: float | None
+) -> bool:
+    """The need test when a need metric is named, else the spread test."""
+    if config.starvation_need_metric is not None:
+        return need is not None and need >= config.starvation_need_threshold
+    return _spread_thin(config, spread, saturation)
 
 
 def _spread_thin(config: ExpertCoordinatorConfig, spread: float, saturation: float | None) -> bool:
@@ -178,15 +200,23 @@ def pair_series(registry: Registry, a: str, b: str, n: int) -> tuple[tuple[float
     that of the shortest input; without token types there is no overlap and both are empty.
     """
     cosine = pair_cosine(registry, a, b)
+    overlaps = pair_overlap(registry, a, b, min(n, len(cosine)))
+    return cosine[len(cosine) - len(overlaps) :], overlaps
+
+
+def pair_overlap(registry: Registry, a: str, b: str, n: int) -> tuple[float, ...]:
+    """Return two experts' basin overlap over their last (up to) `n` checkpoints, oldest first.
+
+    Computed per checkpoint from both experts' token-type distributions; empty without them.
+    """
     types = sorted(_token_types(registry, a) | _token_types(registry, b))
     dist_a = [registry.metric_window(a, t) for t in types]
     dist_b = [registry.metric_window(b, t) for t in types]
     observed = [len(w) for w in (*dist_a, *dist_b) if w]
     if not types or not observed:
-        return (), ()
-    length = min(n, len(cosine), *observed)
-    overlaps = tuple(basin_overlap(_at(dist_a, k, length), _at(dist_b, k, length)) for k in range(length))
-    return cosine[len(cosine) - length :], overlaps
+        return ()
+    length = min(n, *observed)
+    return tuple(basin_overlap(_at(dist_a, k, length), _at(dist_b, k, length)) for k in range(length))
 
 
 def _token_types(registry: Registry, entity: str) -> set[str]:

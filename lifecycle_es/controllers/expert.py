@@ -37,6 +37,7 @@ from lifecycle_es.controllers._signals import (
     SATURATION,
     SHARE,
     TOKEN_TYPE,
+    USER,
     pair_order,
 )
 from lifecycle_es.errors import ConfigError, InvalidMetricError, SchemaError, UsageError
@@ -117,15 +118,19 @@ class ExpertCoordinator:
         experts: Mapping[str, Mapping[str, float]],
         layers: Mapping[int, Mapping[str, float]],
         rank: int = 0,
+        user: Mapping[str, float] | None = None,
     ) -> list[MetricsObserved]:
         """Return one validated `MetricsObserved` per layer and per expert, layer by layer, each
         value to 6 significant digits (`METRIC_DIGITS`), a pair metric (`coact.`, `cosine.`) on
         one expert of the pair when both carry it.
 
         Each layer's event also records the checkpoint's step (`checkpoint_step`), from which
-        the coordinator counts the checkpoints an expert has spent in its state. Every expert's
-        layer must be among `layers`, and every layer a managed one.
+        the coordinator counts the checkpoints an expert has spent in its state, and every
+        `user` metric (the training loop's own figures, e.g. loss per class) as `user.<name>`,
+        where `starvation_need_metric` reads it. Every expert's layer must be among `layers`,
+        and every layer a managed one.
         """
+        extra = {USER + name: value for name, value in check_metrics(user or {}).items()}
         stamp = Stamp(run_id=run_id, step=step, rank=rank)
         by_layer: dict[int, list[tuple[str, dict[str, float]]]] = {}
         for layer, metrics in layers.items():
@@ -134,6 +139,7 @@ class ExpertCoordinator:
             by_layer[layer] = []
             checked = _layer_metrics(layer, metrics)
             checked[CHECKPOINT_STEP] = float(step)
+            checked.update(extra)
             by_layer[layer].append(("", checked))
         checked_experts = {}
         for entity, metrics in experts.items():
@@ -159,8 +165,9 @@ class ExpertCoordinator:
         seqs, so later decisions see earlier ones (budgets, slots, floors); they are returned
         with seq 0 for the caller to append (`Lifecycle.append`). Order: state upkeep
         (pending_prune->archived, cooling->active, active->dormant, dormant->active), then
-        prunes, merges, splits and spawns; each action's `GatesChecked` (all its gates) comes first, then
-        the registration of any child, the `DecisionMade`, and the state moves it causes.
+        failed splits undone, prunes, merges, splits, revivals and spawns; each action's
+        `GatesChecked` (all its gates) comes first, then the registration of any child, the
+        `DecisionMade`, and the state moves it causes.
         Per-cycle budgets count decisions since the last `StepSealed`: seal each checkpoint.
         """
         stamp = Stamp(run_id=run_id, step=step, rank=rank)

@@ -32,9 +32,11 @@ __all__ = [
     "INIT_STRATEGIES",
     "ROUTING_STATES",
     "ExpertState",
+    "FailedSplitMetrics",
     "InitStrategy",
     "MergeMetrics",
     "PruneMetrics",
+    "ReviveMetrics",
     "SpawnMetrics",
     "SplitMetrics",
     "SurgerySettings",
@@ -109,7 +111,13 @@ _TRANSITIONS = (
         "archive",
         description="drawn: weights detached and routing slot removed; basin history kept",
     ),
-    edge(_S.ARCHIVED, _S.ACTIVE, "revive", description="drawn: rare revival from the archive"),
+    edge(
+        _S.ARCHIVED,
+        _S.ACTIVE,
+        "revive",
+        description="drawn: rare revival from the archive, when inputs like its basin return "
+        "and its weights are still parked",
+    ),
 )
 
 EXPERT_SPEC = Spec(
@@ -172,6 +180,31 @@ class SplitMetrics(TypedDict):
     share: float
     overload_duration: int
     slot: int
+    push: NotRequired[float]
+    """How far surgery pushes the router rows of parent and child apart (relative to the
+    parent row's norm; absent: 0, a plain perturbed clone)."""
+
+
+class ReviveMetrics(TypedDict):
+    """`metrics_at_decision` of a REVIVE: how strongly inputs like the parked expert's returned."""
+
+    affinity: float
+    """The latest fraction of evaluation tokens its router row would pick first."""
+    checkpoints_returned: int
+    """Checkpoints in a row with the affinity at or above the threshold."""
+    slot: int
+    """The slot it takes back (its own)."""
+
+
+class FailedSplitMetrics(TypedDict):
+    """`metrics_at_decision` of a PRUNE with reason `failed_split`: the pair never diverged."""
+
+    overlap: float
+    """Basin overlap of parent and child at the last checkpoint of the window."""
+    checkpoints_overlapping: int
+    """Checkpoints in a row, after the child's cooling, with the overlap above the threshold."""
+    share: float
+    """The child's routing share when it is undone."""
 
 
 class PruneMetrics(TypedDict):

@@ -16,6 +16,7 @@ from projections.moe.basin import (
     basin_breadth,
     layer_metrics,
 )
+from projections.moe.contribution import masked_contribution, revival_affinity, revival_metrics
 from projections.moe.layer import ExpertLayer, MoELayer
 from projections.moe.surgery import ModelSurgery, Strategy, optimizer_params_match
 
@@ -30,5 +31,8 @@ __all__ = [
     "Strategy",
     "basin_breadth",
     "layer_metrics",
+    "masked_contribution",
     "optimizer_params_match",
+    "revival_affinity",
+    "revival_metrics",
 ]

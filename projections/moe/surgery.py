@@ -14,9 +14,12 @@ Actions, for experts of the layers this surgery manages (others are left to thei
   noise, with the parent's moments; `mean_cluster` averages `metrics_at_decision["cluster"]`
   (entity ids; default: every routing expert of the layer) plus noise, with their mean moments.
 - SPLIT: each child of `children` becomes `parent` (else `entity`) plus noise, and inherits
-  its moments; the parent is untouched.
+  its moments; with a `push` in `metrics_at_decision`, the router rows of parent and child
+  are then pushed apart (`SlotEditor.push_apart`) so they divide the parent's basin.
 - PRUNE: `entity` stops routing. masked: its moments are zeroed, its weights kept. resize: its
   rows are removed from every slot-major parameter and from the optimizer state.
+- REVIVE: a parked `entity` (pruned as `confirmed_dead`, kept while `park_budget` allows)
+  gets its weights and moments back, bit for bit, in its slot (masked) or a new row (resize).
 - MERGE: `entity` survives with the average (expert and router rows) of itself and `children`, weighted by
   `metrics_at_decision["shares"]` (entity -> share for each of them; equal weights when
   absent) and keeps its own moments; the children are pruned as above.
@@ -52,15 +55,19 @@ from lifecycle_es.specs.expert import (
 from projections._projection import Projection, Record, Snapshot
 from projections.moe._expert_slots import ExpertSlots, Strategy
 from projections.moe._optim_state import optimizer_holds, optimizer_params_match
+from projections.moe._parking import ParkingLot
 from projections.moe._protocol import check_layer
 from projections.moe._slot_ops import SlotEditor
 from projections.moe.layer import ExpertLayer
 
-__all__ = ["ModelSurgery", "Strategy", "optimizer_params_match"]
+__all__ = ["PARKED_REASON", "ModelSurgery", "Strategy", "optimizer_params_match"]
+
+PARKED_REASON = "confirmed_dead"
+"""The reason of the PRUNE decisions whose expert is parked (its weights kept for a REVIVE)."""
 
 _log = logging.getLogger("projections.moe.surgery")
 
-_ACTIONS = frozenset({Action.SPAWN, Action.PRUNE, Action.SPLIT, Action.MERGE})
+_ACTIONS = frozenset({Action.SPAWN, Action.PRUNE, Action.SPLIT, Action.MERGE, Action.REVIVE})
 
 
 class ModelSurgery(Projection):
@@ -101,6 +108,8 @@ class ModelSurgery(Projection):
         self.on_rewrap = on_rewrap
         self._editors = {i: SlotEditor(i, layers[i], optimizer) for i in sorted(layers)}
         self._slots = ExpertSlots({i: e.layer.capacity for i, e in self._editors.items()}, strategy=strategy)
+        self.parking = ParkingLot()
+        """The weights and moments of pruned experts kept for a REVIVE (`park_budget` per layer)."""
         self.applied = 0
         """How many decisions were applied."""
         self.applied_chain = ""
@@ -124,6 +133,14 @@ class ModelSurgery(Projection):
         """Return the experts of `layer` the router may pick, by row, ascending."""
         owners = self._slots.owners[layer]
         return {row: str(owners[row]) for row in self._slots.routing_rows(layer)}
+
+    def routing_mask(self, layer: int) -> torch.Tensor:
+        """Return the routing mask surgery last wrote to `layer`, as a CPU bool tensor."""
+        return self._slots.mask(layer)
+
+    def layer(self, layer: int) -> ExpertLayer:
+        """Return the managed layer `layer`."""
+        return self._editors[layer].layer
 
     def digest(self, *, event_ids: bool = True) -> str:
         """Return 16 hex digits hashing parameters, optimizer state and applied event ids.
@@ -194,6 +211,7 @@ class ModelSurgery(Projection):
             Action.SPLIT: self._split,
             Action.PRUNE: self._prune,
             Action.MERGE: self._merge,
+            Action.REVIVE: self._revive,
         }[action]
         resized = handler(record, layer)
         self.applied += 1
@@ -272,15 +290,46 @@ class ModelSurgery(Projection):
         for child in children:
             self._slots.get(child, layer)
         resized = False
+        push = _push(record)
         for child in children:
             dst, grew = self._materialize(layer, child)
             resized |= grew
             self._init_slot(record, layer, dst, child, [self._slots.row(parent, layer)])
+            if push:
+                editor = self._editors[layer]
+                editor.push_apart(
+                    self._slots.row(parent, layer), dst, push=push, seed=record["seed"], target=child
+                )
         return resized
 
     def _prune(self, record: Record, layer: int) -> bool:
-        self._slots.get(record["entity"], layer)
-        return self._remove(layer, record["entity"])
+        entity = record["entity"]
+        expert = self._slots.get(entity, layer)
+        if record["reason"] == PARKED_REASON and expert.row is not None:
+            budget = record["config_snapshot"].get("park_budget", 0)
+            if not isinstance(budget, int) or isinstance(budget, bool):
+                raise InconsistentEventError(
+                    f"surgery: prune {record['event_id']} has park_budget {budget!r}"
+                )
+            self.parking.park(entity, self._editors[layer], expert.row, step=record["step"], budget=budget)
+        return self._remove(layer, entity)
+
+    def _revive(self, record: Record, layer: int) -> bool:
+        """Write a parked expert's weights and moments back, into its slot (masked) or a new row."""
+        entity = record["entity"]
+        expert = self._slots.get(entity, layer)
+        parked = self.parking.parked.get(entity)
+        if parked is None or parked.layer != layer:
+            raise InconsistentEventError(f"surgery: revive {record['event_id']}: {entity!r} is not parked")
+        resized = False
+        if expert.row is None and self.strategy == "masked":
+            expert.row = parked.slot
+        if expert.row is not None and self._slots.owners[layer][expert.row] not in (None, entity):
+            raise InconsistentEventError(f"surgery: revive {record['event_id']}: row {expert.row} is taken")
+        row, resized = self._materialize(layer, entity)
+        self.parking.restore(entity, self._editors[layer], row)
+        self._slots.attach(entity, row)
+        return resized
 
     def _merge(self, record: Record, layer: int) -> bool:
         survivor, absorbed = record["entity"], list(record["children"])
@@ -330,7 +379,8 @@ class ModelSurgery(Projection):
     # -- snapshots -----------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """Return the expert table, the routing masks (CPU) and the applied-ids hash, with the seq.
+        """Return the expert table, the routing masks (CPU), the parked experts' rows (CPU) and
+        the applied-ids hash, with the seq.
 
         The model and optimizer are the caller's to checkpoint, next to this snapshot.
         """
@@ -340,6 +390,7 @@ class ModelSurgery(Projection):
             "masks": {str(layer): self._slots.mask(layer) for layer in self._editors},
             "applied": self.applied,
             "applied_chain": self.applied_chain,
+            "parked": self.parking.to_plain(),
         }
         return Snapshot(kind=self.name, seq=self.seq, state=state)
 
@@ -370,6 +421,7 @@ class ModelSurgery(Projection):
         for layer, mask in s["masks"].items():
             self._editors[int(layer)].layer.set_active(mask)
         self._slots.dirty.clear()
+        self.parking = ParkingLot.from_plain(s.get("parked", []))  # none in a snapshot from before parking
         if "applied_ids" in s:  # a snapshot written when the ids were kept as a list
             self.applied, self.applied_chain = 0, ""
             for event_id in s["applied_ids"]:
@@ -408,6 +460,14 @@ def _perturbation(record: Record) -> float:
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 <= scale < math.inf:
         raise InconsistentEventError(f"surgery: {record['event_id']} has perturbation scale {scale!r}")
     return float(scale)
+
+
+def _push(record: Record) -> float:
+    """Return a split's router push (`SplitMetrics.push`), 0 when the decision records none."""
+    push = record["metrics_at_decision"].get("push", 0.0)
+    if not _is_share(push):
+        raise InconsistentEventError(f"surgery: split {record['event_id']} has push {push!r}")
+    return float(push)
 
 
 def _merge_weights(record: Record, members: Sequence[str]) -> list[float]:

@@ -12,7 +12,8 @@ intact one (DESIGN.md section 7b). `ExpertLifecycle` builds all of
 these, with the expert coordinator and basin tracking, around a model's MoE layers, for a loop
 that calls it in three lines (`find_expert_layers` is how it finds the layers).
 `PreemptionGuard` stops a loop at a step boundary on SIGTERM, SIGINT or a notice source
-(`FileNotice`, `CallableNotice`, `AwsSpotNotice`, `GceNotice`), checkpointing first.
+(`FileNotice`, `CallableNotice`, `AwsSpotNotice`, `GceNotice`), checkpointing first;
+`resume` holds what a resumed run needs (`run_metadata`, `resume_run`, `run_digest`).
 """
 
 from projections.training import distributed
@@ -28,6 +29,13 @@ from projections.training.distributed import Replicated, process_group
 from projections.training.expert import ExpertLifecycle, find_expert_layers
 from projections.training.notices import AwsSpotNotice, CallableNotice, FileNotice, GceNotice, NoticeSource
 from projections.training.preemption import REQUEUE_EXIT_CODE, Notice, PreemptionGuard
+from projections.training.resume import (
+    check_resumable,
+    recorded_metadata,
+    resume_run,
+    run_digest,
+    run_metadata,
+)
 from projections.training.sync import Boundary, LifecycleSync, SyncConfig
 
 __all__ = [
@@ -51,9 +59,14 @@ __all__ = [
     "Replicated",
     "RetentionConfig",
     "SyncConfig",
+    "check_resumable",
     "distributed",
     "find_expert_layers",
     "load_checkpoint",
     "process_group",
+    "recorded_metadata",
+    "resume_run",
+    "run_digest",
+    "run_metadata",
     "save_checkpoint",
 ]

@@ -32,12 +32,13 @@ from lifecycle_es.errors import (
     ForeignCheckpointError,
     UsageError,
 )
-from lifecycle_es.events import CheckpointRestored, CheckpointSaved
+from lifecycle_es.events import CheckpointPriority, CheckpointRestored, CheckpointSaved
 from lifecycle_es.session import Lifecycle
 from projections._projection import Snapshot
 from projections.runner import Runner
 from projections.training import distributed
 from projections.training._files import write_atomic
+from projections.training.checkpoint_manager import CheckpointManager, RetentionConfig
 from projections.training.distributed import Group
 from projections.training.sync import Boundary
 
@@ -188,9 +189,11 @@ def _check_save_arguments(
 class Checkpoints:
     """A run's training checkpoints, as a loop takes and resumes them at step boundaries.
 
-    Ranks are verified identical at a boundary, so one file holds every rank's state: the
-    leader writes it (keep the directory where every rank can read it) and appends
-    `CheckpointSaved`; after a restart every rank loads the one the log recorded last.
+    Ranks are verified identical at a boundary, so one checkpoint holds every rank's state: the
+    leader writes it through a `CheckpointManager` (keep the directory where every rank can
+    read it; the manager records its saves, archives and restores on the log) and appends
+    `CheckpointSaved`; after a restart every rank loads the newest intact one, passing over
+    (and recording) a corrupt newer one.
     """
 
     def __init__(
@@ -202,10 +205,12 @@ class Checkpoints:
         optimizer: torch.optim.Optimizer,
         leader: int = 0,
         group: Group = None,
+        retention: RetentionConfig | None = None,
     ) -> None:
         """Checkpoint `model`, `optimizer` and the projections `runner` feeds, on the log of
         `lifecycle` (this rank's registry); `leader` is the rank that writes (the sync's
-        leader), `group` the process group (None: the world, if any)."""
+        leader), `group` the process group (None: the world, if any); `retention` is the
+        manager's (default: the newest 5 active, older ones archived)."""
         world = distributed.world_size(group)
         if isinstance(leader, bool) or not isinstance(leader, int) or not 0 <= leader < world:
             raise ConfigError(f"leader rank {leader!r} is outside a world of {world}")
@@ -215,20 +220,41 @@ class Checkpoints:
         self.optimizer = optimizer
         self.leader = leader
         self.rank = distributed.rank(group)
+        self.retention = retention
+        self._managers: dict[Path, CheckpointManager] = {}
 
     @property
     def is_leader(self) -> bool:
         """Whether this rank writes the checkpoint files and records them."""
         return self.rank == self.leader
 
+    def manager(self, directory: str | os.PathLike[str]) -> CheckpointManager:
+        """The checkpoint manager of `directory` (the leader's records its actions on the log)."""
+        root = Path(directory)
+        if root not in self._managers:
+            self._managers[root] = CheckpointManager(
+                root,
+                retention=self.retention,
+                lifecycle=self.lifecycle if self.is_leader else None,
+                run_id=self.lifecycle.run_id,
+            )
+        return self._managers[root]
+
     def save(
-        self, directory: str | os.PathLike[str], boundary: Boundary, *, extra: Mapping[str, Any] | None = None
+        self,
+        directory: str | os.PathLike[str],
+        boundary: Boundary,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        priority: CheckpointPriority = "normal",
+        replayed_too: bool = False,
     ) -> Path | None:
         """Checkpoint the state at `boundary`, which `LifecycleSync.at_boundary` just returned.
 
-        Call it on every rank; `extra` is the caller's own state (plain data and tensors).
-        Returns the file's path on the leader, None on the others and on a boundary replayed
-        from the log (its checkpoint, if any, was written by the run that first sealed it).
+        Call it on every rank; `extra` is the caller's own state (plain data and tensors,
+        str-keyed). Returns the file's path on the leader, None on the others and on a boundary
+        replayed from the log (its checkpoint, if any, was written by the run that first sealed
+        it) unless `replayed_too` (a stop's checkpoint, which the resume needs, at any boundary).
         """
         if not isinstance(boundary, Boundary):
             kind = type(boundary).__name__
@@ -237,56 +263,73 @@ class Checkpoints:
             raise UsageError(
                 f"Checkpoints.save(directory=...) takes a str or path, got {type(directory).__name__}"
             )
-        if not self.is_leader or boundary.replayed:
+        if not self.is_leader or (boundary.replayed and not replayed_too):
             return None
         step, seq = boundary.step, self.runner.seq
-        name = f"{self.lifecycle.run_id}-step{step}"
-        path = Path(directory) / f"{name}.pt"
-        sha = save_checkpoint(
-            path,
-            step=step,
-            seq=seq,
-            model=self.model.state_dict(),
-            optimizer=self.optimizer.state_dict(),
-            snapshots=[p.snapshot() for p in self.runner.projections],
-            extra=extra,
+        snapshots = [p.snapshot() for p in self.runner.projections]
+        state_data = {
+            "format": FORMAT,
+            "step": step,
+            "seq": seq,
+            "model": dict(self.model.state_dict()),
+            "optimizer": _str_keys(self.optimizer.state_dict()),
+            "snapshots": {s.kind: {"seq": s.seq, "state": s.state} for s in snapshots},
+            "extra": dict(extra or {}),
+        }
+        info = self.manager(directory).save(
+            state_data, layer=0, seed=0, step=step, state=TRAINING_STATE, priority=priority
         )
         saved = CheckpointSaved(
             run_id=self.lifecycle.run_id,
             step=step,
             rank=self.rank,
-            checkpoint_id=name,
-            path=str(path),
-            sha256=sha,
+            checkpoint_id=info.id,
+            path=str(info.path),
+            sha256=info.sha256,
             upto_seq=seq,
         )
         self.lifecycle.append([saved])
-        _log.info("checkpoint %s covers the log to seq %d", path, seq)
-        return path
+        _log.info("checkpoint %s covers the log to seq %d", info.path, seq)
+        return info.path
 
-    def resume(self) -> Checkpoint | None:
-        """Load the checkpoint the log last recorded into the model, optimizer and projections.
+    def resume(self, directory: str | os.PathLike[str] | None = None) -> Checkpoint | None:
+        """Load the newest intact checkpoint into the model, optimizer and projections.
 
-        Returns it (its `step`, and the caller's `extra` state), or None when the log records
-        none. The rank then replays the log from the checkpoint's seq as it reaches each sealed
-        step, so it rejoins with the architecture and digest of the others.
+        `directory` is where the checkpoints are (None: where the log recorded the last one).
+        Returns the checkpoint (its `step`, and the caller's `extra` state), or None when there
+        is none. The rank then replays the log from the checkpoint's seq as it reaches each
+        sealed step, so it rejoins with the architecture and digest of the others.
         """
         self.lifecycle.catch_up()
         recorded = self.lifecycle.registry.last_checkpoint
-        if recorded is None:
+        if directory is None and recorded is None:
             return None
-        checkpoint = load_checkpoint(recorded["path"], sha256=recorded["sha256"])
+        root = Path(directory) if directory is not None else _root_of(recorded)
+        if root is None:  # a file of the format before the manager, as its log recorded it
+            assert recorded is not None
+            checkpoint = load_checkpoint(recorded["path"], sha256=recorded["sha256"])
+            return self._restore(checkpoint, recorded["checkpoint_id"], recorded["path"], recorded["sha256"])
+        recovery = self.manager(root).load_latest(layer=0, seed=0, state=TRAINING_STATE)
+        if recovery is None:
+            return None
+        for checkpoint_id, why in recovery.skipped:
+            _log.warning("passed over checkpoint %s: %s", checkpoint_id, why)
+        info = recovery.checkpoint.info
+        checkpoint = _from_state_data(recovery.checkpoint.state_data, info.path)
+        return self._restore(checkpoint, info.id, str(info.path), info.sha256)
+
+    def _restore(self, checkpoint: Checkpoint, checkpoint_id: str, path: str, sha256: str) -> Checkpoint:
         for projection in self.runner.projections:
             snapshot = checkpoint.snapshots.get(projection.name)
             if snapshot is None:
                 raise ForeignCheckpointError(
-                    f"checkpoint {recorded['path']} holds no snapshot of projection {projection.name!r}"
+                    f"checkpoint {path} holds no snapshot of projection {projection.name!r}"
                 )
             try:
                 projection.restore(snapshot)
             except UsageError as e:
                 raise ForeignCheckpointError(
-                    f"checkpoint {recorded['path']} does not fit projection {projection.name!r}: {e}"
+                    f"checkpoint {path} does not fit projection {projection.name!r}: {e}"
                 ) from e
         self.model.load_state_dict(checkpoint.model)
         self.optimizer.load_state_dict(checkpoint.optimizer)
@@ -296,8 +339,50 @@ class Checkpoints:
                 step=checkpoint.step,
                 rank=self.rank,
                 upto_seq=checkpoint.seq,
-                **{k: recorded[k] for k in ("checkpoint_id", "path", "sha256")},
+                checkpoint_id=checkpoint_id,
+                path=path,
+                sha256=sha256,
             )
             self.lifecycle.append([restored])
-        _log.info("resumed from %s at step %d (seq %d)", recorded["path"], checkpoint.step, checkpoint.seq)
+        _log.info("resumed from %s at step %d (seq %d)", path, checkpoint.step, checkpoint.seq)
         return checkpoint
+
+
+TRAINING_STATE = "training"
+"""The `state` a training checkpoint is saved under in its manager (layer 0, seed 0: the run)."""
+
+
+def _root_of(recorded: Mapping[str, Any] | None) -> Path | None:
+    """The manager root of the checkpoint the log recorded, or None for a pre-manager file."""
+    if recorded is None:
+        return None
+    path = Path(recorded["path"])
+    return path.parent.parent if path.parent.name in ("active", "archive") else None
+
+
+def _str_keys(optimizer_state: Mapping[str, Any]) -> dict[str, Any]:
+    """An optimizer's state dict with its int parameter keys as text, as the manager stores it."""
+    return {**optimizer_state, "state": {str(k): v for k, v in optimizer_state["state"].items()}}
+
+
+def _int_keys(optimizer_state: Mapping[str, Any]) -> dict[str, Any]:
+    """Undo `_str_keys`: `Optimizer.load_state_dict` matches state to parameters by int id."""
+    return {**optimizer_state, "state": {int(k): v for k, v in optimizer_state["state"].items()}}
+
+
+def _from_state_data(state_data: dict[str, Any], path: Path) -> Checkpoint:
+    """The checkpoint a manager's `state_data` holds, its layout checked first."""
+    problem = "its format is not 1" if state_data.get("format") != FORMAT else _layout_problem(state_data)
+    if problem is not None:
+        raise CheckpointUnreadableError(f"{path} is not a training checkpoint of format {FORMAT}: {problem}")
+    return Checkpoint(
+        step=state_data["step"],
+        seq=state_data["seq"],
+        model=state_data["model"],
+        optimizer=_int_keys(state_data["optimizer"]),
+        snapshots={
+            kind: Snapshot(kind=kind, seq=s["seq"], state=s["state"])
+            for kind, s in state_data["snapshots"].items()
+        },
+        extra=state_data["extra"],
+    )

@@ -36,7 +36,7 @@ from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
 from lifecycle_es.errors import ConfigError, UsageError
 from lifecycle_es.session import Lifecycle, LifecycleConfig
 from lifecycle_es.specs import ROUTING_STATES
-from projections.moe import BasinTracker, ExpertLayer, ModelSurgery, RoutedLayer, Strategy
+from projections.moe import BasinTracker, ExpertLayer, ModelSurgery, RoutedLayer, Strategy, revival_metrics
 from projections.moe._protocol import missing_members
 from projections.runner import Runner
 from projections.state_tensors import StateTensors
@@ -49,6 +49,8 @@ __all__ = ["ExpertLifecycle", "find_expert_layers"]
 
 RunMetrics = Callable[[], Mapping[str, float]]
 """The run's own metrics at an evaluation step (e.g. its mean loss), read on the leader only."""
+LayerInputs = Callable[[], Mapping[int, torch.Tensor]]
+"""Evaluation inputs of each MoE layer, by layer index, for `revival_affinity`."""
 
 
 class ExpertLifecycle:
@@ -132,7 +134,12 @@ class ExpertLifecycle:
     # -- the loop ------------------------------------------------------------------------------
 
     def start(
-        self, *, seed: int = 0, config: Mapping[str, JsonValue] | None = None, resume: bool = False
+        self,
+        *,
+        seed: int = 0,
+        config: Mapping[str, JsonValue] | None = None,
+        resume: bool = False,
+        metadata: Mapping[str, JsonValue] | None = None,
     ) -> Checkpoint | None:
         """Begin the run at step 0, or resume it; return the checkpoint resumed from, if any.
 
@@ -143,6 +150,7 @@ class ExpertLifecycle:
         started again. With `resume`, every rank loads the checkpoint the log records last
         (model, optimizer, projections) and the loop continues at its `step + 1`, restoring its
         own `extra` state from it; with no checkpoint recorded it starts from step 0 as above.
+        `metadata` (what resumes the run: command line, arguments, ...) goes in `RunStarted`.
         """
         if config is not None and "lifecycle" in config:
             raise ConfigError(
@@ -155,15 +163,19 @@ class ExpertLifecycle:
             if checkpoint is not None:
                 self.sync.last_step = checkpoint.step  # its boundary is behind this rank already
                 return checkpoint
-        self.sync.at_boundary(0, functools.partial(self._begin, seed, dict(config or {})))
+        begin = functools.partial(self._begin, seed, dict(config or {}), dict(metadata or {}))
+        self.sync.at_boundary(0, begin)
         return None
 
-    def _begin(self, seed: int, config: dict[str, JsonValue], lc: Lifecycle) -> None:
+    def _begin(
+        self, seed: int, config: dict[str, JsonValue], metadata: dict[str, JsonValue], lc: Lifecycle
+    ) -> None:
         lc.start(
             config={**config, "lifecycle": self.config.snapshot()},
             seed=seed,
             world_size=self.sync.world_size,
             torch_version=torch.__version__,
+            metadata=metadata,
         )
         for layer, count in self.initial_experts.items():
             self.coordinator.register_initial(lc, layer, count, step=0)
@@ -177,7 +189,14 @@ class ExpertLifecycle:
         self._check_started("record")
         self.basin.record(token_types)
 
-    def after_step(self, step: int, *, metrics: RunMetrics | None = None) -> Boundary | None:
+    def after_step(
+        self,
+        step: int,
+        *,
+        metrics: RunMetrics | None = None,
+        user: RunMetrics | None = None,
+        revival: LayerInputs | None = None,
+    ) -> Boundary | None:
         """At an evaluation step, run the lifecycle at the boundary after `step`; else return None.
 
         Call it on every rank after `optimizer.step()` (and `record`), outside any `no_sync()`
@@ -186,22 +205,38 @@ class ExpertLifecycle:
         `metrics()` (the run's own figures, e.g. its mean loss, recorded as a run-level
         `MetricsObserved` that no controller reads) and its decisions, sealed at `step`, in one
         batch; every rank applies them to the model and optimizer and, under a process group,
-        checks that all ranks agree. Returns what the boundary did.
+        checks that all ranks agree. `user()` (e.g. loss per class) is recorded on every layer as
+        `user.<name>`, where the coordinator's `starvation_need_metric` reads it; `revival()`
+        (evaluation inputs of each layer, [tokens, d_model]) measures each parked expert's
+        `revival_affinity`, which revives it. Returns what the boundary did.
         """
         self._check_started("after_step")
         if step % self.interval:
             return None
-        return self.evaluate(step, metrics)
+        return self.evaluate(step, metrics, user=user, revival=revival)
 
-    def evaluate(self, step: int, metrics: RunMetrics | None = None) -> Boundary:
+    def evaluate(
+        self,
+        step: int,
+        metrics: RunMetrics | None = None,
+        *,
+        user: RunMetrics | None = None,
+        revival: LayerInputs | None = None,
+    ) -> Boundary:
         """One lifecycle evaluation at the boundary after step `step`, whatever the interval."""
         self.basin.sum_across(functools.partial(self.sync.observe, step))
         readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
+        for layer, inputs in (revival() if revival is not None else {}).items():
+            readout.layers[layer].update(revival_metrics(self.surgery, layer, inputs))
 
         def decide(lc: Lifecycle) -> None:
             lc.append(
                 self.coordinator.observations(
-                    run_id=self.run_id, step=step, experts=readout.experts, layers=readout.layers
+                    run_id=self.run_id,
+                    step=step,
+                    experts=readout.experts,
+                    layers=readout.layers,
+                    user=None if user is None else user(),
                 )
             )
             if metrics is not None:

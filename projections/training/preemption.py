@@ -17,6 +17,11 @@ and the signals that arrived during the save (recorded, never acted on, so the s
 Leaving the block without a notice (or `complete()`) records `running -> terminated`, the end a
 follower (`tail --follow`) waits for. `exit_code` is what the process should exit with; the
 guard never exits itself.
+
+Under DDP every rank enters a guard, and only the log's writer (the leader) records: the others
+pass `record=False`. A notice on any rank is its vote at the next lifecycle boundary
+(`LifecycleSync.request_stop`); the boundary's all-reduce tells every rank, and each calls
+`stop(step)` there, so all checkpoint at the same step and end together.
 """
 
 from __future__ import annotations
@@ -80,10 +85,12 @@ class PreemptionGuard:
         sigusr1: bool = False,
         spot: bool | None = None,
         poll_interval: float = 5.0,
+        record: bool = True,
     ) -> None:
         """`save(step)` writes the checkpoint (a returned path is recorded); `sources` are polled
         every `poll_interval` seconds; `spot` adds the AWS and GCE metadata pollers (None: when
-        the run's `RunStarted` config says `"spot": true`)."""
+        the run's `RunStarted` config says `"spot": true`); `record=False` (a DDP rank that
+        does not write the log) stops and saves without recording the run's moves."""
         if not isinstance(lifecycle, Lifecycle):
             raise ConfigError(f"PreemptionGuard takes a Lifecycle, got {type(lifecycle).__name__}")
         if save is not None and not callable(save):
@@ -91,6 +98,9 @@ class PreemptionGuard:
         interval = poll_interval
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
             raise ConfigError(f"poll_interval must be a positive number of seconds, got {poll_interval!r}")
+        if not isinstance(record, bool):
+            raise ConfigError(f"record must be a bool, got {type(record).__name__}")
+        self._record = record
         self._lc = lifecycle
         self._save = save
         self._sources = tuple(sources) + (cloud_sources() if self._on_spot(spot) else ())
@@ -142,6 +152,16 @@ class PreemptionGuard:
         self._stop(self._notice, step)
         return True
 
+    def stop(self, step: int, notice: Notice | None = None) -> None:
+        """Stop the run at `step` now: for a rank that learns at a boundary that another rank
+        received a notice. `notice` defaults to this rank's own, else one naming the others."""
+        if self._outcome is not None:
+            raise UsageError(f"the run already ended {self._outcome.value}; it cannot stop again")
+        chosen = notice or self._notice or Notice(source="rank", reason="another rank's notice", manual=False)
+        if self._notice is None:
+            self._notify(chosen)
+        self._stop(chosen, step)
+
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask for a manual stop at the next boundary (the run ends `stopped`)."""
         self._notify(Notice(source="manual", reason=reason, manual=True))
@@ -150,9 +170,7 @@ class PreemptionGuard:
         """Record that training finished: `running -> terminated`."""
         if self._outcome is not None:
             raise UsageError(f"the run already ended {self._outcome.value}; it cannot complete too")
-        self._lc.set_run_state(
-            RunState.TERMINATED, reason="training completed", step=step, attrs={"completed": True}
-        )
+        self._move(RunState.TERMINATED, "training completed", step, {"completed": True})
         self._outcome = RunState.TERMINATED
 
     # -- entering and leaving --------------------------------------------------------------
@@ -164,7 +182,7 @@ class PreemptionGuard:
             )
         if self._previous:
             raise UsageError("this PreemptionGuard is already entered; a guard is entered once at a time")
-        if self._lc.registry.run_state != RunState.RUNNING:
+        if self._record and self._lc.registry.run_state != RunState.RUNNING:
             raise UsageError(f"the run must be running to be guarded, it is {self._lc.registry.run_state}")
         for signum in self._signals:
             self._previous[signum] = signal.signal(signum, self._on_signal)
@@ -213,16 +231,27 @@ class PreemptionGuard:
     # -- the stop --------------------------------------------------------------------------
 
     def _stop(self, notice: Notice, step: int) -> None:
-        _log.warning("stopping at step %d on %s notice: %s", step, notice.source, notice.reason)
+        # info, not warning: the stop is expected and the log records it; a CLI says so itself
+        _log.info("stopping at step %d on %s notice: %s", step, notice.source, notice.reason)
         if notice.manual:
-            self._lc.set_run_state(RunState.STOPPING, reason=notice.reason, step=step)
+            self._move(RunState.STOPPING, notice.reason, step, {})
             attrs = self._checkpoint(notice, step)
             final = RunState.STOPPED
         else:
             attrs = self._checkpoint(notice, step)
             final = RunState.INTERRUPTED
-        self._lc.set_run_state(final, reason=notice.reason, step=step, attrs=attrs)
+        self._move(final, notice.reason, step, attrs)
         self._outcome = final
+
+    def _move(self, to: RunState, reason: str, step: int | None, attrs: dict[str, Any]) -> None:
+        if not self._record:
+            return
+        latest = self._lc.registry.step
+        if step is not None and step < latest:
+            # A resumed run replaying steps the log already holds stops behind the log's latest
+            # step; the log's steps never go back, so the move is recorded there, with its own.
+            attrs, step = {**attrs, "training_step": step}, latest
+        self._lc.set_run_state(to, reason=reason, step=step, attrs=attrs)
 
     def _checkpoint(self, notice: Notice, step: int) -> dict[str, Any]:
         """Run the save callback and return the attrs that say truthfully how it went."""

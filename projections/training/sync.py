@@ -21,6 +21,12 @@ any `no_sync()` window, every rank calls::
    rank, or, with `repair=True`, the leader's parameters, buffers and optimizer state are
    broadcast, the digests checked again and the repair recorded.
 
+A stop (a preemption notice on any rank, `request_stop`) rides on the same boundary: each
+rank's vote is summed with the metrics `observe` all-reduces (or, without an `observe` at that
+step, in one small all-reduce of its own), so every rank reads the same sum at the same sealed
+step and `Boundary.stop` is true on all of them or on none: every rank checkpoints at that
+boundary and ends there (see `PreemptionGuard.stop`).
+
 Without a process group nothing is communicated and nothing verified: the loop is the
 single-process loop. On non-evaluation steps nothing here runs. Decisions sealed at step s
 carry `apply_at_step = s + 1` (the boundary before step s+1's forward) and are applied there.
@@ -119,6 +125,13 @@ class Boundary:
     repaired: bool = False
     replayed: bool = False
     """The log held this step's seal already (a resumed run catching up): nothing was decided."""
+    stop_votes: int = 0
+    """How many ranks asked to stop here (`request_stop`); every rank reads the same number."""
+
+    @property
+    def stop(self) -> bool:
+        """Whether the run stops at this boundary: some rank asked to, and every rank knows."""
+        return self.stop_votes > 0
 
 
 class LifecycleSync:
@@ -151,6 +164,9 @@ class LifecycleSync:
         self.world_size = distributed.world_size(group)
         self.last_step: int | None = None
         """The step of the last boundary this sync applied (None before the first)."""
+        self._stop_vote = False
+        self._votes: tuple[int, int] | None = None
+        """(step, votes) summed by `observe` for the boundary of that step."""
         if self.config.leader >= self.world_size:
             raise ConfigError(f"leader rank {self.config.leader} is outside a world of {self.world_size}")
 
@@ -166,13 +182,20 @@ class LifecycleSync:
 
     # -- the protocol ------------------------------------------------------------------------
 
+    def request_stop(self) -> None:
+        """Vote to stop the run at the next boundary (this rank received a notice)."""
+        self._stop_vote = True
+
     def observe(self, step: int, local: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Tensor]:
         """Sum this interval's metric tensors (e.g. routed token counts) across ranks, in place.
 
         Every rank must pass the same names with the same shapes and dtypes; the leader then
         decides on the sums. Returns `local`, now global.
         """
-        distributed.sum_in_place([local[name] for name in sorted(local)], self.group)
+        # The stop vote joins the metrics' all-reduce: no round trip of its own.
+        votes = torch.tensor([int(self._stop_vote)], dtype=torch.long)
+        distributed.sum_in_place([local[name] for name in sorted(local)] + [votes], self.group)
+        self._votes = (step, int(votes))
         _log.debug("step %d: summed %d metric tensors over %d ranks", step, len(local), self.world_size)
         return local
 
@@ -193,6 +216,7 @@ class LifecycleSync:
                 f"step {step}: at_boundary inside a no_sync() window; apply lifecycle "
                 "decisions only at gradient-accumulation boundaries"
             )
+        votes = self._stop_votes(step)
         replayed = self._seal(step, decide) if self.is_leader else False
         records = self._follow_to_seal(step)
         self.lifecycle.fold(records)
@@ -202,11 +226,25 @@ class LifecycleSync:
         self.runner.apply(records)
         self.last_step = step
         if not self.distributed:
-            return Boundary(step, records, decisions, None, replayed=replayed)
+            return Boundary(step, records, decisions, None, replayed=replayed, stop_votes=votes)
         digest, repaired = self._verify(step)
         if self.is_leader and (repaired or (decisions and not replayed)):
             self._record_verified(step, digest)
-        return Boundary(step, records, decisions, digest, repaired, replayed)
+        return Boundary(step, records, decisions, digest, repaired, replayed, votes)
+
+    def _stop_votes(self, step: int) -> int:
+        """The ranks voting to stop at `step`: as `observe` summed them, else summed now."""
+        if self._votes is not None and self._votes[0] == step:
+            votes = self._votes[1]
+        else:
+            tally = torch.tensor([int(self._stop_vote)], dtype=torch.long)
+            distributed.sum_in_place([tally], self.group)
+            votes = int(tally)
+        self._votes = None
+        self._stop_vote = False  # counted: a vote asks for one stop
+        if votes:
+            _log.info("step %d: %d of %d ranks asked to stop; stopping here", step, votes, self.world_size)
+        return votes
 
     def verify(self, step: int) -> str | None:
         """Check every rank holds the same digest now, as after a batch; the leader records it.

@@ -17,6 +17,7 @@ from lifecycle_es.errors import CheckpointError, ConfigError, LifecycleError, Us
 from replay.cli import agents as agents_command
 from replay.cli import demo, export_decisions, metrics, replay, report, spec, tables, tail, verify, what_if
 from replay.cli import demo_seeds as seeds_command
+from replay.cli import runs as runs_command
 from replay.cli._colour import COLOUR_CHOICES, colour_for
 from replay.cli._launch import worker_from_env
 from replay.cli._logging import LOG_FORMATS, LOG_LEVELS, logging_to_stderr
@@ -45,6 +46,11 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
         export_decisions,
     ),
     ("agents", "print an agent service's agents with their states and the lifecycle metrics", agents_command),
+    (
+        "runs",
+        "list a log's runs with their state (running, interrupted, ...), last step and checkpoint",
+        runs_command,
+    ),
     (
         seeds_command.COMMAND,
         "`demo seeds`: train a small host network whose seeds a controller grows, grafts and culls",

@@ -1,7 +1,13 @@
 """`lifecycle-es demo [--log URL] [--steps N] [--seed S] [--strategy masked|resize] [--baseline]
 [--run RUN] [--quiet] [--ranks N] [--max-restarts K] [--checkpoint-every S] [--sync-timeout T]
-[--repair]`: train a small MoE whose experts the lifecycle spawns, prunes, splits and merges,
-log every decision, and print what happened.
+[--repair] [--resume RUN]`: train a small MoE whose experts the lifecycle spawns, prunes, splits
+and merges, log every decision, and print what happened.
+
+The run is preemption-safe: SIGTERM, SIGINT (or SIGTERM to any one rank) stops every rank at the
+next evaluation boundary (at most 10 steps on), where a checkpoint is saved and the run recorded
+`interrupted` (`stopped` for SIGINT); the command exits 143 (130), the code requeue wrappers read
+as "run me again". `--resume RUN` continues it from its newest intact checkpoint with the
+arguments it recorded in `RunStarted`, and ends bit-identical to a run never interrupted.
 
 With `--ranks N` the command starts N gloo ranks on this machine (each a copy of itself with
 torchrun's environment); run under `torchrun --nproc-per-node N -m replay.cli -- demo ...` it is
@@ -25,20 +31,21 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import bus
 from bus import JsonlLog, Log, MirroredLog
 from lifecycle_es.errors import ConfigError
 from replay.analysis import decisions
 from replay.cli._launch import Worker, launch, worker_from_env
+from replay.cli._resume import add_resume_argument, apply_recorded, metadata
 from replay.export import write_decisions
 
 if TYPE_CHECKING:
     from replay.demo import DemoOptions, DemoRun, RankOptions
     from replay.demo.report import Outcome
 
-__all__ = ["DEFAULT_STEPS", "LOG_ENV", "add_parser", "decisions_path", "run", "run_dir"]
+__all__ = ["DEFAULT_STEPS", "LOG_ENV", "RECORDED", "add_parser", "decisions_path", "run", "run_dir"]
 
 DEFAULT_STEPS = 3000
 """The default run length: five phases of 600 steps, about 15 s on one CPU thread."""
@@ -49,6 +56,8 @@ LOCAL_RUNS = Path("runs")
 LOG_ENV = "LIFECYCLE_ES_DEMO_LOG"
 """The variable through which `--ranks N` hands the log URL to its ranks: a URL may hold a
 password, and a process's environment is readable by its user only, its argv by everyone (`ps`)."""
+RECORDED = ("steps", "seed", "strategy", "ranks", "checkpoint_every", "sync_timeout", "repair")
+"""The arguments a run records in `RunStarted.metadata` and `--resume` takes back."""
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -122,20 +131,26 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="on a digest mismatch, copy rank 0's state to every rank instead of failing",
     )
+    add_resume_argument(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train with the lifecycle (and the baseline if asked), export the decisions, print a summary."""
-    _check(args)
     worker = worker_from_env(os.environ)
+    if worker is not None:
+        args.log = os.environ.get(LOG_ENV, args.log)
+    if args.resume is not None:
+        if args.run is not None or args.baseline:
+            raise ConfigError("--resume RUN names the run: leave out --run and --baseline")
+        apply_recorded(args, RECORDED, command="moe")
+        args.run = args.resume
+    _check(args)
     # `--run ""` is an invalid id for bus.open to refuse, not a request for the default one.
     run_id = time.strftime("demo-%Y%m%d-%H%M%S") if args.run is None else args.run
     if worker is None and args.ranks > 1:
         argv = _worker_argv(args, run_id)
         return launch(argv, args.ranks, max_restarts=args.max_restarts, env={LOG_ENV: args.log})
-    if worker is not None:
-        args.log = os.environ.get(LOG_ENV, args.log)
     import torch  # here, not at import: `lifecycle-es tail` should not pay for torch
 
     from replay.demo import DemoOptions
@@ -146,8 +161,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         if worker is not None:
             return _run_rank(args, options, run_id, worker)
-        with _open_new(args.log, run_id) as log:
-            live, outcome = _train(options, log, "lifecycle", args.quiet, _rank_options(args, log))
+        resume = args.resume is not None
+        # apply_recorded found the resumed run's log; a writer opens it as a writer
+        with bus.open(args.log, run_id) if resume else _open_new(args.log, run_id) as log:
+            ranks = _rank_options(args, log, resume=resume)
+            live, outcome = _train(options, log, "lifecycle", args.quiet, ranks, _metadata(args, ranks))
+            if live.stopped_at is not None:
+                return _interrupted(args, log, live)
             runs = [outcome]
             if args.baseline:
                 runs += [
@@ -158,6 +178,18 @@ def run(args: argparse.Namespace) -> int:
     finally:
         torch.set_num_threads(threads)
     return 0
+
+
+def _metadata(args: argparse.Namespace, ranks: RankOptions) -> dict[str, Any]:
+    assert ranks.checkpoint_dir is not None
+    return metadata(args, RECORDED, command="moe", checkpoint_dir=ranks.checkpoint_dir, seed=args.seed)
+
+
+def _interrupted(args: argparse.Namespace, log: Log, live: DemoRun) -> int:
+    """Say where a stopped run stopped and how to resume it; return its exit code."""
+    print(f"stopped:   at step {live.stopped_at} of {live.options.steps}, checkpoint in {run_dir(log)}")
+    print(f"resume:    lifecycle-es demo --log {bus.redact_url(args.log)} --resume {log.run_id}")
+    return live.exit_code
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -194,7 +226,7 @@ def _worker_argv(args: argparse.Namespace, run_id: str) -> list[str]:
         str(args.seed),
         "--strategy",
         args.strategy,
-        "--run",
+        "--resume" if args.resume is not None else "--run",
         run_id,
         "--ranks",
         str(args.ranks),
@@ -212,7 +244,8 @@ def _rank_options(args: argparse.Namespace, log: Log, *, resume: bool = False) -
 
     return RankOptions(
         sync=SyncConfig(timeout=args.sync_timeout, repair=args.repair),
-        checkpoint_dir=run_dir(log) / "checkpoints",
+        # absolute: the log records the path, and a resume may run in another directory
+        checkpoint_dir=(run_dir(log) / "checkpoints").absolute(),
         checkpoint_every=args.checkpoint_every,
         resume=resume,
     )
@@ -228,13 +261,15 @@ def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worke
     with distributed.process_group("gloo", timeout=timeout):  # leaves in step with the others
         run_id = _leaders_run_id(run_id)
         leader = worker.rank == 0
-        fresh = worker.restart == 0
+        fresh = worker.restart == 0 and args.resume is None
         log = _open_new(args.log, run_id) if leader and fresh else bus.open(args.log, run_id)
         with log:
             quiet = args.quiet or not leader
-            live, outcome = _train(
-                options, log, f"rank {worker.rank}", quiet, _rank_options(args, log, resume=not fresh)
-            )
+            ranks = _rank_options(args, log, resume=not fresh)
+            live, outcome = _train(options, log, f"rank {worker.rank}", quiet, ranks, _metadata(args, ranks))
+            if live.stopped_at is not None:
+                sys.stderr.write(f"rank {worker.rank}: stopped at step {live.stopped_at}\n")
+                return _interrupted(args, log, live) if leader else live.exit_code
             # One write of the whole line: ranks share the launcher's stderr, and print()'s
             # separate write of the newline lets another rank's line land in between.
             sys.stderr.write(f"rank {worker.rank}: finished step {options.steps} with digest {live.digest}\n")
@@ -267,6 +302,7 @@ def _report(args: argparse.Namespace, log: Log, live: DemoRun, runs: list[Outcom
     print(f"files:     {run_dir(log)}{os.sep} (every file the demo wrote for this run)")
     print(f"decisions: {path}")
     print(f"replay it: lifecycle-es replay {bus.redact_url(args.log)} --run {log.run_id}")
+    print(f"digest:    {live.final_digest} (parameters, optimizer state, registry)")
 
 
 def run_dir(log: Log) -> Path:
@@ -298,16 +334,22 @@ def _open_new(url: str, run_id: str) -> Log:
 
 
 def _train(
-    options: DemoOptions, log: Log | None, label: str, quiet: bool, ranks: RankOptions | None = None
+    options: DemoOptions,
+    log: Log | None,
+    label: str,
+    quiet: bool,
+    ranks: RankOptions | None = None,
+    recorded: dict[str, Any] | None = None,
 ) -> tuple[DemoRun, Outcome]:
+    """Train one run; a run with a log (the lifecycle's) is guarded against preemption."""
     from replay.demo import DemoRun
     from replay.demo.report import Outcome, ProgressBar
 
-    demo = DemoRun(options, log, ranks=ranks)
+    demo = DemoRun(options, log, ranks=ranks, metadata=recorded)
     started = time.monotonic()
     bar = None if quiet else ProgressBar(sys.stderr, label=label)
     with bar or contextlib.nullcontext():  # the bar ends its line on Ctrl-C too
-        demo.run(bar)
+        demo.run(bar, guarded=log is not None)
     seconds = time.monotonic() - started
     return demo, Outcome(label, demo.timeline.phase_losses, demo.mean_loss, seconds)
 

@@ -14,130 +14,45 @@ group that is the same code with nothing communicated. Under DDP each rank train
 of every batch (every world_size-th token), so N ranks see the tokens one process sees. With the
 lifecycle off the same loop trains the same model on the same tokens and never changes its
 experts.
+
+Under `run(guarded=True)` the loop runs inside a `PreemptionGuard`: a SIGTERM, SIGINT or notice
+on any rank stops every rank at the next evaluation boundary (a rank's notice is its vote in
+that boundary's all-reduce), where the leader saves a checkpoint and records the run
+`interrupted` (or `stopped`); a run started with `RankOptions(resume=True)` continues from the
+newest intact checkpoint and ends with the `final_digest` of the uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import JsonValue
 
 from bus import Log
 from lifecycle_es import ConfigError
-from lifecycle_es.controllers import ExpertCoordinatorConfig
-from projections.moe import Strategy
-from projections.training import Boundary, ExpertLifecycle, Replicated, SyncConfig, distributed
-from replay.demo.model import DemoModel
+from projections.training import (
+    Boundary,
+    ExpertLifecycle,
+    PreemptionGuard,
+    Replicated,
+    SyncConfig,
+    check_resumable,
+    distributed,
+    resume_run,
+    run_digest,
+)
+from replay.demo.options import DemoOptions, demo_config, demo_model
 from replay.demo.task import Task
 
 __all__ = ["DemoOptions", "DemoRun", "PhaseLoss", "RankOptions", "Tick", "demo_config", "demo_model"]
 
 _log = logging.getLogger("replay.demo")
-
-
-@dataclass(frozen=True, kw_only=True)
-class DemoOptions:
-    """Everything that defines one demo run.
-
-    Two runs with equal options train identically: each decision's noise is seeded from the
-    run's seed (`RunStarted.seed`), its step, action and target.
-    """
-
-    steps: int = 3000  # replay.cli.demo.DEFAULT_STEPS
-    """Training steps; the task's phases are fractions of them."""
-    seed: int = 0
-    """Seeds the model's initial weights and the task's data (separate CPU generators)."""
-    strategy: Strategy = "masked"
-    """Model surgery strategy: fixed capacity with masks, or parameters really resized."""
-    lifecycle: bool = True
-    """False trains the initial experts only: the baseline."""
-    batch_size: int = 256
-    layers: int = 1
-    """MoE layers in the model."""
-    initial_experts: int = 4
-    """Experts per layer at step 0."""
-    max_experts: int = 16
-    """`max_experts_per_layer`, and the slots per layer allocated under the masked strategy."""
-    d_model: int = 32
-    d_hidden: int = 8
-    """Expert hidden width: the rank of one type's map, so one expert fits one type."""
-    top_k: int = 2
-    lr: float = 1e-2
-    weight_decay: float = 0.01
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the options as JSON values, for `RunStarted.config`."""
-        return asdict(self)
-
-
-def demo_config(options: DemoOptions) -> ExpertCoordinatorConfig:
-    """Return the demo's `ExpertCoordinatorConfig`: seeds/002's defaults except where the demo is short.
-
-    Every other threshold, patience count (in checkpoints) and budget keeps its default. Changed:
-
-    - `lifecycle_eval_interval=10`: a checkpoint every 10 training steps (the default 5 counts
-      ChronoMoE v2 controller updates, themselves many steps apart);
-    - `spawn_cooldown_steps=50` (default 500), `split_cooldown_per_expert=400` (default 1000):
-      cooldowns in steps, scaled to phases of `steps / 5` (600 steps by default);
-    - `prune_patience=5` (default 10) checkpoints dormant before a prune, so idle experts go
-      within a phase;
-    - `cooling_period=10` (default 3) checkpoints: a newborn clone needs about 100 steps to
-      find a basin of its own; judged sooner, it is merged back or split again before it could;
-    - `dormant_share_epsilon=0.01` (default 1e-6): an expert doing less than 1% of the layer's
-      routing counts as idle, ChronoMoE v2's "nearly dead" bound (0 < share < 0.01);
-    - starvation by basin breadth instead of routing spread: `starvation_breadth_threshold=1.6`
-      (default: not asked), `starvation_entropy_threshold=None` (default 0.95) and
-      `starvation_saturation_threshold=None` (the demo records no saturation). A layer starves
-      while its experts' basins span 1.6 token types or more on average. Even routing held in
-      every phase where each expert fits its type and spawned a clone every cooldown that took
-      half of one expert's tokens and was pruned later (16 spawns and 11 prunes in one
-      3000-step run), while the experts that do serve two types take more than their part of
-      the routing, which the entropy test reads as no starvation;
-    - `spawn_patience=10` (default 5) checkpoints: an untrained router spreads every basin for
-      the first few dozen steps, which is no reason to grow;
-    - `merge_below_split_share=True` (default off): two experts merge only while together they
-      carry no more than `split_share_threshold`, so the halves of a split still sharing the
-      load that split them are not merged back, only to be split again, once their lineage
-      grace has passed;
-    - `max_experts_per_layer` from the options (16 by default, the seeds/002 default).
-    """
-    return ExpertCoordinatorConfig(
-        lifecycle_eval_interval=10,
-        spawn_cooldown_steps=50,
-        prune_patience=5,
-        dormant_share_epsilon=0.01,
-        split_cooldown_per_expert=400,
-        cooling_period=10,
-        starvation_breadth_threshold=1.6,
-        starvation_entropy_threshold=None,
-        starvation_saturation_threshold=None,
-        spawn_patience=10,
-        merge_below_split_share=True,
-        max_experts_per_layer=options.max_experts,
-    )
-
-
-def demo_model(options: DemoOptions, task: Task) -> DemoModel:
-    """Return the demo's model for `options` on `task`, its weights seeded from `options.seed`.
-
-    Under the masked strategy every layer holds `max_experts` slots from the start; under
-    resize it starts with `initial_experts` and surgery grows and shrinks it.
-    """
-    capacity = options.max_experts if options.strategy == "masked" else options.initial_experts
-    return DemoModel(
-        d_in=task.d_in,
-        d_out=task.d_out,
-        d_model=options.d_model,
-        d_hidden=options.d_hidden,
-        capacity=capacity,
-        layers=options.layers,
-        top_k=options.top_k,
-        seed=options.seed,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +89,7 @@ class Timeline:
     def to_plain(self) -> dict[str, Any]:
         """Return the timeline as checkpoint data."""
         return {
-            "experts": [[step, dict(n)] for step, n in self.experts],
+            "experts": [[step, {str(k): v for k, v in n.items()}] for step, n in self.experts],
             "phase_losses": [[p.phase, p.step, p.loss] for p in self.phase_losses],
             "loss_sum": self.loss_sum,
         }
@@ -213,8 +128,14 @@ class DemoRun:
     """
 
     def __init__(
-        self, options: DemoOptions, log: Log | None = None, *, ranks: RankOptions | None = None
+        self,
+        options: DemoOptions,
+        log: Log | None = None,
+        *,
+        ranks: RankOptions | None = None,
+        metadata: Mapping[str, JsonValue] | None = None,
     ) -> None:
+        """`metadata` (what resumes the run: `projections.training.run_metadata`) goes in `RunStarted`."""
         if options.lifecycle and log is None:
             raise ConfigError("a demo run with the lifecycle needs a log")
         self.options = options
@@ -237,6 +158,15 @@ class DemoRun:
         self._since_eval = 0
         self.digest: str | None = None
         """The digest every rank agreed on at the end of `run()` (None without the lifecycle)."""
+        self.metadata = dict(metadata or {})
+        self.final_digest: str | None = None
+        """`run_digest` at the end of `run()`: the same for a resumed and an uninterrupted run."""
+        self.stopped_at: int | None = None
+        """The step a guarded run stopped at on a notice (None if it ran to the end)."""
+        self.exit_code = 0
+        """What the process should exit with: the guard's (143 after a preemption notice)."""
+        self._guard: PreemptionGuard | None = None
+        self._boundary: Boundary | None = None
 
     def _lifecycle(self, log: Log) -> ExpertLifecycle:
         """The expert lifecycle of the model's MoE layers, on `log`: all the wiring the loop needs."""
@@ -265,9 +195,18 @@ class DemoRun:
     def start(self) -> int:
         """Record the run's start and its initial experts (or resume); return the first step to train."""
         if self.lifecycle is not None:
-            checkpoint = self.lifecycle.start(
-                seed=self.options.seed, config={"demo": self.options.to_json()}, resume=self.ranks.resume
+            lifecycle = self.lifecycle
+            if self.ranks.resume:
+                check_resumable(lifecycle.lc)
+            checkpoint = lifecycle.start(
+                seed=self.options.seed,
+                config={"demo": self.options.to_json()},
+                resume=self.ranks.resume,
+                metadata=self.metadata,
             )
+            if self.ranks.resume and lifecycle.sync.is_leader:
+                source = "the log (no checkpoint)" if checkpoint is None else f"step {checkpoint.step}"
+                resume_run(lifecycle.lc, step=0 if checkpoint is None else checkpoint.step, source=source)
             if checkpoint is None:
                 return 1
             self.load_extra_state(checkpoint.extra)
@@ -278,8 +217,9 @@ class DemoRun:
             layer.set_active(mask)
         return 1
 
-    def train_step(self, step: int) -> None:
-        """Train on this rank's shard of step `step`'s batch; at an evaluation step, run the lifecycle."""
+    def train_step(self, step: int) -> Boundary | None:
+        """Train on this rank's shard of step `step`'s batch; at an evaluation step, run the
+        lifecycle and return its boundary."""
         batch = self.task.batch(step).shard(self.rank, self.world_size)
         loss = torch.nn.functional.mse_loss(self.replicated(batch.x), batch.y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -293,14 +233,17 @@ class DemoRun:
         if step == self.task.phase_end(self.task.phase_index(step)):
             self._evaluate(step)
         # after _evaluate, so that the checkpoint's timeline holds this step's phase loss
-        if boundary is not None:
+        if boundary is not None and not boundary.stop:  # a stop's checkpoint is the guard's
             self._maybe_checkpoint(boundary)
+        return boundary
 
     def _lifecycle_step(
         self, lifecycle: ExpertLifecycle, step: int, types: torch.Tensor, loss: torch.Tensor
     ) -> Boundary | None:
         """Record the step's routing and loss; at an evaluation step, run the lifecycle's boundary."""
         lifecycle.record(types)
+        if self._guard is not None and self._guard.notice is not None:
+            lifecycle.sync.request_stop()  # this rank's vote, summed at the boundary below
         self._eval_loss += loss
         self._since_eval += 1
         boundary = lifecycle.after_step(step, metrics=self._loss_since_eval)
@@ -326,22 +269,68 @@ class DemoRun:
         tick: Callable[[Tick], None] | None = None,
         ticks: int = 100,
         after_step: Callable[[int], None] | None = None,
+        *,
+        guarded: bool = False,
     ) -> Timeline:
         """Train every step, calling `tick` about `ticks` times and `after_step(step)` after each
-        step's boundary; return the timeline. The lifecycle's digests are verified at the end."""
+        step's boundary; return the timeline. The lifecycle's digests are verified at the end.
+
+        `guarded` runs the loop in a `PreemptionGuard` (call it on the main thread): a notice
+        stops the run at the next evaluation boundary with a checkpoint, and `exit_code` says
+        what the process should exit with.
+        """
         first = self.start()
+        self._guard = self._new_guard() if guarded else None
+        with self._guard or contextlib.nullcontext():
+            self._train(first, tick, ticks, after_step)
+            lifecycle = self.lifecycle
+            if lifecycle is not None and self.stopped_at is None:
+                self.digest = lifecycle.finish(self.options.steps)
+                lifecycle.lc.catch_up()
+                self.final_digest = run_digest(lifecycle.surgery, lifecycle.lc.registry)
+                _log.info("rank %d finished with digest %s", self.rank, self.final_digest)
+                if self._guard is not None:
+                    self._guard.complete(self.options.steps)
+        self.exit_code = 0 if self._guard is None else self._guard.exit_code
+        return self.timeline
+
+    def _train(
+        self,
+        first: int,
+        tick: Callable[[Tick], None] | None,
+        ticks: int,
+        after_step: Callable[[int], None] | None,
+    ) -> None:
         every = max(1, self.options.steps // ticks)
         for step in range(first, self.options.steps + 1):
-            self.train_step(step)
+            boundary = self.train_step(step)
             if after_step is not None:
                 after_step(step)
             if step % every == 0 or step == self.options.steps:
                 self._tick(step, tick)
-        if self.lifecycle is not None:
-            self.digest = self.lifecycle.finish(self.options.steps)
-            digest = self.lifecycle.surgery.digest()
-            _log.info("rank %d finished at step %d with digest %s", self.rank, self.options.steps, digest)
-        return self.timeline
+            if self._guard is not None and boundary is not None and boundary.stop:
+                self._boundary = boundary
+                self._guard.stop(step)
+                self.stopped_at = step
+                return
+
+    def _new_guard(self) -> PreemptionGuard:
+        if self.lifecycle is None:
+            raise ConfigError("a guarded demo run needs the lifecycle: its stops are lifecycle boundaries")
+        return PreemptionGuard(
+            self.lifecycle.lc, save=self._save_at_stop, record=self.lifecycle.sync.is_leader
+        )
+
+    def _save_at_stop(self, step: int) -> str | None:
+        """The guard's pre-stop save: a high-priority checkpoint of the stop boundary."""
+        directory = self.ranks.checkpoint_dir
+        if directory is None:
+            raise ConfigError("the demo run has no checkpoint_dir: the stop could not be checkpointed")
+        assert self.lifecycle is not None and self._boundary is not None and self._boundary.step == step
+        path = self.lifecycle.checkpoints.save(
+            directory, self._boundary, extra=self.extra_state(), priority="high", replayed_too=True
+        )
+        return None if path is None else str(path)
 
     def _tick(self, step: int, tick: Callable[[Tick], None] | None) -> None:
         loss = float(self._loss) / max(self._since_tick, 1)  # the one host read per tick
@@ -368,6 +357,8 @@ class DemoRun:
             "task": self.task.state(),
             "basin": self.lifecycle.basin.state(),
             "timeline": self.timeline.to_plain(),
+            "tick_loss": self._loss.clone(),
+            "since_tick": self._since_tick,
         }
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
@@ -376,6 +367,8 @@ class DemoRun:
         self.task.load_state(extra["task"])
         self.lifecycle.basin.load_state(extra["basin"])
         self.timeline = Timeline.from_plain(extra["timeline"])
+        self._loss = extra.get("tick_loss", torch.zeros(()))  # absent from older checkpoints
+        self._since_tick = int(extra.get("since_tick", 0))
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -127,7 +127,10 @@ def test_the_launcher_restarts_every_rank_from_the_last_checkpoint(tmp_path: Pat
     restored = of_kind(records, "CheckpointRestored")
     saved_before = of_kind(killed_at, "CheckpointSaved")
     assert len(restored) == 1 and restored[0]["step"] >= saved_before[-1]["step"]
-    assert (tmp_path / "runs" / run_id / "checkpoints" / f"{restored[0]['checkpoint_id']}.pt").is_file()
+    restored_path = tmp_path / restored[0]["path"]  # relative to the launcher's directory
+    assert restored_path.is_file() and restored_path.is_relative_to(
+        tmp_path / "runs" / run_id / "checkpoints"
+    )
     sealed = [r["step"] for r in of_kind(records, "StepSealed")]
     assert sealed == list(range(0, STEPS + 1, 10)), "every step sealed exactly once, replays included"
     verified = of_kind(records, "ActionsVerified")

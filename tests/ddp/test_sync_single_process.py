@@ -305,7 +305,7 @@ def test_the_leader_saves_at_a_decided_boundary_and_not_at_a_replayed_one(tmp_pa
     demo.start()
     side = demo.lifecycle
     path = side.checkpoints.save(tmp_path, side.sync.at_boundary(10))
-    assert path == tmp_path / f"{side.run_id}-step10.pt"
+    assert path is not None and path.parent == tmp_path / "active" and path.suffix == ".pt"
     saved = [r for r in log.read() if r["kind"] == "CheckpointSaved"]
     assert [(r["step"], r["path"], r["upto_seq"]) for r in saved] == [(10, str(path), side.runner.seq)]
     assert saved[0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -439,3 +439,17 @@ def test_named_state_lists_parameters_and_buffers_sorted() -> None:
     names = [n for n, _ in distributed.named_state(model)]
     assert names == sorted(names)
     assert {"0.weight", "1.bias", "buffer:1.running_mean", "buffer:1.num_batches_tracked"} <= set(names)
+
+
+def test_a_stop_request_is_the_next_boundarys_stop_and_only_its() -> None:
+    """`request_stop` makes the next boundary a stop (one vote in one process); the one after
+    it is not, and a boundary without a request never is."""
+    demo = _demo(MemoryLog("votes"))
+    assert demo.lifecycle is not None
+    demo.start()
+    sync = demo.lifecycle.sync
+    assert not sync.at_boundary(10).stop
+    sync.request_stop()
+    stopped = sync.at_boundary(20)
+    assert stopped.stop and stopped.stop_votes == 1
+    assert not sync.at_boundary(30).stop

@@ -65,6 +65,7 @@ BASE = ExpertCoordinatorConfig(
     split_cooldown_per_expert=100,
     basin_window_size=20,
     starvation_entropy_threshold=None,
+    prune_init_grace=0,
 )
 """Short patience; starvation only from an explicit `topk_saturation`, so balanced layers stay put."""
 
@@ -428,7 +429,7 @@ def test_similarity_seen_in_cooling_does_not_count_toward_a_merge() -> None:
 
 def test_a_child_is_not_merged_back_into_its_parent_within_the_split_cooldown() -> None:
     """Twins from a split stay apart until the child is split_cooldown_per_expert steps old."""
-    run = Run()
+    run = Run(dataclasses.replace(BASE, split_divergence_window=BASE.basin_window_size))  # no undo
     split_off_child(run)
     born = run.lc.registry.get(E(4)).born_step
     twins = identical(E(1), E(4))
@@ -514,7 +515,8 @@ def test_an_overloaded_expert_splits_after_split_patience_checkpoints_not_before
     assert split.apply_at_step == run.step + 1
     assert split.seed == decision_seed(0, run.step, "SPLIT", E(4)) < 2**31
     assert split.config_snapshot == BASE.snapshot()
-    assert split.metrics_at_decision == {"share": 0.45, "overload_duration": N, "slot": 4}
+    push = BASE.split_divergence_push * 0.45 / BASE.split_share_threshold  # need-scaled
+    assert split.metrics_at_decision == {"share": 0.45, "overload_duration": N, "slot": 4, "push": push}
     child = run.lc.registry.get(E(4))
     assert (child.state, child.slot, child.parent, child.layer) == ("cooling", 4, E(1), 0)
     kinds = [type(e).__name__ for e in events if not isinstance(e, GatesChecked)]

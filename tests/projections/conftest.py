@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -30,3 +30,12 @@ def _through_torch(snapshot: Snapshot) -> Snapshot:
 def round_trip(request: pytest.FixtureRequest) -> RoundTrip:
     """A snapshot written out and read back, as a checkpoint would: JSON, or torch weights_only."""
     return _through_json if request.param == "json" else _through_torch
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tensors are tiny: one intra-op thread, so a busy 2-core machine does not make OpenMP spin."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

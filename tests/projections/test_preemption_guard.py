@@ -26,7 +26,7 @@ import pytest
 
 from bus import JsonlLog
 from lifecycle_es import Lifecycle
-from lifecycle_es.errors import UsageError
+from lifecycle_es.errors import ConfigError, UsageError
 from lifecycle_es.specs import RunState
 from projections.training import (
     REQUEUE_EXIT_CODE,
@@ -388,3 +388,50 @@ def test_a_poller_at_a_closed_port_logs_and_keeps_polling(
         notice.touch()
         _train_until_stopped(guard, first=2)
     assert _last_move(lc)["attrs"]["notice_source"] == "file"
+
+
+# -- DDP ranks: a rank that does not write, and a stop learnt from another rank ------------------
+
+
+def test_a_guard_that_does_not_record_stops_and_saves_but_appends_nothing(tmp_path: Path) -> None:
+    """`record=False` (a DDP rank that is not the log's writer) saves and ends on a notice, with
+    the requeue exit code, and leaves the log as it was."""
+    lc = _started()
+    before = lc.log.last_seq()
+    with PreemptionGuard(lc, save=_saver(tmp_path), record=False) as guard:
+        guard.stop(7)
+    assert guard.outcome is RunState.INTERRUPTED and guard.exit_code == REQUEUE_EXIT_CODE
+    assert (tmp_path / "checkpoint-7.json").exists() and lc.log.last_seq() == before
+
+
+def test_a_stop_learnt_from_another_rank_records_the_other_ranks_notice(tmp_path: Path) -> None:
+    """`stop(step)` without a notice of this rank's own records `interrupted` at that step with
+    the source 'rank' and the checkpoint saved; a second stop or a completion is a UsageError."""
+    lc = _started()
+    with PreemptionGuard(lc, save=_saver(tmp_path)) as guard:
+        guard.stop(12)
+        with pytest.raises(UsageError, match="already ended interrupted"):
+            guard.stop(13)
+        with pytest.raises(UsageError, match="cannot complete"):
+            guard.complete(13)
+    move = _last_move(lc)
+    assert (move["to_state"], move["step"]) == ("interrupted", 12)
+    assert move["attrs"]["notice_source"] == "rank" and move["attrs"]["checkpoint_saved"] is True
+
+
+def test_a_guard_refuses_a_record_flag_that_is_no_bool() -> None:
+    """`record` must be a bool: a ConfigError otherwise."""
+    with pytest.raises(ConfigError, match="record must be a bool"):
+        PreemptionGuard(_started(), record="no")  # type: ignore[arg-type]
+
+
+def test_a_stop_behind_the_logs_latest_step_is_recorded_there_with_its_own(tmp_path: Path) -> None:
+    """A resumed run replaying sealed steps stops behind the log's latest step: the move is
+    recorded at the latest step (the log's steps never go back) with the stop's step in attrs."""
+    lc = _started()
+    lc.seal(20)
+    with PreemptionGuard(lc, save=_saver(tmp_path)) as guard:
+        guard.stop(10)
+    move = _last_move(lc)
+    assert (move["to_state"], move["step"], move["attrs"]["training_step"]) == ("interrupted", 20, 10)
+    assert (tmp_path / "checkpoint-10.json").exists()

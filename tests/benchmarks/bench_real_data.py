@@ -1,0 +1,175 @@
+"""The expert lifecycle on real data, class-incrementally, against static MoEs (issue 18 point 5).
+
+Run from the repository root, after `pip install -e ".[bench]"` (scikit-learn ships the data):
+    PYTHONPATH=. python tests/benchmarks/bench_real_data.py [--seeds 5] [--steps-per-phase 300]
+        [--config demo|default] [--quick]
+A script, not a CI test: the lifecycle's decisions are emergent (float-driven), so they are
+measured over seeds here rather than asserted in the suite. The full default run took about
+4.5 minutes on 2 shared CPU cores; `--quick` about 40 seconds.
+
+The data is scikit-learn's digits (1797 8x8 images, 10 classes, inside the wheel), split 70/30
+per seed. Training is class-incremental in five phases of `--steps-per-phase` steps: classes 0-3,
+then 0-6, then 0-9, then 4-9 only (0-3 dropped), then 0-9 again (see `_real_data_task.py`). The
+model is a user-written top-2 MoE classifier with a Switch load-balancing loss
+(`_real_data_model.py`), its lifecycle wired in through `projections.training.ExpertLifecycle`
+(`_real_data_runs.py`). The lifecycle starts at 4 experts under the demo's coordinator settings
+(`replay.demo.demo_config`, or the seeds/002 defaults with `--config default`). The static
+baselines train the same model, loss and batches with a fixed number of experts: the
+lifecycle's starting count, its mean count over its runs' checkpoints (rounded) and its
+maximum (`max_experts_per_layer`).
+
+It prints, per phase, test accuracy (mean and std over seeds) on the phase's own classes, on
+all classes, and on the dropped classes 0-3 (forgetting, at the end of the drop phase and after
+they return); the experts the lifecycle used (mean and max), its applied decisions by action,
+and its log bytes per evaluation checkpoint. Target (issue 18): the lifecycle at least matches
+the static model of its own mean size in every phase and beats it on the data that returns,
+with fewer experts than the maximum; each is printed as met or NOT met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+import torch
+from _real_data_runs import RunOptions, RunResult, train  # a sibling module
+from _real_data_task import PHASES
+
+from lifecycle_es.controllers import ExpertCoordinatorConfig
+from replay.demo import DemoOptions, demo_config
+
+START_EXPERTS = 4
+MAX_EXPERTS = 16
+ACTIONS = ("SPAWN", "PRUNE", "SPLIT", "MERGE")
+RETURN = len(PHASES) - 1
+DROP = len(PHASES) - 2
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    parser.add_argument("--steps-per-phase", type=int, default=300, help="training steps per phase")
+    parser.add_argument("--config", choices=("demo", "default"), default="demo", help="coordinator settings")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 seeds, 60 steps per phase (overrides both): a smoke run"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.steps_per_phase = 2, 60
+    if args.seeds < 1 or args.steps_per_phase < 1:
+        parser.error("--seeds and --steps-per-phase must be >= 1")
+    return args
+
+
+def _config(name: str) -> ExpertCoordinatorConfig:
+    if name == "demo":
+        return demo_config(DemoOptions(max_experts=MAX_EXPERTS))
+    return ExpertCoordinatorConfig(max_experts_per_layer=MAX_EXPERTS)
+
+
+def _difference(ours: Sequence[float], theirs: Sequence[float]) -> str:
+    """The mean difference in points, and its standard error (unpaired: the runs' inits differ)."""
+    error = math.sqrt(sum(statistics.variance(v) / len(v) for v in (ours, theirs) if len(v) > 1))
+    return f"{100 * (_mean(ours) - _mean(theirs)):+5.1f} ± {100 * error:3.1f} s.e."
+
+
+def _stat(values: Sequence[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):5.1f} ± {100 * spread:4.1f}"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values)
+
+
+def _column(runs: list[RunResult], metric: str, phase: int) -> list[float]:
+    return [getattr(run, metric)[phase] for run in runs]
+
+
+def _table(lifecycle: list[RunResult], static: dict[int, list[RunResult]]) -> None:
+    """Print accuracy per phase: the lifecycle beside each static baseline."""
+    names = ["lifecycle", *(f"static {n}" for n in static)]
+    every = [lifecycle, *static.values()]
+    print(f"\n{'test accuracy % (mean ± std)':<40}" + "".join(f"{name:>16}" for name in names))
+    rows = [(f"{p.name}: its classes", "phase_acc", i) for i, p in enumerate(PHASES)]
+    rows.append((f"{PHASES[DROP].name}: all classes", "all_acc", DROP))
+    rows += [(f"{PHASES[i].name}: dropped 0-3 (forgetting)", "dropped_acc", i) for i in (DROP, RETURN)]
+    for label, metric, phase in rows:
+        print(f"{label:<40}" + "".join(f"{_stat(_column(runs, metric, phase)):>16}" for runs in every))
+    print("\nlifecycle experts at each phase's end (mean, min-max over seeds)")
+    for i, stage in enumerate(PHASES):
+        counts = _column(lifecycle, "phase_experts", i)
+        print(f"  {stage.name:<12} {_mean(counts):5.1f}  {min(counts):.0f}-{max(counts):.0f}")
+
+
+def _lifecycle_summary(lifecycle: list[RunResult]) -> None:
+    """Print the experts the lifecycle used, its decisions and its log bytes per checkpoint."""
+    means = [_mean(run.experts) for run in lifecycle]
+    top = max(max(run.experts) for run in lifecycle)
+    each = ", ".join(f"{m:.1f}" for m in means)
+    print(f"\nexperts used: mean {_mean(means):.2f} (per run {each}), max {top}")
+    total: Counter[str] = Counter()
+    for run in lifecycle:
+        total.update(run.decisions)
+    per_run = ", ".join(f"{a} {total[a]} ({total[a] / len(lifecycle):.1f}/run)" for a in ACTIONS)
+    others = sorted(set(total) - set(ACTIONS))
+    print(f"decisions applied, all runs: {per_run}" + (f", others {others}" if others else ""))
+    per_checkpoint = [run.log_bytes / max(run.checkpoints, 1) for run in lifecycle]
+    print(
+        f"log: {_mean([r.log_bytes for r in lifecycle]) / 1e6:.2f} MB per run, "
+        f"{_mean([r.checkpoints for r in lifecycle]):.0f} evaluation checkpoints, "
+        f"{_mean(per_checkpoint) / 1e3:.1f} kB per checkpoint"
+    )
+
+
+def _target(lifecycle: list[RunResult], static: dict[int, list[RunResult]], mean_size: int) -> None:
+    """Print the issue's target against the static model of the lifecycle's mean size."""
+    peer = static[mean_size]
+    print(f"\ntarget: lifecycle >= static {mean_size} (its mean size) in every phase, > on returning data,")
+    print(f"        fewer experts than the maximum ({MAX_EXPERTS})")
+    checks = [(phase.name, "phase_acc", i, False) for i, phase in enumerate(PHASES)]
+    checks.append(("returning 0-3", "dropped_acc", RETURN, True))
+    for name, metric, i, must_beat in checks:
+        ours, theirs = _column(lifecycle, metric, i), _column(peer, metric, i)
+        ratio = _mean(ours) / _mean(theirs) if _mean(theirs) else float("nan")
+        met = _mean(ours) > _mean(theirs) if must_beat else _mean(ours) >= _mean(theirs)
+        print(
+            f"  {name:<13} {100 * _mean(ours):5.1f} vs {100 * _mean(theirs):5.1f}  ratio {ratio:.3f}  "
+            f"{_difference(ours, theirs)}  {'(must beat) ' if must_beat else ''}{'met' if met else 'NOT met'}"
+        )
+    used = _mean([_mean(run.experts) for run in lifecycle])
+    verdict = "met" if used < MAX_EXPERTS else "NOT met"
+    print(f"  experts      {used:.2f} mean vs {MAX_EXPERTS} maximum  {verdict}")
+
+
+def main() -> int:
+    """Run the lifecycle and the static baselines over the seeds and print the comparison."""
+    args = _arguments()
+    torch.set_num_threads(1)  # tiny models: threads cost more than they give, and cores are shared
+    options = RunOptions(steps_per_phase=args.steps_per_phase)
+    config = _config(args.config)
+    seeds = range(args.seeds)
+    began = time.perf_counter()
+    lifecycle = [train(seed, options, experts=START_EXPERTS, config=config) for seed in seeds]
+    middle = time.perf_counter()
+    mean_size = round(_mean([_mean(run.experts) for run in lifecycle]))
+    sizes = sorted({START_EXPERTS, mean_size, MAX_EXPERTS})
+    static = {n: [train(seed, options, experts=n, config=None) for seed in seeds] for n in sizes}
+    print(
+        f"digits, {args.seeds} seeds, {len(PHASES)} phases x {args.steps_per_phase} steps, "
+        f"--config {args.config} (eval every {config.lifecycle_eval_interval} steps); "
+        f"lifecycle runs {middle - began:.0f} s, static runs {time.perf_counter() - middle:.0f} s"
+    )
+    _table(lifecycle, static)
+    _lifecycle_summary(lifecycle)
+    _target(lifecycle, static, mean_size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

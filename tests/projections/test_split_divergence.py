@@ -1,0 +1,204 @@
+"""Splits that diverge: the router push divides a basin, a pair that never diverges is undone."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import pytest
+import torch
+
+from lifecycle_es import Action, DecisionMade, EntityState, Lifecycle, LifecycleConfig
+from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
+from lifecycle_es.controllers._basin_math import basin_overlap
+from lifecycle_es.controllers._checks import lineage
+from projections.moe import ModelSurgery, MoELayer
+
+D_MODEL, D_HIDDEN, TOKENS = 8, 16, 64
+RUN, EVERY = "split", 10
+CONFIG = ExpertCoordinatorConfig(
+    split_patience=2,
+    cooling_period=1,
+    split_cooldown_per_expert=200,
+    split_divergence_window=3,
+    basin_window_size=10,
+    starvation_entropy_threshold=None,
+    starvation_saturation_threshold=None,
+    max_prunes_per_cycle=0,
+)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _split_layer(push: float) -> tuple[MoELayer, torch.optim.Optimizer]:
+    """A two-slot top-2 layer whose expert L0_E0 was split into L0_E1 with router push `push`."""
+    layer = MoELayer(D_MODEL, D_HIDDEN, 2, top_k=2, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    lc = Lifecycle(run_id=RUN)
+    surgery = ModelSurgery({0: layer}, optimizer)
+    lc.register(expert_id(0, 0), "expert", state="active", layer=0, slot=0)
+    lc.register(expert_id(0, 1), "expert", layer=0, slot=1, parent=expert_id(0, 0))
+    metrics = {"share": 0.5, "overload_duration": 2, "slot": 1, "push": push}
+    split = DecisionMade(
+        run_id=RUN,
+        action=Action.SPLIT,
+        layer=0,
+        entity=expert_id(0, 0),
+        parent=expert_id(0, 0),
+        children=[expert_id(0, 1)],
+        metrics_at_decision=metrics,
+        seed=7,
+    )
+    lc.append([split])
+    lc.transition(expert_id(0, 1), "cooling")
+    surgery.apply(lc.log.read())
+    return layer, optimizer
+
+
+def _halves(direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two halves of one basin on either side of `direction`, needing opposite outputs."""
+    g = torch.Generator().manual_seed(1)
+    side = torch.tensor([1.0, -1.0]).repeat_interleave(TOKENS // 2)
+    x = 3 * side[:, None] * direction + 0.3 * torch.randn(TOKENS, D_MODEL, generator=g)
+    target = side[:, None] * torch.ones(D_MODEL)
+    return x, target, (side < 0).long()
+
+
+def _basin_overlap_after_training(
+    layer: MoELayer, opt: torch.optim.Optimizer, direction: torch.Tensor, steps: int
+) -> float:
+    x, target, types = _halves(direction)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(layer(x), target).backward()
+        opt.step()
+    with torch.no_grad():
+        gates = torch.softmax(x @ layer.router_weight.t(), dim=-1)  # top-2 of 2 slots: every slot
+    per_type = torch.stack([gates[types == t].sum(0) for t in (0, 1)])  # [type, slot]
+    basins = per_type / per_type.sum(0)
+    return basin_overlap(basins[:, 0].tolist(), basins[:, 1].tolist())
+
+
+def test_a_pushed_split_divides_a_basin_whose_halves_need_different_functions() -> None:
+    """With the router push, parent and child each take one half; a plain clone keeps sharing both."""
+    pushed, pushed_opt = _split_layer(0.5)
+    rows = pushed.router_weight.detach()
+    direction = (rows[0] - rows[1]) / (rows[0] - rows[1]).norm()
+    assert abs(float(direction @ rows[0])) < 0.5 * float(rows[0].norm())  # mostly across the parent row
+    clone, clone_opt = _split_layer(0.0)
+    at_birth = [
+        _basin_overlap_after_training(m, o, direction, 0)
+        for m, o in ((pushed, pushed_opt), (clone, clone_opt))
+    ]
+    assert at_birth[0] < CONFIG.split_divergence_overlap < at_birth[1]
+    trained = [
+        _basin_overlap_after_training(m, o, direction, 30)
+        for m, o in ((pushed, pushed_opt), (clone, clone_opt))
+    ]
+    assert trained[0] < at_birth[0] and trained[0] < trained[1] - 0.2  # training widens the gap
+
+
+def test_the_push_is_the_same_bytes_on_every_build() -> None:
+    """Two builds of the same split make bit-identical router rows (seeded CPU draws)."""
+    a, _ = _split_layer(0.5)
+    b, _ = _split_layer(0.5)
+    assert torch.equal(a.router_weight, b.router_weight)
+
+
+class _Run:
+    """A lifecycle with its coordinator and surgery over a four-slot layer, driven by checkpoints."""
+
+    def __init__(self, config: ExpertCoordinatorConfig = CONFIG) -> None:
+        self.lc = Lifecycle(run_id=RUN, config=LifecycleConfig(metric_window=config.basin_window_size))
+        self.lc.start()
+        self.coordinator = ExpertCoordinator(config, {0: 4})
+        self.coordinator.register_initial(self.lc, 0, 2)
+        self.layer = MoELayer(D_MODEL, D_HIDDEN, 4, generator=torch.Generator().manual_seed(0))
+        self.optimizer = torch.optim.Adam(self.layer.parameters(), lr=1e-2)
+        self.surgery = ModelSurgery({0: self.layer}, self.optimizer)
+        self.step = 0
+        self.decided: list[DecisionMade] = []
+
+    def checkpoint(self, shares: Mapping[str, float], types: Mapping[str, int]) -> None:
+        """Observe each routing expert with its share, all its tokens of type `types[e]`; decide."""
+        self.step += EVERY
+        routing = [e.entity for e in self.lc.registry.live() if e.state in ("cooling", "active", "dormant")]
+        experts = {
+            e: {
+                "share": shares.get(e, 0.0),
+                **{f"token_type.{k}": float(types.get(e, 9) == k) for k in range(2)},
+            }
+            for e in routing
+        }
+        layers = {0: {"entropy": 0.5, "n_eff": 1.6, "top2_share": 1.0, "dead_count": 0.0, "n_active": 2.0}}
+        self.lc.append(
+            self.coordinator.observations(run_id=RUN, step=self.step, experts=experts, layers=layers)
+        )
+        events = self.coordinator.decide(self.lc.registry, run_id=RUN, step=self.step)
+        self.lc.append(events)
+        self.lc.seal(self.step)
+        self.surgery.apply(self.lc.log.read(after=self.surgery.seq))
+        self.decided += [e for e in events if isinstance(e, DecisionMade)]
+
+
+E0, E1, E2 = (expert_id(0, i) for i in range(3))
+
+
+def _split_then(run: _Run, child_type: int, checkpoints: int) -> None:
+    """Overload E0 until it splits into E2, then observe E2 serving `child_type` (E0 serves type 0)."""
+    while not run.decided:
+        run.checkpoint({E0: 0.6, E1: 0.4}, {E0: 0, E1: 1})
+    assert [(d.action, d.children) for d in run.decided] == [(Action.SPLIT, [E2])]
+    for _ in range(checkpoints):
+        run.checkpoint({E0: 0.3, E1: 0.4, E2: 0.3}, {E0: 0, E1: 1, E2: child_type})
+
+
+def test_a_split_that_never_diverges_is_undone_as_a_failed_split() -> None:
+    """A child whose basin stays the parent's for the window is pruned as `failed_split` and stops routing."""
+    run = _Run()
+    _split_then(run, child_type=0, checkpoints=CONFIG.cooling_period + CONFIG.split_divergence_window + 1)
+    undo = [d for d in run.decided if d.action == Action.PRUNE]
+    assert [(d.entity, d.parent, d.reason) for d in undo] == [(E2, E0, "failed_split")]
+    assert undo[0].metrics_at_decision["checkpoints_overlapping"] == CONFIG.split_divergence_window
+    assert not any(d.action == Action.MERGE for d in run.decided)
+    assert run.surgery.routing_experts(0) == {0: E0, 1: E1}
+    assert run.layer.active.tolist() == [True, True, False, False]
+
+
+def test_a_split_that_diverges_is_kept() -> None:
+    """A child that takes a basin of its own within the window stays active."""
+    run = _Run()
+    _split_then(run, child_type=1, checkpoints=CONFIG.cooling_period + CONFIG.split_divergence_window + 1)
+    assert [d.action for d in run.decided] == [Action.SPLIT]
+    assert run.lc.registry.get(E2).state == "active"
+
+
+def test_the_parent_of_a_failed_split_is_not_split_again_within_the_cooldown() -> None:
+    """After an undo the parent stays whole for split_cooldown_per_expert steps, however overloaded."""
+    run = _Run(dataclasses.replace(CONFIG, split_cooldown_per_expert=100))
+    _split_then(run, child_type=0, checkpoints=CONFIG.cooling_period + CONFIG.split_divergence_window + 1)
+    undone_at = run.step
+    while run.step < undone_at + 80:
+        run.checkpoint({E0: 0.6, E1: 0.4}, {E0: 0, E1: 1})
+    assert [d.action for d in run.decided] == [Action.SPLIT, Action.PRUNE]
+
+
+def test_replaying_a_failed_split_rebuilds_the_live_registry() -> None:
+    """A registry folded from the log of a run with a split and its undo equals the live one."""
+    run = _Run()
+    _split_then(run, child_type=0, checkpoints=CONFIG.cooling_period + CONFIG.split_divergence_window + 1)
+    rebuilt = Lifecycle(run.lc.log, config=LifecycleConfig(metric_window=CONFIG.basin_window_size))
+    assert rebuilt.registry == run.lc.registry
+
+
+def test_twins_split_from_one_parent_are_not_merged_within_the_split_cooldown() -> None:
+    """Two children of one parent count as a split's twins: no merge until the younger is old enough."""
+
+    def child(n: int, born: int) -> EntityState:
+        return EntityState(expert_id(0, n), "expert", "active", n, 0, E0, born, born)
+
+    young, old, grace = child(2, 100), child(3, 40), CONFIG.split_cooldown_per_expert
+    held = lineage(100 + grace - 1, CONFIG, old, young)
+    assert (held.passed, held.observed) == (False, {"steps_since_birth": grace - 1})
+    assert lineage(100 + grace, CONFIG, old, young).passed
