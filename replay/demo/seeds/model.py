@@ -1,8 +1,11 @@
 """The seeds demo's task and host: a teacher too wide for the host, and the host with a seed layer.
 
 The teacher is a random two-layer tanh network 8 -> 64 -> 4; the host is 8 -> W -> W -> 4 with
-W = 16 by default, its middle layer a `SeedLayer` whose chunks seeds can grow into. The host
-alone plateaus well above zero loss, which is what makes the controller grow seeds.
+W = 8 by default. Its middle layer is a main linear map plus a side one wrapped in a `SeedLayer`
+whose chunks seeds grow into: a grafted or fossilized blueprint passes no gradient back through
+its chunk (esperlite's semantics), so on the side branch it never cuts the main path's
+gradient to the layers before it. The host alone plateaus well above zero loss, which is what
+makes the controller grow seeds.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class SeedsTask:
 
 
 class SeedsModel(nn.Module):
-    """The host: in -> tanh -> middle -> tanh -> out, the middle a `SeedLayer` (or plain for baselines)."""
+    """The host: in -> tanh -> main + side -> tanh -> out, the side a `SeedLayer` (plain for baselines)."""
 
     def __init__(
         self, width: int, *, chunks: int, strategy: Strategy, blueprint: str, seed: int, seeds: bool = True
@@ -51,7 +54,8 @@ class SeedsModel(nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         self.inp = nn.Linear(IN_FEATURES, width)
-        host = nn.Linear(width, width)
+        self.main = nn.Linear(width, width)
+        host = nn.Linear(width, width, bias=False)
         self.out = nn.Linear(width, OUT_FEATURES)
         gen = torch.Generator().manual_seed(seed)
         self.mid: nn.Module = (
@@ -68,7 +72,8 @@ class SeedsModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the prediction for `x`."""
-        out: torch.Tensor = self.out(torch.tanh(self.mid(torch.tanh(self.inp(x)))))
+        h = torch.tanh(self.inp(x))
+        out: torch.Tensor = self.out(torch.tanh(self.main(h) + self.mid(h)))
         return out
 
     def seed_loss(self) -> torch.Tensor:
@@ -78,4 +83,4 @@ class SeedsModel(nn.Module):
 
 def parameter_count(width: int) -> int:
     """Return the host's parameters at middle width `width` (no seed weights)."""
-    return (IN_FEATURES + 1) * width + (width + 1) * width + (width + 1) * OUT_FEATURES
+    return (IN_FEATURES + 1) * width + (width + 1) * width + width * width + (width + 1) * OUT_FEATURES
