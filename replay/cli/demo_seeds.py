@@ -37,7 +37,7 @@ __all__ = ["COMMAND", "DEFAULT_STEPS", "add_parser", "route", "run"]
 COMMAND = "demo-seeds"
 """The parser's name for `demo seeds` (`route` maps the two words onto it)."""
 DEFAULT_STEPS = 3000
-"""About 30 s on one CPU thread: room for two or three generations of seeds per slot."""
+"""About 15 s on one CPU thread: room for two or three generations of seeds per slot."""
 _GLOBAL_WITH_VALUE = frozenset({"--log-level", "--log-format", "--color"})
 
 
