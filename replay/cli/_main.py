@@ -16,6 +16,7 @@ from bus.errors import BusError, InvalidArgumentError, InvalidRunIdError, Invali
 from lifecycle_es.errors import CheckpointError, ConfigError, LifecycleError, UsageError
 from replay.cli import agents as agents_command
 from replay.cli import demo, export_decisions, metrics, replay, report, spec, tables, tail, verify, what_if
+from replay.cli import demo_seeds as seeds_command
 from replay.cli import runs as runs_command
 from replay.cli._colour import COLOUR_CHOICES, colour_for
 from replay.cli._launch import worker_from_env
@@ -49,6 +50,11 @@ _COMMANDS: tuple[tuple[str, str, ModuleType], ...] = (
         "runs",
         "list a log's runs with their state (running, interrupted, ...), last step and checkpoint",
         runs_command,
+    ),
+    (
+        seeds_command.COMMAND,
+        "`demo seeds`: train a small host network whose seeds a controller grows, grafts and culls",
+        seeds_command,
     ),
 )
 
@@ -130,13 +136,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     running while the interpreter finalizes aborts the process (SIGABRT, exit status 134;
     pytorch/pytorch#179291). The run's log is closed and its checkpoints written by then.
     """
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(seeds_command.route(sys.argv[1:] if argv is None else argv))
     colour = colour_for(args.color, sys.stderr, os.environ)
     with logging_to_stderr(args.log_level, args.log_format, colour=colour):
         _log.debug("running %s", args.command)
         status = _run(args)
         _log.debug("%s exited with status %d", args.command, status)
-    if args.command == "demo" and worker_from_env(os.environ) is not None:
+    if args.command in ("demo", seeds_command.COMMAND) and worker_from_env(os.environ) is not None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
