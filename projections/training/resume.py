@@ -12,6 +12,7 @@ records, which a resume adds to).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -25,7 +26,7 @@ from pydantic import JsonValue
 
 from bus import Log
 from lifecycle_es.errors import ConfigError, UsageError
-from lifecycle_es.registry import Registry
+from lifecycle_es.registry import EntityState, Registry
 from lifecycle_es.session import Lifecycle
 from lifecycle_es.specs import RunState
 from projections.moe.surgery import ModelSurgery
@@ -112,8 +113,19 @@ def run_digest(surgery: ModelSurgery, registry: Registry) -> str:
     h = hashlib.blake2b(digest_size=8)
     h.update(surgery.digest(event_ids=False).encode())
     state = {k: _unordered(v) for k, v in registry.to_state().items() if k not in _RUN_ONLY}
+    state["entities"] = [_compared(entity) for entity in state["entities"]]
     h.update(json.dumps(state, sort_keys=True, default=repr).encode())
     return h.hexdigest()
+
+
+_UNCOMPARED = frozenset(f.name for f in dataclasses.fields(EntityState) if not f.compare)
+"""Entity fields registry equality ignores (wall-clock stamps): a resumed run writes its events
+at other moments than the uninterrupted one."""
+
+
+def _compared(entity: dict[str, Any]) -> dict[str, Any]:
+    """An entity's plain form without the fields equality ignores."""
+    return {name: value for name, value in entity.items() if name not in _UNCOMPARED}
 
 
 def _unordered(value: Any) -> Any:
