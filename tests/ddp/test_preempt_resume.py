@@ -2,13 +2,15 @@
 
 The ranks are started directly with torchrun's variables (`_harness.Ranks`), so a test can
 signal one rank alone: a notice on one rank must stop every rank at the same boundary. The run
-is SIGTERMed three times (rank 1 alone, rank 0 alone, both), each stop followed by a resume;
-the last resume goes through the command's own launcher (`--resume RUN`, which reads `--ranks 2`
-back from the log) and must end with the digest of an uninterrupted 2-rank run.
+is SIGTERMed at ten seeded random instants (rank 1 alone first, then rank 0, rank 1 or both at
+random), each stop followed by a resume; the last resume goes through the command's own launcher
+(`--resume RUN`, which reads `--ranks 2` back from the log) and must end with the digest of an
+uninterrupted 2-rank run.
 """
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import time
@@ -23,9 +25,14 @@ from tests.demo._preempt import DIGEST, Seals
 
 pytestmark = pytest.mark.slow
 
-COMMON = ("--steps", "200", "--seed", "2", "--checkpoint-every", "50", "--quiet", "--ranks", "2")
-INSTANTS = ((40, (1,)), (90, (0,)), (140, (0, 1)))
-"""(step after which to signal, the ranks signalled) of each SIGTERM."""
+COMMON = ("--steps", "240", "--seed", "2", "--checkpoint-every", "50", "--quiet", "--ranks", "2")
+_PICK = random.Random(20261203)
+INSTANTS = (
+    (20 + _PICK.randrange(10), (1,)),
+    *((20 * n + _PICK.randrange(10), _PICK.choice(((0,), (1,), (0, 1)))) for n in range(2, 11)),
+)
+"""(step after which to signal, the ranks signalled) of each SIGTERM: 20 steps apart at least, so
+each stop (at the next evaluation boundary, 10 steps apart) comes after the previous one."""
 STOPPED = re.compile(r"^rank (\d+): stopped at step (\d+)$", re.MULTILINE)
 
 
@@ -67,7 +74,7 @@ def baseline_digest(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
-    """Three SIGTERMs of the 2-rank run, each followed by a resume; the last through the launcher."""
+    """Ten SIGTERMs of the 2-rank run, each followed by a resume; the last through the launcher."""
     directory = tmp_path_factory.mktemp("ddp-chain")
     fresh = ["demo", "--log", str(directory), "--run", "ddp", *COMMON]
     resume = ["demo", "--log", str(directory), "--resume", "ddp", "--quiet"]
@@ -107,7 +114,7 @@ def test_every_stop_of_the_two_rank_run_is_at_one_step_for_all_ranks(chain: Chai
 def test_two_rank_sigterms_each_resumed_end_on_the_uninterrupted_digest(
     chain: Chain, baseline_digest: str
 ) -> None:
-    """Three SIGTERMs, each resumed, end the 2-rank run bit-identical to the uninterrupted one."""
+    """Ten SIGTERMs, each resumed, end the 2-rank run bit-identical to the uninterrupted one."""
     found = DIGEST.search(chain.final_stdout)
     assert found, chain.final_stdout
     assert found[1] == baseline_digest
