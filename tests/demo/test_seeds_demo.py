@@ -102,6 +102,14 @@ def test_the_replay_of_the_log_gives_the_live_registry_state_tensors_and_alpha(
     assert torch.equal(alpha, run.surgery.schedule.alpha)
 
 
+def test_the_run_records_that_it_completed(live: tuple[SeedsRun, MemoryLog]) -> None:
+    """The demo's last run-state move is running -> terminated with completed, as the MoE demo's."""
+    _, log = live
+    moves = [r for r in log.read() if r["kind"] == "RunStateChanged"]
+    assert (moves[-1]["from_state"], moves[-1]["to_state"]) == ("running", "terminated")
+    assert moves[-1]["attrs"] == {"completed": True}
+
+
 def test_under_resize_blueprint_rows_exist_only_for_slots_that_germinated(
     live: tuple[SeedsRun, MemoryLog],
 ) -> None:

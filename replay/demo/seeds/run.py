@@ -25,6 +25,7 @@ from lifecycle_es import BUILTIN_SPECS, Lifecycle, SlotEmbargoedError
 from lifecycle_es.controllers import SeedDriver
 from lifecycle_es.errors import ConfigError
 from lifecycle_es.registry import EntityState, Registry
+from lifecycle_es.specs import RunState
 from projections.seeds import AlphaSchedule, RollbackPoints, SeedSurgery
 from projections.state_tensors import StateTensors
 from projections.training.checkpoint_manager import CheckpointManager
@@ -130,6 +131,11 @@ class SeedsRun:
             if progress is not None and (step % every == 0 or last):
                 recent = self.train_losses[-every:]
                 progress(step + 1, sum(recent) / len(recent), self.states())
+        if self.lc is not None:  # so `runs` lists it completed and `tail --follow` stops at its end
+            end = max(self.options.steps - 1, self.lc.registry.step)
+            self.lc.set_run_state(
+                RunState.TERMINATED, reason="training completed", step=end, attrs={"completed": True}
+            )
 
     def _train_step(self, step: int) -> float:
         x, y = self.task.batch(step)
