@@ -21,6 +21,7 @@ from replay.cli import runs as runs_command
 from replay.cli._colour import COLOUR_CHOICES, colour_for
 from replay.cli._launch import worker_from_env
 from replay.cli._logging import LOG_FORMATS, LOG_LEVELS, logging_to_stderr
+from replay.cli._open import settle_run
 
 __all__ = ["build_parser", "main"]
 
@@ -152,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        if getattr(args, "settle_run", False):
+            settle_run(args)
         status = handler(args)
         sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's last flush
         return status

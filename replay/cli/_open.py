@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import bus
 from bus import Log
-from lifecycle_es.errors import ConfigError
+from lifecycle_es.errors import ConfigError, UsageError
 from replay.cli._checked import CheckedLog
 
-__all__ = ["add_lenient_argument", "add_log_arguments", "open_run"]
+__all__ = ["add_lenient_argument", "add_log_arguments", "open_run", "settle_run"]
 
 
 def open_run(url: str, run_id: str, *, lenient: bool) -> Log:
@@ -28,9 +29,32 @@ def open_run(url: str, run_id: str, *, lenient: bool) -> Log:
 
 
 def add_log_arguments(parser: argparse.ArgumentParser, *, run_help: str = "the run id") -> None:
-    """Add what every reading command starts with: the LOG positional and `--run`."""
-    parser.add_argument("log_url", metavar="LOG", help="a directory, jsonl://DIR or a redis:// URL")
-    parser.add_argument("--run", required=True, help=run_help)
+    """Add what every reading command starts with: the LOG positional and `--run`.
+
+    `settle_run` (which the entry point calls before the command) reads a LOG given as a
+    run's own file, `DIR/RUN.jsonl`, as the directory and the run, so `--run` may be left out.
+    """
+    parser.add_argument(
+        "log_url", metavar="LOG", help="a directory, jsonl://DIR, a redis:// URL, or a run's file DIR/RUN.jsonl"
+    )
+    parser.add_argument("--run", help=f"{run_help} (needed unless LOG is a run's RUN.jsonl file)")
+    parser.set_defaults(settle_run=True)
+
+
+def settle_run(args: argparse.Namespace) -> None:
+    """Turn a LOG given as `DIR/RUN.jsonl` into LOG=DIR and `--run RUN`; require `--run` otherwise.
+
+    A user holding one run's file passes it as it is; a `--run` naming another run than the
+    file's is refused rather than silently read from the file's directory.
+    """
+    location, run_id = args.log_url, args.run
+    path = Path(location) if isinstance(location, str) and "://" not in location else None
+    if path is not None and path.suffix == ".jsonl" and path.is_file():
+        if run_id is not None and run_id != path.stem:
+            raise UsageError(f"LOG is the file of run {path.stem!r} but --run names {run_id!r}")
+        args.log_url, args.run = str(path.parent), path.stem
+    elif run_id is None:
+        raise UsageError("--run RUN is needed unless LOG is a run's file DIR/RUN.jsonl")
 
 
 def add_lenient_argument(

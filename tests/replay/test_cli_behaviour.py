@@ -206,6 +206,34 @@ def test_a_path_that_is_no_directory_is_one_line_and_exit_2(
         assert "nor an existing directory" in one_line(err)
 
 
+def test_a_runs_jsonl_file_names_its_directory_and_run(
+    capsys: pytest.CaptureFixture[str], scripted: tuple[Path, str]
+) -> None:
+    """`replay DIR/RUN.jsonl` reads run RUN of DIR, with or without a matching `--run`."""
+    directory, run_id = scripted
+    file = str(directory / f"{run_id}.jsonl")
+    _, expected, _ = cli(capsys, "replay", str(directory), "--run", run_id, "--format", "json")
+    for extra in ((), ("--run", run_id)):
+        status, out, err = cli(capsys, "replay", file, *extra, "--format", "json")
+        assert (status, err) == (0, "")
+        assert out == expected
+    status, out, _ = cli(capsys, "tables", file, "--table", "time-in-state", "--format", "json")
+    assert status == 0 and json.loads(out)
+
+
+def test_a_runs_file_with_another_run_or_a_directory_without_run_is_exit_2(
+    capsys: pytest.CaptureFixture[str], scripted: tuple[Path, str]
+) -> None:
+    """A `--run` that contradicts LOG's file, or no `--run` for a directory, is one line and exit 2."""
+    directory, run_id = scripted
+    status, out, err = cli(capsys, "replay", str(directory / f"{run_id}.jsonl"), "--run", "other")
+    assert (status, out) == (2, "")
+    assert f"LOG is the file of run {run_id!r} but --run names 'other'" in one_line(err)
+    status, out, err = cli(capsys, "replay", str(directory))
+    assert (status, out) == (2, "")
+    assert "--run RUN is needed" in one_line(err)
+
+
 # -- replay and the analysis tables as JSON and CSV ----------------------------------------------------
 
 
