@@ -35,7 +35,9 @@ def add_log_arguments(parser: argparse.ArgumentParser, *, run_help: str = "the r
     run's own file, `DIR/RUN.jsonl`, as the directory and the run, so `--run` may be left out.
     """
     parser.add_argument(
-        "log_url", metavar="LOG", help="a directory, jsonl://DIR, a redis:// URL, or a run's file DIR/RUN.jsonl"
+        "log_url",
+        metavar="LOG",
+        help="a directory, jsonl://DIR, a redis:// URL or a run's file DIR/RUN.jsonl",
     )
     parser.add_argument("--run", help=f"{run_help} (needed unless LOG is a run's RUN.jsonl file)")
     parser.set_defaults(settle_run=True)
