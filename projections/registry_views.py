@@ -20,10 +20,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from types import MappingProxyType
 
+from lifecycle_es.agents import states as agent_states
 from lifecycle_es.errors import SpecError, UsageError
 from lifecycle_es.registry import EntityState, Registry, fold_record
 from lifecycle_es.spec import Spec, StateCategory
-from lifecycle_es.specs import BUILTIN_SPECS, AgentState
+from lifecycle_es.specs import BUILTIN_SPECS
 from projections._projection import Projection, Record, Snapshot
 
 __all__ = ["QUERIES", "Query", "RegistryProjection", "derived_queries"]
@@ -59,18 +60,14 @@ def derived_queries(spec: Spec) -> QuerySets:
     )
 
 
-def _states(*members: AgentState) -> frozenset[str]:
-    return frozenset(m.value for m in members)
-
-
-_A = AgentState
 _AGENT_QUERIES: QuerySets = MappingProxyType(
     {
-        # DevCycle's AgentLifecycleManager predicates (reference/seed-projects.md section 3.3).
-        Query.OPERATIONAL: _states(_A.ONLINE, _A.BUSY, _A.IDLE),
-        Query.AVAILABLE: _states(_A.ONLINE, _A.IDLE),
-        Query.IN_ERROR: _states(_A.ERROR, _A.FAILED, _A.TIMEOUT),
-        Query.IN_MAINTENANCE: _states(_A.MAINTENANCE, _A.SUSPENDED, _A.UPDATING),
+        # DevCycle's AgentLifecycleManager predicates (reference/seed-projects.md section 3.3),
+        # the same sets the agent service answers with.
+        Query.OPERATIONAL: agent_states.OPERATIONAL,
+        Query.AVAILABLE: agent_states.AVAILABLE,
+        Query.IN_ERROR: agent_states.IN_ERROR,
+        Query.IN_MAINTENANCE: agent_states.IN_MAINTENANCE,
     }
 )
 
