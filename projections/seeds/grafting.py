@@ -25,6 +25,7 @@ alpha is the alpha of its previous step, which is what the strategies' formulas 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from enum import IntEnum
 
@@ -177,8 +178,9 @@ class GraftPlan:
     """[3, N]: what adaptive rows add to the score of the sub-strategy they pick."""
     adaptive: torch.Tensor
     """Adaptive rows (their scores are normalized)."""
-    constants: torch.Tensor
-    """[len(CONSTANTS), N]: the step's numbers as rows (a Python number in an op costs a cast)."""
+    constants: tuple[torch.Tensor, ...]
+    """The step's numbers as rows (a Python number in an op costs a cast): zeros, ones, halves,
+    twos, pause_duration, ramp_duration, stability_window, momentum_factor."""
 
 
 def graft_plan(
@@ -189,31 +191,42 @@ def graft_plan(
     `facts` is [N, len(FACTS)] float32 with finite values, `strategies` [N] integer; an id
     outside `GraftingStrategy` steps as `linear`.
     """
-    on = torch.ones_like(strategies, dtype=torch.bool) if rows is None else rows
-    kind = {g: (strategies == int(g)) & on for g in GraftingStrategy}
-    drifting = facts[:, DRIFT] > 0.5 * config.drift_threshold
-    pushing = ~drifting & (facts[:, DELTA] > 0.01)
-    adaptive = kind[GraftingStrategy.ADAPTIVE]
-    drift = kind[GraftingStrategy.DRIFT_CONTROLLED] | (adaptive & drifting)
-    high = drift & (facts[:, DRIFT] > config.drift_threshold)
-    stable = (facts[:, LOSS_VAR] < 0.1) & (facts[:, GRAD_NORM] < 10.0) & (facts[:, ACC_VAR] < 0.05)
-    stability = kind[GraftingStrategy.STABILITY]
-    bump = torch.where(facts[:, SCORE] > 0, 0.1, -0.05).to(torch.float32) * adaptive
+    # One contiguous row per fact: free when `facts` is a transposed [F, N] tensor, as
+    # `AlphaSchedule` keeps it; a column of a row-major [N, F] tensor is a slow strided read.
+    cols, n, device = facts.T.contiguous(), len(strategies), facts.device
+    on = torch.ones(n, device=device) if rows is None else rows.to(torch.float32)
+    ids = strategies.to(torch.float32)  # exact for any id 0..4; others stay outside 0..4
+
+    def test(compare: Callable[..., torch.Tensor], value: torch.Tensor, limit: float) -> torch.Tensor:
+        # A comparison written into a float tensor: one vectorized op, and a 0/1 weight at once.
+        return compare(value, limit, out=torch.empty(n, device=device))
+
+    kind = {g: test(torch.eq, ids, float(g)).mul_(on) for g in GraftingStrategy}
+    adaptive, stability = kind[GraftingStrategy.ADAPTIVE], kind[GraftingStrategy.STABILITY]
+    drifting = test(torch.gt, cols[DRIFT], 0.5 * config.drift_threshold)
+    pushing = test(torch.gt, cols[DELTA], 0.01).mul_(1.0 - drifting)
+    drift = kind[GraftingStrategy.DRIFT_CONTROLLED] + adaptive * drifting  # a row has one strategy
+    high = drift * test(torch.gt, cols[DRIFT], config.drift_threshold)
+    stable = test(torch.lt, cols[LOSS_VAR], 0.1) * test(torch.lt, cols[GRAD_NORM], 10.0)
+    steady = stability * stable.mul_(test(torch.lt, cols[ACC_VAR], 0.05))
+    up = test(torch.gt, cols[SCORE], 0.0)
+    bump = torch.lerp(torch.full_like(up, -0.05), torch.full_like(up, 0.1), up).mul_(adaptive)
+    picked = torch.stack((drifting, pushing, 1.0 - drifting - pushing))
     numbers = (0.0, 1.0, 0.5, 2.0, config.pause_duration, config.ramp_duration, config.stability_window)
-    constants = torch.tensor([*numbers, config.momentum_factor], device=facts.device)[:, None]
-    f32 = torch.float32
     return GraftPlan(
-        hold=(high | ~on).to(f32),
-        drift=drift.to(f32),
-        high=high.to(f32),
-        momentum=(kind[GraftingStrategy.MOMENTUM] | (adaptive & pushing)).to(f32),
-        lift=0.01 * facts[:, DELTA],
-        stability=stability.to(f32),
-        steady=(stability & stable).to(f32),
-        shaky=(stability & ~stable).to(f32),
-        bump=bump * torch.stack((drifting, pushing, ~(drifting | pushing))),
-        adaptive=adaptive.to(f32),
-        constants=constants.expand(len(constants), len(on)).contiguous(),
+        hold=torch.maximum(high, 1.0 - on),
+        drift=drift,
+        high=high,
+        momentum=kind[GraftingStrategy.MOMENTUM] + adaptive * pushing,
+        lift=0.01 * cols[DELTA],
+        stability=stability,
+        steady=steady,
+        shaky=stability - steady,
+        bump=picked.mul_(bump),
+        adaptive=adaptive,
+        constants=tuple(
+            torch.full((n,), float(v), device=device) for v in (*numbers, config.momentum_factor)
+        ),
     )
 
 
@@ -254,7 +267,7 @@ def planned_step(
     momentum = torch.maximum(momentum, state.alpha, out=momentum).clamp_(config.min_alpha, config.max_alpha)
     paused = state.pause.clamp(0.0, 1.0).mul_(plan.drift)
     alpha = base.lerp_(state.alpha, torch.maximum(paused, plan.hold)).lerp_(momentum, plan.momentum)
-    starts = (plan.high * paused).neg_().add_(plan.high)
+    starts = (plan.high - paused).clamp_(0.0, 1.0)  # high and not paused
     return GraftState(
         alpha=alpha.lerp_(last_stable, revert),
         pause=(state.pause - paused).lerp_(pause_duration, starts),
@@ -273,7 +286,9 @@ def _windows(
     windows = epoch / stability_window
     # A window ends at a positive multiple of the window: floor(q) == q for q >= 1 only.
     whole = torch.floor(windows)
-    check = (whole == windows.clamp_(min=0.5)).to(torch.float32)
+    # A comparison written into a float tensor is one vectorized op; a bool result and a cast
+    # cost five times more on CPU.
+    check = torch.eq(whole, windows.clamp_(min=0.5), out=whole)
     steady = check * plan.steady
     shaky = check.mul_(plan.shaky)
     unstable = (state.unstable + shaky).lerp_(zeros, steady)
@@ -286,7 +301,7 @@ def _scores(scores: torch.Tensor, plan: GraftPlan, ones: torch.Tensor) -> torch.
     """`AdaptiveGrafting`'s scores: the picked one bumped, then all three normalized by their sum."""
     # The bump first: the result takes its [3, N] layout, so the next step reads rows contiguously.
     bumped = plan.bump + scores.T
-    total = (bumped[0] + bumped[1]).add_(bumped[2])
+    total = bumped.sum(0)  # over the [3, N] layout: b0 + b1 + b2, one vectorized pass
     # sign(total) clamped at 0 is (total > 0) as a float, in two fast ops instead of a slow compare.
     normalize = torch.sign(total).clamp_(min=0.0).mul_(plan.adaptive)
     return bumped.div_(torch.lerp(ones, total, normalize)).T

@@ -58,13 +58,18 @@ class AlphaSchedule(Projection):
         self._grafting = bytearray()
         """Per row, 1 while its seed is in a grafting state (host side)."""
         self._mask = torch.zeros(0, dtype=torch.bool, device=self.device)
-        self.facts = torch.zeros(0, len(FACTS), device=self.device)
-        """[rows, len(FACTS)] float32: each row's latest recorded facts, 0 until recorded."""
+        self._facts = torch.zeros(len(FACTS), 0, device=self.device)
+        """[len(FACTS), rows]: one contiguous row per fact, which a plan reads fast."""
         self.state = GraftState.blank(0, self.device)
         self.ticked: int | None = None
         """The last step `tick` stepped (None before the first)."""
         self._plan: tuple[tuple[int, int, int], GraftPlan] | None = None
         """The step plan and what it was derived from: (this seq, the state tensors' id and seq)."""
+
+    @property
+    def facts(self) -> torch.Tensor:
+        """[rows, len(FACTS)] float32 (a view): each row's latest recorded facts, 0 until recorded."""
+        return self._facts.T
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -119,10 +124,11 @@ class AlphaSchedule(Projection):
                     for f in fields(blank)
                 }
             )
-            self.facts = torch.cat((self.facts, torch.zeros(rows - first, len(FACTS), device=self.device)))
+            grown = torch.zeros(len(FACTS), rows - first, device=self.device)
+            self._facts = torch.cat((self._facts, grown), dim=1)
         if values:
             where = torch.tensor(list(values), dtype=torch.long).T.to(self.device)
-            self.facts.index_put_((where[0], where[1]), _finite32(list(values.values())).to(self.device))
+            self._facts.index_put_((where[1], where[0]), _finite32(list(values.values())).to(self.device))
         if reset:
             mask = torch.zeros(rows, dtype=torch.bool)
             mask[sorted(reset)] = True
@@ -168,7 +174,7 @@ class AlphaSchedule(Projection):
             "rows": list(self.rows),
             "specs": list(self._specs),
             "grafting": list(self._grafting),
-            "facts": self.facts.cpu().clone(),
+            "facts": self.facts.cpu().contiguous(),
             "ticked": self.ticked,
             **{f.name: getattr(self.state, f.name).cpu().clone() for f in fields(self.state)},
         }
@@ -182,7 +188,7 @@ class AlphaSchedule(Projection):
         self.rows = {entity: row for row, entity in enumerate(s["rows"])}
         self._specs = list(s["specs"])
         self._grafting = bytearray(s["grafting"])
-        self.facts = s["facts"].to(self.device)
+        self._facts = s["facts"].to(self.device).T.contiguous()
         # float32 throughout: a snapshot from before the counters were floats holds them as int32.
         self.state = GraftState(
             **{f.name: s[f.name].to(self.device, torch.float32) for f in fields(GraftState)}
