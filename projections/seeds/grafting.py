@@ -178,6 +178,8 @@ class GraftPlan:
     """[3, N]: what adaptive rows add to the score of the sub-strategy they pick."""
     adaptive: torch.Tensor
     """Adaptive rows (their scores are normalized)."""
+    scratch: tuple[torch.Tensor, ...]
+    """Rows a step writes its temporaries to (so a plan serves one step at a time)."""
     constants: tuple[torch.Tensor, ...]
     """The step's numbers as rows (a Python number in an op costs a cast): zeros, ones, halves,
     twos, pause_duration, ramp_duration, stability_window, momentum_factor."""
@@ -224,6 +226,7 @@ def graft_plan(
         shaky=stability - steady,
         bump=picked.mul_(bump),
         adaptive=adaptive,
+        scratch=tuple(torch.empty(14, n, device=device)),
         constants=tuple(
             torch.full((n,), float(v), device=device) for v in (*numbers, config.momentum_factor)
         ),
@@ -254,20 +257,25 @@ def planned_step(
     All five strategies in one pass: the base ramp (linear, halved for an unstable stability
     row), then drift holds, momentum and stability reverts replace it on their own rows. The
     counters are whole numbers in float32, so `clamp(0, 1)` is their `> 0` as a 0/1 weight.
+    Temporaries go to the plan's scratch rows (`out=`, `op_`): on CPU an allocation costs about
+    as much as a small op. The returned state is new tensors, never scratch.
     """
     _, ones, halves, _, pause_duration, ramp_duration, _, momentum_factor = plan.constants
-    epoch = epochs.to(torch.float32)
-    ramp = epoch / ramp_duration
+    epoch, ramp, slow, velocity, paused, held, starts = plan.scratch[:7]
+    epoch.copy_(epochs)  # to float32, in place
+    torch.div(epoch, ramp_duration, out=ramp)
     unstable, last_stable, revert, half = _windows(state, plan, epoch)
-    # Temporaries are changed in place (`op_`): an allocation costs as much as a small op.
-    base = torch.lerp(ramp, ramp * halves, half).clamp_(config.min_alpha, config.max_alpha)
-    velocity = (momentum_factor * state.velocity).add_(plan.lift)
+    alpha = torch.lerp(ramp, torch.mul(ramp, halves, out=slow), half).clamp_(
+        config.min_alpha, config.max_alpha
+    )
+    torch.mul(momentum_factor, state.velocity, out=velocity).add_(plan.lift)
     # max(ramp + v, alpha) clamped: the same as esperlite's clip(ramp + v, max(alpha, min), max).
-    momentum = ramp.add_(velocity)
-    momentum = torch.maximum(momentum, state.alpha, out=momentum).clamp_(config.min_alpha, config.max_alpha)
-    paused = state.pause.clamp(0.0, 1.0).mul_(plan.drift)
-    alpha = base.lerp_(state.alpha, torch.maximum(paused, plan.hold)).lerp_(momentum, plan.momentum)
-    starts = (plan.high - paused).clamp_(0.0, 1.0)  # high and not paused
+    momentum = torch.maximum(ramp.add_(velocity), state.alpha, out=ramp).clamp_(
+        config.min_alpha, config.max_alpha
+    )
+    torch.clamp(state.pause, 0.0, 1.0, out=paused).mul_(plan.drift)
+    alpha.lerp_(state.alpha, torch.maximum(paused, plan.hold, out=held)).lerp_(momentum, plan.momentum)
+    torch.sub(plan.high, paused, out=starts).clamp_(0.0, 1.0)  # high and not paused
     return GraftState(
         alpha=alpha.lerp_(last_stable, revert),
         pause=(state.pause - paused).lerp_(pause_duration, starts),
@@ -283,28 +291,27 @@ def _windows(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`StabilityGrafting`'s window checks: (unstable, last_stable, revert, half-speed) rows."""
     zeros, _, _, twos, _, _, stability_window, _ = plan.constants
-    windows = epoch / stability_window
-    # A window ends at a positive multiple of the window: floor(q) == q for q >= 1 only.
-    whole = torch.floor(windows)
-    # A comparison written into a float tensor is one vectorized op; a bool result and a cast
-    # cost five times more on CPU.
-    check = torch.eq(whole, windows.clamp_(min=0.5), out=whole)
-    steady = check * plan.steady
+    windows, check, steady, revert, half = plan.scratch[7:12]
+    torch.div(epoch, stability_window, out=windows)
+    # A window ends at a positive multiple of the window: floor(q) == q for q >= 1 only. A
+    # comparison written into a float tensor is one vectorized op; a bool and a cast cost more.
+    torch.eq(torch.floor(windows, out=check), windows.clamp_(min=0.5), out=check)
+    torch.mul(check, plan.steady, out=steady)
     shaky = check.mul_(plan.shaky)
     unstable = (state.unstable + shaky).lerp_(zeros, steady)
     last_stable = torch.lerp(state.last_stable, state.alpha, steady)
-    revert = (unstable - twos).clamp_(0.0, 1.0).mul_(shaky)
-    return unstable, last_stable, revert, unstable.clamp(0.0, 1.0).mul_(plan.stability)
+    torch.sub(unstable, twos, out=revert).clamp_(0.0, 1.0).mul_(shaky)
+    return unstable, last_stable, revert, torch.clamp(unstable, 0.0, 1.0, out=half).mul_(plan.stability)
 
 
 def _scores(scores: torch.Tensor, plan: GraftPlan, ones: torch.Tensor) -> torch.Tensor:
     """`AdaptiveGrafting`'s scores: the picked one bumped, then all three normalized by their sum."""
+    total, normalize = plan.scratch[12:14]
     # The bump first: the result takes its [3, N] layout, so the next step reads rows contiguously.
     bumped = plan.bump + scores.T
-    total = bumped.sum(0)  # over the [3, N] layout: b0 + b1 + b2, one vectorized pass
-    # sign(total) clamped at 0 is (total > 0) as a float, in two fast ops instead of a slow compare.
-    normalize = torch.sign(total).clamp_(min=0.0).mul_(plan.adaptive)
-    return bumped.div_(torch.lerp(ones, total, normalize)).T
+    torch.sum(bumped, 0, out=total)  # over the [3, N] layout: b0 + b1 + b2, one vectorized pass
+    torch.gt(total, 0.0, out=normalize).mul_(plan.adaptive)
+    return bumped.div_(torch.lerp(ones, total, normalize, out=normalize)).T
 
 
 class DriftMeter:
