@@ -186,12 +186,18 @@ class GraftPlan:
 
 
 def graft_plan(
-    facts: torch.Tensor, strategies: torch.Tensor, config: GraftingConfig, rows: torch.Tensor | None = None
+    facts: torch.Tensor,
+    strategies: torch.Tensor,
+    config: GraftingConfig,
+    rows: torch.Tensor | None = None,
+    *,
+    previous: GraftPlan | None = None,
 ) -> GraftPlan:
     """Return the plan of a step of `rows` ([N] bool, all when None) from their facts and strategy ids.
 
     `facts` is [N, len(FACTS)] float32 with finite values, `strategies` [N] integer; an id
-    outside `GraftingStrategy` steps as `linear`.
+    outside `GraftingStrategy` steps as `linear`. A `previous` plan of the same config, rows
+    and device lends its scratch and constants (no step may be using it any more).
     """
     # One contiguous row per fact: free when `facts` is a transposed [F, N] tensor, as
     # `AlphaSchedule` keeps it; a column of a row-major [N, F] tensor is a slow strided read.
@@ -203,7 +209,9 @@ def graft_plan(
         # A comparison written into a float tensor: one vectorized op, and a 0/1 weight at once.
         return compare(value, limit, out=torch.empty(n, device=device))
 
-    kind = {g: test(torch.eq, ids, float(g)).mul_(on) for g in GraftingStrategy}
+    kind = {
+        g: test(torch.eq, ids, float(g)).mul_(on) for g in GraftingStrategy if g != GraftingStrategy.LINEAR
+    }
     adaptive, stability = kind[GraftingStrategy.ADAPTIVE], kind[GraftingStrategy.STABILITY]
     drifting = test(torch.gt, cols[DRIFT], 0.5 * config.drift_threshold)
     pushing = test(torch.gt, cols[DELTA], 0.01).mul_(1.0 - drifting)
@@ -214,7 +222,8 @@ def graft_plan(
     up = test(torch.gt, cols[SCORE], 0.0)
     bump = torch.lerp(torch.full_like(up, -0.05), torch.full_like(up, 0.1), up).mul_(adaptive)
     picked = torch.stack((drifting, pushing, 1.0 - drifting - pushing))
-    numbers = (0.0, 1.0, 0.5, 2.0, config.pause_duration, config.ramp_duration, config.stability_window)
+    lent = previous if previous is not None and previous.lift.shape == (n,) else None
+    lent = lent if lent is not None and lent.lift.device == device else None
     return GraftPlan(
         hold=torch.maximum(high, 1.0 - on),
         drift=drift,
@@ -226,11 +235,14 @@ def graft_plan(
         shaky=stability - steady,
         bump=picked.mul_(bump),
         adaptive=adaptive,
-        scratch=tuple(torch.empty(14, n, device=device)),
-        constants=tuple(
-            torch.full((n,), float(v), device=device) for v in (*numbers, config.momentum_factor)
-        ),
+        scratch=lent.scratch if lent is not None else tuple(torch.empty(14, n, device=device)),
+        constants=lent.constants if lent is not None else _constants(config, n, device),
     )
+
+
+def _constants(config: GraftingConfig, n: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    numbers = (0.0, 1.0, 0.5, 2.0, config.pause_duration, config.ramp_duration, config.stability_window)
+    return tuple(torch.full((n,), float(v), device=device) for v in (*numbers, config.momentum_factor))
 
 
 def graft_step(

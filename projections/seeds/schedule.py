@@ -163,7 +163,8 @@ class AlphaSchedule(Projection):
         if self._plan is None or self._plan[0] != key:
             strategies = tensors.state[: len(self._specs), GRAFTING_STRATEGY]
             rows = None if 0 not in self._grafting else self._mask
-            self._plan = (key, graft_plan(self.facts, strategies, self.config, rows))
+            previous = None if self._plan is None else self._plan[1]
+            self._plan = (key, graft_plan(self.facts, strategies, self.config, rows, previous=previous))
         return self._plan[1]
 
     # -- snapshots -----------------------------------------------------------------------------
