@@ -16,7 +16,7 @@ from lifecycle_es.gates import MIN_TIME_GATE
 from projections.seeds import RollbackPoints
 from projections.training import CheckpointManager
 from projections.training.checkpoint_manager import RetentionConfig
-from tests.seeds._rig import SPECS, Rig, register_seeds
+from tests.seeds._rig import SPECS, Rig, register_seeds, replay
 
 WALK = {
     2: "GERMINATED",
@@ -127,3 +127,14 @@ def test_leaving_the_risky_period_by_a_failure_restores_and_discards_the_point(
     restored = _rows(rig)
     assert all(torch.equal(saved[k], restored[k]) for k in saved if "/" not in k)  # a cull clears moments
     assert "s0" not in rig.rollback.points  # type: ignore[union-attr]
+
+
+def test_a_replay_of_the_log_restores_at_the_same_record(tmp_path: Path) -> None:
+    """Folding the live run's log into a fresh rig, step by step, ends on the live rig's digest."""
+    rig, lc, _ = _fine_tuning(tmp_path / "live", failing={"kasmina.improvement"})
+    assert not _request(rig, lc, "FOSSILIZED")
+    manager = CheckpointManager(tmp_path / "replay", retention=RetentionConfig(per_seed=1), durable=False)
+    again = Rig(rollback=RollbackPoints(manager))
+    replay(again, lc.log.read(), steps=20)
+    assert _same(_rows(rig), _rows(again))
+    assert again.surgery.digest() == rig.surgery.digest()
