@@ -89,7 +89,10 @@ def alpha_table(seeds: int, repeat: int) -> None:
         schedule.tick(tensors, step[0])
 
     def replan() -> None:
-        schedule._plan = None  # what a fold between two ticks costs: the plan derived again
+        # What a fold between two ticks costs: the plan derived again (lent the previous one's
+        # scratch and constants, as a fold does).
+        assert schedule._plan is not None
+        schedule._plan = ((-1, 0, 0), schedule._plan[1])
         tick()
 
     ours, peer = timed(tick, repeat), per_seed_alpha(seeds, repeat)
