@@ -372,6 +372,7 @@ class SeedSurgery(Projection):
         s = snapshot.state
         self.seeds = {e: Seed(*v) for e, v in s["seeds"].items()}
         self._rows, self.applied_chain = int(s["rows"]), str(s["applied_chain"])
+        self.verdicts = Verdicts()  # an attempt's gates and its verdict are appended together
         self.owners = {i: [None] * lay.chunks for i, lay in self.layers.items()}
         for entity, seed in self.seeds.items():
             self.owners[seed.layer][seed.chunk] = entity
