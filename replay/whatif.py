@@ -18,6 +18,10 @@ the entities the recording has no observation of from its step on (`unobserved`:
 counterfactual saw no signals of them) and those whose recorded namesake is another entity
 (`stand_ins`: an expert the counterfactual spawned later than the recording did, under the id
 the recording gave its own).
+
+A seed run (decisions a `SeedDriver` recorded) is re-decided instead, decision by decision over
+the recorded observations, with the heuristic's or the hybrid's settings changed
+(`replay._seed_whatif`); its `log` is empty, as no counterfactual run is written.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from lifecycle_es.registry import Registry, fold_record
 from lifecycle_es.specs import BUILTIN_SPECS
 from replay._controllers import CONTROLLER_KINDS, ControllerKind, Rerun
 from replay._decision_diff import Coverage, DecisionChange, diff
+from replay._seed_whatif import is_seed_decision, seed_what_if
 
 __all__ = ["DecisionChange", "Setting", "WhatIf", "what_if"]
 
@@ -101,6 +106,8 @@ def what_if(log: Log, changes: Mapping[str, JsonValue], *, until_step: int | Non
     recording = _Recording(CONTROLLER_KINDS, until_step)
     for record in _records(log, until_step=None):
         recording.see(record)
+    if recording.seeds:
+        return _seeds(log, changes, until_step)
     reruns = recording.reruns(changes)
     counterfactual = _Counterfactual(log.run_id, reruns, recording.spec_of)
     for record in _records(log, until_step):
@@ -123,6 +130,29 @@ def what_if(log: Log, changes: Mapping[str, JsonValue], *, until_step: int | Non
         evaluations=counterfactual.evaluations,
         skipped=counterfactual.skipped,
         log=counterfactual.log,
+    )
+
+
+def _seeds(log: Log, changes: Mapping[str, JsonValue], until_step: int | None) -> WhatIf:
+    """The what-if of a seed run: its seed decisions decided again under `changes`."""
+    found = seed_what_if(_records(log, until_step), changes)
+    rerun = found.rerun
+    name = rerun.controller.name
+    return WhatIf(
+        run_id=log.run_id,
+        until_step=until_step,
+        settings=tuple(
+            Setting(name, k, rerun.recorded.get(k), rerun.settings[k])
+            for k in sorted(changes)
+            if rerun.recorded.get(k) != rerun.settings[k]
+        ),
+        recorded=tuple(found.recorded),
+        counterfactual=tuple(found.again),
+        rows=found.rows,
+        first_parting_step=found.first_parting_step,
+        evaluations=len(found.again),
+        skipped=0,
+        log=MemoryLog(log.run_id),
     )
 
 
@@ -150,9 +180,12 @@ class _Recording:
         self.last_observed: dict[str, int] = {}
         """The step of each entity's last recorded observation."""
         self._within = True
+        self.seeds = False
+        """Whether the run holds decisions of a `SeedDriver` (a seed run)."""
 
     def see(self, record: Record) -> None:
         kind, entity = record["kind"], record["entity"]
+        self.seeds = self.seeds or is_seed_decision(record)
         if kind == "EntityRegistered":
             self.spec_of[entity] = record["spec"]
             self.births[entity] = (record["step"], record["parent"])

@@ -3,9 +3,12 @@
 `AlphaSchedule` is a projection: it gives every registered entity a row, in registration order
 (the rows of `StateTensors`), folds each seed's recorded grafting facts (`grafting.FACTS`, from
 `MetricsObserved`) and resets a row's schedule state when its seed enters a grafting state.
-`tick(tensors)` then runs one `graft_step` for the rows in a grafting state, reading their time
+`tick(tensors)` then runs one schedule step for the rows in a grafting state, reading their time
 in state and strategy id from the state tensors. A step is ticked at most once, so a replay
-that folds the same records before the same ticks gets the same alpha on every rank.
+that folds the same records before the same ticks gets the same alpha on every rank. The step's
+plan (`grafting.graft_plan`: the facts and strategy ids as row weights) is derived again only
+when this schedule or the state tensors have folded something since, so a tick between folds
+is the clock-driven part alone.
 """
 
 from __future__ import annotations
@@ -18,13 +21,27 @@ import torch
 
 from lifecycle_es.errors import InconsistentEventError, UsageError
 from projections._projection import Projection, Record, Snapshot
-from projections.seeds.grafting import FACTS, GraftingConfig, GraftState, graft_step, should_abort
+from projections.seeds.grafting import (
+    FACTS,
+    GraftingConfig,
+    GraftPlan,
+    GraftState,
+    graft_plan,
+    planned_step,
+    should_abort,
+)
 from projections.seeds.modes import SeedMode, mode_of
 from projections.state_tensors import EPOCHS_IN_STATE, GRAFTING_STRATEGY, StateTensors
 
 __all__ = ["AlphaSchedule"]
 
 _FACT = {name: i for i, name in enumerate(FACTS)}
+
+
+def _finite32(values: list[float]) -> torch.Tensor:
+    """float32 facts; a finite metric beyond float32's range is held at its edge, not made infinite."""
+    edge = torch.finfo(torch.float32).max
+    return torch.tensor(values, dtype=torch.float64).clamp(-edge, edge).to(torch.float32)
 
 
 class AlphaSchedule(Projection):
@@ -41,11 +58,18 @@ class AlphaSchedule(Projection):
         self._grafting = bytearray()
         """Per row, 1 while its seed is in a grafting state (host side)."""
         self._mask = torch.zeros(0, dtype=torch.bool, device=self.device)
-        self.facts = torch.zeros(0, len(FACTS), device=self.device)
-        """[rows, len(FACTS)] float32: each row's latest recorded facts, 0 until recorded."""
+        self._facts = torch.zeros(len(FACTS), 0, device=self.device)
+        """[len(FACTS), rows]: one contiguous row per fact, which a plan reads fast."""
         self.state = GraftState.blank(0, self.device)
         self.ticked: int | None = None
         """The last step `tick` stepped (None before the first)."""
+        self._plan: tuple[tuple[int, int, int], GraftPlan] | None = None
+        """The step plan and what it was derived from: (this seq, the state tensors' id and seq)."""
+
+    @property
+    def facts(self) -> torch.Tensor:
+        """[rows, len(FACTS)] float32 (a view): each row's latest recorded facts, 0 until recorded."""
+        return self._facts.T
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -100,10 +124,11 @@ class AlphaSchedule(Projection):
                     for f in fields(blank)
                 }
             )
-            self.facts = torch.cat((self.facts, torch.zeros(rows - first, len(FACTS), device=self.device)))
+            grown = torch.zeros(len(FACTS), rows - first, device=self.device)
+            self._facts = torch.cat((self._facts, grown), dim=1)
         if values:
             where = torch.tensor(list(values), dtype=torch.long).T.to(self.device)
-            self.facts.index_put_((where[0], where[1]), torch.tensor(list(values.values())).to(self.device))
+            self._facts.index_put_((where[1], where[0]), _finite32(list(values.values())).to(self.device))
         if reset:
             mask = torch.zeros(rows, dtype=torch.bool)
             mask[sorted(reset)] = True
@@ -129,11 +154,18 @@ class AlphaSchedule(Projection):
         if 1 not in self._grafting:
             return True
         state = tensors.state[:rows]
-        stepped = graft_step(
-            self.state, self.facts, state[:, EPOCHS_IN_STATE], state[:, GRAFTING_STRATEGY].long(), self.config
-        )
-        self.state = stepped if 0 not in self._grafting else stepped.where(self._mask, self.state)
+        self.state = planned_step(self.state, self._plan_for(tensors), state[:, EPOCHS_IN_STATE], self.config)
         return True
+
+    def _plan_for(self, tensors: StateTensors) -> GraftPlan:
+        """The plan of the folded facts and strategies, derived again only after either side folds."""
+        key = (self.seq, id(tensors), tensors.seq)
+        if self._plan is None or self._plan[0] != key:
+            strategies = tensors.state[: len(self._specs), GRAFTING_STRATEGY]
+            rows = None if 0 not in self._grafting else self._mask
+            previous = None if self._plan is None else self._plan[1]
+            self._plan = (key, graft_plan(self.facts, strategies, self.config, rows, previous=previous))
+        return self._plan[1]
 
     # -- snapshots -----------------------------------------------------------------------------
 
@@ -143,7 +175,7 @@ class AlphaSchedule(Projection):
             "rows": list(self.rows),
             "specs": list(self._specs),
             "grafting": list(self._grafting),
-            "facts": self.facts.cpu().clone(),
+            "facts": self.facts.cpu().contiguous(),
             "ticked": self.ticked,
             **{f.name: getattr(self.state, f.name).cpu().clone() for f in fields(self.state)},
         }
@@ -157,8 +189,12 @@ class AlphaSchedule(Projection):
         self.rows = {entity: row for row, entity in enumerate(s["rows"])}
         self._specs = list(s["specs"])
         self._grafting = bytearray(s["grafting"])
-        self.facts = s["facts"].to(self.device)
-        self.state = GraftState(**{f.name: s[f.name].to(self.device) for f in fields(GraftState)})
+        self._facts = s["facts"].to(self.device).T.contiguous()
+        # float32 throughout: a snapshot from before the counters were floats holds them as int32.
+        self.state = GraftState(
+            **{f.name: s[f.name].to(self.device, torch.float32) for f in fields(GraftState)}
+        )
         self._mask = torch.tensor(list(self._grafting), dtype=torch.bool).to(self.device)
         self.ticked = s["ticked"]
+        self._plan = None
         self.seq = snapshot.seq

@@ -9,8 +9,9 @@ else it is the layer's first hosted blueprint. Folding, identically on every ran
   seeded from (blueprint, entity, event id), with no first moment and its siblings' mean
   second moment; under `resize` the row is appended to the blueprint's weights first;
 - entering a risky state (`modes.RISKY`) saves the seed's rows, weights and moments, as a
-  rollback point (given `RollbackPoints`); ROLLED_BACK restores them bit for bit; success
-  (`modes.SUCCESS`) forgets the point;
+  rollback point (given `RollbackPoints`); ROLLED_BACK, a failure state reached in the risky
+  period and a failed verification (`rollback.Verdicts`) restore them bit for bit; success
+  (`modes.SUCCESS`) forgets the point (rollback.py says when and why);
 - a failure state (culled, cancelled, pruned) takes the weights out of use: `masked` zeroes
   the row's moments, `resize` removes the row from the weights and the optimizer state.
 
@@ -40,7 +41,7 @@ from projections.moe._optim_state import clear_rows, fresh_rows, moment_rows, re
 from projections.moe.surgery import _chain, _feed
 from projections.seeds.layer import SeedLayer
 from projections.seeds.modes import GERMINATION, RISKY, SUCCESS, SeedMode, mode_of
-from projections.seeds.rollback import RollbackPoints
+from projections.seeds.rollback import RollbackPoints, Verdicts
 from projections.seeds.schedule import AlphaSchedule
 from projections.state_tensors import StateTensors
 
@@ -104,6 +105,9 @@ class SeedSurgery(Projection):
         HOST, so the alpha copied there is never read)."""
         self.applied_chain = ""
         """A running hash of the event ids of the structural changes applied, in order."""
+        self.verdicts = Verdicts()
+        """The gates failed by each seed's pending transition attempt (a failed verification
+        restores its rollback point)."""
 
     # -- the clock -----------------------------------------------------------------------------
 
@@ -142,7 +146,12 @@ class SeedSurgery(Projection):
             if r["spec"] in _SPECS and r.get("layer") in self.layers:
                 return self._register(r)
         elif kind == "TransitionApplied" and r["entity"] in self.seeds:
+            self.verdicts.applied(r["entity"])
             return self._move(r)
+        elif kind == "GateChecked" and r["entity"] in self.seeds:
+            self.verdicts.gate(r)
+        elif kind == "TransitionRejected" and r["entity"] in self.seeds and self.verdicts.rejected(r):
+            self._restore(r["entity"], keep=True)
         return False
 
     def _register(self, r: Record) -> bool:
@@ -175,10 +184,11 @@ class SeedSurgery(Projection):
                 entity, self._rows_of(seed), layer=seed.layer, slot=seed.chunk, step=r["step"], state=to
             )
         elif to == KasminaState.ROLLED_BACK.value and seed.spec == KASMINA_SPEC.name:
-            self.roll_back(entity)
+            self._restore(entity, keep=False)
         elif self.rollback is not None and to == SUCCESS[seed.spec]:
             self.rollback.discard(entity)
         elif to in _FAILED[seed.spec]:
+            self._restore(entity, keep=False)  # the risky period failed: back to before it
             return self._release(seed, r["event_id"])
         self._settle_moments(seed, mode_of(seed.spec, r["from_state"]))
         return False
@@ -289,6 +299,13 @@ class SeedSurgery(Projection):
             rows.update({f"m/{name}/{k}": v[row] for k, v in moment_rows(self.optimizer, param).items()})
         return rows
 
+    def _restore(self, entity: str, *, keep: bool) -> None:
+        """Restore a seed's rollback point if it has one, forgetting it unless `keep`."""
+        if self.rollback is not None and entity in self.rollback.points:
+            self.roll_back(entity)
+            if not keep:
+                self.rollback.discard(entity)
+
     def roll_back(self, entity: str) -> bool:
         """Put a seed's weights and moments back from its latest rollback point; True if it had one."""
         seed = self.seeds.get(entity)
@@ -355,6 +372,7 @@ class SeedSurgery(Projection):
         s = snapshot.state
         self.seeds = {e: Seed(*v) for e, v in s["seeds"].items()}
         self._rows, self.applied_chain = int(s["rows"]), str(s["applied_chain"])
+        self.verdicts = Verdicts()  # an attempt's gates and its verdict are appended together
         self.owners = {i: [None] * lay.chunks for i, lay in self.layers.items()}
         for entity, seed in self.seeds.items():
             self.owners[seed.layer][seed.chunk] = entity

@@ -44,6 +44,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="a controller setting to change, e.g. split_patience=8 (repeat for more); "
+        "on a seed run a heuristic threshold (improvement_threshold=0.001) or the hybrid's blend; "
         "VALUE is JSON (null, true, 0.5) or else a string",
     )
     parser.add_argument("--until-step", type=int, metavar="N", help="compare through step N")

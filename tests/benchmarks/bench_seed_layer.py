@@ -5,7 +5,8 @@ Run from the repository root: PYTHONPATH=. python tests/benchmarks/bench_seed_la
 Targets (issue 13, DESIGN.md section 9), medians of `--repeat` runs, one intra-op thread:
 
 - alpha of `--seeds` grafting seeds (five strategies mixed): one `AlphaSchedule.tick` < 0.5 ms;
-  esperlite's way, one strategy object per seed called in a Python loop, is printed beside it;
+  esperlite's way, one strategy object per seed called in a Python loop, is printed beside it,
+  with a tick after a fold (its plan derived again) and one elementwise add, the per-op floor;
 - forward with no seed active <= 1.05x the host `nn.Linear` alone;
 - forward with every chunk grafting <= 1.1x a hand-written batched blend of the same tensors
   (`(1-a)*h + a*residual_mlp(h)`), and against a per-seed Python loop as esperlite's
@@ -87,12 +88,25 @@ def alpha_table(seeds: int, repeat: int) -> None:
         tensors.advance(step[0])
         schedule.tick(tensors, step[0])
 
+    def replan() -> None:
+        # What a fold between two ticks costs: the plan derived again (lent the previous one's
+        # scratch and constants, as a fold does).
+        assert schedule._plan is not None
+        schedule._plan = ((-1, 0, 0), schedule._plan[1])
+        tick()
+
     ours, peer = timed(tick, repeat), per_seed_alpha(seeds, repeat)
+    folded = timed(replan, repeat)
+    x = torch.rand(seeds)
+    floor = timed(lambda: x + x, repeat * 10)
     verdict = "met" if ours < 5e-4 else "NOT met"
     print(f"{'alpha, ' + str(seeds) + ' grafting seeds':<44} {'ms':>9} {'ratio':>8}")
     name = "  AlphaSchedule.tick (vectorized)"
     print(f"{name:<44} {ours * 1e3:>9.3f} {'1.00x':>8}  target < 0.5 ms: {verdict}")
+    print(f"{'  tick after a fold (plan derived again)':<44} {folded * 1e3:>9.3f} {folded / ours:>7.2f}x")
     print(f"{'  per-seed Python loop (esperlite)':<44} {peer * 1e3:>9.3f} {peer / ours:>7.1f}x")
+    name = f"  one elementwise add of {seeds} floats"
+    print(f"{name:<44} {floor * 1e3:>9.3f} {floor / ours:>7.2f}x")
 
 
 def grafting_layer(host: nn.Linear, chunks: int, gen: torch.Generator) -> SeedLayer:
