@@ -35,9 +35,9 @@ class ExpertCoordinatorConfig:
     """When the expert coordinator spawns, prunes, splits and merges, and what limits it."""
 
     # -- spawning ------------------------------------------------------------------------------
-    spawn_patience: int = 5
+    spawn_patience: int = 10
     """Checkpoints in a row a layer must be starved before an expert is spawned into it."""
-    spawn_cooldown_steps: int = 500
+    spawn_cooldown_steps: int = 100
     """Minimum training steps between any two spawns, in any layer (a global cooldown)."""
     max_spawns_per_cycle: int = 1
     """Spawns allowed per lifecycle cycle (the decisions between two `StepSealed`); 0 disables."""
@@ -46,16 +46,16 @@ class ExpertCoordinatorConfig:
     spawn_init_strategy: InitStrategy = DEFAULT_INIT_STRATEGY
     """How a spawned expert starts: random init, a perturbed clone of the layer's most loaded
     expert, or the mean of that expert's cluster of co-activated experts."""
-    starvation_entropy_threshold: float | None = 0.95
+    starvation_entropy_threshold: float | None = None
     """A checkpoint counts as starved when the layer's normalized routing entropy
     (entropy / ln n_active, 1 for a single expert) is at least this: tokens are spread over
     every expert nearly evenly, so no expert has room to specialise further. None disables
     this test. n_eff / n_active is the same signal on another scale (exp of the entropy)."""
-    starvation_saturation_threshold: float | None = 0.5
+    starvation_saturation_threshold: float | None = None
     """A checkpoint also counts as starved when the layer's `topk_saturation` (the fraction of
     tokens whose top-k routing weights are nearly uniform: the router finds no expert that
     fits them) is at least this. Only read when the observation has it; None disables it."""
-    starvation_breadth_threshold: float | None = None
+    starvation_breadth_threshold: float | None = 1.6
     """When set, a checkpoint counts as starved only if, besides the tests above, the layer's
     `basin_breadth` (the share-weighted mean number of token types per expert basin, 1 when
     every expert serves one kind) is at least this: even routing alone also describes a layer
@@ -65,30 +65,30 @@ class ExpertCoordinatorConfig:
     no-dead-expert condition): experts stretched over several kinds of token load their layer
     unevenly, which the entropy test would read as no starvation."""
 
-    starvation_need_metric: str | None = None
+    starvation_need_metric: str | None = "type_loss_gap"
     """The name of a user metric (passed to `ExpertCoordinator.observations(user=...)`, e.g. the
     evaluation loss of the worst class or token type) that measures need: when set, it replaces
     the spread test above, which a load-balancing loss holds true whatever the need (even
     routing is what such a loss asks for). A checkpoint is then starved when the metric is at
     least `starvation_need_threshold` (and the other tests hold); one without it is not."""
-    starvation_need_threshold: float = 0.0
+    starvation_need_threshold: float = 0.5
     """The value of `starvation_need_metric` at or above which the model needs more experts."""
 
     # -- pruning -------------------------------------------------------------------------------
-    prune_patience: int = 10
+    prune_patience: int = 5
     """Checkpoints in a row a dormant expert must have received no tokens before it is pruned."""
     max_prunes_per_cycle: int = 1
     """Prunes allowed per lifecycle cycle; 0 disables pruning."""
     min_experts_per_layer: int = 2
     """Floor on the live experts of a layer: neither a prune nor a merge goes below it."""
-    dormant_share_epsilon: float = 1e-6
+    dormant_share_epsilon: float = 0.01
     """A share below this counts as zero. Shares averaged from router probabilities are never
     exactly 0; 1e-6 is less than one token in a million."""
     prune_contribution_threshold: float = 0.0
     """A dormant expert is pruned only while its observed `contribution` (the rise of the
     evaluation loss when it is masked, `projections.moe.masked_contribution`) is at most this:
     low share alone is not enough. Experts observed without a contribution pass."""
-    prune_init_grace: int = 0
+    prune_init_grace: int = 20
     """Checkpoints from the start of the run during which an initial expert (one registered
     active, with no parent) is never pruned: experts that collapse at initialisation often get
     tokens again once the router has learnt. 0 (the default, as seeds/002) gives none; about
@@ -101,7 +101,7 @@ class ExpertCoordinatorConfig:
     """Checkpoints in a row an expert must be overloaded before it is split."""
     split_perturbation_scale: float = DEFAULT_PERTURBATION
     """Noise added to a clone (split or clone_and_perturb spawn), relative to the weights' RMS."""
-    split_cooldown_per_expert: int = 1000
+    split_cooldown_per_expert: int = 400
     """Minimum training steps before the same expert may be split again, and before a child may
     be merged back into the parent it was split or cloned from (their basins start identical
     and need this long to diverge; merging them sooner would undo the split)."""
@@ -132,7 +132,7 @@ class ExpertCoordinatorConfig:
     """Merges allowed per lifecycle cycle (seeds/002 names this budget); 0 disables merging."""
     merge_cooling_period: int = 1
     """Checkpoints the surviving expert of a merge spends in its "brief" cooling."""
-    merge_below_split_share: bool = False
+    merge_below_split_share: bool = True
     """When True, two experts merge only while their shares add up to no more than
     `split_share_threshold`: a hysteresis (seeds/000) so a merge never makes an expert that the
     split rule would take apart again, as two halves of a split still sharing an overloaded
@@ -157,10 +157,10 @@ class ExpertCoordinatorConfig:
     basin_window_size: int = 50
     """Checkpoints of metric history kept per expert and layer; the `Lifecycle`'s
     `metric_window` must be at least this."""
-    lifecycle_eval_interval: int = 5
+    lifecycle_eval_interval: int = 10
     """Run a lifecycle evaluation every N controller updates; read by the training loop, which
     decides when to call `ExpertCoordinator.decide`."""
-    cooling_period: int = 3
+    cooling_period: int = 10
     """Checkpoints a spawned or split-off expert spends in cooling before it is evaluated."""
 
     def __post_init__(self) -> None:

@@ -568,6 +568,8 @@ class Evaluation:
             metrics["basin_breadth"] = breadth
         if cfg.spawn_init_strategy == "mean_cluster":
             metrics["cluster"] = list(cluster)
+        if cfg.spawn_init_strategy == "clone_and_perturb" and cfg.split_divergence_push:
+            metrics["push"] = cfg.split_divergence_push  # a clone must divide its source's basin too
         self.batch.register(child, layer=layer, slot=slot, parent=parent)
         self.batch.decide(
             Action.SPAWN,

@@ -136,9 +136,9 @@ def layer_signal(registry: Registry, layer: int, config: ExpertCoordinatorConfig
 def _needed(
     config: ExpertCoordinatorConfig, spread: float, saturation: float | None, need: float | None
 ) -> bool:
-    """The need test when a need metric is named, else the spread test."""
-    if config.starvation_need_metric is not None:
-        return need is not None and need >= config.starvation_need_threshold
+    """The need test when a need metric is named and observed at the checkpoint, else the spread test."""
+    if config.starvation_need_metric is not None and need is not None:
+        return need >= config.starvation_need_threshold
     return _spread_thin(config, spread, saturation)
 
 

@@ -172,6 +172,9 @@ class SpawnMetrics(TypedDict):
     cluster: NotRequired[list[str]]
     """Under `mean_cluster`: the experts whose mean the child starts from (absent: every
     routing expert of the layer)."""
+    push: NotRequired[float]
+    """Under `clone_and_perturb`: how far the router rows of the source expert and the child
+    are pushed apart, as a split's (`SplitMetrics.push`); absent or 0: a plain perturbed clone."""
 
 
 class SplitMetrics(TypedDict):

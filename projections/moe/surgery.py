@@ -249,11 +249,15 @@ class ModelSurgery(Projection):
         for child in children:
             self._slots.get(child, layer)
         sources = self._spawn_sources(record, layer, init, children)
+        push = _push(record) if init == "clone_and_perturb" else 0.0
         resized = False
         for child in children:
             dst, grew = self._materialize(layer, child)
             resized |= grew
             self._init_slot(record, layer, dst, child, sources)
+            if push:  # like a split's child: the clone takes one side of its source's basin
+                source = self._slots.row(record["parent"], layer)
+                self._editors[layer].push_apart(source, dst, push=push, seed=record["seed"], target=child)
         return resized
 
     def _spawn_sources(self, record: Record, layer: int, init: str, children: Sequence[str]) -> list[int]:
@@ -463,7 +467,7 @@ def _perturbation(record: Record) -> float:
 
 
 def _push(record: Record) -> float:
-    """Return a split's router push (`SplitMetrics.push`), 0 when the decision records none."""
+    """Return a split's or cloned spawn's router push (`push` in its metrics), 0 when it records none."""
     push = record["metrics_at_decision"].get("push", 0.0)
     if not _is_share(push):
         raise InconsistentEventError(f"surgery: split {record['event_id']} has push {push!r}")

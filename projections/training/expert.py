@@ -38,6 +38,7 @@ from lifecycle_es.session import Lifecycle, LifecycleConfig
 from lifecycle_es.specs import ROUTING_STATES
 from projections.moe import BasinTracker, ExpertLayer, ModelSurgery, RoutedLayer, Strategy, revival_metrics
 from projections.moe._protocol import missing_members
+from projections.moe.type_loss import TypeLossTracker
 from projections.runner import Runner
 from projections.state_tensors import StateTensors
 from projections.training import distributed
@@ -85,9 +86,9 @@ class ExpertLifecycle:
         trains through (surgery re-wraps it after a resize), and `sync` to change the leader,
         the seal timeout or repair.
         """
-        self.config = ExpertCoordinatorConfig() if config is None else config
-        self.log, self._owns_log = _open(log, run_id)
         self.layers: dict[int, ExpertLayer] = dict(sorted((layers or find_expert_layers(model)).items()))
+        self.config = _config(config, self.layers, strategy)
+        self.log, self._owns_log = _open(log, run_id)
         self.interval = self.config.lifecycle_eval_interval
         """Training steps between two evaluations (`lifecycle_eval_interval`)."""
         self.lc = Lifecycle(
@@ -117,6 +118,8 @@ class ExpertLifecycle:
             self.lc, self.runner, model=model, optimizer=optimizer, leader=self.sync.config.leader
         )
         self.basin = BasinTracker(_routed(self.layers), num_types=num_types)
+        self.type_loss = TypeLossTracker(num_types=num_types)
+        """Each token type's training loss between evaluations, when `record` is given losses."""
         self._started = False
 
     def _capacity(self, strategy: Strategy) -> dict[int, int]:
@@ -180,14 +183,21 @@ class ExpertLifecycle:
         for layer, count in self.initial_experts.items():
             self.coordinator.register_initial(lc, layer, count, step=0)
 
-    def record(self, token_types: torch.Tensor) -> None:
+    def record(self, token_types: torch.Tensor, losses: torch.Tensor | None = None) -> None:
         """Keep the last forward's routing with each token's type ([tokens] long, ids 0..num_types-1).
 
         Call it once per forward, after the optimizer step; it keeps references only (no
         device work, no host sync). Ids outside the range are refused at the next evaluation.
+        `losses`, each token's training loss ([tokens], e.g. `cross_entropy(..., reduction=
+        "none")`), gives the coordinator its need signal: each evaluation records the type loss
+        gap (`projections.moe.type_loss`) as the user metric `user.type_loss_gap`, which the
+        default `starvation_need_metric` reads. Without losses the layer's spread and breadth
+        decide alone (see `ExpertCoordinatorConfig.starvation_need_metric`).
         """
         self._check_started("record")
         self.basin.record(token_types)
+        if losses is not None:
+            self.type_loss.record(token_types, losses)
 
     def after_step(
         self,
@@ -224,7 +234,11 @@ class ExpertLifecycle:
         revival: LayerInputs | None = None,
     ) -> Boundary:
         """One lifecycle evaluation at the boundary after step `step`, whatever the interval."""
-        self.basin.sum_across(functools.partial(self.sync.observe, step))
+        observe = functools.partial(self.sync.observe, step)
+        # One all-reduce for both: the dicts hold the very tensors each tracker reads back.
+        both = self.type_loss.sum_across
+        self.basin.sum_across(lambda routed: both(lambda lost: observe({**routed, **lost})))
+        need = self.type_loss.collect()
         readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
         for layer, inputs in (revival() if revival is not None else {}).items():
             readout.layers[layer].update(revival_metrics(self.surgery, layer, inputs))
@@ -236,7 +250,7 @@ class ExpertLifecycle:
                     step=step,
                     experts=readout.experts,
                     layers=readout.layers,
-                    user=None if user is None else user(),
+                    user={**need, **(user() if user is not None else {})} or None,
                 )
             )
             if metrics is not None:
@@ -295,6 +309,32 @@ def find_expert_layers(model: nn.Module) -> dict[int, ExpertLayer]:
     ]
     hint = "; ".join(near) if near else "pass layers={index: layer}"
     raise ConfigError(f"{type(model).__name__} holds no module meeting the ExpertLayer protocol: {hint}")
+
+
+def _config(
+    config: ExpertCoordinatorConfig | None, layers: Mapping[int, ExpertLayer], strategy: Strategy
+) -> ExpertCoordinatorConfig:
+    """Return the coordinator's settings, checked against the layers' slots under the masked strategy.
+
+    A masked layer can never route more experts than it has slots, so a `max_experts_per_layer`
+    above that would cap growth at the slot count while the recorded settings claim more: an
+    explicit config that asks for it is refused. Without a config, the defaults are used with
+    `max_experts_per_layer` lowered to the fewest slots of any layer (recorded as such).
+    """
+    if strategy != "masked" or not layers:
+        return ExpertCoordinatorConfig() if config is None else config
+    slots = {i: layer.capacity for i, layer in layers.items()}
+    if config is None:
+        limit = min(ExpertCoordinatorConfig.max_experts_per_layer, *slots.values())
+        floor = min(ExpertCoordinatorConfig.min_experts_per_layer, limit)
+        return ExpertCoordinatorConfig(max_experts_per_layer=limit, min_experts_per_layer=floor)
+    short = {i: n for i, n in slots.items() if n < config.max_experts_per_layer}
+    if short:
+        raise ConfigError(
+            f"max_experts_per_layer {config.max_experts_per_layer} exceeds the slots of masked "
+            f"layer(s) {short} (layer: slots): allocate that many slots or lower max_experts_per_layer"
+        )
+    return config
 
 
 def _routed(layers: Mapping[int, ExpertLayer]) -> dict[int, RoutedLayer]:

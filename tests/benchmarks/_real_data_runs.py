@@ -37,6 +37,10 @@ class RunOptions:
     weight_decay: float = 0.01
     balance_coef: float = 0.01
     """Weight of the Switch load-balancing loss (Switch Transformer's value)."""
+    capacity: int = 16
+    """Expert slots of every model, lifecycle or static: a static run of n experts routes to the
+    first n slots only, so it starts from the very weights the lifecycle run of its seed starts
+    from (its first slots, embedding and head), and the comparison is paired by seed."""
 
 
 @dataclass(slots=True)
@@ -65,17 +69,17 @@ def train(
     """Train one seed: with the lifecycle from `experts` experts under `config`, or static (None)."""
     torch.manual_seed(seed)
     data = Digits(seed, batch_size=options.batch_size)
-    capacity = experts if config is None else config.max_experts_per_layer
     model = DigitMoE(
         d_in=PIXELS,
         classes=CLASSES,
         d_model=options.d_model,
         d_hidden=options.d_hidden,
-        capacity=capacity,
+        capacity=options.capacity,
         seed=seed,
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     if config is None:
+        model.moe.set_active(torch.arange(options.capacity) < experts)
         result = RunResult(experts=[experts])
         _loop(model, optimizer, data, options, result, None)
         return result
@@ -113,13 +117,13 @@ def _loop(
         for _ in range(options.steps_per_phase):
             step += 1
             x, y = data.batch(phase)
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss = loss + options.balance_coef * model.moe.balance_loss
+            losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+            loss = losses.mean() + options.balance_coef * model.moe.balance_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             if lifecycle is not None:
-                lifecycle.record(y)
+                lifecycle.record(y, losses)  # each image's loss: the need signal
                 if lifecycle.after_step(step) is not None:
                     result.experts.append(lifecycle.routing_counts()[0])
         result.phase_acc.append(_accuracy(model, data, phase.classes))
