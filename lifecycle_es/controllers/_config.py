@@ -238,9 +238,34 @@ class ExpertCoordinatorConfig:
                     "the window could never hold that many checkpoints"
                 )
 
+    @classmethod
+    def seeds_002(cls, **changes: object) -> ExpertCoordinatorConfig:
+        """Return seeds/002's (ChronoMoE v3's) settings, with `changes`: the defaults before the
+        need-aware ones, for a run or test that must decide exactly as they did."""
+        return cls(**{**SEEDS_002, **changes})  # type: ignore[arg-type]
+
     def snapshot(self) -> dict[str, JsonValue]:
         """Return every field by name: the `config_snapshot` recorded with each decision."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+SEEDS_002: dict[str, object] = {
+    "spawn_patience": 5,
+    "spawn_cooldown_steps": 500,
+    "starvation_entropy_threshold": 0.95,
+    "starvation_saturation_threshold": 0.5,
+    "starvation_breadth_threshold": None,
+    "starvation_need_metric": None,
+    "starvation_need_threshold": 0.0,
+    "prune_patience": 10,
+    "dormant_share_epsilon": 1e-6,
+    "prune_init_grace": 0,
+    "split_cooldown_per_expert": 1000,
+    "merge_below_split_share": False,
+    "lifecycle_eval_interval": 5,
+    "cooling_period": 3,
+}
+"""The settings whose defaults moved from seeds/002's (`ExpertCoordinatorConfig.seeds_002`)."""
 
 
 def _check_int(config: ExpertCoordinatorConfig, name: str, low: int) -> None:

@@ -15,7 +15,7 @@ from lifecycle_es.events import EventBase, gate_results
 from projections.moe import ModelSurgery, MoELayer, masked_contribution
 
 RUN, EVERY, N = "need", 10, 3
-CONFIG = ExpertCoordinatorConfig(
+CONFIG = ExpertCoordinatorConfig.seeds_002(
     spawn_patience=N,
     prune_patience=N,
     cooling_period=1,
@@ -96,7 +96,6 @@ def test_even_routing_does_not_starve_a_layer_whose_need_metric_is_met() -> None
         for d in _decided(run.checkpoint(user={"worst_class_loss": 0.1}), Action.SPAWN)
     ]
     assert spawned == []
-    assert not ExpertCoordinatorConfig().starvation_need_metric  # the spread test stays the default
 
 
 def test_a_need_metric_above_its_threshold_starves_the_layer_whatever_the_spread() -> None:
@@ -110,10 +109,11 @@ def test_a_need_metric_above_its_threshold_starves_the_layer_whatever_the_spread
     assert passed and observed["user.worst_class_loss"] == 0.8
 
 
-def test_a_checkpoint_without_the_need_metric_is_not_starved() -> None:
-    """With a need metric named but not observed, even routing does not spawn."""
+def test_a_checkpoint_without_the_need_metric_falls_back_to_the_spread_test() -> None:
+    """With a need metric named but not observed, the spread test decides: even routing spawns."""
     run = Run()
-    assert not [d for _ in range(2 * N) for d in _decided(run.checkpoint(), Action.SPAWN)]
+    spawned = [d for _ in range(N) for d in _decided(run.checkpoint(), Action.SPAWN)]
+    assert len(spawned) == 1 and spawned[0].step == N * EVERY
 
 
 def test_user_metrics_are_recorded_on_every_layer_observation() -> None:

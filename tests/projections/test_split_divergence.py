@@ -16,7 +16,7 @@ from projections.moe import ModelSurgery, MoELayer
 
 D_MODEL, D_HIDDEN, TOKENS = 8, 16, 64
 RUN, EVERY = "split", 10
-CONFIG = ExpertCoordinatorConfig(
+CONFIG = ExpertCoordinatorConfig.seeds_002(
     split_patience=2,
     cooling_period=1,
     split_cooldown_per_expert=200,
