@@ -2,13 +2,16 @@
 
 The lifecycle is wired in through the public API only, as a user's own loop would:
 `projections.training.ExpertLifecycle` around the model and optimizer on a JSONL log, with
-`start`, `record(labels)` (a token's type is its class) and `after_step(step)` each step, and
-`finish` at the end. A static run trains the same architecture with `experts` slots, all
-routing, on the same batches, with the same loss (cross-entropy plus the balancing loss).
+`start`, `record(labels, losses)` (a token's type is its class, its loss the need signal) and
+`after_step(step, revival=...)` (the batch's MoE inputs, where parked experts are scored for
+revival) each step, and `finish` at the end. A static run trains the same model with its first
+`experts` slots routing, on the same batches, with the same loss (cross-entropy plus the
+balancing loss).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from collections import Counter
@@ -124,7 +127,9 @@ def _loop(
             optimizer.step()
             if lifecycle is not None:
                 lifecycle.record(y, losses)  # each image's loss: the need signal
-                if lifecycle.after_step(step) is not None:
+                # the batch's MoE inputs: a parked expert whose side of the router they fall on is revived
+                inputs = functools.partial(dict, {0: model.moe.last_input})
+                if lifecycle.after_step(step, revival=inputs) is not None:
                     result.experts.append(lifecycle.routing_counts()[0])
         result.phase_acc.append(_accuracy(model, data, phase.classes))
         result.all_acc.append(_accuracy(model, data, tuple(range(CLASSES))))
