@@ -107,7 +107,7 @@ def test_an_initial_expert_that_collapsed_is_not_pruned_within_the_init_grace() 
 
 
 def test_the_defaults_are_need_aware_and_seeds_002_keeps_the_old_ones() -> None:
-    """The defaults gate breadth starvation on the type loss gap, with an init grace; seeds_002() has neither."""
+    """The defaults gate breadth starvation on the type loss gap, with init grace; seeds_002() has neither."""
     cfg, old = ExpertCoordinatorConfig(), ExpertCoordinatorConfig.seeds_002()
     assert (cfg.starvation_need_metric, cfg.starvation_breadth_threshold) == (TYPE_LOSS_GAP, 1.6)
     assert cfg.starvation_entropy_threshold is None and cfg.prune_init_grace > 0
