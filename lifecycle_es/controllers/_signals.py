@@ -38,6 +38,7 @@ __all__ = [
     "pair_overlap",
     "pair_series",
     "pair_window",
+    "starvation_thresholds",
 ]
 
 SHARE = "share"
@@ -150,6 +151,21 @@ def _spread_thin(config: ExpertCoordinatorConfig, spread: float, saturation: flo
     return (entropy_at is not None and spread >= entropy_at) or (
         saturation_at is not None and saturation is not None and saturation >= saturation_at
     )
+
+
+def starvation_thresholds(config: ExpertCoordinatorConfig) -> dict[str, float]:
+    """Return the thresholds of the starvation tests the config sets, by name: a spawn gate's evidence."""
+    found = {"spawn_patience": float(config.spawn_patience)}
+    for name in (
+        "starvation_entropy_threshold",
+        "starvation_saturation_threshold",
+        "starvation_breadth_threshold",
+    ):
+        if (value := getattr(config, name)) is not None:
+            found[name] = value
+    if config.starvation_need_metric is not None:
+        found["starvation_need_threshold"] = config.starvation_need_threshold
+    return found
 
 
 def _broad(config: ExpertCoordinatorConfig, breadth: float | None) -> bool:

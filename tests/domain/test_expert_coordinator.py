@@ -368,7 +368,7 @@ def test_help_lists_every_setting_with_its_default_and_description() -> None:
         assert entry in shown
         positions.append(at)
     assert positions == sorted(positions)
-    assert "    Checkpoints in a row a layer must be starved before an expert is spawned into it." in lines
+    assert "    Checkpoints in a row a layer must be starved before an expert is spawned into it" in lines
 
 
 def test_a_registry_window_shorter_than_the_basin_window_is_refused() -> None:
