@@ -34,10 +34,12 @@ import bus
 from bus import Log
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
 from lifecycle_es.errors import ConfigError, UsageError
+from lifecycle_es.events import Action, DecisionMade, EventBase
 from lifecycle_es.session import Lifecycle, LifecycleConfig
 from lifecycle_es.specs import ROUTING_STATES
 from projections.moe import BasinTracker, ExpertLayer, ModelSurgery, RoutedLayer, Strategy, revival_metrics
 from projections.moe._protocol import missing_members
+from projections.moe.split_direction import split_direction
 from projections.moe.type_loss import TypeLossTracker
 from projections.runner import Runner
 from projections.state_tensors import StateTensors
@@ -218,7 +220,9 @@ class ExpertLifecycle:
         checks that all ranks agree. `user()` (e.g. loss per class) is recorded on every layer as
         `user.<name>`, where the coordinator's `starvation_need_metric` reads it; `revival()`
         (evaluation inputs of each layer, [tokens, d_model]) measures each parked expert's
-        `revival_affinity`, which revives it. Returns what the boundary did.
+        `revival_affinity`, which revives it, and gives a split of that layer its push
+        direction (`projections.moe.split_direction`, recorded in the decision). Returns what
+        the boundary did.
         """
         self._check_started("after_step")
         if step % self.interval:
@@ -240,7 +244,8 @@ class ExpertLifecycle:
         self.basin.sum_across(lambda routed: both(lambda lost: observe({**routed, **lost})))
         need = self.type_loss.collect()
         readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
-        for layer, inputs in (revival() if revival is not None else {}).items():
+        evaluation = dict(revival()) if revival is not None else {}
+        for layer, inputs in evaluation.items():
             readout.layers[layer].update(revival_metrics(self.surgery, layer, inputs))
 
         def decide(lc: Lifecycle) -> None:
@@ -255,9 +260,32 @@ class ExpertLifecycle:
             )
             if metrics is not None:
                 lc.observe(metrics(), step=step)
-            lc.append(self.coordinator.decide(lc.registry, run_id=self.run_id, step=step))
+            decided = self.coordinator.decide(lc.registry, run_id=self.run_id, step=step)
+            lc.append([self._directed(event, evaluation) for event in decided])
 
         return self.sync.at_boundary(step, decide)
+
+    def _directed(self, event: EventBase, inputs: Mapping[int, torch.Tensor]) -> EventBase:
+        """Return a SPLIT decision with the push direction of its parent's routed inputs added.
+
+        Computed here, on the leader, and recorded, so every rank and replay read the same
+        direction; other events, and splits of layers without inputs, are returned as they are.
+        """
+        if not isinstance(event, DecisionMade) or event.action != Action.SPLIT:
+            return event
+        layer, parent = event.layer, event.parent or event.entity
+        if (
+            layer is None
+            or layer not in inputs
+            or parent is None
+            or not event.metrics_at_decision.get("push")
+        ):
+            return event
+        direction = split_direction(self.surgery, layer, parent, inputs[layer])
+        if direction is None:
+            return event
+        metrics = {**event.metrics_at_decision, "direction": direction}
+        return event.model_copy(update={"metrics_at_decision": metrics})
 
     def finish(self, step: int) -> str | None:
         """Check every rank ends with the same digest at `step`; return it (None in one process)."""
