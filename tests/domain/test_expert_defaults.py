@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import pytest
@@ -10,54 +9,30 @@ import torch
 from torch import nn
 
 from bus import MemoryLog
-from lifecycle_es import Action, DecisionMade, Lifecycle, LifecycleConfig
-from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
+from lifecycle_es import Action, DecisionMade
+from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id
 from lifecycle_es.errors import ConfigError, UsageError
 from projections.moe import MoELayer
 from projections.moe.type_loss import TYPE_LOSS_GAP, TypeLossTracker, need_metrics
 from projections.training import ExpertLifecycle
+from tests.domain._coordinator_run import EVERY, CoordinatorRun
 
-RUN, EVERY = "defaults", 10
+RUN = "defaults"
 DEFAULTS = ExpertCoordinatorConfig(max_experts_per_layer=8)
 GAP = "user." + TYPE_LOSS_GAP
 
 
-class Run:
+class Run(CoordinatorRun):
     """The coordinator under the defaults over one layer of 8 slots and 4 evenly loaded experts."""
 
     def __init__(self) -> None:
-        self.lc = Lifecycle(run_id=RUN, config=LifecycleConfig(metric_window=DEFAULTS.basin_window_size))
-        self.lc.start()
-        self.coordinator = ExpertCoordinator(DEFAULTS, {0: 8})
-        self.coordinator.register_initial(self.lc, 0, 4)
-        self.lc.seal(0)
-        self.step = 0
+        super().__init__(DEFAULTS, run_id=RUN)
 
-    def checkpoint(
+    def decided(
         self, *, breadth: float, user: Mapping[str, float] | None, shares: Mapping[str, float] | None = None
     ) -> list[DecisionMade]:
-        """Observe even routing (a balancing loss's) at `breadth`, with `user` metrics; decide; seal."""
-        self.step += EVERY
-        routing = [e.entity for e in self.lc.registry.live() if e.state in ("cooling", "active", "dormant")]
-        experts = {e: {"share": (shares or {}).get(e, 1 / len(routing))} for e in routing}
-        found = [m["share"] for m in experts.values()]
-        entropy = -math.fsum(s * math.log(s) for s in found if s > 0)
-        layer = {
-            "entropy": entropy,
-            "n_eff": math.exp(entropy),
-            "top2_share": sum(sorted(found)[-2:]),
-            "dead_count": float(sum(s == 0 for s in found)),
-            "n_active": float(sum(s > 0 for s in found)),
-            "basin_breadth": breadth,
-        }
-        self.lc.append(
-            self.coordinator.observations(
-                run_id=RUN, step=self.step, experts=experts, layers={0: layer}, user=user
-            )
-        )
-        events = self.coordinator.decide(self.lc.registry, run_id=RUN, step=self.step)
-        self.lc.append(events)
-        self.lc.seal(self.step)
+        """One checkpoint of routing `shares` (else even) at `breadth` with `user` metrics: its decisions."""
+        events = self.checkpoint(shares, user=user, layer_extra={"basin_breadth": breadth})
         return [e for e in events if isinstance(e, DecisionMade)]
 
     def spawns(self, checkpoints: int, *, breadth: float, user: Mapping[str, float] | None) -> list[int]:
@@ -65,7 +40,7 @@ class Run:
         return [
             d.step
             for _ in range(checkpoints)
-            for d in self.checkpoint(breadth=breadth, user=user)
+            for d in self.decided(breadth=breadth, user=user)
             if d.action == Action.SPAWN
         ]
 
@@ -100,7 +75,7 @@ def test_an_initial_expert_that_collapsed_is_not_pruned_within_the_init_grace() 
     pruned = [
         d.step
         for _ in range(DEFAULTS.prune_init_grace + 2)
-        for d in run.checkpoint(breadth=1.0, user=None, shares=shares)
+        for d in run.decided(breadth=1.0, user=None, shares=shares)
         if d.action == Action.PRUNE
     ]
     assert pruned == [DEFAULTS.prune_init_grace * EVERY]

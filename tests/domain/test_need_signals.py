@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping
 
 import torch
 
 from lifecycle_es import Action, DecisionMade, GatesChecked, Lifecycle, LifecycleConfig, MetricsObserved
 from lifecycle_es.codec import CODEC
-from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
+from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id
 from lifecycle_es.events import EventBase, gate_results
 from projections.moe import ModelSurgery, MoELayer, masked_contribution
+from tests.domain._coordinator_run import EVERY, CoordinatorRun
 
-RUN, EVERY, N = "need", 10, 3
+RUN, N = "need", 3
 CONFIG = ExpertCoordinatorConfig.seeds_002(
     spawn_patience=N,
     prune_patience=N,
@@ -29,46 +28,9 @@ CONFIG = ExpertCoordinatorConfig.seeds_002(
 E0, E1, E2, E3 = (expert_id(0, i) for i in range(4))
 
 
-class Run:
+def Run(config: ExpertCoordinatorConfig = CONFIG) -> CoordinatorRun:
     """A lifecycle with its coordinator over one layer of 8 slots and 4 experts, driven by checkpoints."""
-
-    def __init__(self, config: ExpertCoordinatorConfig = CONFIG) -> None:
-        self.lc = Lifecycle(run_id=RUN, config=LifecycleConfig(metric_window=config.basin_window_size))
-        self.lc.start()
-        self.coordinator = ExpertCoordinator(config, {0: 8})
-        self.coordinator.register_initial(self.lc, 0, 4)
-        self.lc.seal(0)
-        self.step = 0
-
-    def checkpoint(
-        self,
-        shares: Mapping[str, float] | None = None,
-        *,
-        user: Mapping[str, float] | None = None,
-        extra: Mapping[str, Mapping[str, float]] | None = None,
-    ) -> list[EventBase]:
-        """Observe every routing expert (share from `shares`, else an even 0.25); decide; seal."""
-        self.step += EVERY
-        routing = [e.entity for e in self.lc.registry.live() if e.state in ("cooling", "active", "dormant")]
-        experts = {e: {"share": (shares or {}).get(e, 0.25), **(extra or {}).get(e, {})} for e in routing}
-        found = [m["share"] for m in experts.values()]
-        entropy = -math.fsum(s * math.log(s) for s in found if s > 0)
-        layer = {
-            "entropy": entropy,
-            "n_eff": math.exp(entropy),
-            "top2_share": sum(sorted(found)[-2:]),
-            "dead_count": float(sum(s == 0 for s in found)),
-            "n_active": float(sum(s > 0 for s in found)),
-        }
-        self.lc.append(
-            self.coordinator.observations(
-                run_id=RUN, step=self.step, experts=experts, layers={0: layer}, user=user
-            )
-        )
-        events = self.coordinator.decide(self.lc.registry, run_id=RUN, step=self.step)
-        self.lc.append(events)
-        self.lc.seal(self.step)
-        return events
+    return CoordinatorRun(config, run_id=RUN)
 
 
 def _decided(events: list[EventBase], action: Action) -> list[DecisionMade]:
