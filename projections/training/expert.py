@@ -8,11 +8,13 @@ them, `LifecycleSync`, `Checkpoints` and the `BasinTracker`. The loop then calls
     lifecycle.start(seed=0)            # once: RunStarted, the initial experts, StepSealed(0)
     for step in range(1, steps + 1):
         ...                            # forward, backward, optimizer.step()
-        lifecycle.record(token_types)  # every step: references only, no device work
+        lifecycle.record(token_types, losses)  # every step: references only, no device work
         lifecycle.after_step(step)     # every lifecycle_eval_interval steps: decide and apply
     lifecycle.finish(steps)
 
-The same code runs in one process and on every rank of a DDP job (every rank on the same log
+`losses` (each token's training loss, optional) gives the default need test its metric, the
+type loss gap; without it the layer's basin breadth decides alone. The same code runs in one
+process and on every rank of a DDP job (every rank on the same log
 URL, the leader decides; see `LifecycleSync`). Checkpoints are the loop's own: save with
 `lifecycle.checkpoints.save(directory, boundary, extra={"basin": lifecycle.basin.state(), ...})`
 at a boundary `after_step` returned, and after `start(resume=True)` restore the basin tracker
@@ -81,6 +83,9 @@ class ExpertLifecycle:
         `record` is given (ids 0..num_types-1), over which basin tracking measures what each
         expert serves. `layers` maps layer indices to the model's MoE layers (default: every
         module of `model` meeting `ExpertLayer`, numbered 0.. in module order).
+        `config` defaults to `ExpertCoordinatorConfig()` (under the masked strategy with
+        `max_experts_per_layer` lowered to the fewest slots of a layer; an explicit config
+        asking for more than a masked layer's slots is a `ConfigError`).
         `initial_experts` experts of each layer route at step 0 (default: as many as its
         capacity and `max_experts_per_layer` allow). `strategy` is model surgery's: "masked"
         keeps every layer's slots and masks them, "resize" adds and removes parameters (up to
