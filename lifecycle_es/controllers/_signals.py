@@ -100,7 +100,9 @@ def layer_signal(registry: Registry, layer: int, config: ExpertCoordinatorConfig
     `starvation_entropy_threshold`, or `topk_saturation` at least
     `starvation_saturation_threshold`. The breadth test, when `starvation_breadth_threshold` is
     set: the experts' basins are broad, `basin_breadth` at least that (a checkpoint without it
-    fails). With no test set, nothing starves.
+    fails). At a checkpoint carrying the user metric `starvation_need_metric` names, the need
+    test (that metric at least `starvation_need_threshold`) replaces the spread test. With no
+    test set, nothing starves.
     """
     series = {name: registry.metric_window(layer, name, layer=True) for name in LAYER_KEYS}
     length = min(len(v) for v in series.values())
