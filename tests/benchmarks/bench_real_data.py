@@ -5,7 +5,8 @@ Run from the repository root, after `pip install -e ".[bench]"` (scikit-learn sh
         [--config default|seeds_002] [--quick]
 A script, not a CI test: the lifecycle's decisions are emergent (float-driven), so they are
 measured over seeds here rather than asserted in the suite. The full default run took about
-4.5 minutes on 2 shared CPU cores; `--quick` about 40 seconds.
+11 minutes on 2 CPU cores shared with other jobs (load ~10; every static model computes all 16
+slots densely, as the lifecycle's does); `--quick` about 40 seconds.
 
 The data is scikit-learn's digits (1797 8x8 images, 10 classes, inside the wheel), split 70/30
 per seed. Training is class-incremental in five phases of `--steps-per-phase` steps: classes 0-3,
