@@ -1,9 +1,12 @@
-"""`ExpertCoordinatorConfig`: every knob of the expert coordinator, with ChronoMoE v3's defaults.
+"""`ExpertCoordinatorConfig`: every knob of the expert coordinator, with one default config.
 
-The defaults are those of seeds/002 (reference/seed-projects.md section 2.6). The fields it
-leaves open are added here, each saying why: the starvation thresholds that make "high routing
-entropy or saturated top-k" a test, the share below which an expert counts as receiving nothing,
-per-cycle budgets for splits and merges, and the length of a merged expert's "brief" cooling.
+The structure and most values are seeds/002's (ChronoMoE v3, reference/seed-projects.md section
+2.6); the fields it leaves open are added here, each saying why. The defaults are the one config
+the MoE demo and the real-data benchmark (tests/benchmarks/bench_real_data.py) both run under,
+measured over seeds on both: they differ from seeds/002 where its values react to load rather
+than need (starvation by routing entropy, which a load-balancing loss holds true) or count
+ChronoMoE v2 controller updates rather than training steps. `ExpertCoordinatorConfig.seeds_002()`
+gives seeds/002's values (`SEEDS_002` lists the fields that moved).
 
 The `Lifecycle` writer the coordinator decides through has its own `lifecycle_es.LifecycleConfig`
 (gate mode, metric window), whose `metric_window` must be at least `basin_window_size`.
@@ -35,10 +38,13 @@ class ExpertCoordinatorConfig:
     """When the expert coordinator spawns, prunes, splits and merges, and what limits it."""
 
     # -- spawning ------------------------------------------------------------------------------
-    spawn_patience: int = 5
-    """Checkpoints in a row a layer must be starved before an expert is spawned into it."""
-    spawn_cooldown_steps: int = 500
-    """Minimum training steps between any two spawns, in any layer (a global cooldown)."""
+    spawn_patience: int = 10
+    """Checkpoints in a row a layer must be starved before an expert is spawned into it
+    (seeds/002: 5; an untrained router spreads every basin for the first few dozen steps,
+    which is no reason to grow)."""
+    spawn_cooldown_steps: int = 100
+    """Minimum training steps between any two spawns, in any layer (a global cooldown;
+    seeds/002: 500, counted in ChronoMoE v2 controller updates, themselves many steps apart)."""
     max_spawns_per_cycle: int = 1
     """Spawns allowed per lifecycle cycle (the decisions between two `StepSealed`); 0 disables."""
     max_experts_per_layer: int = 16
@@ -46,53 +52,62 @@ class ExpertCoordinatorConfig:
     spawn_init_strategy: InitStrategy = DEFAULT_INIT_STRATEGY
     """How a spawned expert starts: random init, a perturbed clone of the layer's most loaded
     expert, or the mean of that expert's cluster of co-activated experts."""
-    starvation_entropy_threshold: float | None = 0.95
+    starvation_entropy_threshold: float | None = None
     """A checkpoint counts as starved when the layer's normalized routing entropy
     (entropy / ln n_active, 1 for a single expert) is at least this: tokens are spread over
-    every expert nearly evenly, so no expert has room to specialise further. None disables
-    this test. n_eff / n_active is the same signal on another scale (exp of the entropy)."""
-    starvation_saturation_threshold: float | None = 0.5
+    every expert nearly evenly, so no expert has room to specialise further. None (the
+    default; seeds/002: 0.95) disables this test: a load-balancing loss makes routing even
+    whatever the need, and the real-data benchmark spawned on it at every cooldown. n_eff /
+    n_active is the same signal on another scale (exp of the entropy)."""
+    starvation_saturation_threshold: float | None = None
     """A checkpoint also counts as starved when the layer's `topk_saturation` (the fraction of
     tokens whose top-k routing weights are nearly uniform: the router finds no expert that
-    fits them) is at least this. Only read when the observation has it; None disables it."""
-    starvation_breadth_threshold: float | None = None
+    fits them) is at least this. Only read when the observation has it; None (the default;
+    seeds/002: 0.5) disables it, as the entropy test, for the same reason."""
+    starvation_breadth_threshold: float | None = 1.6
     """When set, a checkpoint counts as starved only if, besides the tests above, the layer's
     `basin_breadth` (the share-weighted mean number of token types per expert basin, 1 when
-    every expert serves one kind) is at least this: even routing alone also describes a layer
-    whose experts each fit their tokens, where another expert only takes half of one expert's
-    tokens. Needs the observation to carry it; None (the default, as seeds/002) does not ask.
-    With both thresholds of the spread test above None, this test alone decides (with the
-    no-dead-expert condition): experts stretched over several kinds of token load their layer
-    unevenly, which the entropy test would read as no starvation."""
+    every expert serves one kind) is at least this: experts stretched over several kinds of
+    token, where another expert could take one kind. Needs the observation to carry it (basin
+    tracking records it); None (seeds/002) does not ask. With both thresholds of the spread
+    test above None (the default), this test decides with the need test below and the
+    no-dead-expert condition."""
 
-    starvation_need_metric: str | None = None
-    """The name of a user metric (passed to `ExpertCoordinator.observations(user=...)`, e.g. the
-    evaluation loss of the worst class or token type) that measures need: when set, it replaces
-    the spread test above, which a load-balancing loss holds true whatever the need (even
-    routing is what such a loss asks for). A checkpoint is then starved when the metric is at
-    least `starvation_need_threshold` (and the other tests hold); one without it is not."""
-    starvation_need_threshold: float = 0.0
-    """The value of `starvation_need_metric` at or above which the model needs more experts."""
+    starvation_need_metric: str | None = "type_loss_gap"
+    """The name of a user metric (passed to `ExpertCoordinator.observations(user=...)`) that
+    measures need: at a checkpoint that carries it, it replaces the spread test above, which a
+    load-balancing loss holds true whatever the need. A checkpoint is then starved when the
+    metric is at least `starvation_need_threshold` (and the breadth test holds); at one without
+    it, the spread test decides (with both its thresholds None, breadth alone). The default
+    is the metric `ExpertLifecycle` records when the loop passes each token's loss to
+    `record(types, losses)`: the type loss gap (`projections.moe.type_loss`), the worst token
+    type's mean loss over the mean of all types, minus 1. None (seeds/002) does not ask."""
+    starvation_need_threshold: float = 0.5
+    """The value of `starvation_need_metric` at or above which the model needs more experts:
+    by default, one kind of token costing 1.5 times the average (the types sharing an expert
+    on the synthetic demo cost about twice it; seeds/002: no need test)."""
 
     # -- pruning -------------------------------------------------------------------------------
-    prune_patience: int = 10
-    """Checkpoints in a row a dormant expert must have received no tokens before it is pruned."""
+    prune_patience: int = 5
+    """Checkpoints in a row a dormant expert must have received no tokens before it is pruned
+    (seeds/002: 10; 5 lets an idle expert go within a phase of the demo's task)."""
     max_prunes_per_cycle: int = 1
     """Prunes allowed per lifecycle cycle; 0 disables pruning."""
     min_experts_per_layer: int = 2
     """Floor on the live experts of a layer: neither a prune nor a merge goes below it."""
-    dormant_share_epsilon: float = 1e-6
-    """A share below this counts as zero. Shares averaged from router probabilities are never
-    exactly 0; 1e-6 is less than one token in a million."""
+    dormant_share_epsilon: float = 0.01
+    """A share below this counts as zero: an expert doing less than 1% of the layer's routing
+    is idle, ChronoMoE v2's "nearly dead" bound (seeds/002: 1e-6, less than one token in a
+    million, which a top-k router's leftovers always exceed)."""
     prune_contribution_threshold: float = 0.0
     """A dormant expert is pruned only while its observed `contribution` (the rise of the
     evaluation loss when it is masked, `projections.moe.masked_contribution`) is at most this:
     low share alone is not enough. Experts observed without a contribution pass."""
-    prune_init_grace: int = 0
+    prune_init_grace: int = 20
     """Checkpoints from the start of the run during which an initial expert (one registered
     active, with no parent) is never pruned: experts that collapse at initialisation often get
-    tokens again once the router has learnt. 0 (the default, as seeds/002) gives none; about
-    twice `prune_patience` lets a router that starts collapsed settle first."""
+    tokens again once the router has learnt. 0 (seeds/002) gives none; the default, four times
+    `prune_patience`, lets a router that starts collapsed settle first."""
 
     # -- splitting -----------------------------------------------------------------------------
     split_share_threshold: float = 0.4
@@ -101,10 +116,11 @@ class ExpertCoordinatorConfig:
     """Checkpoints in a row an expert must be overloaded before it is split."""
     split_perturbation_scale: float = DEFAULT_PERTURBATION
     """Noise added to a clone (split or clone_and_perturb spawn), relative to the weights' RMS."""
-    split_cooldown_per_expert: int = 1000
+    split_cooldown_per_expert: int = 400
     """Minimum training steps before the same expert may be split again, and before a child may
     be merged back into the parent it was split or cloned from (their basins start identical
-    and need this long to diverge; merging them sooner would undo the split)."""
+    and need this long to diverge; merging them sooner would undo the split). seeds/002: 1000,
+    in controller updates; 400 steps is 40 default checkpoints."""
     max_splits_per_cycle: int = 1
     """Splits allowed per lifecycle cycle; 0 disables splitting."""
     split_divergence_push: float = 0.5
@@ -112,7 +128,9 @@ class ExpertCoordinatorConfig:
     row's norm, along a seeded direction orthogonal to it: each then takes one side of a
     hyperplane through the parent's basin, where a clone with noise alone gets the same tokens
     and gradients as its parent. Scaled by need (share / `split_share_threshold`, at most 2);
-    recorded in the decision as `push`. 0 splits into a plain perturbed clone."""
+    recorded in the decision as `push`. A `clone_and_perturb` spawn is pushed apart from the
+    expert it copies by this much too (unscaled): under top-k routing an unpushed clone gets
+    its source's tokens and is undone as a failed split. 0 splits into a plain perturbed clone."""
     split_divergence_window: int = 5
     """Checkpoints after a clone child's cooling (split or cloned spawn) within which parent and
     child must diverge: a basin overlap above `split_divergence_overlap` at every one of them is
@@ -132,8 +150,8 @@ class ExpertCoordinatorConfig:
     """Merges allowed per lifecycle cycle (seeds/002 names this budget); 0 disables merging."""
     merge_cooling_period: int = 1
     """Checkpoints the surviving expert of a merge spends in its "brief" cooling."""
-    merge_below_split_share: bool = False
-    """When True, two experts merge only while their shares add up to no more than
+    merge_below_split_share: bool = True
+    """When True (the default), two experts merge only while their shares add up to no more than
     `split_share_threshold`: a hysteresis (seeds/000) so a merge never makes an expert that the
     split rule would take apart again, as two halves of a split still sharing an overloaded
     basin would. False (seeds/002) does not ask."""
@@ -157,11 +175,14 @@ class ExpertCoordinatorConfig:
     basin_window_size: int = 50
     """Checkpoints of metric history kept per expert and layer; the `Lifecycle`'s
     `metric_window` must be at least this."""
-    lifecycle_eval_interval: int = 5
-    """Run a lifecycle evaluation every N controller updates; read by the training loop, which
-    decides when to call `ExpertCoordinator.decide`."""
-    cooling_period: int = 3
-    """Checkpoints a spawned or split-off expert spends in cooling before it is evaluated."""
+    lifecycle_eval_interval: int = 10
+    """Run a lifecycle evaluation every N training steps (`ExpertLifecycle.after_step`); read by
+    the training loop, which decides when to call `ExpertCoordinator.decide`. seeds/002: 5
+    ChronoMoE v2 controller updates, themselves many steps apart."""
+    cooling_period: int = 10
+    """Checkpoints a spawned or split-off expert spends in cooling before it is evaluated
+    (seeds/002: 3): a newborn clone needs about 100 steps to find a basin of its own; judged
+    sooner, it is merged back or split again before it could."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -238,9 +259,34 @@ class ExpertCoordinatorConfig:
                     "the window could never hold that many checkpoints"
                 )
 
+    @classmethod
+    def seeds_002(cls, **changes: object) -> ExpertCoordinatorConfig:
+        """Return seeds/002's (ChronoMoE v3's) settings, with `changes`: the defaults before the
+        need-aware ones, for a run or test that must decide exactly as they did."""
+        return cls(**{**SEEDS_002, **changes})  # type: ignore[arg-type]
+
     def snapshot(self) -> dict[str, JsonValue]:
         """Return every field by name: the `config_snapshot` recorded with each decision."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+SEEDS_002: dict[str, object] = {
+    "spawn_patience": 5,
+    "spawn_cooldown_steps": 500,
+    "starvation_entropy_threshold": 0.95,
+    "starvation_saturation_threshold": 0.5,
+    "starvation_breadth_threshold": None,
+    "starvation_need_metric": None,
+    "starvation_need_threshold": 0.0,
+    "prune_patience": 10,
+    "dormant_share_epsilon": 1e-6,
+    "prune_init_grace": 0,
+    "split_cooldown_per_expert": 1000,
+    "merge_below_split_share": False,
+    "lifecycle_eval_interval": 5,
+    "cooling_period": 3,
+}
+"""The settings whose defaults moved from seeds/002's (`ExpertCoordinatorConfig.seeds_002`)."""
 
 
 def _check_int(config: ExpertCoordinatorConfig, name: str, low: int) -> None:

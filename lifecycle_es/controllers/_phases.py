@@ -52,6 +52,7 @@ from lifecycle_es.controllers._signals import (
     pair_overlap,
     pair_series,
     pair_window,
+    starvation_thresholds,
 )
 from lifecycle_es.events import Action, EventBase, GateCategory
 from lifecycle_es.policies import patience, streak
@@ -529,7 +530,7 @@ class Evaluation:
                     **sig.breadth_now(),
                     **{k: v for k, v in sig.latest.items() if k.startswith(USER)},
                 },
-                self._starvation_thresholds(),
+                starvation_thresholds(self.config),
             ),
             checks.cooldown(
                 registry, self.step, "spawn.cooldown", Action.SPAWN, cfg.spawn_cooldown_steps, None
@@ -568,6 +569,8 @@ class Evaluation:
             metrics["basin_breadth"] = breadth
         if cfg.spawn_init_strategy == "mean_cluster":
             metrics["cluster"] = list(cluster)
+        if cfg.spawn_init_strategy == "clone_and_perturb" and cfg.split_divergence_push:
+            metrics["push"] = cfg.split_divergence_push  # a clone must divide its source's basin too
         self.batch.register(child, layer=layer, slot=slot, parent=parent)
         self.batch.decide(
             Action.SPAWN,
@@ -603,21 +606,6 @@ class Evaluation:
     def _coactivation(self, a: str, b: str) -> float | None:
         window = pair_window(self.batch.registry, COACT, a, b)
         return window[-1] if window else None
-
-    # -- structural checks ---------------------------------------------------------------------
-
-    def _starvation_thresholds(self) -> dict[str, float]:
-        cfg = self.config
-        found = {"spawn_patience": float(cfg.spawn_patience)}
-        if cfg.starvation_entropy_threshold is not None:
-            found["starvation_entropy_threshold"] = cfg.starvation_entropy_threshold
-        if cfg.starvation_saturation_threshold is not None:
-            found["starvation_saturation_threshold"] = cfg.starvation_saturation_threshold
-        if cfg.starvation_breadth_threshold is not None:
-            found["starvation_breadth_threshold"] = cfg.starvation_breadth_threshold
-        if cfg.starvation_need_metric is not None:
-            found["starvation_need_threshold"] = cfg.starvation_need_threshold
-        return found
 
 
 def _position(e: EntityState) -> tuple[int, int, str]:

@@ -38,6 +38,7 @@ __all__ = [
     "pair_overlap",
     "pair_series",
     "pair_window",
+    "starvation_thresholds",
 ]
 
 SHARE = "share"
@@ -99,7 +100,9 @@ def layer_signal(registry: Registry, layer: int, config: ExpertCoordinatorConfig
     `starvation_entropy_threshold`, or `topk_saturation` at least
     `starvation_saturation_threshold`. The breadth test, when `starvation_breadth_threshold` is
     set: the experts' basins are broad, `basin_breadth` at least that (a checkpoint without it
-    fails). With no test set, nothing starves.
+    fails). At a checkpoint carrying the user metric `starvation_need_metric` names, the need
+    test (that metric at least `starvation_need_threshold`) replaces the spread test. With no
+    test set, nothing starves.
     """
     series = {name: registry.metric_window(layer, name, layer=True) for name in LAYER_KEYS}
     length = min(len(v) for v in series.values())
@@ -136,9 +139,9 @@ def layer_signal(registry: Registry, layer: int, config: ExpertCoordinatorConfig
 def _needed(
     config: ExpertCoordinatorConfig, spread: float, saturation: float | None, need: float | None
 ) -> bool:
-    """The need test when a need metric is named, else the spread test."""
-    if config.starvation_need_metric is not None:
-        return need is not None and need >= config.starvation_need_threshold
+    """The need test when a need metric is named and observed at the checkpoint, else the spread test."""
+    if config.starvation_need_metric is not None and need is not None:
+        return need >= config.starvation_need_threshold
     return _spread_thin(config, spread, saturation)
 
 
@@ -150,6 +153,21 @@ def _spread_thin(config: ExpertCoordinatorConfig, spread: float, saturation: flo
     return (entropy_at is not None and spread >= entropy_at) or (
         saturation_at is not None and saturation is not None and saturation >= saturation_at
     )
+
+
+def starvation_thresholds(config: ExpertCoordinatorConfig) -> dict[str, float]:
+    """Return the thresholds of the starvation tests the config sets, by name: a spawn gate's evidence."""
+    found = {"spawn_patience": float(config.spawn_patience)}
+    for name in (
+        "starvation_entropy_threshold",
+        "starvation_saturation_threshold",
+        "starvation_breadth_threshold",
+    ):
+        if (value := getattr(config, name)) is not None:
+            found[name] = value
+    if config.starvation_need_metric is not None:
+        found["starvation_need_threshold"] = config.starvation_need_threshold
+    return found
 
 
 def _broad(config: ExpertCoordinatorConfig, breadth: float | None) -> bool:

@@ -172,6 +172,9 @@ class SpawnMetrics(TypedDict):
     cluster: NotRequired[list[str]]
     """Under `mean_cluster`: the experts whose mean the child starts from (absent: every
     routing expert of the layer)."""
+    push: NotRequired[float]
+    """Under `clone_and_perturb`: how far the router rows of the source expert and the child
+    are pushed apart, as a split's (`SplitMetrics.push`); absent or 0: a plain perturbed clone."""
 
 
 class SplitMetrics(TypedDict):
@@ -183,6 +186,10 @@ class SplitMetrics(TypedDict):
     push: NotRequired[float]
     """How far surgery pushes the router rows of parent and child apart (relative to the
     parent row's norm; absent: 0, a plain perturbed clone)."""
+    direction: NotRequired[list[float]]
+    """The unit direction (router row length) the rows were pushed along: the main direction
+    separating the inputs routed to the parent (`projections.moe.split_direction`), computed on
+    the leader; absent: a seeded direction."""
 
 
 class ReviveMetrics(TypedDict):

@@ -57,18 +57,31 @@ class SlotEditor:
             optim_state.inherit_rows(self.optimizer, param, dst, sources)
 
     @torch.no_grad()
-    def push_apart(self, keep: int, other: int, *, push: float, seed: int, target: str) -> None:
+    def push_apart(
+        self,
+        keep: int,
+        other: int,
+        *,
+        push: float,
+        seed: int,
+        target: str,
+        direction: Sequence[float] | None = None,
+    ) -> None:
         """Move the router rows of `keep` and `other` apart by `push` times `keep`'s row norm.
 
-        The direction is seeded noise made orthogonal to `keep`'s row, so the two rows score
-        the inputs on either side of a hyperplane through the shared basin differently; rows
-        of one value (a bias) have no direction and are left alone, and so are the moments.
+        The direction is `direction` (a split's recorded one, for router rows of its length),
+        else seeded noise, made orthogonal to `keep`'s row, so the two rows score the inputs on
+        either side of a hyperplane through the shared basin differently; rows of one value (a
+        bias) have no direction and are left alone, and so are the moments.
         """
         for name, param in self.layer.router_parameters().items():
             row = param[keep].float()
             if row.numel() < 2:
                 continue
-            noise = draw_normal(row, seed=seed, name=self.qualified(name) + "/split", target=target)
+            if direction is not None and len(direction) == row.numel():
+                noise = torch.tensor(direction, dtype=row.dtype, device=row.device).reshape(row.shape)
+            else:
+                noise = draw_normal(row, seed=seed, name=self.qualified(name) + "/split", target=target)
             unit = row.flatten() / row.norm().clamp_min(1e-12)
             noise = noise.flatten() - (noise.flatten() @ unit) * unit
             delta = (push * row.norm() / noise.norm().clamp_min(1e-12)) * noise

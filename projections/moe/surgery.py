@@ -249,11 +249,15 @@ class ModelSurgery(Projection):
         for child in children:
             self._slots.get(child, layer)
         sources = self._spawn_sources(record, layer, init, children)
+        push = _push(record) if init == "clone_and_perturb" else 0.0
         resized = False
         for child in children:
             dst, grew = self._materialize(layer, child)
             resized |= grew
             self._init_slot(record, layer, dst, child, sources)
+            if push:  # like a split's child: the clone takes one side of its source's basin
+                source = self._slots.row(record["parent"], layer)
+                self._editors[layer].push_apart(source, dst, push=push, seed=record["seed"], target=child)
         return resized
 
     def _spawn_sources(self, record: Record, layer: int, init: str, children: Sequence[str]) -> list[int]:
@@ -290,15 +294,15 @@ class ModelSurgery(Projection):
         for child in children:
             self._slots.get(child, layer)
         resized = False
-        push = _push(record)
+        push, direction = _push(record), _direction(record)
         for child in children:
             dst, grew = self._materialize(layer, child)
             resized |= grew
             self._init_slot(record, layer, dst, child, [self._slots.row(parent, layer)])
             if push:
-                editor = self._editors[layer]
-                editor.push_apart(
-                    self._slots.row(parent, layer), dst, push=push, seed=record["seed"], target=child
+                source = self._slots.row(parent, layer)
+                self._editors[layer].push_apart(
+                    source, dst, push=push, seed=record["seed"], target=child, direction=direction
                 )
         return resized
 
@@ -463,11 +467,23 @@ def _perturbation(record: Record) -> float:
 
 
 def _push(record: Record) -> float:
-    """Return a split's router push (`SplitMetrics.push`), 0 when the decision records none."""
+    """Return a split's or cloned spawn's router push (`push` in its metrics), 0 when it records none."""
     push = record["metrics_at_decision"].get("push", 0.0)
     if not _is_share(push):
         raise InconsistentEventError(f"surgery: split {record['event_id']} has push {push!r}")
     return float(push)
+
+
+def _direction(record: Record) -> list[float] | None:
+    """Return a split's recorded push direction (`SplitMetrics.direction`), None when it has none."""
+    direction = record["metrics_at_decision"].get("direction")
+    if direction is None:
+        return None
+    if not isinstance(direction, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in direction
+    ):
+        raise InconsistentEventError(f"surgery: split {record['event_id']} has direction {direction!r}")
+    return [float(v) for v in direction]
 
 
 def _merge_weights(record: Record, members: Sequence[str]) -> list[float]:

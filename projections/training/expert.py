@@ -8,11 +8,13 @@ them, `LifecycleSync`, `Checkpoints` and the `BasinTracker`. The loop then calls
     lifecycle.start(seed=0)            # once: RunStarted, the initial experts, StepSealed(0)
     for step in range(1, steps + 1):
         ...                            # forward, backward, optimizer.step()
-        lifecycle.record(token_types)  # every step: references only, no device work
+        lifecycle.record(token_types, losses)  # every step: references only, no device work
         lifecycle.after_step(step)     # every lifecycle_eval_interval steps: decide and apply
     lifecycle.finish(steps)
 
-The same code runs in one process and on every rank of a DDP job (every rank on the same log
+`losses` (each token's training loss, optional) gives the default need test its metric, the
+type loss gap; without it the layer's basin breadth decides alone. The same code runs in one
+process and on every rank of a DDP job (every rank on the same log
 URL, the leader decides; see `LifecycleSync`). Checkpoints are the loop's own: save with
 `lifecycle.checkpoints.save(directory, boundary, extra={"basin": lifecycle.basin.state(), ...})`
 at a boundary `after_step` returned, and after `start(resume=True)` restore the basin tracker
@@ -34,10 +36,13 @@ import bus
 from bus import Log
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
 from lifecycle_es.errors import ConfigError, UsageError
+from lifecycle_es.events import Action, DecisionMade, EventBase
 from lifecycle_es.session import Lifecycle, LifecycleConfig
 from lifecycle_es.specs import ROUTING_STATES
 from projections.moe import BasinTracker, ExpertLayer, ModelSurgery, RoutedLayer, Strategy, revival_metrics
 from projections.moe._protocol import missing_members
+from projections.moe.split_direction import split_direction
+from projections.moe.type_loss import TypeLossTracker
 from projections.runner import Runner
 from projections.state_tensors import StateTensors
 from projections.training import distributed
@@ -78,6 +83,9 @@ class ExpertLifecycle:
         `record` is given (ids 0..num_types-1), over which basin tracking measures what each
         expert serves. `layers` maps layer indices to the model's MoE layers (default: every
         module of `model` meeting `ExpertLayer`, numbered 0.. in module order).
+        `config` defaults to `ExpertCoordinatorConfig()` (under the masked strategy with
+        `max_experts_per_layer` lowered to the fewest slots of a layer; an explicit config
+        asking for more than a masked layer's slots is a `ConfigError`).
         `initial_experts` experts of each layer route at step 0 (default: as many as its
         capacity and `max_experts_per_layer` allow). `strategy` is model surgery's: "masked"
         keeps every layer's slots and masks them, "resize" adds and removes parameters (up to
@@ -85,9 +93,9 @@ class ExpertLifecycle:
         trains through (surgery re-wraps it after a resize), and `sync` to change the leader,
         the seal timeout or repair.
         """
-        self.config = ExpertCoordinatorConfig() if config is None else config
-        self.log, self._owns_log = _open(log, run_id)
         self.layers: dict[int, ExpertLayer] = dict(sorted((layers or find_expert_layers(model)).items()))
+        self.config = _config(config, self.layers, strategy)
+        self.log, self._owns_log = _open(log, run_id)
         self.interval = self.config.lifecycle_eval_interval
         """Training steps between two evaluations (`lifecycle_eval_interval`)."""
         self.lc = Lifecycle(
@@ -117,6 +125,8 @@ class ExpertLifecycle:
             self.lc, self.runner, model=model, optimizer=optimizer, leader=self.sync.config.leader
         )
         self.basin = BasinTracker(_routed(self.layers), num_types=num_types)
+        self.type_loss = TypeLossTracker(num_types=num_types)
+        """Each token type's training loss between evaluations, when `record` is given losses."""
         self._started = False
 
     def _capacity(self, strategy: Strategy) -> dict[int, int]:
@@ -180,14 +190,21 @@ class ExpertLifecycle:
         for layer, count in self.initial_experts.items():
             self.coordinator.register_initial(lc, layer, count, step=0)
 
-    def record(self, token_types: torch.Tensor) -> None:
+    def record(self, token_types: torch.Tensor, losses: torch.Tensor | None = None) -> None:
         """Keep the last forward's routing with each token's type ([tokens] long, ids 0..num_types-1).
 
         Call it once per forward, after the optimizer step; it keeps references only (no
         device work, no host sync). Ids outside the range are refused at the next evaluation.
+        `losses`, each token's training loss ([tokens], e.g. `cross_entropy(..., reduction=
+        "none")`), gives the coordinator its need signal: each evaluation records the type loss
+        gap (`projections.moe.type_loss`) as the user metric `user.type_loss_gap`, which the
+        default `starvation_need_metric` reads. Without losses the layer's spread and breadth
+        decide alone (see `ExpertCoordinatorConfig.starvation_need_metric`).
         """
         self._check_started("record")
         self.basin.record(token_types)
+        if losses is not None:
+            self.type_loss.record(token_types, losses)
 
     def after_step(
         self,
@@ -208,7 +225,9 @@ class ExpertLifecycle:
         checks that all ranks agree. `user()` (e.g. loss per class) is recorded on every layer as
         `user.<name>`, where the coordinator's `starvation_need_metric` reads it; `revival()`
         (evaluation inputs of each layer, [tokens, d_model]) measures each parked expert's
-        `revival_affinity`, which revives it. Returns what the boundary did.
+        `revival_affinity`, which revives it, and gives a split of that layer its push
+        direction (`projections.moe.split_direction`, recorded in the decision). Returns what
+        the boundary did.
         """
         self._check_started("after_step")
         if step % self.interval:
@@ -224,9 +243,14 @@ class ExpertLifecycle:
         revival: LayerInputs | None = None,
     ) -> Boundary:
         """One lifecycle evaluation at the boundary after step `step`, whatever the interval."""
-        self.basin.sum_across(functools.partial(self.sync.observe, step))
+        observe = functools.partial(self.sync.observe, step)
+        # One all-reduce for both: the dicts hold the very tensors each tracker reads back.
+        both = self.type_loss.sum_across
+        self.basin.sum_across(lambda routed: both(lambda lost: observe({**routed, **lost})))
+        need = self.type_loss.collect()
         readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
-        for layer, inputs in (revival() if revival is not None else {}).items():
+        evaluation = dict(revival()) if revival is not None else {}
+        for layer, inputs in evaluation.items():
             readout.layers[layer].update(revival_metrics(self.surgery, layer, inputs))
 
         def decide(lc: Lifecycle) -> None:
@@ -236,14 +260,37 @@ class ExpertLifecycle:
                     step=step,
                     experts=readout.experts,
                     layers=readout.layers,
-                    user=None if user is None else user(),
+                    user={**need, **(user() if user is not None else {})} or None,
                 )
             )
             if metrics is not None:
                 lc.observe(metrics(), step=step)
-            lc.append(self.coordinator.decide(lc.registry, run_id=self.run_id, step=step))
+            decided = self.coordinator.decide(lc.registry, run_id=self.run_id, step=step)
+            lc.append([self._directed(event, evaluation) for event in decided])
 
         return self.sync.at_boundary(step, decide)
+
+    def _directed(self, event: EventBase, inputs: Mapping[int, torch.Tensor]) -> EventBase:
+        """Return a SPLIT decision with the push direction of its parent's routed inputs added.
+
+        Computed here, on the leader, and recorded, so every rank and replay read the same
+        direction; other events, and splits of layers without inputs, are returned as they are.
+        """
+        if not isinstance(event, DecisionMade) or event.action != Action.SPLIT:
+            return event
+        layer, parent = event.layer, event.parent or event.entity
+        if (
+            layer is None
+            or layer not in inputs
+            or parent is None
+            or not event.metrics_at_decision.get("push")
+        ):
+            return event
+        direction = split_direction(self.surgery, layer, parent, inputs[layer])
+        if direction is None:
+            return event
+        metrics = {**event.metrics_at_decision, "direction": direction}
+        return event.model_copy(update={"metrics_at_decision": metrics})
 
     def finish(self, step: int) -> str | None:
         """Check every rank ends with the same digest at `step`; return it (None in one process)."""
@@ -295,6 +342,32 @@ def find_expert_layers(model: nn.Module) -> dict[int, ExpertLayer]:
     ]
     hint = "; ".join(near) if near else "pass layers={index: layer}"
     raise ConfigError(f"{type(model).__name__} holds no module meeting the ExpertLayer protocol: {hint}")
+
+
+def _config(
+    config: ExpertCoordinatorConfig | None, layers: Mapping[int, ExpertLayer], strategy: Strategy
+) -> ExpertCoordinatorConfig:
+    """Return the coordinator's settings, checked against the layers' slots under the masked strategy.
+
+    A masked layer can never route more experts than it has slots, so a `max_experts_per_layer`
+    above that would cap growth at the slot count while the recorded settings claim more: an
+    explicit config that asks for it is refused. Without a config, the defaults are used with
+    `max_experts_per_layer` lowered to the fewest slots of any layer (recorded as such).
+    """
+    if strategy != "masked" or not layers:
+        return ExpertCoordinatorConfig() if config is None else config
+    slots = {i: layer.capacity for i, layer in layers.items()}
+    if config is None:
+        limit = min(ExpertCoordinatorConfig.max_experts_per_layer, *slots.values())
+        floor = min(ExpertCoordinatorConfig.min_experts_per_layer, limit)
+        return ExpertCoordinatorConfig(max_experts_per_layer=limit, min_experts_per_layer=floor)
+    short = {i: n for i, n in slots.items() if n < config.max_experts_per_layer}
+    if short:
+        raise ConfigError(
+            f"max_experts_per_layer {config.max_experts_per_layer} exceeds the slots of masked "
+            f"layer(s) {short} (layer: slots): allocate that many slots or lower max_experts_per_layer"
+        )
+    return config
 
 
 def _routed(layers: Mapping[int, ExpertLayer]) -> dict[int, RoutedLayer]:

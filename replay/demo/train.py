@@ -221,7 +221,8 @@ class DemoRun:
         """Train on this rank's shard of step `step`'s batch; at an evaluation step, run the
         lifecycle and return its boundary."""
         batch = self.task.batch(step).shard(self.rank, self.world_size)
-        loss = torch.nn.functional.mse_loss(self.replicated(batch.x), batch.y)
+        losses = (self.replicated(batch.x) - batch.y).square().mean(dim=-1)  # per token: the need signal
+        loss = losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)
         self.optimizer.step()
@@ -229,7 +230,11 @@ class DemoRun:
         self._loss += detached
         self._since_tick += 1
         lifecycle = self.lifecycle
-        boundary = None if lifecycle is None else self._lifecycle_step(lifecycle, step, batch.types, detached)
+        boundary = (
+            None
+            if lifecycle is None
+            else self._lifecycle_step(lifecycle, step, batch.types, detached, losses.detach())
+        )
         if step == self.task.phase_end(self.task.phase_index(step)):
             self._evaluate(step)
         # after _evaluate, so that the checkpoint's timeline holds this step's phase loss
@@ -238,10 +243,15 @@ class DemoRun:
         return boundary
 
     def _lifecycle_step(
-        self, lifecycle: ExpertLifecycle, step: int, types: torch.Tensor, loss: torch.Tensor
+        self,
+        lifecycle: ExpertLifecycle,
+        step: int,
+        types: torch.Tensor,
+        loss: torch.Tensor,
+        losses: torch.Tensor,
     ) -> Boundary | None:
         """Record the step's routing and loss; at an evaluation step, run the lifecycle's boundary."""
-        lifecycle.record(types)
+        lifecycle.record(types, losses)
         if self._guard is not None and self._guard.notice is not None:
             lifecycle.sync.request_stop()  # this rank's vote, summed at the boundary below
         self._eval_loss += loss

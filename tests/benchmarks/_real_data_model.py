@@ -46,6 +46,8 @@ class TopTwoMoE(nn.Module):
         self.last_weights = torch.empty(0, 2)
         self.balance_loss = torch.zeros(())
         """The last forward's Switch load-balancing loss (with its graph), for the training loss."""
+        self.last_input = torch.empty(0, d_model)
+        """The last forward's inputs (detached): where a parked expert's router row is scored."""
 
     # -- what the lifecycle reads (ExpertLayer, RoutedLayer) -----------------------------------
 
@@ -84,6 +86,7 @@ class TopTwoMoE(nn.Module):
         hidden = torch.relu(torch.einsum("td,cdh->tch", x, self.w1) + self.b1)
         out = torch.einsum("tch,chd->tcd", hidden, self.w2) + self.b2
         self.last_indices, self.last_weights = top_idx.detach(), weights.detach()
+        self.last_input = x.detach()
         self.balance_loss = self._switch_loss(probs, top_idx)
         return torch.einsum("tc,tcd->td", gates, out)
 

@@ -2,13 +2,16 @@
 
 The lifecycle is wired in through the public API only, as a user's own loop would:
 `projections.training.ExpertLifecycle` around the model and optimizer on a JSONL log, with
-`start`, `record(labels)` (a token's type is its class) and `after_step(step)` each step, and
-`finish` at the end. A static run trains the same architecture with `experts` slots, all
-routing, on the same batches, with the same loss (cross-entropy plus the balancing loss).
+`start`, `record(labels, losses)` (a token's type is its class, its loss the need signal) and
+`after_step(step, revival=...)` (the batch's MoE inputs, where parked experts are scored for
+revival) each step, and `finish` at the end. A static run trains the same model with its first
+`experts` slots routing, on the same batches, with the same loss (cross-entropy plus the
+balancing loss).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 from collections import Counter
@@ -37,6 +40,10 @@ class RunOptions:
     weight_decay: float = 0.01
     balance_coef: float = 0.01
     """Weight of the Switch load-balancing loss (Switch Transformer's value)."""
+    capacity: int = 16
+    """Expert slots of every model, lifecycle or static: a static run of n experts routes to the
+    first n slots only, so it starts from the very weights the lifecycle run of its seed starts
+    from (its first slots, embedding and head), and the comparison is paired by seed."""
 
 
 @dataclass(slots=True)
@@ -65,17 +72,17 @@ def train(
     """Train one seed: with the lifecycle from `experts` experts under `config`, or static (None)."""
     torch.manual_seed(seed)
     data = Digits(seed, batch_size=options.batch_size)
-    capacity = experts if config is None else config.max_experts_per_layer
     model = DigitMoE(
         d_in=PIXELS,
         classes=CLASSES,
         d_model=options.d_model,
         d_hidden=options.d_hidden,
-        capacity=capacity,
+        capacity=options.capacity,
         seed=seed,
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     if config is None:
+        model.moe.set_active(torch.arange(options.capacity) < experts)
         result = RunResult(experts=[experts])
         _loop(model, optimizer, data, options, result, None)
         return result
@@ -113,14 +120,16 @@ def _loop(
         for _ in range(options.steps_per_phase):
             step += 1
             x, y = data.batch(phase)
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            loss = loss + options.balance_coef * model.moe.balance_loss
+            losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+            loss = losses.mean() + options.balance_coef * model.moe.balance_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             if lifecycle is not None:
-                lifecycle.record(y)
-                if lifecycle.after_step(step) is not None:
+                lifecycle.record(y, losses)  # each image's loss: the need signal
+                # the batch's MoE inputs: a parked expert whose side of the router they fall on is revived
+                inputs = functools.partial(dict, {0: model.moe.last_input})
+                if lifecycle.after_step(step, revival=inputs) is not None:
                     result.experts.append(lifecycle.routing_counts()[0])
         result.phase_acc.append(_accuracy(model, data, phase.classes))
         result.all_acc.append(_accuracy(model, data, tuple(range(CLASSES))))

@@ -2,21 +2,25 @@
 
 Run from the repository root, after `pip install -e ".[bench]"` (scikit-learn ships the data):
     PYTHONPATH=. python tests/benchmarks/bench_real_data.py [--seeds 5] [--steps-per-phase 300]
-        [--config demo|default] [--quick]
+        [--config default|seeds_002] [--quick]
 A script, not a CI test: the lifecycle's decisions are emergent (float-driven), so they are
 measured over seeds here rather than asserted in the suite. The full default run took about
-4.5 minutes on 2 shared CPU cores; `--quick` about 40 seconds.
+11 minutes on 2 CPU cores shared with other jobs (load ~10; every static model computes all 16
+slots densely, as the lifecycle's does); `--quick` about 40 seconds.
 
 The data is scikit-learn's digits (1797 8x8 images, 10 classes, inside the wheel), split 70/30
 per seed. Training is class-incremental in five phases of `--steps-per-phase` steps: classes 0-3,
 then 0-6, then 0-9, then 4-9 only (0-3 dropped), then 0-9 again (see `_real_data_task.py`). The
 model is a user-written top-2 MoE classifier with a Switch load-balancing loss
 (`_real_data_model.py`), its lifecycle wired in through `projections.training.ExpertLifecycle`
-(`_real_data_runs.py`). The lifecycle starts at 4 experts under the demo's coordinator settings
-(`replay.demo.demo_config`, or the seeds/002 defaults with `--config default`). The static
-baselines train the same model, loss and batches with a fixed number of experts: the
-lifecycle's starting count, its mean count over its runs' checkpoints (rounded) and its
-maximum (`max_experts_per_layer`).
+(`_real_data_runs.py`), which records each image's loss with its class (the need signal). The
+lifecycle starts at 4 experts under the coordinator's defaults, the very settings the demo runs
+under (`replay.demo.demo_config`), or seeds/002's with `--config seeds_002`. The static
+baselines train the same model (the same 16 slots and initial weights per seed, routing to the
+first n slots only), loss and batches with a fixed number of experts: the lifecycle's starting
+count, its mean count over its runs' checkpoints (rounded) and its maximum
+(`max_experts_per_layer`). Differences are paired by seed (mean ± standard error of the
+per-seed differences).
 
 It prints, per phase, test accuracy (mean and std over seeds) on the phase's own classes, on
 all classes, and on the dropped classes 0-3 (forgetting, at the end of the drop phase and after
@@ -45,7 +49,7 @@ from replay.demo import DemoOptions, demo_config
 
 START_EXPERTS = 4
 MAX_EXPERTS = 16
-ACTIONS = ("SPAWN", "PRUNE", "SPLIT", "MERGE")
+ACTIONS = ("SPAWN", "PRUNE", "SPLIT", "MERGE", "REVIVE")
 RETURN = len(PHASES) - 1
 DROP = len(PHASES) - 2
 
@@ -54,7 +58,9 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     parser.add_argument("--steps-per-phase", type=int, default=300, help="training steps per phase")
-    parser.add_argument("--config", choices=("demo", "default"), default="demo", help="coordinator settings")
+    parser.add_argument(
+        "--config", choices=("default", "seeds_002"), default="default", help="coordinator settings"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="2 seeds, 60 steps per phase (overrides both): a smoke run"
     )
@@ -67,15 +73,16 @@ def _arguments() -> argparse.Namespace:
 
 
 def _config(name: str) -> ExpertCoordinatorConfig:
-    if name == "demo":
-        return demo_config(DemoOptions(max_experts=MAX_EXPERTS))
-    return ExpertCoordinatorConfig(max_experts_per_layer=MAX_EXPERTS)
+    if name == "default":
+        return demo_config(DemoOptions(max_experts=MAX_EXPERTS))  # the defaults, as the demo's
+    return ExpertCoordinatorConfig.seeds_002(max_experts_per_layer=MAX_EXPERTS)
 
 
 def _difference(ours: Sequence[float], theirs: Sequence[float]) -> str:
-    """The mean difference in points, and its standard error (unpaired: the runs' inits differ)."""
-    error = math.sqrt(sum(statistics.variance(v) / len(v) for v in (ours, theirs) if len(v) > 1))
-    return f"{100 * (_mean(ours) - _mean(theirs)):+5.1f} ± {100 * error:3.1f} s.e."
+    """The mean per-seed difference in points, and its standard error (paired: one init per seed)."""
+    diffs = [a - b for a, b in zip(ours, theirs, strict=True)]
+    error = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+    return f"{100 * _mean(diffs):+5.1f} ± {100 * error:3.1f} s.e."
 
 
 def _stat(values: Sequence[float]) -> str:
@@ -151,7 +158,7 @@ def main() -> int:
     """Run the lifecycle and the static baselines over the seeds and print the comparison."""
     args = _arguments()
     torch.set_num_threads(1)  # tiny models: threads cost more than they give, and cores are shared
-    options = RunOptions(steps_per_phase=args.steps_per_phase)
+    options = RunOptions(steps_per_phase=args.steps_per_phase, capacity=MAX_EXPERTS)
     config = _config(args.config)
     seeds = range(args.seeds)
     began = time.perf_counter()

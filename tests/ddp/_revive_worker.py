@@ -31,13 +31,14 @@ def train(url: str, strategy: str) -> dict[str, object]:
     model = torch.nn.Sequential(layer)
     replicated = Replicated(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    config = ExpertCoordinatorConfig(
+    config = ExpertCoordinatorConfig.seeds_002(
         prune_patience=2,
         revive_patience=2,
         split_share_threshold=0.99,
         starvation_entropy_threshold=None,
         starvation_saturation_threshold=None,
         basin_window_size=10,
+        max_experts_per_layer=SLOTS,  # a masked layer of SLOTS slots
     )
     home = torch.zeros(D_MODEL).index_fill_(0, torch.tensor([0]), 3.0)
     g = torch.Generator().manual_seed(4 + distributed.rank())

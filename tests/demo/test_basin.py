@@ -175,7 +175,7 @@ def test_the_coordinator_accepts_the_readout() -> None:
     _routed(layer)
     tracker.record(TYPES)
     out = tracker.collect({0: IDS})
-    coordinator = ExpertCoordinator(ExpertCoordinatorConfig(), capacity={0: 4})
+    coordinator = ExpertCoordinator(ExpertCoordinatorConfig.seeds_002(), capacity={0: 4})
     events = coordinator.observations(run_id="r", step=5, experts=out.experts, layers=out.layers)
     assert len(events) == 5
 

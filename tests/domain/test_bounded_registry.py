@@ -31,7 +31,7 @@ def _lifecycle() -> tuple[Lifecycle, ExpertCoordinator]:
     lc = Lifecycle(run_id="bounded", config=LifecycleConfig(metric_window=WINDOW))
     lc.start(seed=3)
     coordinator = ExpertCoordinator(
-        ExpertCoordinatorConfig(
+        ExpertCoordinatorConfig.seeds_002(
             basin_window_size=WINDOW,
             spawn_patience=2,
             prune_patience=2,

@@ -55,7 +55,7 @@ EVERY = 10
 """Training steps between two evaluation checkpoints."""
 N = 3
 """The patience of every action in BASE."""
-BASE = ExpertCoordinatorConfig(
+BASE = ExpertCoordinatorConfig.seeds_002(
     spawn_patience=N,
     prune_patience=N,
     split_patience=N,
@@ -212,9 +212,9 @@ def identical(*entities: str, cosine: float = 0.99) -> dict[str, dict[str, float
 # -- config, ids, observations -------------------------------------------------------------------
 
 
-def test_the_defaults_are_chronomoe_v3s() -> None:
-    """Every default seeds/002 names is kept, and the snapshot is plain JSON of every field."""
-    cfg = ExpertCoordinatorConfig()
+def test_seeds_002_settings_are_chronomoe_v3s() -> None:
+    """seeds_002() gives every setting seeds/002 names, and the snapshot is plain JSON of every field."""
+    cfg = ExpertCoordinatorConfig.seeds_002()
     assert (
         cfg.spawn_patience,
         cfg.spawn_cooldown_steps,
@@ -368,7 +368,7 @@ def test_help_lists_every_setting_with_its_default_and_description() -> None:
         assert entry in shown
         positions.append(at)
     assert positions == sorted(positions)
-    assert "    Checkpoints in a row a layer must be starved before an expert is spawned into it." in lines
+    assert "    Checkpoints in a row a layer must be starved before an expert is spawned into it" in lines
 
 
 def test_a_registry_window_shorter_than_the_basin_window_is_refused() -> None:

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Mapping
 
 import torch
 
 from lifecycle_es import Action, DecisionMade, GatesChecked, Lifecycle, LifecycleConfig, MetricsObserved
 from lifecycle_es.codec import CODEC
-from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
+from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id
 from lifecycle_es.events import EventBase, gate_results
 from projections.moe import ModelSurgery, MoELayer, masked_contribution
+from tests.domain._coordinator_run import EVERY, CoordinatorRun
 
-RUN, EVERY, N = "need", 10, 3
-CONFIG = ExpertCoordinatorConfig(
+RUN, N = "need", 3
+CONFIG = ExpertCoordinatorConfig.seeds_002(
     spawn_patience=N,
     prune_patience=N,
     cooling_period=1,
@@ -29,46 +28,9 @@ CONFIG = ExpertCoordinatorConfig(
 E0, E1, E2, E3 = (expert_id(0, i) for i in range(4))
 
 
-class Run:
+def Run(config: ExpertCoordinatorConfig = CONFIG) -> CoordinatorRun:
     """A lifecycle with its coordinator over one layer of 8 slots and 4 experts, driven by checkpoints."""
-
-    def __init__(self, config: ExpertCoordinatorConfig = CONFIG) -> None:
-        self.lc = Lifecycle(run_id=RUN, config=LifecycleConfig(metric_window=config.basin_window_size))
-        self.lc.start()
-        self.coordinator = ExpertCoordinator(config, {0: 8})
-        self.coordinator.register_initial(self.lc, 0, 4)
-        self.lc.seal(0)
-        self.step = 0
-
-    def checkpoint(
-        self,
-        shares: Mapping[str, float] | None = None,
-        *,
-        user: Mapping[str, float] | None = None,
-        extra: Mapping[str, Mapping[str, float]] | None = None,
-    ) -> list[EventBase]:
-        """Observe every routing expert (share from `shares`, else an even 0.25); decide; seal."""
-        self.step += EVERY
-        routing = [e.entity for e in self.lc.registry.live() if e.state in ("cooling", "active", "dormant")]
-        experts = {e: {"share": (shares or {}).get(e, 0.25), **(extra or {}).get(e, {})} for e in routing}
-        found = [m["share"] for m in experts.values()]
-        entropy = -math.fsum(s * math.log(s) for s in found if s > 0)
-        layer = {
-            "entropy": entropy,
-            "n_eff": math.exp(entropy),
-            "top2_share": sum(sorted(found)[-2:]),
-            "dead_count": float(sum(s == 0 for s in found)),
-            "n_active": float(sum(s > 0 for s in found)),
-        }
-        self.lc.append(
-            self.coordinator.observations(
-                run_id=RUN, step=self.step, experts=experts, layers={0: layer}, user=user
-            )
-        )
-        events = self.coordinator.decide(self.lc.registry, run_id=RUN, step=self.step)
-        self.lc.append(events)
-        self.lc.seal(self.step)
-        return events
+    return CoordinatorRun(config, run_id=RUN)
 
 
 def _decided(events: list[EventBase], action: Action) -> list[DecisionMade]:
@@ -96,7 +58,6 @@ def test_even_routing_does_not_starve_a_layer_whose_need_metric_is_met() -> None
         for d in _decided(run.checkpoint(user={"worst_class_loss": 0.1}), Action.SPAWN)
     ]
     assert spawned == []
-    assert not ExpertCoordinatorConfig().starvation_need_metric  # the spread test stays the default
 
 
 def test_a_need_metric_above_its_threshold_starves_the_layer_whatever_the_spread() -> None:
@@ -110,10 +71,11 @@ def test_a_need_metric_above_its_threshold_starves_the_layer_whatever_the_spread
     assert passed and observed["user.worst_class_loss"] == 0.8
 
 
-def test_a_checkpoint_without_the_need_metric_is_not_starved() -> None:
-    """With a need metric named but not observed, even routing does not spawn."""
+def test_a_checkpoint_without_the_need_metric_falls_back_to_the_spread_test() -> None:
+    """With a need metric named but not observed, the spread test decides: even routing spawns."""
     run = Run()
-    assert not [d for _ in range(2 * N) for d in _decided(run.checkpoint(), Action.SPAWN)]
+    spawned = [d for _ in range(N) for d in _decided(run.checkpoint(), Action.SPAWN)]
+    assert len(spawned) == 1 and spawned[0].step == N * EVERY
 
 
 def test_user_metrics_are_recorded_on_every_layer_observation() -> None:

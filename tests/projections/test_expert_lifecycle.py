@@ -25,6 +25,7 @@ from projections.training import ExpertLifecycle, find_expert_layers
 TYPES, D, SLOTS, TOKENS = 4, 8, 6, 32
 QUIET = ExpertCoordinatorConfig(
     lifecycle_eval_interval=5,
+    max_experts_per_layer=SLOTS,  # the masked layers below have SLOTS slots
     max_spawns_per_cycle=0,
     max_prunes_per_cycle=0,
     max_splits_per_cycle=0,

@@ -143,7 +143,7 @@ def test_affinity_counts_the_inputs_a_parked_row_would_win() -> None:
 
 # -- the coordinator --------------------------------------------------------------------------
 
-CONFIG = ExpertCoordinatorConfig(
+CONFIG = ExpertCoordinatorConfig.seeds_002(
     prune_patience=2,
     prune_init_grace=0,
     basin_window_size=10,
@@ -276,13 +276,14 @@ def test_an_expert_lifecycle_parks_an_idle_expert_and_revives_it_when_its_inputs
         layer.router_weight[3] = torch.zeros(D_MODEL).index_fill_(0, torch.tensor([0]), -10.0)
     model = torch.nn.Sequential(layer)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    config = ExpertCoordinatorConfig(
+    config = ExpertCoordinatorConfig.seeds_002(
         prune_patience=2,
         revive_patience=2,
         split_share_threshold=0.99,
         starvation_entropy_threshold=None,
         starvation_saturation_threshold=None,
         basin_window_size=10,
+        max_experts_per_layer=SLOTS,  # a masked layer of SLOTS slots
     )
     lifecycle = ExpertLifecycle(
         model, optimizer, MemoryLog(RUN), num_types=1, config=config, strategy=strategy

@@ -10,13 +10,13 @@ import torch
 
 from lifecycle_es import Action, DecisionMade, EntityState, Lifecycle, LifecycleConfig
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
-from lifecycle_es.controllers._basin_math import basin_overlap
 from lifecycle_es.controllers._checks import lineage
 from projections.moe import ModelSurgery, MoELayer
+from tests.projections._split_task import overlap_after_training, split_layer
 
 D_MODEL, D_HIDDEN, TOKENS = 8, 16, 64
 RUN, EVERY = "split", 10
-CONFIG = ExpertCoordinatorConfig(
+CONFIG = ExpertCoordinatorConfig.seeds_002(
     split_patience=2,
     cooling_period=1,
     split_cooldown_per_expert=200,
@@ -33,51 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _split_layer(push: float) -> tuple[MoELayer, torch.optim.Optimizer]:
     """A two-slot top-2 layer whose expert L0_E0 was split into L0_E1 with router push `push`."""
-    layer = MoELayer(D_MODEL, D_HIDDEN, 2, top_k=2, generator=torch.Generator().manual_seed(0))
-    optimizer = torch.optim.Adam(layer.parameters(), lr=1e-2)
-    lc = Lifecycle(run_id=RUN)
-    surgery = ModelSurgery({0: layer}, optimizer)
-    lc.register(expert_id(0, 0), "expert", state="active", layer=0, slot=0)
-    lc.register(expert_id(0, 1), "expert", layer=0, slot=1, parent=expert_id(0, 0))
-    metrics = {"share": 0.5, "overload_duration": 2, "slot": 1, "push": push}
-    split = DecisionMade(
-        run_id=RUN,
-        action=Action.SPLIT,
-        layer=0,
-        entity=expert_id(0, 0),
-        parent=expert_id(0, 0),
-        children=[expert_id(0, 1)],
-        metrics_at_decision=metrics,
-        seed=7,
-    )
-    lc.append([split])
-    lc.transition(expert_id(0, 1), "cooling")
-    surgery.apply(lc.log.read())
-    return layer, optimizer
-
-
-def _halves(direction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Two halves of one basin on either side of `direction`, needing opposite outputs."""
-    g = torch.Generator().manual_seed(1)
-    side = torch.tensor([1.0, -1.0]).repeat_interleave(TOKENS // 2)
-    x = 3 * side[:, None] * direction + 0.3 * torch.randn(TOKENS, D_MODEL, generator=g)
-    target = side[:, None] * torch.ones(D_MODEL)
-    return x, target, (side < 0).long()
-
-
-def _basin_overlap_after_training(
-    layer: MoELayer, opt: torch.optim.Optimizer, direction: torch.Tensor, steps: int
-) -> float:
-    x, target, types = _halves(direction)
-    for _ in range(steps):
-        opt.zero_grad()
-        torch.nn.functional.mse_loss(layer(x), target).backward()
-        opt.step()
-    with torch.no_grad():
-        gates = torch.softmax(x @ layer.router_weight.t(), dim=-1)  # top-2 of 2 slots: every slot
-    per_type = torch.stack([gates[types == t].sum(0) for t in (0, 1)])  # [type, slot]
-    basins = per_type / per_type.sum(0)
-    return basin_overlap(basins[:, 0].tolist(), basins[:, 1].tolist())
+    return split_layer(Action.SPLIT, {"share": 0.5, "overload_duration": 2, "slot": 1, "push": push})
 
 
 def test_a_pushed_split_divides_a_basin_whose_halves_need_different_functions() -> None:
@@ -88,13 +44,11 @@ def test_a_pushed_split_divides_a_basin_whose_halves_need_different_functions() 
     assert abs(float(direction @ rows[0])) < 0.5 * float(rows[0].norm())  # mostly across the parent row
     clone, clone_opt = _split_layer(0.0)
     at_birth = [
-        _basin_overlap_after_training(m, o, direction, 0)
-        for m, o in ((pushed, pushed_opt), (clone, clone_opt))
+        overlap_after_training(m, o, direction, 0) for m, o in ((pushed, pushed_opt), (clone, clone_opt))
     ]
     assert at_birth[0] < CONFIG.split_divergence_overlap < at_birth[1]
     trained = [
-        _basin_overlap_after_training(m, o, direction, 30)
-        for m, o in ((pushed, pushed_opt), (clone, clone_opt))
+        overlap_after_training(m, o, direction, 30) for m, o in ((pushed, pushed_opt), (clone, clone_opt))
     ]
     assert trained[0] < at_birth[0] and trained[0] < trained[1] - 0.2  # training widens the gap
 

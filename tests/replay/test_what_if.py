@@ -33,7 +33,7 @@ from tests.replay._runs import play
 RUN = "what-if"
 EVERY = 10
 CHECKPOINTS = 8
-CONFIG = ExpertCoordinatorConfig(
+CONFIG = ExpertCoordinatorConfig.seeds_002(
     spawn_patience=3,
     prune_patience=3,
     split_patience=3,

@@ -1,0 +1,62 @@
+"""A lifecycle with its expert coordinator over one layer, driven checkpoint by checkpoint."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from lifecycle_es import Lifecycle, LifecycleConfig
+from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
+from lifecycle_es.events import EventBase
+
+EVERY = 10
+"""Training steps between two checkpoints."""
+
+
+class CoordinatorRun:
+    """The coordinator under `config` over one layer of `slots` slots and `initial` experts."""
+
+    def __init__(
+        self, config: ExpertCoordinatorConfig, *, run_id: str, slots: int = 8, initial: int = 4
+    ) -> None:
+        self.run_id = run_id
+        self.lc = Lifecycle(run_id=run_id, config=LifecycleConfig(metric_window=config.basin_window_size))
+        self.lc.start()
+        self.coordinator = ExpertCoordinator(config, {0: slots})
+        self.coordinator.register_initial(self.lc, 0, initial)
+        self.lc.seal(0)
+        self.step = 0
+
+    def checkpoint(
+        self,
+        shares: Mapping[str, float] | None = None,
+        *,
+        user: Mapping[str, float] | None = None,
+        extra: Mapping[str, Mapping[str, float]] | None = None,
+        layer_extra: Mapping[str, float] | None = None,
+    ) -> list[EventBase]:
+        """Observe every routing expert (share from `shares`, else an even one); decide; seal."""
+        self.step += EVERY
+        routing = [e.entity for e in self.lc.registry.live() if e.state in ("cooling", "active", "dormant")]
+        experts = {
+            e: {"share": (shares or {}).get(e, 1 / len(routing)), **(extra or {}).get(e, {})} for e in routing
+        }
+        found = [m["share"] for m in experts.values()]
+        entropy = -math.fsum(s * math.log(s) for s in found if s > 0)
+        layer = {
+            "entropy": entropy,
+            "n_eff": math.exp(entropy),
+            "top2_share": sum(sorted(found)[-2:]),
+            "dead_count": float(sum(s == 0 for s in found)),
+            "n_active": float(sum(s > 0 for s in found)),
+            **(layer_extra or {}),
+        }
+        self.lc.append(
+            self.coordinator.observations(
+                run_id=self.run_id, step=self.step, experts=experts, layers={0: layer}, user=user
+            )
+        )
+        events = self.coordinator.decide(self.lc.registry, run_id=self.run_id, step=self.step)
+        self.lc.append(events)
+        self.lc.seal(self.step)
+        return events
