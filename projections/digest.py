@@ -34,8 +34,9 @@ today is little-endian).
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -95,21 +96,23 @@ def digest(items: Iterable[tuple[str, Any]], *, events: str | None = None) -> st
     The function is the module's docstring's; `events=None` leaves the event term out.
     """
     host = 0
-    sums: dict[torch.device, tuple[list[torch.Tensor], list[int]]] = {}
+    # Per device: the partial sums (1-D int64 tensors there) and, for each of their entries,
+    # its weight odd(sm(2^48 + t)) * odd(sm(2^32 + j)): one dot product per device at the end.
+    parts: dict[torch.device, tuple[list[torch.Tensor], list[int]]] = {}
     count = 0
     for t, (name, value) in enumerate(items):
         weight = sm(_ITEM_BASE + t) | 1
         host += weight * _blake64(_header(name, value))
         if isinstance(value, torch.Tensor) and value.numel():
-            parts, weights = sums.setdefault(value.device, ([], []))
-            parts.append(_word_sum(value))
-            weights.append(_signed(weight))
+            sums, weights = parts.setdefault(value.device, ([], []))
+            rows = _row_sums(*_words(value), sums)
+            weights.extend(_signed(weight * _row_weight(j)) for j in range(rows))
         count = t + 1
     if events is not None:
         host += (sm(_ITEM_BASE + count) | 1) * _blake64(f"events\0{events}")
-    for device, (parts, weights) in sums.items():
+    for device, (sums, weights) in parts.items():
         table = torch.tensor(weights, dtype=torch.int64, device=device)
-        host += int(_dot(torch.stack(parts), table))  # the device's only copy to the host: 8 bytes
+        host += int(_dot(torch.cat(sums), table))  # the device's one copy to the host: 8 bytes
     return f"{host & _MASK:016x}"
 
 
@@ -119,24 +122,35 @@ def _header(name: str, value: Any) -> str:
     return f"{name}\0{type(value).__name__}\0{value!r}"
 
 
-def _word_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """S_t: the weighted sum of a tensor's 64-bit words, as a 0-dim int64 on its device."""
-    words = _words(tensor)
-    rows = words.numel() // ROW
-    device = words.device
-    row_table, row_weights = _tables(device, rows + 1)
-    total = torch.zeros((), dtype=torch.int64, device=device)
-    if rows:
-        full = words[: rows * ROW].view(rows, ROW)
-        total += _dot(_row_sums(full, row_table), row_weights[:rows])
-    rest = words[rows * ROW :]
-    if rest.numel():
-        total += _dot(rest, row_table[: rest.numel()]) * row_weights[rows]
-    return total
+@functools.cache
+def _row_weight(j: int) -> int:
+    return sm(_ROW_BASE + j) | 1
 
 
-def _words(tensor: torch.Tensor) -> torch.Tensor:
-    """The tensor's bytes as int64 words (the last one zero-padded), on its device."""
+def _row_sums(words: torch.Tensor, tail: torch.Tensor | None, out: list[torch.Tensor]) -> int:
+    """Append each row's sum of words times the row table to `out`; return the row count.
+
+    Row j holds words j*C .. j*C + C - 1 of `words` then `tail` (the last row may be shorter).
+    """
+    table = _table(words.device)
+    full = words.numel() // ROW
+    if full:
+        grid = words[: full * ROW].view(full, ROW)
+        if words.device.type == "cpu":
+            out.append(torch.mv(grid, table))  # no temporary; int64 mv wraps like the rest
+        else:  # no int64 matrix-vector product on CUDA: multiply and sum blocks of rows
+            out.extend((grid[i : i + _BLOCK_ROWS] * table).sum(dim=1) for i in range(0, full, _BLOCK_ROWS))
+    rest = words[full * ROW :]
+    if tail is not None:
+        rest = torch.cat([rest, tail])  # under C words: a small copy
+    if not rest.numel():
+        return full
+    out.append(_dot(rest, table[: rest.numel()]).reshape(1))
+    return full + 1
+
+
+def _words(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The tensor's whole 64-bit words, and its last bytes zero-padded to one (or None), on its device."""
     if tensor.layout != torch.strided:
         raise UsageError(f"digest: cannot read the bytes of a {tensor.layout} tensor; pass dense tensors")
     data = tensor.detach().reshape(-1).contiguous().view(torch.uint8)
@@ -146,20 +160,9 @@ def _words(tensor: torch.Tensor) -> torch.Tensor:
         head = head.clone()
     words = head.view(torch.int64)
     if whole == data.numel():
-        return words
-    tail = torch.zeros(8, dtype=torch.uint8, device=data.device)
-    tail[: data.numel() - whole] = data[whole:]
-    return torch.cat([words, tail.view(torch.int64)])
-
-
-def _row_sums(full: torch.Tensor, row_table: torch.Tensor) -> torch.Tensor:
-    """Each row's sum of words times the row table."""
-    if full.device.type == "cpu":
-        return torch.mv(full, row_table)  # no temporary; int64 mv wraps like the rest
-    # No int64 matrix-vector product on CUDA: multiply and sum in blocks of rows.
-    return torch.cat(
-        [(full[i : i + _BLOCK_ROWS] * row_table).sum(dim=1) for i in range(0, full.shape[0], _BLOCK_ROWS)]
-    )
+        return words, None
+    tail = nn.functional.pad(data[whole:], (0, 8 - (data.numel() - whole)))
+    return words, tail.view(torch.int64)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -168,22 +171,13 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum()  # no int64 dot on CUDA
 
 
-_TABLES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-"""Per device: the row table odd(sm(r)), r < C, and the row constants odd(sm(2^32 + j)) so far."""
+_TABLES: dict[torch.device, torch.Tensor] = {}
+"""Per device: the row table odd(sm(r)), r < C (256 KiB), built once."""
 
 
-def _tables(device: torch.device, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return the row table and at least `rows` row constants on `device` (built once, grown)."""
-    cached = _TABLES.get(device)
-    if cached is not None and cached[1].numel() >= rows:
-        return cached
-    row_table = cached[0] if cached is not None else _odd_sm(range(ROW), device)
-    have = 0 if cached is None else cached[1].numel()
-    size = max(rows, 2 * have, 64)
-    row_weights = _odd_sm(range(_ROW_BASE, _ROW_BASE + size), device)
-    _TABLES[device] = (row_table, row_weights)
-    return row_table, row_weights
-
-
-def _odd_sm(states: Sequence[int], device: torch.device) -> torch.Tensor:
-    return torch.tensor([_signed(sm(x) | 1) for x in states], dtype=torch.int64, device=device)
+def _table(device: torch.device) -> torch.Tensor:
+    table = _TABLES.get(device)
+    if table is None:
+        values = [_signed(sm(r) | 1) for r in range(ROW)]
+        table = _TABLES[device] = torch.tensor(values, dtype=torch.int64, device=device)
+    return table
