@@ -15,11 +15,18 @@ any `no_sync()` window, every rank calls::
    the step if it does not come in time), folds it into its registry, clears gradients (set to
    None) if the batch holds decisions, and applies it to its projections, model surgery
    among them (which re-wraps DDP after a resize);
-3. every rank all-reduces MIN and MAX of the 64-bit digest of parameters, optimizer state and
-   applied event ids; equal: the leader appends `ActionsVerified` when the batch applied a
-   decision; different: `DivergenceDetected` is recorded and `DivergenceError` raised on every
-   rank, or, with `repair=True`, the leader's parameters, buffers and optimizer state are
-   broadcast, the digests checked again and the repair recorded.
+3. every rank computes the 64-bit digest of parameters, optimizer state and applied event ids
+   (`projections.digest`, on the tensors' device) and keeps it for the next boundary.
+
+One collective per boundary: the digests ride the next boundary's first all-reduce (the metric
+sum of `observe`, or the stop-vote tally without one), each rank's in its own slot of a
+2 x world-size int64 vector, so every rank reads every digest. There, before the leader decides:
+equal: the leader appends `ActionsVerified` for that boundary, in the batch it seals, when the
+boundary applied a decision; different: `DivergenceDetected` is recorded and `DivergenceError`
+(naming the digested step) raised on every rank, or, with `repair=True`, the leader's
+parameters, buffers and optimizer state are broadcast, the digests checked again and the repair
+recorded. The last boundary's digest is compared by `verify` (the end of a run) or, at a stop
+boundary, at once. `SyncConfig.verify_every` thins the digests out for very large models.
 
 A stop (a preemption notice on any rank, `request_stop`) rides on the same boundary: each
 rank's vote is summed with the metrics `observe` all-reduces (or, without an `observe` at that
@@ -99,6 +106,10 @@ class SyncConfig:
     """Seconds a rank waits for the leader's `StepSealed` before `SyncTimeoutError`."""
     repair: bool = False
     """On a digest mismatch, broadcast the leader's state instead of raising `DivergenceError`."""
+    verify_every: int = 1
+    """Digest (and compare) the state at boundaries whose step is a multiple of this, and at every
+    boundary that applied a decision; 1: every boundary. For a model whose digest is costly:
+    with an evaluation every I steps, K x I compares every K-th boundary without a decision."""
 
     def __post_init__(self) -> None:
         if isinstance(self.leader, bool) or not isinstance(self.leader, int) or self.leader < 0:
@@ -109,6 +120,9 @@ class SyncConfig:
             or not 0 < self.timeout < math.inf
         ):
             raise ConfigError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
+        every = self.verify_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigError(f"verify_every must be a number of steps >= 1, got {every!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +135,8 @@ class Boundary:
     decisions: int
     """`DecisionMade` records among them (applied now)."""
     digest: str | None
-    """The digest every rank agreed on, or None without a process group."""
+    """This rank's digest after applying, which the next boundary's collective (or `verify`)
+    compares with every rank's; None without a process group or where `verify_every` skips."""
     repaired: bool = False
     replayed: bool = False
     """The log held this step's seal already (a resumed run catching up): nothing was decided."""
@@ -165,8 +180,10 @@ class LifecycleSync:
         self.last_step: int | None = None
         """The step of the last boundary this sync applied (None before the first)."""
         self._stop_vote = False
-        self._votes: tuple[int, int] | None = None
-        """(step, votes) summed by `observe` for the boundary of that step."""
+        self._votes: tuple[int, int, list[int]] | None = None
+        """(step, votes, carried) summed by `observe` for the boundary of that step."""
+        self._pending: Pending | None = None
+        """This rank's digest of the last boundary, for the next collective to compare."""
         if self.config.leader >= self.world_size:
             raise ConfigError(f"leader rank {self.config.leader} is outside a world of {self.world_size}")
 
@@ -192,10 +209,10 @@ class LifecycleSync:
         Every rank must pass the same names with the same shapes and dtypes; the leader then
         decides on the sums. Returns `local`, now global.
         """
-        # The stop vote joins the metrics' all-reduce: no round trip of its own.
-        votes = torch.tensor([int(self._stop_vote)], dtype=torch.long)
-        distributed.sum_in_place([local[name] for name in sorted(local)] + [votes], self.group)
-        self._votes = (step, int(votes))
+        # The stop vote and the last boundary's digests join the metrics' all-reduce.
+        votes, carried = self._carriers()
+        distributed.sum_in_place([local[name] for name in sorted(local)] + [votes, carried], self.group)
+        self._votes = (step, int(votes), carried.tolist())
         _log.debug("step %d: summed %d metric tensors over %d ranks", step, len(local), self.world_size)
         return local
 
@@ -216,8 +233,9 @@ class LifecycleSync:
                 f"step {step}: at_boundary inside a no_sync() window; apply lifecycle "
                 "decisions only at gradient-accumulation boundaries"
             )
-        votes = self._stop_votes(step)
-        replayed = self._seal(step, decide) if self.is_leader else False
+        votes, carried = self._stop_votes(step)
+        verified, repaired = self._compare_carried(carried)
+        replayed = self._seal(step, decide, verified) if self.is_leader else False
         records = self._follow_to_seal(step)
         self.lifecycle.fold(records)
         decisions = _check_decisions(records, step)
@@ -227,24 +245,36 @@ class LifecycleSync:
         self.last_step = step
         if not self.distributed:
             return Boundary(step, records, decisions, None, replayed=replayed, stop_votes=votes)
-        digest, repaired = self._verify(step)
-        if self.is_leader and (repaired or (decisions and not replayed)):
-            self._record_verified(step, digest)
+        digest = None
+        if decisions or step % self.config.verify_every == 0:
+            digest = self.surgery.digest()
+            self._pending = Pending(step, digest, record=bool(decisions and not replayed))
+        if votes:  # the run ends here: compare now, not at a boundary that will not come
+            self._flush()
         return Boundary(step, records, decisions, digest, repaired, replayed, votes)
 
-    def _stop_votes(self, step: int) -> int:
-        """The ranks voting to stop at `step`: as `observe` summed them, else summed now."""
+    def _carriers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's stop vote, and its slots of the digest vector: (pending step + 1, digest)."""
+        votes = torch.tensor([int(self._stop_vote)], dtype=torch.long)
+        carried = torch.zeros(2 * self.world_size, dtype=torch.long)
+        if self._pending is not None:
+            carried[2 * self.rank] = self._pending.step + 1
+            carried[2 * self.rank + 1] = distributed.signed(self._pending.digest)
+        return votes, carried
+
+    def _stop_votes(self, step: int) -> tuple[int, list[int]]:
+        """The ranks voting to stop at `step` and the carried digests: as `observe` summed them,
+        else summed now."""
         if self._votes is not None and self._votes[0] == step:
-            votes = self._votes[1]
+            _, votes, carried = self._votes
         else:
-            tally = torch.tensor([int(self._stop_vote)], dtype=torch.long)
-            distributed.sum_in_place([tally], self.group)
-            votes = int(tally)
-        self._votes = None
+            tally, slots = self._carriers()
+            distributed.sum_in_place([tally, slots], self.group)
+            votes, carried = int(tally), slots.tolist()
         self._stop_vote = False  # counted: a vote asks for one stop
         if votes:
             _log.info("step %d: %d of %d ranks asked to stop; stopping here", step, votes, self.world_size)
-        return votes
+        return votes, carried
 
     def verify(self, step: int) -> str | None:
         """Check every rank holds the same digest now, as after a batch; the leader records it.
@@ -254,13 +284,17 @@ class LifecycleSync:
         """
         if not self.distributed:
             return None
+        self._flush()
         digest, _ = self._verify(step)
         if self.is_leader:
             self._record_verified(step, digest)
         return digest
 
-    def _seal(self, step: int, decide: Decide | None) -> bool:
-        """Decide and seal `step` unless the log sealed it already; return True if it had."""
+    def _seal(self, step: int, decide: Decide | None, verified: Sequence[Any] = ()) -> bool:
+        """Decide and seal `step` unless the log sealed it already; return True if it had.
+
+        `verified` (the last boundary's `ActionsVerified`) goes first in the batch.
+        """
         # No read first: the leader is the run's one writer and its Lifecycle folded the whole
         # log when it was built, so its registry knows every seal (a stale one would make the
         # batch's append fail with ConcurrencyError).
@@ -268,8 +302,12 @@ class LifecycleSync:
         sealed = lc.registry.sealed_step
         if sealed is not None and sealed >= step:
             _log.info("step %d is sealed in the log already: following it, not deciding", step)
+            if verified:
+                self._append(verified)
             return True
         with lc.batch():
+            if verified:
+                lc.append(verified)
             if decide is not None:
                 decide(lc)
             lc.seal(step)
@@ -309,13 +347,43 @@ class LifecycleSync:
 
     # -- verification ------------------------------------------------------------------------
 
+    def _compare_carried(self, carried: Sequence[int]) -> tuple[list[ActionsVerified], bool]:
+        """Compare the last boundary's digests the collective carried; return the leader's
+        `ActionsVerified` to write (none elsewhere) and whether a repair was needed."""
+        pending, self._pending = self._pending, None
+        steps = {value - 1 for value in carried[0::2]}
+        if len(steps) != 1 or -1 in steps:  # none to compare, or a rank restarted since
+            if steps != {-1}:
+                _log.warning("digests of steps %s on different ranks: not compared", sorted(steps))
+            return [], False
+        step = steps.pop()
+        digests = [distributed.unsigned(value) for value in carried[1::2]]
+        if len(set(digests)) == 1:
+            record = pending is not None and pending.record and self.is_leader
+            return ([self._verified(step, digests[0])] if record else []), False
+        digest = self._diverged(step, digests)
+        if self.is_leader:
+            self._append([self._verified(step, digest)])
+        return [], True
+
+    def _flush(self) -> None:
+        """Compare the last boundary's digest now, with a collective of its own (if there is one)."""
+        _, carried = self._carriers()
+        distributed.sum_in_place([carried], self.group)
+        verified, _ = self._compare_carried(carried.tolist())
+        if verified:
+            self._append(verified)
+
     def _verify(self, step: int) -> tuple[str, bool]:
         """Return the agreed digest and whether a repair was needed to agree."""
         digest = self.surgery.digest()
         low, high = distributed.digest_range(digest, self.group)
         if low == high:
             return digest, False
-        digests = distributed.gather_digests(digest, self.group)
+        return self._diverged(step, distributed.gather_digests(digest, self.group)), True
+
+    def _diverged(self, step: int, digests: Sequence[str]) -> str:
+        """Record the ranks' disagreement at `step` and raise, or repair and return the digest."""
         leader = digests[self.config.leader]
         ranks = tuple(r for r, d in enumerate(digests) if d != leader)
         where = f"step {step}: ranks {list(ranks)} differ from the leader (rank {self.config.leader})"
@@ -339,7 +407,7 @@ class LifecycleSync:
             )
         self._record_divergence(step, digests, ranks, repaired=True)
         _log.warning("%s; repaired from the leader's state", where)
-        return digest, True
+        return digest
 
     def _repair(self, step: int, where: str) -> None:
         """Broadcast the leader's parameters, buffers and optimizer state, if their shapes agree."""
@@ -380,22 +448,27 @@ class LifecycleSync:
             )
 
     def _record_verified(self, step: int, digest: str) -> None:
-        self._append(
-            [
-                ActionsVerified(
-                    run_id=self.lifecycle.run_id,
-                    step=step,
-                    rank=self.rank,
-                    digest=digest,
-                    world_size=self.world_size,
-                )
-            ]
+        self._append([self._verified(step, digest)])
+
+    def _verified(self, step: int, digest: str) -> ActionsVerified:
+        return ActionsVerified(
+            run_id=self.lifecycle.run_id, step=step, rank=self.rank, digest=digest, world_size=self.world_size
         )
 
     def _append(self, events: Sequence[Any]) -> None:
         # The leader is the run's one writer, so its registry is at the log's end; another
         # writer would make this append fail with ConcurrencyError, as it should.
         self.lifecycle.append(events)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A boundary's digest on this rank, until a collective compares it with the others'."""
+
+    step: int
+    digest: str
+    record: bool
+    """Whether the leader records `ActionsVerified` for it (the boundary applied a decision)."""
 
 
 def _check_decisions(records: Sequence[Record], step: int) -> int:
