@@ -39,6 +39,8 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -101,9 +103,11 @@ def digest(items: Iterable[tuple[str, Any]], *, events: str | None = None) -> st
     parts: dict[torch.device, tuple[list[torch.Tensor], list[int]]] = {}
     count = 0
     for t, (name, value) in enumerate(items):
-        weight = sm(_ITEM_BASE + t) | 1
-        host += weight * _blake64(_header(name, value))
-        if isinstance(value, torch.Tensor) and value.numel():
+        weight = _item_weight(t)
+        host += weight * _header(name, value)
+        if isinstance(value, torch.Tensor) and _small_on_host(value):
+            host += weight * _host_sum(value)
+        elif isinstance(value, torch.Tensor) and value.numel():
             sums, weights = parts.setdefault(value.device, ([], []))
             rows = _row_sums(*_words(value), sums)
             weights.extend(_signed(weight * _row_weight(j)) for j in range(rows))
@@ -116,10 +120,21 @@ def digest(items: Iterable[tuple[str, Any]], *, events: str | None = None) -> st
     return f"{host & _MASK:016x}"
 
 
-def _header(name: str, value: Any) -> str:
+def _header(name: str, value: Any) -> int:
+    """H_t."""
     if isinstance(value, torch.Tensor):
-        return f"{name}\0{value.dtype}\0{tuple(value.shape)}"
-    return f"{name}\0{type(value).__name__}\0{value!r}"
+        return _tensor_header(name, value.dtype, value.shape)
+    return _blake64(f"{name}\0{type(value).__name__}\0{value!r}")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _tensor_header(name: str, dtype: torch.dtype, shape: torch.Size) -> int:
+    return _blake64(f"{name}\0{dtype}\0{tuple(shape)}")
+
+
+@functools.cache
+def _item_weight(t: int) -> int:
+    return sm(_ITEM_BASE + t) | 1
 
 
 @functools.cache
@@ -147,6 +162,39 @@ def _row_sums(words: torch.Tensor, tail: torch.Tensor | None, out: list[torch.Te
         return full
     out.append(_dot(rest, table[: rest.numel()]).reshape(1))
     return full + 1
+
+
+_HOST_INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+"""Integer dtypes by element size: a CPU tensor viewed as one of them has a numpy view."""
+
+
+def _small_on_host(tensor: torch.Tensor) -> bool:
+    """Whether a tensor is a CPU one of at most one row of words, summed in numpy: no torch call
+    per tensor (the cost of a model of many small tensors), its bytes read where they are."""
+    return (
+        tensor.device.type == "cpu"
+        and tensor.numel() * tensor.element_size() <= ROW * 8
+        and tensor.element_size() in _HOST_INTS
+        and tensor.layout == torch.strided
+    )
+
+
+def _host_sum(tensor: torch.Tensor) -> int:
+    """S_t of a tensor `_small_on_host` accepts, from a numpy view of its bytes (row 0 only)."""
+    data = tensor.detach().view(_HOST_INTS[tensor.element_size()]).numpy().ravel().view(np.uint8)
+    whole = data.size // 8 * 8
+    table = _host_table()
+    total = int(np.dot(data[:whole].view(np.int64), table[: whole // 8]))  # wraps modulo 2^64
+    if whole < data.size:
+        tail = int.from_bytes(data[whole:].tobytes().ljust(8, b"\0"), "little", signed=True)
+        total += tail * int(table[whole // 8])
+    return total * _row_weight(0)
+
+
+@functools.cache
+def _host_table() -> npt.NDArray[np.int64]:
+    """The row table odd(sm(r)), r < C, as a numpy array (built once)."""
+    return np.array([_signed(sm(r) | 1) for r in range(ROW)], dtype=np.int64)
 
 
 def _words(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -178,6 +226,5 @@ _TABLES: dict[torch.device, torch.Tensor] = {}
 def _table(device: torch.device) -> torch.Tensor:
     table = _TABLES.get(device)
     if table is None:
-        values = [_signed(sm(r) | 1) for r in range(ROW)]
-        table = _TABLES[device] = torch.tensor(values, dtype=torch.int64, device=device)
+        table = _TABLES[device] = torch.from_numpy(_host_table()).to(device)
     return table
