@@ -45,7 +45,6 @@ feed it. A boundary's checkpoint is saved, and a run resumed, by `checkpoint.Che
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -69,7 +68,8 @@ from lifecycle_es.session import Lifecycle
 from projections._projection import Record
 from projections.moe.surgery import ModelSurgery
 from projections.runner import Runner
-from projections.training import distributed
+from projections.training import carried, distributed
+from projections.training.carried import Pending
 from projections.training.distributed import Group, Replicated
 
 __all__ = ["Boundary", "LifecycleSync", "SyncConfig"]
@@ -210,9 +210,9 @@ class LifecycleSync:
         decides on the sums. Returns `local`, now global.
         """
         # The stop vote and the last boundary's digests join the metrics' all-reduce.
-        votes, carried = self._carriers()
-        distributed.sum_in_place([local[name] for name in sorted(local)] + [votes, carried], self.group)
-        self._votes = (step, int(votes), carried.tolist())
+        votes, slots = self._carriers()
+        distributed.sum_in_place([local[name] for name in sorted(local)] + [votes, slots], self.group)
+        self._votes = (step, int(votes), slots.tolist())
         _log.debug("step %d: summed %d metric tensors over %d ranks", step, len(local), self.world_size)
         return local
 
@@ -233,8 +233,8 @@ class LifecycleSync:
                 f"step {step}: at_boundary inside a no_sync() window; apply lifecycle "
                 "decisions only at gradient-accumulation boundaries"
             )
-        votes, carried = self._stop_votes(step)
-        verified, repaired = self._compare_carried(carried)
+        votes, values = self._stop_votes(step)
+        verified, repaired = self._compare_carried(values)
         replayed = self._seal(step, decide, verified) if self.is_leader else False
         records = self._follow_to_seal(step)
         self.lifecycle.fold(records)
@@ -256,25 +256,21 @@ class LifecycleSync:
     def _carriers(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's stop vote, and its slots of the digest vector: (pending step + 1, digest)."""
         votes = torch.tensor([int(self._stop_vote)], dtype=torch.long)
-        carried = torch.zeros(2 * self.world_size, dtype=torch.long)
-        if self._pending is not None:
-            carried[2 * self.rank] = self._pending.step + 1
-            carried[2 * self.rank + 1] = distributed.signed(self._pending.digest)
-        return votes, carried
+        return votes, carried.slots(self._pending, self.rank, self.world_size)
 
     def _stop_votes(self, step: int) -> tuple[int, list[int]]:
         """The ranks voting to stop at `step` and the carried digests: as `observe` summed them,
         else summed now."""
         if self._votes is not None and self._votes[0] == step:
-            _, votes, carried = self._votes
+            _, votes, values = self._votes
         else:
             tally, slots = self._carriers()
             distributed.sum_in_place([tally, slots], self.group)
-            votes, carried = int(tally), slots.tolist()
+            votes, values = int(tally), slots.tolist()
         self._stop_vote = False  # counted: a vote asks for one stop
         if votes:
             _log.info("step %d: %d of %d ranks asked to stop; stopping here", step, votes, self.world_size)
-        return votes, carried
+        return votes, values
 
     def verify(self, step: int) -> str | None:
         """Check every rank holds the same digest now, as after a batch; the leader records it.
@@ -347,17 +343,14 @@ class LifecycleSync:
 
     # -- verification ------------------------------------------------------------------------
 
-    def _compare_carried(self, carried: Sequence[int]) -> tuple[list[ActionsVerified], bool]:
+    def _compare_carried(self, values: Sequence[int]) -> tuple[list[ActionsVerified], bool]:
         """Compare the last boundary's digests the collective carried; return the leader's
         `ActionsVerified` to write (none elsewhere) and whether a repair was needed."""
         pending, self._pending = self._pending, None
-        steps = {value - 1 for value in carried[0::2]}
-        if len(steps) != 1 or -1 in steps:  # none to compare, or a rank restarted since
-            if steps != {-1}:
-                _log.warning("digests of steps %s on different ranks: not compared", sorted(steps))
+        compared = carried.read(values)
+        if compared is None:
             return [], False
-        step = steps.pop()
-        digests = [distributed.unsigned(value) for value in carried[1::2]]
+        step, digests = compared
         if len(set(digests)) == 1:
             record = pending is not None and pending.record and self.is_leader
             return ([self._verified(step, digests[0])] if record else []), False
@@ -368,9 +361,9 @@ class LifecycleSync:
 
     def _flush(self) -> None:
         """Compare the last boundary's digest now, with a collective of its own (if there is one)."""
-        _, carried = self._carriers()
-        distributed.sum_in_place([carried], self.group)
-        verified, _ = self._compare_carried(carried.tolist())
+        _, slots = self._carriers()
+        distributed.sum_in_place([slots], self.group)
+        verified, _ = self._compare_carried(slots.tolist())
         if verified:
             self._append(verified)
 
@@ -412,7 +405,7 @@ class LifecycleSync:
     def _repair(self, step: int, where: str) -> None:
         """Broadcast the leader's parameters, buffers and optimizer state, if their shapes agree."""
         named = self._named_state()
-        structure = _structure_digest(named, self.surgery.optimizer)
+        structure = carried.structure_digest(named, self.surgery.optimizer)
         low, high = distributed.digest_range(structure, self.group)
         if low != high:
             raise DivergenceError(
@@ -461,16 +454,6 @@ class LifecycleSync:
         self.lifecycle.append(events)
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A boundary's digest on this rank, until a collective compares it with the others'."""
-
-    step: int
-    digest: str
-    record: bool
-    """Whether the leader records `ActionsVerified` for it (the boundary applied a decision)."""
-
-
 def _check_decisions(records: Sequence[Record], step: int) -> int:
     """Count the batch's decisions; each must apply at the boundary it was sealed for."""
     count = 0
@@ -485,16 +468,3 @@ def _check_decisions(records: Sequence[Record], step: int) -> int:
             )
         count += 1
     return count
-
-
-def _structure_digest(named: Sequence[tuple[str, torch.Tensor]], optimizer: torch.optim.Optimizer) -> str:
-    """Hash names, shapes, dtypes and optimizer-state keys: what a broadcast needs to agree."""
-    h = hashlib.blake2b(digest_size=8)
-    for name, tensor in named:
-        h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype};".encode())
-        state = optimizer.state.get(tensor, {}) if isinstance(tensor, nn.Parameter) else {}
-        for key in sorted(state):
-            value = state[key]
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            h.update(f"{key}{shape};".encode())
-    return h.hexdigest()
