@@ -58,6 +58,7 @@ def tensors(dtype: torch.dtype, seed: int = 0) -> list[tuple[str, object]]:
         ("big", big),
         ("strided", make(6, 4)[:, 1]),
         ("view", big[1:10]),  # a storage offset that is not 8-byte aligned
+        ("long view", big[1:]),  # the same, over more than one row of words for 4-byte dtypes
         ("step", 3.0),
     ]
 
