@@ -3,7 +3,9 @@
 `LifecycleSync` compares it across ranks after every batch of decisions (DESIGN.md section 7),
 so it must see every byte of the parameters and optimizer state and cost about one pass over
 them: the words are summed on the tensors' device (CPU or CUDA) and only the final 8 bytes per
-device reach the host. No host copy of the model is made.
+device reach the host. No host copy of the model is made. (A CPU tensor of at most one row of
+words is read through a numpy view of its bytes: the same sums, without a torch call per small
+tensor, which is what a model of many small tensors pays for.)
 
 The function. All arithmetic is modulo 2^64; `sm(x)` is splitmix64's output for the state x
 (z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
@@ -46,7 +48,7 @@ from torch import nn
 
 from lifecycle_es.errors import UsageError
 
-__all__ = ["digest", "extend_chain", "training_items"]
+__all__ = ["ROW", "digest", "extend_chain", "sm", "training_items"]
 
 ROW = 1 << 15
 """C: words per row of the weight table; a row's weights are a fixed table times a row constant."""
