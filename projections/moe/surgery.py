@@ -33,7 +33,6 @@ each batch writes each changed layer's mask once, with one copy to the device.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,6 +52,8 @@ from lifecycle_es.specs.expert import (
     SurgerySettings,
 )
 from projections._projection import Projection, Record, Snapshot
+from projections.digest import digest, training_items
+from projections.digest import extend_chain as _chain
 from projections.moe._expert_slots import ExpertSlots, Strategy
 from projections.moe._optim_state import optimizer_holds, optimizer_params_match
 from projections.moe._parking import ParkingLot
@@ -145,19 +146,13 @@ class ModelSurgery(Projection):
     def digest(self, *, event_ids: bool = True) -> str:
         """Return 16 hex digits hashing parameters, optimizer state and applied event ids.
 
-        The value all ranks all-reduce (MIN and MAX) after applying a step's actions. Bytes are
-        hashed exactly, in sorted parameter-name and state-key order. `event_ids=False` leaves
-        the ids out, to compare the model of two runs whose events have different ids.
+        The value all ranks compare after applying a step's actions (`projections.digest`,
+        computed on the tensors' device), in sorted parameter-name and state-key order.
+        `event_ids=False` leaves the ids out, to compare the model of two runs whose events
+        have different ids.
         """
-        h = hashlib.blake2b(digest_size=8)
-        for name, param in self.named_parameters():
-            _feed(h, name, param)
-            state = self.optimizer.state.get(param, {})
-            for key in sorted(state):
-                _feed(h, f"{name}/{key}", state[key])
-        if event_ids and self.applied:
-            h.update(self.applied_chain.encode())
-        return h.hexdigest()
+        chain = self.applied_chain if event_ids and self.applied else None
+        return digest(training_items(self.named_parameters(), self.optimizer), events=chain)
 
     def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Return the parameters `digest()` covers, by name, in sorted name order."""
@@ -508,19 +503,3 @@ def _as_list(value: Any, name: str) -> Iterable[Any]:
     if not isinstance(value, list) or not value:
         raise InconsistentEventError(f"surgery: {name} must be a non-empty list, got {value!r}")
     return value
-
-
-def _chain(chain: str, event_id: str) -> str:
-    """Return the running hash `chain` extended by one applied event id (16 bytes, hex)."""
-    return hashlib.blake2b(bytes.fromhex(chain) + event_id.encode(), digest_size=16).hexdigest()
-
-
-def _feed(h: Any, name: str, value: Any) -> None:
-    """Hash a name and a tensor's dtype, shape and exact bytes (or a plain value's repr)."""
-    h.update(name.encode() + b"\x00")
-    if isinstance(value, torch.Tensor):
-        flat = value.detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"{flat.dtype}{tuple(value.shape)}".encode())
-        h.update(flat.view(torch.uint8).numpy().tobytes())
-    else:
-        h.update(repr(value).encode())

@@ -24,7 +24,6 @@ feeding them too is harmless). `digest()` is what `LifecycleSync` compares acros
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +35,10 @@ from lifecycle_es.errors import ConfigError, InconsistentEventError, UsageError
 from lifecycle_es.spec import StateCategory
 from lifecycle_es.specs import KASMINA_SPEC, MODULE_SPEC, KasminaState
 from projections._projection import Projection, Record, Snapshot
+from projections.digest import digest, training_items
+from projections.digest import extend_chain as _chain
 from projections.moe._noise import stream_seed
 from projections.moe._optim_state import clear_rows, fresh_rows, moment_rows, reindexed, swap_parameter
-from projections.moe.surgery import _chain, _feed
 from projections.seeds.layer import SeedLayer
 from projections.seeds.modes import GERMINATION, RISKY, SUCCESS, SeedMode, mode_of
 from projections.seeds.rollback import RollbackPoints, Verdicts
@@ -338,15 +338,8 @@ class SeedSurgery(Projection):
 
     def digest(self, *, event_ids: bool = True) -> str:
         """Return 16 hex digits hashing parameters, optimizer state and applied event ids exactly."""
-        h = hashlib.blake2b(digest_size=8)
-        for name, param in self.named_parameters():
-            _feed(h, name, param)
-            state = self.optimizer.state.get(param, {})
-            for key in sorted(state):
-                _feed(h, f"{name}/{key}", state[key])
-        if event_ids:
-            h.update(self.applied_chain.encode())
-        return h.hexdigest()
+        chain = self.applied_chain if event_ids else None
+        return digest(training_items(self.named_parameters(), self.optimizer), events=chain)
 
     def snapshot(self) -> Snapshot:
         """Return the seed table and each layer's rows (the model and optimizer are the caller's)."""

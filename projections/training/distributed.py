@@ -28,7 +28,9 @@ __all__ = [
     "named_state",
     "process_group",
     "rank",
+    "signed",
     "sum_in_place",
+    "unsigned",
     "world_size",
 ]
 
@@ -103,12 +105,14 @@ def sum_in_place(tensors: Iterable[torch.Tensor], group: Group = None) -> None:
             offset += n
 
 
-def _signed(digest: str) -> int:
+def signed(digest: str) -> int:
+    """Return a 16-hex-digit digest as the signed int64 a collective carries."""
     value = int(digest, 16)
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _hex(value: int) -> str:
+def unsigned(value: int) -> str:
+    """Return the 16-hex-digit digest an int64 from a collective carries (`signed`'s inverse)."""
     return f"{value & ((1 << 64) - 1):016x}"
 
 
@@ -120,21 +124,21 @@ def digest_range(digest: str, group: Group = None) -> tuple[str, str]:
     """
     if not active(group):
         return digest, digest
-    value = _signed(digest)
+    value = signed(digest)
     both = torch.tensor([value, ~value], dtype=torch.int64, device=_device(group))
     dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group)
     high, low = int(both[0]), ~int(both[1])
-    return _hex(low), _hex(high)
+    return unsigned(low), unsigned(high)
 
 
 def gather_digests(digest: str, group: Group = None) -> list[str]:
     """Return every rank's digest, by rank: the slow path, taken once ranks disagree."""
     if not active(group):
         return [digest]
-    mine = torch.tensor([_signed(digest)], dtype=torch.int64, device=_device(group))
+    mine = torch.tensor([signed(digest)], dtype=torch.int64, device=_device(group))
     out = [torch.empty_like(mine) for _ in range(world_size(group))]
     dist.all_gather(out, mine, group=group)
-    return [_hex(int(t)) for t in out]
+    return [unsigned(int(t)) for t in out]
 
 
 def broadcast_training_state(

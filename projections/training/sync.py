@@ -15,11 +15,18 @@ any `no_sync()` window, every rank calls::
    the step if it does not come in time), folds it into its registry, clears gradients (set to
    None) if the batch holds decisions, and applies it to its projections, model surgery
    among them (which re-wraps DDP after a resize);
-3. every rank all-reduces MIN and MAX of the 64-bit digest of parameters, optimizer state and
-   applied event ids; equal: the leader appends `ActionsVerified` when the batch applied a
-   decision; different: `DivergenceDetected` is recorded and `DivergenceError` raised on every
-   rank, or, with `repair=True`, the leader's parameters, buffers and optimizer state are
-   broadcast, the digests checked again and the repair recorded.
+3. every rank computes the 64-bit digest of parameters, optimizer state and applied event ids
+   (`projections.digest`, on the tensors' device) and keeps it for the next boundary.
+
+One collective per boundary: the digests ride the next boundary's first all-reduce (the metric
+sum of `observe`, or the stop-vote tally without one), each rank's in its own slot of a
+2 x world-size int64 vector, so every rank reads every digest. There, before the leader decides:
+equal: the leader appends `ActionsVerified` for that boundary, in the batch it seals, when the
+boundary applied a decision; different: `DivergenceDetected` is recorded and `DivergenceError`
+(naming the digested step) raised on every rank, or, with `repair=True`, the leader's
+parameters, buffers and optimizer state are broadcast, the digests checked again and the repair
+recorded. The last boundary's digest is compared by `verify` (the end of a run) or, at a stop
+boundary, at once. `SyncConfig.verify_every` thins the digests out for very large models.
 
 A stop (a preemption notice on any rank, `request_stop`) rides on the same boundary: each
 rank's vote is summed with the metrics `observe` all-reduces (or, without an `observe` at that
@@ -38,7 +45,6 @@ feed it. A boundary's checkpoint is saved, and a run resumed, by `checkpoint.Che
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -62,7 +68,8 @@ from lifecycle_es.session import Lifecycle
 from projections._projection import Record
 from projections.moe.surgery import ModelSurgery
 from projections.runner import Runner
-from projections.training import distributed
+from projections.training import carried, distributed
+from projections.training.carried import Pending
 from projections.training.distributed import Group, Replicated
 
 __all__ = ["Boundary", "LifecycleSync", "SyncConfig"]
@@ -99,6 +106,10 @@ class SyncConfig:
     """Seconds a rank waits for the leader's `StepSealed` before `SyncTimeoutError`."""
     repair: bool = False
     """On a digest mismatch, broadcast the leader's state instead of raising `DivergenceError`."""
+    verify_every: int = 1
+    """Digest (and compare) the state at boundaries whose step is a multiple of this, and at every
+    boundary that applied a decision; 1: every boundary. For a model whose digest is costly:
+    with an evaluation every I steps, K x I compares every K-th boundary without a decision."""
 
     def __post_init__(self) -> None:
         if isinstance(self.leader, bool) or not isinstance(self.leader, int) or self.leader < 0:
@@ -109,6 +120,9 @@ class SyncConfig:
             or not 0 < self.timeout < math.inf
         ):
             raise ConfigError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
+        every = self.verify_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ConfigError(f"verify_every must be a number of steps >= 1, got {every!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +135,8 @@ class Boundary:
     decisions: int
     """`DecisionMade` records among them (applied now)."""
     digest: str | None
-    """The digest every rank agreed on, or None without a process group."""
+    """This rank's digest after applying, which the next boundary's collective (or `verify`)
+    compares with every rank's; None without a process group or where `verify_every` skips."""
     repaired: bool = False
     replayed: bool = False
     """The log held this step's seal already (a resumed run catching up): nothing was decided."""
@@ -165,8 +180,10 @@ class LifecycleSync:
         self.last_step: int | None = None
         """The step of the last boundary this sync applied (None before the first)."""
         self._stop_vote = False
-        self._votes: tuple[int, int] | None = None
-        """(step, votes) summed by `observe` for the boundary of that step."""
+        self._votes: tuple[int, int, list[int]] | None = None
+        """(step, votes, carried) summed by `observe` for the boundary of that step."""
+        self._pending: Pending | None = None
+        """This rank's digest of the last boundary, for the next collective to compare."""
         if self.config.leader >= self.world_size:
             raise ConfigError(f"leader rank {self.config.leader} is outside a world of {self.world_size}")
 
@@ -192,10 +209,10 @@ class LifecycleSync:
         Every rank must pass the same names with the same shapes and dtypes; the leader then
         decides on the sums. Returns `local`, now global.
         """
-        # The stop vote joins the metrics' all-reduce: no round trip of its own.
-        votes = torch.tensor([int(self._stop_vote)], dtype=torch.long)
-        distributed.sum_in_place([local[name] for name in sorted(local)] + [votes], self.group)
-        self._votes = (step, int(votes))
+        # The stop vote and the last boundary's digests join the metrics' all-reduce.
+        votes, slots = self._carriers()
+        distributed.sum_in_place([local[name] for name in sorted(local)] + [votes, slots], self.group)
+        self._votes = (step, int(votes), slots.tolist())
         _log.debug("step %d: summed %d metric tensors over %d ranks", step, len(local), self.world_size)
         return local
 
@@ -216,8 +233,9 @@ class LifecycleSync:
                 f"step {step}: at_boundary inside a no_sync() window; apply lifecycle "
                 "decisions only at gradient-accumulation boundaries"
             )
-        votes = self._stop_votes(step)
-        replayed = self._seal(step, decide) if self.is_leader else False
+        votes, values = self._stop_votes(step)
+        verified, repaired = self._compare_carried(values)
+        replayed = self._seal(step, decide, verified) if self.is_leader else False
         records = self._follow_to_seal(step)
         self.lifecycle.fold(records)
         decisions = _check_decisions(records, step)
@@ -227,24 +245,32 @@ class LifecycleSync:
         self.last_step = step
         if not self.distributed:
             return Boundary(step, records, decisions, None, replayed=replayed, stop_votes=votes)
-        digest, repaired = self._verify(step)
-        if self.is_leader and (repaired or (decisions and not replayed)):
-            self._record_verified(step, digest)
+        digest = None
+        if decisions or step % self.config.verify_every == 0:
+            digest = self.surgery.digest()
+            self._pending = Pending(step, digest, record=bool(decisions and not replayed))
+        if votes:  # the run ends here: compare now, not at a boundary that will not come
+            self._flush()
         return Boundary(step, records, decisions, digest, repaired, replayed, votes)
 
-    def _stop_votes(self, step: int) -> int:
-        """The ranks voting to stop at `step`: as `observe` summed them, else summed now."""
+    def _carriers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's stop vote, and its slots of the digest vector: (pending step + 1, digest)."""
+        votes = torch.tensor([int(self._stop_vote)], dtype=torch.long)
+        return votes, carried.slots(self._pending, self.rank, self.world_size)
+
+    def _stop_votes(self, step: int) -> tuple[int, list[int]]:
+        """The ranks voting to stop at `step` and the carried digests: as `observe` summed them,
+        else summed now."""
         if self._votes is not None and self._votes[0] == step:
-            votes = self._votes[1]
+            _, votes, values = self._votes
         else:
-            tally = torch.tensor([int(self._stop_vote)], dtype=torch.long)
-            distributed.sum_in_place([tally], self.group)
-            votes = int(tally)
-        self._votes = None
+            tally, slots = self._carriers()
+            distributed.sum_in_place([tally, slots], self.group)
+            votes, values = int(tally), slots.tolist()
         self._stop_vote = False  # counted: a vote asks for one stop
         if votes:
             _log.info("step %d: %d of %d ranks asked to stop; stopping here", step, votes, self.world_size)
-        return votes
+        return votes, values
 
     def verify(self, step: int) -> str | None:
         """Check every rank holds the same digest now, as after a batch; the leader records it.
@@ -254,13 +280,17 @@ class LifecycleSync:
         """
         if not self.distributed:
             return None
+        self._flush()
         digest, _ = self._verify(step)
         if self.is_leader:
             self._record_verified(step, digest)
         return digest
 
-    def _seal(self, step: int, decide: Decide | None) -> bool:
-        """Decide and seal `step` unless the log sealed it already; return True if it had."""
+    def _seal(self, step: int, decide: Decide | None, verified: Sequence[Any] = ()) -> bool:
+        """Decide and seal `step` unless the log sealed it already; return True if it had.
+
+        `verified` (the last boundary's `ActionsVerified`) goes first in the batch.
+        """
         # No read first: the leader is the run's one writer and its Lifecycle folded the whole
         # log when it was built, so its registry knows every seal (a stale one would make the
         # batch's append fail with ConcurrencyError).
@@ -268,8 +298,12 @@ class LifecycleSync:
         sealed = lc.registry.sealed_step
         if sealed is not None and sealed >= step:
             _log.info("step %d is sealed in the log already: following it, not deciding", step)
+            if verified:
+                self._append(verified)
             return True
         with lc.batch():
+            if verified:
+                lc.append(verified)
             if decide is not None:
                 decide(lc)
             lc.seal(step)
@@ -309,13 +343,40 @@ class LifecycleSync:
 
     # -- verification ------------------------------------------------------------------------
 
+    def _compare_carried(self, values: Sequence[int]) -> tuple[list[ActionsVerified], bool]:
+        """Compare the last boundary's digests the collective carried; return the leader's
+        `ActionsVerified` to write (none elsewhere) and whether a repair was needed."""
+        pending, self._pending = self._pending, None
+        compared = carried.read(values)
+        if compared is None:
+            return [], False
+        step, digests = compared
+        if len(set(digests)) == 1:
+            record = pending is not None and pending.record and self.is_leader
+            return ([self._verified(step, digests[0])] if record else []), False
+        digest = self._diverged(step, digests)
+        if self.is_leader:
+            self._append([self._verified(step, digest)])
+        return [], True
+
+    def _flush(self) -> None:
+        """Compare the last boundary's digest now, with a collective of its own (if there is one)."""
+        _, slots = self._carriers()
+        distributed.sum_in_place([slots], self.group)
+        verified, _ = self._compare_carried(slots.tolist())
+        if verified:
+            self._append(verified)
+
     def _verify(self, step: int) -> tuple[str, bool]:
         """Return the agreed digest and whether a repair was needed to agree."""
         digest = self.surgery.digest()
         low, high = distributed.digest_range(digest, self.group)
         if low == high:
             return digest, False
-        digests = distributed.gather_digests(digest, self.group)
+        return self._diverged(step, distributed.gather_digests(digest, self.group)), True
+
+    def _diverged(self, step: int, digests: Sequence[str]) -> str:
+        """Record the ranks' disagreement at `step` and raise, or repair and return the digest."""
         leader = digests[self.config.leader]
         ranks = tuple(r for r, d in enumerate(digests) if d != leader)
         where = f"step {step}: ranks {list(ranks)} differ from the leader (rank {self.config.leader})"
@@ -339,12 +400,12 @@ class LifecycleSync:
             )
         self._record_divergence(step, digests, ranks, repaired=True)
         _log.warning("%s; repaired from the leader's state", where)
-        return digest, True
+        return digest
 
     def _repair(self, step: int, where: str) -> None:
         """Broadcast the leader's parameters, buffers and optimizer state, if their shapes agree."""
         named = self._named_state()
-        structure = _structure_digest(named, self.surgery.optimizer)
+        structure = carried.structure_digest(named, self.surgery.optimizer)
         low, high = distributed.digest_range(structure, self.group)
         if low != high:
             raise DivergenceError(
@@ -380,16 +441,11 @@ class LifecycleSync:
             )
 
     def _record_verified(self, step: int, digest: str) -> None:
-        self._append(
-            [
-                ActionsVerified(
-                    run_id=self.lifecycle.run_id,
-                    step=step,
-                    rank=self.rank,
-                    digest=digest,
-                    world_size=self.world_size,
-                )
-            ]
+        self._append([self._verified(step, digest)])
+
+    def _verified(self, step: int, digest: str) -> ActionsVerified:
+        return ActionsVerified(
+            run_id=self.lifecycle.run_id, step=step, rank=self.rank, digest=digest, world_size=self.world_size
         )
 
     def _append(self, events: Sequence[Any]) -> None:
@@ -412,16 +468,3 @@ def _check_decisions(records: Sequence[Record], step: int) -> int:
             )
         count += 1
     return count
-
-
-def _structure_digest(named: Sequence[tuple[str, torch.Tensor]], optimizer: torch.optim.Optimizer) -> str:
-    """Hash names, shapes, dtypes and optimizer-state keys: what a broadcast needs to agree."""
-    h = hashlib.blake2b(digest_size=8)
-    for name, tensor in named:
-        h.update(f"{name}{tuple(tensor.shape)}{tensor.dtype};".encode())
-        state = optimizer.state.get(tensor, {}) if isinstance(tensor, nn.Parameter) else {}
-        for key in sorted(state):
-            value = state[key]
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            h.update(f"{key}{shape};".encode())
-    return h.hexdigest()

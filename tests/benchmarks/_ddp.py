@@ -65,17 +65,28 @@ def process_group(rank: int, world: int, port: int, threads: int = 1) -> Iterato
 
 
 class Trainer:
-    """The demo's model, task and optimizer under DDP; `step` trains on this rank's shard."""
+    """The demo's model, task and optimizer under DDP; `step` trains on this rank's shard.
 
-    def __init__(self, options: DemoOptions) -> None:
+    `ballast` adds that many frozen parameters (not trained, so DDP leaves them alone) with
+    AdamW-shaped state, which the digest covers: a model of that size as the digest sees it,
+    at the demo's training cost.
+    """
+
+    def __init__(self, options: DemoOptions, *, ballast: int = 0) -> None:
         self.options = options
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.task = Task(seed=options.seed, steps=options.steps, batch_size=options.batch_size)
         self.model = demo_model(options, self.task)
+        if ballast:
+            frozen = torch.nn.Parameter(torch.randn(ballast, generator=torch.Generator().manual_seed(1)))
+            self.model.register_parameter("ballast", frozen.requires_grad_(False))
         self.replicated = Replicated(self.model)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay
-        )
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trained, lr=options.lr, weight_decay=options.weight_decay)
+        if ballast:  # state the optimizer never steps, for the digest to read
+            frozen = self.model.ballast
+            moments = {"exp_avg": frozen * 1e-3, "exp_avg_sq": frozen * frozen * 1e-6}
+            self.optimizer.state[frozen] = {"step": torch.tensor(1.0), **moments}
         self._loss = torch.zeros(())
 
     def start_without_lifecycle(self) -> None:
@@ -208,7 +219,7 @@ class Ours(_Side):
             (self.sync, "_follow_to_seal", "transport"),
             (self.lc, "fold", "fold"),
             (self.runner, "apply", "apply"),
-            (self.sync, "_verify", "verify"),
+            (self.sync, "_compare_carried", "verify"),
             (self.sync, "_append", "record"),
             (self.surgery, "digest", "digest"),
         ):
@@ -288,9 +299,9 @@ class Peer(_Side):
             if decisions:
                 self.surgery.optimizer.zero_grad(set_to_none=True)
             self.runner.apply(records)
+        with phase("digest"):
+            digest = self.surgery.digest()
         with phase("verify"):
-            with phase("digest"):
-                digest = self.surgery.digest()
             low, high = distributed.digest_range(digest)
         if low != high:
             raise DivergenceError(f"peer: digests differ at step {step}", step=step, ranks=())

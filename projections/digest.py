@@ -1,0 +1,232 @@
+"""The divergence digest: a fixed 64-bit function of named tensors, computed where they live.
+
+`LifecycleSync` compares it across ranks after every batch of decisions (DESIGN.md section 7),
+so it must see every byte of the parameters and optimizer state and cost about one pass over
+them: the words are summed on the tensors' device (CPU or CUDA) and only the final 8 bytes per
+device reach the host. No host copy of the model is made. (A CPU tensor of at most one row of
+words is read through a numpy view of its bytes: the same sums, without a torch call per small
+tensor, which is what a model of many small tensors pays for.)
+
+The function. All arithmetic is modulo 2^64; `sm(x)` is splitmix64's output for the state x
+(z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
+z = (z ^ z >> 27) * 0x94D049BB133111EB; z ^ z >> 31) and `odd(x)` is x | 1. For items
+(name_t, value_t), t = 0 .. T-1, in the order given, and an optional event chain E:
+
+    D = sum_t odd(sm(2^48 + t)) * (H_t + S_t)  [+ odd(sm(2^48 + T)) * E]
+
+- H_t: the first 8 bytes, read little-endian, of blake2b(digest_size=8) over
+  "{name}\\0{dtype}\\0{shape}" for a tensor (e.g. "w\\0torch.float32\\0(4, 3)"), or over
+  "{name}\\0{type name}\\0{repr}" for a plain value (whose S_t is 0).
+- S_t = sum_i w_i * c_i, where c_i is the i-th 64-bit word of the tensor's bytes in row-major
+  order, read little-endian as a signed integer (the last word padded with zero bytes), and
+  w_i = odd(sm(i mod C)) * odd(sm(2^32 + floor(i / C))) with C = 2^15.
+- E: the first 8 bytes, little-endian, of blake2b(digest_size=8) over "events\\0{chain}", for
+  `chain` the running hash of applied event ids (`extend_chain`).
+
+D is written as 16 lowercase hex digits. Every weight is odd, so flipping bit k of any word
+changes D by +-2^k times an odd number, which is never 0 modulo 2^64: any single bit flip in a
+tensor changes the digest, for certain. Names, dtypes, shapes and the order of the items enter
+through H_t and the item weights; the event ids enter through a 128-bit blake2b chain, so a
+change there is missed with probability about 2^-64. torch's int64 multiply and sum wrap
+modulo 2^64 on the CPU and on CUDA alike (two's complement, as the tests check against exact
+integers), so the same bytes give the same digest on either device. Bytes are read as the
+machine stores them: ranks compared must share a byte order (every CPU and GPU torch runs on
+today is little-endian).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from lifecycle_es.errors import UsageError
+
+__all__ = ["ROW", "digest", "extend_chain", "sm", "training_items"]
+
+ROW = 1 << 15
+"""C: words per row of the weight table; a row's weights are a fixed table times a row constant."""
+
+_MASK = (1 << 64) - 1
+_ROW_BASE = 1 << 32
+_ITEM_BASE = 1 << 48
+_BLOCK_ROWS = 1 << 9
+"""Rows per multiply on a device without an int64 matrix-vector product (CUDA): bounds the
+temporary to 2^24 words (128 MiB)."""
+
+
+def sm(x: int) -> int:
+    """Return splitmix64's output for the state `x` (an unsigned 64-bit integer)."""
+    z = (x + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def _signed(value: int) -> int:
+    value &= _MASK
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _blake64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def extend_chain(chain: str, event_id: str) -> str:
+    """Return the running hash `chain` of applied event ids extended by one (16 bytes, hex)."""
+    return hashlib.blake2b(bytes.fromhex(chain) + event_id.encode(), digest_size=16).hexdigest()
+
+
+def training_items(
+    named: Iterable[tuple[str, torch.Tensor]], optimizer: torch.optim.Optimizer
+) -> Iterator[tuple[str, Any]]:
+    """Yield each parameter and then its optimizer state, by key in sorted order ("name/key")."""
+    for name, param in named:
+        yield name, param
+        state = optimizer.state.get(param, {}) if isinstance(param, nn.Parameter) else {}
+        for key in sorted(state):
+            yield f"{name}/{key}", state[key]
+
+
+def digest(items: Iterable[tuple[str, Any]], *, events: str | None = None) -> str:
+    """Return the 16-hex-digit digest of (name, tensor or plain value) items and an event chain.
+
+    The function is the module's docstring's; `events=None` leaves the event term out.
+    """
+    host = 0
+    # Per device: the partial sums (1-D int64 tensors there) and, for each of their entries,
+    # its weight odd(sm(2^48 + t)) * odd(sm(2^32 + j)): one dot product per device at the end.
+    parts: dict[torch.device, tuple[list[torch.Tensor], list[int]]] = {}
+    count = 0
+    for t, (name, value) in enumerate(items):
+        weight = _item_weight(t)
+        host += weight * _header(name, value)
+        if isinstance(value, torch.Tensor) and _small_on_host(value):
+            host += weight * _host_sum(value)
+        elif isinstance(value, torch.Tensor) and value.numel():
+            sums, weights = parts.setdefault(value.device, ([], []))
+            rows = _row_sums(*_words(value), sums)
+            weights.extend(_signed(weight * _row_weight(j)) for j in range(rows))
+        count = t + 1
+    if events is not None:
+        host += (sm(_ITEM_BASE + count) | 1) * _blake64(f"events\0{events}")
+    for device, (sums, weights) in parts.items():
+        table = torch.tensor(weights, dtype=torch.int64, device=device)
+        host += int(_dot(torch.cat(sums), table))  # the device's one copy to the host: 8 bytes
+    return f"{host & _MASK:016x}"
+
+
+def _header(name: str, value: Any) -> int:
+    """H_t."""
+    if isinstance(value, torch.Tensor):
+        return _tensor_header(name, value.dtype, value.shape)
+    return _blake64(f"{name}\0{type(value).__name__}\0{value!r}")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _tensor_header(name: str, dtype: torch.dtype, shape: torch.Size) -> int:
+    return _blake64(f"{name}\0{dtype}\0{tuple(shape)}")
+
+
+@functools.cache
+def _item_weight(t: int) -> int:
+    return sm(_ITEM_BASE + t) | 1
+
+
+@functools.cache
+def _row_weight(j: int) -> int:
+    return sm(_ROW_BASE + j) | 1
+
+
+def _row_sums(words: torch.Tensor, tail: torch.Tensor | None, out: list[torch.Tensor]) -> int:
+    """Append each row's sum of words times the row table to `out`; return the row count.
+
+    Row j holds words j*C .. j*C + C - 1 of `words` then `tail` (the last row may be shorter).
+    """
+    table = _table(words.device)
+    full = words.numel() // ROW
+    if full:
+        grid = words[: full * ROW].view(full, ROW)
+        if words.device.type == "cpu":
+            out.append(torch.mv(grid, table))  # no temporary; int64 mv wraps like the rest
+        else:  # no int64 matrix-vector product on CUDA: multiply and sum blocks of rows
+            out.extend((grid[i : i + _BLOCK_ROWS] * table).sum(dim=1) for i in range(0, full, _BLOCK_ROWS))
+    rest = words[full * ROW :]
+    if tail is not None:
+        rest = torch.cat([rest, tail])  # under C words: a small copy
+    if not rest.numel():
+        return full
+    out.append(_dot(rest, table[: rest.numel()]).reshape(1))
+    return full + 1
+
+
+_HOST_INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+"""Integer dtypes by element size: a CPU tensor viewed as one of them has a numpy view."""
+
+
+def _small_on_host(tensor: torch.Tensor) -> bool:
+    """Whether a tensor is a CPU one of at most one row of words, summed in numpy: no torch call
+    per tensor (the cost of a model of many small tensors), its bytes read where they are."""
+    return (
+        tensor.device.type == "cpu"
+        and tensor.numel() * tensor.element_size() <= ROW * 8
+        and tensor.element_size() in _HOST_INTS
+        and tensor.layout == torch.strided
+    )
+
+
+def _host_sum(tensor: torch.Tensor) -> int:
+    """S_t of a tensor `_small_on_host` accepts, from a numpy view of its bytes (row 0 only)."""
+    data = tensor.detach().view(_HOST_INTS[tensor.element_size()]).numpy().ravel().view(np.uint8)
+    whole = data.size // 8 * 8
+    table = _host_table()
+    total = int(np.dot(data[:whole].view(np.int64), table[: whole // 8]))  # wraps modulo 2^64
+    if whole < data.size:
+        tail = int.from_bytes(data[whole:].tobytes().ljust(8, b"\0"), "little", signed=True)
+        total += tail * int(table[whole // 8])
+    return total * _row_weight(0)
+
+
+@functools.cache
+def _host_table() -> npt.NDArray[np.int64]:
+    """The row table odd(sm(r)), r < C, as a numpy array (built once)."""
+    return np.array([_signed(sm(r) | 1) for r in range(ROW)], dtype=np.int64)
+
+
+def _words(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The tensor's whole 64-bit words, and its last bytes zero-padded to one (or None), on its device."""
+    if tensor.layout != torch.strided:
+        raise UsageError(f"digest: cannot read the bytes of a {tensor.layout} tensor; pass dense tensors")
+    data = tensor.detach().reshape(-1).contiguous().view(torch.uint8)
+    whole = data.numel() // 8 * 8
+    head = data[:whole]
+    if data.storage_offset() % 8:  # a view into a larger tensor, not 8-byte aligned
+        head = head.clone()
+    words = head.view(torch.int64)
+    if whole == data.numel():
+        return words, None
+    tail = nn.functional.pad(data[whole:], (0, 8 - (data.numel() - whole)))
+    return words, tail.view(torch.int64)
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if a.device.type == "cpu":
+        return torch.dot(a, b)
+    return (a * b).sum()  # no int64 dot on CUDA
+
+
+_TABLES: dict[torch.device, torch.Tensor] = {}
+"""Per device: the row table odd(sm(r)), r < C (256 KiB), built once."""
+
+
+def _table(device: torch.device) -> torch.Tensor:
+    table = _TABLES.get(device)
+    if table is None:
+        table = _TABLES[device] = torch.from_numpy(_host_table()).to(device)
+    return table
