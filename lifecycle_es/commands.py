@@ -227,12 +227,16 @@ def request_transition(
     trigger: str | None = None,
     metrics: Mapping[str, Any] | None = None,
     reason: str = "",
+    triggered_by: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Outcome:
     """Check a transition and return its events: gate checks, then applied or rejected.
 
     Bad input (unknown entity, state or trigger, bad metrics) raises before any event exists.
     A transition the spec or a gate refuses is not bad input: it returns the rejection's events.
+    `triggered_by` and `metadata` (checked by the caller: `Lifecycle.plan`) go on the last event.
     """
+    who = {"triggered_by": triggered_by, "metadata": metadata}
     check_text(entity, "entity")
     for name, value in (("to", to), ("trigger", trigger)):
         if value is not None:
@@ -249,9 +253,9 @@ def request_transition(
             if target
             else f"Invalid transition: no {trig!r} edge leaves {current.state}"
         )
-        return _rejected(stamp, current, target, trig, (), (why,))
+        return _rejected(stamp, current, target, trig, (), (why,), who)
     if (taken := _slot_taken(registry, spec, current, target)) is not None:
-        return _rejected(stamp, current, target, trig, (), (taken,))
+        return _rejected(stamp, current, target, trig, (), (taken,), who)
     merged = {**registry.latest_metrics(entity), **checked}
     gate_input = GateInput(current, target, stamp.step, merged, registry)
     checks = tuple(
@@ -260,7 +264,7 @@ def request_transition(
     )
     failed = tuple(f"{c.gate}: {c.reason}" for c in checks if c.blocking and not c.passed)
     if failed:
-        return _rejected(stamp, current, target, trig, checks, failed)
+        return _rejected(stamp, current, target, trig, checks, failed, who)
     applied = TransitionApplied.trusted(
         run_id=stamp.run_id,
         step=stamp.step,
@@ -271,6 +275,7 @@ def request_transition(
         to_state=target,
         trigger=trig,
         reason=reason,
+        **who,
     )
     return Outcome((*checks, applied), True)
 
@@ -350,6 +355,7 @@ def _rejected(
     trigger: str,
     checks: tuple[GateChecked, ...],
     reasons: tuple[str, ...],
+    who: dict[str, Any],
 ) -> Outcome:
     rejected = TransitionRejected.trusted(
         run_id=stamp.run_id,
@@ -361,5 +367,6 @@ def _rejected(
         to_state=target,
         trigger=trigger,
         reasons=list(reasons),
+        **who,
     )
     return Outcome((*checks, rejected), False, reasons)
