@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from lifecycle_es.events import EventBase
 
-__all__ = ["Shape", "json_types"]
+__all__ = ["Shape", "enum_fields", "json_types"]
 
 JsonTypes = frozenset[type] | None
 """The Python types of the JSON values a field admits; None admits any."""
@@ -57,6 +57,17 @@ def json_types(annotation: Any) -> JsonTypes:
     if plain in (list, tuple):
         return frozenset({list})
     return None  # JsonValue, Any: the writer's normalization already made them plain
+
+
+def enum_fields(event: type[EventBase]) -> tuple[str, ...]:
+    """The fields of a kind whose annotation admits an enum (stored as the enum's value)."""
+    return tuple(name for name, info in event.model_fields.items() if _has_enum(info.annotation))
+
+
+def _has_enum(annotation: Any) -> bool:
+    if isinstance(annotation, type):
+        return issubclass(annotation, Enum)
+    return any(_has_enum(a) for a in get_args(annotation))
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from enum import Enum
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
-from lifecycle_es._shapes import Shape
+from lifecycle_es._shapes import Shape, enum_fields
 from lifecycle_es.errors import SchemaError
 from lifecycle_es.events import EVENT_TYPES, Event, EventBase
 
@@ -33,6 +34,7 @@ class Codec:
         self._types = {t.model_fields["kind"].default: t for t in types}
         self._shapes = {kind: _shape(cls) for kind, cls in self._types.items()}
         self._record_shapes = {kind: Shape.of(cls) for kind, cls in self._types.items()}
+        self._enums = {kind: enum_fields(cls) for kind, cls in self._types.items()}
         self._upcasters = dict(upcasters or {})
         self._adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -51,6 +53,10 @@ class Codec:
         """Return the event as one flat mapping of plain values, ready for any log."""
         record = dict(event.__dict__)
         record["schema"] = record.pop("schema_version")
+        for name in self._enums.get(record["kind"], ()):  # plain values, as every log stores them
+            value = record[name]
+            if isinstance(value, Enum):
+                record[name] = value.value
         return record
 
     def from_record(self, record: Mapping[str, Any], *, trusted: bool = False) -> EventBase:

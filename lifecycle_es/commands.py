@@ -64,6 +64,10 @@ class Stamp:
             not isinstance(self.causation, str) or not re.fullmatch(_UUID_PATTERN, self.causation)
         ):
             raise UsageError(f"causation must be an event id (UUID text), got {self.causation!r}")
+        for name, kind in (("step", int), ("rank", int), ("causation", str)):
+            value = getattr(self, name)
+            if value is not None and type(value) is not kind:  # an IntEnum, a str subclass
+                object.__setattr__(self, name, kind(value))  # plain: the log takes events as built
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -105,7 +109,7 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
             raise InvalidMetricError(f"metric {name!r} must be finite, got an int too large for a float")
         if not math.isfinite(value):
             raise InvalidMetricError(f"metric {name!r} must be finite, got {value}")
-        checked[name] = float(value)
+        checked[str(name)] = float(value)
     return checked
 
 
@@ -201,10 +205,11 @@ def observe(
     """Return the event recording metrics of an entity, a layer, or the run."""
     checked = check_metrics(metrics)
     if entity is not None:
-        check_text(entity, "entity")
+        entity = str(check_text(entity, "entity"))  # plain, as in request_transition
         registry.get(entity)
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
         raise UsageError(f"layer must be a non-negative int, got {layer!r}")
+    layer = None if layer is None else int(layer)
     return MetricsObserved.trusted(
         run_id=stamp.run_id,
         step=stamp.step,
@@ -237,14 +242,16 @@ def request_transition(
     `triggered_by` and `metadata` (checked by the caller: `Lifecycle.plan`) go on the last event.
     """
     who = {"triggered_by": triggered_by, "metadata": metadata}
-    check_text(entity, "entity")
-    for name, value in (("to", to), ("trigger", trigger)):
-        if value is not None:
-            check_text(value, name)
+    # Plain strs (a str subclass becomes its value): the events are built unvalidated and
+    # handed to the log as they are (`Log.append(plain=True)`).
+    entity = str(check_text(entity, "entity"))
+    to = None if to is None else str(check_text(to, "to"))
+    trigger = None if trigger is None else str(check_text(trigger, "trigger"))
     current = registry.get(entity)
     spec = registry.spec_of(current)
     if not isinstance(reason, str):  # the applied event is built unvalidated
         raise UsageError(f"reason must be a str, got {type(reason).__name__}")
+    reason = str(reason)
     edge, target, trig = _resolve(spec, current.state, to, trigger)
     checked = check_metrics(metrics)
     if edge is None:
@@ -339,11 +346,12 @@ def _check(
         to_state=edge.target,
         gate=name,
         category=gate.category,
-        passed=result.passed,
+        # A gate is user code: its verdict is made plain here, as the log takes it unchecked.
+        passed=bool(result.passed),
         blocking=blocking,
-        reason=result.reason,
-        observed={k: v for k, v in result.observed.items() if math.isfinite(v)},
-        thresholds={k: float(v) for k, v in params.items() if math.isfinite(v)},
+        reason=str(result.reason),
+        observed={str(k): float(v) for k, v in result.observed.items() if math.isfinite(v)},
+        thresholds={str(k): float(v) for k, v in params.items() if math.isfinite(v)},
         mode=policy.mode,
     )
 

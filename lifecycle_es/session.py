@@ -83,7 +83,7 @@ class Lifecycle:
         self.run_id = self.log.run_id
         self.config = config or LifecycleConfig()
         self.gates = default_gates() if gates is None else gates  # an empty library is falsy
-        self.rank = rank
+        self.rank = int(rank)  # plain: an IntEnum rank would reach the log as it is
         self.codec = codec
         self.hooks = Hooks()
         spec_map = specs_by_name(BUILTIN_SPECS if specs is None else specs)
@@ -359,7 +359,8 @@ class Lifecycle:
 
     def record(self, plan: TransitionPlan) -> None:
         """Append a planned transition (no hook fires); a refused one raises once it is recorded."""
-        self._append(plan.outcome.events)
+        # Built from checked, plain values, unless metadata shares the caller's nested objects.
+        self._append(plan.outcome.events, plain=plan.data["metadata"] == {})
         if not plan.outcome.accepted:
             raise InvalidTransitionError(
                 f"{plan.data['entity']}: {plan.data['from_state']} -> {plan.data['to_state']} refused: "
@@ -376,12 +377,13 @@ class Lifecycle:
         step: int | None = None,
     ) -> None:
         """Record metrics of an entity, a layer or the run at an evaluation checkpoint."""
-        self.append([commands.observe(self.registry, self._stamp(step), metrics, entity=entity, layer=layer)])
+        event = commands.observe(self.registry, self._stamp(step), metrics, entity=entity, layer=layer)
+        self._append([event], plain=True)  # every value checked and made plain by the command
 
     def seal(self, step: int | None = None) -> None:
         """Record `StepSealed`: the lifecycle events of the step are complete."""
         stamp = self._stamp(step)
-        self.append([StepSealed(run_id=self.run_id, step=stamp.step, rank=self.rank)])
+        self._append([StepSealed(run_id=self.run_id, step=stamp.step, rank=self.rank)], plain=True)
 
     # -- the log -------------------------------------------------------------------------------
 
@@ -398,14 +400,20 @@ class Lifecycle:
                 raise UsageError(f"event of run {event.run_id!r} cannot go to run {self.run_id!r}")
         return self._append(events)
 
-    def _append(self, events: Sequence[EventBase]) -> list[dict[str, Any]]:
-        """`append` for events this lifecycle's commands built, whose run and types are known."""
+    def _append(self, events: Sequence[EventBase], *, plain: bool = False) -> list[dict[str, Any]]:
+        """`append` for events this lifecycle's commands built, whose run and types are known.
+
+        `plain`: every value of the events is plain and shared with no caller, so the log
+        takes the records as they are (`Log.append(plain=True)`) instead of copying them.
+        """
         first = self.registry.seq + 1
         records = [self.codec.to_record(e) for e in events]
+        for record in records:
+            del record["seq"]  # the log assigns it (an event's own is 0 until appended)
+        if self._pending is None:
+            self.log.append(records, expected_seq=self.registry.seq, plain=plain)
         for i, record in enumerate(records):
             record["seq"] = first + i
-        if self._pending is None:
-            self.log.append(records, expected_seq=self.registry.seq)
         fold_records(self.registry, records)
         if self._pending is not None:
             self._pending.extend(records)
