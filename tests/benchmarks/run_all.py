@@ -48,7 +48,7 @@ class Bench:
 
 BENCHES = (
     Bench("bench_transition.py", ("--n", "5000"), ("--n", "20000")),
-    Bench("bench_append.py", ("--n", "5000", "--rounds", "1"), ("--n", "100000", "--rounds", "3")),
+    Bench("bench_append.py", ("--n", "5000", "--rounds", "3"), ("--n", "100000", "--rounds", "3")),
     Bench("bench_read.py", ("--n", "50000"), ("--n", "1000000")),
     Bench(
         "bench_replay.py",
