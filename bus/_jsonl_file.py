@@ -8,7 +8,6 @@ file descriptor with `os.pread`, so readers never move a shared file position.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from bus._records import RESERVED_KEY as _BATCH_KEY
 from bus.errors import CorruptLogError
@@ -29,14 +30,15 @@ _seq_of = itemgetter("seq")
 _BATCH_BYTES = f',"{_BATCH_KEY}":'.encode()  # the batch marker (bus._jsonl_scan), stripped on read
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a finite number")  # the writer never stores one
+_DECODER = msgspec.json.Decoder()
 
 
 def loads(data: bytes) -> Any:
-    """`json.loads` that refuses NaN and Infinity and turns too deep nesting into ValueError."""
+    """Parse JSON as `json.loads` would, about twice as fast: msgspec refuses NaN, Infinity and
+    floats out of range (the writer never stores one) with a ValueError, and too deep nesting
+    with a RecursionError, turned into ValueError here."""
     try:
-        return json.loads(data, parse_constant=_no_constant)
+        return _DECODER.decode(data)
     except RecursionError as e:
         raise ValueError("the line is nested too deeply") from e
 
@@ -153,7 +155,7 @@ def skip_lines(fd: int, offset: int, count: int, end: int) -> int:
 
 def parse_fast(text: bytes, count: int, first_seq: int) -> list[dict[str, Any]] | None:
     """Parse `count` newline-separated lines holding seqs first_seq, first_seq+1, ... in one
-    `json.loads` call (which also shares the key strings between records).
+    `loads` call (which also shares the key strings between records).
 
     Returns None when anything is off (a bad line, a line holding two values, a wrong seq),
     so the caller can fall back to `parse_line` on each line and name the bad one.

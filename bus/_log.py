@@ -12,7 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from bus._records import DEFAULT_MAX_RECORD_BYTES, Record, normalize_batch
 from bus.errors import BusError, FollowTimeoutError, InvalidArgumentError
@@ -42,7 +42,9 @@ class Log(ABC):
 
     _closed: bool = False
 
-    def append(self, records: Sequence[Record], expected_seq: int | None = None) -> int:
+    def append(
+        self, records: Sequence[Record], expected_seq: int | None = None, *, plain: bool = False
+    ) -> int:
         """Append a batch atomically and return the first seq assigned to it.
 
         An empty batch writes nothing and returns `last_seq() + 1` (`expected_seq` is not
@@ -52,11 +54,18 @@ class Log(ABC):
         of a batch that landed), their first seq is returned and nothing is written; else
         `ConcurrencyError(expected_seq, actual)` is raised. Invalid records raise
         `InvalidRecordError` before anything is written.
+
+        `plain=True` is for a writer that builds its records from values it has already checked
+        (`lifecycle_es`'s commands, a mirror passing on a batch its primary took): the records
+        are handed over, dicts of plain JSON values only (str keys; None, bool, 64-bit int,
+        finite float, str, list, dict; no subclass, no tuple) without 'seq' or the reserved
+        key, and the caller keeps no reference to them. The log then stores them without the
+        checking copy; the size limit is still checked.
         """
         self._check_open()
         if expected_seq is not None and (type(expected_seq) is not int or expected_seq < 0):
             raise InvalidArgumentError(f"expected_seq must be a non-negative int, got {expected_seq!r}")
-        batch = normalize_batch(records)
+        batch = cast("list[dict[str, Any]]", list(records)) if plain else normalize_batch(records)
         if not batch:
             return self.last_seq() + 1
         return self._append(batch, expected_seq)

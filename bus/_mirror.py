@@ -69,10 +69,10 @@ class MirroredLog(Log):
         # the msgpack size) run before the primary stores anything: an append that raises has
         # stored nothing anywhere, and the mirror can never be left unable to catch up.
         self.mirror.check(batch)
-        first = self.primary.append(batch, expected_seq)
+        first = self.primary.append(batch, expected_seq, plain=True)  # normalized by our own append
         if self.mirror.last_seq() == first - 1:
             try:
-                self.mirror.append(batch, expected_seq=first - 1)
+                self.mirror.append(batch, expected_seq=first - 1, plain=True)
                 return first
             except ConcurrencyError:
                 pass  # another process wrote the mirror meanwhile: fall back to catching up

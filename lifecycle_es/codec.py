@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from enum import Enum
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import TypeAdapter, ValidationError
 
+from lifecycle_es._shapes import Shape, enum_fields
 from lifecycle_es.errors import SchemaError
 from lifecycle_es.events import EVENT_TYPES, Event, EventBase
 
@@ -31,6 +33,8 @@ class Codec:
     ) -> None:
         self._types = {t.model_fields["kind"].default: t for t in types}
         self._shapes = {kind: _shape(cls) for kind, cls in self._types.items()}
+        self._record_shapes = {kind: Shape.of(cls) for kind, cls in self._types.items()}
+        self._enums = {kind: enum_fields(cls) for kind, cls in self._types.items()}
         self._upcasters = dict(upcasters or {})
         self._adapter: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -49,6 +53,10 @@ class Codec:
         """Return the event as one flat mapping of plain values, ready for any log."""
         record = dict(event.__dict__)
         record["schema"] = record.pop("schema_version")
+        for name in self._enums.get(record["kind"], ()):  # plain values, as every log stores them
+            value = record[name]
+            if isinstance(value, Enum):
+                record[name] = value.value
         return record
 
     def from_record(self, record: Mapping[str, Any], *, trusted: bool = False) -> EventBase:
@@ -96,15 +104,29 @@ class Codec:
     def check(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
         """Return a record ready to fold on the trusted replay path, without decoding it.
 
-        A record at its kind's current schema comes back as it is (no copy); an older one as
-        an upcast copy; an unknown kind, a newer schema or a field of the wrong JSON type
-        (see `check_shape`) raises `SchemaError`.
+        Kind, schema and shape are checked (`lifecycle_es._shapes`: required and unknown
+        fields, top-level JSON types, the folded float maps); an unknown kind, a newer schema or
+        a bad shape raises `SchemaError`. A record at its kind's current schema comes back as it
+        is (no copy), an older one as an upcast copy.
         """
+        kind = record.get("kind")
+        shape = self._record_shapes.get(kind) if type(kind) is str else None
+        try:
+            if shape is not None and shape.matches(record):
+                return record
+        except KeyError:
+            pass  # a field is missing: the slow path fills an optional one or names it
+        return self._check_slowly(record)
+
+    def _check_slowly(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`check` for a record of another schema or lacking optional fields, naming what is wrong."""
         self.check_shape(record)
-        cls = self._types.get(record["kind"])
-        if cls is not None and record.get("schema", 1) == cls.SCHEMA:
-            return record
-        return self.upcast(record)
+        data = self.upcast(record)  # unknown kinds and newer schemas raise here
+        shape = self._record_shapes[data["kind"]]
+        why = shape.problem(data) or shape.float_map_problem(data)
+        if why is not None:
+            raise SchemaError(f"{_where(record)}: {why}")
+        return record if record.get("schema", 1) == data["schema"] else data
 
     def check_shape(self, record: Mapping[str, Any]) -> None:
         """Raise `SchemaError` unless `kind` is a str and the envelope's ints and the kind's

@@ -64,6 +64,10 @@ class Stamp:
             not isinstance(self.causation, str) or not re.fullmatch(_UUID_PATTERN, self.causation)
         ):
             raise UsageError(f"causation must be an event id (UUID text), got {self.causation!r}")
+        for name, kind in (("step", int), ("rank", int), ("causation", str)):
+            value = getattr(self, name)
+            if value is not None and type(value) is not kind:  # an IntEnum, a str subclass
+                object.__setattr__(self, name, kind(value))  # plain: the log takes events as built
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -105,7 +109,7 @@ def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
             raise InvalidMetricError(f"metric {name!r} must be finite, got an int too large for a float")
         if not math.isfinite(value):
             raise InvalidMetricError(f"metric {name!r} must be finite, got {value}")
-        checked[name] = float(value)
+        checked[str(name)] = float(value)
     return checked
 
 
@@ -201,10 +205,11 @@ def observe(
     """Return the event recording metrics of an entity, a layer, or the run."""
     checked = check_metrics(metrics)
     if entity is not None:
-        check_text(entity, "entity")
+        entity = str(check_text(entity, "entity"))  # plain, as in request_transition
         registry.get(entity)
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
         raise UsageError(f"layer must be a non-negative int, got {layer!r}")
+    layer = None if layer is None else int(layer)
     return MetricsObserved.trusted(
         run_id=stamp.run_id,
         step=stamp.step,
@@ -227,20 +232,26 @@ def request_transition(
     trigger: str | None = None,
     metrics: Mapping[str, Any] | None = None,
     reason: str = "",
+    triggered_by: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Outcome:
     """Check a transition and return its events: gate checks, then applied or rejected.
 
     Bad input (unknown entity, state or trigger, bad metrics) raises before any event exists.
     A transition the spec or a gate refuses is not bad input: it returns the rejection's events.
+    `triggered_by` and `metadata` (checked by the caller: `Lifecycle.plan`) go on the last event.
     """
-    check_text(entity, "entity")
-    for name, value in (("to", to), ("trigger", trigger)):
-        if value is not None:
-            check_text(value, name)
+    who = {"triggered_by": triggered_by, "metadata": metadata}
+    # Plain strs (a str subclass becomes its value): the events are built unvalidated and
+    # handed to the log as they are (`Log.append(plain=True)`).
+    entity = str(check_text(entity, "entity"))
+    to = None if to is None else str(check_text(to, "to"))
+    trigger = None if trigger is None else str(check_text(trigger, "trigger"))
     current = registry.get(entity)
     spec = registry.spec_of(current)
     if not isinstance(reason, str):  # the applied event is built unvalidated
         raise UsageError(f"reason must be a str, got {type(reason).__name__}")
+    reason = str(reason)
     edge, target, trig = _resolve(spec, current.state, to, trigger)
     checked = check_metrics(metrics)
     if edge is None:
@@ -249,9 +260,9 @@ def request_transition(
             if target
             else f"Invalid transition: no {trig!r} edge leaves {current.state}"
         )
-        return _rejected(stamp, current, target, trig, (), (why,))
+        return _rejected(stamp, current, target, trig, (), (why,), who)
     if (taken := _slot_taken(registry, spec, current, target)) is not None:
-        return _rejected(stamp, current, target, trig, (), (taken,))
+        return _rejected(stamp, current, target, trig, (), (taken,), who)
     merged = {**registry.latest_metrics(entity), **checked}
     gate_input = GateInput(current, target, stamp.step, merged, registry)
     checks = tuple(
@@ -260,7 +271,7 @@ def request_transition(
     )
     failed = tuple(f"{c.gate}: {c.reason}" for c in checks if c.blocking and not c.passed)
     if failed:
-        return _rejected(stamp, current, target, trig, checks, failed)
+        return _rejected(stamp, current, target, trig, checks, failed, who)
     applied = TransitionApplied.trusted(
         run_id=stamp.run_id,
         step=stamp.step,
@@ -271,6 +282,7 @@ def request_transition(
         to_state=target,
         trigger=trig,
         reason=reason,
+        **who,
     )
     return Outcome((*checks, applied), True)
 
@@ -334,11 +346,12 @@ def _check(
         to_state=edge.target,
         gate=name,
         category=gate.category,
-        passed=result.passed,
+        # A gate is user code: its verdict is made plain here, as the log takes it unchecked.
+        passed=bool(result.passed),
         blocking=blocking,
-        reason=result.reason,
-        observed={k: v for k, v in result.observed.items() if math.isfinite(v)},
-        thresholds={k: float(v) for k, v in params.items() if math.isfinite(v)},
+        reason=str(result.reason),
+        observed={str(k): float(v) for k, v in result.observed.items() if math.isfinite(v)},
+        thresholds={str(k): float(v) for k, v in params.items() if math.isfinite(v)},
         mode=policy.mode,
     )
 
@@ -350,6 +363,7 @@ def _rejected(
     trigger: str,
     checks: tuple[GateChecked, ...],
     reasons: tuple[str, ...],
+    who: dict[str, Any],
 ) -> Outcome:
     rejected = TransitionRejected.trusted(
         run_id=stamp.run_id,
@@ -361,5 +375,6 @@ def _rejected(
         to_state=target,
         trigger=trigger,
         reasons=list(reasons),
+        **who,
     )
     return Outcome((*checks, rejected), False, reasons)

@@ -26,9 +26,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from bus import Record
 from lifecycle_es.errors import (
@@ -41,7 +41,7 @@ from lifecycle_es.events import Action, EventBase
 from lifecycle_es.spec import Spec, StateCategory
 from lifecycle_es.specs.run import RUN_SPEC
 
-__all__ = ["EntityState", "Registry", "fold", "fold_record", "holds_slot", "peer_of"]
+__all__ = ["EntityState", "Registry", "fold", "fold_record", "fold_records", "holds_slot", "peer_of"]
 
 HISTORY_LIMIT = 32
 """Transitions kept per entity: enough for hysteresis windows and debugging, bounded."""
@@ -351,21 +351,46 @@ def fold(registry: Registry, event: EventBase) -> Registry:
 
 def fold_record(registry: Registry, record: Record) -> Registry:
     """Apply one event given as a field mapping (a record read back from the log)."""
-    seq = record.get("seq")
-    if "kind" not in record or not isinstance(seq, int):
+    return fold_records(registry, (record,))
+
+
+def fold_records(registry: Registry, records: Iterable[Record]) -> Registry:
+    """Apply events given as field mappings, in order; one call folds a whole replay batch.
+
+    A record that is refused raises with the registry at the record before it.
+    """
+    handlers, stateless = _HANDLERS, _STATELESS
+    last, top = registry.seq, registry.step
+    try:
+        for record in records:
+            seq, kind = record.get("seq"), record.get("kind")
+            if seq != last + 1 or type(seq) is not int or kind is None:
+                _refuse(last, seq, kind)
+            step = record["step"]
+            if kind not in stateless:
+                handler = handlers.get(kind)
+                if handler is None:
+                    raise SchemaError(f"record seq {seq}: unknown kind {kind!r}")
+                _handle(handler, registry, record)  # handlers read the record, not the clock
+            last = seq
+            if step > top:
+                top = step
+    finally:
+        registry.seq, registry.step = last, top
+    return registry
+
+
+def _refuse(last: int, seq: object, kind: object) -> NoReturn:
+    if kind is None or not isinstance(seq, int):
         raise SchemaError(f"record {seq!r} lacks its kind or an integer seq")
-    if seq != registry.seq + 1:
-        raise SequenceGapError(f"event seq {seq} does not follow the registry's last seq {registry.seq}")
-    handler = _HANDLERS.get(record["kind"])
-    if handler is None:
-        raise SchemaError(f"record seq {seq}: unknown kind {record['kind']!r}")
+    raise SequenceGapError(f"event seq {seq} does not follow the registry's last seq {last}")
+
+
+def _handle(handler: Callable[[Registry, Record], None], registry: Registry, record: Record) -> None:
     try:
         handler(registry, record)
     except KeyError as e:  # handlers read every field before they change anything
-        raise SchemaError(f"record seq {seq} ({record['kind']}) lacks the field {e}") from None
-    registry.seq = seq
-    registry.step = max(registry.step, record["step"])
-    return registry
+        raise SchemaError(f"record seq {record['seq']} ({record['kind']}) lacks the field {e}") from None
 
 
 def _on_run_started(r: Registry, ev: Record) -> None:
@@ -591,3 +616,5 @@ _HANDLERS: dict[str, Callable[[Registry, Record], None]] = {
     "CheckpointRecorded": _on_checkpoint_recorded,
     "RewardRecorded": lambda r, ev: None,  # training data for a policy; the run's state is unchanged
 }
+_STATELESS = frozenset({"GateChecked", "GatesChecked", "DivergenceDetected", "RewardRecorded"})
+"""The kinds whose handler does nothing: the batched fold skips the call (half a replay's records)."""

@@ -25,7 +25,7 @@ from lifecycle_es.errors import ConfigError, InvalidTransitionError, SchemaError
 from lifecycle_es.events import EventBase, GateMode, RunStarted, RunStateChanged, StepSealed
 from lifecycle_es.gates import GateLibrary, default_gates
 from lifecycle_es.hooks import Hooks
-from lifecycle_es.registry import EntityState, Registry, fold_record
+from lifecycle_es.registry import EntityState, Registry, fold_record, fold_records
 from lifecycle_es.spec import Spec
 from lifecycle_es.specs import BUILTIN_SPECS, RUN_SPEC, RunState
 
@@ -83,7 +83,7 @@ class Lifecycle:
         self.run_id = self.log.run_id
         self.config = config or LifecycleConfig()
         self.gates = default_gates() if gates is None else gates  # an empty library is falsy
-        self.rank = rank
+        self.rank = int(rank)  # plain: an IntEnum rank would reach the log as it is
         self.codec = codec
         self.hooks = Hooks()
         spec_map = specs_by_name(BUILTIN_SPECS if specs is None else specs)
@@ -348,10 +348,10 @@ class Lifecycle:
             trigger=trigger,
             metrics=metrics,
             reason=reason,
+            triggered_by=triggered_by,
+            metadata=extra,
         )
-        final = outcome.events[-1].model_copy(update={"triggered_by": triggered_by, "metadata": extra})
-        outcome = commands.Outcome((*outcome.events[:-1], final), outcome.accepted, outcome.reasons)
-        fields = final.__dict__
+        fields = outcome.events[-1].__dict__
         data = {k: fields[k] for k in ("entity", "from_state", "to_state", "trigger", "step")}
         spec = self.registry.spec_of(self.registry.get(entity))
         data.update(spec=spec.name, reason=reason, triggered_by=triggered_by, metadata=extra or {})
@@ -359,7 +359,8 @@ class Lifecycle:
 
     def record(self, plan: TransitionPlan) -> None:
         """Append a planned transition (no hook fires); a refused one raises once it is recorded."""
-        self.append(plan.outcome.events)
+        # Built from checked, plain values, unless metadata shares the caller's nested objects.
+        self._append(plan.outcome.events, plain=plan.data["metadata"] == {})
         if not plan.outcome.accepted:
             raise InvalidTransitionError(
                 f"{plan.data['entity']}: {plan.data['from_state']} -> {plan.data['to_state']} refused: "
@@ -376,12 +377,13 @@ class Lifecycle:
         step: int | None = None,
     ) -> None:
         """Record metrics of an entity, a layer or the run at an evaluation checkpoint."""
-        self.append([commands.observe(self.registry, self._stamp(step), metrics, entity=entity, layer=layer)])
+        event = commands.observe(self.registry, self._stamp(step), metrics, entity=entity, layer=layer)
+        self._append([event], plain=True)  # every value checked and made plain by the command
 
     def seal(self, step: int | None = None) -> None:
         """Record `StepSealed`: the lifecycle events of the step are complete."""
         stamp = self._stamp(step)
-        self.append([StepSealed(run_id=self.run_id, step=stamp.step, rank=self.rank)])
+        self._append([StepSealed(run_id=self.run_id, step=stamp.step, rank=self.rank)], plain=True)
 
     # -- the log -------------------------------------------------------------------------------
 
@@ -396,14 +398,23 @@ class Lifecycle:
         for event in events:
             if event.run_id != self.run_id:
                 raise UsageError(f"event of run {event.run_id!r} cannot go to run {self.run_id!r}")
+        return self._append(events)
+
+    def _append(self, events: Sequence[EventBase], *, plain: bool = False) -> list[dict[str, Any]]:
+        """`append` for events this lifecycle's commands built, whose run and types are known.
+
+        `plain`: every value of the events is plain and shared with no caller, so the log
+        takes the records as they are (`Log.append(plain=True)`) instead of copying them.
+        """
         first = self.registry.seq + 1
         records = [self.codec.to_record(e) for e in events]
+        for record in records:
+            del record["seq"]  # the log assigns it (an event's own is 0 until appended)
+        if self._pending is None:
+            self.log.append(records, expected_seq=self.registry.seq, plain=plain)
         for i, record in enumerate(records):
             record["seq"] = first + i
-        if self._pending is None:
-            self.log.append(records, expected_seq=self.registry.seq)
-        for record in records:
-            fold_record(self.registry, record)
+        fold_records(self.registry, records)
         if self._pending is not None:
             self._pending.extend(records)
         return records

@@ -1,6 +1,6 @@
 """Registry views: the registry as a projection, with queries by state, layer, category and name.
 
-The projection folds records with the registry's own fold (`fold_record`), so it holds exactly
+The projection folds records with the registry's own fold (`fold_records`), so it holds exactly
 the registry a writer holds at the same seq; the queries only read it.
 
 Named queries (seeds/004's "operational", "available for tasks", "in error", "in maintenance")
@@ -22,7 +22,7 @@ from types import MappingProxyType
 
 from lifecycle_es.agents import states as agent_states
 from lifecycle_es.errors import SpecError, UsageError
-from lifecycle_es.registry import EntityState, Registry, fold_record
+from lifecycle_es.registry import EntityState, Registry, fold_records
 from lifecycle_es.spec import Spec, StateCategory
 from lifecycle_es.specs import BUILTIN_SPECS
 from projections._projection import Projection, Record, Snapshot
@@ -112,8 +112,7 @@ class RegistryProjection(Projection):
 
     def _apply_batch(self, records: Sequence[Record]) -> None:
         try:
-            for record in records:
-                fold_record(self.registry, record)
+            fold_records(self.registry, records)
         finally:
             # A refused record leaves the registry at the one before it; so is the projection.
             self.seq = self.registry.seq

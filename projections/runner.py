@@ -2,7 +2,8 @@
 
 It catches up from wherever the projections are (fresh, or restored from snapshots), then
 follows the log live, in the foreground or on a thread of its own. Records read back from our
-own log take the trusted path: kind and schema are checked, field validation is skipped.
+own log take the trusted path: kind, schema and shape are checked (`Codec.check`), field
+validation is skipped; `validate=True` decodes every record through the event models instead.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ class Runner:
     """Feeds one log's records to several projections; the slowest projection sets the start."""
 
     def __init__(
-        self, log: Log, projections: Iterable[Projection], *, codec: Codec = CODEC, batch_size: int = 10_000
+        self,
+        log: Log,
+        projections: Iterable[Projection],
+        *,
+        codec: Codec = CODEC,
+        batch_size: int = 10_000,
+        validate: bool = False,
     ) -> None:
         self.log = log
         self.projections = tuple(projections)
@@ -53,6 +60,8 @@ class Runner:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.codec = codec
         self.batch_size = batch_size
+        self.validate = validate
+        """Decode every record with full model validation, for logs not written by this library."""
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -63,9 +72,14 @@ class Runner:
         return min(p.seq for p in self.projections)
 
     def apply(self, batch: Sequence[Record]) -> None:
-        """Check a batch's kinds and schemas (upcasting old ones), then apply it to every projection."""
-        check = self.codec.check
-        batch = [check(record) for record in batch]
+        """Check a batch's kinds, schemas and shapes (upcasting old ones), then apply it to every
+        projection; with `validate` every record is decoded into its event model and back."""
+        if self.validate:
+            decode, encode = self.codec.from_record, self.codec.to_record
+            batch = [encode(decode(record)) for record in batch]
+        else:
+            check = self.codec.check
+            batch = [check(record) for record in batch]
         for projection in self.projections:
             projection.apply(batch)
 

@@ -2,8 +2,8 @@
 
 - RedisLog.read of N records against raw redis-py XRANGE in pages + msgpack decode of the
   same stream;
-- JsonlLog.read of the same N records (stdlib json), and the parse alone with orjson for
-  reference when it is installed (the bus itself uses only the stdlib);
+- JsonlLog.read of the same N records (msgspec), and the parse alone with orjson for
+  reference when it is installed;
 - per-record cost at 10k records and at N (the growth target).
 
 Run: python tests/benchmarks/bench_read.py [--n 1000000]
@@ -31,6 +31,7 @@ import redis
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_append import make_events, redis_url  # a sibling script
+from run_all import report_row  # a sibling script
 
 from bus import JsonlLog, RedisLog
 
@@ -138,16 +139,17 @@ def report(rows: list[tuple[str, float, int]], n: int) -> None:
         print(f"{name:<34} {count:>9} {seconds:>8.3f} {count / seconds:>11,.0f} "
               f"{cost[(name, count)]:>10.2f}")  # fmt: skip
     print()
-    print(f"{'ratio':<58} {'value':>7} target")
     for how in ("streamed", "all kept"):
         for size in (SMALL, n):
-            ratio = cost[(f"raw XRANGE + msgpack, {how}", size)] / cost[(f"RedisLog.read, {how}", size)]
-            print(f"{f'RedisLog.read / raw XRANGE, {how}, at {size}':<58} {ratio:>7.2f} >= 0.8")
+            ours, raw = cost[(f"RedisLog.read, {how}", size)], cost[(f"raw XRANGE + msgpack, {how}", size)]
+            what = f"RedisLog.read / raw XRANGE + msgpack, {how}, {size} records"
+            costs = (f"{ours:.2f} us/record", f"{raw:.2f} us/record")
+            report_row(what, *costs, raw / ours, ">= 0.8", raw / ours >= 0.8)
     for name in ("RedisLog.read", "JsonlLog.read"):
         for how in ("streamed", "all kept"):
-            growth = cost[(f"{name}, {how}", n)] / cost[(f"{name}, {how}", SMALL)]
-            label = f"{name}, {how}: cost/record at {n} / at {SMALL}"
-            print(f"{label:<58} {growth:>7.2f} <= 1.3")
+            big, small = cost[(f"{name}, {how}", n)], cost[(f"{name}, {how}", SMALL)]
+            what = f"{name}, {how}: cost per record at {n} / at {SMALL}"
+            report_row(what, f"{big:.2f} us", f"{small:.2f} us", big / small, "<= 1.3", big / small <= 1.3)
 
 
 if __name__ == "__main__":
