@@ -43,7 +43,7 @@ def _x() -> torch.Tensor:
 def _per_seed_loop(
     layer: SeedLayer, x: torch.Tensor, modes: list[int], kinds: list[int], alpha: list[float]
 ) -> torch.Tensor:
-    """esperlite's `_process_chunks_v2`, one blueprint call per seed, frozen weights detached (not `no_grad`)."""
+    """esperlite's `_process_chunks_v2`, a call per seed; frozen weights detached, not `no_grad`."""
     host = layer.host(x)
     out = []
     for i in range(layer.chunks):
@@ -83,7 +83,7 @@ def test_each_mode_matches_a_per_seed_loop(modes: list[int], kinds: list[int]) -
 
 @pytest.mark.parametrize("strategy", ["masked", "resize"])
 def test_gradients_match_the_per_seed_loop(strategy: str) -> None:
-    """The host's and every blueprint row's gradients equal the per-seed reference's, mixed modes and both strategies."""
+    """The host's and every blueprint row's gradients equal the per-seed reference's, modes mixed."""
     modes, kinds, alpha = (
         [SeedMode.GRAFT, SeedMode.TRAIN, SeedMode.FINE_TUNE, SeedMode.FOSSIL],
         [0, 1, 1, 0],
@@ -112,7 +112,7 @@ def test_gradients_match_the_per_seed_loop(strategy: str) -> None:
 
 @pytest.mark.parametrize("mode", [SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FOSSIL])
 def test_a_frozen_seed_passes_the_gradient_to_the_host_but_learns_nothing(mode: SeedMode) -> None:
-    """Through a grafting, held or fossilized chunk the host's rows get a gradient; the blueprint's weights none."""
+    """Through a grafting, held or fossilized chunk the host gets a gradient; the blueprint's weights none."""
     layer = _layer()
     layer.set_modes([mode, SeedMode.HOST, SeedMode.HOST, SeedMode.HOST], [0, -1, -1, -1])
     layer.alpha.fill_(0.5)
