@@ -14,8 +14,8 @@ every rank folds the log into its own copy, and each prints its digest.
 SIGTERM or SIGINT (to the process, or to any one rank) stops every rank at the next evaluation
 (at most 10 steps on), where each saves a checkpoint and the run is recorded `interrupted`
 (`stopped` for SIGINT); the command exits 143 (130). `--resume RUN` continues it from there
-with the arguments it recorded when it started, and ends with the digest of a run that was
-never interrupted (the weights and optimizer state, printed as `digest:`).
+with the arguments it recorded when it started, and ends with the digest (weights and optimizer
+state, printed as `digest:`) of a run trained without a stop along the same log.
 """
 
 from __future__ import annotations
