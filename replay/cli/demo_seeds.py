@@ -31,7 +31,7 @@ import bus
 from bus import JsonlLog, Log
 from lifecycle_es.errors import ConfigError
 from replay.cli._launch import launch, worker_from_env
-from replay.cli._resume import add_resume_argument, apply_recorded, metadata
+from replay.cli._resume import add_resume_argument, metadata, take_recorded
 from replay.cli.demo import LOG_ENV, _open_new, decisions_path, run_dir
 from replay.export import write_decisions
 
@@ -113,11 +113,7 @@ def run(args: argparse.Namespace) -> int:
     worker = worker_from_env(os.environ)
     if worker is not None:
         args.log = os.environ.get(LOG_ENV, args.log)
-    if args.resume is not None:
-        if args.run is not None or args.baseline:
-            raise ConfigError("--resume RUN names the run: leave out --run and --baseline")
-        apply_recorded(args, RECORDED, command="seeds")
-        args.run = args.resume
+    take_recorded(args, RECORDED, command="seeds")
     options = _options(args)
     run_id = time.strftime("seeds-%Y%m%d-%H%M%S") if args.run is None else args.run
     if worker is None and args.ranks > 1:
