@@ -24,6 +24,8 @@ import torch
 import bus
 from projections.training import REQUEUE_EXIT_CODE
 from replay.demo.seeds import SeedsOptions, SeedsRun, replay_seeds
+from tests._cli import one_line
+from tests._cli import run_cli as cli
 from tests.ddp._harness import CLI, HARD_TIMEOUT_S, Ranks, environment, run_cli
 
 STOP_AFTER = 200
@@ -141,3 +143,16 @@ def test_sigterm_to_one_rank_stops_both_and_the_launcher_resumes_them(tmp_path: 
     assert done.returncode == 0, done.stderr[-3000:]
     digests = set(re.findall(r"rank \d: finished step \d+ with digest ([0-9a-f]{16})", done.stderr))
     assert len(digests) == 1 and "every rank ended with digest" in done.stdout
+
+
+def test_resume_refuses_a_finished_run_and_a_run_flag_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--resume` of a run that completed, or with `--run` beside it, is a one-line error (exit 2)."""
+    common = ["demo", "seeds", "--quiet", "--log", str(tmp_path)]
+    status, _, err = cli(capsys, *common, "--steps", "50", "--run", "done")
+    assert status == 0, err
+    status, _, err = cli(capsys, *common, "--resume", "done")
+    assert status == 2 and "has ended (terminated)" in one_line(err)
+    status, _, err = cli(capsys, *common, "--resume", "done", "--run", "other")
+    assert status == 2 and "leave out --run and --baseline" in one_line(err)
