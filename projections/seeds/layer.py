@@ -12,6 +12,8 @@ TRAINING seeds leave the output as the host made it and learn to reconstruct the
 `seed_loss` (a scalar tensor, 0 when no seed trains) is what the caller adds to its loss, and
 `last_reconstruction` ([chunks], detached) each chunk's reconstruction error in the last forward
 in which a seed trained, the `reconstruction_loss` the `kasmina.reconstruction` gate reads.
+GRAFT, HOLD and FOSSIL seeds freeze their blueprint's weights, not its input: the output's
+gradient flows through the blueprint to the host's chunk and the layers before it (`modes`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from projections.seeds.modes import FINE_TUNE_ALPHA, SeedMode
 __all__ = ["HostLayer", "SeedLayer"]
 
 _BLENDING = frozenset({SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FINE_TUNE, SeedMode.FOSSIL})
+_LEARNING = frozenset({SeedMode.TRAIN, SeedMode.FINE_TUNE})
+"""Modes whose blueprint weights learn: TRAIN from the seed loss, FINE_TUNE from the output."""
+_FROZEN = frozenset({SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FOSSIL})
+"""Modes whose blueprint weights are frozen; their input still gets the output's gradient."""
 
 
 @runtime_checkable
@@ -160,24 +166,39 @@ class SeedLayer(nn.Module):
             self.seed_loss = self._no_loss
         if not present & _BLENDING:
             return out
-        blended = self._blend(chunks, grown, fine_tuning=SeedMode.FINE_TUNE in present)
+        blended = self._blend(chunks, grown)
         if present <= _BLENDING:  # every chunk blends: no selection needed
             return blended.reshape(out.shape)
         return torch.where((self.modes >= SeedMode.GRAFT)[None, :, None], blended, chunks).reshape(out.shape)
 
-    def _blend(self, chunks: torch.Tensor, grown: torch.Tensor, *, fine_tuning: bool) -> torch.Tensor:
-        """`(1-a)*host + a*blueprint` per chunk, a by mode; only fine-tuning blueprints keep a gradient."""
+    def _blend(self, chunks: torch.Tensor, grown: torch.Tensor) -> torch.Tensor:
+        """`(1-a)*host + a*blueprint` per chunk, a by mode (the weights' freezing is `_frozen`'s)."""
         modes = self.modes
         alpha = torch.where(
             (modes == SeedMode.GRAFT) | (modes == SeedMode.HOLD),
             self.alpha,
             torch.where(modes == SeedMode.FINE_TUNE, FINE_TUNE_ALPHA, (modes == SeedMode.FOSSIL).float()),
         )[None, :, None]
-        if fine_tuning:
-            blueprint = torch.where((modes == SeedMode.FINE_TUNE)[None, :, None], grown, grown.detach())
-        else:
-            blueprint = grown.detach()
-        return (1 - alpha) * chunks + alpha * blueprint
+        return (1 - alpha) * chunks + alpha * grown
+
+    def _frozen(self, blueprint: str, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """A blueprint's weights with the rows of frozen seeds detached: only TRAIN and FINE_TUNE learn.
+
+        The gradient still flows through a frozen row to its input (the host's chunk and every
+        layer before it); only the row's own weights get none. With every row's mode alike
+        (host side: `present`) it is the weights or their detached view, no copy.
+        """
+        weights = self.slot_parameters(blueprint)
+        learning = self.present & _LEARNING
+        if not learning:
+            return {k: w.detach() for k, w in weights.items()}
+        if not self.present & _FROZEN:
+            return dict(weights)
+        modes = self.modes if index is None else self.modes[index]
+        rows = (modes == SeedMode.TRAIN) | (modes == SeedMode.FINE_TUNE)
+        return {
+            k: torch.where(rows.view(-1, *[1] * (w.dim() - 1)), w, w.detach()) for k, w in weights.items()
+        }
 
     def _run_blueprints(self, chunks: torch.Tensor) -> torch.Tensor:
         """Return every chunk's blueprint output (zeros where no blueprint runs): one call per blueprint."""
@@ -186,13 +207,13 @@ class SeedLayer(nn.Module):
             served = self.row_chunks[blueprint.name]
             if not served:
                 continue
-            weights = self.slot_parameters(blueprint.name)
             if len(served) == self.chunks and self.strategy == "masked":  # row i is chunk i
-                full = blueprint.apply(weights, chunks)
+                full = blueprint.apply(self._frozen(blueprint.name, None), chunks)
             else:
                 index = self._row_index[blueprint.name]
                 if index.device != chunks.device:  # the layer was moved after surgery set the rows
                     index = self._row_index[blueprint.name] = index.to(chunks.device)
+                weights = self._frozen(blueprint.name, index)
                 full = torch.zeros_like(chunks).index_copy(
                     1, index, blueprint.apply(weights, chunks[:, index])
                 )

@@ -7,6 +7,13 @@ FOSSILIZED is `blueprint(chunk)` under `no_grad`. esperlite's Python layer leave
 STABILIZATION and EVALUATING out, which would drop a fully grafted seed from the output for
 the 50 steps spent checking it (its Triton kernel treats them as active); here they `HOLD` the
 graft at the alpha the ramp reached. The `module` spec's states map onto the same modes.
+
+One deliberate difference: esperlite computes a grafting or fossilized blueprint under
+`no_grad`, which freezes its weights but also cuts the gradient to its input, so a chunk that
+is grafted in passes nothing back to the host's units and the layers before them (measured:
+gradient norm 0 through a fossilized chunk, and the demo's seeds ending worse than the host
+alone). Here GRAFT, HOLD and FOSSIL freeze only the blueprint's own weights (the layer detaches
+those rows); the gradient flows through the blueprint to the host's chunk and on.
 """
 
 from __future__ import annotations
@@ -28,13 +35,13 @@ class SeedMode(IntEnum):
     TRAIN = 1
     """The host's chunk; the blueprint learns to reconstruct it (the layer's `seed_loss`)."""
     GRAFT = 2
-    """`(1-alpha)*host + alpha*blueprint`, alpha from the grafting schedule, blueprint frozen."""
+    """`(1-alpha)*host + alpha*blueprint`, alpha from the grafting schedule, blueprint's weights frozen."""
     HOLD = 3
     """As GRAFT, at the alpha the ramp reached (the schedule no longer moves it)."""
     FINE_TUNE = 4
     """`0.1*host + 0.9*blueprint`, the blueprint trained with the host."""
     FOSSIL = 5
-    """`blueprint(host)`, frozen."""
+    """`blueprint(host)`, the blueprint's weights frozen (its input still learns)."""
 
 
 FINE_TUNE_ALPHA = 0.9

@@ -18,7 +18,7 @@ from typing import Any
 import bus
 from lifecycle_es.errors import ConfigError
 
-__all__ = ["add_resume_argument", "apply_recorded", "metadata"]
+__all__ = ["add_resume_argument", "apply_recorded", "metadata", "take_recorded"]
 
 
 def add_resume_argument(parser: argparse.ArgumentParser) -> None:
@@ -64,3 +64,13 @@ def apply_recorded(args: argparse.Namespace, names: Sequence[str], *, command: s
     assert isinstance(arguments, dict)
     for name in names:
         setattr(args, name, arguments[name])
+
+
+def take_recorded(args: argparse.Namespace, names: Sequence[str], *, command: str) -> None:
+    """For a `--resume RUN`: refuse `--run` and `--baseline`, take the recorded `names` and the run id."""
+    if args.resume is None:
+        return
+    if args.run is not None or args.baseline:
+        raise ConfigError("--resume RUN names the run: leave out --run and --baseline")
+    apply_recorded(args, names, command=command)
+    args.run = args.resume

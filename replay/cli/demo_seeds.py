@@ -1,6 +1,6 @@
 """`lifecycle-es demo seeds [--spec kasmina|module] [--controller heuristic|policy|hybrid]
 [--grafting NAME] [--strategy masked|resize] [--ranks N] [--baseline] [--steps N] [--seed S]
-[--log URL] [--run RUN] [--policy FILE] [--quiet]`: train a small host network that lacks
+[--log URL] [--run RUN] [--policy FILE] [--quiet] [--resume RUN]`: train a small host network that lacks
 capacity while a seed controller grows seeds into its middle layer, log every decision, and
 print what happened.
 
@@ -10,6 +10,12 @@ or are culled; a graft that makes the held-out loss worse is rolled back (its we
 from the rollback point) and its slot embargoed. `lifecycle-es demo moe` (or plain `demo`) is
 the MoE demo. `--ranks N` starts N gloo ranks as the MoE demo does: rank 0 decides and writes,
 every rank folds the log into its own copy, and each prints its digest.
+
+SIGTERM or SIGINT (to the process, or to any one rank) stops every rank at the next evaluation
+(at most 10 steps on), where each saves a checkpoint and the run is recorded `interrupted`
+(`stopped` for SIGINT); the command exits 143 (130). `--resume RUN` continues it from there
+with the arguments it recorded when it started, and ends with the digest (weights and optimizer
+state, printed as `digest:`) of a run trained without a stop along the same log.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import bus
 from bus import JsonlLog, Log
 from lifecycle_es.errors import ConfigError
 from replay.cli._launch import launch, worker_from_env
+from replay.cli._resume import add_resume_argument, metadata, take_recorded
 from replay.cli.demo import LOG_ENV, _open_new, decisions_path, run_dir
 from replay.export import write_decisions
 
@@ -39,6 +46,8 @@ COMMAND = "demo-seeds"
 DEFAULT_STEPS = 3000
 """About 15 s on one CPU thread: room for two or three generations of seeds per slot."""
 _GLOBAL_WITH_VALUE = frozenset({"--log-level", "--log-format", "--color"})
+RECORDED = ("spec", "controller", "grafting", "strategy", "steps", "seed", "ranks", "policy")
+"""The arguments a seeds run records in `RunStarted.metadata` and `--resume` takes back."""
 
 
 def route(argv: Sequence[str]) -> list[str]:
@@ -95,18 +104,20 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "--ranks", type=int, default=1, metavar="N", help="train on N local gloo ranks (default 1)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_resume_argument(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train with the seeds (and the baselines if asked), export the decisions, print a summary."""
-    options = _options(args)
     worker = worker_from_env(os.environ)
+    if worker is not None:
+        args.log = os.environ.get(LOG_ENV, args.log)
+    take_recorded(args, RECORDED, command="seeds")
+    options = _options(args)
     run_id = time.strftime("seeds-%Y%m%d-%H%M%S") if args.run is None else args.run
     if worker is None and args.ranks > 1:
         return launch(_worker_argv(args, run_id), args.ranks, env={LOG_ENV: args.log})
-    if worker is not None:
-        args.log = os.environ.get(LOG_ENV, args.log)
     import torch
 
     threads = torch.get_num_threads()
@@ -114,13 +125,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         if worker is not None:
             return _run_rank(args, options, run_id, worker.rank, worker.world_size)
-        with _open_new(args.log, run_id) as log:
-            live, outcome = _train(options, log, "lifecycle (seeds)", args.quiet)
+        # apply_recorded found the resumed run's log; a writer opens it as a writer
+        with bus.open(args.log, run_id) if args.resume else _open_new(args.log, run_id) as log:
+            live, outcome = _train(options, log, "lifecycle (seeds)", args.quiet, args=args)
+            if live.stopped_at is not None:
+                return _interrupted(args, log, live)
             outcomes = [outcome, *(_baselines(options, live, args.quiet) if args.baseline else [])]
             _report(args, log, live, outcomes)
     finally:
         torch.set_num_threads(threads)
     return 0
+
+
+def _interrupted(args: argparse.Namespace, log: Log, live: SeedsRun) -> int:
+    """Say where a stopped run stopped and how to resume it; return its exit code."""
+    print(f"stopped:   at step {live.stopped_at} of {live.options.steps}, checkpoint in {run_dir(log)}")
+    print(f"resume:    lifecycle-es demo seeds --log {bus.redact_url(args.log)} --resume {log.run_id}")
+    return live.exit_code
 
 
 def _options(args: argparse.Namespace) -> SeedsOptions:
@@ -146,7 +167,11 @@ def _worker_argv(args: argparse.Namespace, run_id: str) -> list[str]:
     argv = ["--log-level", args.log_level, "--log-format", args.log_format, "--color", args.color, COMMAND]
     for flag in ("spec", "controller", "grafting", "strategy", "steps", "seed", "ranks"):
         argv += [f"--{flag}", str(getattr(args, flag))]
-    argv += ["--run", run_id, *(["--policy", args.policy] if args.policy else [])]
+    argv += [
+        "--resume" if args.resume else "--run",
+        run_id,
+        *(["--policy", args.policy] if args.policy else []),
+    ]
     return argv + (["--quiet"] if args.quiet else [])
 
 
@@ -159,14 +184,16 @@ def _run_rank(args: argparse.Namespace, options: SeedsOptions, run_id: str, rank
 
     with distributed.process_group("gloo", timeout=datetime.timedelta(seconds=120)):
         run_id = _leaders_run_id(run_id)
-        log = _open_new(args.log, run_id) if rank == 0 else None
+        log = _open_new(args.log, run_id) if rank == 0 and not args.resume else None
         import torch.distributed as dist
 
         dist.barrier()  # the leader created the run's log
         with log or bus.open(args.log, run_id) as opened:
-            live, outcome = _train(
-                options, opened, f"rank {rank}", args.quiet or rank != 0, rank=rank, world=world
-            )
+            quiet = args.quiet or rank != 0
+            live, outcome = _train(options, opened, f"rank {rank}", quiet, args=args, rank=rank, world=world)
+            if live.stopped_at is not None:
+                sys.stderr.write(f"rank {rank}: stopped at step {live.stopped_at}\n")
+                return _interrupted(args, opened, live) if rank == 0 else live.exit_code
             sys.stderr.write(f"rank {rank}: finished step {options.steps} with digest {live.digest}\n")
             sys.stderr.flush()
             digests = _gather(live.digest, world)
@@ -189,21 +216,42 @@ def _gather(digest: str, world: int) -> list[str]:
 
 
 def _train(
-    options: SeedsOptions, log: Log | None, label: str, quiet: bool, *, rank: int = 0, world: int = 1
+    options: SeedsOptions,
+    log: Log | None,
+    label: str,
+    quiet: bool,
+    *,
+    args: argparse.Namespace | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[SeedsRun, SeedsOutcome]:
+    """Train one run; a run with a log (the lifecycle's, given `args`) is guarded against preemption."""
     from replay.demo.seeds import SeedsRun
     from replay.demo.seeds.report import SeedsBar, SeedsOutcome
 
-    rollback = None if log is None else run_dir(log) / f"rollback-{rank}"
-    demo = SeedsRun(options, log, rollback_dir=rollback, rank=rank, world_size=world)
+    demo = SeedsRun(options, log, rank=rank, world_size=world, **_files(log, args, rank))
     started = time.monotonic()
     bar = None if quiet else SeedsBar(sys.stderr, label=label)
     try:
-        demo.run(None if bar is None else lambda s, loss, states: bar.show(s, options.steps, loss, states))
+        show = None if bar is None else lambda s, loss, states: bar.show(s, options.steps, loss, states)
+        demo.run(show, guarded=log is not None and args is not None)
     finally:
         if bar is not None:
             bar.close()
     return demo, SeedsOutcome.of(label, demo, time.monotonic() - started)
+
+
+def _files(log: Log | None, args: argparse.Namespace | None, rank: int) -> dict[str, Any]:
+    """The rollback and checkpoint directories of a run with a log, its resume flag and metadata."""
+    if log is None:
+        return {}
+    # absolute: the log records the path, and a resume may run in another directory
+    files = {"rollback_dir": (run_dir(log) / f"rollback-{rank}").absolute()}
+    if args is None:
+        return files
+    checkpoints = (run_dir(log) / "checkpoints").absolute()
+    recorded = metadata(args, RECORDED, command="seeds", checkpoint_dir=checkpoints, seed=args.seed)
+    return {**files, "checkpoint_dir": checkpoints, "resume": args.resume is not None, "metadata": recorded}
 
 
 def _baselines(options: SeedsOptions, live: SeedsRun, quiet: bool) -> list[SeedsOutcome]:
@@ -234,3 +282,4 @@ def _report(args: argparse.Namespace, log: Log, live: SeedsRun, outcomes: list[S
     print(f"files:     {run_dir(log)}{os.sep} (decisions and rollback points)")
     print(f"decisions: {path}")
     print(f"replay it: lifecycle-es replay {bus.redact_url(args.log)} --run {log.run_id}")
+    print(f"digest:    {live.final_digest} (parameters and optimizer state)")

@@ -43,7 +43,7 @@ def _x() -> torch.Tensor:
 def _per_seed_loop(
     layer: SeedLayer, x: torch.Tensor, modes: list[int], kinds: list[int], alpha: list[float]
 ) -> torch.Tensor:
-    """esperlite's `_process_chunks_v2`: one Python iteration and one blueprint call per seed."""
+    """esperlite's `_process_chunks_v2`, a call per seed; frozen weights detached, not `no_grad`."""
     host = layer.host(x)
     out = []
     for i in range(layer.chunks):
@@ -54,7 +54,11 @@ def _per_seed_loop(
             continue
         blueprint = layer.hosted[kinds[i]]
         row = layer.row_chunks[blueprint.name].index(i)
-        weights = {k: v[row : row + 1] for k, v in layer.slot_parameters(blueprint.name).items()}
+        learns = mode == SeedMode.FINE_TUNE  # GRAFT, HOLD, FOSSIL: the weights frozen, not the input
+        weights = {
+            k: v[row : row + 1] if learns else v[row : row + 1].detach()
+            for k, v in layer.slot_parameters(blueprint.name).items()
+        }
         grown = blueprint.apply(weights, chunk[:, None, :])[:, 0]
         a = {SeedMode.FINE_TUNE: 0.9, SeedMode.FOSSIL: 1.0}.get(mode, alpha[i])
         out.append((1 - a) * chunk + a * grown)
@@ -75,6 +79,48 @@ def test_each_mode_matches_a_per_seed_loop(modes: list[int], kinds: list[int]) -
     layer.alpha.copy_(torch.tensor(alpha))
     with torch.no_grad():
         torch.testing.assert_close(layer(_x()), _per_seed_loop(layer, _x(), modes, kinds, alpha))
+
+
+@pytest.mark.parametrize("strategy", ["masked", "resize"])
+def test_gradients_match_the_per_seed_loop(strategy: str) -> None:
+    """The host's and every blueprint row's gradients equal the per-seed reference's, modes mixed."""
+    modes, kinds, alpha = (
+        [SeedMode.GRAFT, SeedMode.TRAIN, SeedMode.FINE_TUNE, SeedMode.FOSSIL],
+        [0, 1, 1, 0],
+        [0.4] * 4,
+    )
+    layer = _layer()
+    if strategy == "resize":  # rows serve chunks out of order, as surgery leaves them
+        for name, chunks in (("residual_mlp", [3, 0]), ("low_rank", [2, 1])):
+            rows = {
+                k: nn.Parameter(v.detach()[chunks].clone()) for k, v in layer.slot_parameters(name).items()
+            }
+            layer.replace_parameters(name, rows, chunks)
+    layer.set_modes(modes, kinds)
+    layer.alpha.copy_(torch.tensor(alpha))
+    grads = []
+    for forward in (layer, lambda x: _per_seed_loop(layer, x, modes, kinds, alpha)):
+        layer.zero_grad(set_to_none=True)
+        forward(_x()).square().sum().backward()
+        grads.append(
+            {n: torch.zeros_like(p) if p.grad is None else p.grad for n, p in layer.named_parameters()}
+        )
+    assert grads[0]["host.weight"].abs().sum() > 0
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grad, grads[1][name], msg=name)
+
+
+@pytest.mark.parametrize("mode", [SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FOSSIL])
+def test_a_frozen_seed_passes_the_gradient_to_the_host_but_learns_nothing(mode: SeedMode) -> None:
+    """Through a grafting, held or fossilized chunk the host gets a gradient; the blueprint's weights none."""
+    layer = _layer()
+    layer.set_modes([mode, SeedMode.HOST, SeedMode.HOST, SeedMode.HOST], [0, -1, -1, -1])
+    layer.alpha.fill_(0.5)
+    out = layer(_x())
+    out[:, : layer.width].square().sum().backward()  # the loss reads the seed's chunk only
+    host = layer.host.weight.grad
+    assert host is not None and host[: layer.width].abs().sum() > 0
+    assert all(p.grad is None or not p.grad.any() for p in layer.weights.parameters())
 
 
 def test_a_layer_with_no_active_seed_is_the_host() -> None:

@@ -10,6 +10,7 @@ names are the ones the heuristic, the policy's observation and the gates of both
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -43,6 +44,16 @@ class SeedMeter:
     """The parameter budget the `module` spec's growth gate reads."""
     losses: list[float] = field(default_factory=list)
     marks: dict[str, _Marks] = field(default_factory=dict)
+
+    def to_plain(self) -> dict[str, Any]:
+        """Return the losses and marks as plain data, for a checkpoint."""
+        marks = {e: [m.state, m.reconstruction, m.accuracy] for e, m in self.marks.items()}
+        return {"losses": list(self.losses), "marks": marks}
+
+    def load_plain(self, plain: dict[str, Any]) -> None:
+        """Restore `to_plain()`'s losses and marks."""
+        self.losses = [float(x) for x in plain["losses"]]
+        self.marks = {e: _Marks(str(m[0]), float(m[1]), float(m[2])) for e, m in plain["marks"].items()}
 
     def held_out(self) -> float:
         """Return the held-out loss of the model as it is."""

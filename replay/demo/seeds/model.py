@@ -2,10 +2,11 @@
 
 The teacher is a random two-layer tanh network 8 -> 64 -> 4; the host is 8 -> W -> W -> 4 with
 W = 8 by default. Its middle layer is a main linear map plus a side one wrapped in a `SeedLayer`
-whose chunks seeds grow into: a grafted or fossilized blueprint passes no gradient back through
-its chunk (esperlite's semantics), so on the side branch it never cuts the main path's
-gradient to the layers before it. The host alone plateaus well above zero loss, which is what
-makes the controller grow seeds.
+whose chunks seeds grow into. The side branch is kept although grafted and fossilized
+blueprints now pass the gradient to their input: over seeds 0..4 (heuristic, 3000 steps) the
+seed layer in place of the main map ended at 0.986x the host alone's held-out loss, on the side
+branch at 0.97x. The host alone plateaus well above zero loss, which is what makes the
+controller grow seeds.
 """
 
 from __future__ import annotations

@@ -20,7 +20,13 @@ GRAFTINGS: tuple[str, ...] = tuple(g.name.lower() for g in GraftingStrategy)
 
 @dataclass(frozen=True, kw_only=True)
 class SeedsOptions:
-    """Everything that defines one seeds-demo run; equal options train identically."""
+    """Everything that defines one seeds-demo run.
+
+    Equal options give the same host, data and decisions until a seed germinates: the surgery
+    draws a seed's weights from its germination's event id, which differs between runs, so
+    two runs part once a seed grafts. Training along one log is exact: a resumed run, or a
+    follower of a finished log, ends bit-identical.
+    """
 
     spec: SeedSpec = "kasmina"
     controller: ControllerName = "heuristic"
