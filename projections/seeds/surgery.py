@@ -6,8 +6,9 @@ in the registration's `attrs["blueprint"]`, or in the germinating transition's `
 else it is the layer's first hosted blueprint. Folding, identically on every rank:
 
 - germination (`modes.GERMINATION`) gives the seed fresh weights, drawn on a CPU generator
-  seeded from (blueprint, entity, event id), with no first moment and its siblings' mean
-  second moment; under `resize` the row is appended to the blueprint's weights first;
+  seeded from (blueprint, entity, step), with no first moment and its siblings' mean second
+  moment (not from the random event id: two runs of equal options then grow equal seeds);
+  under `resize` the row is appended to the blueprint's weights first;
 - entering a risky state (`modes.RISKY`) saves the seed's rows, weights and moments, as a
   rollback point (given `RollbackPoints`); ROLLED_BACK, a failure state reached in the risky
   period and a failed verification (`rollback.Verdicts`) restore them bit for bit; success
@@ -169,7 +170,7 @@ class SeedSurgery(Projection):
         self._chunk_rows[seed.layer][chunk] = seed.row
         self._dirty.add(seed.layer)
         if r["state"] == GERMINATION[seed.spec] or mode_of(seed.spec, r["state"]) != SeedMode.HOST:
-            return self._germinate(r["entity"], seed, r["event_id"])
+            return self._germinate(r["entity"], seed, r)
         return False
 
     def _move(self, r: Record) -> bool:
@@ -178,7 +179,7 @@ class SeedSurgery(Projection):
         self._dirty.add(seed.layer)
         if to == GERMINATION[seed.spec]:
             seed.blueprint = self._blueprint(self.layers[seed.layer], r.get("metadata")) or seed.blueprint
-            return self._germinate(entity, seed, r["event_id"])
+            return self._germinate(entity, seed, r)
         if self.rollback is not None and to in RISKY[seed.spec]:
             self.rollback.save(
                 entity, self._rows_of(seed), layer=seed.layer, slot=seed.chunk, step=r["step"], state=to
@@ -243,11 +244,11 @@ class SeedSurgery(Projection):
         chunks = self.layers[seed.layer].row_chunks[seed.blueprint]
         return chunks.index(seed.chunk) if seed.chunk in chunks else None
 
-    def _germinate(self, entity: str, seed: Seed, event_id: str) -> bool:
+    def _germinate(self, entity: str, seed: Seed, record: Record) -> bool:
         layer = self.layers[seed.layer]
         blueprint = layer.library.get(seed.blueprint)
         generator = torch.Generator()
-        generator.manual_seed(stream_seed(0, seed.blueprint, f"{entity}@{event_id}"))
+        generator.manual_seed(stream_seed(record["step"], seed.blueprint, entity))
         drawn = blueprint.init(1, layer.width, generator)
         row, resized = self._row(seed), False
         if row is None:
@@ -260,7 +261,7 @@ class SeedSurgery(Projection):
             for name, param in layer.slot_parameters(seed.blueprint).items():
                 param[row] = drawn[name][0].to(param.device, param.dtype)
                 fresh_rows(self.optimizer, param, row, siblings)
-        self._applied(event_id)
+        self._applied(record["event_id"])
         return resized
 
     def _release(self, seed: Seed, event_id: str) -> bool:

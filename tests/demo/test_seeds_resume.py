@@ -90,6 +90,20 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_state_of_one_never_stopped(
     assert [(e.entity, e.state) for e in registry] == [(e.entity, e.state) for e in resumed.lc.registry]
 
 
+def test_two_runs_of_equal_options_grow_equal_seeds(tmp_path: Path, one_thread: None) -> None:
+    """Germination draws from (blueprint, entity, step), not the random event id: equal runs end equal."""
+    options = SeedsOptions(steps=400)
+    runs = []
+    for run in ("a", "b"):
+        with bus.open(str(tmp_path), run) as log:
+            runs.append(SeedsRun(options, log, **_files(tmp_path, run)))
+            runs[-1].run()
+            grown = [r for r in log.read(0) if r["kind"] in ("EntityRegistered", "TransitionApplied")]
+        assert grown, "the run recorded no seed at all"
+    assert runs[0].final_digest == runs[1].final_digest
+    assert runs[0].train_losses == runs[1].train_losses
+
+
 def _run_state(log: Path) -> str:
     status = subprocess.run(
         [sys.executable, *CLI, "runs", str(log.parent)], env=environment(), capture_output=True, text=True
