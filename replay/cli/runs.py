@@ -5,7 +5,8 @@ A run's state is its `run` spec state as the log last recorded it, with `termina
 `completed` when training finished (the guard's `complete`): `running` (or a process that died
 without recording a stop), `interrupted` (preempted: resume it), `stopped` (stopped by hand),
 `completed`, `terminated` or `pending`. The last step is the last sealed step (else the last
-record's step); the last checkpoint is the last `CheckpointSaved`. The runs of a JSONL
+record's step); the last checkpoint is the last `CheckpointSaved`, or a checkpoint manager's
+last `CheckpointRecorded` save (the seeds demo's). The runs of a JSONL
 directory are its `RUN.jsonl` files; those of a Redis server are its log streams.
 """
 
@@ -97,7 +98,7 @@ def summarise(log: Log) -> dict[str, Any]:
                 row["last_step"] = record["step"]
             elif kind == "RunStateChanged":
                 row["state"] = _shown_state(record)
-            elif kind == "CheckpointSaved":
+            elif kind == "CheckpointSaved" or (kind == "CheckpointRecorded" and record["action"] == "save"):
                 row.update(checkpoint_step=record["step"], checkpoint=record["path"])
     if row["last_step"] is None:
         row["last_step"] = last_record_step

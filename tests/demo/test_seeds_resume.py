@@ -104,12 +104,21 @@ def test_two_runs_of_equal_options_grow_equal_seeds(tmp_path: Path, one_thread: 
     assert runs[0].train_losses == runs[1].train_losses
 
 
-def _run_state(log: Path) -> str:
+def _run_row(log: Path) -> dict[str, object]:
+    """The run's row of `lifecycle-es runs DIR --format json`."""
     status = subprocess.run(
-        [sys.executable, *CLI, "runs", str(log.parent)], env=environment(), capture_output=True, text=True
+        [sys.executable, *CLI, "runs", str(log.parent), "--run", log.stem, "--format", "json"],
+        env=environment(),
+        capture_output=True,
+        text=True,
     )
-    row = next(line for line in status.stdout.splitlines() if line.startswith(log.stem + " "))
-    return row.split()[1]
+    rows = json.loads(status.stdout)
+    assert len(rows) == 1, status.stdout + status.stderr
+    return dict(rows[0])
+
+
+def _run_state(log: Path) -> str:
+    return str(_run_row(log)["state"])
 
 
 def _wait_for_step(log: Path, step: int, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -134,7 +143,9 @@ def test_the_command_exits_143_on_sigterm_shows_interrupted_and_resumes(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(HARD_TIMEOUT_S) == REQUEUE_EXIT_CODE
     assert "resume:    lifecycle-es demo seeds" in (tmp_path / "first.out").read_text()
-    assert _run_state(tmp_path / "r.jsonl") == "interrupted"
+    interrupted = _run_row(tmp_path / "r.jsonl")
+    assert interrupted["state"] == "interrupted"
+    assert isinstance(interrupted["checkpoint_step"], int), interrupted  # the seeds demo's checkpoint shows
     done = run_cli([*argv[:2], "--log", str(tmp_path), "--resume", "r", "--quiet"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _run_state(tmp_path / "r.jsonl") == "completed"
