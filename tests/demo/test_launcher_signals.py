@@ -1,0 +1,94 @@
+"""The `--ranks N` launcher under real signals: it passes SIGTERM on to its ranks and exits with
+their status, so the run shows `interrupted` and `--resume` completes it; a multi-rank resume
+with a rank's checkpoint missing fails in one line instead of waiting on a collective.
+
+Every process here is real (the launcher and its gloo ranks), every signal is a real one sent
+to the launcher's pid alone, and every wait has a generous deadline that fails the test; no
+assertion is about time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from _preempt import records
+
+from projections.training import REQUEUE_EXIT_CODE
+from tests.ddp._harness import CLI, HARD_TIMEOUT_S, environment, run_cli
+
+STOP_AFTER = 40
+"""The launcher is signalled once the run seals this step (the ranks stop at the next evaluation)."""
+
+
+def _start(argv: Sequence[str], cwd: Path) -> subprocess.Popen[str]:
+    """Start `python -m replay.cli ARGV` in a session of its own (so a failure can kill it all)."""
+    return subprocess.Popen(
+        [sys.executable, *CLI, *argv],
+        cwd=cwd,
+        env=environment(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _sigterm_launcher_at(
+    argv: Sequence[str], cwd: Path, log: Path, step: int
+) -> subprocess.CompletedProcess[str]:
+    """Run the launcher, SIGTERM it (its pid only) once `log` seals `step`, return how it ended."""
+    proc = _start(argv, cwd)
+    deadline = time.monotonic() + HARD_TIMEOUT_S
+    try:
+        while _latest_step(log) < step:
+            assert proc.poll() is None, f"the run ended before step {step}: {proc.communicate()[1][-3000:]}"
+            assert time.monotonic() < deadline, f"no step {step} after {HARD_TIMEOUT_S:g} s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=HARD_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _latest_step(log: Path) -> int:
+    """The highest step a record of the JSONL log names (-1 before the log has one)."""
+    return max((int(r.get("step", -1)) for r in records(log)), default=-1) if log.exists() else -1
+
+
+def _run_state(directory: Path, run: str) -> str:
+    """The run's state as `lifecycle-es runs DIR --run RUN --format json` shows it."""
+    done = run_cli(["runs", str(directory), "--run", run, "--format", "json"], directory)
+    rows = json.loads(done.stdout)
+    assert len(rows) == 1, done.stdout + done.stderr
+    return str(rows[0]["state"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("demo", [["demo"], ["demo", "seeds"]], ids=["moe", "seeds"])
+def test_sigterm_to_the_launcher_stops_every_rank_interrupted_and_resume_completes(
+    demo: list[str], tmp_path: Path
+) -> None:
+    """SIGTERM to the `--ranks 2` launcher alone exits 143 with both ranks stopped at one step and
+    the run `interrupted`; `--resume` then completes it with one digest on every rank."""
+    argv = [*demo, "--steps", "120", "--quiet", "--ranks", "2", "--log", str(tmp_path)]
+    stopped = _sigterm_launcher_at([*argv, "--run", "r"], tmp_path, tmp_path / "r.jsonl", STOP_AFTER)
+    assert stopped.returncode == REQUEUE_EXIT_CODE, stopped.stderr[-3000:]
+    steps = {rank: f"rank {rank}: stopped at step" in stopped.stderr for rank in (0, 1)}
+    assert steps == {0: True, 1: True}, stopped.stderr[-3000:]
+    assert "resume:    lifecycle-es demo" in stopped.stdout
+    assert _run_state(tmp_path, "r") == "interrupted"
+    done = run_cli([*demo, "--log", str(tmp_path), "--resume", "r", "--quiet"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "every rank ended with digest" in done.stdout
+    assert _run_state(tmp_path, "r") == "completed"
