@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-__all__ = ["FORWARDED", "Worker", "launch", "worker_from_env"]
+__all__ = ["FORWARDED", "SIGNALS_HELP", "Worker", "launch", "worker_from_env"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +85,13 @@ def launch(
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """The signals the launcher passes on to its ranks, as torchrun's agent does."""
+
+
+SIGNALS_HELP = (
+    "SIGTERM or Ctrl-C to the command stops every rank at one boundary with a checkpoint "
+    "(exit 143 or 130; --resume continues it); a second Ctrl-C kills the ranks without one"
+)
+"""What `--ranks N`'s help says of signals to the launcher."""
 
 
 class _Signals:

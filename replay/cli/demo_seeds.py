@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import bus
 from bus import JsonlLog, Log
 from lifecycle_es.errors import ConfigError
-from replay.cli._launch import launch, worker_from_env
+from replay.cli._launch import SIGNALS_HELP, launch, worker_from_env
 from replay.cli._resume import add_resume_argument, gather_found, metadata, require_checkpoints, take_recorded
 from replay.cli.demo import LOG_ENV, _open_new, decisions_path, run_dir
 from replay.export import write_decisions
@@ -102,7 +102,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--run", metavar="RUN", help="the run id (default seeds-<date>-<time>)")
     parser.add_argument(
-        "--ranks", type=int, default=1, metavar="N", help="train on N local gloo ranks (default 1)"
+        "--ranks",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"train on N local gloo ranks (default 1). {SIGNALS_HELP}",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_resume_argument(parser)
