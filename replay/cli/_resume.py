@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import bus
-from lifecycle_es.errors import ConfigError
+from lifecycle_es.errors import CheckpointError, ConfigError
 
-__all__ = ["add_resume_argument", "apply_recorded", "metadata", "take_recorded"]
+__all__ = [
+    "MissingCheckpointError",
+    "add_resume_argument",
+    "apply_recorded",
+    "gather_found",
+    "metadata",
+    "require_checkpoints",
+    "take_recorded",
+]
 
 
 def add_resume_argument(parser: argparse.ArgumentParser) -> None:
@@ -74,3 +82,30 @@ def take_recorded(args: argparse.Namespace, names: Sequence[str], *, command: st
         raise ConfigError("--resume RUN names the run: leave out --run and --baseline")
     apply_recorded(args, names, command=command)
     args.run = args.resume
+
+
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """A rank of a multi-rank resume has no checkpoint of its own to resume from."""
+
+
+def require_checkpoints(found: Sequence[bool], *, run: str, where: Path) -> None:
+    """Refuse a resume of `run` unless every rank (`found[rank]`) has its checkpoint in `where`.
+
+    Called before any rank trains, so a missing checkpoint ends every rank at once instead of
+    leaving the others waiting in a collective until the process group's timeout."""
+    missing = [rank for rank, ok in enumerate(found) if not ok]
+    if missing:
+        raise MissingCheckpointError(
+            f"cannot resume run {run!r}: rank {missing[0]} has no checkpoint in {where} "
+            f"({len(missing)} of {len(found)} ranks have none)"
+        )
+
+
+def gather_found(found: bool, world: int) -> list[bool]:
+    """Return every rank's `found`, by a gloo all-gather of one byte each (no pickle)."""
+    import torch
+    import torch.distributed as dist
+
+    every = [torch.zeros(1, dtype=torch.uint8) for _ in range(world)]
+    dist.all_gather(every, torch.tensor([int(found)], dtype=torch.uint8))
+    return [bool(t.item()) for t in every]

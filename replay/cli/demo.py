@@ -37,7 +37,7 @@ import bus
 from bus import JsonlLog, Log, MirroredLog
 from lifecycle_es.errors import ConfigError
 from replay.analysis import decisions
-from replay.cli._launch import Worker, launch, worker_from_env
+from replay.cli._launch import SIGNALS_HELP, Worker, launch, worker_from_env
 from replay.cli._resume import add_resume_argument, apply_recorded, metadata
 from replay.export import write_decisions
 
@@ -103,7 +103,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="train on N local processes (default 1); under torchrun, torchrun's ranks",
+        help=f"train on N local processes (default 1); under torchrun, torchrun's ranks. {SIGNALS_HELP}",
     )
     ranks.add_argument(
         "--max-restarts",

@@ -25,13 +25,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bus
 from bus import JsonlLog, Log
 from lifecycle_es.errors import ConfigError
-from replay.cli._launch import launch, worker_from_env
-from replay.cli._resume import add_resume_argument, metadata, take_recorded
+from replay.cli._launch import SIGNALS_HELP, launch, worker_from_env
+from replay.cli._resume import add_resume_argument, gather_found, metadata, require_checkpoints, take_recorded
 from replay.cli.demo import LOG_ENV, _open_new, decisions_path, run_dir
 from replay.export import write_decisions
 
@@ -101,7 +102,11 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--run", metavar="RUN", help="the run id (default seeds-<date>-<time>)")
     parser.add_argument(
-        "--ranks", type=int, default=1, metavar="N", help="train on N local gloo ranks (default 1)"
+        "--ranks",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"train on N local gloo ranks (default 1). {SIGNALS_HELP}",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_resume_argument(parser)
@@ -117,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
     options = _options(args)
     run_id = time.strftime("seeds-%Y%m%d-%H%M%S") if args.run is None else args.run
     if worker is None and args.ranks > 1:
+        if args.resume:
+            where = _checkpoint_dir(args.log, run_id)
+            found = [_has_checkpoint(where, rank) for rank in range(args.ranks)]
+            require_checkpoints(found, run=run_id, where=where)
         return launch(_worker_argv(args, run_id), args.ranks, env={LOG_ENV: args.log})
     import torch
 
@@ -188,6 +197,9 @@ def _run_rank(args: argparse.Namespace, options: SeedsOptions, run_id: str, rank
         import torch.distributed as dist
 
         dist.barrier()  # the leader created the run's log
+        if args.resume:  # under torchrun no launcher checked: every rank tells the others
+            where = _checkpoint_dir(args.log, run_id)
+            require_checkpoints(gather_found(_has_checkpoint(where, rank), world), run=run_id, where=where)
         with log or bus.open(args.log, run_id) as opened:
             quiet = args.quiet or rank != 0
             live, outcome = _train(options, opened, f"rank {rank}", quiet, args=args, rank=rank, world=world)
@@ -202,6 +214,22 @@ def _run_rank(args: argparse.Namespace, options: SeedsOptions, run_id: str, rank
                 same = "every rank ended with" if len(set(digests)) == 1 else "DIGESTS DIFFER:"
                 print(f"ranks:     {world}, {same} digest {' '.join(sorted(set(digests)))}")
     return 0
+
+
+def _checkpoint_dir(url: str, run_id: str) -> Path:
+    """Where the ranks of run `run_id` of the log at `url` save their stop checkpoints."""
+    with bus.open(url, run_id, create=False) as log:
+        return (run_dir(log) / "checkpoints").absolute()
+
+
+def _has_checkpoint(directory: Path, rank: int) -> bool:
+    """Whether rank `rank` has a seeds-demo checkpoint in `directory` (as its resume loads one)."""
+    from projections.training.checkpoint_manager import CheckpointManager
+    from replay.demo.seeds.checkpoint import STATE
+
+    if not directory.is_dir():
+        return False
+    return bool(CheckpointManager(directory).list_checkpoints(layer=0, seed=rank, state=STATE, place="all"))
 
 
 def _gather(digest: str, world: int) -> list[str]:
