@@ -94,7 +94,7 @@ def test_a_load_split_whose_twins_share_the_load_is_kept_though_their_types_over
 
 
 def test_a_load_split_whose_child_takes_almost_none_of_the_load_is_undone() -> None:
-    """A one-type expert's split is undone when the child keeps under a quarter of the pair's tokens."""
+    """A one-type expert's split is undone when the child keeps under a fifth of the pair's tokens."""
     run = _split_then(ONE_TYPE, ONE_TYPE, child_share=0.05)
     [undo] = _undone(run)
     assert (undo["entity"], undo["parent"], undo["purpose"]) == (E2, E0, "load")
