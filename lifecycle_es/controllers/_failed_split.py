@@ -126,25 +126,22 @@ def _division_check(
     window: int,
 ) -> Check:
     """The check that the pair stayed undivided, by the measure its purpose names, for the window."""
-    pair, ran = f"{parent.entity} and {child.entity}", checks.count(held, "checkpoint")
-    common = {"parent_types": measure.parent_types}
-    limits = {"split_divergence_window": window, "split_load_types": cfg.split_load_types}
-    if measure.purpose == "load":
-        return Check(
-            "split.load_sharing",
-            GateCategory.STABILITY,
-            held >= window,
-            f"{pair} (a split for load on one type): balance < {cfg.split_load_balance:g} "
-            f"for {ran} in a row after cooling, window {window}",
-            {"balance": measure.values[-1], "checkpoints_unbalanced": held, **common},
-            {"split_load_balance": cfg.split_load_balance, **limits},
-        )
+    load = measure.purpose == "load"
+    gate, name, run_of = _LOAD if load else _BREADTH
+    setting = "split_load_balance" if load else "split_divergence_overlap"
+    bound: float = getattr(cfg, setting)
     return Check(
-        "split.divergence",
+        gate,
         GateCategory.STABILITY,
         held >= window,
-        f"{pair}: basin overlap > {cfg.split_divergence_overlap:g} for {ran} in a row after cooling, "
-        f"window {window}",
-        {"overlap": measure.values[-1], "checkpoints_overlapping": held, **common},
-        {"split_divergence_overlap": cfg.split_divergence_overlap, **limits},
+        f"{parent.entity} and {child.entity} (a split for {measure.purpose}): {name} "
+        f"{'<' if load else '>'} {bound:g} for {checks.count(held, 'checkpoint')} in a row after "
+        f"cooling, window {window}",
+        {name: measure.values[-1], run_of: held, "parent_types": measure.parent_types},
+        {setting: bound, "split_divergence_window": window, "split_load_types": cfg.split_load_types},
     )
+
+
+_LOAD = ("split.load_sharing", "balance", "checkpoints_unbalanced")
+_BREADTH = ("split.divergence", "overlap", "checkpoints_overlapping")
+"""The gate, the measure and its run's name in the evidence of each purpose's check."""
