@@ -133,8 +133,9 @@ class ExpertCoordinatorConfig:
     its source's tokens and is undone as a failed split. 0 splits into a plain perturbed clone."""
     split_divergence_window: int = 5
     """Checkpoints after a clone child's cooling (split or cloned spawn) within which parent and
-    child must diverge: a basin overlap above `split_divergence_overlap` at every one of them is
-    a failed split, undone (the child pruned, reason `failed_split`), not merged back."""
+    child must divide the parent's basin (by load for a split of one token type, by type for a
+    split of several: `split_load_types`): undivided at every one of them is a failed split,
+    undone (the child pruned, reason `failed_split`), not merged back."""
     split_divergence_overlap: float = 0.9
     """Basin overlap of parent and child above which the pair has not diverged (a split for
     breadth: its parent served more than `split_load_types` token types)."""
