@@ -16,6 +16,7 @@ import pytest
 from lifecycle_es import Action, ConfigError, DecisionMade, Lifecycle, LifecycleConfig
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
 from lifecycle_es.controllers._basin_math import effective_types, load_balance
+from lifecycle_es.events import gate_results
 
 RUN, EVERY = "failed-split", 10
 CONFIG = ExpertCoordinatorConfig.seeds_002(
@@ -126,6 +127,23 @@ def test_replaying_a_load_split_undo_rebuilds_the_live_registry() -> None:
     run = _split_then(ONE_TYPE, ONE_TYPE, child_share=0.05)
     rebuilt = Lifecycle(run.lc.log, config=LifecycleConfig(metric_window=CONFIG.basin_window_size))
     assert rebuilt.registry == run.lc.registry
+
+
+def test_the_undo_records_the_check_its_purpose_names_with_the_measure() -> None:
+    """A load undo passes `split.load_sharing` with its balance, a breadth undo `split.divergence`."""
+    for child_share, parent, gate, measure in (
+        (0.05, ONE_TYPE, "split.load_sharing", "balance"),
+        (0.3, TWO_TYPES, "split.divergence", "overlap"),
+    ):
+        run = _split_then(parent, parent, child_share)
+        found = [
+            g
+            for record in run.lc.log.read()
+            if record.get("entity") == E2 and record.get("to_state") == "pending_prune"
+            for g in gate_results(record)
+            if g.gate == gate
+        ]
+        assert found[-1].passed and measure in found[-1].observed, found
 
 
 @pytest.mark.parametrize(
