@@ -12,7 +12,15 @@ from collections.abc import Sequence
 
 from lifecycle_es.errors import UsageError
 
-__all__ = ["basin_overlap", "decision_seed", "js_divergence", "normalized_entropy", "topology_debt"]
+__all__ = [
+    "basin_overlap",
+    "decision_seed",
+    "effective_types",
+    "js_divergence",
+    "load_balance",
+    "normalized_entropy",
+    "topology_debt",
+]
 
 _TINY = 1e-12
 """Probabilities at or below this contribute nothing to an entropy or a divergence."""
@@ -74,6 +82,27 @@ def basin_overlap(p: Sequence[float], q: Sequence[float]) -> float:
     if math.fsum(p) <= 0 or math.fsum(q) <= 0:
         return 0.0
     return 1.0 - js_divergence(p, q) / math.log(2)
+
+
+def effective_types(p: Sequence[float]) -> float:
+    """Return the effective number of token types of a basin: exp of its entropy, in [1, len(p)].
+
+    `p` is normalised first; a basin with no tokens (all zeros) counts as one type.
+    """
+    total = math.fsum(p)
+    if total <= 0:
+        return 1.0
+    entropy = -math.fsum(x / total * math.log(x / total) for x in p if x / total > _TINY)
+    return math.exp(entropy)
+
+
+def load_balance(a: float, b: float) -> float:
+    """Return how evenly two experts share their tokens: 2 min(a, b) / (a + b), in [0, 1].
+
+    1 when each takes half of the pair's share, 0 when one takes all of it (or neither any).
+    """
+    total = a + b
+    return 2 * min(a, b) / total if total > 0 else 0.0
 
 
 def decision_seed(run_seed: int, step: int, action: str, target: str) -> int:

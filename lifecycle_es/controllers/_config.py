@@ -133,10 +133,24 @@ class ExpertCoordinatorConfig:
     its source's tokens and is undone as a failed split. 0 splits into a plain perturbed clone."""
     split_divergence_window: int = 5
     """Checkpoints after a clone child's cooling (split or cloned spawn) within which parent and
-    child must diverge: a basin overlap above `split_divergence_overlap` at every one of them is
-    a failed split, undone (the child pruned, reason `failed_split`), not merged back."""
+    child must divide the parent's basin (by load for a split of one token type, by type for a
+    split of several: `split_load_types`): undivided at every one of them is a failed split,
+    undone (the child pruned, reason `failed_split`), not merged back."""
     split_divergence_overlap: float = 0.9
-    """Basin overlap of parent and child above which the pair has not diverged."""
+    """Basin overlap of parent and child above which the pair has not diverged (a split for
+    breadth: its parent served more than `split_load_types` token types)."""
+    split_load_types: float = 1.5
+    """Effective number of token types (exp of the basin's entropy) the parent served when it
+    was split, at or below which the split was made for load on one type: such a pair cannot
+    diverge by type (seeds/002's trigger is share alone), so it is judged by how it shares
+    the load (`split_load_balance`) instead of by basin overlap."""
+    split_load_balance: float = 0.4
+    """Balance of a load split's pair (2 min(share) / (sum of shares), 1 for an even split)
+    below which the pair has not shared the load: below it at every checkpoint of
+    `split_divergence_window`, the split failed and is undone. 0.4: the smaller twin must take
+    at least a fifth of the pair's tokens (top-k routing rarely splits one type evenly: in the
+    demo, seed 0, a split that ended the overload measured 0.48, one whose child took over
+    the whole load 0.05)."""
 
     # -- merging -------------------------------------------------------------------------------
     merge_similarity_threshold: float = 0.95
@@ -228,6 +242,8 @@ class ExpertCoordinatorConfig:
         _check_float(self, "split_perturbation_scale", 0.0, math.inf, high_open=True)
         _check_float(self, "split_divergence_push", 0.0, math.inf, high_open=True)
         _check_float(self, "split_divergence_overlap", 0.0, 1.0, high_open=True)
+        _check_float(self, "split_load_types", 1.0, math.inf, high_open=True)
+        _check_float(self, "split_load_balance", 0.0, 1.0)
         _check_float(self, "revive_affinity_threshold", 0.0, 1.0, low_open=True)
         for name in ("starvation_entropy_threshold", "starvation_saturation_threshold"):
             if getattr(self, name) is not None:

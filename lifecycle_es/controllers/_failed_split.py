@@ -1,51 +1,110 @@
-"""A failed split: a clone child whose basin never left its parent's is undone, with its evidence.
+"""A failed split: a clone child that never divided its parent's basin is undone, with its evidence.
 
-A split (or a cloned spawn) is meant to divide its parent's basin. When the pair's basin overlap
-stays above `split_divergence_overlap` for the `split_divergence_window` checkpoints after the
-child's cooling, the child is pruned as a failed split (reason `failed_split`, the parent named,
-the overlap recorded) rather than merged back later and split again; the parent then waits a
-whole `split_cooldown_per_expert` before another split (`split.failed_split_cooldown`).
+A split (or a cloned spawn) is meant to divide its parent's basin, and what dividing means
+depends on what the split was for, read from the parent's basin when the child was born:
+
+- a split for *load*: the parent served one token type (at most `split_load_types` effective
+  types), as when one type surges. seeds/002 splits on share alone, and twins serving one
+  type can never diverge by type, so the pair is judged by how it shares the load: balance
+  `2 min(share) / (sum of the pair's shares)` below `split_load_balance` means one twin still
+  takes (nearly) all of the parent's former tokens;
+- a split for *breadth*: the parent served several types; the twins must take different ones,
+  so the pair is judged by basin overlap above `split_divergence_overlap`, as seeds/002's
+  "their basins should diverge".
+
+When the pair has not divided at any of the `split_divergence_window` checkpoints after the
+child's cooling, the child is pruned as a failed split (reason `failed_split`, the parent
+named, the purpose and its measure recorded) rather than merged back later and split again;
+the parent then waits a whole `split_cooldown_per_expert` before another split
+(`split.failed_split_cooldown`). Without token types the purpose is unknown and nothing is
+undone. Every input is a metric window of the registry, so replay decides the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
 from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
+from lifecycle_es.controllers._signals import SHARE, pair_balance, pair_overlap, types_at_step
 from lifecycle_es.events import Action, GateCategory
 from lifecycle_es.policies import streak
 from lifecycle_es.registry import EntityState
 from lifecycle_es.specs.expert import ExpertState, FailedSplitMetrics
 
-__all__ = ["undo_split"]
+__all__ = ["judge_split"]
+
+Purpose = Literal["load", "breadth"]
 
 
-def undo_split(
+@dataclass(frozen=True, slots=True)
+class _Measure:
+    """What a pair's division is judged by, per checkpoint of the window, and when it failed."""
+
+    purpose: Purpose
+    parent_types: float
+    values: tuple[float, ...]
+    undivided: Callable[[float], bool]
+
+
+def judge_split(
+    cfg: ExpertCoordinatorConfig, batch: Batch, parent: EntityState, child: EntityState, n: int
+) -> None:
+    """Undo the child when, over its last `n` checkpoints (the whole window), it never divided its
+    parent's basin in the way the split's purpose asks."""
+    if n < cfg.split_divergence_window:
+        return
+    measure = _measure(cfg, batch, parent, child, n)
+    if measure is not None and any(map(measure.undivided, measure.values)):
+        _undo(cfg, batch, parent, child, measure, n)
+
+
+def _measure(
+    cfg: ExpertCoordinatorConfig, batch: Batch, parent: EntityState, child: EntityState, n: int
+) -> _Measure | None:
+    registry = batch.registry
+    types = types_at_step(registry, parent.entity, child.born_step)
+    overlap = pair_overlap(registry, parent.entity, child.entity, n)
+    if types is None or not overlap:
+        return None
+    if types <= cfg.split_load_types:
+        balance = pair_balance(registry, parent.entity, child.entity, n)
+        return _Measure("load", types, balance, lambda b: b < cfg.split_load_balance)
+    return _Measure("breadth", types, overlap, lambda o: o > cfg.split_divergence_overlap)
+
+
+def _undo(
     cfg: ExpertCoordinatorConfig,
     batch: Batch,
     parent: EntityState,
     child: EntityState,
-    overlap: tuple[float, ...],
-    share: float,
+    measure: _Measure,
+    n: int,
 ) -> None:
-    """Record the undo's checks; when the overlap held for the whole window, prune the child."""
-    window = cfg.split_divergence_window
+    """Record the undo's checks; when the pair stayed undivided for the whole window, prune the child."""
     assert child.layer is not None
-    held = streak(overlap, lambda o: o > cfg.split_divergence_overlap)
+    held = streak(measure.values, measure.undivided)
     gates = [
-        Check(
-            "split.divergence",
-            GateCategory.STABILITY,
-            len(overlap) >= window and held >= window,
-            f"{parent.entity} and {child.entity}: basin overlap > {cfg.split_divergence_overlap:g} "
-            f"for {checks.count(held, 'checkpoint')} in a row after cooling, window {window}",
-            {"overlap": overlap[-1], "checkpoints_overlapping": held},
-            {"split_divergence_overlap": cfg.split_divergence_overlap, "split_divergence_window": window},
-        ),
+        _division_check(cfg, parent, child, measure, held, n),
         checks.floor(batch.registry, cfg, "split.undo_population_floor", child.layer),
     ]
     if not batch.checks(child.entity, child.state, ExpertState.PENDING_PRUNE, gates):
         return
+    overlap = pair_overlap(batch.registry, parent.entity, child.entity, n)
+    shares = batch.registry.metric_window(child.entity, SHARE)
+    metrics = FailedSplitMetrics(
+        overlap=overlap[-1],
+        checkpoints_overlapping=streak(overlap, lambda o: o > cfg.split_divergence_overlap),
+        share=shares[-1] if shares else 0.0,
+        purpose=measure.purpose,
+        parent_types=measure.parent_types,
+    )
+    if measure.purpose == "load":
+        metrics["balance"] = measure.values[-1]
+        metrics["checkpoints_unbalanced"] = held
     batch.decide(
         Action.PRUNE,
         layer=child.layer,
@@ -53,6 +112,36 @@ def undo_split(
         target=child.entity,
         parent=parent.entity,
         reason="failed_split",
-        metrics=FailedSplitMetrics(overlap=overlap[-1], checkpoints_overlapping=held, share=share),
+        metrics=metrics,
     )
     batch.move(child.entity, ExpertState.PENDING_PRUNE, f"failed split of {parent.entity} undone")
+
+
+def _division_check(
+    cfg: ExpertCoordinatorConfig,
+    parent: EntityState,
+    child: EntityState,
+    measure: _Measure,
+    held: int,
+    window: int,
+) -> Check:
+    """The check that the pair stayed undivided, by the measure its purpose names, for the window."""
+    load = measure.purpose == "load"
+    gate, name, run_of = _LOAD if load else _BREADTH
+    setting = "split_load_balance" if load else "split_divergence_overlap"
+    bound: float = getattr(cfg, setting)
+    return Check(
+        gate,
+        GateCategory.STABILITY,
+        held >= window,
+        f"{parent.entity} and {child.entity} (a split for {measure.purpose}): {name} "
+        f"{'<' if load else '>'} {bound:g} for {checks.count(held, 'checkpoint')} in a row after "
+        f"cooling, window {window}",
+        {name: measure.values[-1], run_of: held, "parent_types": measure.parent_types},
+        {setting: bound, "split_divergence_window": window, "split_load_types": cfg.split_load_types},
+    )
+
+
+_LOAD = ("split.load_sharing", "balance", "checkpoints_unbalanced")
+_BREADTH = ("split.divergence", "overlap", "checkpoints_overlapping")
+"""The gate, the measure and its run's name in the evidence of each purpose's check."""

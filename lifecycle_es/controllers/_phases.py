@@ -36,7 +36,7 @@ from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
-from lifecycle_es.controllers._failed_split import undo_split
+from lifecycle_es.controllers._failed_split import judge_split
 from lifecycle_es.controllers._revive import Revivals
 from lifecycle_es.controllers._signals import (
     BREADTH,
@@ -49,7 +49,6 @@ from lifecycle_es.controllers._signals import (
     layer_signal,
     mean,
     pair_cosine,
-    pair_overlap,
     pair_series,
     pair_window,
     starvation_thresholds,
@@ -247,9 +246,7 @@ class Evaluation:
             if parent is None or parent.state != S.ACTIVE or not young:
                 continue
             n = min(cfg.split_divergence_window, self._in_state(child))
-            overlap = pair_overlap(self.batch.registry, parent.entity, child.entity, n)
-            if n == cfg.split_divergence_window and any(o > cfg.split_divergence_overlap for o in overlap):
-                undo_split(cfg, self.batch, parent, child, overlap, self._latest_share(child) or 0.0)
+            judge_split(cfg, self.batch, parent, child, n)
 
     # -- prune ---------------------------------------------------------------------------------
 

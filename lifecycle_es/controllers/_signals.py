@@ -12,7 +12,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lifecycle_es.controllers._basin_math import basin_overlap, normalized_entropy, topology_debt
+from lifecycle_es.controllers._basin_math import (
+    basin_overlap,
+    effective_types,
+    load_balance,
+    normalized_entropy,
+    topology_debt,
+)
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import parse_expert_id
 from lifecycle_es.registry import Registry
@@ -33,12 +39,14 @@ __all__ = [
     "checkpoints_since",
     "layer_signal",
     "mean",
+    "pair_balance",
     "pair_cosine",
     "pair_order",
     "pair_overlap",
     "pair_series",
     "pair_window",
     "starvation_thresholds",
+    "types_at_step",
 ]
 
 SHARE = "share"
@@ -235,6 +243,27 @@ def pair_overlap(registry: Registry, a: str, b: str, n: int) -> tuple[float, ...
         return ()
     length = min(n, *observed)
     return tuple(basin_overlap(_at(dist_a, k, length), _at(dist_b, k, length)) for k in range(length))
+
+
+def pair_balance(registry: Registry, a: str, b: str, n: int) -> tuple[float, ...]:
+    """Return how evenly two experts share their tokens over their last (up to) `n` checkpoints,
+    oldest first (`load_balance` of their routing shares)."""
+    share_a, share_b = registry.metric_window(a, SHARE), registry.metric_window(b, SHARE)
+    length = min(n, len(share_a), len(share_b))
+    tail_a, tail_b = share_a[len(share_a) - length :], share_b[len(share_b) - length :]
+    return tuple(load_balance(x, y) for x, y in zip(tail_a, tail_b, strict=True))
+
+
+def types_at_step(registry: Registry, entity: str, step: int) -> float | None:
+    """Return the effective number of token types the expert served at the last checkpoint at or
+    before `step` (`effective_types`), or None when its window no longer holds that checkpoint
+    or it has no token types."""
+    layer = registry.get(entity).layer
+    back = checkpoints_since(registry, layer, step) + 1
+    columns = [registry.metric_window(entity, t) for t in sorted(_token_types(registry, entity))]
+    if not columns or any(len(col) < back for col in columns):
+        return None
+    return effective_types([col[-back] for col in columns])
 
 
 def _token_types(registry: Registry, entity: str) -> set[str]:

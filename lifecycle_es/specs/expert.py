@@ -212,6 +212,15 @@ class FailedSplitMetrics(TypedDict):
     """Checkpoints in a row, after the child's cooling, with the overlap above the threshold."""
     share: float
     """The child's routing share when it is undone."""
+    purpose: NotRequired[Literal["load", "breadth"]]
+    """What the split was for: "load" (its parent served one token type, so the pair is judged
+    by how it shares the load) or "breadth" (judged by basin overlap); absent in older logs."""
+    parent_types: NotRequired[float]
+    """Effective number of token types the parent served when the child was born."""
+    balance: NotRequired[float]
+    """A load split's balance at the last checkpoint: 2 min(share) / (sum of the pair's shares)."""
+    checkpoints_unbalanced: NotRequired[int]
+    """A load split's checkpoints in a row, after the child's cooling, below the balance threshold."""
 
 
 class PruneMetrics(TypedDict):

@@ -99,19 +99,20 @@ class _Run:
 E0, E1, E2 = (expert_id(0, i) for i in range(3))
 
 
-def _split_then(run: _Run, child_type: int, checkpoints: int) -> None:
-    """Overload E0 until it splits into E2, then observe E2 serving `child_type` (E0 serves type 0)."""
+def _split_then(run: _Run, child_type: int, checkpoints: int, child_share: float = 0.3) -> None:
+    """Overload E0 until it splits into E2, then observe E2 serving `child_type` (E0 serves type 0)
+    with `child_share` of the tokens, E0 the rest of its former 0.6."""
     while not run.decided:
         run.checkpoint({E0: 0.6, E1: 0.4}, {E0: 0, E1: 1})
     assert [(d.action, d.children) for d in run.decided] == [(Action.SPLIT, [E2])]
     for _ in range(checkpoints):
-        run.checkpoint({E0: 0.3, E1: 0.4, E2: 0.3}, {E0: 0, E1: 1, E2: child_type})
+        run.checkpoint({E0: 0.6 - child_share, E1: 0.4, E2: child_share}, {E0: 0, E1: 1, E2: child_type})
 
 
 def test_a_split_that_never_diverges_is_undone_as_a_failed_split() -> None:
-    """A child whose basin stays the parent's for the window is pruned as `failed_split` and stops routing."""
+    """A child that takes almost none of its parent's load for the window is pruned as `failed_split`."""
     run = _Run()
-    _split_then(run, child_type=0, checkpoints=CONFIG.cooling_period + CONFIG.split_divergence_window + 1)
+    _split_then(run, 0, CONFIG.cooling_period + CONFIG.split_divergence_window + 1, child_share=0.02)
     undo = [d for d in run.decided if d.action == Action.PRUNE]
     assert [(d.entity, d.parent, d.reason) for d in undo] == [(E2, E0, "failed_split")]
     assert undo[0].metrics_at_decision["checkpoints_overlapping"] == CONFIG.split_divergence_window
@@ -131,7 +132,7 @@ def test_a_split_that_diverges_is_kept() -> None:
 def test_the_parent_of_a_failed_split_is_not_split_again_within_the_cooldown() -> None:
     """After an undo the parent stays whole for split_cooldown_per_expert steps, however overloaded."""
     run = _Run(dataclasses.replace(CONFIG, split_cooldown_per_expert=100))
-    _split_then(run, child_type=0, checkpoints=CONFIG.cooling_period + CONFIG.split_divergence_window + 1)
+    _split_then(run, 0, CONFIG.cooling_period + CONFIG.split_divergence_window + 1, child_share=0.02)
     undone_at = run.step
     while run.step < undone_at + 80:
         run.checkpoint({E0: 0.6, E1: 0.4}, {E0: 0, E1: 1})
@@ -141,7 +142,7 @@ def test_the_parent_of_a_failed_split_is_not_split_again_within_the_cooldown() -
 def test_replaying_a_failed_split_rebuilds_the_live_registry() -> None:
     """A registry folded from the log of a run with a split and its undo equals the live one."""
     run = _Run()
-    _split_then(run, child_type=0, checkpoints=CONFIG.cooling_period + CONFIG.split_divergence_window + 1)
+    _split_then(run, 0, CONFIG.cooling_period + CONFIG.split_divergence_window + 1, child_share=0.02)
     rebuilt = Lifecycle(run.lc.log, config=LifecycleConfig(metric_window=CONFIG.basin_window_size))
     assert rebuilt.registry == run.lc.registry
 
