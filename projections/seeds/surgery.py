@@ -342,7 +342,8 @@ class SeedSurgery(Projection):
         return digest(training_items(self.named_parameters(), self.optimizer), events=chain)
 
     def snapshot(self) -> Snapshot:
-        """Return the seed table and each layer's rows (the model and optimizer are the caller's)."""
+        """Return the seed table, each layer's rows and the rollback points' ids (the model and
+        optimizer are the caller's; the points' files stay with their `CheckpointManager`)."""
         state: dict[str, Any] = {
             "seeds": {
                 e: [s.spec, s.layer, s.chunk, s.state, s.blueprint, s.row] for e, s in self.seeds.items()
@@ -350,6 +351,7 @@ class SeedSurgery(Projection):
             "rows": self._rows,
             "row_chunks": {str(i): dict(lay.row_chunks) for i, lay in self.layers.items()},
             "applied_chain": self.applied_chain,
+            "rollback_points": {} if self.rollback is None else dict(self.rollback.points),
         }
         return Snapshot(kind=self.name, seq=self.seq, state=state)
 
@@ -358,11 +360,22 @@ class SeedSurgery(Projection):
         the schedule first); then load the checkpoint's model and optimizer state into the layers.
 
         Under resize a blueprint whose row count differs gets blank rows of the snapshot's shape
-        (and `on_rewrap` runs), so the checkpoint's weights fit.
+        (and `on_rewrap` runs), so the checkpoint's weights fit. The rollback points are taken
+        back (their ids, loaded from the files the surgery's `RollbackPoints` manager kept), so a
+        seed stopped in its risky period is restored on a later failure as if the run never
+        stopped; a snapshot with points and a surgery without `RollbackPoints` is refused.
         """
         if snapshot.kind != self.name:
             raise UsageError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
         s = snapshot.state
+        points = {str(e): str(c) for e, c in s.get("rollback_points", {}).items()}
+        if points and self.rollback is None:
+            raise UsageError(
+                f"{self.name}: the snapshot holds rollback points of {sorted(points)}; "
+                "restore it into a surgery given RollbackPoints over the same checkpoint directory"
+            )
+        if self.rollback is not None:
+            self.rollback.points = points
         self.seeds = {e: Seed(*v) for e, v in s["seeds"].items()}
         self._rows, self.applied_chain = int(s["rows"]), str(s["applied_chain"])
         self.verdicts = Verdicts()  # an attempt's gates and its verdict are appended together
