@@ -12,8 +12,11 @@ TRAINING seeds leave the output as the host made it and learn to reconstruct the
 `seed_loss` (a scalar tensor, 0 when no seed trains) is what the caller adds to its loss, and
 `last_reconstruction` ([chunks], detached) each chunk's reconstruction error in the last forward
 in which a seed trained, the `reconstruction_loss` the `kasmina.reconstruction` gate reads.
-GRAFT, HOLD and FOSSIL seeds freeze their blueprint's weights, not its input: the output's
-gradient flows through the blueprint to the host's chunk and the layers before it (`modes`).
+Which blueprints learn from the output is a per-chunk flag (`learning`): TRAIN and FINE_TUNE
+always learn, and a blending mode learns where the surgery says so (`modes.LEARNING`: a
+`module` seed learns in BLENDING, HOLDING and INTEGRATED). A frozen blueprint has its weights
+frozen, not its input: the output's gradient flows through it to the host's chunk and the
+layers before it (`modes`).
 """
 
 from __future__ import annotations
@@ -34,9 +37,7 @@ __all__ = ["HostLayer", "SeedLayer"]
 
 _BLENDING = frozenset({SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FINE_TUNE, SeedMode.FOSSIL})
 _LEARNING = frozenset({SeedMode.TRAIN, SeedMode.FINE_TUNE})
-"""Modes whose blueprint weights learn: TRAIN from the seed loss, FINE_TUNE from the output."""
-_FROZEN = frozenset({SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FOSSIL})
-"""Modes whose blueprint weights are frozen; their input still gets the output's gradient."""
+"""Modes whose blueprint weights always learn: TRAIN from the seed loss, FINE_TUNE from the output."""
 
 
 @runtime_checkable
@@ -57,6 +58,7 @@ class SeedLayer(nn.Module):
     modes: torch.Tensor
     kinds: torch.Tensor
     alpha: torch.Tensor
+    learning: torch.Tensor
 
     def __init__(
         self,
@@ -104,10 +106,18 @@ class SeedLayer(nn.Module):
         self.register_buffer("modes", torch.zeros(chunks, dtype=torch.long, device=device))
         self.register_buffer("kinds", torch.full((chunks,), -1, dtype=torch.long, device=device))
         self.register_buffer("alpha", torch.zeros(chunks, dtype=torch.float32, device=device))
+        self.register_buffer("learning", torch.zeros(chunks, dtype=torch.bool, device=device))
+        """Per chunk, whether its blueprint's weights learn (`set_modes`)."""
         self.present = frozenset({SeedMode.HOST})
         """The modes some chunk is in (host side: which parts of the forward to run)."""
         self.any_active = False
         """Whether any chunk's mode is past HOST (host side; False takes the host's own forward)."""
+        self._learns: list[bool] = [False] * chunks
+        """Per chunk, the learning flag last given to `set_modes` (host side)."""
+        self.any_learning = False
+        """Whether some chunk past HOST has a learning blueprint (host side)."""
+        self.any_frozen = False
+        """Whether some chunk past HOST has a frozen blueprint (host side)."""
         self._no_loss = torch.zeros((), device=device)
         self.seed_loss = self._no_loss
         self.last_reconstruction = torch.zeros(chunks, device=device)
@@ -131,13 +141,28 @@ class SeedLayer(nn.Module):
         device = self.modes.device
         self._row_index[blueprint] = torch.tensor(list(chunks), dtype=torch.long, device=device)
 
-    def set_modes(self, modes: Sequence[int], kinds: Sequence[int]) -> None:
-        """Copy each chunk's `SeedMode` and hosted-blueprint index (-1: none) to the device."""
-        packed = torch.tensor([list(modes), list(kinds)], dtype=torch.long)
+    def set_modes(
+        self, modes: Sequence[int], kinds: Sequence[int], learning: Sequence[bool] | None = None
+    ) -> None:
+        """Copy each chunk's `SeedMode`, hosted-blueprint index (-1: none) and learning flag to the device.
+
+        A chunk's blueprint learns if its mode is TRAIN or FINE_TUNE or its `learning` flag is
+        set; `learning=None` keeps the flags last given (so a caller that briefly changes the
+        modes, as an ablation does, and sets them back leaves the surgery's flags alone).
+        """
+        if learning is not None:
+            if len(learning) != self.chunks:
+                raise UsageError(f"learning needs one flag per chunk ({self.chunks}), got {len(learning)}")
+            self._learns = [bool(flag) for flag in learning]
+        learns = [SeedMode(m) in _LEARNING or flag for m, flag in zip(modes, self._learns, strict=True)]
+        packed = torch.tensor([list(modes), list(kinds), learns], dtype=torch.long)
         self.modes.copy_(packed[0], non_blocking=True)
         self.kinds.copy_(packed[1], non_blocking=True)
+        self.learning.copy_(packed[2].bool(), non_blocking=True)
         self.present = frozenset(SeedMode(m) for m in modes)
         self.any_active = self.present != {SeedMode.HOST}
+        self.any_learning = any(m != SeedMode.HOST and flag for m, flag in zip(modes, learns, strict=True))
+        self.any_frozen = any(m != SeedMode.HOST and not flag for m, flag in zip(modes, learns, strict=True))
 
     def _weights_of(self, blueprint: str) -> nn.ParameterDict:
         if blueprint not in self.weights:
@@ -182,20 +207,18 @@ class SeedLayer(nn.Module):
         return (1 - alpha) * chunks + alpha * grown
 
     def _frozen(self, blueprint: str, index: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """A blueprint's weights with the rows of frozen seeds detached: only TRAIN and FINE_TUNE learn.
+        """A blueprint's weights with the rows of frozen seeds detached (`learning` says which learn).
 
         The gradient still flows through a frozen row to its input (the host's chunk and every
-        layer before it); only the row's own weights get none. With every row's mode alike
-        (host side: `present`) it is the weights or their detached view, no copy.
+        layer before it); only the row's own weights get none. With every active row alike
+        (host side: `any_learning`, `any_frozen`) it is the weights or their detached view, no copy.
         """
         weights = self.slot_parameters(blueprint)
-        learning = self.present & _LEARNING
-        if not learning:
+        if not self.any_learning:
             return {k: w.detach() for k, w in weights.items()}
-        if not self.present & _FROZEN:
+        if not self.any_frozen:
             return dict(weights)
-        modes = self.modes if index is None else self.modes[index]
-        rows = (modes == SeedMode.TRAIN) | (modes == SeedMode.FINE_TUNE)
+        rows = self.learning if index is None else self.learning[index]
         return {
             k: torch.where(rows.view(-1, *[1] * (w.dim() - 1)), w, w.detach()) for k, w in weights.items()
         }

@@ -12,8 +12,9 @@ One deliberate difference: esperlite computes a grafting or fossilized blueprint
 `no_grad`, which freezes its weights but also cuts the gradient to its input, so a chunk that
 is grafted in passes nothing back to the host's units and the layers before them (measured:
 gradient norm 0 through a fossilized chunk, and the demo's seeds ending worse than the host
-alone). Here GRAFT, HOLD and FOSSIL freeze only the blueprint's own weights (the layer detaches
-those rows); the gradient flows through the blueprint to the host's chunk and on.
+alone). Here a frozen blueprint (a kasmina seed's in GRAFT, HOLD and FOSSIL) has only its own
+weights frozen (the layer detaches those rows); the gradient flows through it to the host's
+chunk and on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ from types import MappingProxyType
 
 from lifecycle_es.specs import KASMINA_SPEC, MODULE_SPEC, KasminaState, ModuleState
 
-__all__ = ["FINE_TUNE_ALPHA", "GERMINATION", "RISKY", "SEED_MODES", "SUCCESS", "SeedMode", "mode_of"]
+__all__ = [
+    "FINE_TUNE_ALPHA",
+    "GERMINATION",
+    "LEARNING",
+    "RISKY",
+    "SEED_MODES",
+    "SUCCESS",
+    "SeedMode",
+    "learns",
+    "mode_of",
+]
 
 
 class SeedMode(IntEnum):
@@ -35,13 +46,13 @@ class SeedMode(IntEnum):
     TRAIN = 1
     """The host's chunk; the blueprint learns to reconstruct it (the layer's `seed_loss`)."""
     GRAFT = 2
-    """`(1-alpha)*host + alpha*blueprint`, alpha from the grafting schedule, blueprint's weights frozen."""
+    """`(1-alpha)*host + alpha*blueprint`, alpha from the grafting schedule (weights: `LEARNING`)."""
     HOLD = 3
     """As GRAFT, at the alpha the ramp reached (the schedule no longer moves it)."""
     FINE_TUNE = 4
     """`0.1*host + 0.9*blueprint`, the blueprint trained with the host."""
     FOSSIL = 5
-    """`blueprint(host)`, the blueprint's weights frozen (its input still learns)."""
+    """`blueprint(host)`; its input learns, its weights as `LEARNING` says."""
 
 
 FINE_TUNE_ALPHA = 0.9
@@ -72,6 +83,17 @@ SEED_MODES: Mapping[str, Mapping[str, SeedMode]] = MappingProxyType(
 )
 """Per seed spec, the mode of each state that is not `HOST`."""
 
+LEARNING: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        KASMINA_SPEC.name: frozenset({_K.TRAINING.value, _K.FINE_TUNING.value}),
+        MODULE_SPEC.name: frozenset(
+            {_M.TRAINING.value, _M.BLENDING.value, _M.HOLDING.value, _M.INTEGRATED.value}
+        ),
+    }
+)
+"""Per seed spec, the states whose blueprint weights learn (the others' are frozen): the
+module docstring says why a module learns in every state whose output counts."""
+
 GERMINATION: Mapping[str, str] = MappingProxyType(
     {KASMINA_SPEC.name: _K.GERMINATED.value, MODULE_SPEC.name: _M.INSTANTIATED.value}
 )
@@ -83,8 +105,10 @@ RISKY: Mapping[str, frozenset[str]] = MappingProxyType(
         MODULE_SPEC.name: frozenset({_M.BLENDING.value}),
     }
 )
-"""Per seed spec, the states whose entry (grafting, fine-tuning) is checkpointed first: the
-blueprint is frozen from grafting until fine-tuning, so these cover integration too."""
+"""Per seed spec, the states whose entry (grafting, fine-tuning) is checkpointed first. A
+kasmina blueprint is frozen from grafting until fine-tuning, so these cover integration too; a
+module's point, taken on entering BLENDING, holds the weights it had before it first counted in
+the output, which a failure in BLENDING or HOLDING restores."""
 
 SUCCESS: Mapping[str, str] = MappingProxyType(
     {KASMINA_SPEC.name: _K.FOSSILIZED.value, MODULE_SPEC.name: _M.INTEGRATED.value}
@@ -95,3 +119,8 @@ SUCCESS: Mapping[str, str] = MappingProxyType(
 def mode_of(spec: str, state: str) -> SeedMode:
     """Return the mode of a seed of `spec` in `state` (HOST for states and specs without one)."""
     return SEED_MODES.get(spec, {}).get(state, SeedMode.HOST)
+
+
+def learns(spec: str, state: str) -> bool:
+    """Return whether the blueprint of a seed of `spec` in `state` learns (`LEARNING`)."""
+    return state in LEARNING.get(spec, frozenset())

@@ -41,7 +41,7 @@ from projections.digest import extend_chain as _chain
 from projections.moe._noise import stream_seed
 from projections.moe._optim_state import clear_rows, fresh_rows, moment_rows, reindexed, swap_parameter
 from projections.seeds.layer import SeedLayer
-from projections.seeds.modes import GERMINATION, RISKY, SUCCESS, SeedMode, mode_of
+from projections.seeds.modes import GERMINATION, RISKY, SUCCESS, SeedMode, learns, mode_of
 from projections.seeds.rollback import RollbackPoints, Verdicts
 from projections.seeds.schedule import AlphaSchedule
 from projections.state_tensors import StateTensors
@@ -49,9 +49,6 @@ from projections.state_tensors import StateTensors
 __all__ = ["Seed", "SeedSurgery"]
 
 _SPECS = {KASMINA_SPEC.name: KASMINA_SPEC, MODULE_SPEC.name: MODULE_SPEC}
-_FROZEN = frozenset({SeedMode.GRAFT, SeedMode.HOLD, SeedMode.FOSSIL})
-"""Modes whose blueprint takes no gradient: its rows must not move."""
-_LEARNING = frozenset({SeedMode.TRAIN, SeedMode.FINE_TUNE})
 _FAILED = {name: frozenset(spec.states_in(StateCategory.FAILURE)) for name, spec in _SPECS.items()}
 
 
@@ -191,19 +188,20 @@ class SeedSurgery(Projection):
         elif to in _FAILED[seed.spec]:
             self._restore(entity, keep=False)  # the risky period failed: back to before it
             return self._release(seed, r["event_id"])
-        self._settle_moments(seed, mode_of(seed.spec, r["from_state"]))
+        self._settle_moments(seed, r["from_state"])
         return False
 
-    def _settle_moments(self, seed: Seed, before: SeedMode) -> None:
+    def _settle_moments(self, seed: Seed, before: str) -> None:
         """Freeze a seed's rows for good when it stops learning; give them moments when it resumes.
 
         A frozen seed gets a zero gradient, but Adam would go on moving its rows with their old
         momentum: zeroed moments make its update exactly zero. A seed that learns again
         (fine-tuning) gets its siblings' mean second moment, never zeros under a mature step.
         """
-        row, after = self._row(seed), mode_of(seed.spec, seed.state)
-        freeze = after in _FROZEN and before not in _FROZEN
-        thaw = after in _LEARNING and before in _FROZEN
+        row = self._row(seed)
+        was_frozen, frozen = _frozen(seed.spec, before), _frozen(seed.spec, seed.state)
+        freeze = frozen and not was_frozen
+        thaw = learns(seed.spec, seed.state) and was_frozen
         if row is None or not (freeze or thaw):
             return
         siblings = [r for r in range(len(self.layers[seed.layer].row_chunks[seed.blueprint])) if r != row]
@@ -227,14 +225,15 @@ class SeedSurgery(Projection):
 
     def _write_modes(self) -> None:
         for index in sorted(self._dirty):
-            layer, modes, kinds = self.layers[index], [], []
+            layer, modes, kinds, learning = self.layers[index], [], [], []
             hosted = [b.name for b in layer.hosted]
             for chunk, entity in enumerate(self.owners[index]):
                 seed = None if entity is None else self.seeds[entity]
                 live = seed is not None and chunk in layer.row_chunks[seed.blueprint]
                 modes.append(mode_of(seed.spec, seed.state) if live and seed else SeedMode.HOST)
                 kinds.append(hosted.index(seed.blueprint) if live and seed else -1)
-            layer.set_modes(modes, kinds)
+                learning.append(bool(live and seed and learns(seed.spec, seed.state)))
+            layer.set_modes(modes, kinds, learning)
         self._dirty.clear()
         self._write_alpha()
 
@@ -343,7 +342,8 @@ class SeedSurgery(Projection):
         return digest(training_items(self.named_parameters(), self.optimizer), events=chain)
 
     def snapshot(self) -> Snapshot:
-        """Return the seed table and each layer's rows (the model and optimizer are the caller's)."""
+        """Return the seed table, each layer's rows and the rollback points' ids (the model and
+        optimizer are the caller's; the points' files stay with their `CheckpointManager`)."""
         state: dict[str, Any] = {
             "seeds": {
                 e: [s.spec, s.layer, s.chunk, s.state, s.blueprint, s.row] for e, s in self.seeds.items()
@@ -351,6 +351,7 @@ class SeedSurgery(Projection):
             "rows": self._rows,
             "row_chunks": {str(i): dict(lay.row_chunks) for i, lay in self.layers.items()},
             "applied_chain": self.applied_chain,
+            "rollback_points": {} if self.rollback is None else dict(self.rollback.points),
         }
         return Snapshot(kind=self.name, seq=self.seq, state=state)
 
@@ -359,11 +360,22 @@ class SeedSurgery(Projection):
         the schedule first); then load the checkpoint's model and optimizer state into the layers.
 
         Under resize a blueprint whose row count differs gets blank rows of the snapshot's shape
-        (and `on_rewrap` runs), so the checkpoint's weights fit.
+        (and `on_rewrap` runs), so the checkpoint's weights fit. The rollback points are taken
+        back (their ids, loaded from the files the surgery's `RollbackPoints` manager kept), so a
+        seed stopped in its risky period is restored on a later failure as if the run never
+        stopped; a snapshot with points and a surgery without `RollbackPoints` is refused.
         """
         if snapshot.kind != self.name:
             raise UsageError(f"{self.name}: cannot restore a {snapshot.kind!r} snapshot")
         s = snapshot.state
+        points = {str(e): str(c) for e, c in s.get("rollback_points", {}).items()}
+        if points and self.rollback is None:
+            raise UsageError(
+                f"{self.name}: the snapshot holds rollback points of {sorted(points)}; "
+                "restore it into a surgery given RollbackPoints over the same checkpoint directory"
+            )
+        if self.rollback is not None:
+            self.rollback.points = points
         self.seeds = {e: Seed(*v) for e, v in s["seeds"].items()}
         self._rows, self.applied_chain = int(s["rows"]), str(s["applied_chain"])
         self.verdicts = Verdicts()  # an attempt's gates and its verdict are appended together
@@ -384,6 +396,11 @@ class SeedSurgery(Projection):
         self._dirty = set(self.layers)
         self._write_modes()
         self.seq = snapshot.seq
+
+
+def _frozen(spec: str, state: str) -> bool:
+    """Whether a seed in `state` runs its blueprint with the weights frozen (takes no gradient)."""
+    return mode_of(spec, state) != SeedMode.HOST and not learns(spec, state)
 
 
 def _zeros_like_chunks(layer: SeedLayer) -> torch.Tensor:
