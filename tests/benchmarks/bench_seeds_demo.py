@@ -10,9 +10,9 @@ seed it trains the two baselines once: the host alone and a host widened to the 
 model's parameter count. The table gives per controller the sums and the mean final loss, and
 its ratio to each baseline (below 1: the seeds beat it). Issue 13 asks for the figures, with
 no target: the verdict line names the controller with the lowest mean loss and says whether it
-beat each baseline (met / NOT met). Two runs of equal options part once a seed grafts (the
-surgery draws a germinating seed's weights from its event id), so the figures move a little
-from one sweep to the next: compare means over seeds, not one seed's loss.
+beat each baseline (met / NOT met). On one machine two sweeps of equal options give equal
+figures (a germinating seed's weights are drawn from its blueprint, entity and step); another
+CPU's floats give others, so compare means over seeds, not one seed's loss.
 """
 
 from __future__ import annotations
