@@ -44,6 +44,7 @@ from replay.export import write_decisions
 if TYPE_CHECKING:
     from replay.demo import DemoOptions, DemoRun, RankOptions
     from replay.demo.report import Outcome
+    from replay.demo.seeds import SeedsRun
 
 __all__ = ["DEFAULT_STEPS", "LOG_ENV", "RECORDED", "add_parser", "decisions_path", "run", "run_dir"]
 
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             ranks = _rank_options(args, log, resume=resume)
             live, outcome = _train(options, log, "lifecycle", args.quiet, ranks, _metadata(args, ranks))
             if live.stopped_at is not None:
-                return _interrupted(args, log, live)
+                return interrupted("demo", args, log, live)
             runs = [outcome]
             if args.baseline:
                 runs += [
@@ -185,10 +186,10 @@ def _metadata(args: argparse.Namespace, ranks: RankOptions) -> dict[str, Any]:
     return metadata(args, RECORDED, command="moe", checkpoint_dir=ranks.checkpoint_dir, seed=args.seed)
 
 
-def _interrupted(args: argparse.Namespace, log: Log, live: DemoRun) -> int:
-    """Say where a stopped run stopped and how to resume it; return its exit code."""
+def interrupted(command: str, args: argparse.Namespace, log: Log, live: DemoRun | SeedsRun) -> int:
+    """Say where a stopped `lifecycle-es COMMAND` run stopped and how to resume it; return its exit code."""
     print(f"stopped:   at step {live.stopped_at} of {live.options.steps}, checkpoint in {run_dir(log)}")
-    print(f"resume:    lifecycle-es demo --log {bus.redact_url(args.log)} --resume {log.run_id}")
+    print(f"resume:    lifecycle-es {command} --log {bus.redact_url(args.log)} --resume {log.run_id}")
     return live.exit_code
 
 
@@ -269,7 +270,7 @@ def _run_rank(args: argparse.Namespace, options: DemoOptions, run_id: str, worke
             live, outcome = _train(options, log, f"rank {worker.rank}", quiet, ranks, _metadata(args, ranks))
             if live.stopped_at is not None:
                 sys.stderr.write(f"rank {worker.rank}: stopped at step {live.stopped_at}\n")
-                return _interrupted(args, log, live) if leader else live.exit_code
+                return interrupted("demo", args, log, live) if leader else live.exit_code
             # One write of the whole line: ranks share the launcher's stderr, and print()'s
             # separate write of the newline lets another rank's line land in between.
             sys.stderr.write(f"rank {worker.rank}: finished step {options.steps} with digest {live.digest}\n")

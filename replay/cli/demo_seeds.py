@@ -33,7 +33,7 @@ from bus import JsonlLog, Log
 from lifecycle_es.errors import ConfigError
 from replay.cli._launch import SIGNALS_HELP, launch, worker_from_env
 from replay.cli._resume import add_resume_argument, gather_found, metadata, require_checkpoints, take_recorded
-from replay.cli.demo import LOG_ENV, _open_new, decisions_path, run_dir
+from replay.cli.demo import LOG_ENV, _open_new, decisions_path, interrupted, run_dir
 from replay.export import write_decisions
 
 if TYPE_CHECKING:
@@ -138,19 +138,12 @@ def run(args: argparse.Namespace) -> int:
         with bus.open(args.log, run_id) if args.resume else _open_new(args.log, run_id) as log:
             live, outcome = _train(options, log, "lifecycle (seeds)", args.quiet, args=args)
             if live.stopped_at is not None:
-                return _interrupted(args, log, live)
+                return interrupted("demo seeds", args, log, live)
             outcomes = [outcome, *(_baselines(options, live, args.quiet) if args.baseline else [])]
             _report(args, log, live, outcomes)
     finally:
         torch.set_num_threads(threads)
     return 0
-
-
-def _interrupted(args: argparse.Namespace, log: Log, live: SeedsRun) -> int:
-    """Say where a stopped run stopped and how to resume it; return its exit code."""
-    print(f"stopped:   at step {live.stopped_at} of {live.options.steps}, checkpoint in {run_dir(log)}")
-    print(f"resume:    lifecycle-es demo seeds --log {bus.redact_url(args.log)} --resume {log.run_id}")
-    return live.exit_code
 
 
 def _options(args: argparse.Namespace) -> SeedsOptions:
@@ -205,7 +198,7 @@ def _run_rank(args: argparse.Namespace, options: SeedsOptions, run_id: str, rank
             live, outcome = _train(options, opened, f"rank {rank}", quiet, args=args, rank=rank, world=world)
             if live.stopped_at is not None:
                 sys.stderr.write(f"rank {rank}: stopped at step {live.stopped_at}\n")
-                return _interrupted(args, opened, live) if rank == 0 else live.exit_code
+                return interrupted("demo seeds", args, opened, live) if rank == 0 else live.exit_code
             sys.stderr.write(f"rank {rank}: finished step {options.steps} with digest {live.digest}\n")
             sys.stderr.flush()
             digests = _gather(live.digest, world)

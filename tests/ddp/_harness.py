@@ -148,6 +148,20 @@ def run_workers(args: Sequence[str], world_size: int, directory: Path, *, restar
     return Ranks([*WORKER, *args], world_size, directory, restart=restart).wait()
 
 
+def start_cli(args: Sequence[str], cwd: Path, *, module: Sequence[str] = CLI) -> subprocess.Popen[str]:
+    """Start `python -m replay.cli ARGS` (or another module) in `cwd`, in a session of its own,
+    so that one `os.killpg` ends it and every rank it started."""
+    return subprocess.Popen(
+        [sys.executable, *module, *args],
+        cwd=cwd,
+        env=environment(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
 def run_cli(
     args: Sequence[str], cwd: Path, *, timeout: float = HARD_TIMEOUT_S, module: Sequence[str] = CLI
 ) -> subprocess.CompletedProcess[str]:
@@ -156,16 +170,7 @@ def run_cli(
     It runs in a session of its own, so past `timeout` the launcher and every rank it started
     are killed together and the test fails.
     """
-    command = [sys.executable, *module, *args]
-    with subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=environment(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    ) as proc:
+    with start_cli(args, cwd, module=module) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -174,7 +179,7 @@ def run_cli(
             raise AssertionError(
                 f"{' '.join(args)} still running after {timeout:g} s:\n{err[-3000:]}"
             ) from None
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def read_log(url: str, run_id: str) -> list[dict[str, Any]]:

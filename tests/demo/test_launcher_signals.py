@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,30 +22,17 @@ import pytest
 
 from projections.training import REQUEUE_EXIT_CODE
 from tests._cli import one_line
-from tests.ddp._harness import CLI, HARD_TIMEOUT_S, Ranks, environment, run_cli
+from tests.ddp._harness import CLI, HARD_TIMEOUT_S, Ranks, run_cli, start_cli
 
 STOP_AFTER = 40
 """The launcher is signalled once the run seals this step (the ranks stop at the next evaluation)."""
-
-
-def _start(argv: Sequence[str], cwd: Path) -> subprocess.Popen[str]:
-    """Start `python -m replay.cli ARGV` in a session of its own (so a failure can kill it all)."""
-    return subprocess.Popen(
-        [sys.executable, *CLI, *argv],
-        cwd=cwd,
-        env=environment(),
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
 
 
 def _sigterm_launcher_at(
     argv: Sequence[str], cwd: Path, log: Path, step: int
 ) -> subprocess.CompletedProcess[str]:
     """Run the launcher, SIGTERM it (its pid only) once `log` seals `step`, return how it ended."""
-    proc = _start(argv, cwd)
+    proc = start_cli(argv, cwd)
     deadline = time.monotonic() + HARD_TIMEOUT_S
     try:
         while _latest_step(log) < step:

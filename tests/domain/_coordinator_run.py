@@ -12,6 +12,19 @@ from lifecycle_es.events import EventBase
 EVERY = 10
 """Training steps between two checkpoints."""
 
+SPLIT_CONFIG = ExpertCoordinatorConfig.seeds_002(
+    split_patience=2,
+    cooling_period=1,
+    split_cooldown_per_expert=200,
+    split_divergence_window=3,
+    basin_window_size=10,
+    starvation_entropy_threshold=None,
+    starvation_saturation_threshold=None,
+    max_prunes_per_cycle=0,
+)
+"""seeds/002's settings made quick to split, with a short divergence window and no prunes or
+starvation tests in the way: the failed-split tests script their checkpoints against it."""
+
 
 class CoordinatorRun:
     """The coordinator under `config` over one layer of `slots` slots and `initial` experts."""

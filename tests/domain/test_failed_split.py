@@ -14,21 +14,13 @@ from typing import Any
 import pytest
 
 from lifecycle_es import Action, ConfigError, DecisionMade, Lifecycle, LifecycleConfig
-from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
+from lifecycle_es.controllers import ExpertCoordinator, expert_id
 from lifecycle_es.controllers._basin_math import effective_types, load_balance
 from lifecycle_es.events import gate_results
+from tests.domain._coordinator_run import SPLIT_CONFIG
 
 RUN, EVERY = "failed-split", 10
-CONFIG = ExpertCoordinatorConfig.seeds_002(
-    split_patience=2,
-    cooling_period=1,
-    split_cooldown_per_expert=200,
-    split_divergence_window=3,
-    basin_window_size=10,
-    starvation_entropy_threshold=None,
-    starvation_saturation_threshold=None,
-    max_prunes_per_cycle=0,
-)
+CONFIG = SPLIT_CONFIG
 AFTER_SPLIT = CONFIG.cooling_period + CONFIG.split_divergence_window + 1
 """Checkpoints after the split by which a pair that never divided is undone."""
 E0, E1, E2 = (expert_id(0, i) for i in range(3))

@@ -12,20 +12,12 @@ from lifecycle_es import Action, DecisionMade, EntityState, Lifecycle, Lifecycle
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig, expert_id
 from lifecycle_es.controllers._checks import lineage
 from projections.moe import ModelSurgery, MoELayer
+from tests.domain._coordinator_run import SPLIT_CONFIG
 from tests.projections._split_task import overlap_after_training, split_layer
 
 D_MODEL, D_HIDDEN, TOKENS = 8, 16, 64
 RUN, EVERY = "split", 10
-CONFIG = ExpertCoordinatorConfig.seeds_002(
-    split_patience=2,
-    cooling_period=1,
-    split_cooldown_per_expert=200,
-    split_divergence_window=3,
-    basin_window_size=10,
-    starvation_entropy_threshold=None,
-    starvation_saturation_threshold=None,
-    max_prunes_per_cycle=0,
-)
+CONFIG = SPLIT_CONFIG
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
