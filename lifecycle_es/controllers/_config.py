@@ -86,6 +86,29 @@ class ExpertCoordinatorConfig:
     """The value of `starvation_need_metric` at or above which the model needs more experts:
     by default, one kind of token costing 1.5 times the average (the types sharing an expert
     on the synthetic demo cost about twice it; seeds/002: no need test)."""
+    need_payoff_fraction: float | None = 0.2
+    """Tells short capacity from hard data by whether need spawns pay off. A spawn made for
+    need (the need metric observed at each of its `spawn_patience` checkpoints) records that
+    metric's mean over them, its *level*; it pays off when the metric's mean over the last
+    `spawn_patience` checkpoints of `need_payoff_window` after it has fallen by at least this
+    fraction of the level. One that does not sets a *floor* at its level: the need that more
+    capacity did not reduce is difficulty (a class that is simply harder), not short capacity,
+    and the layer's next need spawn waits until the metric's mean exceeds the floor by
+    `need_floor_margin` (gate `spawn.need_payoff`, the floor recorded in the decision and
+    carried by every later spawn). No need spawn is made while the last one's window is open.
+    Chosen by measurement over seeds on the real-data benchmark, where the type loss gap stays
+    1-4 all run because some digits are harder: gating on a plateau of the need metric does
+    not separate that from short capacity, since the gap rises as the mean loss falls, while
+    the payoff test sees the spawns fail to move it. None (seeds/002) sets no floors."""
+    need_payoff_window: int = 20
+    """Checkpoints after a need spawn within which it must pay off (`need_payoff_fraction`):
+    the child's `cooling_period` (when it starts to learn its tokens) plus as long again. While
+    the payoff test is on, at most `basin_window_size` (the window must hold the verdict)."""
+    need_floor_margin: float = 0.5
+    """Fraction by which the need metric's mean must exceed the floor a failed need spawn set
+    before the layer's next need spawn: 0.5 lets a need half as large again as the one capacity
+    did not fix try once more, which the type loss gap's noise (about 0.25 over 10 checkpoints
+    on the real-data benchmark) seldom reaches by chance."""
 
     # -- pruning -------------------------------------------------------------------------------
     prune_patience: int = 5
@@ -210,6 +233,7 @@ class ExpertCoordinatorConfig:
             "merge_cooling_period",
             "split_divergence_window",
             "revive_patience",
+            "need_payoff_window",
             "max_experts_per_layer",
             "min_experts_per_layer",
         ):
@@ -255,6 +279,9 @@ class ExpertCoordinatorConfig:
             _check_float(self, "starvation_breadth_threshold", 1.0, math.inf, high_open=True)
         _check_float(self, "prune_contribution_threshold", -math.inf, math.inf, low_open=True, high_open=True)
         _check_float(self, "starvation_need_threshold", -math.inf, math.inf, low_open=True, high_open=True)
+        if self.need_payoff_fraction is not None:
+            _check_float(self, "need_payoff_fraction", 0.0, 1.0, low_open=True, high_open=True)
+        _check_float(self, "need_floor_margin", 0.0, math.inf, high_open=True)
         need = self.starvation_need_metric
         if need is not None and (not isinstance(need, str) or not need):
             raise ConfigError(f"starvation_need_metric must be a metric name or None, got {need!r}")
@@ -268,6 +295,7 @@ class ExpertCoordinatorConfig:
             "merge_cooling_period",
             "split_divergence_window",
             "revive_patience",
+            *(("need_payoff_window",) if self.need_payoff_fraction is not None else ()),
         ):
             if getattr(self, name) > window:
                 raise ConfigError(
@@ -294,6 +322,7 @@ SEEDS_002: dict[str, object] = {
     "starvation_breadth_threshold": None,
     "starvation_need_metric": None,
     "starvation_need_threshold": 0.0,
+    "need_payoff_fraction": None,
     "prune_patience": 10,
     "dormant_share_epsilon": 1e-6,
     "prune_init_grace": 0,
