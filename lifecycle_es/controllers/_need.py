@@ -24,6 +24,7 @@ from pydantic import JsonValue
 from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Check
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
+from lifecycle_es.controllers._precision import METRIC_DIGITS, rounded
 from lifecycle_es.controllers._signals import mean, need_series
 from lifecycle_es.events import GateCategory
 from lifecycle_es.registry import EntityState, Registry
@@ -117,7 +118,7 @@ def need_payoff(registry: Registry, layer: int, config: ExpertCoordinatorConfig)
                 floor = found
     return NeedPayoff(
         layer=layer,
-        level=mean([v for v in recent if v is not None]),
+        level=rounded(mean([v for v in recent if v is not None]), METRIC_DIGITS),  # as recorded
         floor=None if floor is None else floor[0],
         floor_from=None if floor is None else floor[1],
         pending=None if pending is None else pending[0],
