@@ -39,7 +39,7 @@ FIRST = expert_id(0, 4)
 def _drive(
     gaps: Sequence[float | None], config: ExpertCoordinatorConfig = CONFIG
 ) -> tuple[CoordinatorRun, list[list[EventBase]]]:
-    """Run one checkpoint per gap (None: no need metric) under `config`; return the run and each checkpoint's events."""
+    """Run a checkpoint per gap (None: no need metric); return the run and each checkpoint's events."""
     run = CoordinatorRun(config, run_id=RUN)
     return run, [run.checkpoint(user=None if g is None else {GAP: g}) for g in gaps]
 
@@ -59,7 +59,7 @@ def _payoff_gates(events: list[EventBase]) -> list[tuple[bool, dict[str, float]]
 
 
 def test_a_high_need_that_a_spawn_does_not_reduce_stops_further_spawns() -> None:
-    """Hard data: the gap stays 2.0 after a need spawn, so its level becomes a floor and no second spawn follows."""
+    """Hard data: the gap stays 2.0 after a need spawn, so its level is a floor and no spawn follows."""
     _, events = _drive([2.0] * 15)
     assert [d.step for d in _spawns(events)] == [N * EVERY]
     passed, observed = _payoff_gates(events[-1])[0]
@@ -74,14 +74,14 @@ def test_no_need_spawn_is_made_while_the_last_one_is_being_judged() -> None:
 
 
 def test_a_need_that_falls_after_a_spawn_is_short_capacity_and_spawns_again() -> None:
-    """Short capacity: the gap falls by more than the fraction after a spawn, so the next spawn follows its verdict."""
+    """Short capacity: the gap falls by over the fraction after a spawn, so another follows its verdict."""
     _, events = _drive([2.0] * N + [1.0] * (W + 3))
     assert [d.step for d in _spawns(events)] == [N * EVERY, (N + W) * EVERY]
     assert "need_floor" not in _spawns(events)[1].metrics_at_decision
 
 
 def test_a_need_above_the_floor_by_the_margin_spawns_with_the_floor_as_evidence() -> None:
-    """After a failed need spawn, a gap above 1.5 times its level spawns again; decision and child record the floor."""
+    """A gap above 1.5 times a failed spawn's level spawns again; decision and child record the floor."""
     run, events = _drive([2.0] * (N + W) + [3.2] * N)
     second = _spawns(events)[1]
     assert second.step == (2 * N + W) * EVERY
@@ -95,7 +95,7 @@ def test_a_need_above_the_floor_by_the_margin_spawns_with_the_floor_as_evidence(
 
 
 def test_a_floor_is_carried_by_later_spawns_after_its_verdict_leaves_the_window() -> None:
-    """A floor outlives its spawn's window through the spawns that beat it: the third spawn still needs 1.5x 2.0."""
+    """A floor outlives its spawn's window, carried by the spawns that beat it: later ones need 1.5x it."""
     config = dataclasses.replace(CONFIG, basin_window_size=12)
     gaps = [2.0] * (N + W) + [3.2] * (N + W) + [2.9] * 20
     _, events = _drive(gaps, config)
@@ -108,7 +108,7 @@ def test_a_floor_is_carried_by_later_spawns_after_its_verdict_leaves_the_window(
 
 
 def test_without_the_need_metric_the_layer_spawns_as_before() -> None:
-    """A loop that passes no losses gets no payoff gate and no floor: the spread test spawns every checkpoint."""
+    """A loop that passes no losses gets no payoff gate or floor: the spread test spawns every checkpoint."""
     _, events = _drive([None] * (N + 2))
     assert [d.step for d in _spawns(events)] == [N * EVERY, (N + 1) * EVERY, (N + 2) * EVERY]
     assert all(not _payoff_gates(each) for each in events)
@@ -123,7 +123,7 @@ def test_seeds_002_settings_make_no_payoff_test() -> None:
 
 
 def test_replay_and_what_if_decide_the_payoff_as_the_live_run() -> None:
-    """A registry folded from the log equals the live one, and a what-if with no change repeats every decision."""
+    """A registry folded from the log equals the live one; a what-if with no change repeats every decision."""
     run, _ = _drive([2.0] * (N + W) + [3.2] * N + [1.0] * W + [3.1] * N)
     rebuilt = Lifecycle(run.lc.log, config=LifecycleConfig(metric_window=CONFIG.basin_window_size))
     assert rebuilt.registry == run.lc.registry
