@@ -3,10 +3,11 @@
 A need metric such as the type loss gap stays high on data where some kinds of token are simply
 harder, whatever the number of experts; only trying tells that apart from short capacity. So a
 spawn made for need records the need's *level* (the metric's mean over the spawn's patience
-window) in the child's registration attributes, and `need_window` checkpoints later the layer's
-metric window shows whether the need fell by `need_payoff_fraction` of it. A spawn that did not
-pay off sets a *floor* at its level, and the next need spawn waits until the need's mean exceeds
-it by `need_floor_margin`; no need spawn is made while the last one's window is open.
+window) in the child's registration attributes, and `need_payoff_window` checkpoints later the
+layer's metric window shows whether the need fell by `need_payoff_fraction` of it. The
+`need_floor_failures`-th need spawn in a row that did not pay off sets a *floor* at its level
+(each child records the failures before it), and the next need spawn waits until the need's mean
+exceeds it by `need_floor_margin`; no need spawn is made while the last one's window is open.
 
 Everything here is read from the registry (the children's attributes, the layer's windows), so a
 registry folded from the log, and a what-if that re-decides the registrations, decide the same.
@@ -38,6 +39,8 @@ NEED_FLOOR = "need_floor"
 """Attribute and decision metric: the floor in force when the spawn was made (absent: none)."""
 NEED_FLOOR_FROM = "need_floor_from"
 """Attribute and decision metric: the failed need spawn (its child's id) that set that floor."""
+NEED_FAILURES = "need_failures"
+"""Attribute and decision metric: the need spawns in a row before this one that did not pay off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +58,16 @@ class NeedPayoff:
     """The child of a need spawn whose payoff window is still open, None if none."""
     checkpoints_left: int
     """Checkpoints until `pending`'s window ends (0 without one)."""
+    failures: int
+    """The layer's latest need spawns in a row that did not pay off (0 after one that did)."""
 
     def check(self, config: ExpertCoordinatorConfig) -> Check:
         """Return the `spawn.need_payoff` gate: no verdict pending, and the need above any floor."""
         margin = config.need_floor_margin
         bar = None if self.floor is None else self.floor * (1.0 + margin)
-        observed = {NEED_LEVEL: self.level, **({} if self.floor is None else {NEED_FLOOR: self.floor})}
+        observed = {NEED_LEVEL: self.level, NEED_FAILURES: float(self.failures)}
+        if self.floor is not None:
+            observed[NEED_FLOOR] = self.floor
         thresholds = {"need_payoff_window": float(config.need_payoff_window), "need_floor_margin": margin}
         if self.pending is not None:
             reason = (
@@ -81,14 +88,14 @@ class NeedPayoff:
 
     def attrs(self) -> dict[str, JsonValue]:
         """Return the registration attributes of the child a need spawn makes now."""
-        found: dict[str, JsonValue] = {NEED_LEVEL: self.level}
+        found: dict[str, JsonValue] = {NEED_LEVEL: self.level, NEED_FAILURES: self.failures}
         if self.floor is not None and self.floor_from is not None:
             found[NEED_FLOOR], found[NEED_FLOOR_FROM] = self.floor, self.floor_from
         return found
 
     def record(self, metrics: SpawnMetrics) -> None:
         """Add the need's evidence to a spawn decision's metrics: its level and the floor it beat."""
-        metrics["need_level"] = self.level
+        metrics["need_level"], metrics["need_failures"] = self.level, self.failures
         if self.floor is not None and self.floor_from is not None:
             metrics["need_floor"], metrics["need_floor_from"] = self.floor, self.floor_from
 
@@ -106,6 +113,7 @@ def need_payoff(registry: Registry, layer: int, config: ExpertCoordinatorConfig)
         return None
     floor: tuple[float, str] | None = None
     pending: tuple[str, int] | None = None
+    failures = 0
     for child in _need_children(registry, layer):
         after = [v for step, v in series if step > child.born_step]
         if len(after) < config.need_payoff_window:
@@ -113,7 +121,10 @@ def need_payoff(registry: Registry, layer: int, config: ExpertCoordinatorConfig)
             if seen and pending is None:
                 pending = (child.entity, config.need_payoff_window - len(after))
             continue
-        for found in (_carried(child), _failed(config, series, child, n)):
+        verdict = _failed(config, series, child, n)
+        failures = 0 if verdict is None else int(child.attrs.get(NEED_FAILURES, 0)) + 1
+        failed = verdict if failures >= config.need_floor_failures else None
+        for found in (_carried(child), failed):
             if found is not None and (floor is None or found[0] > floor[0]):
                 floor = found
     return NeedPayoff(
@@ -123,6 +134,7 @@ def need_payoff(registry: Registry, layer: int, config: ExpertCoordinatorConfig)
         floor_from=None if floor is None else floor[1],
         pending=None if pending is None else pending[0],
         checkpoints_left=0 if pending is None else pending[1],
+        failures=failures,
     )
 
 

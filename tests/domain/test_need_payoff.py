@@ -29,6 +29,7 @@ CONFIG = ExpertCoordinatorConfig.seeds_002(
     need_payoff_fraction=0.2,
     need_payoff_window=W,
     need_floor_margin=0.5,
+    need_floor_failures=1,
 )
 """Starved while the gap is at least 0.5; a need spawn pays off when the gap falls by a fifth
 within 4 checkpoints (judged on the last 3), else its level is a floor to beat by half of it."""
@@ -63,7 +64,17 @@ def test_a_high_need_that_a_spawn_does_not_reduce_stops_further_spawns() -> None
     _, events = _drive([2.0] * 15)
     assert [d.step for d in _spawns(events)] == [N * EVERY]
     passed, observed = _payoff_gates(events[-1])[0]
-    assert not passed and observed == {"need_level": 2.0, "need_floor": 2.0}
+    assert not passed and observed == {"need_level": 2.0, "need_floor": 2.0, "need_failures": 1}
+
+
+def test_a_floor_waits_for_need_floor_failures_spawns_in_a_row() -> None:
+    """With need_floor_failures 2, a failed spawn is tried again; the second failure's level is the floor."""
+    _, events = _drive([2.0] * (N + 3 * W), dataclasses.replace(CONFIG, need_floor_failures=2))
+    spawns = _spawns(events)
+    assert [d.step for d in spawns] == [N * EVERY, (N + W) * EVERY]
+    assert [d.metrics_at_decision["need_failures"] for d in spawns] == [0, 1]
+    passed, observed = _payoff_gates(events[-1])[0]
+    assert not passed and observed["need_floor"] == 2.0 and observed["need_failures"] == 2
 
 
 def test_no_need_spawn_is_made_while_the_last_one_is_being_judged() -> None:
@@ -89,6 +100,7 @@ def test_a_need_above_the_floor_by_the_margin_spawns_with_the_floor_as_evidence(
     assert (metrics["need_level"], metrics["need_floor"], metrics["need_floor_from"]) == (3.2, 2.0, FIRST)
     assert dict(run.lc.registry.get(second.children[0]).attrs) == {
         "need_level": 3.2,
+        "need_failures": 1,
         "need_floor": 2.0,
         "need_floor_from": FIRST,
     }
@@ -138,6 +150,7 @@ def test_replay_and_what_if_decide_the_payoff_as_the_live_run() -> None:
         ({"need_floor_margin": -0.1}, "need_floor_margin must lie in"),
         ({"need_payoff_window": 31}, "need_payoff_window 31 exceeds basin_window_size 30"),
         ({"need_payoff_window": 0}, "need_payoff_window must be an int >= 1"),
+        ({"need_floor_failures": 0}, "need_floor_failures must be an int >= 1"),
     ],
 )
 def test_bad_payoff_settings_are_refused_in_one_sentence(change: dict[str, object], message: str) -> None:
