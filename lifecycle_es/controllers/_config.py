@@ -100,9 +100,9 @@ class ExpertCoordinatorConfig:
     Chosen over a plateau test (need only while the metric has stopped falling) by measuring
     the type loss gap on the real-data benchmark (seed 0): it climbs from about 0.5 to 2-4 over
     the run as the mean loss falls and the harder digits stay hard, so "not falling" holds
-    nearly always, while the payoff test sees spawns fail to move it (spawns per run, seeds
-    0-1: 11 before, 4 with it). 0.2 is about twice the noise of a 10-checkpoint mean of the
-    gap there. None (seeds/002) sets no floors."""
+    nearly always, while the payoff test sees spawns fail to move it (5 seeds: 11 spawns per
+    run without it, 4.6 with these defaults; 7.9 experts on average, 6.2). 0.2 is about twice
+    the noise of a 10-checkpoint mean of the gap there. None (seeds/002) sets no floors."""
     need_payoff_window: int = 20
     """Checkpoints after a need spawn within which it must pay off (`need_payoff_fraction`):
     the child's `cooling_period` (when it starts to learn its tokens) plus as long again. While
@@ -116,7 +116,8 @@ class ExpertCoordinatorConfig:
     """Need spawns in a row that must fail to pay off before the last one's level is a floor:
     one clone may not be enough for data that needs two (on the demo's arrival of new token
     types, a floor after the first failure left its held-out loss 2-10x higher on seeds 0, 2
-    and 4 of 0-4 than without the payoff test). 1 floors at the first failure."""
+    and 4 of 0-4 than without the payoff test; after the second, within 15% of it). 1 floors
+    at the first failure."""
 
     # -- pruning -------------------------------------------------------------------------------
     prune_patience: int = 5
