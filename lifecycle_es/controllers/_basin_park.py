@@ -104,13 +104,13 @@ def departed_basin(
     return DepartedBasin(gone, basin, fraction, len(series) - 1 - seen)
 
 
+@dataclass(frozen=True, slots=True)
 class BasinParks:
     """The basin-driven parking phase of one evaluation (after the prunes of dead experts)."""
 
-    def __init__(self, config: ExpertCoordinatorConfig, capacity: dict[int, int], batch: Batch) -> None:
-        self.config = config
-        self.capacity = capacity
-        self.batch = batch
+    config: ExpertCoordinatorConfig
+    capacity: dict[int, int]
+    batch: Batch
 
     def run(self) -> None:
         """Park every active expert whose basin was mostly made of types that left the input."""

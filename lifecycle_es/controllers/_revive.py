@@ -94,13 +94,13 @@ class _Signal:
         return found
 
 
+@dataclass(frozen=True, slots=True)
 class Revivals:
     """The revival phase of one evaluation."""
 
-    def __init__(self, config: ExpertCoordinatorConfig, capacity: dict[int, int], batch: Batch) -> None:
-        self.config = config
-        self.capacity = capacity
-        self.batch = batch
+    config: ExpertCoordinatorConfig
+    capacity: dict[int, int]
+    batch: Batch
 
     def run(self) -> None:
         """Revive every parked expert whose affinity held for `revive_patience` checkpoints."""

@@ -6,6 +6,7 @@ checkpoint (tests/domain/_coordinator_run.py): nothing here depends on floats a 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -117,12 +118,9 @@ def test_replaying_a_park_and_its_revival_rebuilds_the_live_registry() -> None:
 
 def test_a_spawn_leaves_a_parked_experts_slot_free_while_another_is() -> None:
     """With slot 0 parked and slot 4 free, a spawn takes slot 4, so E0 can come back to slot 0."""
-    config = ExpertCoordinatorConfig(
-        basin_window_size=10,
-        park_patience=2,
-        prune_init_grace=0,
-        max_splits_per_cycle=0,
-        max_merges_per_cycle=0,
+    config = dataclasses.replace(
+        CONFIG,
+        max_spawns_per_cycle=1,
         spawn_patience=1,
         spawn_cooldown_steps=0,
         starvation_need_metric="gap",

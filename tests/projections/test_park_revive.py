@@ -100,12 +100,16 @@ class Rig:
 
 
 @pytest.mark.parametrize("strategy", ["masked", "resize"])
-def test_a_revived_expert_gets_its_weights_and_moments_back_bit_for_bit(strategy: Strategy) -> None:
-    """Pruned, trained past and revived, an expert's rows and Adam moments equal those it was parked with."""
+@pytest.mark.parametrize("park", ["prune", "park_basin_gone"])
+def test_a_revived_expert_gets_its_weights_and_moments_back_bit_for_bit(
+    strategy: Strategy, park: str
+) -> None:
+    """Parked (dead, or routed but its inputs gone), trained past and revived, an expert's rows and
+    Adam moments equal those it was parked with."""
     rig = Rig(strategy)
     rig.train(3)
     before = rig.rows(E[3])
-    rig.prune(E[3])
+    getattr(rig, park)(E[3])
     assert E[3] not in rig.surgery.routing_experts(0).values()
     rig.train(3)
     rig.revive(E[3])
@@ -114,22 +118,6 @@ def test_a_revived_expert_gets_its_weights_and_moments_back_bit_for_bit(strategy
     assert all(torch.equal(after[k], before[k]) for k in before)
     assert E[3] in rig.surgery.routing_experts(0).values()
     assert E[3] not in rig.surgery.parking.parked
-
-
-@pytest.mark.parametrize("strategy", ["masked", "resize"])
-def test_an_expert_parked_because_its_inputs_left_comes_back_bit_for_bit(strategy: Strategy) -> None:
-    """Parked while routed (`basin_gone`), an expert leaves routing; revived, its rows and moments return."""
-    rig = Rig(strategy)
-    rig.train(3)
-    before = rig.rows(E[1])
-    rig.park_basin_gone(E[1])
-    assert E[1] not in rig.surgery.routing_experts(0).values()
-    rig.train(3)
-    rig.revive(E[1])
-    after = rig.rows(E[1])
-    assert after.keys() == before.keys()
-    assert all(torch.equal(after[k], before[k]) for k in before)
-    assert E[1] in rig.surgery.routing_experts(0).values()
 
 
 def test_the_park_budget_drops_the_oldest_expert_first() -> None:
