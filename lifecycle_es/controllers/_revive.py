@@ -103,7 +103,8 @@ class Revivals:
     batch: Batch
 
     def run(self) -> None:
-        """Revive every parked expert whose affinity held for `revive_patience` checkpoints."""
+        """Revive every parked expert whose affinity, or departed types' share, held for
+        `revive_patience` checkpoints."""
         cfg = self.config
         for layer in sorted(self.capacity):
             experts = parked(self.batch.registry, layer, cfg.park_budget)
