@@ -184,6 +184,22 @@ class ExpertCoordinatorConfig:
     """Checkpoints in a row the affinity must hold before a parked expert is revived."""
     max_revives_per_cycle: int = 1
     """Revivals allowed per lifecycle cycle; 0 disables revival."""
+    park_basin_gone_share: float | None = 0.5
+    """An active expert is parked (a PRUNE with reason `basin_gone`, its weights and optimizer
+    state kept under `park_budget`) when at least this fraction of its basin, at the last
+    checkpoint its departed token types were seen, came from types that have since left the
+    layer's input (`park_type_share_epsilon`, for `park_patience` checkpoints). Parking takes it
+    out of routing: kept routing, a load-balancing loss would feed it other tokens and
+    overwrite what it knew, before its inputs return. None disables basin-driven parking."""
+    park_type_share_epsilon: float = 0.01
+    """A token type whose share of the layer's tokens (the experts' shares times their basins,
+    `token_type.<k>`) is below this has left the input."""
+    park_patience: int = 3
+    """Checkpoints in a row a token type must have been gone before it counts as departed."""
+    revive_type_share_threshold: float = 0.05
+    """An expert parked as `basin_gone` is also revived when its departed types together make
+    up at least this share of the layer's tokens for `revive_patience` checkpoints in a row:
+    its inputs have returned (a `revival:<id>` affinity above its threshold revives it too)."""
 
     # -- cadence -------------------------------------------------------------------------------
     basin_window_size: int = 50
@@ -210,6 +226,7 @@ class ExpertCoordinatorConfig:
             "merge_cooling_period",
             "split_divergence_window",
             "revive_patience",
+            "park_patience",
             "max_experts_per_layer",
             "min_experts_per_layer",
         ):
@@ -245,6 +262,10 @@ class ExpertCoordinatorConfig:
         _check_float(self, "split_load_types", 1.0, math.inf, high_open=True)
         _check_float(self, "split_load_balance", 0.0, 1.0)
         _check_float(self, "revive_affinity_threshold", 0.0, 1.0, low_open=True)
+        _check_float(self, "park_type_share_epsilon", 0.0, 1.0, low_open=True, high_open=True)
+        _check_float(self, "revive_type_share_threshold", 0.0, 1.0, low_open=True)
+        if self.park_basin_gone_share is not None:
+            _check_float(self, "park_basin_gone_share", 0.0, 1.0, low_open=True)
         for name in ("starvation_entropy_threshold", "starvation_saturation_threshold"):
             if getattr(self, name) is not None:
                 _check_float(self, name, 0.0, 1.0, low_open=True)
@@ -268,6 +289,7 @@ class ExpertCoordinatorConfig:
             "merge_cooling_period",
             "split_divergence_window",
             "revive_patience",
+            "park_patience",
         ):
             if getattr(self, name) > window:
                 raise ConfigError(
@@ -301,6 +323,7 @@ SEEDS_002: dict[str, object] = {
     "merge_below_split_share": False,
     "lifecycle_eval_interval": 5,
     "cooling_period": 3,
+    "park_basin_gone_share": None,
 }
 """The settings whose defaults moved from seeds/002's (`ExpertCoordinatorConfig.seeds_002`)."""
 

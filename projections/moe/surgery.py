@@ -18,7 +18,7 @@ Actions, for experts of the layers this surgery manages (others are left to thei
   are then pushed apart (`SlotEditor.push_apart`) so they divide the parent's basin.
 - PRUNE: `entity` stops routing. masked: its moments are zeroed, its weights kept. resize: its
   rows are removed from every slot-major parameter and from the optimizer state.
-- REVIVE: a parked `entity` (pruned as `confirmed_dead`, kept while `park_budget` allows)
+- REVIVE: a parked `entity` (pruned as `confirmed_dead` or `basin_gone`, kept while `park_budget` allows)
   gets its weights and moments back, bit for bit, in its slot (masked) or a new row (resize).
 - MERGE: `entity` survives with the average (expert and router rows) of itself and `children`, weighted by
   `metrics_at_decision["shares"]` (entity -> share for each of them; equal weights when
@@ -65,6 +65,7 @@ __all__ = ["PARKED_REASON", "ModelSurgery", "Strategy", "optimizer_params_match"
 
 PARKED_REASON = "confirmed_dead"
 """The reason of the PRUNE decisions whose expert is parked (its weights kept for a REVIVE)."""
+PARKED_REASONS = frozenset({PARKED_REASON, "basin_gone"})  # basin_gone: its inputs left (R2)
 
 _log = logging.getLogger("projections.moe.surgery")
 
@@ -304,7 +305,7 @@ class ModelSurgery(Projection):
     def _prune(self, record: Record, layer: int) -> bool:
         entity = record["entity"]
         expert = self._slots.get(entity, layer)
-        if record["reason"] == PARKED_REASON and expert.row is not None:
+        if record["reason"] in PARKED_REASONS and expert.row is not None:
             budget = record["config_snapshot"].get("park_budget", 0)
             if not isinstance(budget, int) or isinstance(budget, bool):
                 raise InconsistentEventError(
