@@ -18,6 +18,7 @@ from lifecycle_es.events import EventBase, GatesChecked, gate_results
 from tests.domain._coordinator_run import CoordinatorRun
 
 CONFIG = ExpertCoordinatorConfig(
+    park_basin_gone_share=0.5,
     basin_window_size=10,
     park_patience=2,
     revive_patience=2,
@@ -26,7 +27,7 @@ CONFIG = ExpertCoordinatorConfig(
     max_splits_per_cycle=0,
     max_merges_per_cycle=0,
 )
-"""The defaults with short windows and no spawn, split or merge in the way."""
+"""The defaults with basin parking on, short windows and no spawn, split or merge in the way."""
 E0, E1, E2, E3 = (expert_id(0, i) for i in range(4))
 Basins = Mapping[str, tuple[float, ...]]
 PRESENT: Basins = {E0: (0.8, 0.2, 0.0), E1: (0.0, 1.0, 0.0), E2: (0.0, 0.0, 1.0), E3: (0.0, 0.5, 0.5)}
