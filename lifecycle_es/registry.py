@@ -442,21 +442,23 @@ def _on_transition_applied(r: Registry, ev: Record) -> None:
             f"seq {ev['seq']}: {ev['entity']!r} cannot move {ev['from_state']}->{ev['to_state']}"
         )
     step, target = ev["step"], ev["to_state"]
+    history = (*e.history, (step, e.state, target))
+    # Positional, as in _on_transition_rejected: keywords cost a tenth of the fold here.
     moved = EntityState(
-        entity=e.entity,
-        spec=e.spec,
-        state=target,
-        slot=e.slot,
-        layer=e.layer,
-        parent=e.parent,
-        born_step=e.born_step,
-        entered_step=step,
-        transitions=e.transitions + 1,
-        rejections=e.rejections,
-        history=(*e.history, (step, e.state, target))[-HISTORY_LIMIT:],
-        attrs=e.attrs,
-        last_transition=_last_transition(ev),
-        entered_ts=ev.get("ts"),
+        e.entity,
+        e.spec,
+        target,
+        e.slot,
+        e.layer,
+        e.parent,
+        e.born_step,
+        step,
+        e.transitions + 1,
+        e.rejections,
+        history if len(history) <= HISTORY_LIMIT else history[-HISTORY_LIMIT:],
+        e.attrs,
+        _last_transition(ev),
+        ev.get("ts"),
     )
     r.entities[e.entity] = moved
     r._population[(e.spec, e.layer, e.state)] -= 1

@@ -91,6 +91,7 @@ class Lifecycle:
         self.registry = Registry(spec_map, window=self.config.metric_window)
         self._policy = self.config.gate_policy
         self._clock = 0
+        self._last_stamp = Stamp(run_id=self.run_id, step=0, rank=self.rank)
         self._pending: list[dict[str, Any]] | None = None
         self.catch_up()
 
@@ -111,7 +112,15 @@ class Lifecycle:
 
     def _stamp(self, step: int | None, causation: str | None = None) -> Stamp:
         at = self.step if step is None else self._check_step(step)
-        return Stamp(run_id=self.run_id, step=at, rank=self.rank, causation=causation)
+        last = self._last_stamp
+        # A Stamp is frozen and checks itself at construction: reuse the last one while the
+        # step stays (most commands of a step name no causation), rather than check again.
+        if causation is None and last.step == at and last.rank == self.rank:
+            return last
+        stamp = Stamp(run_id=self.run_id, step=at, rank=self.rank, causation=causation)
+        if causation is None:
+            self._last_stamp = stamp
+        return stamp
 
     def _check_step(self, step: int) -> int:
         if isinstance(step, bool) or not isinstance(step, int):
