@@ -17,6 +17,8 @@ class _Stream:
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
         self.changed = threading.Condition()
+        self.waiting = 0
+        """Handles waiting on `changed` (guarded by it): an append with none skips the notify."""
 
 
 class MemoryLog(Log):
@@ -60,8 +62,9 @@ class MemoryLog(Log):
                 if self._ids_landed(batch, expected_seq):
                     return expected_seq + 1
                 raise ConcurrencyError(expected_seq, last)
-            stream.records.extend({"seq": last + 1 + i, **r} for i, r in enumerate(batch))
-            stream.changed.notify_all()
+            stream.records.extend([{"seq": seq, **r} for seq, r in enumerate(batch, last + 1)])
+            if stream.waiting:
+                stream.changed.notify_all()
         return last + 1
 
     def read(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
@@ -75,7 +78,11 @@ class MemoryLog(Log):
     def _wait(self, after: int, timeout: float) -> list[dict[str, Any]]:
         stream = self._stream
         with stream.changed:
-            stream.changed.wait_for(lambda: len(stream.records) > after, timeout)
+            stream.waiting += 1
+            try:
+                stream.changed.wait_for(lambda: len(stream.records) > after, timeout)
+            finally:
+                stream.waiting -= 1
         return self.read(after, self.follow_batch_size)
 
     def last_seq(self) -> int:

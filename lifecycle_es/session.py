@@ -360,10 +360,19 @@ class Lifecycle:
             triggered_by=triggered_by,
             metadata=extra,
         )
-        fields = outcome.events[-1].__dict__
-        data = {k: fields[k] for k in ("entity", "from_state", "to_state", "trigger", "step")}
-        spec = self.registry.spec_of(self.registry.get(entity))
-        data.update(spec=spec.name, reason=reason, triggered_by=triggered_by, metadata=extra or {})
+        last = outcome.events[-1].__dict__  # the command checked the entity: it is registered
+        spec = self.registry.specs[self.registry.entities[last["entity"]].spec]
+        data = {
+            "entity": last["entity"],
+            "from_state": last["from_state"],
+            "to_state": last["to_state"],
+            "trigger": last["trigger"],
+            "step": last["step"],
+            "spec": spec.name,
+            "reason": reason,
+            "triggered_by": triggered_by,
+            "metadata": extra or {},
+        }
         return TransitionPlan(outcome, spec, data, self.registry.seq)
 
     def record(self, plan: TransitionPlan) -> None:
@@ -415,14 +424,18 @@ class Lifecycle:
         `plain`: every value of the events is plain and shared with no caller, so the log
         takes the records as they are (`Log.append(plain=True)`) instead of copying them.
         """
-        first = self.registry.seq + 1
-        records = [self.codec.to_record(e) for e in events]
-        for record in records:
+        last = self.registry.seq
+        to_record = self.codec.to_record
+        records = []
+        for event in events:
+            record = to_record(event)
             del record["seq"]  # the log assigns it (an event's own is 0 until appended)
+            records.append(record)
         if self._pending is None:
-            self.log.append(records, expected_seq=self.registry.seq, plain=plain)
-        for i, record in enumerate(records):
-            record["seq"] = first + i
+            self.log.append(records, expected_seq=last, plain=plain)
+        for record in records:
+            last += 1
+            record["seq"] = last
         fold_records(self.registry, records)
         if self._pending is not None:
             self._pending.extend(records)
