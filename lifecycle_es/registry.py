@@ -479,7 +479,7 @@ def _last_transition(ev: Record) -> dict[str, Any]:
         "step": ev["step"],
         "reason": ev.get("reason", ""),
         "triggered_by": ev.get("triggered_by"),
-        "metadata": dict(metadata) if isinstance(metadata, Mapping) else {},
+        "metadata": dict(metadata) if metadata and isinstance(metadata, Mapping) else {},
     }
 
 
