@@ -56,8 +56,11 @@ class MemoryLog(Log):
 
     def _append(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
         # The size check uses msgpack, the Redis encoding, so oversize behaves the same here.
+        limit = self.max_record_bytes
         for i, record in enumerate(batch):
-            check_size(len(pack_msgpack(record)), i, self.max_record_bytes)
+            size = len(pack_msgpack(record))
+            if size > limit:  # check_size's test, inlined: this loop runs for every record
+                check_size(size, i, limit)
         stream = self._stream
         with stream.lock:
             last = len(stream.records)
