@@ -64,13 +64,7 @@ class ModelSurgery(Projection):
         fails or, worse, the ranks diverge.
         """
         super().__init__()
-        if strategy not in ("masked", "resize"):
-            raise ConfigError(f"strategy must be 'masked' or 'resize', got {strategy!r}")
-        if strategy == "resize" and on_rewrap is None and _distributed():
-            raise ConfigError(
-                "under the resize strategy with a process group, pass on_rewrap= "
-                "(e.g. Replicated.rewrap) so DDP is re-wrapped after surgery"
-            )
+        _check_strategy(strategy, on_rewrap)
         for index, layer in layers.items():
             check_layer(index, layer, ExpertLayer)
         self.strategy: Strategy = strategy
@@ -269,6 +263,17 @@ class ModelSurgery(Projection):
                 self.applied_chain = _chain(self.applied_chain, event_id)
         else:
             self.applied, self.applied_chain = int(state["applied"]), str(state["applied_chain"])
+
+
+def _check_strategy(strategy: Strategy, on_rewrap: Callable[[], None] | None) -> None:
+    """Refuse an unknown strategy, and resize under a process group without a re-wrap."""
+    if strategy not in ("masked", "resize"):
+        raise ConfigError(f"strategy must be 'masked' or 'resize', got {strategy!r}")
+    if strategy == "resize" and on_rewrap is None and _distributed():
+        raise ConfigError(
+            "under the resize strategy with a process group, pass on_rewrap= "
+            "(e.g. Replicated.rewrap) so DDP is re-wrapped after surgery"
+        )
 
 
 def _distributed() -> bool:
