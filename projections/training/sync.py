@@ -62,7 +62,7 @@ from projections.moe.surgery import ModelSurgery
 from projections.runner import Runner
 from projections.training import carried, distributed
 from projections.training._digest_check import DigestCheck, Surgery
-from projections.training._follow import check_decisions as _check_decisions
+from projections.training._follow import check_decisions as _check_decisions  # tests import it from here
 from projections.training._follow import follow_to_seal
 from projections.training.carried import Pending
 from projections.training.distributed import Group, Replicated
