@@ -4,9 +4,10 @@
 so it must see every byte of the parameters and optimizer state and cost about one pass over
 them. It is computed where the tensors live, and no host copy of the model is made: a CPU
 tensor's bytes are read through a numpy view and summed by `numpy.einsum`, one pass with no
-temporary (torch's int64 kernels are not vectorised; numpy's integer sum of products runs about
-twice as fast and wraps modulo 2^64 alike); a tensor on another device (CUDA) is summed there by
-torch in blocks of rows, and only the final 8 bytes per device reach the host.
+temporary (measured on one thread, about twice as fast as torch's int64 matrix-vector product,
+and wrapping modulo 2^64 alike; it runs on one thread, whatever torch's thread count);
+a tensor on another device (CUDA) is summed there by torch in blocks of rows, and only the final
+8 bytes per device reach the host.
 
 The function. All arithmetic is modulo 2^64; `sm(x)` is splitmix64's output for the state x
 (z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;

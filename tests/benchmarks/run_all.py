@@ -55,8 +55,13 @@ BENCHES = (
         ("--n", "30000", "--small", "3000", "--repeats", "1"),
         ("--n", "1000000", "--small", "10000", "--repeats", "2"),
     ),
+    Bench("bench_state_tensors.py", ("--repeat", "5"), ()),
+    Bench("bench_seed_layer.py", ("--repeat", "10"), ()),
+    Bench("bench_digest.py", ("--sizes", "1M,10M", "--repeat", "3", "--no-old"), ()),
+    Bench("bench_ddp_step.py", ("--evals", "20", "--warmup-evals", "2"), ()),
 )
-"""The benchmarks that report rows, cheapest first."""
+"""The benchmarks of issue 17 and DESIGN.md section 9 that report rows, cheapest first (an empty
+`full` is the script's own defaults, which are those sizes)."""
 
 
 def run(bench: Bench, full: bool, rows_file: Path) -> tuple[int, float]:
