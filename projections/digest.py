@@ -187,7 +187,8 @@ def _bytes(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor's bytes in row-major order, as a flat uint8 tensor on its device."""
     if tensor.layout != torch.strided:
         raise UsageError(f"digest: cannot read the bytes of a {tensor.layout} tensor; pass dense tensors")
-    return tensor.detach().reshape(-1).contiguous().view(torch.uint8)
+    # A conjugate or negative view's bytes are its values' once resolved (a no-op for others).
+    return tensor.detach().resolve_conj().resolve_neg().reshape(-1).contiguous().view(torch.uint8)
 
 
 def _row_sums(words: torch.Tensor, tail: torch.Tensor | None, out: list[torch.Tensor]) -> int:

@@ -162,8 +162,8 @@ def test_names_shapes_dtypes_and_order_matter() -> None:
 
 def test_row_boundaries_odd_byte_counts_and_any_dtype_digest_exactly() -> None:
     """Tensors ending just before, at and just after a row of words, or inside a word, of any
-    dtype (bool, uint8, complex128), empty or not contiguous, give the documented function, and a
-    flip on either side of a row boundary or in the last padded word changes it."""
+    dtype (bool, uint8, complex128), empty, not contiguous or a conjugate view, give the documented
+    function, and a flip on either side of a row boundary or in the last padded word changes it."""
     raw = torch.randint(
         0, 256, (ROW * 8 * 2 + 9,), dtype=torch.uint8, generator=torch.Generator().manual_seed(3)
     )
@@ -176,6 +176,8 @@ def test_row_boundaries_odd_byte_counts_and_any_dtype_digest_exactly() -> None:
         ("transposed", torch.randn(5, 7).t()),
     ]
     assert digest(items) == reference(items)
+    conjugate = torch.randn(4, dtype=torch.complex64).conj()  # a view: its values are resolved
+    assert digest([("c", conjugate)]) == digest([("c", conjugate.resolve_conj())])
     before, whole = digest(items), items[-4][1]
     assert isinstance(whole, torch.Tensor)
     for bit in (ROW * 64 - 1, ROW * 64, whole.numel() * 8 - 1):  # either side of a row, the last bit
