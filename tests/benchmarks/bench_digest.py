@@ -8,7 +8,8 @@ computed on the tensors' device, no host copy of the model.
 
 The model is a stack of square linear layers (weight and bias) of about 1M parameters each,
 after one AdamW step, so each parameter has `step`, `exp_avg` and `exp_avg_sq`. Timed, each
-the median of `--repeat` runs (the device synchronised at the end of each):
+the median of `--repeat` runs (the device synchronised at the end of each); ours and sum run in
+pairs, back to back, and ours/sum is the median of the pairs' ratios:
 
 - sum: `tensor.sum()` of every parameter and state tensor (one read of every byte);
 - ours: `projections.digest.digest` over the same items, as `ModelSurgery.digest` calls it;
@@ -79,16 +80,30 @@ def old_digest(listed: Iterable[tuple[str, Any]]) -> str:
 
 def timed(fn: Callable[[], object], device: torch.device, repeat: int) -> float:
     """Median seconds of `fn` over `repeat` runs, after one warm-up run."""
+    once(fn, device)
+    return statistics.median(once(fn, device) for _ in range(repeat))
 
-    def once() -> float:
-        started = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - started
 
-    once()
-    return statistics.median(once() for _ in range(repeat))
+def once(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one run of `fn`, the device synchronised at the end."""
+    started = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def paired(
+    ours: Callable[[], object], base: Callable[[], object], device: torch.device, repeat: int
+) -> tuple[float, float, float]:
+    """Median seconds of `ours` and of `base`, and the median of their per-pair ratios, over
+    `repeat` pairs run back to back (after one warm-up each): a change in the machine's load
+    hits both sides of a pair alike, which two separate series of runs would not."""
+    once(ours, device)
+    once(base, device)
+    pairs = [(once(ours, device), once(base, device)) for _ in range(repeat)]
+    ratio = statistics.median(a / b for a, b in pairs)
+    return statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs), ratio
 
 
 def size(text: str) -> int:
@@ -124,13 +139,11 @@ def row(params: int, device: torch.device, repeat: int, *, old: bool) -> None:
     listed = items(model, optimizer)
     count = sum(p.numel() for p in model.parameters())
     total = sum(v.numel() * v.element_size() for _, v in listed if isinstance(v, torch.Tensor))
-    t_sum = timed(lambda: sum_pass(listed), device, repeat)
-    t_ours = timed(lambda: digest(listed), device, repeat)
+    t_ours, t_sum, ratio = paired(lambda: digest(listed), lambda: sum_pass(listed), device, repeat)
     shown = "skipped"
     if old:
         t_old = timed(lambda: old_digest(listed), device, max(1, repeat // 2))
         shown = f"{t_old * 1e3:>9.1f} {t_old / t_ours:>9.2f}"
-    ratio = t_ours / t_sum
     verdict = "met" if ratio <= TARGET else "NOT met"
     print(
         f"{count:>12,} {len(listed):>8} {total / 1e9:>8.2f}G {t_sum * 1e3:>9.1f} {t_ours * 1e3:>9.1f} "
