@@ -111,7 +111,7 @@ def digest(items: Iterable[tuple[str, Any]], *, events: str | None = None) -> st
         weight = _item_weight(t)
         host += weight * _header(name, value)
         if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-            host += weight * _host_sum(_bytes(value).numpy())
+            host += weight * _host_sum(_host_bytes(value))
         elif isinstance(value, torch.Tensor) and value.numel():
             sums, weights = parts.setdefault(value.device, ([], []))
             rows = _row_sums(*_words(value), sums)
@@ -152,13 +152,11 @@ def _host_sum(data: npt.NDArray[np.uint8]) -> int:
     whole = data.size // 8 * 8
     words = data[:whole].view(np.int64)
     full = words.size // ROW
-    table = _host_table()
-    total = 0
+    table, total, rest = _host_table(), 0, words
     if full:
         rows = np.einsum("ij,j->i", words[: full * ROW].reshape(full, ROW), table)
-        total = int(np.dot(rows, _host_row_weights(full)))  # both wrap modulo 2^64
-    rest = words[full * ROW :]
-    part = int(np.dot(rest, table[: rest.size])) if rest.size else 0
+        total, rest = int(np.dot(rows, _host_row_weights(full))), words[full * ROW :]  # both wrap
+    part = int(np.dot(rest, table[: rest.size]))
     if whole < data.size:
         tail = int.from_bytes(data[whole:].tobytes().ljust(8, b"\0"), "little", signed=True)
         part += tail * int(table[rest.size])
@@ -185,10 +183,32 @@ def _host_row_weights(rows: int) -> npt.NDArray[np.int64]:
 
 def _bytes(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor's bytes in row-major order, as a flat uint8 tensor on its device."""
+    return _dense(tensor).reshape(-1).contiguous().view(torch.uint8)
+
+
+_HOST_INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+"""Integer dtypes by element size: a tensor viewed as one of them has a numpy view (bfloat16 has none)."""
+
+
+def _host_bytes(tensor: torch.Tensor) -> npt.NDArray[np.uint8]:
+    """`_bytes` of a CPU tensor as a numpy view, in fewer torch calls (each costs microseconds, which
+    a model of many small tensors pays per tensor)."""
+    dense = _dense(tensor)
+    if not dense.is_contiguous():
+        dense = dense.contiguous()
+    same = _HOST_INTS.get(dense.element_size())
+    if same is None:
+        return dense.reshape(-1).view(torch.uint8).numpy()
+    return dense.view(same).numpy().reshape(-1).view(np.uint8)
+
+
+def _dense(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor detached, its values resolved; refused unless its layout has dense bytes."""
     if tensor.layout != torch.strided:
         raise UsageError(f"digest: cannot read the bytes of a {tensor.layout} tensor; pass dense tensors")
-    # A conjugate or negative view's bytes are its values' once resolved (a no-op for others).
-    return tensor.detach().resolve_conj().resolve_neg().reshape(-1).contiguous().view(torch.uint8)
+    if tensor.is_conj() or tensor.is_neg():  # a conjugate or negative view: its values' bytes
+        return tensor.detach().resolve_conj().resolve_neg()
+    return tensor.detach()
 
 
 def _row_sums(words: torch.Tensor, tail: torch.Tensor | None, out: list[torch.Tensor]) -> int:

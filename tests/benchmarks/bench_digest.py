@@ -9,7 +9,8 @@ computed on the tensors' device, no host copy of the model.
 The model is a stack of square linear layers (weight and bias) of about 1M parameters each,
 after one AdamW step, so each parameter has `step`, `exp_avg` and `exp_avg_sq`. Timed, each
 the median of `--repeat` runs (the device synchronised at the end of each); ours and sum run in
-pairs, back to back, and ours/sum is the median of the pairs' ratios:
+pairs, back to back (at least `--repeat`, as many as fill half a second), and ours/sum is the
+median of the pairs' ratios:
 
 - sum: `tensor.sum()` of every parameter and state tensor (one read of every byte);
 - ours: `projections.digest.digest` over the same items, as `ModelSurgery.digest` calls it;
@@ -37,6 +38,7 @@ from torch import nn
 from projections.digest import digest, training_items
 
 TARGET = 2.0
+PAIRS_MAX = 200
 WIDTH = 1000
 """Layer width: a layer is WIDTH x WIDTH weights plus WIDTH biases (about 1M parameters)."""
 
@@ -97,11 +99,12 @@ def paired(
     ours: Callable[[], object], base: Callable[[], object], device: torch.device, repeat: int
 ) -> tuple[float, float, float]:
     """Median seconds of `ours` and of `base`, and the median of their per-pair ratios, over
-    `repeat` pairs run back to back (after one warm-up each): a change in the machine's load
-    hits both sides of a pair alike, which two separate series of runs would not."""
-    once(ours, device)
-    once(base, device)
-    pairs = [(once(ours, device), once(base, device)) for _ in range(repeat)]
+    `repeat` pairs run back to back (after one warm-up each), or as many as fill about half a
+    second: a change in the machine's load hits both sides of a pair alike, which two separate
+    series of runs would not, and short runs get enough pairs to outvote a preempted one."""
+    warm = once(ours, device) + once(base, device)
+    count = max(repeat, min(PAIRS_MAX, int(0.5 / warm)))
+    pairs = [(once(ours, device), once(base, device)) for _ in range(count)]
     ratio = statistics.median(a / b for a, b in pairs)
     return statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs), ratio
 
