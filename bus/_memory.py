@@ -16,7 +16,12 @@ class _Stream:
 
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
-        self.changed = threading.Condition()
+        self.lock = threading.RLock()
+        """Guards the records; taken directly where no one waits (a Condition's own `with`
+        is Python code, the lock's is C: an append's cost)."""
+        self.changed = threading.Condition(self.lock)
+        self.waiting = 0
+        """Handles waiting on `changed` (guarded by it): an append with none skips the notify."""
 
 
 class MemoryLog(Log):
@@ -51,31 +56,39 @@ class MemoryLog(Log):
 
     def _append(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
         # The size check uses msgpack, the Redis encoding, so oversize behaves the same here.
+        limit = self.max_record_bytes
         for i, record in enumerate(batch):
-            check_size(len(pack_msgpack(record)), i, self.max_record_bytes)
+            size = len(pack_msgpack(record))
+            if size > limit:  # check_size's test, inlined: this loop runs for every record
+                check_size(size, i, limit)
         stream = self._stream
-        with stream.changed:
+        with stream.lock:
             last = len(stream.records)
             if expected_seq is not None and expected_seq != last:
                 if self._ids_landed(batch, expected_seq):
                     return expected_seq + 1
                 raise ConcurrencyError(expected_seq, last)
-            stream.records.extend({"seq": last + 1 + i, **r} for i, r in enumerate(batch))
-            stream.changed.notify_all()
+            stream.records.extend([{"seq": seq, **r} for seq, r in enumerate(batch, last + 1)])
+            if stream.waiting:
+                stream.changed.notify_all()
         return last + 1
 
     def read(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
         self._check_open()
         start = max(after, 0)
         stop = None if limit is None else start + max(limit, 0)
-        with self._stream.changed:
+        with self._stream.lock:
             window = self._stream.records[start:stop]
         return [copy_record(r) for r in window]
 
     def _wait(self, after: int, timeout: float) -> list[dict[str, Any]]:
         stream = self._stream
         with stream.changed:
-            stream.changed.wait_for(lambda: len(stream.records) > after, timeout)
+            stream.waiting += 1
+            try:
+                stream.changed.wait_for(lambda: len(stream.records) > after, timeout)
+            finally:
+                stream.waiting -= 1
         return self.read(after, self.follow_batch_size)
 
     def last_seq(self) -> int:

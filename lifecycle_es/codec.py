@@ -56,7 +56,7 @@ class Codec:
         for name in self._enums.get(record["kind"], ()):  # plain values, as every log stores them
             value = record[name]
             if isinstance(value, Enum):
-                record[name] = value.value
+                record[name] = value._value_  # the attribute: `.value` is a slow descriptor
         return record
 
     def from_record(self, record: Mapping[str, Any], *, trusted: bool = False) -> EventBase:

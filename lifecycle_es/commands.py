@@ -90,6 +90,7 @@ class Outcome:
 
 
 _FLOAT_MAX = sys.float_info.max
+_STRICT, _STRUCTURAL = GateMode.STRICT, GateCategory.STRUCTURAL  # an enum member lookup is slow
 
 
 def check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
@@ -263,15 +264,21 @@ def request_transition(
         return _rejected(stamp, current, target, trig, (), (why,), who)
     if (taken := _slot_taken(registry, spec, current, target)) is not None:
         return _rejected(stamp, current, target, trig, (), (taken,), who)
-    merged = {**registry.latest_metrics(entity), **checked}
+    merged = registry.latest_metrics(entity)
+    merged.update(checked)  # a fresh dict: the observed values, then the request's over them
     gate_input = GateInput(current, target, stamp.step, merged, registry)
-    checks = tuple(
-        _check(gates, policy, stamp, gate_input, name, spec, edge)
-        for name in _gate_names(spec, current, edge)
-    )
-    failed = tuple(f"{c.gate}: {c.reason}" for c in checks if c.blocking and not c.passed)
+    # Loops rather than generators: a transition checks one or two gates, and a generator's
+    # frame costs more than the checks' bookkeeping (DESIGN.md section 9).
+    checks: list[EventBase] = []
+    failed: list[str] = []
+    for name in _gate_names(spec, current, edge):
+        check = _check(gates, policy, stamp, gate_input, name, spec, edge)
+        checks.append(check)
+        fields = check.__dict__
+        if fields["blocking"] and not fields["passed"]:
+            failed.append(f"{name}: {fields['reason']}")
     if failed:
-        return _rejected(stamp, current, target, trig, checks, failed, who)
+        return _rejected(stamp, current, target, trig, tuple(checks), tuple(failed), who)
     applied = TransitionApplied.trusted(
         run_id=stamp.run_id,
         step=stamp.step,
@@ -284,7 +291,8 @@ def request_transition(
         reason=reason,
         **who,
     )
-    return Outcome((*checks, applied), True)
+    checks.append(applied)  # the outcome's events, in order
+    return Outcome(tuple(checks), True)
 
 
 def _resolve(
@@ -330,12 +338,12 @@ def _check(
     edge: TransitionDef,
 ) -> GateChecked:
     gate = gates[name]
-    overrides = dict(policy.params.get(name, {}))
+    overrides = policy.params.get(name)
     if name == MIN_TIME_GATE:
-        overrides["min_steps"] = spec.state(edge.source).min_time_in_state
-    params = gate.parameters(overrides)
+        overrides = {**(overrides or {}), "min_steps": spec.state(edge.source).min_time_in_state}
+    params = gate.parameters(overrides) if overrides else dict(gate.defaults)
     result = gate.fn(gate_input, params)
-    blocking = policy.mode is GateMode.STRICT or gate.category is GateCategory.STRUCTURAL
+    blocking = policy.mode is _STRICT or gate.category is _STRUCTURAL
     return GateChecked.trusted(
         run_id=stamp.run_id,
         step=stamp.step,
@@ -361,7 +369,7 @@ def _rejected(
     current: EntityState,
     target: str,
     trigger: str,
-    checks: tuple[GateChecked, ...],
+    checks: tuple[EventBase, ...],
     reasons: tuple[str, ...],
     who: dict[str, Any],
 ) -> Outcome:

@@ -55,6 +55,9 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Metrics = dict[str, FiniteFloat]
 EntityId = Annotated[str, Field(min_length=1, max_length=256)]
 
+# Bound once: `EventBase.trusted` is on the transition's hot path (DESIGN.md section 9).
+_new, _set, _now = object.__new__, object.__setattr__, time.time
+
 
 class GateCategory(StrEnum):
     """What a gate checks (seeds/000): prerequisites, performance, consistency or usefulness."""
@@ -142,12 +145,15 @@ class EventBase(BaseModel):
         This is the hot path of a transition (DESIGN.md section 9); everything built from
         outside input goes through the validating constructor or `codec.from_record` instead.
         """
-        values = {**cls._defaults, "event_id": new_event_id(), "ts": time.time(), **fields}
-        event = cls.__new__(cls)
-        object.__setattr__(event, "__dict__", values)
-        object.__setattr__(event, "__pydantic_fields_set__", set(values))
-        object.__setattr__(event, "__pydantic_extra__", None)
-        object.__setattr__(event, "__pydantic_private__", None)
+        values = cls._defaults.copy()
+        values["event_id"] = new_event_id()
+        values["ts"] = _now()
+        values.update(fields)
+        event = _new(cls)
+        _set(event, "__dict__", values)
+        _set(event, "__pydantic_fields_set__", set(values))
+        _set(event, "__pydantic_extra__", None)
+        _set(event, "__pydantic_private__", None)
         return event
 
 

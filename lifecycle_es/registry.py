@@ -7,7 +7,9 @@ changes anything, so a refused event leaves the registry as it was. It updates t
 place and returns it; take `registry.copy()` first to keep an earlier state.
 
 The fold reads events as field mappings, so the same code applies a validated event model and,
-on the trusted bulk-replay path, a raw record read back from our own log.
+on the trusted bulk-replay path, a raw record read back from our own log. Its handlers, one per
+kind, are in `lifecycle_es._fold`; they change the registry's tables only through its writing
+interface (`_add`, `_move`, `_observe`, `_decide`, `_seal`), which keeps them consistent.
 
 The registry keeps per-entity state only for entities that can still act, so its size follows
 the live entities, not the events or steps of the run. An entity is *live* while it holds its
@@ -24,59 +26,38 @@ live one, windows included.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
-from bus import Record
-from lifecycle_es.errors import (
-    InconsistentEventError,
-    SchemaError,
-    SequenceGapError,
-    UnknownEntityError,
+from lifecycle_es._entity import (
+    HISTORY_LIMIT,
+    EntityState,
+    SlotKey,
+    entity_from_plain,
+    entity_to_plain,
+    holds_slot,
+    peer_of,
+    slot_key,
 )
-from lifecycle_es.events import Action, EventBase
+from lifecycle_es._fold import fold, fold_record, fold_records
+from lifecycle_es.errors import UnknownEntityError
+from lifecycle_es.events import Action
 from lifecycle_es.spec import Spec, StateCategory
-from lifecycle_es.specs.run import RUN_SPEC
 
-__all__ = ["EntityState", "Registry", "fold", "fold_record", "fold_records", "holds_slot", "peer_of"]
-
-HISTORY_LIMIT = 32
-"""Transitions kept per entity: enough for hysteresis windows and debugging, bounded."""
+__all__ = [
+    "HISTORY_LIMIT",
+    "EntityState",
+    "Registry",
+    "fold",
+    "fold_record",
+    "fold_records",
+    "holds_slot",
+    "peer_of",
+]
 
 _ACTIONS = tuple(Action)  # iterating the enum class itself is slow on the fold's path
 _MetricKey = tuple[str, str | int | None]  # ("entity", id) | ("layer", n) | ("run", None)
-_SlotKey = tuple[str, int | None, int | str]
-
-
-@dataclass(frozen=True, slots=True)
-class EntityState:
-    """One entity as the registry knows it. Immutable: the fold replaces it on every change."""
-
-    entity: str
-    spec: str
-    state: str
-    slot: int | None
-    layer: int | None
-    parent: str | None
-    born_step: int
-    entered_step: int
-    transitions: int = 0
-    rejections: int = 0
-    history: tuple[tuple[int, str, str], ...] = ()
-    """(step, from, to) of the latest transitions, oldest first, at most HISTORY_LIMIT."""
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-    last_transition: Mapping[str, Any] | None = None
-    """The latest applied move: from_state, to_state, step, reason, triggered_by, metadata."""
-    entered_ts: float | None = field(default=None, compare=False)
-    """Wall-clock time of the event that put the entity in its state. Not compared: two runs
-    (or a what-if) that make the same moves at other moments hold equal registries."""
-
-    def time_in_state(self, step: int) -> int:
-        """Return the steps spent in the current state as of `step`."""
-        return step - self.entered_step
 
 
 class Registry:
@@ -102,8 +83,8 @@ class Registry:
         self.entities: dict[str, EntityState] = {}
         self._live: dict[str, None] = {}
         """The names of the live entities (see the module docstring), for `live()`."""
-        self._slots: dict[_SlotKey, str] = {}
-        self._failures: dict[_SlotKey, tuple[int, int]] = {}
+        self._slots: dict[SlotKey, str] = {}
+        self._failures: dict[SlotKey, tuple[int, int]] = {}
         self._population: Counter[tuple[str, int | None, str]] = Counter()
         self._windows: dict[_MetricKey, dict[str, deque[float]]] = {}
         """Metric windows of live entities, layers and the run; an owner has at least one."""
@@ -118,6 +99,8 @@ class Registry:
             name: frozenset(s.name for s in spec.states if s.embargo) for name, spec in self.specs.items()
         }
         """Per spec, the states whose entry embargoes the entity's slot (`StateDef.embargo`)."""
+        self._successes = {name: spec.states_in(StateCategory.SUCCESS) for name, spec in self.specs.items()}
+        """Per spec, the success states: entering one clears the slot's embargo count."""
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -176,7 +159,7 @@ class Registry:
         A slot's count grows each time an entity in it enters one of its spec's embargo states
         (`StateDef.embargo`) and is cleared when one enters a success state (seeds/000).
         """
-        return self._failures.get(_slot_key(entity))
+        return self._failures.get(slot_key(entity))
 
     def metric_window(self, key: str | int | None, name: str, *, layer: bool = False) -> tuple[float, ...]:
         """Return the observed values of metric `name` for an entity (or a layer), oldest first."""
@@ -212,7 +195,7 @@ class Registry:
             "verified_step": self.verified_step,
             "last_checkpoint": self.last_checkpoint,
             "checkpoints": dict(self.checkpoints),
-            "entities": [_entity_to_plain(e) for e in self.entities.values()],
+            "entities": [entity_to_plain(e) for e in self.entities.values()],
             "failures": [[*k, *v] for k, v in self._failures.items()],
             "windows": [
                 [kind, key, name, list(values)]
@@ -241,7 +224,7 @@ class Registry:
         r.run_config = dict(state["run_config"])
         r.checkpoints = dict(state.get("checkpoints", {}))  # absent from older snapshots
         for plain in state["entities"]:
-            e = _entity_from_plain(plain)
+            e = entity_from_plain(plain)
             r.entities[e.entity] = e
             if e.state not in r._retired[e.spec]:
                 r._live[e.entity] = None
@@ -251,11 +234,105 @@ class Registry:
         r._failures = {(s, layer, slot): (n, at) for s, layer, slot, n, at in state["failures"]}
         for kind, key, name, values in state["windows"]:
             # A snapshot taken before windows followed the live set may hold stale ones.
-            if not (kind == "entity" and _retired(r, key)) and not _retired(r, peer_of(name)):
+            if not (kind == "entity" and r._is_out(key)) and not r._is_out(peer_of(name)):
                 r._windows.setdefault((kind, key), {})[name] = deque(values, maxlen=r.window)
         r._cycle = Counter(state["cycle"])
         r._last_decision = {(a, k): s for a, k, s in state["last_decision"]}
         return r
+
+    # -- the fold's writing interface: `lifecycle_es._fold`'s handlers change the tables only here
+
+    def _add(self, e: EntityState) -> None:
+        """Place a newly registered entity: its record, the live set, its population, its slot."""
+        self.entities[e.entity] = e
+        if e.state not in self._retired[e.spec]:
+            self._live[e.entity] = None
+        self._population[(e.spec, e.layer, e.state)] += 1
+        if e.slot is not None:
+            self._slots[(e.spec, e.layer, e.slot)] = e.entity
+
+    def _move(self, before: EntityState, after: EntityState, step: int) -> None:
+        """Put `after` in place of `before`, which moved state at `step`: populations, the slot,
+        its embargo count, and the live set (leaving it drops the windows; revive, recycle)."""
+        self.entities[after.entity] = after
+        self._population[(before.spec, before.layer, before.state)] -= 1
+        self._population[(after.spec, after.layer, after.state)] += 1
+        self._track_slot(before, after, step)
+        retired = self._retired[after.spec]
+        if after.state in retired:
+            self._retire(after)
+        elif before.state in retired:  # back in the live set: revive, recycle
+            self._live[after.entity] = None
+
+    def _observe(self, entity: str | None, layer: int | None, metrics: Mapping[str, float]) -> None:
+        """Append observed values to the windows of an entity, a layer or the run."""
+        key: _MetricKey = (
+            ("entity", entity)
+            if entity is not None
+            else ("layer", layer)
+            if layer is not None
+            else ("run", None)
+        )
+        owner = self.entities.get(entity) if entity is not None else None  # inlined: the hot path
+        if owner is not None and owner.state in self._retired[owner.spec]:
+            return  # recorded in the log; the registry keeps windows of live entities only
+        windows = self._windows.get(key)
+        for name, value in metrics.items():
+            window = None if windows is None else windows.get(name)
+            if window is None:
+                if "." in name and self._is_out(peer_of(name)):
+                    continue  # a per-peer window about an entity that can no longer act
+                if windows is None:
+                    windows = self._windows[key] = {}
+                window = windows[name] = deque(maxlen=self.window)
+            window.append(value)
+
+    def _decide(self, action: str, step: int, keys: Iterable[str | int | None]) -> None:
+        """Count an `action` decision this cycle and note its step for each key it concerns."""
+        self._cycle[action] += 1
+        for key in keys:
+            if not (isinstance(key, str) and self._is_out(key)):
+                self._last_decision[(action, key)] = step
+
+    def _seal(self, step: int) -> None:
+        """Note the sealed step; a new decision cycle begins."""
+        self.sealed_step = step
+        self._cycle.clear()
+
+    def _is_out(self, entity: str) -> bool:
+        """Tell whether `entity` is registered and out of the live set (unknown names are not)."""
+        e = self.entities.get(entity)
+        return e is not None and e.state in self._retired[e.spec]
+
+    def _retire(self, e: EntityState) -> None:
+        """Drop what only a live entity needs: its windows, the windows about it, its decision keys."""
+        name = e.entity
+        self._live.pop(name, None)
+        self._windows.pop(("entity", name), None)
+        for key, named in list(self._windows.items()):
+            for metric in [m for m in named if peer_of(m) == name]:
+                del named[metric]
+            if not named:
+                del self._windows[key]
+        for action in _ACTIONS:
+            self._last_decision.pop((action, name), None)
+        if e.slot is None and self.specs[e.spec].state(e.state).terminal:
+            self._failures.pop(slot_key(e), None)  # keyed by the entity itself, which cannot fail again
+
+    def _track_slot(self, before: EntityState, after: EntityState, step: int) -> None:
+        embargoes = self._embargoes[after.spec]
+        if after.state in embargoes and before.state not in embargoes:
+            key = slot_key(after)
+            count, _ = self._failures.get(key, (0, 0))
+            self._failures[key] = (count + 1, step)  # the backoff counts from entering the embargo
+        elif after.state in self._successes[after.spec] and self._failures:
+            self._failures.pop(slot_key(after), None)
+        if after.slot is not None:
+            holder_key = (after.spec, after.layer, after.slot)
+            if after.state not in self._retired[after.spec]:  # holds_slot, from the precomputed sets
+                self._slots[holder_key] = after.entity
+            elif self._slots.get(holder_key) == after.entity:
+                del self._slots[holder_key]
 
     # -- value semantics -----------------------------------------------------------------------
 
@@ -308,313 +385,3 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry(run_id={self.run_id!r}, seq={self.seq}, entities={len(self.entities)})"
-
-
-def _entity_to_plain(e: EntityState) -> dict[str, Any]:
-    plain = {f.name: getattr(e, f.name) for f in dataclasses.fields(e)}
-    plain["history"] = [list(h) for h in e.history]
-    plain["attrs"] = dict(e.attrs)
-    plain["last_transition"] = copy.deepcopy(e.last_transition)
-    return plain
-
-
-def _entity_from_plain(plain: Mapping[str, Any]) -> EntityState:
-    return EntityState(
-        **{**plain, "history": tuple(tuple(h) for h in plain["history"]), "attrs": dict(plain["attrs"])}
-    )
-
-
-def holds_slot(spec: Spec, state: str) -> bool:
-    """Tell whether an entity in `state` keeps its slot (failure and terminal states release it).
-
-    The same test says whether the entity is live: only live entities keep metric windows.
-    """
-    return state not in spec.states_in(StateCategory.FAILURE) and not spec.state(state).terminal
-
-
-def peer_of(metric: str) -> str:
-    """Return the entity a per-peer metric `<kind>.<entity id>` is about, or "" for another name."""
-    return metric.partition(".")[2]
-
-
-def _slot_key(e: EntityState) -> _SlotKey:
-    return (e.spec, e.layer, e.slot) if e.slot is not None else (e.spec, e.layer, f"entity:{e.entity}")
-
-
-# -- the fold ------------------------------------------------------------------------------------
-
-
-def fold(registry: Registry, event: EventBase) -> Registry:
-    """Apply one appended event to the registry and return it."""
-    return fold_record(registry, event.__dict__)
-
-
-def fold_record(registry: Registry, record: Record) -> Registry:
-    """Apply one event given as a field mapping (a record read back from the log)."""
-    return fold_records(registry, (record,))
-
-
-def fold_records(registry: Registry, records: Iterable[Record]) -> Registry:
-    """Apply events given as field mappings, in order; one call folds a whole replay batch.
-
-    A record that is refused raises with the registry at the record before it.
-    """
-    handlers, stateless = _HANDLERS, _STATELESS
-    last, top = registry.seq, registry.step
-    try:
-        for record in records:
-            seq, kind = record.get("seq"), record.get("kind")
-            if seq != last + 1 or type(seq) is not int or kind is None:
-                _refuse(last, seq, kind)
-            step = record["step"]
-            if kind not in stateless:
-                handler = handlers.get(kind)
-                if handler is None:
-                    raise SchemaError(f"record seq {seq}: unknown kind {kind!r}")
-                _handle(handler, registry, record)  # handlers read the record, not the clock
-            last = seq
-            if step > top:
-                top = step
-    finally:
-        registry.seq, registry.step = last, top
-    return registry
-
-
-def _refuse(last: int, seq: object, kind: object) -> NoReturn:
-    if kind is None or not isinstance(seq, int):
-        raise SchemaError(f"record {seq!r} lacks its kind or an integer seq")
-    raise SequenceGapError(f"event seq {seq} does not follow the registry's last seq {last}")
-
-
-def _handle(handler: Callable[[Registry, Record], None], registry: Registry, record: Record) -> None:
-    try:
-        handler(registry, record)
-    except KeyError as e:  # handlers read every field before they change anything
-        raise SchemaError(f"record seq {record['seq']} ({record['kind']}) lacks the field {e}") from None
-
-
-def _on_run_started(r: Registry, ev: Record) -> None:
-    r.run_id = ev["run_id"]
-    r.run_config = dict(ev["config"])
-    r.run_seed = ev["seed"]
-    if RUN_SPEC.name in r.specs:
-        r.run_state = r.specs[RUN_SPEC.name].initial[0]
-
-
-def _on_run_state_changed(r: Registry, ev: Record) -> None:
-    if r.run_state is not None and ev["from_state"] != r.run_state:
-        raise InconsistentEventError(
-            f"seq {ev['seq']}: run moves from {ev['from_state']!r} but is in {r.run_state!r}"
-        )
-    r.run_state = ev["to_state"]
-
-
-def _on_entity_registered(r: Registry, ev: Record) -> None:
-    name, spec = ev["entity"], r.specs.get(ev["spec"])
-    if name in r.entities or spec is None or not spec.has_state(ev["state"]):
-        raise InconsistentEventError(
-            f"seq {ev['seq']}: cannot register {name!r} as {ev['spec']}/{ev['state']}"
-        )
-    e = EntityState(
-        entity=name,
-        spec=ev["spec"],
-        state=ev["state"],
-        slot=ev["slot"],
-        layer=ev["layer"],
-        parent=ev["parent"],
-        born_step=ev["step"],
-        entered_step=ev["step"],
-        attrs=dict(ev["attrs"]),
-        entered_ts=ev.get("ts"),
-    )
-    r.entities[name] = e
-    if e.state not in r._retired[e.spec]:
-        r._live[name] = None
-    r._population[(e.spec, e.layer, e.state)] += 1
-    if e.slot is not None:
-        r._slots[(e.spec, e.layer, e.slot)] = name
-
-
-def _on_transition_applied(r: Registry, ev: Record) -> None:
-    e = r.entities.get(ev["entity"])
-    if e is None or e.state != ev["from_state"] or r.specs[e.spec].edge(e.state, ev["to_state"]) is None:
-        raise InconsistentEventError(
-            f"seq {ev['seq']}: {ev['entity']!r} cannot move {ev['from_state']}->{ev['to_state']}"
-        )
-    step, target = ev["step"], ev["to_state"]
-    moved = EntityState(
-        entity=e.entity,
-        spec=e.spec,
-        state=target,
-        slot=e.slot,
-        layer=e.layer,
-        parent=e.parent,
-        born_step=e.born_step,
-        entered_step=step,
-        transitions=e.transitions + 1,
-        rejections=e.rejections,
-        history=(*e.history, (step, e.state, target))[-HISTORY_LIMIT:],
-        attrs=e.attrs,
-        last_transition=_last_transition(ev),
-        entered_ts=ev.get("ts"),
-    )
-    r.entities[e.entity] = moved
-    r._population[(e.spec, e.layer, e.state)] -= 1
-    r._population[(e.spec, e.layer, target)] += 1
-    _track_slot(r, e, moved, step)
-    retired = r._retired[e.spec]
-    if target in retired:
-        _retire(r, moved)
-    elif e.state in retired:  # back in the live set: revive, recycle
-        r._live[e.entity] = None
-
-
-def _last_transition(ev: Record) -> dict[str, Any]:
-    """The facts of an applied move an entity keeps; .get: records written before
-    `triggered_by` and `metadata` existed lack them."""
-    metadata = ev.get("metadata")
-    return {
-        "from_state": ev["from_state"],
-        "to_state": ev["to_state"],
-        "step": ev["step"],
-        "reason": ev.get("reason", ""),
-        "triggered_by": ev.get("triggered_by"),
-        "metadata": dict(metadata) if isinstance(metadata, Mapping) else {},
-    }
-
-
-def _retire(r: Registry, e: EntityState) -> None:
-    """Drop what only a live entity needs: its windows, the windows about it, its decision keys."""
-    name = e.entity
-    r._live.pop(name, None)
-    r._windows.pop(("entity", name), None)
-    for key, named in list(r._windows.items()):
-        for metric in [m for m in named if peer_of(m) == name]:
-            del named[metric]
-        if not named:
-            del r._windows[key]
-    for action in _ACTIONS:
-        r._last_decision.pop((action, name), None)
-    if e.slot is None and r.specs[e.spec].state(e.state).terminal:
-        r._failures.pop(_slot_key(e), None)  # keyed by the entity itself, which cannot fail again
-
-
-def _retired(r: Registry, entity: str) -> bool:
-    """Tell whether `entity` is registered and out of the live set (unknown names are not)."""
-    e = r.entities.get(entity)
-    return e is not None and e.state in r._retired[e.spec]
-
-
-def _track_slot(r: Registry, before: EntityState, after: EntityState, step: int) -> None:
-    spec = r.specs[after.spec]
-    embargoes = r._embargoes[after.spec]
-    key = _slot_key(after)
-    if after.state in embargoes and before.state not in embargoes:
-        count, _ = r._failures.get(key, (0, 0))
-        r._failures[key] = (count + 1, step)  # the backoff counts from entering the embargo
-    elif spec.state(after.state).category is StateCategory.SUCCESS:
-        r._failures.pop(key, None)
-    if after.slot is not None:
-        holder_key = (after.spec, after.layer, after.slot)
-        if holds_slot(spec, after.state):
-            r._slots[holder_key] = after.entity
-        elif r._slots.get(holder_key) == after.entity:
-            del r._slots[holder_key]
-
-
-def _on_transition_rejected(r: Registry, ev: Record) -> None:
-    e = r.entities.get(ev["entity"])
-    if e is None:
-        raise InconsistentEventError(f"seq {ev['seq']}: rejection for unknown entity {ev['entity']!r}")
-    # Built directly: dataclasses.replace costs more than the rest of the fold together.
-    r.entities[e.entity] = EntityState(
-        e.entity,
-        e.spec,
-        e.state,
-        e.slot,
-        e.layer,
-        e.parent,
-        e.born_step,
-        e.entered_step,
-        e.transitions,
-        e.rejections + 1,
-        e.history,
-        e.attrs,
-        e.last_transition,
-        e.entered_ts,
-    )
-
-
-def _on_metrics_observed(r: Registry, ev: Record) -> None:
-    entity, layer, metrics = ev["entity"], ev["layer"], ev["metrics"]
-    key: _MetricKey = (
-        ("entity", entity) if entity is not None else ("layer", layer) if layer is not None else ("run", None)
-    )
-    owner = r.entities.get(entity) if entity is not None else None  # inlined: the hot path
-    if owner is not None and owner.state in r._retired[owner.spec]:
-        return  # recorded in the log; the registry keeps windows of live entities only
-    windows = r._windows.get(key)
-    for name, value in metrics.items():
-        window = None if windows is None else windows.get(name)
-        if window is None:
-            if "." in name and _retired(r, peer_of(name)):
-                continue  # a per-peer window about an entity that can no longer act
-            if windows is None:
-                windows = r._windows[key] = {}
-            window = windows[name] = deque(maxlen=r.window)
-        window.append(value)
-
-
-def _on_decision_made(r: Registry, ev: Record) -> None:
-    action, step = ev["action"], ev["step"]
-    r._cycle[action] += 1
-    for key in {None, ev["layer"], ev["entity"], ev["parent"]}:
-        if not (isinstance(key, str) and _retired(r, key)):
-            r._last_decision[(action, key)] = step
-
-
-def _on_step_sealed(r: Registry, ev: Record) -> None:
-    r.sealed_step = ev["step"]
-    r._cycle.clear()
-
-
-def _on_actions_verified(r: Registry, ev: Record) -> None:
-    r.verified_step = ev["step"]
-
-
-def _on_checkpoint(r: Registry, ev: Record) -> None:
-    r.last_checkpoint = {k: ev[k] for k in ("checkpoint_id", "path", "sha256", "upto_seq")}
-
-
-_CHECKPOINT_PLACE = {"save": "active", "archive": "archive", "corrupt": "corrupt"}
-
-
-def _on_checkpoint_recorded(r: Registry, ev: Record) -> None:
-    action, checkpoint_id = ev["action"], ev["checkpoint_id"]
-    if action == "delete":
-        r.checkpoints.pop(checkpoint_id, None)
-    elif action in _CHECKPOINT_PLACE:
-        r.checkpoints[checkpoint_id] = _CHECKPOINT_PLACE[action]
-    # a restore leaves the checkpoint where it is
-
-
-_HANDLERS: dict[str, Callable[[Registry, Record], None]] = {
-    "RunStarted": _on_run_started,
-    "RunStateChanged": _on_run_state_changed,
-    "EntityRegistered": _on_entity_registered,
-    "GateChecked": lambda r, ev: None,  # gate statistics are a projection (projections.metrics)
-    "GatesChecked": lambda r, ev: None,
-    "TransitionApplied": _on_transition_applied,
-    "TransitionRejected": _on_transition_rejected,
-    "MetricsObserved": _on_metrics_observed,
-    "DecisionMade": _on_decision_made,
-    "StepSealed": _on_step_sealed,
-    "ActionsVerified": _on_actions_verified,
-    "DivergenceDetected": lambda r, ev: None,  # an incident for the audit trail; state is unchanged
-    "CheckpointSaved": _on_checkpoint,
-    "CheckpointRestored": _on_checkpoint,
-    "CheckpointRecorded": _on_checkpoint_recorded,
-    "RewardRecorded": lambda r, ev: None,  # training data for a policy; the run's state is unchanged
-}
-_STATELESS = frozenset({"GateChecked", "GatesChecked", "DivergenceDetected", "RewardRecorded"})
-"""The kinds whose handler does nothing: the batched fold skips the call (half a replay's records)."""

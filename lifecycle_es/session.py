@@ -2,63 +2,37 @@
 
 This is a composition module (DESIGN.md section 2): it joins the domain (specs, gates,
 commands, the fold) to a `bus` log. Every change takes the same path: a command handler returns
-events, they are appended with `expected_seq` (one writer per run), then folded.
+events, they are appended with `expected_seq` (one writer per run), then folded (`RunWriter`,
+in `lifecycle_es._run_writer`); the config and the checks of the parts are in `_parts`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, Self
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
 from bus import Log, MemoryLog
 from lifecycle_es import commands
 from lifecycle_es._arguments import INT64_MAX, check_count, check_mapping, check_text, first_non_json, shown
-from lifecycle_es._parts import check_gate_params, check_gates, specs_by_name
+from lifecycle_es._parts import LifecycleConfig, check_gates, check_parts, specs_by_name
+from lifecycle_es._run_writer import RunWriter
 from lifecycle_es.codec import CODEC, Codec
-from lifecycle_es.commands import GatePolicy, Stamp
-from lifecycle_es.errors import ConfigError, InvalidTransitionError, SchemaError, UsageError
-from lifecycle_es.events import EventBase, GateMode, RunStarted, RunStateChanged, StepSealed
+from lifecycle_es.commands import Stamp
+from lifecycle_es.errors import ConfigError, InvalidTransitionError, UsageError
+from lifecycle_es.events import RunStarted, RunStateChanged, StepSealed
 from lifecycle_es.gates import GateLibrary, default_gates
 from lifecycle_es.hooks import Hooks
-from lifecycle_es.registry import EntityState, Registry, fold_record, fold_records
+from lifecycle_es.registry import EntityState, Registry
 from lifecycle_es.spec import Spec
 from lifecycle_es.specs import BUILTIN_SPECS, RUN_SPEC, RunState
 
 __all__ = ["Lifecycle", "LifecycleConfig", "TransitionPlan"]
 
 
-@dataclass(frozen=True, kw_only=True)
-class LifecycleConfig:
-    """How a lifecycle applies its gates and how much metric history it keeps."""
-
-    mode: GateMode = GateMode.STRICT
-    """Strict: every gate blocks. Permissive: only structural gates block."""
-    gate_params: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-    """Per gate name, parameters over its defaults, e.g. {"kasmina.reconstruction": {...}}."""
-    metric_window: int = 50
-    """Observations kept per metric per entity or layer (ChronoMoE's basin_window_size)."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in tuple(GateMode):
-            raise ConfigError(f"mode must be one of {[m.value for m in GateMode]}, got {self.mode!r}")
-        object.__setattr__(self, "mode", GateMode(self.mode))
-        window = self.metric_window
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ConfigError(f"metric_window must be an int >= 1, got {window!r}")
-        check_gate_params(self.gate_params)
-
-    @property
-    def gate_policy(self) -> GatePolicy:
-        """The gate mode and parameters as the command handlers take them."""
-        return GatePolicy(mode=self.mode, params=self.gate_params)
-
-
-class Lifecycle:
+class Lifecycle(RunWriter):
     """The writer of one run: registers entities, requests transitions, records metrics.
 
     Built on a `bus` log (an in-memory one by default); on construction it folds whatever the
@@ -76,7 +50,7 @@ class Lifecycle:
         rank: int = 0,
         codec: Codec = CODEC,
     ) -> None:
-        _check_parts(log, config, gates, codec)
+        check_parts(log, config, gates, codec)
         check_count(rank, "rank", ConfigError)
         self._owns_log = log is None
         self.log = MemoryLog(run_id) if log is None else log
@@ -91,6 +65,7 @@ class Lifecycle:
         self.registry = Registry(spec_map, window=self.config.metric_window)
         self._policy = self.config.gate_policy
         self._clock = 0
+        self._last_stamp = Stamp(run_id=self.run_id, step=0, rank=self.rank)
         self._pending: list[dict[str, Any]] | None = None
         self.catch_up()
 
@@ -111,7 +86,15 @@ class Lifecycle:
 
     def _stamp(self, step: int | None, causation: str | None = None) -> Stamp:
         at = self.step if step is None else self._check_step(step)
-        return Stamp(run_id=self.run_id, step=at, rank=self.rank, causation=causation)
+        last = self._last_stamp
+        # A Stamp is frozen and checks itself at construction: reuse the last one while the
+        # step stays (most commands of a step name no causation), rather than check again.
+        if causation is None and last.step == at and last.rank == self.rank:
+            return last
+        stamp = Stamp(run_id=self.run_id, step=at, rank=self.rank, causation=causation)
+        if causation is None:
+            self._last_stamp = stamp
+        return stamp
 
     def _check_step(self, step: int) -> int:
         if isinstance(step, bool) or not isinstance(step, int):
@@ -351,10 +334,19 @@ class Lifecycle:
             triggered_by=triggered_by,
             metadata=extra,
         )
-        fields = outcome.events[-1].__dict__
-        data = {k: fields[k] for k in ("entity", "from_state", "to_state", "trigger", "step")}
-        spec = self.registry.spec_of(self.registry.get(entity))
-        data.update(spec=spec.name, reason=reason, triggered_by=triggered_by, metadata=extra or {})
+        last = outcome.events[-1].__dict__  # the command checked the entity: it is registered
+        spec = self.registry.specs[self.registry.entities[last["entity"]].spec]
+        data = {
+            "entity": last["entity"],
+            "from_state": last["from_state"],
+            "to_state": last["to_state"],
+            "trigger": last["trigger"],
+            "step": last["step"],
+            "spec": spec.name,
+            "reason": reason,
+            "triggered_by": triggered_by,
+            "metadata": extra or {},
+        }
         return TransitionPlan(outcome, spec, data, self.registry.seq)
 
     def record(self, plan: TransitionPlan) -> None:
@@ -385,122 +377,6 @@ class Lifecycle:
         stamp = self._stamp(step)
         self._append([StepSealed(run_id=self.run_id, step=stamp.step, rank=self.rank)], plain=True)
 
-    # -- the log -------------------------------------------------------------------------------
-
-    def append(self, events: Sequence[EventBase]) -> list[dict[str, Any]]:
-        """Append events as one atomic batch with the concurrency check, then fold them.
-
-        Inside `batch()` the events are folded at once and written when the batch ends.
-        Returns the records with their seqs.
-        """
-        if not isinstance(events, Sequence) or not all(isinstance(e, EventBase) for e in events):
-            raise UsageError("append(events=...) takes a sequence of events")
-        for event in events:
-            if event.run_id != self.run_id:
-                raise UsageError(f"event of run {event.run_id!r} cannot go to run {self.run_id!r}")
-        return self._append(events)
-
-    def _append(self, events: Sequence[EventBase], *, plain: bool = False) -> list[dict[str, Any]]:
-        """`append` for events this lifecycle's commands built, whose run and types are known.
-
-        `plain`: every value of the events is plain and shared with no caller, so the log
-        takes the records as they are (`Log.append(plain=True)`) instead of copying them.
-        """
-        first = self.registry.seq + 1
-        records = [self.codec.to_record(e) for e in events]
-        for record in records:
-            del record["seq"]  # the log assigns it (an event's own is 0 until appended)
-        if self._pending is None:
-            self.log.append(records, expected_seq=self.registry.seq, plain=plain)
-        for i, record in enumerate(records):
-            record["seq"] = first + i
-        fold_records(self.registry, records)
-        if self._pending is not None:
-            self._pending.extend(records)
-        return records
-
-    @contextlib.contextmanager
-    def batch(self, *, rollback: Literal["refold", "copy"] = "refold") -> Iterator[list[dict[str, Any]]]:
-        """Gather every append inside the block into one atomic log append at its end.
-
-        Commands see their own events at once (each is folded when made), and readers of the
-        log see all of them or none. If the block or the append raises, nothing is written and
-        the registry is folded again from the log, back to where it was; with
-        `rollback="copy"` it is put back from a copy taken when the batch opened instead
-        (cheaper when failures are common and the registry keeps few metric windows, as an
-        agent service's does). Yields the list of records gathered so far.
-        """
-        if self._pending is not None:
-            raise UsageError("a lifecycle batch is already open")
-        start = self.registry.seq
-        saved = self.registry.copy() if rollback == "copy" else None
-        pending: list[dict[str, Any]] = []
-        self._pending = pending
-        try:
-            yield pending
-            if pending:
-                self.log.append(pending, expected_seq=start)
-        except BaseException:
-            if saved is not None:
-                self.registry = saved
-            elif pending:
-                # Fold the log again rather than copying the registry on every batch: a copy
-                # grows with every metric window ever kept, and failures are rare.
-                self.registry = Registry(self.registry.specs, window=self.registry.window)
-                self.catch_up()
-            raise
-        finally:
-            self._pending = None
-
-    def fold(self, records: Iterable[Mapping[str, Any]]) -> int:
-        """Fold records read from this run's log, skipping those folded already; return how many."""
-        folded = 0
-        for record in records:
-            if not isinstance(record, Mapping) or not isinstance(record.get("seq"), int):
-                raise SchemaError(f"fold takes log records, mappings with an int 'seq', got {shown(record)}")
-            if record["seq"] > self.registry.seq:
-                fold_record(self.registry, self.codec.check(record))
-                folded += 1
-        return folded
-
-    def catch_up(self) -> int:
-        """Fold the records other writers appended since the last fold; return how many."""
-        return sum(self.fold(page) for page in self.log.pages(self.registry.seq))
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """Replace the registry with a `Registry.to_state()` snapshot of this run, e.g. a checkpoint's.
-
-        The next `catch_up()` or `fold()` continues from the snapshot's seq.
-        """
-        check_mapping(state, "restore(state=...)")
-        if state.get("run_id") not in (None, self.run_id):
-            raise UsageError(
-                f"registry snapshot of run {state['run_id']!r} cannot restore run {self.run_id!r}"
-            )
-        try:
-            registry = Registry.from_state(self.registry.specs, state)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            # A snapshot is plain data a caller may have built or edited; what breaks rebuilding
-            # it says the same thing whatever the builtin: it is no to_state() output.
-            raise UsageError(
-                f"restore(state=...) takes a Registry.to_state() snapshot, but rebuilding it failed "
-                f"({type(e).__name__}: {shown(e)})"
-            ) from e
-        self.registry = registry
-
-    def close(self) -> None:
-        """Close the log if this lifecycle created it."""
-        if self._owns_log:
-            self.log.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 @dataclass(frozen=True, slots=True)
 class TransitionPlan:
@@ -521,15 +397,3 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
     if bad is not None:
         raise UsageError(f"transition(metadata=...) takes JSON values with str keys only, but {bad}")
     return plain
-
-
-def _check_parts(log: object, config: object, gates: object, codec: object) -> None:
-    """Refuse constructor parts of the wrong kind before any is used."""
-    for name, value, kind in (
-        ("log", log, Log),
-        ("config", config, LifecycleConfig),
-        ("gates", gates, GateLibrary),
-        ("codec", codec, Codec),
-    ):
-        if value is not None and not isinstance(value, kind):
-            raise ConfigError(f"Lifecycle({name}=...) takes a {kind.__name__}, got {type(value).__name__}")

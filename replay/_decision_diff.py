@@ -21,6 +21,10 @@ Change = Literal["added", "removed", "changed"]
 _COMPARED = ("parent", "reason", "apply_at_step", "seed")
 """Fields of two decisions with the same key that must agree; `metrics_at_decision` is compared
 key by key. The config snapshot is not: it differs by construction."""
+_FROM_THE_LOOP = frozenset({"direction"})
+"""Keys of `metrics_at_decision` the training loop adds after the coordinator decided, from the
+model's inputs (a SPLIT's push direction, `ExpertLifecycle`): a what-if, which has no model,
+cannot recompute them, so one its decision lacks is not a difference."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +124,11 @@ def _either(was: DecisionMade | None, now: DecisionMade | None) -> DecisionMade:
 def _changed(was: DecisionMade, now: DecisionMade) -> tuple[str, ...]:
     names = [name for name in _COMPARED if getattr(was, name) != getattr(now, name)]
     before, after = was.metrics_at_decision, now.metrics_at_decision
+    keys = set(before) | set(after)
     names += [
-        f"metrics_at_decision.{k}" for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)
+        f"metrics_at_decision.{k}"
+        for k in sorted(keys - (_FROM_THE_LOOP - set(after)))
+        if before.get(k) != after.get(k)
     ]
     return tuple(names)
 

@@ -34,6 +34,7 @@ from lifecycle_es.gates import GateLibrary
 from lifecycle_es.registry import Registry, fold_record
 from lifecycle_es.specs.expert import (
     EXPERT_SPEC,
+    BasinGoneMetrics,
     ExpertState,
     FailedSplitMetrics,
     MergeMetrics,
@@ -117,10 +118,17 @@ class Batch:
             "to_state": str(to_state),
         }
 
-    def move(self, entity: str, to: ExpertState, reason: str) -> None:
+    def move(self, entity: str, to: ExpertState, reason: str, metadata: dict[str, Any] | None = None) -> None:
         """Move an expert along its spec's edge to `to`, through the transition command."""
         outcome = commands.request_transition(
-            self.registry, _NO_GATES, _STRICT, self.stamp, entity=entity, to=to.value, reason=reason
+            self.registry,
+            _NO_GATES,
+            _STRICT,
+            self.stamp,
+            entity=entity,
+            to=to.value,
+            reason=reason,
+            metadata=metadata,
         )
         if not outcome.accepted:  # the coordinator only asks for edges the spec has
             raise InconsistentEventError(
@@ -166,7 +174,8 @@ class Batch:
         | PruneMetrics
         | MergeMetrics
         | FailedSplitMetrics
-        | ReviveMetrics,
+        | ReviveMetrics
+        | BasinGoneMetrics,
         parent: str | None = None,
         children: Sequence[str] = (),
     ) -> None:

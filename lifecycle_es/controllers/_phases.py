@@ -31,14 +31,16 @@ import itertools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from lifecycle_es.controllers import _checks as checks
+from lifecycle_es.controllers._basin_park import BasinParks
 from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
 from lifecycle_es.controllers._failed_split import judge_split
 from lifecycle_es.controllers._need import need_payoff
-from lifecycle_es.controllers._revive import Revivals
+from lifecycle_es.controllers._revive import Revivals, parked_metadata, reserved_slots
 from lifecycle_es.controllers._signals import (
     BREADTH,
     COACT,
@@ -100,6 +102,7 @@ class Evaluation:
             self._upkeep,
             self._failed_splits,
             self._prunes,
+            BasinParks(self.config, self.capacity, self.batch).run,
             self._merges,
             self._splits,
             revivals,
@@ -147,15 +150,12 @@ class Evaluation:
         return self.batch.registry.get(entity).state
 
     def _free_slot(self, layer: int) -> int | None:
+        """Return the layer's first free slot, one no parked expert wants back first."""
         registry = self.batch.registry
-        return next(
-            (
-                s
-                for s in range(self.capacity[layer])
-                if registry.slot_holder(EXPERT_SPEC.name, layer, s) is None
-            ),
-            None,
-        )
+        slots = range(self.capacity[layer])
+        free = [s for s in slots if registry.slot_holder(EXPERT_SPEC.name, layer, s) is None]
+        wanted = reserved_slots(registry, layer, self.config.park_budget)
+        return min(free, key=lambda s: (s in wanted, s), default=None)
 
     def _next_id(self, layer: int) -> str:
         taken = [
@@ -177,6 +177,7 @@ class Evaluation:
                     e,
                     S.ARCHIVED,
                     "removed after its scheduled removal was applied",
+                    parked_metadata(e),
                     Check(
                         "expert.removal_applied",
                         STRUCT,
@@ -194,6 +195,7 @@ class Evaluation:
                     e,
                     S.ACTIVE,
                     "grace period expired",
+                    None,
                     Check(
                         "expert.grace_period",
                         STRUCT,
@@ -208,6 +210,7 @@ class Evaluation:
                     e,
                     S.DORMANT,
                     "routing share fell to zero",
+                    None,
                     Check(
                         "expert.zero_share",
                         PERF,
@@ -222,6 +225,7 @@ class Evaluation:
                     e,
                     S.ACTIVE,
                     "receives tokens again",
+                    None,
                     Check(
                         "expert.recovered_share",
                         PERF,
@@ -232,9 +236,11 @@ class Evaluation:
                     ),
                 )
 
-    def _move_if(self, e: EntityState, to: ExpertState, reason: str, check: Check) -> None:
+    def _move_if(
+        self, e: EntityState, to: ExpertState, reason: str, metadata: dict[str, Any] | None, check: Check
+    ) -> None:
         if self.batch.checks(e.entity, e.state, to, [check]):
-            self.batch.move(e.entity, to, reason)
+            self.batch.move(e.entity, to, reason, metadata)
 
     # -- failed splits -------------------------------------------------------------------------
 

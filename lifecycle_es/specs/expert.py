@@ -31,6 +31,7 @@ __all__ = [
     "EXPERT_SPEC",
     "INIT_STRATEGIES",
     "ROUTING_STATES",
+    "BasinGoneMetrics",
     "ExpertState",
     "FailedSplitMetrics",
     "InitStrategy",
@@ -203,12 +204,37 @@ class SplitMetrics(TypedDict):
 class ReviveMetrics(TypedDict):
     """`metrics_at_decision` of a REVIVE: how strongly inputs like the parked expert's returned."""
 
-    affinity: float
-    """The latest fraction of evaluation tokens its router row would pick first."""
+    affinity: NotRequired[float]
+    """The latest fraction of evaluation tokens its router row would pick first (absent when
+    the training loop measured none: an expert parked as `basin_gone` revived by its types)."""
     checkpoints_returned: int
-    """Checkpoints in a row with the affinity at or above the threshold."""
+    """Checkpoints in a row with the affinity (or the departed types' share) at or above its
+    threshold."""
     slot: int
     """The slot it takes back (its own)."""
+    departed_types: NotRequired[list[int]]
+    """An expert parked as `basin_gone`: the token types whose departure parked it."""
+    type_share: NotRequired[float]
+    """An expert parked as `basin_gone`: its departed types' latest share of the layer's tokens."""
+
+
+class BasinGoneMetrics(TypedDict):
+    """`metrics_at_decision` of a PRUNE with reason `basin_gone`: the inputs its basin held left."""
+
+    departed_types: list[int]
+    """The token types gone from the layer's input for `park_patience` checkpoints or more."""
+    type_shares: list[float]
+    """Each departed type's latest share of the layer's tokens (below `park_type_share_epsilon`)."""
+    basin_before: dict[str, float]
+    """The expert's basin (`token_type.<k>` -> fraction) at the last checkpoint its departed
+    types were seen."""
+    gone_fraction: float
+    """The part of that basin the departed types held."""
+    checkpoints_gone: int
+    """Checkpoints since the departed types were last seen."""
+    share: float
+    """The expert's latest routing share (a load-balancing loss keeps it above zero)."""
+    live_experts: int
 
 
 class FailedSplitMetrics(TypedDict):

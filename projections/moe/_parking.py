@@ -1,8 +1,9 @@
 """Parked experts: the weights and optimizer moments of pruned experts, kept for a revival.
 
-A PRUNE of a dormant expert (reason `confirmed_dead`) parks its rows before they are cleared
-or removed; a REVIVE writes them back, bit for bit. The store keeps at most `park_budget`
-(from the decision's `config_snapshot`) experts per layer, dropping the oldest first, in the
+A PRUNE of a dormant expert (reason `confirmed_dead`), or of an active one whose token types
+left the input (reason `basin_gone`), parks its rows before they are cleared or removed; a
+REVIVE writes them back, bit for bit. The store keeps at most `park_budget` (from the
+decision's `config_snapshot`) experts per layer, dropping the oldest first, in the
 order the expert coordinator reads from the log (the step of the prune, then the expert's
 number), so every rank, and the coordinator, agree on which experts can still be revived.
 """

@@ -21,12 +21,12 @@ once per training step, advances the state tensors' clock, steps the alpha sched
 each grafting layer's alpha (one gather per layer). The surgery applies each batch to its
 `StateTensors` and `AlphaSchedule` first (projections skip what they have seen, so a runner
 feeding them too is harmless). `digest()` is what `LifecycleSync` compares across ranks.
+The edits on a seed's rows (germinate, release, freeze, roll back) are `_seed_rows`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,8 +38,16 @@ from lifecycle_es.specs import KASMINA_SPEC, MODULE_SPEC, KasminaState
 from projections._projection import Projection, Record, Snapshot
 from projections.digest import digest, training_items
 from projections.digest import extend_chain as _chain
-from projections.moe._noise import stream_seed
-from projections.moe._optim_state import clear_rows, fresh_rows, moment_rows, reindexed, swap_parameter
+from projections.seeds._seed_rows import (
+    Seed,
+    germinate,
+    reindex,
+    release,
+    row_of,
+    rows_of,
+    settle_moments,
+    write_back,
+)
 from projections.seeds.layer import SeedLayer
 from projections.seeds.modes import GERMINATION, RISKY, SUCCESS, SeedMode, learns, mode_of
 from projections.seeds.rollback import RollbackPoints, Verdicts
@@ -50,19 +58,6 @@ __all__ = ["Seed", "SeedSurgery"]
 
 _SPECS = {KASMINA_SPEC.name: KASMINA_SPEC, MODULE_SPEC.name: MODULE_SPEC}
 _FAILED = {name: frozenset(spec.states_in(StateCategory.FAILURE)) for name, spec in _SPECS.items()}
-
-
-@dataclass(slots=True)
-class Seed:
-    """One seed of a managed layer, as the surgery sees it."""
-
-    spec: str
-    layer: int
-    chunk: int
-    state: str
-    blueprint: str
-    row: int
-    """Its row in the state tensors and the alpha schedule (registration order)."""
 
 
 class SeedSurgery(Projection):
@@ -178,9 +173,8 @@ class SeedSurgery(Projection):
             seed.blueprint = self._blueprint(self.layers[seed.layer], r.get("metadata")) or seed.blueprint
             return self._germinate(entity, seed, r)
         if self.rollback is not None and to in RISKY[seed.spec]:
-            self.rollback.save(
-                entity, self._rows_of(seed), layer=seed.layer, slot=seed.chunk, step=r["step"], state=to
-            )
+            rows = rows_of(self.layers[seed.layer], self.optimizer, seed)
+            self.rollback.save(entity, rows, layer=seed.layer, slot=seed.chunk, step=r["step"], state=to)
         elif to == KasminaState.ROLLED_BACK.value and seed.spec == KASMINA_SPEC.name:
             self._restore(entity, keep=False)
         elif self.rollback is not None and to == SUCCESS[seed.spec]:
@@ -188,28 +182,8 @@ class SeedSurgery(Projection):
         elif to in _FAILED[seed.spec]:
             self._restore(entity, keep=False)  # the risky period failed: back to before it
             return self._release(seed, r["event_id"])
-        self._settle_moments(seed, r["from_state"])
+        settle_moments(self.layers[seed.layer], self.optimizer, seed, r["from_state"])
         return False
-
-    def _settle_moments(self, seed: Seed, before: str) -> None:
-        """Freeze a seed's rows for good when it stops learning; give them moments when it resumes.
-
-        A frozen seed gets a zero gradient, but Adam would go on moving its rows with their old
-        momentum: zeroed moments make its update exactly zero. A seed that learns again
-        (fine-tuning) gets its siblings' mean second moment, never zeros under a mature step.
-        """
-        row = self._row(seed)
-        was_frozen, frozen = _frozen(seed.spec, before), _frozen(seed.spec, seed.state)
-        freeze = frozen and not was_frozen
-        thaw = learns(seed.spec, seed.state) and was_frozen
-        if row is None or not (freeze or thaw):
-            return
-        siblings = [r for r in range(len(self.layers[seed.layer].row_chunks[seed.blueprint])) if r != row]
-        for param in self.layers[seed.layer].slot_parameters(seed.blueprint).values():
-            if freeze:
-                clear_rows(self.optimizer, param, row)
-            else:
-                fresh_rows(self.optimizer, param, row, siblings)
 
     def _blueprint(self, layer: SeedLayer, attrs: Mapping[str, Any] | None) -> str | None:
         """Return the hosted blueprint `attrs["blueprint"]` names (a name or a library id), if any."""
@@ -239,65 +213,19 @@ class SeedSurgery(Projection):
 
     # -- rows ----------------------------------------------------------------------------------
 
-    def _row(self, seed: Seed) -> int | None:
-        chunks = self.layers[seed.layer].row_chunks[seed.blueprint]
-        return chunks.index(seed.chunk) if seed.chunk in chunks else None
-
     def _germinate(self, entity: str, seed: Seed, record: Record) -> bool:
         layer = self.layers[seed.layer]
-        blueprint = layer.library.get(seed.blueprint)
-        generator = torch.Generator()
-        generator.manual_seed(stream_seed(record["step"], seed.blueprint, entity))
-        drawn = blueprint.init(1, layer.width, generator)
-        row, resized = self._row(seed), False
-        if row is None:
-            row, resized = len(layer.row_chunks[seed.blueprint]), True
-            self._reindex(
-                layer, seed.blueprint, [*range(row), None], [*layer.row_chunks[seed.blueprint], seed.chunk]
-            )
-        siblings = [r for r in range(len(layer.row_chunks[seed.blueprint])) if r != row]
-        with torch.no_grad():
-            for name, param in layer.slot_parameters(seed.blueprint).items():
-                param[row] = drawn[name][0].to(param.device, param.dtype)
-                fresh_rows(self.optimizer, param, row, siblings)
+        resized = germinate(layer, self.optimizer, entity, seed, step=record["step"])
         self._applied(record["event_id"])
         return resized
 
     def _release(self, seed: Seed, event_id: str) -> bool:
-        layer, row = self.layers[seed.layer], self._row(seed)
+        layer = self.layers[seed.layer]
+        row = row_of(layer, seed)
         if row is None:
             return False
         self._applied(event_id)
-        if layer.strategy == "masked":
-            for param in layer.slot_parameters(seed.blueprint).values():
-                clear_rows(self.optimizer, param, row)
-            return False
-        chunks = layer.row_chunks[seed.blueprint]
-        keep = [r for r in range(len(chunks)) if r != row]
-        self._reindex(layer, seed.blueprint, keep, [chunks[r] for r in keep])
-        return True
-
-    def _reindex(
-        self, layer: SeedLayer, blueprint: str, index: Sequence[int | None], chunks: Sequence[int]
-    ) -> None:
-        """Give a blueprint's weights rows `index` of the old ones (None: a new row), moments along."""
-        swapped = {}
-        for name, old in layer.slot_parameters(blueprint).items():
-            new = nn.Parameter(reindexed(old.detach(), index), requires_grad=old.requires_grad)
-            swap_parameter(self.optimizer, old, new, index)
-            swapped[name] = new
-        layer.replace_parameters(blueprint, swapped, chunks)
-
-    def _rows_of(self, seed: Seed) -> dict[str, torch.Tensor]:
-        """Return a seed's weights and moments: `w/NAME` and `m/NAME/KEY` rows."""
-        row = self._row(seed)
-        if row is None:
-            return {}
-        rows: dict[str, torch.Tensor] = {}
-        for name, param in self.layers[seed.layer].slot_parameters(seed.blueprint).items():
-            rows[f"w/{name}"] = param[row]
-            rows.update({f"m/{name}/{k}": v[row] for k, v in moment_rows(self.optimizer, param).items()})
-        return rows
+        return release(layer, self.optimizer, seed, row)
 
     def _restore(self, entity: str, *, keep: bool) -> None:
         """Restore a seed's rollback point if it has one, forgetting it unless `keep`."""
@@ -312,16 +240,9 @@ class SeedSurgery(Projection):
         if seed is None:
             raise UsageError(f"{self.name}: {entity!r} is not a seed of a managed layer")
         saved = None if self.rollback is None else self.rollback.load(entity)
-        row = self._row(seed)
-        if saved is None or row is None:
+        if saved is None:
             return False
-        with torch.no_grad():
-            for name, param in self.layers[seed.layer].slot_parameters(seed.blueprint).items():
-                param[row] = saved[f"w/{name}"].to(param.device)
-                for key, moment in moment_rows(self.optimizer, param).items():
-                    if f"m/{name}/{key}" in saved:
-                        moment[row] = saved[f"m/{name}/{key}"].to(moment.device)
-        return True
+        return write_back(self.layers[seed.layer], self.optimizer, seed, saved)
 
     def _applied(self, event_id: str) -> None:
         self.applied_chain = _chain(self.applied_chain, event_id)
@@ -383,24 +304,23 @@ class SeedSurgery(Projection):
         for entity, seed in self.seeds.items():
             self.owners[seed.layer][seed.chunk] = entity
             self._chunk_rows[seed.layer][seed.chunk] = seed.row
-        resized = False
-        for index, layer in self.layers.items():
-            for blueprint, chunks in s["row_chunks"][str(index)].items():
-                if len(chunks) == len(layer.row_chunks[blueprint]):
-                    layer.replace_parameters(blueprint, layer.slot_parameters(blueprint), chunks)
-                else:  # resize: blank rows of the snapshot's shape, for the checkpoint to fill
-                    self._reindex(layer, blueprint, [None] * len(chunks), chunks)
-                    resized = True
-        if resized and self.on_rewrap is not None:
+        if self._restore_rows(s["row_chunks"]) and self.on_rewrap is not None:
             self.on_rewrap()
         self._dirty = set(self.layers)
         self._write_modes()
         self.seq = snapshot.seq
 
-
-def _frozen(spec: str, state: str) -> bool:
-    """Whether a seed in `state` runs its blueprint with the weights frozen (takes no gradient)."""
-    return mode_of(spec, state) != SeedMode.HOST and not learns(spec, state)
+    def _restore_rows(self, row_chunks: Mapping[str, Mapping[str, list[int]]]) -> bool:
+        """Give each blueprint the snapshot's row chunks; return True if any row count changed."""
+        resized = False
+        for index, layer in self.layers.items():
+            for blueprint, chunks in row_chunks[str(index)].items():
+                if len(chunks) == len(layer.row_chunks[blueprint]):
+                    layer.replace_parameters(blueprint, layer.slot_parameters(blueprint), chunks)
+                else:  # resize: blank rows of the snapshot's shape, for the checkpoint to fill
+                    reindex(layer, self.optimizer, blueprint, [None] * len(chunks), chunks)
+                    resized = True
+        return resized
 
 
 def _zeros_like_chunks(layer: SeedLayer) -> torch.Tensor:

@@ -41,55 +41,35 @@ carry `apply_at_step = s + 1` (the boundary before step s+1's forward) and are a
 The sync takes its parts as the caller built them and wires nothing behind its back: the
 caller gives `ModelSurgery` its `on_rewrap` (the DDP wrapper's `rewrap`) and has the runner
 feed it. A boundary's checkpoint is saved, and a run resumed, by `checkpoint.Checkpoints`.
+Following the log to a seal is `_follow`'s; comparing the digests and repairing, `_digest_check`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
-from torch import nn
 
-from bus import FollowTimeoutError
-from lifecycle_es.errors import (
-    ConfigError,
-    DivergenceError,
-    InconsistentEventError,
-    SyncTimeoutError,
-    UsageError,
-)
-from lifecycle_es.events import ActionsVerified, DivergenceDetected
+from lifecycle_es.errors import ConfigError, UsageError
+from lifecycle_es.events import ActionsVerified
 from lifecycle_es.session import Lifecycle
 from projections._projection import Record
 from projections.moe.surgery import ModelSurgery
 from projections.runner import Runner
 from projections.training import carried, distributed
+from projections.training._digest_check import DigestCheck, Surgery
+from projections.training._follow import check_decisions as _check_decisions  # tests import it from here
+from projections.training._follow import follow_to_seal
 from projections.training.carried import Pending
 from projections.training.distributed import Group, Replicated
 
 __all__ = ["Boundary", "LifecycleSync", "SyncConfig"]
 
 _log = logging.getLogger("projections.training.sync")
-
-
-class Surgery(Protocol):
-    """What the sync needs of a model surgery (`ModelSurgery`, or the seed layers' `SeedSurgery`)."""
-
-    optimizer: torch.optim.Optimizer
-    model: nn.Module | None
-
-    def digest(self) -> str:
-        """Return the 16-hex-digit digest of parameters, optimizer state and applied event ids."""
-        ...
-
-    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """Return the parameters the digest covers, by name."""
-        ...
 
 
 Decide = Callable[[Lifecycle], None]
@@ -186,6 +166,15 @@ class LifecycleSync:
         """This rank's digest of the last boundary, for the next collective to compare."""
         if self.config.leader >= self.world_size:
             raise ConfigError(f"leader rank {self.config.leader} is outside a world of {self.world_size}")
+        self._check = DigestCheck(
+            lifecycle,
+            surgery,
+            leader=self.config.leader,
+            repair=self.config.repair,
+            group=group,
+            # Looked up at each call, so what replaces this sync's `_append` sees these too.
+            append=lambda events: self._append(events),
+        )
 
     @property
     def is_leader(self) -> bool:
@@ -222,17 +211,7 @@ class LifecycleSync:
         Boundaries go forward: a step at or before the last one this sync applied is refused at
         once (its seal is behind this rank already, so waiting for it could only time out).
         """
-        if self.last_step is not None and step <= self.last_step:
-            raise UsageError(
-                f"step {step}: this rank applied the boundary of step {self.last_step} already; "
-                "call at_boundary once per evaluation step, with steps that increase"
-            )
-        wrapper = None if self.replicated is None else self.replicated.wrapper
-        if not getattr(wrapper, "require_backward_grad_sync", True):
-            raise UsageError(
-                f"step {step}: at_boundary inside a no_sync() window; apply lifecycle "
-                "decisions only at gradient-accumulation boundaries"
-            )
+        self._refuse_out_of_place(step)
         votes, values = self._stop_votes(step)
         verified, repaired = self._compare_carried(values)
         replayed = self._seal(step, decide, verified) if self.is_leader else False
@@ -252,6 +231,20 @@ class LifecycleSync:
         if votes:  # the run ends here: compare now, not at a boundary that will not come
             self._flush()
         return Boundary(step, records, decisions, digest, repaired, replayed, votes)
+
+    def _refuse_out_of_place(self, step: int) -> None:
+        """Refuse a boundary at or before the last one applied, or inside a `no_sync()` window."""
+        if self.last_step is not None and step <= self.last_step:
+            raise UsageError(
+                f"step {step}: this rank applied the boundary of step {self.last_step} already; "
+                "call at_boundary once per evaluation step, with steps that increase"
+            )
+        wrapper = None if self.replicated is None else self.replicated.wrapper
+        if not getattr(wrapper, "require_backward_grad_sync", True):
+            raise UsageError(
+                f"step {step}: at_boundary inside a no_sync() window; apply lifecycle "
+                "decisions only at gradient-accumulation boundaries"
+            )
 
     def _carriers(self) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's stop vote, and its slots of the digest vector: (pending step + 1, digest)."""
@@ -281,7 +274,7 @@ class LifecycleSync:
         if not self.distributed:
             return None
         self._flush()
-        digest, _ = self._verify(step)
+        digest, _ = self._check.now(step)
         if self.is_leader:
             self._record_verified(step, digest)
         return digest
@@ -311,35 +304,15 @@ class LifecycleSync:
 
     def _follow_to_seal(self, step: int) -> list[Record]:
         """Read the log from the projections' seq up to and including `StepSealed(step)`."""
-        log, after = self.runner.log, self.runner.seq
-        deadline = time.monotonic() + self.config.timeout
-        records: list[Record] = []
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                batch = next(log.follow_batches(after, timeout=max(left, 0.001)))
-            except FollowTimeoutError as e:
-                raise SyncTimeoutError(
-                    f"rank {self.rank} waited {self.config.timeout:g} s for the leader (rank "
-                    f"{self.config.leader}) to seal step {step} of run {self.lifecycle.run_id}; "
-                    f"the log ends at seq {after}",
-                    rank=self.rank,
-                    step=step,
-                ) from e
-            for i, record in enumerate(batch):
-                if record["kind"] != "StepSealed":
-                    continue
-                if record["step"] == step:
-                    records.extend(batch[: i + 1])
-                    return records
-                if record["step"] > step:
-                    raise InconsistentEventError(
-                        f"rank {self.rank} expected StepSealed({step}) but the log sealed step "
-                        f"{record['step']} first (seq {record['seq']}): ranks reached different "
-                        "evaluation steps"
-                    )
-            records.extend(batch)
-            after = batch[-1]["seq"]
+        return follow_to_seal(
+            self.runner.log,
+            self.runner.seq,
+            step,
+            timeout=self.config.timeout,
+            rank=self.rank,
+            leader=self.config.leader,
+            run_id=self.lifecycle.run_id,
+        )
 
     # -- verification ------------------------------------------------------------------------
 
@@ -347,17 +320,7 @@ class LifecycleSync:
         """Compare the last boundary's digests the collective carried; return the leader's
         `ActionsVerified` to write (none elsewhere) and whether a repair was needed."""
         pending, self._pending = self._pending, None
-        compared = carried.read(values)
-        if compared is None:
-            return [], False
-        step, digests = compared
-        if len(set(digests)) == 1:
-            record = pending is not None and pending.record and self.is_leader
-            return ([self._verified(step, digests[0])] if record else []), False
-        digest = self._diverged(step, digests)
-        if self.is_leader:
-            self._append([self._verified(step, digest)])
-        return [], True
+        return self._check.compare(values, pending)
 
     def _flush(self) -> None:
         """Compare the last boundary's digest now, with a collective of its own (if there is one)."""
@@ -367,104 +330,10 @@ class LifecycleSync:
         if verified:
             self._append(verified)
 
-    def _verify(self, step: int) -> tuple[str, bool]:
-        """Return the agreed digest and whether a repair was needed to agree."""
-        digest = self.surgery.digest()
-        low, high = distributed.digest_range(digest, self.group)
-        if low == high:
-            return digest, False
-        return self._diverged(step, distributed.gather_digests(digest, self.group)), True
-
-    def _diverged(self, step: int, digests: Sequence[str]) -> str:
-        """Record the ranks' disagreement at `step` and raise, or repair and return the digest."""
-        leader = digests[self.config.leader]
-        ranks = tuple(r for r, d in enumerate(digests) if d != leader)
-        where = f"step {step}: ranks {list(ranks)} differ from the leader (rank {self.config.leader})"
-        if not self.config.repair:
-            self._record_divergence(step, digests, ranks, repaired=False)
-            raise DivergenceError(
-                f"{where} in parameters, optimizer state or applied events; "
-                "restart from the last checkpoint or sync with repair=True",
-                step=step,
-                ranks=ranks,
-            )
-        self._repair(step, where)
-        digest = self.surgery.digest()
-        low, high = distributed.digest_range(digest, self.group)
-        if low != high:
-            self._record_divergence(step, digests, ranks, repaired=False)
-            raise DivergenceError(
-                f"{where} and the leader's state did not repair them: the ranks applied different events",
-                step=step,
-                ranks=ranks,
-            )
-        self._record_divergence(step, digests, ranks, repaired=True)
-        _log.warning("%s; repaired from the leader's state", where)
-        return digest
-
-    def _repair(self, step: int, where: str) -> None:
-        """Broadcast the leader's parameters, buffers and optimizer state, if their shapes agree."""
-        named = self._named_state()
-        structure = carried.structure_digest(named, self.surgery.optimizer)
-        low, high = distributed.digest_range(structure, self.group)
-        if low != high:
-            raise DivergenceError(
-                f"{where} in parameter or optimizer-state shapes, which a broadcast cannot repair",
-                step=step,
-                ranks=tuple(range(self.world_size)),
-            )
-        distributed.broadcast_training_state(
-            named, self.surgery.optimizer, src=self.config.leader, group=self.group
-        )
-
-    def _named_state(self) -> list[tuple[str, torch.Tensor]]:
-        model = self.surgery.model
-        if model is not None:
-            return distributed.named_state(model)
-        return list(self.surgery.named_parameters())
-
-    def _record_divergence(
-        self, step: int, digests: Sequence[str], ranks: Iterable[int], *, repaired: bool
-    ) -> None:
-        if self.is_leader:
-            self._append(
-                [
-                    DivergenceDetected(
-                        run_id=self.lifecycle.run_id,
-                        step=step,
-                        rank=self.rank,
-                        repaired=repaired,
-                        digests={str(r): d for r, d in enumerate(digests)},
-                        ranks=sorted(ranks),
-                    )
-                ]
-            )
-
     def _record_verified(self, step: int, digest: str) -> None:
-        self._append([self._verified(step, digest)])
-
-    def _verified(self, step: int, digest: str) -> ActionsVerified:
-        return ActionsVerified(
-            run_id=self.lifecycle.run_id, step=step, rank=self.rank, digest=digest, world_size=self.world_size
-        )
+        self._append([self._check.verified(step, digest)])
 
     def _append(self, events: Sequence[Any]) -> None:
         # The leader is the run's one writer, so its registry is at the log's end; another
         # writer would make this append fail with ConcurrencyError, as it should.
         self.lifecycle.append(events)
-
-
-def _check_decisions(records: Sequence[Record], step: int) -> int:
-    """Count the batch's decisions; each must apply at the boundary it was sealed for."""
-    count = 0
-    for record in records:
-        if record["kind"] != "DecisionMade":
-            continue
-        if record["apply_at_step"] != step + 1:
-            raise InconsistentEventError(
-                f"decision {record['event_id']} (seq {record['seq']}) is sealed at step {step} "
-                f"but asks to apply at step {record['apply_at_step']}; decisions apply at the "
-                f"boundary before the step after their seal ({step + 1})"
-            )
-        count += 1
-    return count

@@ -47,6 +47,18 @@ class DemoModel(nn.Module):
         out: torch.Tensor = self.head(h)
         return out
 
+    @torch.no_grad()
+    def layer_inputs(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Return each MoE layer's inputs [tokens, d_model] for `x`: the lifecycle's `revival`
+        inputs, on which parked experts are scored and splits find their push direction."""
+        h: torch.Tensor = self.embed(x)
+        found = {}
+        for i, layer in enumerate(self.moe):
+            found[i] = h
+            if i + 1 < len(self.moe):
+                h = h + layer(h)
+        return found
+
     def layers(self) -> dict[int, MoELayer]:
         """Return the MoE layers by index, as surgery and basin tracking take them."""
         return {i: layer for i, layer in enumerate(self.moe) if isinstance(layer, MoELayer)}

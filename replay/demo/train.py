@@ -3,7 +3,9 @@
 The lifecycle is one object, `projections.training.ExpertLifecycle`, built from the model, its
 optimizer and the log. Every step is forward, backward, `optimizer.step()`, then
 `lifecycle.record(types)` (references only: no device work, no host sync) and
-`lifecycle.after_step(step)`. Every `lifecycle_eval_interval` steps that runs the step boundary,
+`lifecycle.after_step(step, revival=...)` (the batch's MoE inputs, computed only at an
+evaluation: parked experts are scored on them for a revival, and a split pushes its pair apart
+along them). Every `lifecycle_eval_interval` steps that runs the step boundary,
 through `LifecycleSync`: routing counters summed over ranks -> basin metrics -> (leader)
 `MetricsObserved` (the basin metrics, and the run's mean training loss since the last
 evaluation, which no controller reads), the coordinator's decisions and `StepSealed` in one
@@ -25,6 +27,7 @@ newest intact checkpoint and ends with the `final_digest` of the uninterrupted r
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -48,7 +51,7 @@ from projections.training import (
     run_digest,
 )
 from replay.demo.options import DemoOptions, demo_config, demo_model
-from replay.demo.task import Task
+from replay.demo.task import Batch, Task
 
 __all__ = ["DemoOptions", "DemoRun", "PhaseLoss", "RankOptions", "Tick", "demo_config", "demo_model"]
 
@@ -233,7 +236,7 @@ class DemoRun:
         boundary = (
             None
             if lifecycle is None
-            else self._lifecycle_step(lifecycle, step, batch.types, detached, losses.detach())
+            else self._lifecycle_step(lifecycle, step, batch, detached, losses.detach())
         )
         if step == self.task.phase_end(self.task.phase_index(step)):
             self._evaluate(step)
@@ -246,17 +249,19 @@ class DemoRun:
         self,
         lifecycle: ExpertLifecycle,
         step: int,
-        types: torch.Tensor,
+        batch: Batch,
         loss: torch.Tensor,
         losses: torch.Tensor,
     ) -> Boundary | None:
-        """Record the step's routing and loss; at an evaluation step, run the lifecycle's boundary."""
-        lifecycle.record(types, losses)
+        """Record the step's routing and loss; at an evaluation step, run the lifecycle's boundary,
+        with the batch's MoE inputs for revival and split directions (computed only there)."""
+        lifecycle.record(batch.types, losses)
         if self._guard is not None and self._guard.notice is not None:
             lifecycle.sync.request_stop()  # this rank's vote, summed at the boundary below
         self._eval_loss += loss
         self._since_eval += 1
-        boundary = lifecycle.after_step(step, metrics=self._loss_since_eval)
+        inputs = functools.partial(self.model.layer_inputs, batch.x)
+        boundary = lifecycle.after_step(step, metrics=self._loss_since_eval, revival=inputs)
         if boundary is not None:
             self._eval_loss.zero_()
             self._since_eval = 0

@@ -25,7 +25,10 @@ from _real_data_task import CLASSES, DROPPED, PHASES, PIXELS, Digits
 from lifecycle_es.controllers import ExpertCoordinatorConfig
 from projections.training import ExpertLifecycle
 
-__all__ = ["RunOptions", "RunResult", "train"]
+__all__ = ["EARLY", "RunOptions", "RunResult", "train"]
+
+EARLY = (10, 30)
+"""Steps into the return phase at which the returning classes' accuracy is measured."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,12 +59,17 @@ class RunResult:
     """Test accuracy on all ten classes at each phase's end."""
     dropped_acc: list[float] = field(default_factory=list)
     """Test accuracy on the dropped classes (0-3) at each phase's end."""
+    early_acc: list[float] = field(default_factory=list)
+    """Test accuracy on the dropped classes (0-3) `EARLY` steps into the phase they return in:
+    what parking is for (a parked expert comes back knowing them; the others relearn them)."""
     experts: list[int] = field(default_factory=list)
     """Routing experts at each evaluation checkpoint (a static run: its one count)."""
     phase_experts: list[float] = field(default_factory=list)
     """Routing experts at each phase's end."""
     decisions: Counter[str] = field(default_factory=Counter)
     """Decisions applied before the run ended, by action."""
+    parked: int = 0
+    """PRUNE decisions applied with reason `basin_gone` (counted among the PRUNEs too)."""
     log_bytes: int = 0
     checkpoints: int = 0
 
@@ -117,7 +125,7 @@ def _loop(
 ) -> None:
     step = 0
     for phase in PHASES:
-        for _ in range(options.steps_per_phase):
+        for into in range(1, options.steps_per_phase + 1):
             step += 1
             x, y = data.batch(phase)
             losses = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
@@ -131,6 +139,8 @@ def _loop(
                 inputs = functools.partial(dict, {0: model.moe.last_input})
                 if lifecycle.after_step(step, revival=inputs) is not None:
                     result.experts.append(lifecycle.routing_counts()[0])
+            if phase == PHASES[-1] and into in EARLY:
+                result.early_acc.append(_accuracy(model, data, DROPPED))
         result.phase_acc.append(_accuracy(model, data, phase.classes))
         result.all_acc.append(_accuracy(model, data, tuple(range(CLASSES))))
         result.dropped_acc.append(_accuracy(model, data, DROPPED))
@@ -153,3 +163,4 @@ def _read_log(path: Path, steps: int, result: RunResult) -> None:
                 result.checkpoints += 1
             if event.get("kind") == "DecisionMade" and event.get("apply_at_step", 0) <= steps:
                 result.decisions[event["action"]] += 1
+                result.parked += event.get("reason") == "basin_gone"

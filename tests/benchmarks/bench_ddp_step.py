@@ -66,6 +66,7 @@ from _ddp import (  # a sibling module
     spawn_ranks,
 )
 from bench_append import redis_url  # a sibling script
+from run_all import report_row  # a sibling script
 
 import bus
 from lifecycle_es import Lifecycle
@@ -297,6 +298,16 @@ def report(
                 f"target <= {TARGET_MS:g} ms "
                 f"{verdict:<7}; - sync floor {(ours - floor) * ms:+6.3f} ms{vs_peer}"
             )
+    for name in ("redis", "jsonl", "redis-10m"):
+        ours, peer = (max(added[arm, r] for r in range(len(gathered))) for arm in (name, "peer"))
+        report_row(
+            f"DDP evaluation step, one action, added p50 (slower rank): {LABELS[name]} / peer",
+            f"{ours * ms:.3f} ms",
+            f"{peer * ms:.3f} ms",
+            ours / peer,
+            f"<= {TARGET_MS:g} ms",
+            ours * ms <= TARGET_MS,
+        )
     print()
     breakdown(gathered, opts["warmup_evals"], interval)
     print()

@@ -24,7 +24,8 @@ per-seed differences).
 
 It prints, per phase, test accuracy (mean and std over seeds) on the phase's own classes, on
 all classes, and on the dropped classes 0-3 (forgetting, at the end of the drop phase and after
-they return); the experts the lifecycle used (mean and max), its applied decisions by action,
+they return, and 10 and 30 steps into their return: what parking an expert whose classes left
+is for); the experts the lifecycle used (mean and max), its applied decisions by action,
 and its log bytes per evaluation checkpoint. Target (issue 18): the lifecycle at least matches
 the static model of its own mean size in every phase and beats it on the data that returns,
 with fewer experts than the maximum; each is printed as met or NOT met.
@@ -41,7 +42,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 import torch
-from _real_data_runs import RunOptions, RunResult, train  # a sibling module
+from _real_data_runs import EARLY, RunOptions, RunResult, train  # a sibling module
 from _real_data_task import PHASES
 
 from lifecycle_es.controllers import ExpertCoordinatorConfig
@@ -95,7 +96,10 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def _column(runs: list[RunResult], metric: str, phase: int) -> list[float]:
-    return [getattr(run, metric)[phase] for run in runs]
+    """One value per run: `metric` at `phase`, or for "early", the mean of its `early_acc`."""
+    if metric == "early":
+        return [_mean(run.early_acc) for run in runs if run.early_acc]
+    return [getattr(run, metric)[phase] for run in runs if len(getattr(run, metric)) > phase]
 
 
 def _table(lifecycle: list[RunResult], static: dict[int, list[RunResult]]) -> None:
@@ -106,8 +110,11 @@ def _table(lifecycle: list[RunResult], static: dict[int, list[RunResult]]) -> No
     rows = [(f"{p.name}: its classes", "phase_acc", i) for i, p in enumerate(PHASES)]
     rows.append((f"{PHASES[DROP].name}: all classes", "all_acc", DROP))
     rows += [(f"{PHASES[i].name}: dropped 0-3 (forgetting)", "dropped_acc", i) for i in (DROP, RETURN)]
+    rows += [(f"{PHASES[RETURN].name}: 0-3 after {n} steps", "early_acc", i) for i, n in enumerate(EARLY)]
     for label, metric, phase in rows:
-        print(f"{label:<40}" + "".join(f"{_stat(_column(runs, metric, phase)):>16}" for runs in every))
+        columns = [_column(runs, metric, phase) for runs in every]
+        if all(columns):  # early_acc is empty when a phase is shorter than its steps
+            print(f"{label:<40}" + "".join(f"{_stat(column):>16}" for column in columns))
     print("\nlifecycle experts at each phase's end (mean, min-max over seeds)")
     for i, stage in enumerate(PHASES):
         counts = _column(lifecycle, "phase_experts", i)
@@ -126,6 +133,8 @@ def _lifecycle_summary(lifecycle: list[RunResult]) -> None:
     per_run = ", ".join(f"{a} {total[a]} ({total[a] / len(lifecycle):.1f}/run)" for a in ACTIONS)
     others = sorted(set(total) - set(ACTIONS))
     print(f"decisions applied, all runs: {per_run}" + (f", others {others}" if others else ""))
+    parked = sum(run.parked for run in lifecycle)
+    print(f"of the PRUNEs, parked because their basin's classes left (basin_gone): {parked}")
     per_checkpoint = [run.log_bytes / max(run.checkpoints, 1) for run in lifecycle]
     print(
         f"log: {_mean([r.log_bytes for r in lifecycle]) / 1e6:.2f} MB per run, "
@@ -141,12 +150,15 @@ def _target(lifecycle: list[RunResult], static: dict[int, list[RunResult]], mean
     print(f"        fewer experts than the maximum ({MAX_EXPERTS})")
     checks = [(phase.name, "phase_acc", i, False) for i, phase in enumerate(PHASES)]
     checks.append(("returning 0-3", "dropped_acc", RETURN, True))
+    checks.append(("returning 0-3 early", "early", RETURN, True))
     for name, metric, i, must_beat in checks:
         ours, theirs = _column(lifecycle, metric, i), _column(peer, metric, i)
+        if not ours:
+            continue
         ratio = _mean(ours) / _mean(theirs) if _mean(theirs) else float("nan")
         met = _mean(ours) > _mean(theirs) if must_beat else _mean(ours) >= _mean(theirs)
         print(
-            f"  {name:<13} {100 * _mean(ours):5.1f} vs {100 * _mean(theirs):5.1f}  ratio {ratio:.3f}  "
+            f"  {name:<19} {100 * _mean(ours):5.1f} vs {100 * _mean(theirs):5.1f}  ratio {ratio:.3f}  "
             f"{_difference(ours, theirs)}  {'(must beat) ' if must_beat else ''}{'met' if met else 'NOT met'}"
         )
     used = _mean([_mean(run.experts) for run in lifecycle])

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from run_all import report_row  # a sibling script
 
 from lifecycle_es.specs import BUILTIN_SPECS, KasminaState
 from projections import Snapshot
@@ -224,10 +225,27 @@ def main() -> None:
         ratio = loop / batch
         verdict = ("PASS" if ratio >= 100 else "FAIL") if what.startswith("writes") else "info"
         print(f"{what:<34} {batch * 1e3:>10.3f} {loop * 1e3:>10.1f} {ratio:>7.1f}x  >= 100x {verdict}")
+        if what.startswith("writes"):
+            report_row(
+                f"state tensors, batch of {args.seeds} transitions, {what}: per-seed loop / batch",
+                f"{batch * 1e3:.3f} ms",
+                f"{loop * 1e3:.1f} ms",
+                ratio,
+                ">= 100",
+                ratio >= 100,
+            )
     print(f"\n{'seeds/001, ' + str(args.seeds) + ' seeds':<46} {'median ms':>10} {'target ms':>10}")
     for what, seconds, target in seeds_table(args.seeds, device, args.repeat):
         verdict = "PASS" if seconds < target else "FAIL"
         print(f"{what:<46} {seconds * 1e3:>10.4f} {'< ' + format(target * 1e3, 'g'):>10}  {verdict}")
+        report_row(
+            f"seeds/001, {args.seeds} seeds, {what} (no peer; ratio: of the target)",
+            f"{seconds * 1e3:.4f} ms",
+            "-",
+            seconds / target,
+            f"< {target * 1e3:g} ms",
+            seconds < target,
+        )
 
 
 if __name__ == "__main__":

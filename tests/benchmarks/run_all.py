@@ -55,8 +55,13 @@ BENCHES = (
         ("--n", "30000", "--small", "3000", "--repeats", "1"),
         ("--n", "1000000", "--small", "10000", "--repeats", "2"),
     ),
+    Bench("bench_state_tensors.py", ("--repeat", "5"), ()),
+    Bench("bench_seed_layer.py", ("--repeat", "10"), ()),
+    Bench("bench_digest.py", ("--sizes", "1M,10M", "--repeat", "3", "--no-old"), ()),
+    Bench("bench_ddp_step.py", ("--evals", "20", "--warmup-evals", "2"), ()),
 )
-"""The benchmarks that report rows, cheapest first."""
+"""The benchmarks of issue 17 and DESIGN.md section 9 that report rows, cheapest first (an empty
+`full` is the script's own defaults, which are those sizes)."""
 
 
 def run(bench: Bench, full: bool, rows_file: Path) -> tuple[int, float]:
@@ -78,12 +83,17 @@ def table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the sizes of DESIGN.md section 9")
     parser.add_argument("--out", type=Path, default=Path("benchmarks.md"), help="markdown table file")
     args = parser.parse_args()
     rows: list[dict[str, str]] = []
+    load = _load()
     with tempfile.TemporaryDirectory() as directory:
         for bench in BENCHES:
             rows_file = Path(directory) / f"{bench.script}.jsonl"
@@ -95,7 +105,9 @@ def main() -> None:
                 blank = dict.fromkeys(("ours", "peer", "ratio", "target", "met"), "-")
                 rows.append({**blank, "what": what})
     size = "full" if args.full else "small"
-    args.out.write_text(f"# Benchmarks ({size} sizes, one run each)\n\n" + table(rows))
+    # Ratios measured on a loaded machine are not the code's: the load says how far to trust them.
+    head = f"# Benchmarks ({size} sizes, one run each)\n\nload average before / after: {load} / {_load()}\n\n"
+    args.out.write_text(head + table(rows))
     print(f"\n{table(rows)}\nwritten to {args.out}")
 
 

@@ -27,7 +27,7 @@ GROWS = {"SPAWN": 1, "SPLIT": 1, "PRUNE": -1, "MERGE": -1, "REVIVE": 1}
 """How many routing experts an action adds to its layer."""
 REASONS = {
     "SPAWN": {"sustained_starvation"},
-    "PRUNE": {"confirmed_dead", "failed_split"},
+    "PRUNE": {"confirmed_dead", "failed_split", "basin_gone"},
     "SPLIT": {"sustained_overload"},
     "MERGE": {"converged_basins"},
     "REVIVE": {"basin_returned"},

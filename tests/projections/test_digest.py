@@ -10,7 +10,17 @@ import torch
 from torch import nn
 
 from lifecycle_es.errors import UsageError
-from projections.digest import ROW, digest, extend_chain, sm, training_items
+from projections.digest import (
+    ROW,
+    _host_sum,
+    _row_sums,
+    _row_weight,
+    _words,
+    digest,
+    extend_chain,
+    sm,
+    training_items,
+)
 
 MASK = (1 << 64) - 1
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.int64)
@@ -148,6 +158,44 @@ def test_names_shapes_dtypes_and_order_matter() -> None:
     assert digest([("x", x.view(torch.float32)), ("y", x)]) != base
     assert digest([("y", x), ("x", x)]) != base
     assert digest([("x", x), ("y", x)], events="") != base
+
+
+def test_row_boundaries_odd_byte_counts_and_any_dtype_digest_exactly() -> None:
+    """Tensors ending just before, at and just after a row of words, or inside a word, of any
+    dtype (bool, uint8, complex128), empty, not contiguous or a conjugate view, give the documented
+    function, and a flip on either side of a row boundary or in the last padded word changes it."""
+    raw = torch.randint(
+        0, 256, (ROW * 8 * 2 + 9,), dtype=torch.uint8, generator=torch.Generator().manual_seed(3)
+    )
+    items: list[tuple[str, object]] = [
+        (f"bytes {n}", raw[:n].clone()) for n in (0, 1, 7, ROW * 8 - 1, ROW * 8, ROW * 8 + 1, raw.numel())
+    ]
+    items += [
+        ("bool", raw[:13].clone().view(torch.bool).clone()),
+        ("complex", torch.randn(ROW // 2 + 3, dtype=torch.complex128)),
+        ("transposed", torch.randn(5, 7).t()),
+    ]
+    assert digest(items) == reference(items)
+    conjugate = torch.randn(4, dtype=torch.complex64).conj()  # a view: its values are resolved
+    assert digest([("c", conjugate)]) == digest([("c", conjugate.resolve_conj())])
+    before, whole = digest(items), items[-4][1]
+    assert isinstance(whole, torch.Tensor)
+    for bit in (ROW * 64 - 1, ROW * 64, whole.numel() * 8 - 1):  # either side of a row, the last bit
+        flip(whole, bit)
+        assert digest(items) != before, f"flip of bit {bit} went unseen"
+        flip(whole, bit)
+
+
+def test_the_device_path_sums_rows_as_the_host_path_does() -> None:
+    """The torch row sums used on devices other than the CPU (CUDA) agree with the host's, here
+    on the CPU, so the arithmetic of the GPU path is checked on machines without one."""
+    for n in (3, ROW * 8, ROW * 8 * 3 + 5):
+        tensor = torch.randint(0, 256, (n,), dtype=torch.uint8, generator=torch.Generator().manual_seed(n))
+        sums: list[torch.Tensor] = []
+        rows = _row_sums(*_words(tensor), sums)
+        on_device = sum(int(s) * _row_weight(j) for j, s in enumerate(torch.cat(sums).tolist()))
+        assert rows == -(-n // (ROW * 8))
+        assert on_device % (MASK + 1) == _host_sum(tensor.numpy()) % (MASK + 1)
 
 
 def test_a_sparse_tensor_is_refused_with_a_typed_error() -> None:

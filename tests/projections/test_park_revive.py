@@ -60,6 +60,13 @@ class Rig:
         self.lc.transition(entity, "archived")
         self.sync()
 
+    def park_basin_gone(self, entity: str, budget: int = 2) -> None:
+        """Take an active expert (still routed) pending_prune -> archived through a `basin_gone` PRUNE."""
+        self.decide(Action.PRUNE, entity, "basin_gone", {"park_budget": budget})
+        self.lc.transition(entity, "pending_prune")
+        self.lc.transition(entity, "archived")
+        self.sync()
+
     def revive(self, entity: str) -> None:
         self.decide(Action.REVIVE, entity, "basin_returned", {})
         self.lc.transition(entity, "active")
@@ -93,12 +100,16 @@ class Rig:
 
 
 @pytest.mark.parametrize("strategy", ["masked", "resize"])
-def test_a_revived_expert_gets_its_weights_and_moments_back_bit_for_bit(strategy: Strategy) -> None:
-    """Pruned, trained past and revived, an expert's rows and Adam moments equal those it was parked with."""
+@pytest.mark.parametrize("park", ["prune", "park_basin_gone"])
+def test_a_revived_expert_gets_its_weights_and_moments_back_bit_for_bit(
+    strategy: Strategy, park: str
+) -> None:
+    """Parked (dead, or routed but its inputs gone), trained past and revived, an expert's rows and
+    Adam moments equal those it was parked with."""
     rig = Rig(strategy)
     rig.train(3)
     before = rig.rows(E[3])
-    rig.prune(E[3])
+    getattr(rig, park)(E[3])
     assert E[3] not in rig.surgery.routing_experts(0).values()
     rig.train(3)
     rig.revive(E[3])
