@@ -157,3 +157,10 @@ def test_bad_payoff_settings_are_refused_in_one_sentence(change: dict[str, objec
     """Each payoff setting out of range raises ConfigError naming it."""
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(CONFIG, **change)  # type: ignore[arg-type]
+
+
+def test_the_payoff_window_may_exceed_the_basin_window_where_no_need_spawn_is_judged() -> None:
+    """With the payoff test or spawns off, a need_payoff_window past basin_window_size is accepted."""
+    for change in ({"need_payoff_fraction": None}, {"max_spawns_per_cycle": 0}):
+        config = dataclasses.replace(CONFIG, need_payoff_window=31, **change)
+        assert config.need_payoff_window == 31
