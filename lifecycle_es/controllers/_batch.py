@@ -137,8 +137,16 @@ class Batch:
         for event in outcome.events:
             self.add(event)
 
-    def register(self, entity: str, *, layer: int, slot: int, parent: str | None) -> None:
-        """Register a new expert in `pending_spawn` in `slot` of `layer`."""
+    def register(
+        self,
+        entity: str,
+        *,
+        layer: int,
+        slot: int,
+        parent: str | None,
+        attrs: Mapping[str, JsonValue] | None = None,
+    ) -> None:
+        """Register a new expert in `pending_spawn` in `slot` of `layer`, with `attrs` if any."""
         self.add(
             commands.register(
                 self.registry,
@@ -149,6 +157,7 @@ class Batch:
                 slot=slot,
                 layer=layer,
                 parent=parent,
+                attrs=attrs,
             )
         )
 

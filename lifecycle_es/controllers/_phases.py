@@ -39,6 +39,7 @@ from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
 from lifecycle_es.controllers._expert_ids import expert_id, parse_expert_id
 from lifecycle_es.controllers._failed_split import judge_split
+from lifecycle_es.controllers._need import need_payoff
 from lifecycle_es.controllers._revive import Revivals, parked_metadata, reserved_slots
 from lifecycle_es.controllers._signals import (
     BREADTH,
@@ -542,6 +543,9 @@ class Evaluation:
             checks.slot("spawn.free_slot", layer, slot, self.capacity[layer]),
             checks.budget(registry, "spawn.budget", Action.SPAWN, cfg.max_spawns_per_cycle),
         ]
+        payoff = need_payoff(registry, layer, cfg)
+        if payoff is not None:  # a spawn for need: it waits for the last one's payoff, and any floor
+            gates.insert(1, payoff.check(cfg))
         if cfg.spawn_init_strategy != "random":
             gates.append(
                 Check(
@@ -574,7 +578,11 @@ class Evaluation:
             metrics["cluster"] = list(cluster)
         if cfg.spawn_init_strategy == "clone_and_perturb" and cfg.split_divergence_push:
             metrics["push"] = cfg.split_divergence_push  # a clone must divide its source's basin too
-        self.batch.register(child, layer=layer, slot=slot, parent=parent)
+        if payoff is not None:
+            payoff.record(metrics)
+        self.batch.register(
+            child, layer=layer, slot=slot, parent=parent, attrs=None if payoff is None else payoff.attrs()
+        )
         self.batch.decide(
             Action.SPAWN,
             layer=layer,

@@ -39,6 +39,7 @@ __all__ = [
     "checkpoints_since",
     "layer_signal",
     "mean",
+    "need_series",
     "pair_balance",
     "pair_cosine",
     "pair_order",
@@ -176,6 +177,14 @@ def starvation_thresholds(config: ExpertCoordinatorConfig) -> dict[str, float]:
     if config.starvation_need_metric is not None:
         found["starvation_need_threshold"] = config.starvation_need_threshold
     return found
+
+
+def need_series(registry: Registry, layer: int, name: str) -> tuple[tuple[float, float | None], ...]:
+    """Return the layer's user metric `name` at each checkpoint of its window, oldest first, as
+    (checkpoint step, value) pairs, the value None where the checkpoint did not carry it."""
+    steps = registry.metric_window(layer, CHECKPOINT_STEP, layer=True)
+    values = _tail_aligned(registry.metric_window(layer, USER + name, layer=True), len(steps))
+    return tuple(zip(steps, values, strict=True))
 
 
 def _broad(config: ExpertCoordinatorConfig, breadth: float | None) -> bool:

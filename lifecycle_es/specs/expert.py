@@ -176,6 +176,14 @@ class SpawnMetrics(TypedDict):
     push: NotRequired[float]
     """Under `clone_and_perturb`: how far the router rows of the source expert and the child
     are pushed apart, as a split's (`SplitMetrics.push`); absent or 0: a plain perturbed clone."""
+    need_level: NotRequired[float]
+    """A spawn made for need (`need_payoff_fraction`): the need metric's mean over its patience."""
+    need_failures: NotRequired[int]
+    """The need spawns in a row before it that did not pay off."""
+    need_floor: NotRequired[float]
+    """The floor in force (a level an earlier need spawn did not reduce), when there was one."""
+    need_floor_from: NotRequired[str]
+    """The child of the failed need spawn that set `need_floor`."""
 
 
 class SplitMetrics(TypedDict):

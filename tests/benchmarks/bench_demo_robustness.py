@@ -17,9 +17,13 @@ applied before the run ended (`apply_at_step <= steps`) and the thrash among the
 A merge of a child with its parent after the cooldown is not thrash (the split served a load
 that has passed, as the demo's surge and calm intend, or it did not take), but it is counted
 apart as "re-merge" so a reader sees how often it happens.
+A prune is counted by its reason: a dead expert's (`confirmed_dead`, column PRUNE) apart from
+the undo of a split or cloned spawn whose pair never divided the basin (`failed_split`, column
+UNDO); both are PRUNE decisions in the log.
 The thresholds are read from the run's own `RunStarted` config. It prints one row per run
 (seed x strategy x ranks: actions, thrash, held-out loss at the end of each phase) and one per
-(strategy, ranks): in how many runs each action was taken, thrash in all and per run at most.
+(strategy, ranks): in how many runs each action was taken (and how often in all), thrash in all
+and per run at most.
 Target (issue "Green on every machine"): each action in at least 9 of 10 runs, thrash 0 in the
 default demo and at most 1 per run.
 """
@@ -40,7 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ACTIONS = ("SPAWN", "PRUNE", "SPLIT", "MERGE")
+ACTIONS = ("SPAWN", "PRUNE", "UNDO", "SPLIT", "MERGE")
+"""The columns: decisions by action, a failed split's undo (a PRUNE, reason `failed_split`) apart."""
+UNDO_REASON = "failed_split"
 LOSS_ROW = re.compile(r"^\s*(\w+) \(step \d+\)\s+([0-9.]+)", re.MULTILINE)
 MEAN_ROW = re.compile(r"^\s*mean training loss, all steps\s+([0-9.]+)", re.MULTILINE)
 
@@ -112,7 +118,7 @@ def judge(records: list[dict[str, Any]], steps: int) -> tuple[Counter[str], list
         if r["kind"] != "DecisionMade" or r["apply_at_step"] > steps:
             continue
         action, step = r["action"], r["step"]
-        applied[action] += 1
+        applied["UNDO" if action == "PRUNE" and r["reason"] == UNDO_REASON else action] += 1
         if action in ("SPAWN", "SPLIT"):
             for child in r["children"]:
                 born[child] = (step, r["parent"])
@@ -169,11 +175,13 @@ def _print_runs(outcomes: list[Outcome]) -> None:
         key=list(outcomes[0].losses).index if outcomes[0].losses else str,
     )
     print(
-        "| seed | strategy | ranks | SPAWN | PRUNE | SPLIT | MERGE | thrash | re-merge | "
+        "| seed | strategy | ranks | "
+        + " | ".join(ACTIONS)
+        + " | thrash | re-merge | "
         + " | ".join(f"loss {p}" for p in phases)
         + " | mean loss | s |"
     )
-    print("|---" * (11 + len(phases)) + "|")
+    print("|---" * (7 + len(ACTIONS) + len(phases)) + "|")
     for o in outcomes:
         if o.status != 0:
             print(f"| {o.seed} | {o.strategy} | {o.ranks} | exit {o.status}: {o.error} |")
@@ -191,15 +199,18 @@ def _print_runs(outcomes: list[Outcome]) -> None:
 
 def _print_summary(outcomes: list[Outcome]) -> None:
     print(
-        "\n| strategy | ranks | runs | SPAWN | PRUNE | SPLIT | MERGE | thrash total | thrash max/run "
+        "\n| strategy | ranks | runs | " + " | ".join(ACTIONS) + " | thrash total | thrash max/run "
         "| re-merge total | mean loss |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---" * (7 + len(ACTIONS)) + "|")
     groups = sorted({(o.strategy, o.ranks) for o in outcomes})
     for strategy, ranks in groups:
         group = [o for o in outcomes if (o.strategy, o.ranks) == (strategy, ranks)]
         ok = [o for o in group if o.status == 0]
-        took = " | ".join(f"{sum(1 for o in ok if o.applied[a])}/{len(group)}" for a in ACTIONS)
+        took = " | ".join(
+            f"{sum(1 for o in ok if o.applied[a])}/{len(group)} ({sum(o.applied[a] for o in ok)})"
+            for a in ACTIONS
+        )
         thrash = [len(o.thrash) for o in ok]
         mean = sum(o.mean_loss for o in ok) / len(ok) if ok else float("nan")
         print(

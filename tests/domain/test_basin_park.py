@@ -126,6 +126,7 @@ def test_a_spawn_leaves_a_parked_experts_slot_free_while_another_is() -> None:
         spawn_cooldown_steps=0,
         starvation_need_metric="gap",
         starvation_breadth_threshold=None,
+        need_payoff_window=5,  # need spawns are judged within the short window
     )
     run = CoordinatorRun(config, run_id="basin-slot", slots=5, initial=4)
     for basins in [PRESENT] * 2 + [GONE] * 2:
