@@ -168,7 +168,7 @@ class ExpertCoordinatorConfig:
     """Checkpoints after a clone child's cooling (split or cloned spawn) within which parent and
     child must divide the parent's basin (by load for a split of one token type, by type for a
     split of several: `split_load_types`): undivided at every one of them is a failed split,
-    undone (the child pruned, reason `failed_split`), not merged back."""
+    undone (the twin with the smaller share pruned, reason `failed_split`), not merged back."""
     split_divergence_overlap: float = 0.9
     """Basin overlap of parent and child above which the pair has not diverged (a split for
     breadth: its parent served more than `split_load_types` token types)."""

@@ -13,11 +13,15 @@ depends on what the split was for, read from the parent's basin when the child w
   "their basins should diverge".
 
 When the pair has not divided at any of the `split_divergence_window` checkpoints after the
-child's cooling, the child is pruned as a failed split (reason `failed_split`, the parent
-named, the purpose and its measure recorded) rather than merged back later and split again;
-the parent then waits a whole `split_cooldown_per_expert` before another split
-(`split.failed_split_cooldown`). Without token types the purpose is unknown and nothing is
-undone. Every input is a metric window of the registry, so replay decides the same.
+child's cooling, one twin is pruned as a failed split (reason `failed_split`, the purpose and
+its measure recorded) rather than merged back later and split again. The twins are near-copies,
+so the one pruned is the one with the smaller routing share, the child unless it took the load:
+pruning a child that carries most of its parent's tokens would throw them onto the rest of the
+layer (on one demo seed, pruning a child that carried 0.66 of the layer's share left a surge-
+phase loss of 1.96, where the seed's other runs ended that phase near 0.01). The decision's
+`parent` names the twin that stays, which then waits a whole `split_cooldown_per_expert` before
+another split (`split.failed_split_cooldown`). Without token types the purpose is unknown and
+nothing is undone. Every input is a metric window of the registry, so replay decides the same.
 """
 
 from __future__ import annotations
@@ -84,17 +88,19 @@ def _undo(
     measure: _Measure,
     n: int,
 ) -> None:
-    """Record the undo's checks; when the pair stayed undivided for the whole window, prune the child."""
+    """Record the undo's checks; when the pair stayed undivided for the whole window, prune the
+    twin with the smaller share."""
     assert child.layer is not None
     held = streak(measure.values, measure.undivided)
+    gone, kept = _pruned_and_kept(batch, parent, child)
     gates = [
         _division_check(cfg, parent, child, measure, held, n),
         checks.floor(batch.registry, cfg, "split.undo_population_floor", child.layer),
     ]
-    if not batch.checks(child.entity, child.state, ExpertState.PENDING_PRUNE, gates):
+    if not batch.checks(gone.entity, gone.state, ExpertState.PENDING_PRUNE, gates):
         return
     overlap = pair_overlap(batch.registry, parent.entity, child.entity, n)
-    shares = batch.registry.metric_window(child.entity, SHARE)
+    shares = batch.registry.metric_window(gone.entity, SHARE)
     metrics = FailedSplitMetrics(
         overlap=overlap[-1],
         checkpoints_overlapping=streak(overlap, lambda o: o > cfg.split_divergence_overlap),
@@ -108,13 +114,26 @@ def _undo(
     batch.decide(
         Action.PRUNE,
         layer=child.layer,
-        entity=child.entity,
-        target=child.entity,
-        parent=parent.entity,
+        entity=gone.entity,
+        target=gone.entity,
+        parent=kept.entity,
         reason="failed_split",
         metrics=metrics,
     )
-    batch.move(child.entity, ExpertState.PENDING_PRUNE, f"failed split of {parent.entity} undone")
+    batch.move(gone.entity, ExpertState.PENDING_PRUNE, f"failed split of {parent.entity} undone")
+
+
+def _pruned_and_kept(
+    batch: Batch, parent: EntityState, child: EntityState
+) -> tuple[EntityState, EntityState]:
+    """The twin to prune and the one to keep: the child, unless its latest share is the larger."""
+    parent_share, child_share = (_latest_share(batch, e) for e in (parent, child))
+    return (parent, child) if child_share > parent_share else (child, parent)
+
+
+def _latest_share(batch: Batch, e: EntityState) -> float:
+    shares = batch.registry.metric_window(e.entity, SHARE)
+    return shares[-1] if shares else 0.0
 
 
 def _division_check(

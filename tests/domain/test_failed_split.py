@@ -154,3 +154,39 @@ def test_effective_types_and_load_balance_are_exp_entropy_and_twice_the_smaller_
     assert effective_types([0.0, 0.0]) == 1.0
     assert (load_balance(0.3, 0.3), load_balance(0.4, 0.0), load_balance(0.0, 0.0)) == (1.0, 0.0, 0.0)
     assert load_balance(0.1, 0.3) == pytest.approx(0.5)
+
+
+def _child_takes_the_load() -> _Run:
+    """Split E0, then let its child E2 take nearly all of E0's tokens (kept under the split
+    threshold, so E2 is not split itself) for long enough to be judged."""
+    run = _Run()
+    while not run.decided:
+        run.checkpoint({E0: (0.6, ONE_TYPE), E1: (0.4, OTHER_TYPE)})
+    for _ in range(AFTER_SPLIT):
+        run.checkpoint({E0: (0.02, ONE_TYPE), E1: (0.4, OTHER_TYPE), E2: (0.38, ONE_TYPE)})
+    return run
+
+
+def test_a_load_split_whose_child_took_almost_all_of_the_load_prunes_the_parent_instead() -> None:
+    """When the child of a failed load split carries the load, the parent is pruned and the child stays."""
+    run = _child_takes_the_load()
+    [undo] = _undone(run)
+    assert (undo["entity"], undo["parent"], undo["purpose"]) == (E0, E2, "load")
+    assert undo["share"] == pytest.approx(0.02)
+    assert run.lc.registry.get(E0).state == "archived"
+    assert run.lc.registry.get(E2).state == "active"
+
+
+def test_the_twin_kept_after_an_undo_waits_a_whole_split_cooldown() -> None:
+    """After an undo that kept the child, the child's split is refused by split.failed_split_cooldown."""
+    run = _child_takes_the_load()
+    for _ in range(CONFIG.split_patience + 2):
+        run.checkpoint({E1: (0.2, OTHER_TYPE), E2: (0.8, ONE_TYPE)})
+    assert [d.action for d in run.decided] == [Action.SPLIT, Action.PRUNE]
+    [last] = [r for r in run.lc.log.read() if r["kind"] == "GatesChecked" and r["step"] == run.step]
+    gates = {gate[0]: gate[1] for gate in last["gates"]}
+    assert (last["entity"], gates["split.failed_split_cooldown"], gates["split.overload_patience"]) == (
+        E2,
+        False,
+        True,
+    )
