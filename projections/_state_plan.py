@@ -309,7 +309,7 @@ class _Scan:
 
     def metrics(self, r: Record) -> None:
         # `row` and the retired check inlined: this runs for a fifth of a replay's records
-        plan, index, entity = self.plan, self.index, r.get("entity")
+        plan, index, entity = self.plan, self.index, r.get("entity", "")
         row = index.rows.get(entity)
         if row is None:
             row = plan.new_rows.get(entity)
