@@ -63,6 +63,9 @@ class JsonlLog(Log):
     nothing is created, cut or written, and `append` raises `BusError`.
     """
 
+    BATCH_KEY = BATCH_KEY
+    """The top-level key marking the first line of a batch of several records (`read_lines`)."""
+
     def __init__(
         self,
         directory: str | os.PathLike[str],
@@ -227,8 +230,9 @@ class JsonlLog(Log):
 
     def read_lines(self, after: int = 0, limit: int | None = None) -> tuple[bytes, int]:
         """The stored lines of the records after `after` (at most `limit`), for a reader that
-        decodes them itself: their text, batch markers removed, joined by newlines, and how
-        many lines it holds. `parse_lines` turns such text into records or names a bad line."""
+        decodes them itself: their text, joined by newlines, and how many lines it holds. The
+        first line of a batch holds the key `BATCH_KEY`, which is not part of its record.
+        `parse_lines` turns such text into records or names a bad line."""
         self._check_open()
         if self.lenient:
             raise InvalidArgumentError("a lenient log skips bad lines: read it record by record")
@@ -246,7 +250,7 @@ class JsonlLog(Log):
             texts.append(text)
             got, offset = got + lines, offset + used
         self._cursor = (after + 1 + got, offset)
-        return jf.strip_marker_bytes(b"\n".join(texts)), got
+        return b"\n".join(texts), got
 
     def parse_lines(self, text: bytes, first_seq: int, count: int) -> list[dict[str, Any]]:
         """Parse text from `read_lines` into its records, or raise `CorruptLogError` naming the

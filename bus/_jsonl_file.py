@@ -80,18 +80,6 @@ def strip_markers(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
-def strip_marker_bytes(text: bytes) -> bytes:
-    """Remove the batch markers from lines not yet parsed.
-
-    A marker is the key that follows a line's seq, `,"_batch":<digits>`; outside a string
-    every quote is structural, and no record holds the reserved key, so the cut is exact.
-    """
-    parts = text.split(_BATCH_BYTES)
-    if len(parts) == 1:
-        return text
-    return parts[0] + b"".join(part.lstrip(b"0123456789") for part in parts[1:])
-
-
 @contextmanager
 def flocked(fd: int, exclusive: bool) -> Iterator[None]:
     """Hold an flock on `fd` (exclusive for writers and repairs, shared for readers)."""

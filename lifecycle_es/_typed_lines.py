@@ -29,35 +29,50 @@ _PLAIN: Mapping[type, Any] = {dict: dict[str, Any], list: list[Any]}
 
 
 class LineDecoder:
-    """Decodes newline-separated records of known kinds at their current schema, checked."""
+    """Decodes newline-separated records of known kinds at their current schema, checked.
 
-    def __init__(self, shapes: Mapping[str, Shape], schemas: Mapping[str, int]) -> None:
-        structs = tuple(_struct(shape, schemas[kind]) for kind, shape in shapes.items())
-        self._decoder: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[_union(structs)])  # type: ignore[misc]
+    `ignore` names a top-level key a line may hold besides its record's fields and that is
+    not part of the record: the batch marker of a JSONL log (`JsonlLog.BATCH_KEY`). Dropping it
+    here, while decoding, saves copying the whole text to cut it out first.
+    """
+
+    def __init__(
+        self, shapes: Mapping[str, Shape], schemas: Mapping[str, int], ignore: str | None = None
+    ) -> None:
+        structs = tuple(_struct(shape, schemas[kind], ignore) for kind, shape in shapes.items())
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_union(structs))
         self._kinds = {struct: struct.__struct_config__.tag for struct in structs}
         """The tag, which `asdict` leaves out, of each struct."""
+        self._ignores = ignore is not None
 
     def decode(self, text: bytes, first_seq: int, count: int) -> list[dict[str, Any]] | None:
         """The records of `count` lines holding seqs `first_seq`, `first_seq + 1`, ..., or None
         when any line is not a well-shaped record of a known kind at its current schema."""
         try:
-            structs: list[Any] = self._decoder.decode(b"[" + text.replace(b"\n", b",") + b"]")
+            structs: list[Any] = self._decoder.decode_lines(text)
         except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
             return None
         seqs = [s.seq for s in structs]
-        if seqs != list(range(first_seq, first_seq + count)):
+        if seqs != list(range(first_seq, first_seq + count)):  # also a blank line, which is skipped
             return None
         # asdict and the kind by hand: measured, a third cheaper than msgspec.to_builtins
         records = list(map(msgspec.structs.asdict, structs))
         kinds = self._kinds
         for record, struct in zip(records, structs, strict=True):
             record["kind"] = kinds[type(struct)]
+        if self._ignores:
+            for record in records:
+                del record[_IGNORED]
         return records
 
 
-def _struct(shape: Shape, schema: int) -> type[msgspec.Struct]:
+_IGNORED = "ignored_key_"
+"""The struct field that takes the ignored key's value, if a line holds it."""
+
+
+def _struct(shape: Shape, schema: int, ignore: str | None) -> type[msgspec.Struct]:
     """The struct of one kind: every field required, typed as its shape admits."""
-    fields: list[tuple[str, Any]] = []
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for name, allowed in shape.fields.items():
         if name == "kind":
             continue  # the tag
@@ -67,9 +82,12 @@ def _struct(shape: Shape, schema: int) -> type[msgspec.Struct]:
             fields.append((name, dict[str, int | float]))
         else:
             fields.append((name, _type(allowed)))
+    if ignore is not None:
+        fields.append((_IGNORED, Any, None))
     return msgspec.defstruct(
         f"{shape.kind}Line",
         fields,
+        rename={_IGNORED: ignore or _IGNORED},
         tag_field="kind",
         tag=shape.kind,
         forbid_unknown_fields=True,

@@ -143,15 +143,20 @@ class Codec:
                 why = f"{name} must be a {expected.__name__}, got {_type(value)}"
                 raise SchemaError(f"{_where(record)}: {why}")
 
-    @functools.cached_property
-    def _lines(self) -> LineDecoder:
-        return LineDecoder(self._record_shapes, {kind: cls.SCHEMA for kind, cls in self._types.items()})
+    @functools.cache  # noqa: B019 (one decoder per ignored key; CODEC lives as long as the process)
+    def _lines(self, ignore: str | None) -> LineDecoder:
+        return LineDecoder(
+            self._record_shapes, {kind: cls.SCHEMA for kind, cls in self._types.items()}, ignore
+        )
 
-    def decode_lines(self, text: bytes, first_seq: int, count: int) -> list[dict[str, Any]] | None:
+    def decode_lines(
+        self, text: bytes, first_seq: int, count: int, *, ignore: str | None = None
+    ) -> list[dict[str, Any]] | None:
         """The records of `count` stored lines (seqs from `first_seq`), decoded and checked as
         `check` checks them, at C speed; None when any line needs `check`'s slow path (an older
-        schema, an absent optional field) or is damaged: parse and `check` those instead."""
-        return self._lines.decode(text, first_seq, count)
+        schema, an absent optional field) or is damaged: parse and `check` those instead.
+        `ignore` is a top-level key lines may hold that is not a field (a log's batch marker)."""
+        return self._lines(ignore).decode(text, first_seq, count)
 
 
 _ENVELOPE: tuple[tuple[str, type], ...] = (("step", int), ("rank", int), ("entity", str), ("run_id", str))

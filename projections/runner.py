@@ -112,7 +112,7 @@ class Runner:
             text, count = log.read_lines(after, self.batch_size)
             if not count:
                 return
-            records = self.codec.decode_lines(text, after + 1, count)
+            records = self.codec.decode_lines(text, after + 1, count, ignore=log.BATCH_KEY)
             if records is None:
                 yield log.parse_lines(text, after + 1, count), False
             else:
