@@ -247,12 +247,10 @@ class _Scan:
         first = self.plan.first_row
         return self.index.row_spec[row] if row < first else self.plan.new_specs[row - first]
 
-    def table(self, row: int) -> dict[str, tuple[int, int]]:
-        return self.index.tables[self.spec_id(row)]
-
-    def enter(self, row: int, code: int) -> None:
-        """Note the row's new state; a row leaving the live set gets blank metric cells."""
-        out = code in self.index.retired_codes[self.spec_id(row)]
+    def enter(self, row: int, sid: int, code: int) -> None:
+        """Note the row's (of spec id `sid`) new state; a row leaving the live set gets blank
+        metric cells."""
+        out = code in self.index.retired_codes[sid]
         self.plan.retired[row] = out
         if out:
             cells, at = self.plan.cells, row * _WIDTH
@@ -275,10 +273,12 @@ class _Scan:
         cells[at + STATE], plan.keys[row] = found
         cells[at + EPOCHS_IN_STATE] = plan.start - r["step"]
         self.seed_columns(row, r.get("attrs"))
-        self.enter(row, found[0])
+        self.enter(row, sid, found[0])
 
     def seed_columns(self, row: int, attrs: Mapping[str, Any] | None) -> None:
         """Write the blueprint and grafting strategy a registration or germination names."""
+        if not attrs:
+            return  # most transitions carry no metadata
         for column, name in ((BLUEPRINT, "blueprint"), (GRAFTING_STRATEGY, "grafting_strategy")):
             value = _int32_attr(attrs, name)
             if value is not None:
@@ -286,10 +286,11 @@ class _Scan:
 
     def transition(self, r: Record) -> None:
         row = self.row(r["entity"])
-        table = None if row is None else self.table(row)
+        sid = None if row is None else self.spec_id(row)
+        table = None if sid is None else self.index.tables[sid]
         source = None if table is None else table.get(r["from_state"])
         target = None if table is None else table.get(r["to_state"])
-        if row is None or source is None or target is None:
+        if row is None or sid is None or source is None or target is None:
             raise InconsistentEventError(
                 f"seq {r['seq']}: {r['entity']!r} cannot move {r['from_state']}->{r['to_state']}"
             )
@@ -305,7 +306,7 @@ class _Scan:
         # A germination names its blueprint in the transition's metadata (issue 13 point 7);
         # rounds apply after the cells, which these columns are not among (MOVE_COLUMNS).
         self.seed_columns(row, r.get("metadata"))
-        self.enter(row, target[0])
+        self.enter(row, sid, target[0])
 
     def metrics(self, r: Record) -> None:
         # `row` and the retired check inlined: this runs for a fifth of a replay's records
