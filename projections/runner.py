@@ -4,6 +4,8 @@ It catches up from wherever the projections are (fresh, or restored from snapsho
 follows the log live, in the foreground or on a thread of its own. Records read back from our
 own log take the trusted path: kind, schema and shape are checked (`Codec.check`), field
 validation is skipped; `validate=True` decodes every record through the event models instead.
+A JSONL log's catch-up decodes its lines straight into typed structs that check the same in C
+(`Codec.decode_lines`); a page with a line they decline is parsed and checked record by record.
 """
 
 from __future__ import annotations
