@@ -63,6 +63,9 @@ class JsonlLog(Log):
     nothing is created, cut or written, and `append` raises `BusError`.
     """
 
+    BATCH_KEY = BATCH_KEY
+    """The top-level key marking the first line of a batch of several records (`read_lines`)."""
+
     def __init__(
         self,
         directory: str | os.PathLike[str],
@@ -224,6 +227,36 @@ class JsonlLog(Log):
         base_seq, base = self._cursor if self._cursor[0] <= after + 1 else (1, 0)
         offset = jf.skip_lines(self._fd, base, after + 1 - base_seq, end)
         return self._parse_from(offset, after + 1, count, end)
+
+    def read_lines(self, after: int = 0, limit: int | None = None) -> tuple[bytes, int]:
+        """The stored lines of the records after `after` (at most `limit`), for a reader that
+        decodes them itself: their text, joined by newlines, and how many lines it holds. The
+        first line of a batch holds the key `BATCH_KEY`, which is not part of its record.
+        `parse_lines` turns such text into records or names a bad line."""
+        self._check_open()
+        if self.lenient:
+            raise InvalidArgumentError("a lenient log skips bad lines: read it record by record")
+        with self._mutex, jf.flocked(self._fd, exclusive=False):
+            self._refresh(exclusive=False)
+        end, last, after = self._tail.offset, self._tail.seq, max(after, 0)
+        count = last - after if limit is None else min(limit, last - after)
+        if count <= 0:
+            return b"", 0
+        base_seq, base = self._cursor if self._cursor[0] <= after + 1 else (1, 0)
+        offset = jf.skip_lines(self._fd, base, after + 1 - base_seq, end)
+        texts, got = [], 0
+        while got < count and offset < end:
+            text, lines, used = self._lines_at(offset, end, count - got)
+            texts.append(text)
+            got, offset = got + lines, offset + used
+        self._cursor = (after + 1 + got, offset)
+        return b"\n".join(texts), got
+
+    def parse_lines(self, text: bytes, first_seq: int, count: int) -> list[dict[str, Any]]:
+        """Parse text from `read_lines` into its records, or raise `CorruptLogError` naming the
+        first bad line (the seqs must run from `first_seq`)."""
+        records = jf.parse_fast(text, count, first_seq)
+        return records if records is not None else self._parse_each(text, first_seq)
 
     def _parse_from(self, offset: int, seq: int, count: int, end: int) -> list[dict[str, Any]]:
         """Parse `count` lines from `offset`, whose first line must hold `seq`."""

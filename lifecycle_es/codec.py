@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any, Literal, get_args, get_origin
@@ -9,6 +10,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import TypeAdapter, ValidationError
 
 from lifecycle_es._shapes import Shape, enum_fields
+from lifecycle_es._typed_lines import LineDecoder
 from lifecycle_es.errors import SchemaError
 from lifecycle_es.events import EVENT_TYPES, Event, EventBase
 
@@ -140,6 +142,21 @@ class Codec:
             if value is not None and type(value) is not expected:
                 why = f"{name} must be a {expected.__name__}, got {_type(value)}"
                 raise SchemaError(f"{_where(record)}: {why}")
+
+    @functools.cache  # noqa: B019 (one decoder per ignored key; CODEC lives as long as the process)
+    def _lines(self, ignore: str | None) -> LineDecoder:
+        return LineDecoder(
+            self._record_shapes, {kind: cls.SCHEMA for kind, cls in self._types.items()}, ignore
+        )
+
+    def decode_lines(
+        self, text: bytes, first_seq: int, count: int, *, ignore: str | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The records of `count` stored lines (seqs from `first_seq`), decoded and checked as
+        `check` checks them, at C speed; None when any line needs `check`'s slow path (an older
+        schema, an absent optional field) or is damaged: parse and `check` those instead.
+        `ignore` is a top-level key lines may hold that is not a field (a log's batch marker)."""
+        return self._lines(ignore).decode(text, first_seq, count)
 
 
 _ENVELOPE: tuple[tuple[str, type], ...] = (("step", int), ("rank", int), ("entity", str), ("run_id", str))

@@ -4,6 +4,8 @@ It catches up from wherever the projections are (fresh, or restored from snapsho
 follows the log live, in the foreground or on a thread of its own. Records read back from our
 own log take the trusted path: kind, schema and shape are checked (`Codec.check`), field
 validation is skipped; `validate=True` decodes every record through the event models instead.
+A JSONL log's catch-up decodes its lines straight into typed structs that check the same in C
+(`Codec.decode_lines`); a page with a line they decline is parsed and checked record by record.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from bus import Log
+from bus import JsonlLog, Log
 from lifecycle_es.codec import CODEC, Codec
 from lifecycle_es.errors import ConfigError, UsageError
 from projections._projection import Projection, Record
@@ -80,6 +82,9 @@ class Runner:
         else:
             check = self.codec.check
             batch = [check(record) for record in batch]
+        self._fold(batch)
+
+    def _fold(self, batch: Sequence[Record]) -> None:
         for projection in self.projections:
             projection.apply(batch)
 
@@ -87,10 +92,34 @@ class Runner:
         """Apply every record the log holds past the projections; return how many were read."""
         total = 0
         with gc_paused():
-            for batch in self.log.pages(self.seq, size=self.batch_size):
-                self.apply(batch)
+            for batch, checked in self._pages():
+                if checked:
+                    self._fold(batch)
+                else:
+                    self.apply(batch)
                 total += len(batch)
         return total
+
+    def _pages(self) -> Iterator[tuple[Sequence[Record], bool]]:
+        """The log's pages past the projections, each with whether it is checked already: on
+        the trusted path a JSONL log's lines are decoded and checked in one typed pass
+        (`Codec.decode_lines`); lines that need more are parsed and go through `apply`."""
+        log = self.log
+        if self.validate or not isinstance(log, JsonlLog) or log.lenient:
+            for page in log.pages(self.seq, size=self.batch_size):
+                yield page, False
+            return
+        after = self.seq
+        while True:
+            text, count = log.read_lines(after, self.batch_size)
+            if not count:
+                return
+            records = self.codec.decode_lines(text, after + 1, count, ignore=log.BATCH_KEY)
+            if records is None:
+                yield log.parse_lines(text, after + 1, count), False
+            else:
+                yield records, True
+            after += count
 
     def follow(self, *, stop: threading.Event | None = None, timeout: float | None = None) -> None:
         """Catch up, then apply live batches until `stop` is set (or the follow times out)."""
