@@ -179,8 +179,9 @@ class ExpertCoordinatorConfig:
     the load (`split_load_balance`) instead of by basin overlap."""
     split_load_balance: float = 0.4
     """Balance of a load split's pair (2 min(share) / (sum of shares), 1 for an even split)
-    below which the pair has not shared the load: below it at every checkpoint of
-    `split_divergence_window`, the split failed and is undone. 0.4: the smaller twin must take
+    below which the pair has not shared the load: below it, with the basins still overlapping
+    above `split_divergence_overlap`, at every checkpoint of `split_divergence_window`, the split
+    failed and is undone. 0.4: the smaller twin must take
     at least a fifth of the pair's tokens (top-k routing rarely splits one type evenly: in the
     demo, seed 0, a split that ended the overload measured 0.48, one whose child took over
     the whole load 0.05)."""

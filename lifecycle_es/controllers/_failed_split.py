@@ -5,9 +5,11 @@ depends on what the split was for, read from the parent's basin when the child w
 
 - a split for *load*: the parent served one token type (at most `split_load_types` effective
   types), as when one type surges. seeds/002 splits on share alone, and twins serving one
-  type can never diverge by type, so the pair is judged by how it shares the load: balance
+  type may never diverge by type, so the pair is judged by how it shares the load: balance
   `2 min(share) / (sum of the pair's shares)` below `split_load_balance` means one twin still
-  takes (nearly) all of the parent's former tokens;
+  takes (nearly) all of the parent's former tokens. A pair whose basins have nonetheless
+  diverged (overlap at most `split_divergence_overlap`: one twin took the surging type, the
+  other went back to the rest) has divided the basin and is kept whatever its balance;
 - a split for *breadth*: the parent served several types; the twins must take different ones,
   so the pair is judged by basin overlap above `split_divergence_overlap`, as seeds/002's
   "their basins should diverge".
@@ -26,7 +28,6 @@ nothing is undone. Every input is a metric window of the registry, so replay dec
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,7 +52,8 @@ class _Measure:
     purpose: Purpose
     parent_types: float
     values: tuple[float, ...]
-    undivided: Callable[[float], bool]
+    undivided: tuple[bool, ...]
+    """Per checkpoint of `values`: whether the pair had not divided the basin then."""
 
 
 def judge_split(
@@ -62,7 +64,7 @@ def judge_split(
     if n < cfg.split_divergence_window:
         return
     measure = _measure(cfg, batch, parent, child, n)
-    if measure is not None and any(map(measure.undivided, measure.values)):
+    if measure is not None and any(measure.undivided):
         _undo(cfg, batch, parent, child, measure, n)
 
 
@@ -76,8 +78,14 @@ def _measure(
         return None
     if types <= cfg.split_load_types:
         balance = pair_balance(registry, parent.entity, child.entity, n)
-        return _Measure("load", types, balance, lambda b: b < cfg.split_load_balance)
-    return _Measure("breadth", types, overlap, lambda o: o > cfg.split_divergence_overlap)
+        k = min(len(balance), len(overlap))  # both end at the latest checkpoint
+        flags = (
+            b < cfg.split_load_balance and o > cfg.split_divergence_overlap
+            for b, o in zip(balance[len(balance) - k :], overlap[len(overlap) - k :], strict=True)
+        )
+        return _Measure("load", types, balance[len(balance) - k :], tuple(flags))
+    flags = (o > cfg.split_divergence_overlap for o in overlap)
+    return _Measure("breadth", types, overlap, tuple(flags))
 
 
 def _undo(
@@ -91,7 +99,7 @@ def _undo(
     """Record the undo's checks; when the pair stayed undivided for the whole window, prune the
     twin with the smaller share."""
     assert child.layer is not None
-    held = streak(measure.values, measure.undivided)
+    held = streak(measure.undivided, bool)
     gone, kept = _pruned_and_kept(batch, parent, child)
     gates = [
         _division_check(cfg, parent, child, measure, held, n),
@@ -149,15 +157,19 @@ def _division_check(
     gate, name, run_of = _LOAD if load else _BREADTH
     setting = "split_load_balance" if load else "split_divergence_overlap"
     bound: float = getattr(cfg, setting)
+    also = f" with overlap > {cfg.split_divergence_overlap:g}" if load else ""
+    thresholds = {setting: bound, "split_divergence_window": window, "split_load_types": cfg.split_load_types}
+    if load:
+        thresholds["split_divergence_overlap"] = cfg.split_divergence_overlap
     return Check(
         gate,
         GateCategory.STABILITY,
         held >= window,
         f"{parent.entity} and {child.entity} (a split for {measure.purpose}): {name} "
-        f"{'<' if load else '>'} {bound:g} for {checks.count(held, 'checkpoint')} in a row after "
-        f"cooling, window {window}",
+        f"{'<' if load else '>'} {bound:g}{also} for {checks.count(held, 'checkpoint')} in a row "
+        f"after cooling, window {window}",
         {name: measure.values[-1], run_of: held, "parent_types": measure.parent_types},
-        {setting: bound, "split_divergence_window": window, "split_load_types": cfg.split_load_types},
+        thresholds,
     )
 
 

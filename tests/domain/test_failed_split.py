@@ -190,3 +190,10 @@ def test_the_twin_kept_after_an_undo_waits_a_whole_split_cooldown() -> None:
         False,
         True,
     )
+
+
+def test_a_load_split_whose_twins_diverged_by_type_is_kept_though_unbalanced() -> None:
+    """A one-type expert's split stays when the twins took different types, whatever their balance."""
+    run = _split_then(ONE_TYPE, (0.0, 1.0, 0.0), child_share=0.05)
+    assert _undone(run) == []
+    assert run.lc.registry.get(E2).state == "active"
