@@ -6,8 +6,13 @@ them. It is computed where the tensors live, and no host copy of the model is ma
 tensor's bytes are read through a numpy view and summed by `numpy.einsum`, one pass with no
 temporary (measured on one thread, about twice as fast as torch's int64 matrix-vector product,
 and wrapping modulo 2^64 alike; it runs on one thread, whatever torch's thread count);
-a tensor on another device (CUDA) is summed there by torch in blocks of rows, and only the final
-8 bytes per device reach the host.
+a tensor on another device (CUDA) is summed there by torch, and only its row sums (8 bytes per
+row of 2^15 words, 256 KiB) reach the host, in one copy per device. There the cost is kernel
+launches, not bytes: tensors under 32 MiB are packed, each from the start of a row, into a zeroed
+buffer of up to 128 MiB by one batched copy (`torch._foreach_copy_`), whose rows are then
+weighted and summed at once, so many small tensors cost a few launches per 128 MiB rather than
+several each (on an H200, 100M parameters with Adam in 800 tensors: 5.7x one torch.sum pass
+before, 1.1-1.3x after).
 
 The function. All arithmetic is modulo 2^64; `sm(x)` is splitmix64's output for the state x
 (z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
@@ -59,8 +64,9 @@ _MASK = (1 << 64) - 1
 _ROW_BASE = 1 << 32
 _ITEM_BASE = 1 << 48
 _BLOCK_ROWS = 1 << 9
-"""Rows per multiply on a device other than the CPU (CUDA): bounds the temporary to 2^24 words
-(128 MiB)."""
+"""Rows per multiply on a device other than the CPU (CUDA): bounds the packing buffer and the
+temporary product to 2^24 words (128 MiB) each. A tensor of more than a quarter of that is summed
+in place, in blocks of rows; smaller ones are packed."""
 
 
 def sm(x: int) -> int:
@@ -102,10 +108,7 @@ def digest(items: Iterable[tuple[str, Any]], *, events: str | None = None) -> st
     The function is the module's docstring's; `events=None` leaves the event term out.
     """
     host = 0
-    # Per device other than the CPU: the partial sums (1-D int64 tensors there) and, for each of
-    # their entries, its weight odd(sm(2^48 + t)) * odd(sm(2^32 + j)): one dot product per device
-    # at the end, so the host waits for each device once.
-    parts: dict[torch.device, tuple[list[torch.Tensor], list[int]]] = {}
+    on_devices: dict[torch.device, list[tuple[int, torch.Tensor]]] = {}
     count = 0
     for t, (name, value) in enumerate(items):
         weight = _item_weight(t)
@@ -113,15 +116,12 @@ def digest(items: Iterable[tuple[str, Any]], *, events: str | None = None) -> st
         if isinstance(value, torch.Tensor) and value.device.type == "cpu":
             host += weight * _host_sum(_host_bytes(value))
         elif isinstance(value, torch.Tensor) and value.numel():
-            sums, weights = parts.setdefault(value.device, ([], []))
-            rows = _row_sums(*_words(value), sums)
-            weights.extend(_signed(weight * _row_weight(j)) for j in range(rows))
+            on_devices.setdefault(value.device, []).append((weight, value))
         count = t + 1
     if events is not None:
         host += (sm(_ITEM_BASE + count) | 1) * _blake64(f"events\0{events}")
-    for device, (sums, weights) in parts.items():
-        table = torch.tensor(weights, dtype=torch.int64, device=device)
-        host += int((torch.cat(sums) * table).sum())  # the device's one copy to the host: 8 bytes
+    for tensors in on_devices.values():
+        host += _device_sum(tensors)
     return f"{host & _MASK:016x}"
 
 
@@ -211,7 +211,9 @@ def _dense(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach()
 
 
-def _row_sums(words: torch.Tensor, tail: torch.Tensor | None, out: list[torch.Tensor]) -> int:
+def _row_sums(
+    words: torch.Tensor, tail: torch.Tensor | None, out: list[torch.Tensor], *, block_rows: int = _BLOCK_ROWS
+) -> int:
     """Append each row's sum of words times the row table to `out`; return the row count.
 
     Row j holds words j*C .. j*C + C - 1 of `words` then `tail` (the last row may be shorter).
@@ -220,7 +222,7 @@ def _row_sums(words: torch.Tensor, tail: torch.Tensor | None, out: list[torch.Te
     table = _table(words.device)
     full = words.numel() // ROW
     grid = words[: full * ROW].view(full, ROW)
-    out.extend((grid[i : i + _BLOCK_ROWS] * table).sum(dim=1) for i in range(0, full, _BLOCK_ROWS))
+    out.extend((grid[i : i + block_rows] * table).sum(dim=1) for i in range(0, full, block_rows))
     rest = words[full * ROW :]
     if tail is not None:
         rest = torch.cat([rest, tail])  # under C words: a small copy
@@ -232,7 +234,11 @@ def _row_sums(words: torch.Tensor, tail: torch.Tensor | None, out: list[torch.Te
 
 def _words(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The tensor's whole 64-bit words, and its last bytes zero-padded to one (or None), on its device."""
-    data = _bytes(tensor)
+    return _split_words(_bytes(tensor))
+
+
+def _split_words(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`_words` of a tensor's flat bytes `data`."""
     whole = data.numel() // 8 * 8
     head = data[:whole]
     if data.storage_offset() % 8:  # a view into a larger tensor, not 8-byte aligned
@@ -242,6 +248,72 @@ def _words(tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return words, None
     tail = nn.functional.pad(data[whole:], (0, 8 - (data.numel() - whole)))
     return words, tail.view(torch.int64)
+
+
+def _device_sum(tensors: list[tuple[int, torch.Tensor]], *, block_rows: int = _BLOCK_ROWS) -> int:
+    """Return sum of weight * S_t over (weight, tensor) pairs on one device, computed there.
+
+    Large tensors are summed in place (`_row_sums`); the others are packed, each from the start of
+    a row, into a zeroed buffer of at most `block_rows` rows, whose zero padding adds nothing.
+    The row sums, 8 bytes per 256 KiB of tensor, are copied to the host, weighted there by their
+    item's weight times their row weight, and summed: one wait on the device.
+    """
+    row_bytes = 8 * ROW
+    sums: list[torch.Tensor] = []
+    weights: list[int] = []  # per entry of `sums`, in order: the item weight, and its row count
+    counts: list[int] = []
+    pending: list[tuple[torch.Tensor, int]] = []
+    pending_rows = 0
+
+    def flush() -> None:
+        nonlocal pending_rows
+        if pending:
+            sums.append(_packed_row_sums(pending, pending_rows))
+            pending.clear()
+            pending_rows = 0
+
+    for weight, tensor in tensors:
+        data = _bytes(tensor)
+        rows = -(-data.numel() // row_bytes)
+        if 4 * rows > block_rows:
+            flush()  # keeps `sums` in the order of `weights`
+            _row_sums(*_split_words(data), sums, block_rows=block_rows)
+        else:
+            if pending_rows + rows > block_rows:
+                flush()
+            pending.append((data, rows))
+            pending_rows += rows
+        weights.append(_signed(weight))
+        counts.append(rows)
+    flush()
+    row_sums = (sums[0] if len(sums) == 1 else torch.cat(sums)).cpu().numpy()  # 8 bytes per row
+    with np.errstate(over="ignore"):
+        return int(np.dot(row_sums, _entry_weights(weights, counts)))  # both wrap modulo 2^64
+
+
+def _packed_row_sums(pending: list[tuple[torch.Tensor, int]], rows: int) -> torch.Tensor:
+    """The row sums of flat byte tensors `pending` (each with its row count) laid out row by row."""
+    row_bytes = 8 * ROW
+    data = pending[0][0]
+    buffer = torch.zeros(rows * row_bytes, dtype=torch.uint8, device=data.device)
+    targets, at = [], 0
+    for part, part_rows in pending:
+        targets.append(buffer[at : at + part.numel()])
+        at += part_rows * row_bytes
+    torch._foreach_copy_(targets, [part for part, _ in pending])  # batched: few launches for many
+    return (buffer.view(torch.int64).view(rows, ROW) * _table(data.device)).sum(dim=1)
+
+
+def _entry_weights(weights: list[int], counts: list[int]) -> npt.NDArray[np.int64]:
+    """Per row sum: its item's weight (signed) times its row weight odd(sm(2^32 + j)), wrapped."""
+    counts_array = np.array(counts, dtype=np.int64)
+    starts = np.cumsum(counts_array) - counts_array
+    within = np.arange(int(counts_array.sum()), dtype=np.int64) - np.repeat(starts, counts_array)
+    with np.errstate(over="ignore"):
+        return (
+            np.repeat(np.array(weights, dtype=np.int64), counts_array)
+            * _host_row_weights(int(counts_array.max()))[within]
+        )
 
 
 _TABLES: dict[torch.device, torch.Tensor] = {}

@@ -12,7 +12,9 @@ from torch import nn
 from lifecycle_es.errors import UsageError
 from projections.digest import (
     ROW,
+    _device_sum,
     _host_sum,
+    _item_weight,
     _row_sums,
     _row_weight,
     _words,
@@ -198,6 +200,27 @@ def test_the_device_path_sums_rows_as_the_host_path_does() -> None:
         assert on_device % (MASK + 1) == _host_sum(tensor.numpy()) % (MASK + 1)
 
 
+@pytest.mark.parametrize("block_rows", [4, 8, 512], ids=lambda b: f"block_rows={b}")
+def test_the_device_path_packs_tensors_as_the_host_path_sums_them(block_rows: int) -> None:
+    """The device path (packed small tensors, large ones summed in place, in blocks) gives each
+    item's weighted sum as the host path does, here on the CPU, so the packing and its weights are
+    checked on machines without a GPU. With 4 rows a block, tensors of 2 rows or more are summed
+    in place and the packs are flushed often; with 512 every tensor here is packed."""
+    g = torch.Generator().manual_seed(3)
+    sizes = [1, 7, ROW * 8 - 1, ROW * 8, ROW * 8 + 1, 3, ROW * 8 * 3 + 5, 2 * ROW * 8, 11, ROW * 8 * 9 + 2]
+    data = [torch.randint(0, 256, (n,), dtype=torch.uint8, generator=g) for n in sizes]
+    big = torch.randn(ROW * 3 + 7, generator=g)
+    tensors = [*data, big[1:], big[3 : ROW + 3], torch.randn(5, 6, generator=g).t()]
+    entries = [(_item_weight(t), tensor) for t, tensor in enumerate(tensors)]
+    host_bytes = [tensor.contiguous().reshape(-1).view(torch.uint8).numpy() for tensor in tensors]
+    expected = sum(_item_weight(t) * _host_sum(data) for t, data in enumerate(host_bytes))
+    assert _device_sum(entries, block_rows=block_rows) % (MASK + 1) == expected % (MASK + 1)
+    flipped = tensors[6].clone()
+    flip(flipped, 12_345)
+    entries[6] = (entries[6][0], flipped)
+    assert _device_sum(entries, block_rows=block_rows) % (MASK + 1) != expected % (MASK + 1)
+
+
 def test_a_sparse_tensor_is_refused_with_a_typed_error() -> None:
     """A tensor without dense bytes is refused, not silently skipped."""
     with pytest.raises(UsageError, match="dense"):
@@ -210,8 +233,10 @@ def test_the_cuda_path_gives_the_cpu_digest(dtype: torch.dtype) -> None:
     """Tensors on a GPU digest there to the same value as their CPU copies, bit flips included."""
     items = tensors(dtype)
     on_gpu = [(n, v.cuda() if isinstance(v, torch.Tensor) else v) for n, v in items]
-    big = torch.randn(5 * ROW * 4 + 3, device="cuda")  # several blocks of rows on the device
+    big = torch.randn(529 * ROW * 2 + 3, device="cuda")  # 529 rows: summed in place, in two blocks
+    many = [(f"layer{i}", torch.randn(40 * ROW - i, device="cuda")) for i in range(30)]  # packed, 3 packs
     assert digest(on_gpu) == digest(items)
+    assert digest(many) == digest([(n, v.cpu()) for n, v in many])
     assert digest([("big", big)]) == digest([("big", big.cpu())])
     before = digest([("big", big)])
     flip(big, 12345)
