@@ -20,6 +20,7 @@ __all__ = [
     "check_text",
     "first_misfit",
     "first_non_json",
+    "plain_text",
     "shown",
 ]
 
@@ -35,6 +36,16 @@ def check_text(value: object, what: str, error: type[LifecycleError] = UsageErro
     if not isinstance(value, str):
         raise error(f"{what} must be a str, got {type(value).__name__}")
     return value
+
+
+def plain_text(value: object, what: str, error: type[LifecycleError] = UsageError) -> str:
+    """Return `value` as a plain str (a str subclass becomes its value), else raise `error`.
+
+    For values stored as they are: events built unvalidated go to the log unchecked.
+    """
+    if type(value) is str:  # the common case, answered without another call
+        return value
+    return str(check_text(value, what, error))
 
 
 def check_count(value: object, what: str, error: type[LifecycleError] = UsageError) -> int:

@@ -114,7 +114,9 @@ def _on_transition_applied(r: Registry, ev: Record) -> None:
             f"seq {ev['seq']}: {ev['entity']!r} cannot move {ev['from_state']}->{ev['to_state']}"
         )
     step, target = ev["step"], ev["to_state"]
-    history = (*e.history, (step, e.state, target))
+    # One new tuple, the oldest move dropped at the limit (a slice covering the whole tuple
+    # is the tuple itself, no copy).
+    history = (*e.history[1 - HISTORY_LIMIT :], (step, e.state, target))
     # Positional, as in _on_transition_rejected: keywords cost a tenth of the fold here.
     moved = EntityState(
         e.entity,
@@ -127,7 +129,7 @@ def _on_transition_applied(r: Registry, ev: Record) -> None:
         step,
         e.transitions + 1,
         e.rejections,
-        history if len(history) <= HISTORY_LIMIT else history[-HISTORY_LIMIT:],
+        history,
         e.attrs,
         _last_transition(ev),
         ev.get("ts"),

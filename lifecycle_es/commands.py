@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lifecycle_es._arguments import check_mapping, check_text, first_non_json
+from lifecycle_es._arguments import check_mapping, check_text, first_non_json, plain_text
 from lifecycle_es.errors import (
     DuplicateEntityError,
     InvalidMetricError,
@@ -206,7 +206,7 @@ def observe(
     """Return the event recording metrics of an entity, a layer, or the run."""
     checked = check_metrics(metrics)
     if entity is not None:
-        entity = str(check_text(entity, "entity"))  # plain, as in request_transition
+        entity = plain_text(entity, "entity")  # plain, as in request_transition
         registry.get(entity)
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 0):
         raise UsageError(f"layer must be a non-negative int, got {layer!r}")
@@ -245,16 +245,14 @@ def request_transition(
     who = {"triggered_by": triggered_by, "metadata": metadata}
     # Plain strs (a str subclass becomes its value): the events are built unvalidated and
     # handed to the log as they are (`Log.append(plain=True)`).
-    entity = str(check_text(entity, "entity"))
-    to = None if to is None else str(check_text(to, "to"))
-    trigger = None if trigger is None else str(check_text(trigger, "trigger"))
+    entity = plain_text(entity, "entity")
+    to = None if to is None else plain_text(to, "to")
+    trigger = None if trigger is None else plain_text(trigger, "trigger")
     current = registry.get(entity)
     spec = registry.spec_of(current)
-    if not isinstance(reason, str):  # the applied event is built unvalidated
-        raise UsageError(f"reason must be a str, got {type(reason).__name__}")
-    reason = str(reason)
+    reason = plain_text(reason, "reason")  # the applied event is built unvalidated
     edge, target, trig = _resolve(spec, current.state, to, trigger)
-    checked = check_metrics(metrics)
+    checked = {} if metrics is None else check_metrics(metrics)
     if edge is None:
         why = (
             f"Invalid transition: {current.state} -> {target}"
@@ -262,7 +260,7 @@ def request_transition(
             else f"Invalid transition: no {trig!r} edge leaves {current.state}"
         )
         return _rejected(stamp, current, target, trig, (), (why,), who)
-    if (taken := _slot_taken(registry, spec, current, target)) is not None:
+    if current.slot is not None and (taken := _slot_taken(registry, spec, current, target)) is not None:
         return _rejected(stamp, current, target, trig, (), (taken,), who)
     merged = registry.latest_metrics(entity)
     merged.update(checked)  # a fresh dict: the observed values, then the request's over them
@@ -271,7 +269,7 @@ def request_transition(
     # frame costs more than the checks' bookkeeping (DESIGN.md section 9).
     checks: list[EventBase] = []
     failed: list[str] = []
-    for name in _gate_names(spec, current, edge):
+    for name in spec.guards(edge):
         check = _check(gates, policy, stamp, gate_input, name, spec, edge)
         checks.append(check)
         fields = check.__dict__
@@ -319,13 +317,6 @@ def _slot_taken(registry: Registry, spec: Spec, current: EntityState, target: st
     if holder is None or holder == current.entity:
         return None
     return f"slot {current.slot} of layer {current.layer} is now held by {holder!r}"
-
-
-def _gate_names(spec: Spec, current: EntityState, edge: TransitionDef) -> tuple[str, ...]:
-    minimum = spec.state(current.state).min_time_in_state
-    if minimum > 0 and not edge.skip_min_time:
-        return (MIN_TIME_GATE, *edge.gates)
-    return edge.gates
 
 
 def _check(

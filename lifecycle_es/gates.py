@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from lifecycle_es import policies
 from lifecycle_es.errors import ConfigError
 from lifecycle_es.events import GateCategory
+from lifecycle_es.spec import MIN_TIME_GATE  # defined with the specs whose guards name it
 
 if TYPE_CHECKING:
     from lifecycle_es.registry import EntityState, Registry
@@ -31,8 +32,6 @@ __all__ = [
     "default_gates",
 ]
 
-MIN_TIME_GATE = "min_time_in_state"
-"""The structural gate the command handler adds when the source state has a minimum time."""
 
 EMBARGO_GATE = "not_embargoed"
 """The structural gate that keeps entities out of a slot on cooldown, at registration too."""

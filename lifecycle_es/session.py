@@ -320,7 +320,7 @@ class Lifecycle(RunWriter):
         """
         if triggered_by is not None:
             check_text(triggered_by, "triggered_by")
-        extra = check_metadata(metadata)
+        extra = None if metadata is None else check_metadata(metadata)
         outcome = commands.request_transition(
             self.registry,
             self.gates,

@@ -14,7 +14,10 @@ from typing import Any, Literal
 
 from lifecycle_es.errors import SpecError, UnknownStateError
 
-__all__ = ["HookPoint", "Spec", "StateCategory", "StateDef", "TransitionDef"]
+__all__ = ["MIN_TIME_GATE", "HookPoint", "Spec", "StateCategory", "StateDef", "TransitionDef"]
+
+MIN_TIME_GATE = "min_time_in_state"
+"""The structural gate checked first on an edge whose source state has a minimum time."""
 
 
 class StateCategory(StrEnum):
@@ -84,6 +87,8 @@ class _Index:
     triggers: Mapping[tuple[str, str], TransitionDef]
     exits: Mapping[str, tuple[TransitionDef, ...]]
     by_category: Mapping[StateCategory, frozenset[str]]
+    guards: Mapping[tuple[str, str], tuple[str, ...]]
+    """Per edge (source, target), the gates checked before it is taken, in order."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +136,11 @@ class Spec:
     def edge_for_trigger(self, source: str, trigger: str) -> TransitionDef | None:
         """Return the edge that `trigger` fires from `source`, or None."""
         return self._index.triggers.get((source, trigger))
+
+    def guards(self, edge: TransitionDef) -> tuple[str, ...]:
+        """Return the gates checked before `edge` is taken, in order: the spec's minimum-time
+        gate first when the source state has a minimum time the edge does not skip."""
+        return self._index.guards[(edge.source, edge.target)]
 
     def exits(self, source: str) -> tuple[TransitionDef, ...]:
         """Return the edges leaving `source`, in target-code order."""
@@ -218,7 +228,16 @@ def _build_index(spec: Spec) -> _Index:
         triggers=triggers,
         exits={k: tuple(sorted(v, key=lambda t: states[t.target].code)) for k, v in exits.items()},
         by_category={c: frozenset(s.name for s in spec.states if s.category is c) for c in StateCategory},
+        guards={(t.source, t.target): _guards(t, states[t.source]) for t in spec.transitions},
     )
+
+
+def _guards(edge: TransitionDef, source: StateDef) -> tuple[str, ...]:
+    """The edge's gates, after the minimum-time gate when its source has a minimum time that
+    the edge does not skip."""
+    if source.min_time_in_state > 0 and not edge.skip_min_time:
+        return (MIN_TIME_GATE, *edge.gates)
+    return edge.gates
 
 
 def _validate(spec: Spec) -> None:

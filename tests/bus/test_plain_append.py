@@ -45,6 +45,18 @@ def test_a_handed_over_record_over_the_size_limit_is_refused_and_nothing_stored(
             assert plain.last_seq() == 0
 
 
+def test_records_that_each_fit_are_stored_though_the_batch_together_passes_the_limit() -> None:
+    """The limit is per record: a memory log measures the batch at once only to skip measuring
+    each record, and a batch over the limit whose records all fit is stored whole."""
+    log = MemoryLog("plain", max_record_bytes=64)
+    batch = [{"kind": "X", "text": "x" * 40} for _ in range(3)]
+    assert log.append([dict(r) for r in batch], plain=True) == 1
+    assert [r["text"] for r in log.read()] == [r["text"] for r in batch]
+    with pytest.raises(RecordTooLargeError, match="record 1 of the batch"):
+        log.append([{"kind": "X"}, {"kind": "X", "text": "x" * 100}], plain=True)
+    assert log.last_seq() == 3
+
+
 def test_the_lifecycle_hands_over_plain_values_only() -> None:
     """Enum fields reach a memory log as plain str, as a JSON or Redis log gives them back."""
     lc = Lifecycle()

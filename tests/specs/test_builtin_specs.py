@@ -8,6 +8,7 @@ import re
 import pytest
 
 from lifecycle_es import Spec, SpecError, StateCategory, StateDef, TransitionDef, UnknownStateError
+from lifecycle_es.gates import MIN_TIME_GATE
 from lifecycle_es.specs import (
     AGENT_SPEC,
     BUILTIN_SPECS,
@@ -143,6 +144,16 @@ def test_kasmina_minimum_epochs_in_state_and_the_rollback_exemption() -> None:
     assert skipping == {
         (s, "ROLLED_BACK") for s in ("GRAFTING", "STABILIZATION", "EVALUATING", "FINE_TUNING")
     }
+
+
+def test_guards_put_the_minimum_time_gate_first_unless_the_edge_skips_it() -> None:
+    """An edge out of a state with a minimum time is guarded by MIN_TIME_GATE, then its own
+    gates; an edge that skips the minimum time, or leaves a state without one, by its own."""
+    for t in KASMINA_SPEC.transitions:
+        timed = KASMINA_SPEC.state(t.source).min_time_in_state > 0 and not t.skip_min_time
+        assert KASMINA_SPEC.guards(t) == ((MIN_TIME_GATE, *t.gates) if timed else t.gates)
+    rollback = KASMINA_SPEC.edge("GRAFTING", "ROLLED_BACK")
+    assert rollback is not None and MIN_TIME_GATE not in KASMINA_SPEC.guards(rollback)
 
 
 def test_kasmina_terminal_states_and_validators() -> None:
