@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lifecycle_es._arguments import check_mapping, check_text, first_non_json, plain_text
+from lifecycle_es._event_base import UUID_PATTERN
 from lifecycle_es.errors import (
     DuplicateEntityError,
     InvalidMetricError,
@@ -26,7 +27,6 @@ from lifecycle_es.errors import (
     UsageError,
 )
 from lifecycle_es.events import (
-    _UUID_PATTERN,
     EntityRegistered,
     EventBase,
     GateCategory,
@@ -61,7 +61,7 @@ class Stamp:
             raise UsageError(f"step and rank must be >= 0, got step {self.step}, rank {self.rank}")
         # Checked here because transitions and observations build their events unvalidated.
         if self.causation is not None and (
-            not isinstance(self.causation, str) or not re.fullmatch(_UUID_PATTERN, self.causation)
+            not isinstance(self.causation, str) or not re.fullmatch(UUID_PATTERN, self.causation)
         ):
             raise UsageError(f"causation must be an event id (UUID text), got {self.causation!r}")
         for name, kind in (("step", int), ("rank", int), ("causation", str)):

@@ -34,13 +34,14 @@ from typing import Literal
 from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._batch import Batch, Check
 from lifecycle_es.controllers._config import ExpertCoordinatorConfig
+from lifecycle_es.controllers._expert_phase import ExpertPhase
 from lifecycle_es.controllers._signals import SHARE, pair_balance, pair_overlap, types_at_step
 from lifecycle_es.events import Action, GateCategory
 from lifecycle_es.policies import streak
 from lifecycle_es.registry import EntityState
 from lifecycle_es.specs.expert import ExpertState, FailedSplitMetrics
 
-__all__ = ["judge_split"]
+__all__ = ["FailedSplits", "judge_split"]
 
 Purpose = Literal["load", "breadth"]
 
@@ -54,6 +55,23 @@ class _Measure:
     values: tuple[float, ...]
     undivided: tuple[bool, ...]
     """Per checkpoint of `values`: whether the pair had not divided the basin then."""
+
+
+class FailedSplits(ExpertPhase):
+    """The failed-split phase of one evaluation."""
+
+    __slots__ = ()
+
+    def run(self) -> None:
+        """Undo the clone children that did not diverge from their parent within the window."""
+        cfg = self.config
+        for child in self.experts((ExpertState.ACTIVE,)):
+            parent = self.batch.registry.get(child.parent) if child.parent else None
+            young = self.step - child.born_step < cfg.split_cooldown_per_expert
+            if parent is None or parent.state != ExpertState.ACTIVE or not young:
+                continue
+            n = min(cfg.split_divergence_window, self.in_state(child))
+            judge_split(cfg, self.batch, parent, child, n)
 
 
 def judge_split(

@@ -14,34 +14,8 @@ bounded by `fold_every` batches plus capacity x (capacity + types) counters.
 `collect` turns the counters and the experts' weights into the expert coordinator's metric
 dicts with one host transfer per layer, and starts the next interval.
 
-Per expert, keyed by expert id:
-
-- `share`: the expert's part of the layer's routing (see "Shares" below), and
-  `entropy_contribution` = -s ln s (0 for s <= 1e-10);
-- `dispatch_share` and `gate_share`: both kinds of share, whichever `share` is;
-- `token_type.<k>` for every type k: the expert's basin, the fraction of the gate weight it
-  received that came from tokens of type k (all 0 for an expert that received none);
-- `coact.<other>`: the fraction of the interval's tokens whose top-k held both experts;
-- `weight_norm`: L2 norm of the expert's parameters (its router row excluded); `weight_delta`:
-  L2 norm of their change since the previous checkpoint (0 for an expert first seen at this
-  one); `cosine.<other>`: cosine similarity of the two experts' parameters.
-
-Per layer, ChronoMoE v2's `LayerSnapshot` formulas (`chronomoe/metrics.py`,
-reference/seed-projects.md section 2.3) over the experts' shares: entropy = -sum s ln s over
-s > 1e-10 (natural log), n_eff = exp(entropy), top2_share = the two largest shares (1.0 with
-fewer than two experts), dead_count = shares exactly 0, n_active = shares above 0. And
-`basin_breadth` (`basin_breadth()`): the share-weighted mean over the layer's experts of the
-effective number of token types in each basin, exp of its entropy; 1 when every expert serves
-one kind of token.
-
-Shares. v2 divides dispatch counts by their sum (`share="dispatch"`). With top-k routing every
-token is dispatched k times, so an expert that is in every token's top-2 shows 0.5 however
-little of the output it produces, and two experts that split a cluster (each the first choice
-of half of it and the second choice of the rest) show equal shares forever. The default
-`share="gate"` gives each token one unit of routing, split over its top-k by gate weight: it
-equals v2's share for top-1 routing, is the top-k counterpart of the router-probability share
-ChronoMoE v3's lifecycle decides on, and is still exactly 0 for an expert no token selected.
-The basin (`token_type.*`) is gate-weighted for the same reason.
+What the metrics are, and why `share` is gate-weighted by default, is `_basin_readout`'s
+docstring; the counters are `_routing_counters`.
 
 The tracker must be collected (or `reset`) before a surgery changes a layer's rows, since the
 kept routing indices name rows; a training loop that applies surgery right after the
@@ -50,27 +24,27 @@ checkpoint, as the lifecycle does, satisfies this by construction.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from lifecycle_es.controllers import BREADTH
 from lifecycle_es.errors import ConfigError, UsageError
+from projections.moe._basin_readout import (
+    BasinReadout,
+    LayerValues,
+    ShareBasis,
+    basin_breadth,
+    expert_rows,
+    layer_metrics,
+)
 from projections.moe._protocol import check_layer
+from projections.moe._routing_counters import Counters, routing_counts
 
 __all__ = ["BasinReadout", "BasinTracker", "RoutedLayer", "ShareBasis", "basin_breadth", "layer_metrics"]
-
-ShareBasis = Literal["gate", "dispatch"]
-"""What an expert's `share` counts: gate weight received (default) or dispatches (v2)."""
-
-SHARE_EPS = 1e-10
-"""Shares at or below this are left out of the entropy, as ChronoMoE v2 does."""
-MASS_UNIT = 1 << 16
-"""Gate weights are summed in fixed point, in units of 1 / MASS_UNIT: exact, order-free sums."""
 
 
 @runtime_checkable
@@ -92,46 +66,12 @@ class RoutedLayer(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class BasinReadout:
-    """The metrics of one checkpoint, as `ExpertCoordinator.observations` takes them."""
-
-    experts: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per expert id: share, basin, co-activation and weight metrics."""
-    layers: dict[int, dict[str, float]] = field(default_factory=dict)
-    """Per layer: entropy, n_eff, top2_share, dead_count, n_active."""
-    tokens: int = 0
-    """Tokens recorded in the interval (every token passes every layer)."""
-
-
-@dataclass(slots=True)
-class _Counters:
-    """One layer's routing counters on the device."""
-
-    capacity: int
-    pairs: torch.Tensor
-    """[capacity * capacity] long: tokens whose top-k holds both slots (diagonal: routed)."""
-    mass: torch.Tensor
-    """[capacity * types] long: gate weight received per (slot, type), in 1 / MASS_UNIT."""
-
-
 @dataclass(slots=True)
 class _Weights:
     """A checkpoint's flattened expert weights of one layer, and each expert's row in them."""
 
     rows: dict[str, int]
     flat: torch.Tensor
-
-
-@dataclass(frozen=True, slots=True)
-class _LayerValues:
-    """One layer's numbers for the routing experts, on the host, experts in row order."""
-
-    coact: list[list[float]]
-    mass: list[list[float]]
-    norms: list[float]
-    deltas: list[float]
-    cosine: list[list[float]]
 
 
 class BasinTracker:
@@ -163,7 +103,7 @@ class BasinTracker:
         self._types: list[torch.Tensor] = []
         self._outside: torch.Tensor | None = None
         """[1] long on the types' device: tokens recorded with a type id outside [0, num_types)."""
-        self._counters: dict[int, _Counters] = {}
+        self._counters: dict[int, Counters] = {}
         self._previous: dict[int, _Weights] = {}
 
     # -- every step ----------------------------------------------------------------------------
@@ -202,22 +142,14 @@ class BasinTracker:
             indices = torch.cat([i for i, _ in self._kept[index]])
             weights = torch.cat([w for _, w in self._kept[index]])
             counters = self._layer_counters(index, layer.capacity, indices.device)
-            pair_cells, hits, mass_cells, mass = _cells(
-                indices, weights, types.to(indices.device), counters.capacity, self.num_types
-            )
-            counters.pairs.index_add_(0, pair_cells, hits)
-            counters.mass.index_add_(0, mass_cells, mass)
+            counters.add(indices, weights, types.to(indices.device), self.num_types)
             self._kept[index].clear()
         self._types.clear()
 
-    def _layer_counters(self, index: int, capacity: int, device: torch.device) -> _Counters:
+    def _layer_counters(self, index: int, capacity: int, device: torch.device) -> Counters:
         counters = self._counters.get(index)
         if counters is None:
-            counters = self._counters[index] = _Counters(
-                capacity=capacity,
-                pairs=torch.zeros(capacity * capacity, dtype=torch.long, device=device),
-                mass=torch.zeros(capacity * self.num_types, dtype=torch.long, device=device),
-            )
+            counters = self._counters[index] = Counters.zeros(capacity, self.num_types, device)
         elif counters.capacity != capacity:
             raise UsageError(
                 f"layer {index} changed capacity since the last checkpoint; "
@@ -291,7 +223,7 @@ class BasinTracker:
                 readout.layers[index] = layer_metrics([])
                 continue
             values = self._layer_values(index, layer, routing)
-            rows = self._expert_rows(list(routing.values()), values)
+            rows = expert_rows(list(routing.values()), values, self.share, self.tokens)
             readout.experts.update(rows)
             readout.layers[index] = {
                 **layer_metrics([row["share"] for row in rows.values()]),
@@ -311,13 +243,13 @@ class BasinTracker:
                 f"{outside} of the {tokens} tokens recorded since the last checkpoint had ids outside it"
             )
 
-    def _layer_values(self, index: int, layer: RoutedLayer, routing: Mapping[int, str]) -> _LayerValues:
+    def _layer_values(self, index: int, layer: RoutedLayer, routing: Mapping[int, str]) -> LayerValues:
         """Compute a layer's numbers on its device, then bring them over in one transfer."""
         ids, n, types = list(routing.values()), len(routing), self.num_types
         flat = _flat_weights(layer)
         rows = torch.tensor(list(routing), dtype=torch.long, device=flat.device)
         weights = flat.index_select(0, rows).float()
-        coact, mass = self._routing_counts(index, layer.capacity, rows)
+        coact, mass = routing_counts(self._counters.get(index), layer.capacity, rows, self.num_types)
         norms = weights.norm(dim=1)
         cosine = (weights @ weights.t()) / (norms[:, None] * norms[None, :]).clamp_min(1e-12)
         deltas = self._deltas(index, ids, weights)
@@ -325,27 +257,13 @@ class BasinTracker:
         packed = torch.cat([t.reshape(-1).double() for t in (coact, mass, norms, deltas, cosine)])
         v = packed.tolist()  # the one host transfer of this layer
         cut = [0, n * n, n * n + n * types, n * n + n * types + n, n * n + n * types + 2 * n]
-        return _LayerValues(
+        return LayerValues(
             coact=_square(v[cut[0] : cut[1]], n),
             mass=_square(v[cut[1] : cut[2]], types),
             norms=v[cut[2] : cut[3]],
             deltas=v[cut[3] : cut[4]],
             cosine=_square(v[cut[4] :], n),
         )
-
-    def _routing_counts(
-        self, index: int, capacity: int, rows: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the routing experts' co-selection counts [n, n] and gate mass [n, types]."""
-        n = int(rows.shape[0])
-        counters = self._counters.get(index)
-        if counters is None:
-            return (
-                torch.zeros(n, n, dtype=torch.long, device=rows.device),
-                torch.zeros(n, self.num_types, dtype=torch.long, device=rows.device),
-            )
-        pairs = counters.pairs.view(capacity, capacity).index_select(0, rows).index_select(1, rows)
-        return pairs, counters.mass.view(capacity, self.num_types).index_select(0, rows)
 
     def _deltas(self, index: int, ids: Sequence[str], weights: torch.Tensor) -> torch.Tensor:
         """Return each expert's weight change since the previous checkpoint (0 if first seen)."""
@@ -361,97 +279,9 @@ class BasinTracker:
             delta.index_copy_(0, now, change.norm(dim=1))
         return delta
 
-    def _expert_rows(self, ids: Sequence[str], v: _LayerValues) -> dict[str, dict[str, float]]:
-        dispatch = _normalized([v.coact[i][i] for i in range(len(ids))])
-        gate = _normalized([math.fsum(row) for row in v.mass])
-        shares = gate if self.share == "gate" else dispatch
-        out: dict[str, dict[str, float]] = {}
-        for i, entity in enumerate(ids):
-            row = {
-                "share": shares[i],
-                "entropy_contribution": _plogp(shares[i]),
-                "dispatch_share": dispatch[i],
-                "gate_share": gate[i],
-                "weight_norm": v.norms[i],
-                "weight_delta": v.deltas[i],
-            }
-            received = math.fsum(v.mass[i])
-            for k, cell in enumerate(v.mass[i]):
-                row[f"token_type.{k}"] = cell / received if received > 0 else 0.0
-            for j, other in enumerate(ids):
-                if j != i:
-                    row[f"coact.{other}"] = v.coact[i][j] / self.tokens if self.tokens else 0.0
-                    row[f"cosine.{other}"] = v.cosine[i][j]
-            out[entity] = row
-        return out
-
-
-def layer_metrics(shares: Sequence[float]) -> dict[str, float]:
-    """Return a layer's entropy, n_eff, top-2 share, dead and active counts from its shares.
-
-    ChronoMoE v2's definitions: shares are normalized to sum to 1 (all zero when they sum to
-    0), entropy -sum s ln s over s > 1e-10, n_eff = exp(entropy), top-2 the two largest
-    shares (1.0 with fewer than two experts), dead the shares exactly 0, active those above 0.
-    """
-    normalized = _normalized(shares)
-    entropy = math.fsum(_plogp(s) for s in normalized)
-    top2 = 1.0 if len(normalized) < 2 else math.fsum(sorted(normalized, reverse=True)[:2])
-    return {
-        "entropy": entropy,
-        "n_eff": math.exp(entropy),
-        "top2_share": top2,
-        "dead_count": float(sum(1 for s in normalized if s == 0.0)),
-        "n_active": float(sum(1 for s in normalized if s > 0.0)),
-    }
-
-
-def basin_breadth(rows: Iterable[Mapping[str, float]], num_types: int) -> float:
-    """Return the share-weighted mean of exp(entropy) of the experts' token-type basins.
-
-    The effective number of token types an expert serves, averaged over the layer's routing
-    by share: 1.0 when each expert's tokens are of one type, k when each spreads evenly over
-    k; 0.0 when no expert received tokens.
-    """
-    total = weighted = 0.0
-    for row in rows:
-        basin = [row[f"token_type.{k}"] for k in range(num_types)]
-        if math.fsum(basin) <= 0:
-            continue
-        weighted += row["share"] * math.exp(math.fsum(_plogp(p) for p in basin))
-        total += row["share"]
-    return weighted / total if total > 0 else 0.0
-
-
-def _normalized(values: Sequence[float]) -> list[float]:
-    total = math.fsum(values)
-    return [v / total for v in values] if total > 0 else [0.0] * len(values)
-
-
-def _plogp(share: float) -> float:
-    """Return -s ln s, or 0 for s <= 1e-10 (v2's cut-off)."""
-    return -share * math.log(share) if share > SHARE_EPS else 0.0
-
 
 def _square(flat: Sequence[float], width: int) -> list[list[float]]:
     return [list(flat[i : i + width]) for i in range(0, len(flat), width)]
-
-
-def _cells(
-    indices: torch.Tensor, weights: torch.Tensor, types: torch.Tensor, capacity: int, num_types: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return the counter cells each token adds to, and what it adds there.
-
-    Pairs: a token routed to slots {a, b} adds 1 to cells (a,a), (a,b), (b,a) and (b,b). Mass:
-    it adds its gate weight for a (in units of 1 / MASS_UNIT) to cell (a, its type). Unused
-    top-k positions (-1) add 0.
-    """
-    valid = indices >= 0
-    slots = indices.clamp(min=0)
-    pair_cells = slots[:, :, None] * capacity + slots[:, None, :]
-    hits = (valid[:, :, None] & valid[:, None, :]).long()
-    mass_cells = slots * num_types + types[:, None]
-    mass = torch.round(weights.float() * MASS_UNIT).long() * valid
-    return pair_cells.reshape(-1), hits.reshape(-1), mass_cells.reshape(-1), mass.reshape(-1)
 
 
 def _flat_weights(layer: RoutedLayer) -> torch.Tensor:
