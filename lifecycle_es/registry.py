@@ -40,7 +40,7 @@ from lifecycle_es._entity import (
     peer_of,
     slot_key,
 )
-from lifecycle_es._fold import fold, fold_record, fold_records
+from lifecycle_es._fold import fold, fold_lines, fold_record, fold_records
 from lifecycle_es.errors import UnknownEntityError
 from lifecycle_es.events import Action
 from lifecycle_es.spec import Spec, StateCategory
@@ -50,6 +50,7 @@ __all__ = [
     "EntityState",
     "Registry",
     "fold",
+    "fold_lines",
     "fold_record",
     "fold_records",
     "holds_slot",

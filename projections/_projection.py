@@ -14,6 +14,7 @@ from operator import itemgetter
 from typing import Any
 
 from bus import Record
+from lifecycle_es.codec import TypedLines
 from lifecycle_es.errors import SequenceGapError
 
 __all__ = ["Projection", "Record", "Snapshot"]
@@ -55,6 +56,19 @@ class Projection(ABC):
             self._apply_batch(fresh)
             self.seq = fresh[-1]["seq"]
         return len(fresh)
+
+    def apply_lines(self, lines: TypedLines) -> int:
+        """`apply` for a page of typed lines (`Codec.decode_typed_lines`): a projection that
+        reads them directly folds a page that follows on; otherwise the page's records."""
+        if lines.first_seq != self.seq + 1:
+            return self.apply(lines.records())  # skips what was applied, refuses a gap
+        self._apply_lines(lines)
+        self.seq = lines.last_seq
+        return len(lines)
+
+    def _apply_lines(self, lines: TypedLines) -> None:
+        """Fold a page of typed lines that follows on; by default, its records."""
+        self._apply_batch(lines.records())
 
     def _fresh(self, records: Sequence[Record]) -> Sequence[Record]:
         """The records past the projection's seq, checked to follow on one by one."""
