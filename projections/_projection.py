@@ -8,7 +8,7 @@ from a log, or the `__dict__` of event models.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -58,17 +58,19 @@ class Projection(ABC):
         return len(fresh)
 
     def apply_lines(self, lines: TypedLines) -> int:
-        """`apply` for a page of typed lines (`Codec.decode_typed_lines`): a projection that
-        reads them directly folds a page that follows on; otherwise the page's records."""
+        """`apply` for a page of typed lines (`Codec.decode_typed_lines`); by default the
+        page's records go through `apply`. A projection that reads the lines themselves
+        overrides this with `_apply_following`."""
+        return self.apply(lines.records())
+
+    def _apply_following(self, lines: TypedLines, fold: Callable[[TypedLines], None]) -> int:
+        """`apply_lines` for a projection that folds typed lines with `fold`: a page that
+        follows on goes to `fold`, another one (part applied, or a gap) through `apply`."""
         if lines.first_seq != self.seq + 1:
-            return self.apply(lines.records())  # skips what was applied, refuses a gap
-        self._apply_lines(lines)
+            return self.apply(lines.records())
+        fold(lines)
         self.seq = lines.last_seq
         return len(lines)
-
-    def _apply_lines(self, lines: TypedLines) -> None:
-        """Fold a page of typed lines that follows on; by default, its records."""
-        self._apply_batch(lines.records())
 
     def _fresh(self, records: Sequence[Record]) -> Sequence[Record]:
         """The records past the projection's seq, checked to follow on one by one."""

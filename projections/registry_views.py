@@ -118,7 +118,11 @@ class RegistryProjection(Projection):
             # A refused record leaves the registry at the one before it; so is the projection.
             self.seq = self.registry.seq
 
-    def _apply_lines(self, lines: TypedLines) -> None:
+    def apply_lines(self, lines: TypedLines) -> int:
+        """Fold a page of typed lines without building its records (`fold_lines`)."""
+        return self._apply_following(lines, self._fold_lines)
+
+    def _fold_lines(self, lines: TypedLines) -> None:
         try:
             fold_lines(self.registry, lines)
         finally:

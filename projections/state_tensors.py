@@ -169,7 +169,11 @@ class StateTensors(Projection):
     def _apply_batch(self, records: Sequence[Record]) -> None:
         self._commit(plan_batch(self._index, records, self._clock))
 
-    def _apply_lines(self, lines: TypedLines) -> None:
+    def apply_lines(self, lines: TypedLines) -> int:
+        """Fold a page of typed lines without building its records (`plan_lines`)."""
+        return self._apply_following(lines, self._fold_lines)
+
+    def _fold_lines(self, lines: TypedLines) -> None:
         self._commit(plan_lines(self._index, lines, self._clock))
 
     def _commit(self, plan: Plan) -> None:
