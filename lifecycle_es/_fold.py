@@ -2,7 +2,7 @@
 
 The rules (see `lifecycle_es.registry`) are kept here as one handler per kind: a handler checks
 the record against the registry, then changes it only through the registry's writing interface
-(`Registry._add`, `_move`, `_observe`, `_decide`, `_seal`) and its public run fields, so the
+(`Registry._add`, `_move`, `_reject`, `_observe`, `_decide`, `_seal`) and its public run fields, so the
 registry keeps its own tables consistent. `lifecycle_es.registry` re-exports `fold`,
 `fold_record`, `fold_records` and `fold_lines`.
 
@@ -68,6 +68,8 @@ def fold_records(registry: Registry, records: Iterable[Record]) -> Registry:
                 top = step
     finally:
         registry.seq, registry.step = last, top
+        if registry._unsettled:
+            registry._settle()
     return registry
 
 
@@ -93,6 +95,8 @@ def fold_lines(registry: Registry, lines: TypedLines) -> Registry:
         folded = structs if done == len(structs) else structs[:done]
         registry.seq = first + done
         registry.step = max(registry.step, max(map(_step_of, folded), default=registry.step))
+        if registry._unsettled:
+            registry._settle()
     return registry
 
 
@@ -185,7 +189,7 @@ def _on_transition_applied(
         "triggered_by": triggered_by,
         "metadata": dict(metadata) if metadata and isinstance(metadata, Mapping) else {},
     }
-    # Positional, as in _on_transition_rejected: keywords cost a tenth of the fold here.
+    # Positional: keywords cost a tenth of the fold here.
     moved = EntityState(
         e.entity,
         e.spec,
@@ -196,7 +200,7 @@ def _on_transition_applied(
         e.born_step,
         step,
         e.transitions + 1,
-        e.rejections,
+        e.rejections + r._unsettled.pop(entity, 0),  # the refusals this fold counted (`_reject`)
         history if len(history) <= HISTORY_LIMIT else history[-HISTORY_LIMIT:],
         e.attrs,
         last,
@@ -206,26 +210,9 @@ def _on_transition_applied(
 
 
 def _on_transition_rejected(r: Registry, seq: int, entity: str) -> None:
-    e = r.entities.get(entity)
-    if e is None:
+    if entity not in r.entities:
         raise InconsistentEventError(f"seq {seq}: rejection for unknown entity {entity!r}")
-    # Built directly: dataclasses.replace costs more than the rest of the fold together.
-    r.entities[e.entity] = EntityState(
-        e.entity,
-        e.spec,
-        e.state,
-        e.slot,
-        e.layer,
-        e.parent,
-        e.born_step,
-        e.entered_step,
-        e.transitions,
-        e.rejections + 1,
-        e.history,
-        e.attrs,
-        e.last_transition,
-        e.entered_ts,
-    )
+    r._reject(entity)
 
 
 def _on_metrics_observed(
