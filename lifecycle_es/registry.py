@@ -7,9 +7,11 @@ changes anything, so a refused event leaves the registry as it was. It updates t
 place and returns it; take `registry.copy()` first to keep an earlier state.
 
 The fold reads events as field mappings, so the same code applies a validated event model and,
-on the trusted bulk-replay path, a raw record read back from our own log. Its handlers, one per
-kind, are in `lifecycle_es._fold`; they change the registry's tables only through its writing
-interface (`_add`, `_move`, `_reject`, `_observe`, `_decide`, `_seal`), which keeps them consistent.
+on the trusted bulk-replay path, a raw record read back from our own log; `fold_lines` applies
+a page of a JSONL log's typed line structs with the same handlers, reading fields by attribute.
+Its handlers, one per kind, are in `lifecycle_es._fold`; they change the registry's tables only
+through its writing interface (`_add`, `_move`, `_reject`, `_observe`, `_decide`, `_seal`),
+which keeps them consistent.
 
 The registry keeps per-entity state only for entities that can still act, so its size follows
 the live entities, not the events or steps of the run. An entity is *live* while it holds its
