@@ -58,7 +58,7 @@ def fold_records(registry: Registry, records: Iterable[Record]) -> Registry:
                 if reader is None:
                     raise SchemaError(f"record seq {seq}: unknown kind {kind!r}")
                 handler, fields = reader
-                try:  # inlined: a call per record costs a tenth of a transition's fold
+                try:  # the fields, read in C; a record may lack an optional one
                     values = fields(record)
                 except KeyError:
                     values = _fields_or_refuse(record, kind, seq)
