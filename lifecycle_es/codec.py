@@ -10,11 +10,11 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import TypeAdapter, ValidationError
 
 from lifecycle_es._shapes import Shape, enum_fields
-from lifecycle_es._typed_lines import LineDecoder
+from lifecycle_es._typed_lines import LineDecoder, TypedLines
 from lifecycle_es.errors import SchemaError
 from lifecycle_es.events import EVENT_TYPES, Event, EventBase
 
-__all__ = ["CODEC", "Codec", "Upcaster"]
+__all__ = ["CODEC", "Codec", "TypedLines", "Upcaster"]
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns a record of (kind, version) into a record of (kind, version + 1)."""
@@ -157,6 +157,13 @@ class Codec:
         schema, an absent optional field) or is damaged: parse and `check` those instead.
         `ignore` is a top-level key lines may hold that is not a field (a log's batch marker)."""
         return self._lines(ignore).decode(text, first_seq, count)
+
+    def decode_typed_lines(
+        self, text: bytes, first_seq: int, count: int, *, ignore: str | None = None
+    ) -> TypedLines | None:
+        """`decode_lines`, with the page left as the typed structs its lines decode into, which
+        the registry and the state tensors fold without building a dict per record."""
+        return self._lines(ignore).decode_typed(text, first_seq, count)
 
 
 _ENVELOPE: tuple[tuple[str, type], ...] = (("step", int), ("rank", int), ("entity", str), ("run_id", str))

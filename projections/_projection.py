@@ -8,12 +8,13 @@ from a log, or the `__dict__` of event models.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
 from bus import Record
+from lifecycle_es.codec import TypedLines
 from lifecycle_es.errors import SequenceGapError
 
 __all__ = ["Projection", "Record", "Snapshot"]
@@ -55,6 +56,21 @@ class Projection(ABC):
             self._apply_batch(fresh)
             self.seq = fresh[-1]["seq"]
         return len(fresh)
+
+    def apply_lines(self, lines: TypedLines) -> int:
+        """`apply` for a page of typed lines (`Codec.decode_typed_lines`); by default the
+        page's records go through `apply`. A projection that reads the lines themselves
+        overrides this with `_apply_following`."""
+        return self.apply(lines.records())
+
+    def _apply_following(self, lines: TypedLines, fold: Callable[[TypedLines], None]) -> int:
+        """`apply_lines` for a projection that folds typed lines with `fold`: a page that
+        follows on goes to `fold`, another one (part applied, or a gap) through `apply`."""
+        if lines.first_seq != self.seq + 1:
+            return self.apply(lines.records())
+        fold(lines)
+        self.seq = lines.last_seq
+        return len(lines)
 
     def _fresh(self, records: Sequence[Record]) -> Sequence[Record]:
         """The records past the projection's seq, checked to follow on one by one."""

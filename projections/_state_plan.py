@@ -1,6 +1,7 @@
 """The host side of the state tensors: which rows and cells a batch of records writes.
 
-Records are Python mappings, so reading them is a per-record scan on the host; the scan builds
+Records are Python mappings (or the typed lines of a trusted JSONL replay), so reading them is
+a per-record scan on the host; the scan builds
 a `Plan` and touches no tensor. Writes are kept in dictionaries keyed by the cell's flat index
 (row * width + column), so a later record of the batch overwrites an earlier one's value:
 last-write-wins is decided here, explicitly, before any `index_put_` sees an index (duplicate
@@ -24,11 +25,12 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from bus import Record
-from lifecycle_es.errors import InconsistentEventError
+from lifecycle_es.codec import TypedLines
+from lifecycle_es.errors import InconsistentEventError, SchemaError
 from lifecycle_es.registry import holds_slot
 from lifecycle_es.spec import Spec
 
@@ -49,6 +51,7 @@ __all__ = [
     "Round",
     "RowIndex",
     "plan_batch",
+    "plan_lines",
 ]
 
 
@@ -228,12 +231,16 @@ class Plan:
 
 
 class _Scan:
-    """One pass over a batch: dispatches each record by kind into a `Plan`."""
+    """One pass over a batch: dispatches each record by kind into a `Plan`.
+
+    Each handler takes the fields it reads as arguments (named in `_FIELDS`), so one handler
+    serves a batch of mappings (`plan_batch`) and a page of typed lines (`plan_lines`).
+    """
 
     def __init__(self, index: RowIndex, clock: int) -> None:
         self.index = index
         self.plan = Plan(first_row=index.live, start=clock)
-        self.handlers: dict[str, Callable[[Record], None]] = {
+        self.handlers: dict[str, Callable[..., None]] = {
             "EntityRegistered": self.register,
             "TransitionApplied": self.transition,
             "MetricsObserved": self.metrics,
@@ -258,21 +265,19 @@ class _Scan:
             for column in range(len(METRIC_NAMES)):
                 self.plan.values[row * len(METRIC_NAMES) + column] = 0.0
 
-    def register(self, r: Record) -> None:
-        entity, plan = r["entity"], self.plan
-        sid = self.index.spec_ids.get(r["spec"])
-        found = None if sid is None else self.index.tables[sid].get(r["state"])
+    def register(self, seq: int, entity: Any, spec: Any, state: Any, step: int, attrs: Any) -> None:
+        plan = self.plan
+        sid = self.index.spec_ids.get(spec)
+        found = None if sid is None else self.index.tables[sid].get(state)
         if found is None or sid is None or self.row(entity) is not None:
-            raise InconsistentEventError(
-                f"seq {r['seq']}: cannot register {entity!r} as {r['spec']}/{r['state']}"
-            )
+            raise InconsistentEventError(f"seq {seq}: cannot register {entity!r} as {spec}/{state}")
         row = plan.first_row + len(plan.new_specs)
         plan.new_rows[entity] = row
         plan.new_specs.append(sid)
         cells, at = plan.cells, row * _WIDTH
         cells[at + STATE], plan.keys[row] = found
-        cells[at + EPOCHS_IN_STATE] = plan.start - r["step"]
-        self.seed_columns(row, r.get("attrs"))
+        cells[at + EPOCHS_IN_STATE] = plan.start - step
+        self.seed_columns(row, attrs)
         self.enter(row, sid, found[0])
 
     def seed_columns(self, row: int, attrs: Mapping[str, Any] | None) -> None:
@@ -284,16 +289,14 @@ class _Scan:
             if value is not None:
                 self.plan.cells[row * _WIDTH + column] = value
 
-    def transition(self, r: Record) -> None:
-        row = self.row(r["entity"])
+    def transition(self, seq: int, entity: Any, source: Any, target: Any, step: int, metadata: Any) -> None:
+        row = self.row(entity)
         sid = None if row is None else self.spec_id(row)
         table = None if sid is None else self.index.tables[sid]
-        source = None if table is None else table.get(r["from_state"])
-        target = None if table is None else table.get(r["to_state"])
-        if row is None or sid is None or source is None or target is None:
-            raise InconsistentEventError(
-                f"seq {r['seq']}: {r['entity']!r} cannot move {r['from_state']}->{r['to_state']}"
-            )
+        left = None if table is None else table.get(source)
+        entered = None if table is None else table.get(target)
+        if row is None or sid is None or left is None or entered is None:
+            raise InconsistentEventError(f"seq {seq}: {entity!r} cannot move {source}->{target}")
         plan = self.plan
         k = plan.counts.get(row, 0)
         plan.counts[row] = k + 1
@@ -301,16 +304,16 @@ class _Scan:
             plan.rounds.append(Round())
         round_ = plan.rounds[k]
         round_.rows.append(row)
-        round_.moves.extend((source[0], target[0], plan.start - r["step"]))
-        round_.keys.append(target[1])
+        round_.moves.extend((left[0], entered[0], plan.start - step))
+        round_.keys.append(entered[1])
         # A germination names its blueprint in the transition's metadata (issue 13 point 7);
         # rounds apply after the cells, which these columns are not among (MOVE_COLUMNS).
-        self.seed_columns(row, r.get("metadata"))
-        self.enter(row, sid, target[0])
+        self.seed_columns(row, metadata)
+        self.enter(row, sid, entered[0])
 
-    def metrics(self, r: Record) -> None:
+    def metrics(self, entity: Any, metrics: Mapping[str, Any]) -> None:
         # `row` and the retired check inlined: this runs for a fifth of a replay's records
-        plan, index, entity = self.plan, self.index, r.get("entity", "")
+        plan, index = self.plan, self.index
         row = index.rows.get(entity)
         if row is None:
             row = plan.new_rows.get(entity)
@@ -320,7 +323,7 @@ class _Scan:
         if out or (out is None and row < plan.first_row and index.retired[row]):
             return  # out of the live set
         values, at = plan.values, row * len(METRIC_NAMES)
-        for name, value in r["metrics"].items():
+        for name, value in metrics.items():
             column = _METRIC_COLUMN.get(name)
             if column is not None:
                 values[at + column] = (
@@ -333,19 +336,61 @@ class _Scan:
                 plan.cells[row * _WIDTH + column] = convert(value)
 
 
+_FIELDS = {
+    "EntityRegistered": ("seq", "entity", "spec", "state", "step", "attrs"),
+    "TransitionApplied": ("seq", "entity", "from_state", "to_state", "step", "metadata"),
+    "MetricsObserved": ("entity", "metrics"),
+}
+"""The fields each `_Scan` handler reads, in the order it takes them."""
+_OPTIONAL: dict[str, Any] = {"entity": "", "attrs": None, "metadata": None}
+"""What a handler reads for a field a mapping lacks (records written before it existed)."""
+_ITEMS = {kind: itemgetter(*fields) for kind, fields in _FIELDS.items()}
+_ATTRS = {kind: attrgetter(*fields) for kind, fields in _FIELDS.items()}
+
+
 def plan_batch(index: RowIndex, records: Sequence[Record], clock: int) -> Plan:
-    """Scan a batch into its writes.
+    """Scan a batch of mappings into its writes.
 
     `clock` is the largest step folded before the batch; the plan's clock includes the batch.
     """
     scan = _Scan(index, clock)
     handlers = scan.handlers
     for record in records:
-        handler = handlers.get(record["kind"])
+        kind = record["kind"]
+        handler = handlers.get(kind)
         if handler is not None:
-            handler(record)
+            try:
+                values = _ITEMS[kind](record)
+            except KeyError:
+                values = _with_optional(kind, record)
+            handler(*values)
     scan.plan.clock = max(clock, max(map(_step, records), default=clock))  # at C speed
     return scan.plan
 
 
+def _with_optional(kind: str, record: Record) -> tuple[Any, ...]:
+    """The fields of a record that lacks an optional one; a required one missing is refused."""
+    try:
+        return _ITEMS[kind]({**_OPTIONAL, **record})  # type: ignore[no-any-return]
+    except KeyError as e:
+        raise SchemaError(f"record seq {record.get('seq')!r} ({kind}) lacks the field {e}") from None
+
+
+def plan_lines(index: RowIndex, lines: TypedLines, clock: int) -> Plan:
+    """`plan_batch` for a page of typed lines (`Codec.decode_typed_lines`), read by attribute."""
+    scan = _Scan(index, clock)
+    readers = {
+        struct: (scan.handlers[kind], _ATTRS[kind]) if kind in _ATTRS else None
+        for struct, kind in lines.kinds.items()
+    }
+    structs = lines.structs
+    for line in structs:
+        reader = readers[type(line)]
+        if reader is not None:
+            reader[0](*reader[1](line))
+    scan.plan.clock = max(clock, max(map(_step_of, structs), default=clock))
+    return scan.plan
+
+
 _step = itemgetter("step")
+_step_of = attrgetter("step")

@@ -21,8 +21,9 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from lifecycle_es.agents import states as agent_states
+from lifecycle_es.codec import TypedLines
 from lifecycle_es.errors import SpecError, UsageError
-from lifecycle_es.registry import EntityState, Registry, fold_records
+from lifecycle_es.registry import EntityState, Registry, fold_lines, fold_records
 from lifecycle_es.spec import Spec, StateCategory
 from lifecycle_es.specs import BUILTIN_SPECS
 from projections._projection import Projection, Record, Snapshot
@@ -115,6 +116,16 @@ class RegistryProjection(Projection):
             fold_records(self.registry, records)
         finally:
             # A refused record leaves the registry at the one before it; so is the projection.
+            self.seq = self.registry.seq
+
+    def apply_lines(self, lines: TypedLines) -> int:
+        """Fold a page of typed lines without building its records (`fold_lines`)."""
+        return self._apply_following(lines, self._fold_lines)
+
+    def _fold_lines(self, lines: TypedLines) -> None:
+        try:
+            fold_lines(self.registry, lines)
+        finally:
             self.seq = self.registry.seq
 
     def snapshot(self) -> Snapshot:

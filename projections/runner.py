@@ -5,7 +5,8 @@ follows the log live, in the foreground or on a thread of its own. Records read 
 own log take the trusted path: kind, schema and shape are checked (`Codec.check`), field
 validation is skipped; `validate=True` decodes every record through the event models instead.
 A JSONL log's catch-up decodes its lines straight into typed structs that check the same in C
-(`Codec.decode_lines`); a page with a line they decline is parsed and checked record by record.
+(`Codec.decode_typed_lines`), which the registry and the state tensors fold without building
+a dict per record; a page with a line they decline is parsed and checked record by record.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from types import TracebackType
 from typing import Self
 
 from bus import JsonlLog, Log
-from lifecycle_es.codec import CODEC, Codec
+from lifecycle_es.codec import CODEC, Codec, TypedLines
 from lifecycle_es.errors import ConfigError, UsageError
 from projections._projection import Projection, Record
 
@@ -92,33 +93,30 @@ class Runner:
         """Apply every record the log holds past the projections; return how many were read."""
         total = 0
         with gc_paused():
-            for batch, checked in self._pages():
-                if checked:
-                    self._fold(batch)
+            for page in self._pages():
+                if isinstance(page, TypedLines):
+                    for projection in self.projections:
+                        projection.apply_lines(page)
                 else:
-                    self.apply(batch)
-                total += len(batch)
+                    self.apply(page)
+                total += len(page)
         return total
 
-    def _pages(self) -> Iterator[tuple[Sequence[Record], bool]]:
-        """The log's pages past the projections, each with whether it is checked already: on
-        the trusted path a JSONL log's lines are decoded and checked in one typed pass
-        (`Codec.decode_lines`); lines that need more are parsed and go through `apply`."""
+    def _pages(self) -> Iterator[Sequence[Record] | TypedLines]:
+        """The log's pages past the projections: on the trusted path a JSONL log's lines are
+        decoded and checked in one typed pass (`Codec.decode_typed_lines`); lines that need
+        more are parsed into records, which go through `apply`."""
         log = self.log
         if self.validate or not isinstance(log, JsonlLog) or log.lenient:
-            for page in log.pages(self.seq, size=self.batch_size):
-                yield page, False
+            yield from log.pages(self.seq, size=self.batch_size)
             return
         after = self.seq
         while True:
             text, count = log.read_lines(after, self.batch_size)
             if not count:
                 return
-            records = self.codec.decode_lines(text, after + 1, count, ignore=log.BATCH_KEY)
-            if records is None:
-                yield log.parse_lines(text, after + 1, count), False
-            else:
-                yield records, True
+            lines = self.codec.decode_typed_lines(text, after + 1, count, ignore=log.BATCH_KEY)
+            yield log.parse_lines(text, after + 1, count) if lines is None else lines
             after += count
 
     def follow(self, *, stop: threading.Event | None = None, timeout: float | None = None) -> None:

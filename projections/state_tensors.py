@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from lifecycle_es.codec import TypedLines
 from lifecycle_es.errors import ConfigError, SpecError, UnknownEntityError, UsageError
 from lifecycle_es.spec import Spec
 from projections._projection import Projection, Record, Snapshot
@@ -64,6 +65,7 @@ from projections._state_plan import (
     Plan,
     RowIndex,
     plan_batch,
+    plan_lines,
 )
 
 __all__ = [
@@ -166,6 +168,13 @@ class StateTensors(Projection):
 
     def _apply_batch(self, records: Sequence[Record]) -> None:
         self._commit(plan_batch(self._index, records, self._clock))
+
+    def apply_lines(self, lines: TypedLines) -> int:
+        """Fold a page of typed lines without building its records (`plan_lines`)."""
+        return self._apply_following(lines, self._fold_lines)
+
+    def _fold_lines(self, lines: TypedLines) -> None:
+        self._commit(plan_lines(self._index, lines, self._clock))
 
     def _commit(self, plan: Plan) -> None:
         """Write a plan: new rows; registration and metric cells; the rounds; then the clock."""

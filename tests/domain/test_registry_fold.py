@@ -12,6 +12,7 @@ from lifecycle_es import (
     Action,
     DecisionMade,
     GateLibrary,
+    InconsistentEventError,
     InvalidTransitionError,
     Lifecycle,
     LifecycleConfig,
@@ -19,7 +20,7 @@ from lifecycle_es import (
     fold,
     fold_record,
 )
-from lifecycle_es.registry import HISTORY_LIMIT
+from lifecycle_es.registry import HISTORY_LIMIT, fold_records
 
 
 def busy_run() -> Lifecycle:
@@ -218,6 +219,32 @@ def test_counters_follow_transitions_and_rejections() -> None:
     assert x.attrs == {"width": 64}
     assert lc.registry.population("expert", 1, "dormant") == 1
     assert lc.registry.population("expert", 1, "active") == 0
+
+
+def test_refusals_folded_in_one_batch_count_as_folded_one_by_one() -> None:
+    """Refusals counted within one `fold_records` call (settled when the entity next moves or
+    the call ends) give the counts and histories that folding each record alone gives, also
+    when a later record of the batch is refused."""
+    lc = Lifecycle(run_id="refusals")
+    lc.start()
+    lc.register("x", "expert", state="active", layer=1)
+    lc.register("y", "expert", state="active", layer=1)
+    for step in range(3):
+        for name in "xy":
+            with pytest.raises(InvalidTransitionError):
+                lc.transition(name, to="archived", step=step)
+    lc.transition("x", to="dormant", step=4)
+    with pytest.raises(InvalidTransitionError):
+        lc.transition("x", to="archived", step=5)
+    records = lc.log.read()
+    batched = fold_records(Registry(BUILTIN_SPECS), records)
+    assert batched == fold_all(records) == lc.registry
+    assert (batched.get("x").rejections, batched.get("y").rejections) == (4, 3)
+    bad = {**records[-1], "seq": len(records) + 1, "entity": "nobody"}
+    refused = Registry(BUILTIN_SPECS)
+    with pytest.raises(InconsistentEventError):
+        fold_records(refused, [*records, bad])
+    assert refused == batched
 
 
 # -- bounded state: only live entities keep windows -----------------------------------------------

@@ -24,6 +24,7 @@ from lifecycle_es import (
     InvalidTransitionError,
     Lifecycle,
     Registry,
+    SchemaError,
     SequenceGapError,
     SpecError,
     UnknownStateError,
@@ -436,6 +437,22 @@ def test_an_inconsistent_record_raises_before_any_change() -> None:
     with pytest.raises(InconsistentEventError):
         tensors.apply([register, ghost])
     assert tensors.entities() == ["k"] and tensors.seq == len(records)
+
+
+def test_a_hand_built_record_lacking_a_required_field_is_refused_with_a_typed_error() -> None:
+    """A MetricsObserved mapping without its metrics is a SchemaError naming the field, and the
+    tensors keep what they had, whether or not the entity has a row."""
+    lc = _lifecycle()
+    lc.register("k", "kasmina")
+    records = lc.log.read()
+    tensors = StateTensors(SPECS)
+    tensors.apply(records)
+    for entity in ("k", "ghost"):
+        bare = {**records[-1], "seq": len(records) + 1, "kind": "MetricsObserved", "entity": entity}
+        bare.pop("metrics", None)
+        with pytest.raises(SchemaError, match="metrics"):
+            tensors.apply([bare])
+        assert tensors.entities() == ["k"] and tensors.seq == len(records)
 
 
 def test_each_row_holds_exactly_128_bytes_of_kasmina_state() -> None:

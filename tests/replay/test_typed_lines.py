@@ -14,9 +14,17 @@ import pytest
 import torch
 
 from bus import CorruptLogError, InvalidArgumentError, JsonlLog
-from lifecycle_es import CODEC, InvalidTransitionError, Lifecycle, SchemaError
+from lifecycle_es import (
+    CODEC,
+    InconsistentEventError,
+    InvalidTransitionError,
+    Lifecycle,
+    SchemaError,
+    SequenceGapError,
+)
+from lifecycle_es.registry import Registry, fold_lines
 from lifecycle_es.specs import BUILTIN_SPECS
-from projections import RegistryProjection, Runner, StateTensors
+from projections import MetricsProjection, RegistryProjection, Runner, StateTensors
 
 Record = dict[str, Any]
 RUN = "typed"
@@ -191,3 +199,64 @@ def test_a_lenient_log_refuses_to_hand_out_raw_lines(records: list[Record], tmp_
             log.read_lines(0)
         registry, _ = _replay(log, validate=False)
     assert registry.seq == len(records)
+
+
+def _tensors_equal(a: StateTensors, b: StateTensors) -> bool:
+    return all(
+        torch.equal(getattr(a, n), getattr(b, n)) for n in ("state", "history", "metrics", "state_keys")
+    )
+
+
+def test_an_inconsistent_line_is_refused_as_on_the_validated_path(
+    records: list[Record], tmp_path: Path
+) -> None:
+    """A well-shaped line the registry cannot apply (a move from a state the entity is not in) is
+    an InconsistentEventError on the typed path too, with the registry at the line before it."""
+    changed = [dict(r) for r in records]
+    at = next(i for i, r in enumerate(changed) if r["kind"] == "TransitionApplied" and i > 10)
+    changed[at]["from_state"] = "FOSSILIZED"
+    with _write(tmp_path, changed) as log:
+        text, count = log.read_lines(0)
+        assert CODEC.decode_typed_lines(text, 1, count, ignore=log.BATCH_KEY) is not None
+        registries = []
+        for validate in (False, True):
+            registry = RegistryProjection(BUILTIN_SPECS)
+            with pytest.raises(InconsistentEventError):
+                Runner(log, [registry], validate=validate, batch_size=7).catch_up()
+            registries.append(registry)
+    fast, slow = registries
+    assert fast.seq == slow.seq == at
+    assert fast.registry == slow.registry
+
+
+def test_projections_at_other_seqs_and_record_readers_replay_typed_lines_alike(
+    records: list[Record], tmp_path: Path
+) -> None:
+    """Pages of typed lines reach a projection ahead of the page (part applied) and one that
+    reads records rather than lines (`MetricsProjection`) as the validated path's records do."""
+    with _write(tmp_path, records) as log:
+        ahead = RegistryProjection(BUILTIN_SPECS)
+        ahead.apply(log.read(limit=10))
+        fast = (ahead, StateTensors(BUILTIN_SPECS), MetricsProjection())
+        slow = (RegistryProjection(BUILTIN_SPECS), StateTensors(BUILTIN_SPECS), MetricsProjection())
+        Runner(log, fast, batch_size=7).catch_up()
+        Runner(log, slow, batch_size=7, validate=True).catch_up()
+    assert fast[0].registry == slow[0].registry
+    assert _tensors_equal(fast[1], slow[1])
+    assert fast[2].snapshot() == slow[2].snapshot()
+    assert fast[2].seq == len(records)
+
+
+def test_a_page_of_typed_lines_that_does_not_follow_on_is_a_gap(
+    records: list[Record], tmp_path: Path
+) -> None:
+    """Folding a page of typed lines that starts past the registry's next seq is a
+    SequenceGapError, and leaves the registry as it was."""
+    with _write(tmp_path, records) as log:
+        text, count = log.read_lines(3, 5)
+        lines = CODEC.decode_typed_lines(text, 4, count, ignore=log.BATCH_KEY)
+    assert lines is not None
+    registry = Registry(BUILTIN_SPECS)
+    with pytest.raises(SequenceGapError):
+        fold_lines(registry, lines)
+    assert registry == Registry(BUILTIN_SPECS)
