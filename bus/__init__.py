@@ -9,7 +9,7 @@ from bus._jsonl import FsyncPolicy, JsonlLog
 from bus._log import Log
 from bus._memory import MemoryLog
 from bus._mirror import MirroredLog
-from bus._open import DEFAULT_URL, log_url, open, split_mirror
+from bus._open import DEFAULT_URL, LogOwner, log_url, open, split_mirror
 from bus._records import DEFAULT_MAX_RECORD_BYTES, Record
 from bus._redis import RedisLog
 from bus._redis_client import RetryPolicy
@@ -50,6 +50,7 @@ __all__ = [
     "InvalidUrlError",
     "JsonlLog",
     "Log",
+    "LogOwner",
     "MemoryLog",
     "MirroredLog",
     "Pending",

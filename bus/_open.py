@@ -21,7 +21,8 @@ reads a location the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 from bus._jsonl import JsonlLog
@@ -140,3 +141,24 @@ def _scheme(url: str) -> str:
             f"unknown log URL scheme {scheme!r}: use memory://, jsonl://DIR, redis://, rediss:// or unix://"
         )
     return scheme
+
+
+class LogOwner:
+    """A holder of `log` that closes it on `close()` (or leaving a `with` block) only when it
+    opened that log itself (`_owns_log`): a log the caller passed in stays the caller's."""
+
+    log: Log
+    _owns_log: bool
+
+    def close(self) -> None:
+        """Close the log if this object opened it."""
+        if self._owns_log:
+            self.log.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-from bus import Log
+from bus import Log, LogOwner
 from lifecycle_es._arguments import check_mapping, shown
 from lifecycle_es.codec import Codec
 from lifecycle_es.errors import SchemaError, UsageError
@@ -22,7 +21,7 @@ from lifecycle_es.registry import Registry, fold_record, fold_records
 __all__ = ["RunWriter"]
 
 
-class RunWriter:
+class RunWriter(LogOwner):
     """Appends a run's events to its log with the concurrency check and folds them into its registry."""
 
     log: Log
@@ -140,16 +139,3 @@ class RunWriter:
                 f"({type(e).__name__}: {shown(e)})"
             ) from e
         self.registry = registry
-
-    def close(self) -> None:
-        """Close the log if this lifecycle created it."""
-        if self._owns_log:
-            self.log.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
 import torch
 from pydantic import JsonValue
 from torch import nn
 
 import bus
-from bus import Log
+from bus import Log, LogOwner
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
 from lifecycle_es.errors import ConfigError, UsageError
 from lifecycle_es.events import Action, DecisionMade, EventBase
@@ -58,7 +57,7 @@ LayerInputs = Callable[[], Mapping[int, torch.Tensor]]
 """Evaluation inputs of each MoE layer, by layer index, for `revival_affinity`."""
 
 
-class ExpertLifecycle:
+class ExpertLifecycle(LogOwner):
     """The expert lifecycle of one run, for a training loop: start, record, after_step, finish."""
 
     def __init__(
@@ -309,21 +308,6 @@ class ExpertLifecycle:
             layer: sum(registry.population("expert", layer, s) for s in sorted(ROUTING_STATES))
             for layer in self.layers
         }
-
-    # -- the log -------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the log if this object opened it from a URL."""
-        if self._owns_log:
-            self.log.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def find_expert_layers(model: nn.Module) -> dict[int, ExpertLayer]:
