@@ -8,6 +8,7 @@ of a transition; everything from outside input is validated.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,10 +77,11 @@ class EventBase(BaseModel):
         # The field's default is 1 for every kind; a kind at a newer SCHEMA must write that
         # version, or its records would be upcast again on read. Only such a kind gets the
         # post-init hook (set here, before pydantic looks for one): it is a Python call in
-        # every validated construction, a tenth of an event's validation.
+        # every validated construction, a tenth of an event's validation. A hook the kind
+        # defines or inherits still runs, after the version is written.
         super().__init_subclass__(**kwargs)
         if cls.SCHEMA != 1:
-            cls.model_post_init = _write_schema  # type: ignore[method-assign,assignment]  # a plain function, bound as a method
+            cls.model_post_init = _with_schema(cls.model_post_init)  # type: ignore[method-assign]
 
     @classmethod
     def trusted(cls, **fields: Any) -> Self:
@@ -100,7 +102,30 @@ class EventBase(BaseModel):
         return event
 
 
+PostInit = Callable[[Any, Any], None]
+
+
 def _write_schema(self: EventBase, context: Any, /) -> None:
     """`model_post_init` of a kind at a newer SCHEMA: an event built without a version gets it."""
     if "schema_version" not in self.model_fields_set:
         self.__dict__["schema_version"] = self.SCHEMA
+
+
+_SCHEMA_HOOKS: set[PostInit] = {_write_schema}
+"""The post-init hooks that write a kind's SCHEMA (so a subclass does not wrap them again)."""
+
+
+def _with_schema(hook: PostInit) -> PostInit:
+    """`hook` (a kind's `model_post_init`) preceded by `_write_schema`, or `_write_schema` alone
+    for pydantic's default hook, which does nothing."""
+    if hook in _SCHEMA_HOOKS:
+        return hook
+    if hook is BaseModel.model_post_init:
+        return _write_schema
+
+    def model_post_init(self: EventBase, context: Any, /) -> None:
+        _write_schema(self, context)
+        hook(self, context)
+
+    _SCHEMA_HOOKS.add(model_post_init)
+    return model_post_init

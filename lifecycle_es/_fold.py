@@ -52,7 +52,9 @@ def fold_records(registry: Registry, records: Iterable[Record]) -> Registry:
             seq, kind = record.get("seq"), record.get("kind")
             if seq != last + 1 or type(seq) is not int or kind is None:
                 _refuse(last, seq, kind)
-            step = record["step"]
+            step = record.get("step")
+            if type(step) is not int:
+                raise SchemaError(f"record seq {seq} ({kind}) lacks an integer step")
             if kind not in stateless:
                 reader = readers.get(kind)
                 if reader is None:

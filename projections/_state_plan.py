@@ -342,8 +342,13 @@ _FIELDS = {
     "MetricsObserved": ("entity", "metrics"),
 }
 """The fields each `_Scan` handler reads, in the order it takes them."""
-_OPTIONAL: dict[str, Any] = {"entity": "", "attrs": None, "metadata": None}
-"""What a handler reads for a field a mapping lacks (records written before it existed)."""
+_OPTIONAL: dict[str, dict[str, Any]] = {
+    "EntityRegistered": {"attrs": None},
+    "TransitionApplied": {"metadata": None},
+    "MetricsObserved": {"entity": None},  # run-level metrics name no entity
+}
+"""Per kind, what a handler reads for a field a mapping may lack (records written before it
+existed); any other field missing is refused."""
 _ITEMS = {kind: itemgetter(*fields) for kind, fields in _FIELDS.items()}
 _ATTRS = {kind: attrgetter(*fields) for kind, fields in _FIELDS.items()}
 
@@ -356,22 +361,29 @@ def plan_batch(index: RowIndex, records: Sequence[Record], clock: int) -> Plan:
     scan = _Scan(index, clock)
     handlers = scan.handlers
     for record in records:
-        kind = record["kind"]
+        kind: str = record.get("kind", "")
         handler = handlers.get(kind)
-        if handler is not None:
-            try:
-                values = _ITEMS[kind](record)
-            except KeyError:
-                values = _with_optional(kind, record)
-            handler(*values)
-    scan.plan.clock = max(clock, max(map(_step, records), default=clock))  # at C speed
+        if handler is None:
+            if not kind:
+                raise SchemaError(f"record seq {record.get('seq')!r} lacks the field 'kind'")
+            continue
+        try:
+            values = _ITEMS[kind](record)
+        except KeyError:
+            values = _with_optional(kind, record)
+        handler(*values)
+    try:
+        scan.plan.clock = max(clock, max(map(_step, records), default=clock))  # at C speed
+    except KeyError:
+        lacking = next(r for r in records if "step" not in r)
+        raise SchemaError(f"record seq {lacking.get('seq')!r} lacks the field 'step'") from None
     return scan.plan
 
 
 def _with_optional(kind: str, record: Record) -> tuple[Any, ...]:
     """The fields of a record that lacks an optional one; a required one missing is refused."""
     try:
-        return _ITEMS[kind]({**_OPTIONAL, **record})  # type: ignore[no-any-return]
+        return _ITEMS[kind]({**_OPTIONAL[kind], **record})  # type: ignore[no-any-return]
     except KeyError as e:
         raise SchemaError(f"record seq {record.get('seq')!r} ({kind}) lacks the field {e}") from None
 

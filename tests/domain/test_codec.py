@@ -363,3 +363,54 @@ def test_event_ids_stay_distinct_across_forked_processes() -> None:
         assert_valid_ids(batch)
     everything = [i for batch in batches for i in batch]
     assert len(set(everything)) == len(everything)
+
+
+# -- the version an event at a newer SCHEMA writes -----------------------------------------------
+
+
+class Hooked(EventBase):
+    """A kind at schema 2 with its own post-init hook, which counts its calls."""
+
+    SCHEMA: ClassVar[int] = 2
+    kind: Literal["Hooked"] = "Hooked"
+    calls: ClassVar[list[str]] = []
+
+    def model_post_init(self, context: Any, /) -> None:
+        type(self).calls.append(self.run_id)
+
+
+class HookedChild(Hooked):
+    """A subclass at the same schema: the parent's hook, once."""
+
+
+class Plain(EventBase):
+    """A schema-1 kind with a hook of its own."""
+
+    kind: Literal["Plain"] = "Plain"
+    seen: ClassVar[list[int]] = []
+
+    def model_post_init(self, context: Any, /) -> None:
+        Plain.seen.append(self.schema_version)
+
+
+class PlainLater(Plain):
+    """A subclass of a schema-1 kind that moves to schema 3 and inherits the hook."""
+
+    SCHEMA: ClassVar[int] = 3
+
+
+def test_a_kind_at_a_newer_schema_writes_it_and_keeps_its_own_post_init_hook() -> None:
+    """Built without a version, an event of a kind at SCHEMA > 1 carries that SCHEMA, built or
+    validated; an explicit version is kept; the kind's own hook, or its parent's, still runs once
+    per event, and sees the version already written."""
+    Hooked.calls.clear()
+    assert Hooked(run_id="a").schema_version == 2
+    assert Hooked.model_validate({"run_id": "b"}).schema_version == 2
+    assert Hooked.model_validate({"run_id": "c", "schema": 1}).schema_version == 1
+    assert Hooked.calls == ["a", "b", "c"]
+    assert HookedChild(run_id="d").schema_version == 2
+    assert Hooked.calls == ["a", "b", "c", "d"]
+    Plain.seen.clear()
+    assert Plain(run_id="e").schema_version == 1
+    assert PlainLater(run_id="f").schema_version == 3
+    assert Plain.seen == [1, 3]

@@ -455,6 +455,27 @@ def test_a_hand_built_record_lacking_a_required_field_is_refused_with_a_typed_er
         assert tensors.entities() == ["k"] and tensors.seq == len(records)
 
 
+@pytest.mark.parametrize("field", ["entity", "step", "kind"])
+def test_a_registration_lacking_a_required_field_is_refused_by_tensors_and_registry_alike(field: str) -> None:
+    """A hand-built EntityRegistered without its entity, step or kind is a SchemaError naming the
+    field in the state tensors and in the registry fold, and neither keeps any of it."""
+    lc = _lifecycle()
+    lc.register("k", "kasmina")
+    records = lc.log.read()
+    tensors, registry = StateTensors(SPECS), Registry(SPECS)
+    tensors.apply(records)
+    for record in records:
+        fold_record(registry, record)
+    fresh = {**records[-1], "seq": len(records) + 1, "entity": "new"}
+    del fresh[field]
+    with pytest.raises(SchemaError, match=field):
+        tensors.apply([fresh])
+    with pytest.raises(SchemaError, match=field):
+        fold_record(registry, fresh)
+    assert tensors.entities() == ["k"] and tensors.seq == len(records)
+    assert sorted(registry.entities) == ["k"] and registry.seq == len(records)
+
+
 def test_each_row_holds_exactly_128_bytes_of_kasmina_state() -> None:
     """The state, history and metrics tensors together take 128 bytes per row."""
     tensors = StateTensors(SPECS, capacity=10)
