@@ -34,7 +34,9 @@ _PLAIN: Mapping[type, Any] = {dict: dict[str, Any], list: list[Any]}
 
 
 class LineDecoder:
-    """Decodes newline-separated records of known kinds at their current schema, checked.
+    """Decodes newline-separated records of known kinds at their current schema, checked;
+    records stored as one msgpack payload each (a Redis log's entries) decode into the same
+    structs (`decode_typed_packed`).
 
     `ignore` names a top-level key a line may hold besides its record's fields and that is
     not part of the record: the batch marker of a JSONL log (`JsonlLog.BATCH_KEY`). Dropping it
