@@ -5,6 +5,7 @@ JSONL mirror. `bus.open(url, run_id)` picks one from a URL. This package imports
 else of lifecycle-es.
 """
 
+from bus._gc import gc_paused
 from bus._jsonl import FsyncPolicy, JsonlLog
 from bus._log import Log
 from bus._memory import MemoryLog
@@ -60,6 +61,7 @@ __all__ = [
     "RetryPolicy",
     "UnknownRunError",
     "VerifyReport",
+    "gc_paused",
     "log_url",
     "open",
     "redact_url",

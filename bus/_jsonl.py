@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bus import _jsonl_file as jf
+from bus._gc import gc_paused
 from bus._jsonl_scan import BATCH_KEY, Position, scan
 from bus._log import Log, ids_match
 from bus._records import DEFAULT_MAX_RECORD_BYTES, check_size
@@ -214,7 +215,8 @@ class JsonlLog(Log):
         self._check_open()
         with self._mutex, jf.flocked(self._fd, exclusive=False):
             self._refresh(exclusive=False)
-        return self._read_range(after, limit)
+        with gc_paused():  # a read of many records would set off full collections (bus._gc)
+            return self._read_range(after, limit)
 
     def _read_range(self, after: int, limit: int | None) -> list[dict[str, Any]]:
         """Records after `after` up to the end learnt by the last refresh."""

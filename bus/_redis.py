@@ -19,12 +19,23 @@ as the records carry `id_key`; a batch without ids is never resent after a lost 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+from bus._gc import gc_paused
 from bus._log import Log, ids_match
 from bus._records import DEFAULT_MAX_RECORD_BYTES, check_size, pack_msgpack
 from bus._redis_ack import Acknowledger
-from bus._redis_client import Caller, Client, RetryPolicy, connect, decode_entries, decode_id, probe
+from bus._redis_client import (
+    Caller,
+    Client,
+    RetryPolicy,
+    connect,
+    decode_entries,
+    decode_id,
+    probe,
+    stored_payloads,
+)
 from bus._redis_group import GroupWorker
 from bus._redis_url import parse_redis_url
 from bus._runid import validate_run_id
@@ -164,17 +175,42 @@ class RedisLog(Log):
         return self._known_last
 
     def read(self, after: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
-        self._check_open()
         out: list[dict[str, Any]] = []
-        start = max(after, 0) + 1
-        while limit is None or len(out) < limit:
-            count = self.page_size if limit is None else min(self.page_size, limit - len(out))
-            page = self._xrange(start, count)
-            out.extend(decode_entries(page, self.run_id))
-            if len(page) < count:
-                break
-            start = decode_id(page[-1][0]) + 1
+        with gc_paused():  # a read of many records would set off full collections (bus._gc)
+            for page in self._entry_pages(after, limit):
+                out.extend(decode_entries(page, self.run_id))
         return out
+
+    def _entry_pages(self, after: int, limit: int | None) -> Iterator[list[Any]]:
+        """The entries after `after` (at most `limit`), one XRANGE page at a time."""
+        self._check_open()
+        start, left = max(after, 0) + 1, limit
+        while left is None or left > 0:
+            count = self.page_size if left is None else min(self.page_size, left)
+            page = self._xrange(start, count)
+            yield page
+            if len(page) < count:
+                return
+            start = decode_id(page[-1][0]) + 1
+            left = None if left is None else left - len(page)
+
+    def read_entries(self, after: int = 0, limit: int | None = None) -> list[Any]:
+        """The stored entries `(id, {b"d": payload})` of the records after `after` (at most
+        `limit`), for a reader that decodes the payloads itself (a replay folding typed
+        structs); `stored_payloads` checks their ids, `decode_entries` makes them records."""
+        return [entry for page in self._entry_pages(after, limit) for entry in page]
+
+    @staticmethod
+    def stored_payloads(entries: list[Any], first_seq: int) -> list[bytes] | None:
+        """The msgpack payloads of entries from `read_entries` whose ids run up by one from
+        `first_seq`, else None; the seq inside each payload is the caller's to check."""
+        return stored_payloads(entries, first_seq)
+
+    def decode_entries(self, entries: list[Any]) -> list[dict[str, Any]]:
+        """The records of entries from `read_entries`, or `CorruptLogError` naming the first
+        entry that is not a bus record."""
+        with gc_paused():
+            return decode_entries(entries, self.run_id)
 
     def _xrange(self, start: int, count: int) -> list[Any]:
         """Up to `count` entries from seq `start` on."""

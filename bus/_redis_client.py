@@ -241,6 +241,19 @@ def decode_entries(entries: list[Any], run_id: str) -> list[dict[str, Any]]:
     return out
 
 
+def stored_payloads(entries: list[Any], first_seq: int) -> list[bytes] | None:
+    """The `d` payloads of XRANGE entries whose ids run `<first_seq>-0`, `<first_seq + 1>-0`,
+    ..., for a reader that decodes them itself; None when an id is off or an entry has no `d`
+    (`decode_entries` then names what is wrong). Checking the ids against the payloads' seqs
+    is left to that reader."""
+    try:
+        payloads = [fields[b"d"] for _, fields in entries]
+    except (KeyError, TypeError):
+        return None
+    expected = [b"%d-0" % seq for seq in range(first_seq, first_seq + len(entries))]
+    return payloads if [entry_id for entry_id, _ in entries] == expected else None
+
+
 def _corrupt(run_id: str, entry_id: Any, reason: str) -> CorruptLogError:
     shown = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     return CorruptLogError(f"the log of run {run_id!r}", 0, f"entry {shown} is not a bus record ({reason})")

@@ -34,7 +34,9 @@ _PLAIN: Mapping[type, Any] = {dict: dict[str, Any], list: list[Any]}
 
 
 class LineDecoder:
-    """Decodes newline-separated records of known kinds at their current schema, checked.
+    """Decodes newline-separated records of known kinds at their current schema, checked;
+    records stored as one msgpack payload each (a Redis log's entries) decode into the same
+    structs (`decode_typed_packed`).
 
     `ignore` names a top-level key a line may hold besides its record's fields and that is
     not part of the record: the batch marker of a JSONL log (`JsonlLog.BATCH_KEY`). Dropping it
@@ -45,7 +47,9 @@ class LineDecoder:
         self, shapes: Mapping[str, Shape], schemas: Mapping[str, int], ignore: str | None = None
     ) -> None:
         structs = tuple(_struct(shape, schemas[kind], ignore) for kind, shape in shapes.items())
-        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_union(structs))
+        union = _union(structs)
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(union)
+        self._packed: msgspec.msgpack.Decoder[list[Any]] = msgspec.msgpack.Decoder(_list_of(union))
         self._kinds: dict[type, str] = {struct: str(struct.__struct_config__.tag) for struct in structs}
         """The tag, which `asdict` leaves out, of each struct."""
         self._ignores = ignore is not None
@@ -64,6 +68,18 @@ class LineDecoder:
             return None
         if list(map(_seq_of, structs)) != list(range(first_seq, first_seq + count)):
             return None  # also a blank line, which is skipped
+        return TypedLines(structs, first_seq, self._kinds, self._ignores)
+
+    def decode_typed_packed(self, payloads: list[bytes], first_seq: int) -> TypedLines | None:
+        """`decode_typed` for records stored as msgpack payloads, one per record (a Redis
+        log's entries), with seqs `first_seq`, `first_seq + 1`, ...: decoded in one call as the
+        msgpack array they make once an array header goes before them."""
+        try:
+            structs: list[Any] = self._packed.decode(_array_header(len(payloads)) + b"".join(payloads))
+        except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
+            return None
+        if list(map(_seq_of, structs)) != list(range(first_seq, first_seq + len(payloads))):
+            return None
         return TypedLines(structs, first_seq, self._kinds, self._ignores)
 
 
@@ -116,6 +132,12 @@ _IGNORED = "ignored_key_"
 _seq_of = operator.attrgetter("seq")
 
 
+def _array_header(count: int) -> bytes:
+    """The msgpack header of an array of `count` items (array 32 for any count: msgpack
+    readers take the wider header for a short array too)."""
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
 def _struct(shape: Shape, schema: int, ignore: str | None) -> type[msgspec.Struct]:
     """The struct of one kind: every field required, typed as its shape admits."""
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
@@ -147,6 +169,11 @@ def _type(allowed: JsonTypes) -> Any:
         return Any
     members = sorted((_PLAIN.get(t, t) for t in allowed), key=repr)
     return _union(members)
+
+
+def _list_of(item: Any) -> Any:
+    """The type `list[item]` of a type built at run time (which a static checker cannot read)."""
+    return list.__class_getitem__(item)
 
 
 def _union(members: Iterable[Any]) -> Any:

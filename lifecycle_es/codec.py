@@ -165,6 +165,11 @@ class Codec:
         the registry and the state tensors fold without building a dict per record."""
         return self._lines(ignore).decode_typed(text, first_seq, count)
 
+    def decode_typed_payloads(self, payloads: list[bytes], first_seq: int) -> TypedLines | None:
+        """`decode_typed_lines` for records stored one msgpack payload each (a Redis log's
+        entries, `RedisLog.stored_payloads`), with seqs from `first_seq`."""
+        return self._lines(None).decode_typed_packed(payloads, first_seq)
+
 
 _ENVELOPE: tuple[tuple[str, type], ...] = (("step", int), ("rank", int), ("entity", str), ("run_id", str))
 """The envelope fields every kind's shape check covers."""
