@@ -31,16 +31,18 @@ a batch registered or moved are set to clock minus the step they entered their s
 Steps, like every value stored, must fit in int32.
 
 A batch is scanned on the host into a plan (`_state_plan`), uploaded in one transfer, then each
-dirty column gets one `index_put_` and each round of transitions one shift of the history
-rings; nothing reads a device tensor back while applying.
+tensor gets one `index_put_` of the cells registrations and metrics write, and each round of
+transitions one write of its columns and keys and one push onto the history rings; nothing
+reads a device tensor back while applying. A torch call costs microseconds on the host (a
+kernel launch on CUDA), most of what a batch of one transition costs, so a batch makes no more
+calls than its writes need.
 """
 
 from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from itertools import chain, islice
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -63,6 +65,7 @@ from projections._state_plan import (
     PARENT_STATE,
     STATE,
     Plan,
+    Round,
     RowIndex,
     plan_batch,
     plan_lines,
@@ -127,6 +130,10 @@ class StateTensors(Projection):
         self._flat_state = self.state.view(-1)
         self._flat_metrics = self.metrics.view(-1)
         self._state_columns = self.state.unbind(1)
+        self._live_epochs = self._state_columns[EPOCHS_IN_STATE][:0]
+        self._rings = self.history.view(capacity, 2 * HISTORY_DEPTH)
+        """`history` with each row's ring as one run of (from, to) pairs, newest first."""
+        self._ring_heads, self._ring_tails = self._rings[:, :2], self._rings[:, 2:]
 
     def _grow(self, needed: int) -> None:
         """Double the capacity until `needed` rows fit, keeping every live row."""
@@ -146,23 +153,30 @@ class StateTensors(Projection):
         """Rows allocated; it doubles when a registration needs more."""
         return int(self.state.shape[0])
 
-    def _upload(self, data: array[int] | array[float], dtype: torch.dtype) -> torch.Tensor:
-        """Move host values to the device without waiting on it (pinned memory on CUDA)."""
-        if not data:
-            return torch.empty(0, dtype=dtype, device=self.device)
-        host = torch.frombuffer(data, dtype=dtype)
+    def _upload(self, data: array[int]) -> torch.Tensor:
+        """Move host int32 values to the device without waiting on it (pinned memory on CUDA)."""
+        host = torch.frombuffer(data, dtype=torch.int32)
         if self.device.type == "cpu":
             return host
         if self.device.type == "cuda":
             return host.pin_memory().to(self.device, non_blocking=True)
         return host.to(self.device)
 
-    def _pack(self, parts: Sequence[Collection[int]]) -> Iterator[torch.Tensor]:
-        """Upload int32 sequences in one transfer; yield one device view per sequence."""
+    def _pack(self, parts: Sequence[Collection[int] | array[int]]) -> Sequence[torch.Tensor]:
+        """Upload int32 sequences in one transfer; return one device view per sequence.
+
+        Each torch call costs microseconds on the host (a kernel launch on CUDA), which is the
+        whole price of a small batch: so no empty part is passed, and one part is not split.
+        """
+        if not parts:
+            return ()
         data = array("i")
         for part in parts:
             data.extend(part)
-        return iter(torch.split(self._upload(data, torch.int32), [len(p) for p in parts]))
+        uploaded = self._upload(data)
+        if len(parts) == 1:
+            return (uploaded,)
+        return uploaded.split_with_sizes([len(p) for p in parts])
 
     # -- applying a batch ----------------------------------------------------------------------
 
@@ -182,37 +196,39 @@ class StateTensors(Projection):
             self._grow(plan.first_row + len(plan.new_specs))
         self._index.commit(plan)
         rounds = plan.history_rounds()
-        uploaded = self._pack(
-            (
-                plan.cells.keys(),
-                plan.cells.values(),
-                plan.keys.keys(),
-                plan.keys.values(),
-                plan.values.keys(),
-                *chain.from_iterable((r.rows, r.moves, r.keys) for r in rounds),
-            )
-        )
-        cells, values, key_rows, keys, where = islice(uploaded, 5)
+        uploaded = iter(self._pack(_parts(plan, rounds)))
         if plan.cells:
-            self._flat_state.index_put_((cells,), values)
+            self._flat_state.index_put_((next(uploaded),), next(uploaded))
         if plan.keys:
-            self.state_keys.index_put_((key_rows,), keys)
+            self.state_keys.index_put_((next(uploaded),), next(uploaded))
         if plan.values:
-            self._flat_metrics.index_put_(
-                (where,), self._upload(array("f", plan.values.values()), torch.float32)
-            )
+            where, values = next(uploaded), next(uploaded)
+            self._flat_metrics.index_put_((where,), values.view(torch.float32))
         for rows in uploaded:
-            self._apply_round(rows, next(uploaded).view(-1, len(MOVE_COLUMNS)), next(uploaded))
-        if plan.clock > plan.start:  # epochs written in this batch are relative to its start
-            self._state_columns[EPOCHS_IN_STATE][: self._index.live] += plan.clock - plan.start
+            self._apply_round(rows.long(), next(uploaded).view(-1, len(MOVE_COLUMNS)), next(uploaded))
+        self._advance_live(plan.clock - plan.start)  # epochs written are relative to the start
         self._clock = plan.clock
 
     def _apply_round(self, rows: torch.Tensor, moves: torch.Tensor, keys: torch.Tensor) -> None:
-        """Write one round of transitions (distinct rows): columns, keys, and a ring push."""
+        """Write one round of transitions (distinct int64 rows): columns, keys, a ring push.
+
+        The rings are read once and written through cached views of their tail and head, two
+        `index_copy_` where building the new rings would take a `cat` and one more.
+        """
         self.state.index_put_((rows[:, None], self._move_columns), moves)
-        self.state_keys.index_put_((rows,), keys)
-        kept = self.history.index_select(0, rows)[:, : HISTORY_DEPTH - 1]
-        self.history[rows] = torch.cat((moves[:, None, :2], kept), dim=1)
+        self.state_keys.index_copy_(0, rows, keys)
+        kept = self._rings.index_select(0, rows).narrow(1, 0, 2 * (HISTORY_DEPTH - 1))
+        self._ring_tails.index_copy_(0, rows, kept)
+        self._ring_heads.index_copy_(0, rows, moves[:, :2])
+
+    def _advance_live(self, steps: int) -> None:
+        """Add `steps` to every live row's time in state: one add on a cached column view."""
+        if steps <= 0:
+            return
+        live = self._index.live
+        if self._live_epochs.shape[0] != live:  # rows were registered, or the tensors replaced
+            self._live_epochs = self._state_columns[EPOCHS_IN_STATE][:live]
+        self._live_epochs += steps
 
     def advance(self, step: int) -> None:
         """Move the clock to the training step `step`: every row's time in state grows with it.
@@ -225,7 +241,7 @@ class StateTensors(Projection):
         if isinstance(step, bool) or not isinstance(step, int):
             raise UsageError(f"{self.name}: step must be an int, got {type(step).__name__}")
         if step > self._clock:
-            self._state_columns[EPOCHS_IN_STATE][: self._index.live] += step - self._clock
+            self._advance_live(step - self._clock)
             self._clock = step
 
     @property
@@ -363,3 +379,21 @@ class StateTensors(Projection):
             "history": [(name(a), name(b)) for a, b in pairs if a >= 0],
             "metrics": dict(zip(METRIC_NAMES, floats, strict=True)),
         }
+
+
+def _parts(plan: Plan, rounds: Sequence[Round]) -> list[Collection[int] | array[int]]:
+    """The int32 sequences a plan uploads, none empty, in the order `_commit` reads them.
+
+    Metric values travel as the bits of their float32s, so a batch makes one transfer.
+    """
+    parts: list[Collection[int] | array[int]] = []
+    if plan.cells:
+        parts += (plan.cells.keys(), plan.cells.values())
+    if plan.keys:
+        parts += (plan.keys.keys(), plan.keys.values())
+    if plan.values:
+        bits = array("i", array("f", plan.values.values()).tobytes())
+        parts += (plan.values.keys(), bits)
+    for round_ in rounds:
+        parts += (round_.rows, round_.moves, round_.keys)
+    return parts
