@@ -65,11 +65,11 @@ from projections._state_plan import (
     PARENT_STATE,
     STATE,
     Plan,
-    Round,
     RowIndex,
     plan_batch,
     plan_lines,
 )
+from projections._writes import SMALL_BATCH, Writes
 
 __all__ = [
     "BLUEPRINT",
@@ -99,6 +99,9 @@ class StateTensors(Projection):
     """The Kasmina state, history and metrics tensors of every entity, updated in batches."""
 
     name = "state_tensors"
+    small_batch = SMALL_BATCH
+    """A batch of at most this many transitions has its indices built on the host (`_writes`):
+    fewer torch calls; above it, per-transition Python would cost more than the calls saved."""
 
     def __init__(
         self, specs: Mapping[str, Spec], *, capacity: int = 64, device: torch.device | str = "cpu"
@@ -129,6 +132,7 @@ class StateTensors(Projection):
         """[N] int32: each row's state numbered across all specs, what masks index by."""
         self._flat_state = self.state.view(-1)
         self._flat_metrics = self.metrics.view(-1)
+        self._flat_history = self.history.view(-1)
         self._state_columns = self.state.unbind(1)
         self._live_epochs = self._state_columns[EPOCHS_IN_STATE][:0]
         self._rings = self.history.view(capacity, 2 * HISTORY_DEPTH)
@@ -155,6 +159,8 @@ class StateTensors(Projection):
 
     def _upload(self, data: array[int]) -> torch.Tensor:
         """Move host int32 values to the device without waiting on it (pinned memory on CUDA)."""
+        if not data:
+            return torch.empty(0, dtype=torch.int32, device=self.device)
         host = torch.frombuffer(data, dtype=torch.int32)
         if self.device.type == "cpu":
             return host
@@ -162,21 +168,12 @@ class StateTensors(Projection):
             return host.pin_memory().to(self.device, non_blocking=True)
         return host.to(self.device)
 
-    def _pack(self, parts: Sequence[Collection[int] | array[int]]) -> Sequence[torch.Tensor]:
-        """Upload int32 sequences in one transfer; return one device view per sequence.
-
-        Each torch call costs microseconds on the host (a kernel launch on CUDA), which is the
-        whole price of a small batch: so no empty part is passed, and one part is not split.
-        """
-        if not parts:
-            return ()
+    def _pack(self, parts: Sequence[Collection[int]]) -> Sequence[torch.Tensor]:
+        """Upload int32 sequences in one transfer; return one device view per sequence."""
         data = array("i")
         for part in parts:
             data.extend(part)
-        uploaded = self._upload(data)
-        if len(parts) == 1:
-            return (uploaded,)
-        return uploaded.split_with_sizes([len(p) for p in parts])
+        return self._upload(data).split_with_sizes([len(p) for p in parts])
 
     # -- applying a batch ----------------------------------------------------------------------
 
@@ -191,23 +188,32 @@ class StateTensors(Projection):
         self._commit(plan_lines(self._index, lines, self._clock))
 
     def _commit(self, plan: Plan) -> None:
-        """Write a plan: new rows; registration and metric cells; the rounds; then the clock."""
+        """Write a plan: new rows; its cells, keys and metrics; the rounds; then the clock."""
         if plan.new_specs:
             self._grow(plan.first_row + len(plan.new_specs))
         self._index.commit(plan)
-        rounds = plan.history_rounds()
-        uploaded = iter(self._pack(_parts(plan, rounds)))
-        if plan.cells:
-            self._flat_state.index_put_((next(uploaded),), next(uploaded))
-        if plan.keys:
-            self.state_keys.index_put_((next(uploaded),), next(uploaded))
-        if plan.values:
-            where, values = next(uploaded), next(uploaded)
-            self._flat_metrics.index_put_((where,), values.view(torch.float32))
-        for rows in uploaded:
-            self._apply_round(rows.long(), next(uploaded).view(-1, len(MOVE_COLUMNS)), next(uploaded))
+        writes = Writes.of(plan, plan.history_rounds(), small=self.small_batch)
+        cells, values, rows, keys, where, bits, *rounds = self._pack(writes.parts())
+        if writes.cells:
+            self._flat_state.index_put_((cells,), values)
+        if writes.keys:
+            self.state_keys.index_put_((rows,), keys)
+        if writes.metrics:
+            self._flat_metrics.index_put_((where,), bits.view(torch.float32))
+        for i in range(0, len(rounds), 4 if writes.flat else 3):
+            if writes.flat:
+                self._push_flat(*rounds[i : i + 4])
+            else:
+                self._apply_round(rounds[i].long(), rounds[i + 1].view(-1, 3), rounds[i + 2])
         self._advance_live(plan.clock - plan.start)  # epochs written are relative to the start
         self._clock = plan.clock
+
+    def _push_flat(
+        self, source: torch.Tensor, target: torch.Tensor, heads: torch.Tensor, pairs: torch.Tensor
+    ) -> None:
+        """Push a round's (from, to) pairs onto its rings by flat history cells built on the host."""
+        self._flat_history.index_put_((target,), self._flat_history.index_select(0, source))
+        self._flat_history.index_put_((heads,), pairs)
 
     def _apply_round(self, rows: torch.Tensor, moves: torch.Tensor, keys: torch.Tensor) -> None:
         """Write one round of transitions (distinct int64 rows): columns, keys, a ring push.
@@ -379,21 +385,3 @@ class StateTensors(Projection):
             "history": [(name(a), name(b)) for a, b in pairs if a >= 0],
             "metrics": dict(zip(METRIC_NAMES, floats, strict=True)),
         }
-
-
-def _parts(plan: Plan, rounds: Sequence[Round]) -> list[Collection[int] | array[int]]:
-    """The int32 sequences a plan uploads, none empty, in the order `_commit` reads them.
-
-    Metric values travel as the bits of their float32s, so a batch makes one transfer.
-    """
-    parts: list[Collection[int] | array[int]] = []
-    if plan.cells:
-        parts += (plan.cells.keys(), plan.cells.values())
-    if plan.keys:
-        parts += (plan.keys.keys(), plan.keys.values())
-    if plan.values:
-        bits = array("i", array("f", plan.values.values()).tobytes())
-        parts += (plan.values.keys(), bits)
-    for round_ in rounds:
-        parts += (round_.rows, round_.moves, round_.keys)
-    return parts
