@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from itertools import chain
 
 from projections._state_plan import COLUMNS, HISTORY_DEPTH, MOVE_COLUMNS, Plan, Round
 
@@ -29,22 +30,20 @@ _KEPT = _RING - 2
 
 @dataclass(slots=True)
 class Writes:
-    """What one upload carries: the cells, keys and metrics, then the rounds or ring pushes."""
+    """What a batch uploads: int64 indices and int32 values, one transfer each, in step.
 
-    cells: Collection[int]
-    """Flat indices of the int32 state tensor; `cell_values` holds their values."""
-    cell_values: Collection[int]
-    keys: Collection[int]
-    """Rows of `state_keys`; `key_values` holds their values."""
-    key_values: Collection[int]
-    metrics: Collection[int]
-    """Flat indices of the float32 metrics tensor; `metric_bits` holds their float32 bits."""
-    metric_bits: array[int]
+    Both lists start with three parts: the flat cells of the state tensor, the rows of
+    `state_keys` and the flat cells of the metrics tensor, and their values (the metrics as
+    their float32 bits). Then, per round, in the round layout its rows, moves and keys among the
+    values (int32 as the scan built them); in the flat layout the history cells a ring push
+    reads, the cells it writes them to and its head cells among the indices, and the
+    (from, to) pairs among the values.
+    """
+
     flat: bool
-    """Whether the transitions are in the cells and `rounds` holds ring pushes."""
-    rounds: list[Collection[int]] = field(default_factory=list)
-    """Round layout: per round its rows, moves and keys. Flat layout: per round, the flat
-    history cells a push reads, the cells it writes them to, its head cells and (from, to) pairs."""
+    """Whether the transitions are in the first parts and the rounds are ring pushes."""
+    indices: list[Collection[int]]
+    values: list[Collection[int]]
 
     @classmethod
     def of(cls, plan: Plan, rounds: Sequence[Round], *, small: int = SMALL_BATCH) -> Writes:
@@ -52,22 +51,25 @@ class Writes:
         transitions, else by rounds."""
         flat = sum(len(round_.rows) for round_ in rounds) <= small
         cells, keys = (dict(plan.cells), dict(plan.keys)) if flat else (plan.cells, plan.keys)
-        pushed: list[Collection[int]] = []
-        for round_ in rounds:
-            pushed += _pushes(round_, cells, keys) if flat else (round_.rows, round_.moves, round_.keys)
+        pushes = [_pushes(round_, cells, keys) if flat else _as_round(round_) for round_ in rounds]
         bits = array("i", array("f", plan.values.values()).tobytes())
-        metrics = plan.values.keys()
-        return cls(cells.keys(), cells.values(), keys.keys(), keys.values(), metrics, bits, flat, pushed)
-
-    def parts(self) -> list[Collection[int]]:
-        """The sequences to upload, in order: every field but `flat`, then `rounds`."""
-        fixed = (self.cells, self.cell_values, self.keys, self.key_values, self.metrics, self.metric_bits)
-        return [*fixed, *self.rounds]
+        return cls(
+            flat,
+            [cells.keys(), keys.keys(), plan.values.keys(), *chain.from_iterable(i for i, _ in pushes)],
+            [cells.values(), keys.values(), bits, *chain.from_iterable(v for _, v in pushes)],
+        )
 
 
-def _pushes(round_: Round, cells: dict[int, int], keys: dict[int, int]) -> list[array[int]]:
+_Parts = tuple[Sequence[Collection[int]], Sequence[Collection[int]]]
+
+
+def _as_round(round_: Round) -> _Parts:
+    return (), (round_.rows, round_.moves, round_.keys)  # rows widened on the device: no loop
+
+
+def _pushes(round_: Round, cells: dict[int, int], keys: dict[int, int]) -> _Parts:
     """Write a round's transitions into `cells` and `keys`; return its ring push as flat cells."""
-    source, target, heads, pairs = array("i"), array("i"), array("i"), array("i")
+    source, target, heads, pairs = array("q"), array("q"), array("q"), array("i")
     for i, row in enumerate(round_.rows):
         move = round_.moves[3 * i : 3 * i + 3]
         for column, value in zip(MOVE_COLUMNS, move, strict=True):
@@ -78,4 +80,4 @@ def _pushes(round_: Round, cells: dict[int, int], keys: dict[int, int]) -> list[
         target.extend(range(ring + 2, ring + _RING))
         heads.extend((ring, ring + 1))
         pairs.extend(move[:2])
-    return [source, target, heads, pairs]
+    return (source, target, heads), (pairs,)

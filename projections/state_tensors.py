@@ -157,23 +157,23 @@ class StateTensors(Projection):
         """Rows allocated; it doubles when a registration needs more."""
         return int(self.state.shape[0])
 
-    def _upload(self, data: array[int]) -> torch.Tensor:
-        """Move host int32 values to the device without waiting on it (pinned memory on CUDA)."""
+    def _upload(self, data: array[int], dtype: torch.dtype) -> torch.Tensor:
+        """Move host values to the device without waiting on it (pinned memory on CUDA)."""
         if not data:
-            return torch.empty(0, dtype=torch.int32, device=self.device)
-        host = torch.frombuffer(data, dtype=torch.int32)
+            return torch.empty(0, dtype=dtype, device=self.device)
+        host = torch.frombuffer(data, dtype=dtype)
         if self.device.type == "cpu":
             return host
         if self.device.type == "cuda":
             return host.pin_memory().to(self.device, non_blocking=True)
         return host.to(self.device)
 
-    def _pack(self, parts: Sequence[Collection[int]]) -> Sequence[torch.Tensor]:
-        """Upload int32 sequences in one transfer; return one device view per sequence."""
-        data = array("i")
+    def _pack(self, parts: Sequence[Collection[int]], dtype: torch.dtype) -> Sequence[torch.Tensor]:
+        """Upload int64 or int32 sequences in one transfer; return one device view per sequence."""
+        data = array("q" if dtype == torch.int64 else "i")
         for part in parts:
             data.extend(part)
-        return self._upload(data).split_with_sizes([len(p) for p in parts])
+        return self._upload(data, dtype).split_with_sizes([len(p) for p in parts])
 
     # -- applying a batch ----------------------------------------------------------------------
 
@@ -193,18 +193,23 @@ class StateTensors(Projection):
             self._grow(plan.first_row + len(plan.new_specs))
         self._index.commit(plan)
         writes = Writes.of(plan, plan.history_rounds(), small=self.small_batch)
-        cells, values, rows, keys, where, bits, *rounds = self._pack(writes.parts())
-        if writes.cells:
-            self._flat_state.index_put_((cells,), values)
-        if writes.keys:
-            self.state_keys.index_put_((rows,), keys)
-        if writes.metrics:
-            self._flat_metrics.index_put_((where,), bits.view(torch.float32))
-        for i in range(0, len(rounds), 4 if writes.flat else 3):
-            if writes.flat:
-                self._push_flat(*rounds[i : i + 4])
-            else:
-                self._apply_round(rounds[i].long(), rounds[i + 1].view(-1, 3), rounds[i + 2])
+        cells, rows, where, *indices = self._pack(writes.indices, torch.int64)
+        values, keys, bits, *rest = self._pack(writes.values, torch.int32)
+        has_cells, has_keys, has_metrics = writes.indices[:3]
+        if has_cells:
+            self._flat_state.put_(cells, values)
+        if has_keys:
+            self.state_keys.put_(rows, keys)
+        if has_metrics:
+            self._flat_metrics.put_(where, bits.view(torch.float32))
+        if writes.flat:
+            for i, pairs in enumerate(rest):
+                source, target, heads = indices[3 * i : 3 * i + 3]
+                self._push_flat(source, target, heads, pairs)
+        else:
+            for i in range(0, len(rest), 3):
+                moves = rest[i + 1].view(-1, len(MOVE_COLUMNS))
+                self._apply_round(rest[i].long(), moves, rest[i + 2])
         self._advance_live(plan.clock - plan.start)  # epochs written are relative to the start
         self._clock = plan.clock
 
@@ -212,8 +217,8 @@ class StateTensors(Projection):
         self, source: torch.Tensor, target: torch.Tensor, heads: torch.Tensor, pairs: torch.Tensor
     ) -> None:
         """Push a round's (from, to) pairs onto its rings by flat history cells built on the host."""
-        self._flat_history.index_put_((target,), self._flat_history.index_select(0, source))
-        self._flat_history.index_put_((heads,), pairs)
+        self._flat_history.put_(target, self._flat_history.take(source))
+        self._flat_history.put_(heads, pairs)
 
     def _apply_round(self, rows: torch.Tensor, moves: torch.Tensor, keys: torch.Tensor) -> None:
         """Write one round of transitions (distinct int64 rows): columns, keys, a ring push.
