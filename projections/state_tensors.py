@@ -31,16 +31,18 @@ a batch registered or moved are set to clock minus the step they entered their s
 Steps, like every value stored, must fit in int32.
 
 A batch is scanned on the host into a plan (`_state_plan`), uploaded in one transfer, then each
-dirty column gets one `index_put_` and each round of transitions one shift of the history
-rings; nothing reads a device tensor back while applying.
+tensor gets one `index_put_` of the cells registrations and metrics write, and each round of
+transitions one write of its columns and keys and one push onto the history rings; nothing
+reads a device tensor back while applying. A torch call costs microseconds on the host (a
+kernel launch on CUDA), most of what a batch of one transition costs, so a batch makes no more
+calls than its writes need.
 """
 
 from __future__ import annotations
 
 import json
 from array import array
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from itertools import chain, islice
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -67,6 +69,7 @@ from projections._state_plan import (
     plan_batch,
     plan_lines,
 )
+from projections._writes import SMALL_BATCH, Writes
 
 __all__ = [
     "BLUEPRINT",
@@ -96,6 +99,9 @@ class StateTensors(Projection):
     """The Kasmina state, history and metrics tensors of every entity, updated in batches."""
 
     name = "state_tensors"
+    small_batch = SMALL_BATCH
+    """A batch of at most this many transitions has its indices built on the host (`_writes`):
+    fewer torch calls; above it, per-transition Python would cost more than the calls saved."""
 
     def __init__(
         self, specs: Mapping[str, Spec], *, capacity: int = 64, device: torch.device | str = "cpu"
@@ -126,7 +132,12 @@ class StateTensors(Projection):
         """[N] int32: each row's state numbered across all specs, what masks index by."""
         self._flat_state = self.state.view(-1)
         self._flat_metrics = self.metrics.view(-1)
+        self._flat_history = self.history.view(-1)
         self._state_columns = self.state.unbind(1)
+        self._live_epochs = self._state_columns[EPOCHS_IN_STATE][:0]
+        self._rings = self.history.view(capacity, 2 * HISTORY_DEPTH)
+        """`history` with each row's ring as one run of (from, to) pairs, newest first."""
+        self._ring_heads, self._ring_tails = self._rings[:, :2], self._rings[:, 2:]
 
     def _grow(self, needed: int) -> None:
         """Double the capacity until `needed` rows fit, keeping every live row."""
@@ -146,7 +157,7 @@ class StateTensors(Projection):
         """Rows allocated; it doubles when a registration needs more."""
         return int(self.state.shape[0])
 
-    def _upload(self, data: array[int] | array[float], dtype: torch.dtype) -> torch.Tensor:
+    def _upload(self, data: array[int], dtype: torch.dtype) -> torch.Tensor:
         """Move host values to the device without waiting on it (pinned memory on CUDA)."""
         if not data:
             return torch.empty(0, dtype=dtype, device=self.device)
@@ -157,12 +168,12 @@ class StateTensors(Projection):
             return host.pin_memory().to(self.device, non_blocking=True)
         return host.to(self.device)
 
-    def _pack(self, parts: Sequence[Collection[int]]) -> Iterator[torch.Tensor]:
-        """Upload int32 sequences in one transfer; yield one device view per sequence."""
-        data = array("i")
+    def _pack(self, parts: Sequence[Collection[int]], dtype: torch.dtype) -> Sequence[torch.Tensor]:
+        """Upload int64 or int32 sequences in one transfer; return one device view per sequence."""
+        data = array("q" if dtype == torch.int64 else "i")
         for part in parts:
             data.extend(part)
-        return iter(torch.split(self._upload(data, torch.int32), [len(p) for p in parts]))
+        return self._upload(data, dtype).split_with_sizes([len(p) for p in parts])
 
     # -- applying a batch ----------------------------------------------------------------------
 
@@ -177,42 +188,58 @@ class StateTensors(Projection):
         self._commit(plan_lines(self._index, lines, self._clock))
 
     def _commit(self, plan: Plan) -> None:
-        """Write a plan: new rows; registration and metric cells; the rounds; then the clock."""
+        """Write a plan: new rows; its cells, keys and metrics; the rounds; then the clock."""
         if plan.new_specs:
             self._grow(plan.first_row + len(plan.new_specs))
         self._index.commit(plan)
-        rounds = plan.history_rounds()
-        uploaded = self._pack(
-            (
-                plan.cells.keys(),
-                plan.cells.values(),
-                plan.keys.keys(),
-                plan.keys.values(),
-                plan.values.keys(),
-                *chain.from_iterable((r.rows, r.moves, r.keys) for r in rounds),
-            )
-        )
-        cells, values, key_rows, keys, where = islice(uploaded, 5)
-        if plan.cells:
-            self._flat_state.index_put_((cells,), values)
-        if plan.keys:
-            self.state_keys.index_put_((key_rows,), keys)
-        if plan.values:
-            self._flat_metrics.index_put_(
-                (where,), self._upload(array("f", plan.values.values()), torch.float32)
-            )
-        for rows in uploaded:
-            self._apply_round(rows, next(uploaded).view(-1, len(MOVE_COLUMNS)), next(uploaded))
-        if plan.clock > plan.start:  # epochs written in this batch are relative to its start
-            self._state_columns[EPOCHS_IN_STATE][: self._index.live] += plan.clock - plan.start
+        writes = Writes.of(plan, plan.history_rounds(), small=self.small_batch)
+        cells, rows, where, *indices = self._pack(writes.indices, torch.int64)
+        values, keys, bits, *rest = self._pack(writes.values, torch.int32)
+        has_cells, has_keys, has_metrics = writes.indices[:3]
+        if has_cells:
+            self._flat_state.put_(cells, values)
+        if has_keys:
+            self.state_keys.put_(rows, keys)
+        if has_metrics:
+            self._flat_metrics.put_(where, bits.view(torch.float32))
+        if writes.flat:
+            for i, pairs in enumerate(rest):
+                source, target, heads = indices[3 * i : 3 * i + 3]
+                self._push_flat(source, target, heads, pairs)
+        else:
+            for i in range(0, len(rest), 3):
+                moves = rest[i + 1].view(-1, len(MOVE_COLUMNS))
+                self._apply_round(rest[i].long(), moves, rest[i + 2])
+        self._advance_live(plan.clock - plan.start)  # epochs written are relative to the start
         self._clock = plan.clock
 
+    def _push_flat(
+        self, source: torch.Tensor, target: torch.Tensor, heads: torch.Tensor, pairs: torch.Tensor
+    ) -> None:
+        """Push a round's (from, to) pairs onto its rings by flat history cells built on the host."""
+        self._flat_history.put_(target, self._flat_history.take(source))
+        self._flat_history.put_(heads, pairs)
+
     def _apply_round(self, rows: torch.Tensor, moves: torch.Tensor, keys: torch.Tensor) -> None:
-        """Write one round of transitions (distinct rows): columns, keys, and a ring push."""
+        """Write one round of transitions (distinct int64 rows): columns, keys, a ring push.
+
+        The rings are read once and written through cached views of their tail and head, two
+        `index_copy_` where building the new rings would take a `cat` and one more.
+        """
         self.state.index_put_((rows[:, None], self._move_columns), moves)
-        self.state_keys.index_put_((rows,), keys)
-        kept = self.history.index_select(0, rows)[:, : HISTORY_DEPTH - 1]
-        self.history[rows] = torch.cat((moves[:, None, :2], kept), dim=1)
+        self.state_keys.index_copy_(0, rows, keys)
+        kept = self._rings.index_select(0, rows).narrow(1, 0, 2 * (HISTORY_DEPTH - 1))
+        self._ring_tails.index_copy_(0, rows, kept)
+        self._ring_heads.index_copy_(0, rows, moves[:, :2])
+
+    def _advance_live(self, steps: int) -> None:
+        """Add `steps` to every live row's time in state: one add on a cached column view."""
+        if steps <= 0:
+            return
+        live = self._index.live
+        if self._live_epochs.shape[0] != live:  # rows were registered, or the tensors replaced
+            self._live_epochs = self._state_columns[EPOCHS_IN_STATE][:live]
+        self._live_epochs += steps
 
     def advance(self, step: int) -> None:
         """Move the clock to the training step `step`: every row's time in state grows with it.
@@ -225,7 +252,7 @@ class StateTensors(Projection):
         if isinstance(step, bool) or not isinstance(step, int):
             raise UsageError(f"{self.name}: step must be an int, got {type(step).__name__}")
         if step > self._clock:
-            self._state_columns[EPOCHS_IN_STATE][: self._index.live] += step - self._clock
+            self._advance_live(step - self._clock)
             self._clock = step
 
     @property

@@ -502,3 +502,17 @@ def test_restore_refuses_a_snapshot_with_specs_the_projection_lacks() -> None:
     with pytest.raises(SpecError):
         target.restore(through_torch(source.snapshot()))
     assert len(target) == 0 and target.seq == 0
+
+
+@PROPERTY
+@given(ops, st.lists(st.integers(0, 10_000), max_size=6))
+def test_the_flat_and_round_layouts_write_identical_tensors(commands: list[Any], cuts: list[int]) -> None:
+    """A batch written with host-built indices (small batches) equals the same batch written by rounds."""
+    _, records = build_log(commands)
+    flat, by_rounds = StateTensors(SPECS, capacity=1), StateTensors(SPECS, capacity=1)
+    flat.small_batch, by_rounds.small_batch = len(records), -1
+    for batch in _split(records, cuts):
+        flat.apply(batch)
+        by_rounds.apply(batch)
+        assert_same_tensors(flat, by_rounds)
+        assert flat.clock == by_rounds.clock
