@@ -55,6 +55,8 @@ def settle_run(args: argparse.Namespace) -> None:
         if run_id is not None and run_id != path.stem:
             raise UsageError(f"LOG is the file of run {path.stem!r} but --run names {run_id!r}")
         args.log_url, args.run = str(path.parent), path.stem
+    elif path is not None and path.suffix == ".jsonl" and not path.exists():
+        raise UsageError(f"no log file at {location}")
     elif run_id is None:
         raise UsageError("--run RUN is needed unless LOG is a run's file DIR/RUN.jsonl")
 

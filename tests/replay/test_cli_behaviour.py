@@ -224,7 +224,8 @@ def test_a_runs_jsonl_file_names_its_directory_and_run(
 def test_a_runs_file_with_another_run_or_a_directory_without_run_is_exit_2(
     capsys: pytest.CaptureFixture[str], scripted: tuple[Path, str]
 ) -> None:
-    """A `--run` that contradicts LOG's file, or no `--run` for a directory, is one line and exit 2."""
+    """A `--run` that contradicts LOG's file, no `--run` for a directory, or a run's file that is
+    not there, is one line and exit 2."""
     directory, run_id = scripted
     status, out, err = cli(capsys, "replay", str(directory / f"{run_id}.jsonl"), "--run", "other")
     assert (status, out) == (2, "")
@@ -232,6 +233,10 @@ def test_a_runs_file_with_another_run_or_a_directory_without_run_is_exit_2(
     status, out, err = cli(capsys, "replay", str(directory))
     assert (status, out) == (2, "")
     assert "--run RUN is needed" in one_line(err)
+    missing = str(directory / "no-such-run.jsonl")  # a mistyped file is named, not a missing --run
+    status, out, err = cli(capsys, "replay", missing)
+    assert (status, out) == (2, "")
+    assert one_line(err).strip().endswith(f"no log file at {missing}")
 
 
 # -- replay and the analysis tables as JSON and CSV ----------------------------------------------------
