@@ -63,7 +63,7 @@ def fold_records(registry: Registry, records: Iterable[Record]) -> Registry:
                 try:  # the fields, read in C; a record may lack an optional one
                     values = fields(record)
                 except KeyError:
-                    values = _fields_or_refuse(record, kind, seq)
+                    values = read_fields(fields, record, _OPTIONAL, kind)
                 handler(registry, *values)  # handlers read the record, not the clock
             last = seq
             if step > top:
@@ -108,13 +108,17 @@ def _refuse(last: int, seq: object, kind: object) -> NoReturn:
     raise SequenceGapError(f"event seq {seq} does not follow the registry's last seq {last}")
 
 
-def _fields_or_refuse(record: Record, kind: str, seq: int) -> tuple[Any, ...]:
-    """The fields a handler reads from a record lacking some: optional ones take their
-    defaults (records written before they existed lack them); a required one is refused."""
+def read_fields(
+    fields: Callable[[Record], Any], record: Record, optional: Mapping[str, Any], kind: str
+) -> tuple[Any, ...]:
+    """`fields(record)` for a record lacking some of them: the `optional` ones take their
+    defaults (records written before they existed lack them); a required one is refused.
+
+    The slow path of every fold that reads a record's fields with an `itemgetter`."""
     try:
-        return _READERS[kind][1]({**_OPTIONAL, **record})  # type: ignore[no-any-return]
+        return fields({**optional, **record})  # type: ignore[no-any-return]
     except KeyError as e:
-        raise SchemaError(f"record seq {seq} ({kind}) lacks the field {e}") from None
+        raise SchemaError(f"record seq {record.get('seq')!r} ({kind}) lacks the field {e}") from None
 
 
 _OPTIONAL: dict[str, Any] = {"ts": None, "reason": "", "triggered_by": None, "metadata": None}

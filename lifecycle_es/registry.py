@@ -43,7 +43,7 @@ from lifecycle_es._entity import (
     peer_of,
     slot_key,
 )
-from lifecycle_es._fold import fold, fold_lines, fold_record, fold_records
+from lifecycle_es._fold import fold, fold_lines, fold_record, fold_records, read_fields
 from lifecycle_es.errors import UnknownEntityError
 from lifecycle_es.events import Action
 from lifecycle_es.spec import Spec, StateCategory
@@ -58,6 +58,7 @@ __all__ = [
     "fold_records",
     "holds_slot",
     "peer_of",
+    "read_fields",
 ]
 
 _ACTIONS = tuple(Action)  # iterating the enum class itself is slow on the fold's path

@@ -31,7 +31,7 @@ from typing import Any
 from bus import Record
 from lifecycle_es.codec import TypedLines
 from lifecycle_es.errors import InconsistentEventError, SchemaError
-from lifecycle_es.registry import holds_slot
+from lifecycle_es.registry import holds_slot, read_fields
 from lifecycle_es.spec import Spec
 
 __all__ = [
@@ -370,7 +370,7 @@ def plan_batch(index: RowIndex, records: Sequence[Record], clock: int) -> Plan:
         try:
             values = _ITEMS[kind](record)
         except KeyError:
-            values = _with_optional(kind, record)
+            values = read_fields(_ITEMS[kind], record, _OPTIONAL[kind], kind)
         handler(*values)
     try:
         scan.plan.clock = max(clock, max(map(_step, records), default=clock))  # at C speed
@@ -378,14 +378,6 @@ def plan_batch(index: RowIndex, records: Sequence[Record], clock: int) -> Plan:
         lacking = next(r for r in records if "step" not in r)
         raise SchemaError(f"record seq {lacking.get('seq')!r} lacks the field 'step'") from None
     return scan.plan
-
-
-def _with_optional(kind: str, record: Record) -> tuple[Any, ...]:
-    """The fields of a record that lacks an optional one; a required one missing is refused."""
-    try:
-        return _ITEMS[kind]({**_OPTIONAL[kind], **record})  # type: ignore[no-any-return]
-    except KeyError as e:
-        raise SchemaError(f"record seq {record.get('seq')!r} ({kind}) lacks the field {e}") from None
 
 
 def plan_lines(index: RowIndex, lines: TypedLines, clock: int) -> Plan:

@@ -24,6 +24,22 @@ def _restore_gc() -> Iterator[None]:
         gc.disable()
 
 
+def test_the_collector_is_off_inside_and_on_again_after() -> None:
+    """An enabled collector is paused inside the block and enabled again after it."""
+    gc.enable()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_a_disabled_collector_stays_disabled() -> None:
+    """A caller who had disabled the collector keeps it disabled after the block."""
+    gc.disable()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()
+
+
 def test_an_inner_pause_leaves_the_collector_off_until_the_outer_one_ends() -> None:
     """A pause inside a pause does not turn the collector back on when it ends."""
     gc.enable()
@@ -59,8 +75,11 @@ def test_the_last_pause_to_end_in_any_thread_restores_the_collector() -> None:
 
 
 def test_a_pause_ended_by_an_error_still_restores_the_collector() -> None:
-    """An error inside nested pauses re-enables the collector once both have ended."""
+    """An error inside a pause, or inside nested pauses, re-enables the collector once they end."""
     gc.enable()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError("a projection failed")
+    assert gc.isenabled()
     with pytest.raises(RuntimeError), gc_paused(), gc_paused():
         raise RuntimeError("a read failed")
     assert gc.isenabled()

@@ -8,6 +8,7 @@ next step, so a replay to that point can be compared with what the writer really
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -199,3 +200,19 @@ def append_late(url: str, run_id: str, count: int) -> None:
 def late_records(count: int) -> int:
     """How many records `append_late(..., count)` appends."""
     return 2 * count + 1
+
+
+def three_seeds(lc: Lifecycle) -> None:
+    """Start `lc`'s run and walk three Kasmina seeds to TRAINING with metrics, each also asking
+    for GRAFTING at every step (refused by a gate until it passes): batches of several records,
+    refusals among them, for the typed-decoding tests."""
+    lc.start(seed=0)
+    for i in range(3):
+        name, at = f"seed-{i}", 10 * i
+        lc.register(name, "kasmina", layer=i, step=at)
+        lc.transition(name, "GERMINATED", step=at + 1)
+        lc.transition(name, "TRAINING", step=at + 2)
+        for step in range(at + 3, at + 6):
+            lc.observe({"loss": 1.0 / step, "accuracy": 0.5}, entity=name, step=step)
+            with contextlib.suppress(InvalidTransitionError):  # refused: a gate blocks it
+                lc.transition(name, "GRAFTING", step=step, metrics={"reconstruction_loss": 0.5})

@@ -5,19 +5,18 @@ error class by the trusted and the validated path."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _runs import three_seeds  # a sibling module
 
 from bus import CorruptLogError, InvalidArgumentError, JsonlLog
 from lifecycle_es import (
     CODEC,
     InconsistentEventError,
-    InvalidTransitionError,
     Lifecycle,
     SchemaError,
     SequenceGapError,
@@ -35,17 +34,7 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> list[Record]:
     """A short run of three seeds written by the real Lifecycle (batches of several records)."""
     with JsonlLog(tmp_path_factory.mktemp("run"), RUN) as log:
         lc = Lifecycle(log)
-        lc.start(seed=0)
-        for i in range(3):
-            name = f"seed-{i}"
-            at = 10 * i
-            lc.register(name, "kasmina", layer=i, step=at)
-            lc.transition(name, "GERMINATED", step=at + 1)
-            lc.transition(name, "TRAINING", step=at + 2)
-            for step in range(at + 3, at + 6):
-                lc.observe({"loss": 1.0 / step, "accuracy": 0.5}, entity=name, step=step)
-                with contextlib.suppress(InvalidTransitionError):  # refused: a gate blocks it
-                    lc.transition(name, "GRAFTING", step=step, metrics={"reconstruction_loss": 0.5})
+        three_seeds(lc)
         return log.read()
 
 

@@ -5,7 +5,6 @@ shape) goes through the records path, which refuses it with the same error as be
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,9 +13,10 @@ import fakeredis
 import msgpack
 import pytest
 import torch
+from _runs import three_seeds  # a sibling module
 
 from bus import CorruptLogError, RedisLog
-from lifecycle_es import CODEC, InvalidTransitionError, Lifecycle, SchemaError
+from lifecycle_es import CODEC, Lifecycle, SchemaError
 from lifecycle_es.specs import BUILTIN_SPECS
 from projections import MetricsProjection, RegistryProjection, Runner, StateTensors
 
@@ -29,16 +29,7 @@ def log() -> Iterator[RedisLog]:
     """A Redis log (on fakeredis) holding a short run of three seeds written by the real Lifecycle."""
     with RedisLog.from_client(fakeredis.FakeRedis(), f"typed-{uuid.uuid4().hex}") as redis_log:
         lc = Lifecycle(redis_log)
-        lc.start(seed=0)
-        for i in range(3):
-            name, at = f"seed-{i}", 10 * i
-            lc.register(name, "kasmina", layer=i, step=at)
-            lc.transition(name, "GERMINATED", step=at + 1)
-            lc.transition(name, "TRAINING", step=at + 2)
-            for step in range(at + 3, at + 6):
-                lc.observe({"loss": 1.0 / step, "accuracy": 0.5}, entity=name, step=step)
-                with contextlib.suppress(InvalidTransitionError):  # refused: a gate blocks it
-                    lc.transition(name, "GRAFTING", step=step, metrics={"reconstruction_loss": 0.5})
+        three_seeds(lc)
         yield redis_log
 
 
