@@ -43,6 +43,7 @@ today is little-endian).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Iterable, Iterator
@@ -256,8 +257,13 @@ def _device_sum(tensors: list[tuple[int, torch.Tensor]], *, block_rows: int = _B
     Large tensors are summed in place (`_row_sums`); the others are packed, each from the start of
     a row, into a zeroed buffer of at most `block_rows` rows, whose zero padding adds nothing.
     The row sums, 8 bytes per 256 KiB of tensor, are copied to the host, weighted there by their
-    item's weight times their row weight, and summed: one wait on the device.
+    item's weight times their row weight, and summed: one wait on the device. A small model's
+    packing is kept between calls (`_Kept`).
     """
+    kept = _kept(tensors, block_rows)
+    if kept is not None:
+        torch._foreach_copy_(kept.targets, kept.sources)
+        return _weighted(_buffer_row_sums(kept.buffer), kept.weights)
     row_bytes = 8 * ROW
     sums: list[torch.Tensor] = []
     weights: list[int] = []  # per entry of `sums`, in order: the item weight, and its row count
@@ -286,22 +292,95 @@ def _device_sum(tensors: list[tuple[int, torch.Tensor]], *, block_rows: int = _B
         weights.append(_signed(weight))
         counts.append(rows)
     flush()
-    row_sums = (sums[0] if len(sums) == 1 else torch.cat(sums)).cpu().numpy()  # 8 bytes per row
+    return _weighted(sums[0] if len(sums) == 1 else torch.cat(sums), _entry_weights(weights, counts))
+
+
+def _weighted(row_sums: torch.Tensor, weights: npt.NDArray[np.int64]) -> int:
+    """The row sums, copied to the host (8 bytes per row), dotted with their weights, wrapped."""
     with np.errstate(over="ignore"):
-        return int(np.dot(row_sums, _entry_weights(weights, counts)))  # both wrap modulo 2^64
+        return int(np.dot(row_sums.cpu().numpy(), weights))
 
 
 def _packed_row_sums(pending: list[tuple[torch.Tensor, int]], rows: int) -> torch.Tensor:
     """The row sums of flat byte tensors `pending` (each with its row count) laid out row by row."""
+    buffer, targets = _pack_targets(pending, rows)
+    torch._foreach_copy_(targets, [part for part, _ in pending])  # batched: few launches for many
+    return _buffer_row_sums(buffer)
+
+
+def _pack_targets(
+    pending: list[tuple[torch.Tensor, int]], rows: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A zeroed buffer of `rows` rows and, per flat byte tensor of `pending`, its place there."""
     row_bytes = 8 * ROW
-    data = pending[0][0]
-    buffer = torch.zeros(rows * row_bytes, dtype=torch.uint8, device=data.device)
+    buffer = torch.zeros(rows * row_bytes, dtype=torch.uint8, device=pending[0][0].device)
     targets, at = [], 0
     for part, part_rows in pending:
         targets.append(buffer[at : at + part.numel()])
         at += part_rows * row_bytes
-    torch._foreach_copy_(targets, [part for part, _ in pending])  # batched: few launches for many
-    return (buffer.view(torch.int64).view(rows, ROW) * _table(data.device)).sum(dim=1)
+    return buffer, targets
+
+
+def _buffer_row_sums(buffer: torch.Tensor) -> torch.Tensor:
+    return (buffer.view(torch.int64).view(-1, ROW) * _table(buffer.device)).sum(dim=1)
+
+
+_KEPT_BYTES = 32 << 20
+"""The largest packing buffer kept between calls, per device: a small model's, whose packing would
+otherwise cost more torch calls than summing it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Kept:
+    """A small model's tensors packed once: byte views of the live tensors (`sources`), their places
+    in a kept buffer (`targets`) and each row's weight. Parameters and optimizer state are updated
+    in place, so the views follow them; `key` (each tensor's weight, address, dtype and shape, all
+    contiguous) tells when the tensors are other ones. Holding the views keeps the old storage alive,
+    so a new tensor cannot take its address unnoticed."""
+
+    key: tuple[tuple[Any, ...], ...]
+    buffer: torch.Tensor
+    targets: list[torch.Tensor]
+    sources: list[torch.Tensor]
+    weights: npt.NDArray[np.int64]
+
+
+_KEPT: dict[torch.device, _Kept] = {}
+"""Per device: the last small model's packing."""
+
+
+def _kept(tensors: list[tuple[int, torch.Tensor]], block_rows: int) -> _Kept | None:
+    """The kept packing of `tensors`, made now if they are new; None unless they are small enough
+    to keep (every one contiguous, all in one pack of at most `_KEPT_BYTES`)."""
+    key = _kept_key(tensors)
+    if key is None:
+        return None
+    device = tensors[0][1].device
+    kept = _KEPT.get(device)
+    if kept is not None and kept.key == key and kept.buffer.numel() <= block_rows * 8 * ROW:
+        return kept
+    counts = [-(-tensor.numel() * tensor.element_size() // (8 * ROW)) for _, tensor in tensors]
+    rows = sum(counts)
+    if rows > block_rows or rows * 8 * ROW > _KEPT_BYTES:
+        return None
+    sources = [_bytes(tensor) for _, tensor in tensors]
+    buffer, targets = _pack_targets(list(zip(sources, counts, strict=True)), rows)
+    weights = _entry_weights([_signed(weight) for weight, _ in tensors], counts)
+    kept = _KEPT[device] = _Kept(key, buffer, targets, sources, weights)
+    return kept
+
+
+def _kept_key(tensors: list[tuple[int, torch.Tensor]]) -> tuple[tuple[Any, ...], ...] | None:
+    """What identifies `tensors` for a kept packing, or None if one of them cannot be kept (not
+    dense and contiguous: its bytes would be a copy, not a view of it)."""
+    key = []
+    for weight, tensor in tensors:
+        if tensor.layout != torch.strided or not tensor.is_contiguous():
+            return None
+        if tensor.is_conj() or tensor.is_neg():
+            return None
+        key.append((weight, tensor.data_ptr(), tensor.dtype, tensor.shape))
+    return tuple(key)
 
 
 def _entry_weights(weights: list[int], counts: list[int]) -> npt.NDArray[np.int64]:

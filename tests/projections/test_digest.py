@@ -11,6 +11,7 @@ from torch import nn
 
 from lifecycle_es.errors import UsageError
 from projections.digest import (
+    _KEPT,
     ROW,
     _device_sum,
     _host_sum,
@@ -221,6 +222,34 @@ def test_the_device_path_packs_tensors_as_the_host_path_sums_them(block_rows: in
     assert _device_sum(entries, block_rows=block_rows) % (MASK + 1) != expected % (MASK + 1)
 
 
+def test_a_kept_packing_follows_tensors_updated_in_place_and_notices_other_ones() -> None:
+    """A small model's packing is kept between calls (here on the CPU, as on a GPU): a bit flipped
+    in place is seen through it, and a tensor replaced by another of the same shape, or a weight
+    changed, makes a new packing rather than reading the old one."""
+    g = torch.Generator().manual_seed(5)
+    parts = [
+        torch.randn(1000, generator=g),
+        torch.randn(ROW * 3 + 1, generator=g),
+        torch.ones(7, dtype=torch.bool),
+    ]
+
+    def expected(entries: list[tuple[int, torch.Tensor]]) -> int:
+        total = sum(w * _host_sum(t.reshape(-1).view(torch.uint8).numpy()) for w, t in entries)
+        return total % (MASK + 1)
+
+    entries = [(_item_weight(t), tensor) for t, tensor in enumerate(parts)]
+    first = _device_sum(entries) % (MASK + 1)
+    assert first == expected(entries)
+    assert _KEPT[torch.device("cpu")].sources[1].data_ptr() == parts[1].data_ptr()  # kept, a view
+    flip(parts[1], ROW * 64 + 3)  # in place, past the first row
+    flipped = _device_sum(entries) % (MASK + 1)
+    assert flipped == expected(entries) != first
+    entries[0] = (entries[0][0], torch.randn(1000, generator=g))  # another tensor, same shape
+    assert _device_sum(entries) % (MASK + 1) == expected(entries) != flipped
+    entries[2] = (_item_weight(9), entries[2][1])  # the same tensor at another place in the items
+    assert _device_sum(entries) % (MASK + 1) == expected(entries)
+
+
 def test_a_sparse_tensor_is_refused_with_a_typed_error() -> None:
     """A tensor without dense bytes is refused, not silently skipped."""
     with pytest.raises(UsageError, match="dense"):
@@ -236,6 +265,10 @@ def test_the_cuda_path_gives_the_cpu_digest(dtype: torch.dtype) -> None:
     big = torch.randn(529 * ROW * 2 + 3, device="cuda")  # 529 rows: summed in place, in two blocks
     many = [(f"layer{i}", torch.randn(40 * ROW - i, device="cuda")) for i in range(30)]  # packed, 3 packs
     assert digest(on_gpu) == digest(items)
+    small = [(n, v.clone()) for n, v in on_gpu if isinstance(v, torch.Tensor) and v.is_contiguous()]
+    assert digest(small) == digest([(n, v.cpu()) for n, v in small])  # packed now, and kept
+    flip(small[0][1], 3)  # in place: seen through the kept packing
+    assert digest(small) == digest([(n, v.cpu()) for n, v in small])
     assert digest(many) == digest([(n, v.cpu()) for n, v in many])
     assert digest([("big", big)]) == digest([("big", big.cpu())])
     before = digest([("big", big)])
