@@ -12,7 +12,9 @@ launches, not bytes: tensors of up to 32 MiB are packed, each from the start of 
 buffer of up to 128 MiB by one batched copy (`torch._foreach_copy_`), whose rows are then
 weighted and summed at once, so many small tensors cost a few launches per 128 MiB rather than
 several each (on an H200, 100M parameters with Adam in 800 tensors: 5.7x one torch.sum pass
-before, 1.1-1.3x after).
+before, 1.1-1.3x after). A small model's packing (at most 32 MiB) is kept between calls, as views
+of its live tensors, so each later call is one copy and one multiply-sum (1M parameters: 2.4x ->
+1.5x).
 
 The function. All arithmetic is modulo 2^64; `sm(x)` is splitmix64's output for the state x
 (z = x + 0x9E3779B97F4A7C15; z = (z ^ z >> 30) * 0xBF58476D1CE4E5B9;
