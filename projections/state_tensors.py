@@ -26,9 +26,15 @@ would avoid the 4 bytes but give up one row space for all entities.
 `EPOCHS_IN_STATE` equals the registry's `time_in_state(registry.step)`: the projection's clock
 is the largest step folded (or given to `advance`, which a training loop calls every step so
 time in state, and the alpha ramps read from it, move with the training clock), every live
-row gains what the clock gained in a batch, and the rows
-a batch registered or moved are set to clock minus the step they entered their state at.
-Steps, like every value stored, must fit in int32.
+row gains what the clock gained, and the rows a batch registered or moved are set to clock
+minus the step they entered their state at. Steps, like every value stored, must fit in int32.
+
+What the clock gains is added lazily: batches and `advance` only count the steps the live rows
+are owed, and reading `state` adds them in one add over the column. That add is a strided pass
+over every live row, most of what one transition's apply would otherwise cost, and a run that
+reads time in state once per training step (an alpha ramp) then pays it once per step, not once
+per batch and once per `advance`. So rows a batch writes are written relative to the step the
+column has reached (`_base`), not to the clock.
 
 A batch is scanned on the host into a plan (`_state_plan`), uploaded in one transfer, then each
 tensor gets one `index_put_` of the cells registrations and metrics write, and each round of
@@ -92,7 +98,8 @@ BYTES_PER_ROW = 128
 
 _BLANK_ROW = (0, -1, 0, 0, -1, -1, 0, 0)
 """A row before registration writes it: no blueprint, parent state or checkpoint."""
-_TENSORS = ("state", "history", "metrics", "state_keys")
+_TENSORS = ("_state", "history", "metrics", "state_keys")
+"""The stored tensors; `_state` is what `state` returns once it is owed no steps."""
 
 
 class StateTensors(Projection):
@@ -113,6 +120,8 @@ class StateTensors(Projection):
         self.device = torch.device(device)
         self._index = RowIndex(self.specs)
         self._clock = 0
+        self._owed = 0
+        """Steps every live row's time in state has gained and `state` has not added yet."""
         self._masks: dict[tuple[str, frozenset[str]], torch.Tensor] = {}
         self._move_columns = torch.tensor(MOVE_COLUMNS, device=self.device)
         self._allocate(capacity)
@@ -122,18 +131,17 @@ class StateTensors(Projection):
     def _allocate(self, capacity: int) -> None:
         """Replace the tensors with blank ones of `capacity` rows on the projection's device."""
         dev = self.device
-        self.state = torch.tensor(_BLANK_ROW, dtype=torch.int32, device=dev).repeat(capacity, 1)
-        """[N, 8] int32: the columns of `COLUMNS`."""
+        self._state = torch.tensor(_BLANK_ROW, dtype=torch.int32, device=dev).repeat(capacity, 1)
         self.history = torch.full((capacity, HISTORY_DEPTH, 2), -1, dtype=torch.int32, device=dev)
         """[N, 10, 2] int32: (from, to) state codes of the latest transitions, newest first."""
         self.metrics = torch.zeros((capacity, len(METRIC_NAMES)), dtype=torch.float32, device=dev)
         """[N, 4] float32: the latest value of each of `METRIC_NAMES`."""
         self.state_keys = torch.zeros(capacity, dtype=torch.int32, device=dev)
         """[N] int32: each row's state numbered across all specs, what masks index by."""
-        self._flat_state = self.state.view(-1)
+        self._flat_state = self._state.view(-1)
         self._flat_metrics = self.metrics.view(-1)
         self._flat_history = self.history.view(-1)
-        self._state_columns = self.state.unbind(1)
+        self._state_columns = self._state.unbind(1)
         self._live_epochs = self._state_columns[EPOCHS_IN_STATE][:0]
         self._rings = self.history.view(capacity, 2 * HISTORY_DEPTH)
         """`history` with each row's ring as one run of (from, to) pairs, newest first."""
@@ -153,9 +161,20 @@ class StateTensors(Projection):
             getattr(self, name)[:live] = kept[:live]
 
     @property
+    def state(self) -> torch.Tensor:
+        """[N, 8] int32: the columns of `COLUMNS`, every live row's time in state brought up to
+        the clock first (one add on the device, no host sync).
+
+        Time in state in a tensor taken here stops at the clock of that moment, so take it
+        again after a batch or an `advance`.
+        """
+        self._pay_owed()
+        return self._state
+
+    @property
     def capacity(self) -> int:
         """Rows allocated; it doubles when a registration needs more."""
-        return int(self.state.shape[0])
+        return int(self._state.shape[0])
 
     def _upload(self, data: array[int], dtype: torch.dtype) -> torch.Tensor:
         """Move host values to the device without waiting on it (pinned memory on CUDA)."""
@@ -177,18 +196,24 @@ class StateTensors(Projection):
 
     # -- applying a batch ----------------------------------------------------------------------
 
+    @property
+    def _base(self) -> int:
+        """The step the stored time in state counts to: the clock less the steps owed."""
+        return self._clock - self._owed
+
     def _apply_batch(self, records: Sequence[Record]) -> None:
-        self._commit(plan_batch(self._index, records, self._clock))
+        self._commit(plan_batch(self._index, records, self._base))
 
     def apply_lines(self, lines: TypedLines) -> int:
         """Fold a page of typed lines without building its records (`plan_lines`)."""
         return self._apply_following(lines, self._fold_lines)
 
     def _fold_lines(self, lines: TypedLines) -> None:
-        self._commit(plan_lines(self._index, lines, self._clock))
+        self._commit(plan_lines(self._index, lines, self._base))
 
     def _commit(self, plan: Plan) -> None:
-        """Write a plan: new rows; its cells, keys and metrics; the rounds; then the clock."""
+        """Write a plan scanned from `_base`: new rows; its cells, keys and metrics; the rounds;
+        then the clock and the steps the live rows are owed."""
         if plan.new_specs:
             self._grow(plan.first_row + len(plan.new_specs))
         self._index.commit(plan)
@@ -210,8 +235,8 @@ class StateTensors(Projection):
             for i in range(0, len(rest), 3):
                 moves = rest[i + 1].view(-1, len(MOVE_COLUMNS))
                 self._apply_round(rest[i].long(), moves, rest[i + 2])
-        self._advance_live(plan.clock - plan.start)  # epochs written are relative to the start
-        self._clock = plan.clock
+        self._clock = max(self._clock, plan.clock)
+        self._owed = self._clock - plan.start  # epochs written are relative to the start
 
     def _push_flat(
         self, source: torch.Tensor, target: torch.Tensor, heads: torch.Tensor, pairs: torch.Tensor
@@ -226,33 +251,35 @@ class StateTensors(Projection):
         The rings are read once and written through cached views of their tail and head, two
         `index_copy_` where building the new rings would take a `cat` and one more.
         """
-        self.state.index_put_((rows[:, None], self._move_columns), moves)
+        self._state.index_put_((rows[:, None], self._move_columns), moves)
         self.state_keys.index_copy_(0, rows, keys)
         kept = self._rings.index_select(0, rows).narrow(1, 0, 2 * (HISTORY_DEPTH - 1))
         self._ring_tails.index_copy_(0, rows, kept)
         self._ring_heads.index_copy_(0, rows, moves[:, :2])
 
-    def _advance_live(self, steps: int) -> None:
-        """Add `steps` to every live row's time in state: one add on a cached column view."""
-        if steps <= 0:
+    def _pay_owed(self) -> None:
+        """Add the steps owed to every live row's time in state: one add on a cached column view."""
+        if not self._owed:
             return
         live = self._index.live
         if self._live_epochs.shape[0] != live:  # rows were registered, or the tensors replaced
             self._live_epochs = self._state_columns[EPOCHS_IN_STATE][:live]
-        self._live_epochs += steps
+        self._live_epochs += self._owed
+        self._owed = 0
 
     def advance(self, step: int) -> None:
         """Move the clock to the training step `step`: every row's time in state grows with it.
 
         Events only arrive at evaluation steps, so without this a seed's time in state (and an
-        alpha ramp read from it) would jump from one evaluation to the next. One vectorized add
-        over the rows, no host sync; a step at or before the clock changes nothing, so calling
-        it every step and folding the step's events in either order agree.
+        alpha ramp read from it) would jump from one evaluation to the next. The rows are owed
+        the steps until `state` is next read (no tensor work here); a step at or before the
+        clock changes nothing, so calling it every step and folding the step's events in either
+        order agree.
         """
         if isinstance(step, bool) or not isinstance(step, int):
             raise UsageError(f"{self.name}: step must be an int, got {type(step).__name__}")
         if step > self._clock:
-            self._advance_live(step - self._clock)
+            self._owed += step - self._clock
             self._clock = step
 
     @property
@@ -282,7 +309,7 @@ class StateTensors(Projection):
 
         The view is of the current tensors; growth replaces them, so take it again after a batch.
         """
-        return self.state[: self._index.live, STATE]
+        return self._state[: self._index.live, STATE]  # owed steps do not touch this column
 
     def mask(self, spec: str, states: Iterable[str]) -> torch.Tensor:
         """Return a [live rows] bool device tensor: True where a row of `spec` is in `states`.
@@ -336,13 +363,13 @@ class StateTensors(Projection):
         live = len(entities)
         row_specs = self._remap_specs(s["specs"], s["row_specs"])
         self._allocate(max(int(s["capacity"]), live, 1))
-        for name in ("state", "history", "metrics"):
-            getattr(self, name)[:live] = s[name].to(self.device)
+        for stored, name in ((self._state, "state"), (self.history, "history"), (self.metrics, "metrics")):
+            stored[:live] = s[name].to(self.device)
         offsets = torch.tensor(self._index.offsets, dtype=torch.int32)
         keys = offsets[row_specs] + s["state"][:, STATE]
         self.state_keys[:live] = keys.to(self.device)
         self._index.reset(entities, row_specs.tolist(), s["state"][:, STATE].tolist())
-        self._clock = int(s["clock"])
+        self._clock, self._owed = int(s["clock"]), 0
         self.seq = snapshot.seq
 
     def _remap_specs(self, names: Sequence[str], row_specs: torch.Tensor) -> torch.Tensor:

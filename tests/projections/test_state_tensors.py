@@ -242,6 +242,24 @@ def test_random_batches_match_the_registry_after_every_batch(commands: list[Any]
 
 
 @PROPERTY
+@given(ops, st.lists(st.integers(0, 10_000), max_size=6), st.lists(st.integers(0, 30), max_size=6))
+def test_time_in_state_owed_over_batches_and_advances_equals_reading_after_each(
+    commands: list[Any], cuts: list[int], gains: list[int]
+) -> None:
+    """Steps owed over many batches, advances and growths, added at one read, give the rows that
+    reading the tensors after every batch gives."""
+    _, records = build_log(commands)
+    unread, read = StateTensors(SPECS, capacity=1), StateTensors(SPECS, capacity=1)
+    for batch, gain in zip(_split(records, cuts), itertools.cycle(gains or [0])):
+        for tensors in (unread, read):
+            tensors.apply(batch)
+            tensors.advance(tensors.clock + gain)
+        live_tensors(read)  # reading brings the rows up to the clock
+    assert_same_tensors(unread, read)
+    assert unread.clock == read.clock
+
+
+@PROPERTY
 @given(ops, st.integers(0, 10_000))
 def test_snapshot_then_resume_matches_the_registry(commands: list[Any], cut: int) -> None:
     """A snapshot through torch.save/load(weights_only) plus the rest of the log equals a full replay."""
