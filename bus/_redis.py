@@ -10,6 +10,9 @@ compares their ids itself. That is as safe as doing it inside the script, becaus
 or below the last seq never change; it keeps the exact one-field layout and needs no msgpack
 in Lua (fakeredis's Lua has no cmsgpack). The conflict path costs one more round trip.
 
+A batch of records already plain is checked by encoding it (`bus._plain_pack`) rather than by
+`normalize`'s checking copy; any other batch takes the copy, which converts or names the value.
+
 Every append is checked: without `expected_seq` the client uses the last seq it knows
 (asking the server only the first time) and, on a conflict that is not its own landed
 batch, retries at the real end. So a retry after a lost reply is always recognised, as long
@@ -200,9 +203,11 @@ class RedisLog(Log):
         return payloads
 
     def _check_sizes(self, payloads: list[bytes]) -> None:
+        """Raise `RecordTooLargeError` for the first payload over the limit (one C pass when none is)."""
         limit = self.max_record_bytes
-        for i, payload in enumerate(payloads):
-            check_size(len(payload), i, limit)
+        if max(map(len, payloads)) > limit:
+            for i, payload in enumerate(payloads):
+                check_size(len(payload), i, limit)
 
     def _last_known(self) -> int:
         if self._known_last is None:
