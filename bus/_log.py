@@ -62,13 +62,17 @@ class Log(ABC):
         key, and the caller keeps no reference to them. The log then stores them without the
         checking copy; the size limit is still checked.
         """
-        self._check_open()
-        if expected_seq is not None and (type(expected_seq) is not int or expected_seq < 0):
-            raise InvalidArgumentError(f"expected_seq must be a non-negative int, got {expected_seq!r}")
+        self._check_append(expected_seq)
         batch = cast("list[dict[str, Any]]", list(records)) if plain else normalize_batch(records)
         if not batch:
             return self.last_seq() + 1
         return self._append(batch, expected_seq)
+
+    def _check_append(self, expected_seq: int | None) -> None:
+        """Raise unless the log is open and `expected_seq` is None or a non-negative int."""
+        self._check_open()
+        if expected_seq is not None and (type(expected_seq) is not int or expected_seq < 0):
+            raise InvalidArgumentError(f"expected_seq must be a non-negative int, got {expected_seq!r}")
 
     @abstractmethod
     def _append(self, batch: list[dict[str, Any]], expected_seq: int | None) -> int:
