@@ -60,7 +60,8 @@ class Clock:
 
 
 def records(start_seq: int, rows: range, source: str, target: str, step: int) -> Records:
-    """One TransitionApplied per seed of `rows`, with consecutive seqs from `start_seq`."""
+    """One TransitionApplied per seed of `rows`, with consecutive seqs from `start_seq`, carrying
+    the fields the projection reads as the codec writes them (`metadata` included)."""
     return [
         {
             "seq": start_seq + i,
@@ -71,6 +72,7 @@ def records(start_seq: int, rows: range, source: str, target: str, step: int) ->
             "to_state": target,
             "trigger": "",
             "run_id": "bench",
+            "metadata": {},
         }
         for i, row in enumerate(rows)
     ]
