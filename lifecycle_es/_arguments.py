@@ -20,6 +20,7 @@ __all__ = [
     "check_text",
     "first_misfit",
     "first_non_json",
+    "json_mapping",
     "plain_text",
     "shown",
 ]
@@ -62,6 +63,22 @@ def check_mapping(value: object, what: str, error: type[LifecycleError] = UsageE
     if not isinstance(value, Mapping):
         raise error(f"{what} must be a mapping, got {type(value).__name__}")
     return value
+
+
+def json_mapping(
+    value: object, where: str, name: str, error: type[LifecycleError] = UsageError
+) -> dict[Any, Any]:
+    """Return `value` (None: empty) as a dict of JSON values with str keys, else raise `error`.
+
+    The one check of the JSON-valued arguments a command records (config, metadata, attrs);
+    `where` names the argument as the caller wrote it (`start(config=...)`), `name` as the
+    path in the message about the first value that does not fit.
+    """
+    plain = dict(check_mapping({} if value is None else value, where, error))
+    bad = first_non_json(plain, name)
+    if bad is not None:
+        raise error(f"{where} takes JSON values with str keys only, but {bad}")
+    return plain
 
 
 def first_non_json(value: object, path: str) -> str | None:

@@ -15,14 +15,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lifecycle_es._arguments import check_mapping, check_text, first_non_json, plain_text
+from lifecycle_es._arguments import check_text, plain_text
 from lifecycle_es._event_base import UUID_PATTERN
+from lifecycle_es._registration import check_embargo, check_place, initial_state, register_attrs
 from lifecycle_es.errors import (
     DuplicateEntityError,
     InvalidMetricError,
     SchemaError,
-    SlotEmbargoedError,
-    SpecError,
     UnknownStateError,
     UsageError,
 )
@@ -137,31 +136,14 @@ def register(
     check_text(spec, "spec")
     if state is not None:
         check_text(state, "state")
-    attrs = dict(check_mapping({} if attrs is None else attrs, "attrs"))
-    bad = first_non_json(attrs, "attrs")
-    if bad is not None:
-        raise SchemaError(f"cannot register {entity!r}: attrs take JSON values with str keys only, but {bad}")
+    attrs = register_attrs(entity, attrs)
     if entity in registry:
         raise DuplicateEntityError(f"entity {entity!r} is already registered")
-    found = registry.specs.get(spec)
-    if found is None:
-        raise SpecError(f"unknown spec {spec!r}; this run knows {sorted(registry.specs)}")
-    state = found.initial[0] if state is None else state
-    if state not in found.initial:
-        found.state(state)  # an unknown name raises its own, more precise error
-        raise UnknownStateError(
-            f"{spec} entities cannot start in {state!r}; initial states: {list(found.initial)}"
-        )
-    for name, value in (("slot", slot), ("layer", layer)):
-        # Checked here, not left to pydantic, whose lax mode would turn "3" or True into 3
-        # after the slot-holder check below had been skipped.
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise UsageError(f"{name} must be an int or None, got {type(value).__name__}")
-    if slot is not None and (holder := registry.slot_holder(spec, layer, slot)) is not None:
-        raise DuplicateEntityError(f"slot {slot} of layer {layer} is held by {holder!r}")
+    state = initial_state(registry, spec, state)
+    check_place(registry, spec, slot, layer)
     if slot is not None and gates is not None and EMBARGO_GATE in gates:
         candidate = EntityState(entity, spec, state, slot, layer, parent, stamp.step, stamp.step)
-        _check_embargo(registry, gates, policy or GatePolicy(), stamp.step, candidate)
+        check_embargo(registry, gates, policy or GatePolicy(), stamp.step, candidate)
     try:
         return EntityRegistered(
             run_id=stamp.run_id,
@@ -180,19 +162,6 @@ def register(
         err = e.errors()[0]
         where = ".".join(map(str, err["loc"]))
         raise SchemaError(f"cannot register {entity!r}: {where}: {err['msg']}") from e
-
-
-def _check_embargo(
-    registry: Registry, gates: GateLibrary, policy: GatePolicy, step: int, candidate: EntityState
-) -> None:
-    gate = gates[EMBARGO_GATE]
-    params = gate.parameters(policy.params.get(EMBARGO_GATE, {}))
-    result = gate.fn(GateInput(candidate, candidate.state, step, {}, registry), params)
-    if not result.passed:
-        raise SlotEmbargoedError(
-            f"cannot register {candidate.entity!r} into slot {candidate.slot} of layer "
-            f"{candidate.layer}: {result.reason}"
-        )
 
 
 def observe(
@@ -254,20 +223,39 @@ def request_transition(
     edge, target, trig = _resolve(spec, current.state, to, trigger)
     checked = {} if metrics is None else check_metrics(metrics)
     if edge is None:
-        why = (
-            f"Invalid transition: {current.state} -> {target}"
-            if target
-            else f"Invalid transition: no {trig!r} edge leaves {current.state}"
-        )
-        return _rejected(stamp, current, target, trig, (), (why,), who)
+        return _rejected(stamp, current, target, trig, (), (_no_edge(current.state, target, trig),), who)
     if current.slot is not None and (taken := _slot_taken(registry, spec, current, target)) is not None:
         return _rejected(stamp, current, target, trig, (), (taken,), who)
     merged = registry.latest_metrics(entity)
     merged.update(checked)  # a fresh dict: the observed values, then the request's over them
     gate_input = GateInput(current, target, stamp.step, merged, registry)
+    checks: list[EventBase] = []
+    failed = _check_guards(gates, policy, stamp, gate_input, spec, edge, checks)
+    if failed:
+        return _rejected(stamp, current, target, trig, tuple(checks), tuple(failed), who)
+    checks.append(_applied(stamp, current, target, trig, reason, who))  # the outcome's events, in order
+    return Outcome(tuple(checks), True)
+
+
+def _no_edge(state: str, target: str, trigger: str) -> str:
+    """Why a request the spec has no edge for is refused."""
+    if target:
+        return f"Invalid transition: {state} -> {target}"
+    return f"Invalid transition: no {trigger!r} edge leaves {state}"
+
+
+def _check_guards(
+    gates: GateLibrary,
+    policy: GatePolicy,
+    stamp: Stamp,
+    gate_input: GateInput,
+    spec: Spec,
+    edge: TransitionDef,
+    checks: list[EventBase],
+) -> list[str]:
+    """Check the edge's gates, appending each `GateChecked` to `checks`; return why blocking ones failed."""
     # Loops rather than generators: a transition checks one or two gates, and a generator's
     # frame costs more than the checks' bookkeeping (DESIGN.md section 9).
-    checks: list[EventBase] = []
     failed: list[str] = []
     for name in spec.guards(edge):
         check = _check(gates, policy, stamp, gate_input, name, spec, edge)
@@ -275,22 +263,7 @@ def request_transition(
         fields = check.__dict__
         if fields["blocking"] and not fields["passed"]:
             failed.append(f"{name}: {fields['reason']}")
-    if failed:
-        return _rejected(stamp, current, target, trig, tuple(checks), tuple(failed), who)
-    applied = TransitionApplied.trusted(
-        run_id=stamp.run_id,
-        step=stamp.step,
-        rank=stamp.rank,
-        causation=stamp.causation,
-        entity=entity,
-        from_state=current.state,
-        to_state=target,
-        trigger=trig,
-        reason=reason,
-        **who,
-    )
-    checks.append(applied)  # the outcome's events, in order
-    return Outcome(tuple(checks), True)
+    return failed
 
 
 def _resolve(
@@ -352,6 +325,23 @@ def _check(
         observed={str(k): float(v) for k, v in result.observed.items() if math.isfinite(v)},
         thresholds={str(k): float(v) for k, v in params.items() if math.isfinite(v)},
         mode=policy.mode,
+    )
+
+
+def _applied(
+    stamp: Stamp, current: EntityState, target: str, trigger: str, reason: str, who: dict[str, Any]
+) -> TransitionApplied:
+    return TransitionApplied.trusted(
+        run_id=stamp.run_id,
+        step=stamp.step,
+        rank=stamp.rank,
+        causation=stamp.causation,
+        entity=current.entity,
+        from_state=current.state,
+        to_state=target,
+        trigger=trigger,
+        reason=reason,
+        **who,
     )
 
 

@@ -33,17 +33,9 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from lifecycle_es._entity import (
-    HISTORY_LIMIT,
-    EntityState,
-    SlotKey,
-    entity_from_plain,
-    entity_to_plain,
-    holds_slot,
-    peer_of,
-    slot_key,
-)
+from lifecycle_es._entity import HISTORY_LIMIT, EntityState, SlotKey, holds_slot, peer_of, slot_key
 from lifecycle_es._fold import fold, fold_lines, fold_record, fold_records, read_fields
+from lifecycle_es._registry_plain import load_plain, registry_to_plain
 from lifecycle_es.errors import UnknownEntityError
 from lifecycle_es.events import Action
 from lifecycle_es.spec import Spec, StateCategory
@@ -191,62 +183,14 @@ class Registry:
 
     def to_state(self) -> dict[str, Any]:
         """Return the registry as plain data (JSON- and `torch.load(weights_only=True)`-safe)."""
-        return {
-            "window": self.window,
-            "run_id": self.run_id,
-            "seq": self.seq,
-            "step": self.step,
-            "run_state": self.run_state,
-            "run_config": self.run_config,
-            "run_seed": self.run_seed,
-            "sealed_step": self.sealed_step,
-            "verified_step": self.verified_step,
-            "last_checkpoint": self.last_checkpoint,
-            "checkpoints": dict(self.checkpoints),
-            "entities": [entity_to_plain(e) for e in self.entities.values()],
-            "failures": [[*k, *v] for k, v in self._failures.items()],
-            "windows": [
-                [kind, key, name, list(values)]
-                for (kind, key), named in self._windows.items()
-                for name, values in named.items()
-            ],
-            "cycle": dict(self._cycle),
-            "last_decision": [[a, k, s] for (a, k), s in self._last_decision.items()],
-        }
+        return registry_to_plain(self)
 
     @classmethod
     def from_state(cls, specs: Mapping[str, Spec], state: Mapping[str, Any]) -> Registry:
         """Rebuild a registry from `to_state()` output; the specs must include every spec it uses."""
-        r = cls(specs, window=state["window"])
-        for name in (
-            "run_id",
-            "seq",
-            "step",
-            "run_state",
-            "run_seed",
-            "sealed_step",
-            "verified_step",
-            "last_checkpoint",
-        ):
-            setattr(r, name, state[name])
-        r.run_config = dict(state["run_config"])
-        r.checkpoints = dict(state.get("checkpoints", {}))  # absent from older snapshots
-        for plain in state["entities"]:
-            e = entity_from_plain(plain)
-            r.entities[e.entity] = e
-            if e.state not in r._retired[e.spec]:
-                r._live[e.entity] = None
-            r._population[(e.spec, e.layer, e.state)] += 1
-            if e.slot is not None and holds_slot(r.specs[e.spec], e.state):
-                r._slots[(e.spec, e.layer, e.slot)] = e.entity
-        r._failures = {(s, layer, slot): (n, at) for s, layer, slot, n, at in state["failures"]}
-        for kind, key, name, values in state["windows"]:
-            # A snapshot taken before windows followed the live set may hold stale ones.
-            if not (kind == "entity" and r._is_out(key)) and not r._is_out(peer_of(name)):
-                r._windows.setdefault((kind, key), {})[name] = deque(values, maxlen=r.window)
-        r._cycle = Counter(state["cycle"])
-        r._last_decision = {(a, k): s for a, k, s in state["last_decision"]}
-        return r
+        registry = cls(specs, window=state["window"])
+        load_plain(registry, state)
+        return registry
 
     # -- the fold's writing interface: `lifecycle_es._fold`'s handlers change the tables only here
 

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from bus import Log, MemoryLog
 from lifecycle_es import commands
-from lifecycle_es._arguments import INT64_MAX, check_count, check_mapping, check_text, first_non_json, shown
+from lifecycle_es._arguments import INT64_MAX, check_count, check_text, json_mapping, shown
 from lifecycle_es._parts import LifecycleConfig, check_gates, check_parts, specs_by_name
 from lifecycle_es._run_writer import RunWriter
 from lifecycle_es.codec import CODEC, Codec
@@ -127,37 +127,27 @@ class Lifecycle(RunWriter):
         if self.registry.run_id is not None:
             raise InvalidTransitionError(f"run {self.run_id!r} has already started; a run starts once")
         stamp = self._stamp(None)
-        config = check_mapping({} if config is None else config, "start(config=...)", ConfigError)
-        bad = first_non_json(dict(config), "config")
-        if bad is not None:
-            raise ConfigError(f"start(config=...) takes JSON values with str keys only, but {bad}")
-        metadata = check_mapping({} if metadata is None else metadata, "start(metadata=...)", ConfigError)
-        bad = first_non_json(dict(metadata), "metadata")
-        if bad is not None:
-            raise ConfigError(f"start(metadata=...) takes JSON values with str keys only, but {bad}")
+        config = json_mapping(config, "start(config=...)", "config", ConfigError)
+        metadata = json_mapping(metadata, "start(metadata=...)", "metadata", ConfigError)
         # Checked here, not left to pydantic, whose lax mode would take "3" for 3.
         if isinstance(seed, bool) or not isinstance(seed, int) or not -INT64_MAX - 1 <= seed <= INT64_MAX:
             raise ConfigError(f"start(seed=...) must be a 64-bit int, got {shown(repr(seed))}")
         if check_count(world_size, "start(world_size=...)", ConfigError) < 1:
             raise ConfigError(f"start(world_size=...) must be at least 1, got {world_size}")
+        fields = {"config": config, "world_size": world_size, "seed": seed, "metadata": metadata}
+        self.append([self._run_started(stamp.step, torch_version=torch_version, **fields)])
+        if RUN_SPEC.name in self.registry.specs:
+            self.set_run_state(RunState.RUNNING, reason="run started")
+
+    def _run_started(self, step: int, **fields: Any) -> RunStarted:
+        """Build `RunStarted`; a field pydantic refuses is named as the `start` argument it came from."""
         try:
-            started = RunStarted(
-                run_id=self.run_id,
-                step=stamp.step,
-                rank=self.rank,
-                config=dict(config or {}),
-                specs=sorted(self.registry.specs),
-                world_size=world_size,
-                torch_version=torch_version,
-                seed=seed,
-                metadata=dict(metadata),
+            return RunStarted(
+                run_id=self.run_id, step=step, rank=self.rank, specs=sorted(self.registry.specs), **fields
             )
         except ValidationError as e:
             first = e.errors()[0]
             raise ConfigError(f"start({first['loc'][0]}=...): {first['msg']}") from e
-        self.append([started])
-        if RUN_SPEC.name in self.registry.specs:
-            self.set_run_state(RunState.RUNNING, reason="run started")
 
     def set_run_state(
         self,
@@ -179,40 +169,31 @@ class Lifecycle(RunWriter):
         if not isinstance(to, str):  # a RunState is a str too
             raise UsageError(f"set_run_state(to=...) takes a run state name, got {type(to).__name__}")
         check_text(reason, "reason")
-        attrs = check_mapping({} if attrs is None else attrs, "set_run_state(attrs=...)", UsageError)
-        bad = first_non_json(dict(attrs), "attrs")
-        if bad is not None:
-            raise UsageError(f"set_run_state(attrs=...) takes JSON values with str keys only, but {bad}")
-        current = self.registry.run_state
-        target = spec.state(str(to)).name
-        edge = None if current is None else spec.edge(current, target)
-        if current is None or edge is None:
-            raise InvalidTransitionError(f"Invalid run transition: {current} -> {target}")
+        attrs = json_mapping(attrs, "set_run_state(attrs=...)", "attrs")
+        current, target, trigger = self._run_move(spec, str(to))
         stamp = self._stamp(step)
         data = {
             "entity": self.run_id,
             "spec": spec.name,
             "from_state": current,
             "to_state": target,
-            "trigger": edge.trigger,
+            "trigger": trigger,
             "reason": reason,
             "step": stamp.step,
         }
         self.hooks.fire("pre", spec, data)
-        self.append(
-            [
-                RunStateChanged(
-                    run_id=self.run_id,
-                    step=stamp.step,
-                    rank=self.rank,
-                    from_state=current,
-                    to_state=target,
-                    reason=reason,
-                    attrs=dict(attrs),
-                )
-            ]
-        )
+        moved = {"from_state": current, "to_state": target, "reason": reason, "attrs": attrs}
+        self.append([RunStateChanged(run_id=self.run_id, step=stamp.step, rank=self.rank, **moved)])
         self.hooks.fire("post", spec, data)
+
+    def _run_move(self, spec: Spec, to: str) -> tuple[str, str, str]:
+        """Return the run's state, the state `to` names and the trigger of the edge between them."""
+        current = self.registry.run_state
+        target = spec.state(to).name
+        edge = None if current is None else spec.edge(current, target)
+        if current is None or edge is None:
+            raise InvalidTransitionError(f"Invalid run transition: {current} -> {target}")
+        return current, target, edge.trigger
 
     def register(
         self,
@@ -334,6 +315,12 @@ class Lifecycle(RunWriter):
             triggered_by=triggered_by,
             metadata=extra,
         )
+        return self._plan_of(outcome, reason, triggered_by, extra)
+
+    def _plan_of(
+        self, outcome: commands.Outcome, reason: str, triggered_by: str | None, extra: dict[str, Any] | None
+    ) -> TransitionPlan:
+        """The plan of a checked request: its outcome, with the data its hooks get."""
         last = outcome.events[-1].__dict__  # the command checked the entity: it is registered
         spec = self.registry.specs[self.registry.entities[last["entity"]].spec]
         data = {
@@ -392,8 +379,4 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
     """Return transition metadata as a dict of JSON values (None for none), or raise `UsageError`."""
     if metadata is None:
         return None
-    plain = dict(check_mapping(metadata, "transition(metadata=...)"))
-    bad = first_non_json(plain, "metadata")
-    if bad is not None:
-        raise UsageError(f"transition(metadata=...) takes JSON values with str keys only, but {bad}")
-    return plain
+    return json_mapping(metadata, "transition(metadata=...)", "metadata")

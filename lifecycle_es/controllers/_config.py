@@ -15,19 +15,13 @@ The `Lifecycle` writer the coordinator decides through has its own `lifecycle_es
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 from pydantic import JsonValue
 
 from lifecycle_es._settings_doc import document_settings
-from lifecycle_es.errors import ConfigError
-from lifecycle_es.specs.expert import (
-    DEFAULT_INIT_STRATEGY,
-    DEFAULT_PERTURBATION,
-    INIT_STRATEGIES,
-    InitStrategy,
-)
+from lifecycle_es.controllers._config_validation import validate
+from lifecycle_es.specs.expert import DEFAULT_INIT_STRATEGY, DEFAULT_PERTURBATION, InitStrategy
 
 __all__ = ["ExpertCoordinatorConfig"]
 
@@ -252,101 +246,7 @@ class ExpertCoordinatorConfig:
     sooner, it is merged back or split again before it could."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "spawn_patience",
-            "prune_patience",
-            "split_patience",
-            "merge_patience",
-            "basin_window_size",
-            "lifecycle_eval_interval",
-            "cooling_period",
-            "merge_cooling_period",
-            "split_divergence_window",
-            "revive_patience",
-            "need_payoff_window",
-            "need_floor_failures",
-            "park_patience",
-            "max_experts_per_layer",
-            "min_experts_per_layer",
-        ):
-            _check_int(self, name, 1)
-        for name in (
-            "park_budget",
-            "max_revives_per_cycle",
-            "prune_init_grace",
-            "spawn_cooldown_steps",
-            "split_cooldown_per_expert",
-            "max_spawns_per_cycle",
-            "max_prunes_per_cycle",
-            "max_splits_per_cycle",
-            "max_merges_per_cycle",
-        ):
-            _check_int(self, name, 0)
-        if self.min_experts_per_layer > self.max_experts_per_layer:
-            raise ConfigError(
-                f"min_experts_per_layer {self.min_experts_per_layer} exceeds "
-                f"max_experts_per_layer {self.max_experts_per_layer}"
-            )
-        if self.spawn_init_strategy not in INIT_STRATEGIES:
-            raise ConfigError(
-                f"spawn_init_strategy must be one of {INIT_STRATEGIES}, got {self.spawn_init_strategy!r}"
-            )
-        _check_float(self, "split_share_threshold", 0.0, 1.0, low_open=True, high_open=True)
-        _check_float(self, "merge_similarity_threshold", -1.0, 1.0, high_open=True)
-        _check_float(self, "merge_overlap_threshold", 0.0, 1.0, high_open=True)
-        _check_float(self, "dormant_share_epsilon", 0.0, 1.0, high_open=True)
-        _check_float(self, "split_perturbation_scale", 0.0, math.inf, high_open=True)
-        _check_float(self, "split_divergence_push", 0.0, math.inf, high_open=True)
-        _check_float(self, "split_divergence_overlap", 0.0, 1.0, high_open=True)
-        _check_float(self, "split_load_types", 1.0, math.inf, high_open=True)
-        _check_float(self, "split_load_balance", 0.0, 1.0)
-        _check_float(self, "revive_affinity_threshold", 0.0, 1.0, low_open=True)
-        _check_float(self, "park_type_share_epsilon", 0.0, 1.0, low_open=True, high_open=True)
-        _check_float(self, "revive_type_share_threshold", 0.0, 1.0, low_open=True)
-        if self.park_basin_gone_share is not None:
-            _check_float(self, "park_basin_gone_share", 0.0, 1.0, low_open=True)
-        for name in ("starvation_entropy_threshold", "starvation_saturation_threshold"):
-            if getattr(self, name) is not None:
-                _check_float(self, name, 0.0, 1.0, low_open=True)
-        below = self.merge_below_split_share
-        if not isinstance(below, bool):
-            raise ConfigError(f"merge_below_split_share must be True or False, got {below!r}")
-        if self.starvation_breadth_threshold is not None:
-            _check_float(self, "starvation_breadth_threshold", 1.0, math.inf, high_open=True)
-        _check_float(self, "prune_contribution_threshold", -math.inf, math.inf, low_open=True, high_open=True)
-        _check_float(self, "starvation_need_threshold", -math.inf, math.inf, low_open=True, high_open=True)
-        if self.need_payoff_fraction is not None:
-            _check_float(self, "need_payoff_fraction", 0.0, 1.0, low_open=True, high_open=True)
-        _check_float(self, "need_floor_margin", 0.0, math.inf, high_open=True)
-        need = self.starvation_need_metric
-        if need is not None and (not isinstance(need, str) or not need):
-            raise ConfigError(f"starvation_need_metric must be a metric name or None, got {need!r}")
-        window = self.basin_window_size
-        for name in (
-            "spawn_patience",
-            "prune_patience",
-            "split_patience",
-            "merge_patience",
-            "cooling_period",
-            "merge_cooling_period",
-            "split_divergence_window",
-            "revive_patience",
-            "park_patience",
-            *(("need_payoff_window",) if self._judges_need_spawns() else ()),
-        ):
-            if getattr(self, name) > window:
-                raise ConfigError(
-                    f"{name} {getattr(self, name)} exceeds basin_window_size {window}: "
-                    "the window could never hold that many checkpoints"
-                )
-
-    def _judges_need_spawns(self) -> bool:
-        """Tell whether need spawns can be made and judged (`need_payoff_fraction`)."""
-        return (
-            self.need_payoff_fraction is not None
-            and self.starvation_need_metric is not None
-            and self.max_spawns_per_cycle > 0
-        )
+        validate(self)
 
     @classmethod
     def seeds_002(cls, **changes: object) -> ExpertCoordinatorConfig:
@@ -377,27 +277,3 @@ SEEDS_002: dict[str, object] = {
     "cooling_period": 3,
 }
 """The settings whose defaults moved from seeds/002's (`ExpertCoordinatorConfig.seeds_002`)."""
-
-
-def _check_int(config: ExpertCoordinatorConfig, name: str, low: int) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
-
-
-def _check_float(
-    config: ExpertCoordinatorConfig,
-    name: str,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if value < low or (low_open and value == low) or value > high or (high_open and value == high):
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ConfigError(f"{name} must lie in {bounds}, got {value!r}")
-    object.__setattr__(config, name, float(value))

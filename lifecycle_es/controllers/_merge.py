@@ -66,18 +66,52 @@ class Merges(ExpertPhase):
         return found
 
     def _merge(self, pair: _Pair) -> None:
-        cfg, n, registry = self.config, self.config.merge_patience, self.batch.registry
+        """Merge the pair into its larger expert if every check passes."""
+        cfg, registry = self.config, self.batch.registry
+        survivor, absorbed, shares = self._ranked(pair)
+        assert survivor.layer is not None
+        held_cos = streak(pair.cosine, above(cfg.merge_similarity_threshold))
+        held_ovl = streak(pair.overlap, above(cfg.merge_overlap_threshold))
+        gates = [
+            *self._patience(pair, f"{survivor.entity} and {absorbed.entity}", held_cos, held_ovl),
+            checks.lineage(self.step, cfg, pair.a, pair.b),
+            *self._below_split(shares),
+            checks.floor(registry, cfg, "merge.population_floor", survivor.layer),
+            checks.budget(registry, "merge.budget", Action.MERGE, cfg.max_merges_per_cycle),
+        ]
+        if not self.batch.checks(absorbed.entity, S.ACTIVE, S.PENDING_PRUNE, gates):
+            return
+        metrics = MergeMetrics(
+            cosine=pair.cosine[-1],
+            overlap=pair.overlap[-1],
+            similar_duration=min(held_cos, held_ovl),
+            shares=dict(shares),
+        )
+        self.batch.decide(
+            Action.MERGE,
+            layer=survivor.layer,
+            entity=survivor.entity,
+            target=survivor.entity,
+            children=[absorbed.entity],
+            reason="converged_basins",
+            metrics=metrics,
+        )
+        self.batch.move(absorbed.entity, S.PENDING_PRUNE, f"merged into {survivor.entity}")
+        self.batch.move(survivor.entity, S.COOLING, f"absorbed {absorbed.entity}")
+
+    def _ranked(self, pair: _Pair) -> tuple[EntityState, EntityState, dict[str, float]]:
+        """Return the survivor, the absorbed expert and both experts' latest shares."""
         shares = {e.entity: self.latest_share(e) or 0.0 for e in (pair.a, pair.b)}
         # The larger share survives; on a tie the lower slot (pair.a) does.
-        survivor, absorbed = (
-            (pair.a, pair.b) if shares[pair.a.entity] >= shares[pair.b.entity] else (pair.b, pair.a)
-        )
-        assert survivor.layer is not None
-        similar = above(cfg.merge_similarity_threshold)
-        overlapping = above(cfg.merge_overlap_threshold)
-        held_cos, held_ovl = streak(pair.cosine, similar), streak(pair.overlap, overlapping)
-        names = f"{survivor.entity} and {absorbed.entity}"
-        gates = [
+        if shares[pair.a.entity] >= shares[pair.b.entity]:
+            return pair.a, pair.b, shares
+        return pair.b, pair.a, shares
+
+    def _patience(self, pair: _Pair, names: str, held_cos: int, held_ovl: int) -> list[Check]:
+        """The checks that weights and basins both stayed converged for `merge_patience`."""
+        cfg, n = self.config, self.config.merge_patience
+        similar, overlapping = above(cfg.merge_similarity_threshold), above(cfg.merge_overlap_threshold)
+        return [
             Check(
                 "merge.similarity_patience",
                 STAB,
@@ -96,29 +130,7 @@ class Merges(ExpertPhase):
                 {"overlap": pair.overlap[-1], "checkpoints_overlapping": held_ovl},
                 {"merge_overlap_threshold": cfg.merge_overlap_threshold, "merge_patience": n},
             ),
-            checks.lineage(self.step, cfg, pair.a, pair.b),
-            *self._below_split(shares),
-            checks.floor(registry, cfg, "merge.population_floor", survivor.layer),
-            checks.budget(registry, "merge.budget", Action.MERGE, cfg.max_merges_per_cycle),
         ]
-        if not self.batch.checks(absorbed.entity, S.ACTIVE, S.PENDING_PRUNE, gates):
-            return
-        self.batch.decide(
-            Action.MERGE,
-            layer=survivor.layer,
-            entity=survivor.entity,
-            target=survivor.entity,
-            children=[absorbed.entity],
-            reason="converged_basins",
-            metrics=MergeMetrics(
-                cosine=pair.cosine[-1],
-                overlap=pair.overlap[-1],
-                similar_duration=min(held_cos, held_ovl),
-                shares=dict(shares),
-            ),
-        )
-        self.batch.move(absorbed.entity, S.PENDING_PRUNE, f"merged into {survivor.entity}")
-        self.batch.move(survivor.entity, S.COOLING, f"absorbed {absorbed.entity}")
 
     def _below_split(self, shares: dict[str, float]) -> list[Check]:
         """Return the merge's hysteresis check when `merge_below_split_share` asks for it."""

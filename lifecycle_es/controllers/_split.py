@@ -78,9 +78,22 @@ class Splits(ExpertPhase):
         overloaded: Callable[[float], bool],
     ) -> list[Check]:
         """Return the split's checks: sustained overload, then cooldowns, cap, slot and budget."""
-        cfg, n, registry = self.config, self.config.split_patience, self.batch.registry
+        cfg, registry = self.config, self.batch.registry
         assert parent.layer is not None
-        layer, latest = parent.layer, shares[-1]
+        layer = parent.layer
+        return [
+            *self._overload(shares, held, overloaded),
+            *self._cooldowns(parent.entity),
+            checks.cap(registry, cfg, "split.layer_cap", layer),
+            checks.slot("split.free_slot", layer, slot, self.capacity[layer]),
+            checks.budget(registry, "split.budget", Action.SPLIT, cfg.max_splits_per_cycle),
+        ]
+
+    def _overload(
+        self, shares: tuple[float, ...], held: int, overloaded: Callable[[float], bool]
+    ) -> list[Check]:
+        """The checks that the share stayed over the threshold for the patience, and still is."""
+        cfg, n, latest = self.config, self.config.split_patience, shares[-1]
         return [
             Check(
                 "split.overload_patience",
@@ -100,24 +113,13 @@ class Splits(ExpertPhase):
                 {SHARE: latest},
                 {"split_share_threshold": cfg.split_share_threshold},
             ),
-            checks.cooldown(
-                registry,
-                self.step,
-                "split.cooldown",
-                Action.SPLIT,
-                cfg.split_cooldown_per_expert,
-                parent.entity,
-            ),
+        ]
+
+    def _cooldowns(self, parent: str) -> list[Check]:
+        """The parent's cooldowns: since its last split, and since a split of it failed."""
+        registry, step, cooldown = self.batch.registry, self.step, self.config.split_cooldown_per_expert
+        return [
+            checks.cooldown(registry, step, "split.cooldown", Action.SPLIT, cooldown, parent),
             # A parent whose split failed waits a whole cooldown before it is split again.
-            checks.cooldown(
-                registry,
-                self.step,
-                "split.failed_split_cooldown",
-                Action.PRUNE,
-                cfg.split_cooldown_per_expert,
-                parent.entity,
-            ),
-            checks.cap(registry, cfg, "split.layer_cap", layer),
-            checks.slot("split.free_slot", layer, slot, self.capacity[layer]),
-            checks.budget(registry, "split.budget", Action.SPLIT, cfg.max_splits_per_cycle),
+            checks.cooldown(registry, step, "split.failed_split_cooldown", Action.PRUNE, cooldown, parent),
         ]

@@ -78,20 +78,18 @@ class SeedLayer(nn.Module):
         super().__init__()
         check_layer(0, host, HostLayer)
         width = int(host.out_features)  # type: ignore[arg-type]  # checked by the protocol
-        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1 or width % chunks:
-            raise ConfigError(f"chunks must be an int >= 1 dividing out_features={width}, got {chunks!r}")
-        if strategy not in ("masked", "resize"):
-            raise ConfigError(f"strategy must be 'masked' or 'resize', got {strategy!r}")
+        _check_chunks(chunks, width, strategy)
         self.library = library if library is not None else default_library()
-        self.hosted: tuple[Blueprint, ...] = tuple(
-            self.library.get(n) for n in (blueprints if blueprints is not None else self.library.names())
-        )
-        if not self.hosted or len({b.name for b in self.hosted}) != len(self.hosted):
-            raise ConfigError("a seed layer hosts at least one blueprint, each once")
+        self.hosted = _hosted(self.library, blueprints)
         self.host, self.chunks, self.width, self.strategy = host, chunks, width // chunks, strategy
         device = next(host.parameters(), torch.empty(0)).device
         rows = chunks if strategy == "masked" else 0
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        self._init_weights(rows, device, gen)
+        self._init_chunk_state(chunks, device)
+
+    def _init_weights(self, rows: int, device: torch.device, gen: torch.Generator) -> None:
+        """Give each hosted blueprint `rows` rows of weights, and note the chunk each serves."""
         self.weights = nn.ModuleDict(
             {
                 b.name: nn.ParameterDict(
@@ -103,6 +101,9 @@ class SeedLayer(nn.Module):
         self.row_chunks: dict[str, list[int]] = {b.name: list(range(rows)) for b in self.hosted}
         """Per hosted blueprint, the chunk each row of its weights serves (host side)."""
         self._row_index = {b.name: torch.arange(rows, device=device) for b in self.hosted}
+
+    def _init_chunk_state(self, chunks: int, device: torch.device) -> None:
+        """Every chunk starts in HOST mode with no blueprint, alpha 0 and nothing learning."""
         self.register_buffer("modes", torch.zeros(chunks, dtype=torch.long, device=device))
         self.register_buffer("kinds", torch.full((chunks,), -1, dtype=torch.long, device=device))
         self.register_buffer("alpha", torch.zeros(chunks, dtype=torch.float32, device=device))
@@ -244,3 +245,19 @@ class SeedLayer(nn.Module):
                 full if len(self.hosted) == 1 else torch.where((self.kinds == k)[None, :, None], full, grown)
             )
         return grown
+
+
+def _check_chunks(chunks: object, width: int, strategy: object) -> None:
+    """Refuse a chunk count that does not divide the host's width, and an unknown strategy."""
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1 or width % chunks:
+        raise ConfigError(f"chunks must be an int >= 1 dividing out_features={width}, got {chunks!r}")
+    if strategy not in ("masked", "resize"):
+        raise ConfigError(f"strategy must be 'masked' or 'resize', got {strategy!r}")
+
+
+def _hosted(library: BlueprintLibrary, blueprints: Sequence[str] | None) -> tuple[Blueprint, ...]:
+    """The blueprints a layer hosts: those named (default: all of `library`), each once."""
+    hosted = tuple(library.get(n) for n in (blueprints if blueprints is not None else library.names()))
+    if not hosted or len({b.name for b in hosted}) != len(hosted):
+        raise ConfigError("a seed layer hosts at least one blueprint, each once")
+    return hosted

@@ -256,26 +256,11 @@ class Checkpoints:
         replayed from the log (its checkpoint, if any, was written by the run that first sealed
         it) unless `replayed_too` (a stop's checkpoint, which the resume needs, at any boundary).
         """
-        if not isinstance(boundary, Boundary):
-            kind = type(boundary).__name__
-            raise UsageError(f"Checkpoints.save(boundary=...) takes what at_boundary returned, got {kind}")
-        if not isinstance(directory, str | os.PathLike):
-            raise UsageError(
-                f"Checkpoints.save(directory=...) takes a str or path, got {type(directory).__name__}"
-            )
+        _check_save_target(directory, boundary)
         if not self.is_leader or (boundary.replayed and not replayed_too):
             return None
         step, seq = boundary.step, self.runner.seq
-        snapshots = [p.snapshot() for p in self.runner.projections]
-        state_data = {
-            "format": FORMAT,
-            "step": step,
-            "seq": seq,
-            "model": dict(self.model.state_dict()),
-            "optimizer": _str_keys(self.optimizer.state_dict()),
-            "snapshots": {s.kind: {"seq": s.seq, "state": s.state} for s in snapshots},
-            "extra": dict(extra or {}),
-        }
+        state_data = self._state_data(step, seq, extra)
         info = self.manager(directory).save(
             state_data, layer=0, seed=0, step=step, state=TRAINING_STATE, priority=priority
         )
@@ -291,6 +276,19 @@ class Checkpoints:
         self.lifecycle.append([saved])
         _log.info("checkpoint %s covers the log to seq %d", info.path, seq)
         return info.path
+
+    def _state_data(self, step: int, seq: int, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        """What a checkpoint file holds: the model, the optimizer, each projection's snapshot, `extra`."""
+        snapshots = [p.snapshot() for p in self.runner.projections]
+        return {
+            "format": FORMAT,
+            "step": step,
+            "seq": seq,
+            "model": dict(self.model.state_dict()),
+            "optimizer": _str_keys(self.optimizer.state_dict()),
+            "snapshots": {s.kind: {"seq": s.seq, "state": s.state} for s in snapshots},
+            "extra": dict(extra or {}),
+        }
 
     def resume(self, directory: str | os.PathLike[str] | None = None) -> Checkpoint | None:
         """Load the newest intact checkpoint into the model, optimizer and projections.
@@ -350,6 +348,16 @@ class Checkpoints:
 
 TRAINING_STATE = "training"
 """The `state` a training checkpoint is saved under in its manager (layer 0, seed 0: the run)."""
+
+
+def _check_save_target(directory: object, boundary: object) -> None:
+    """Refuse a boundary `at_boundary` did not return, and a directory that is not a path."""
+    if not isinstance(boundary, Boundary):
+        kind = type(boundary).__name__
+        raise UsageError(f"Checkpoints.save(boundary=...) takes what at_boundary returned, got {kind}")
+    if not isinstance(directory, str | os.PathLike):
+        kind = type(directory).__name__
+        raise UsageError(f"Checkpoints.save(directory=...) takes a str or path, got {kind}")
 
 
 def _root_of(recorded: Mapping[str, Any] | None) -> Path | None:

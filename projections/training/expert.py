@@ -105,11 +105,22 @@ class ExpertLifecycle(LogOwner):
         self.run_id = self.lc.run_id
         self.coordinator = ExpertCoordinator(self.config, capacity=self._capacity(strategy))
         self.initial_experts = self._initial(initial_experts)
-        if strategy == "resize" and replicated is None and distributed.active():
-            raise ConfigError(
-                "under the resize strategy with a process group, pass replicated= (the Replicated "
-                "wrapper the loop trains through) so that DDP is re-wrapped after surgery"
-            )
+        _check_rewrap(strategy, replicated)
+        self._wire(model, optimizer, strategy, replicated, sync)
+        self.basin = BasinTracker(_routed(self.layers), num_types=num_types)
+        self.type_loss = TypeLossTracker(num_types=num_types)
+        """Each token type's training loss between evaluations, when `record` is given losses."""
+        self._started = False
+
+    def _wire(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        strategy: Strategy,
+        replicated: Replicated | None,
+        sync: SyncConfig | None,
+    ) -> None:
+        """Build the projections the log drives (surgery, state tensors) and the parts over them."""
         self.surgery = ModelSurgery(
             self.layers,
             optimizer,
@@ -123,10 +134,6 @@ class ExpertLifecycle(LogOwner):
         self.checkpoints = Checkpoints(
             self.lc, self.runner, model=model, optimizer=optimizer, leader=self.sync.config.leader
         )
-        self.basin = BasinTracker(_routed(self.layers), num_types=num_types)
-        self.type_loss = TypeLossTracker(num_types=num_types)
-        """Each token type's training loss between evaluations, when `record` is given losses."""
-        self._started = False
 
     def _capacity(self, strategy: Strategy) -> dict[int, int]:
         """Expert slots per layer, as the coordinator counts them."""
@@ -368,3 +375,12 @@ def _open(log: Log | str, run_id: str | None) -> tuple[Log, bool]:
     if run_id is not None and run_id != log.run_id:
         raise ConfigError(f"run_id {run_id!r} differs from the log's run {log.run_id!r}")
     return log, False
+
+
+def _check_rewrap(strategy: Strategy, replicated: Replicated | None) -> None:
+    """Refuse a resize under a process group that could not re-wrap DDP after surgery."""
+    if strategy == "resize" and replicated is None and distributed.active():
+        raise ConfigError(
+            "under the resize strategy with a process group, pass replicated= (the Replicated "
+            "wrapper the loop trains through) so that DDP is re-wrapped after surgery"
+        )

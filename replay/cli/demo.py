@@ -63,6 +63,14 @@ RECORDED = ("steps", "seed", "strategy", "ranks", "checkpoint_every", "sync_time
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     """Add the demo options to `parser`."""
+    _add_run_options(parser)
+    _add_rank_options(parser.add_argument_group("several ranks (DDP on gloo, CPU)"))
+    add_resume_argument(parser)
+    parser.set_defaults(handler=run)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of one run: where its log goes, how long it trains, what it compares."""
     parser.add_argument(
         "--log",
         default=bus.DEFAULT_URL,
@@ -98,7 +106,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--run", metavar="RUN", help="the run id (default demo-<date>-<time>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    ranks = parser.add_argument_group("several ranks (DDP on gloo, CPU)")
+
+
+def _add_rank_options(ranks: argparse._ArgumentGroup) -> None:
+    """The options of a run on several ranks: how many, restarts, checkpoints, step sync."""
     ranks.add_argument(
         "--ranks",
         type=int,
@@ -132,8 +143,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="on a digest mismatch, copy rank 0's state to every rank instead of failing",
     )
-    add_resume_argument(parser)
-    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

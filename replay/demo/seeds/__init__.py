@@ -6,6 +6,7 @@
 
 from replay.demo.seeds.model import SeedsModel, SeedsTask
 from replay.demo.seeds.options import CONTROLLERS, GRAFTINGS, SeedsOptions
-from replay.demo.seeds.run import SeedsRun, replay_seeds
+from replay.demo.seeds.replay import replay_seeds
+from replay.demo.seeds.run import SeedsRun
 
 __all__ = ["CONTROLLERS", "GRAFTINGS", "SeedsModel", "SeedsOptions", "SeedsRun", "SeedsTask", "replay_seeds"]

@@ -1,4 +1,4 @@
-"""The seeds demo's training loop, and the replay that folds its log again.
+"""The seeds demo's training loop (its replay, without training, is `replay.demo.seeds.replay`).
 
 Every step: `surgery.tick(step)` (time in state and the alpha ramps follow the training clock),
 forward, the loss plus the training seeds' reconstruction loss, backward, gradients averaged
@@ -42,8 +42,9 @@ from replay.demo.seeds.controllers import build_controller
 from replay.demo.seeds.metrics import SeedMeter
 from replay.demo.seeds.model import SeedsModel, SeedsTask, parameter_count
 from replay.demo.seeds.options import SeedsOptions
+from replay.demo.seeds.ranks import any_rank, average_gradients, same_on_every_rank
 
-__all__ = ["Progress", "SeedsRun", "Snapshot", "replay_seeds"]
+__all__ = ["Progress", "SeedsRun", "Snapshot"]
 
 Progress = Callable[[int, float, Counter[str]], None]
 """Called after each evaluation (and the last step) with the step, the loss and seeds by state."""
@@ -195,7 +196,7 @@ class SeedsRun:
         if restored is None:
             raise UsageError(f"no checkpoint of rank {self.rank} in {self.checkpoint_dir}: nothing to resume")
         if self.world_size > 1:
-            _same_on_every_rank(restored.step)
+            same_on_every_rank(restored.step)
         self.load_extra_state(restored.extra)
         if self.lc is not None:
             resume_run(self.lc, step=restored.step, source=f"checkpoint {restored.checkpoint_id}")
@@ -216,13 +217,7 @@ class SeedsRun:
     def _stop_voted(self, guard: PreemptionGuard) -> bool:
         """Whether any rank received a notice: every rank asks at every boundary, so all stop together."""
         vote = guard.notice is not None
-        if self.world_size == 1:
-            return vote
-        import torch.distributed as dist
-
-        votes = torch.tensor([int(vote)])
-        dist.all_reduce(votes, op=dist.ReduceOp.MAX)
-        return bool(votes.item())
+        return vote if self.world_size == 1 else any_rank(vote)
 
     def _save_at_stop(self, step: int) -> str:
         """The guard's pre-stop save: this rank's checkpoint of the stop boundary."""
@@ -246,7 +241,7 @@ class SeedsRun:
         task_loss = (self.model(x) - y).square().mean()
         (task_loss + self.model.seed_loss()).backward()
         if self.world_size > 1:
-            _average_gradients(self.model, self.world_size)
+            average_gradients(self.model, self.world_size)
         self.optimizer.step()
         return float(task_loss.detach())
 
@@ -373,50 +368,3 @@ class SeedsRun:
             self.rollback.points = dict(extra["rollback"])
         if getattr(self, "meter", None) is not None:
             self.meter.load_plain(extra["meter"])
-
-
-def _average_gradients(model: torch.nn.Module, world_size: int) -> None:
-    """All-reduce every gradient and divide by the ranks: DDP's result, shapes free to change."""
-    import torch.distributed as dist
-
-    for param in model.parameters():
-        if param.grad is not None:
-            dist.all_reduce(param.grad)
-            param.grad.div_(world_size)
-
-
-def _same_on_every_rank(step: int) -> None:
-    """Refuse a resume whose ranks found checkpoints of different steps."""
-    import torch.distributed as dist
-
-    low, high = torch.tensor([step]), torch.tensor([-step])
-    dist.all_reduce(low, op=dist.ReduceOp.MIN)
-    dist.all_reduce(high, op=dist.ReduceOp.MIN)
-    first, last = int(low.item()), -int(high.item())
-    if first != last:
-        raise UsageError(f"the ranks' newest checkpoints are of steps {first} to {last}: resume needs one")
-
-
-def replay_seeds(log: Log, options: SeedsOptions) -> tuple[Registry, StateTensors, torch.Tensor]:
-    """Fold a seeds-demo log again, ticking the clock as the run did; return registry, tensors, alpha.
-
-    No training: the registry and the state tensors come from the events, and alpha from the
-    folded facts and the clock, so they equal the live run's.
-    """
-    records = log.read(0)
-    lc = Lifecycle(log)
-    tensors, schedule = StateTensors(dict(BUILTIN_SPECS)), AlphaSchedule()
-    by_step: dict[int, list[dict[str, Any]]] = {}
-    for r in records:
-        by_step.setdefault(int(r.get("step", 0)), []).append(r)
-    first = by_step.get(0, [])
-    tensors.apply(first)
-    schedule.apply(first)
-    for step in range(options.steps):
-        tensors.advance(step)
-        schedule.tick(tensors, step)
-        batch = by_step.get(step, [])
-        if step and batch:
-            tensors.apply(batch)
-            schedule.apply(batch)
-    return lc.registry, tensors, schedule.alpha
