@@ -58,8 +58,8 @@ def pack_plain(records: Sequence[Any], first_seq: int) -> list[bytes] | None:
     payloads: list[bytes] = []
     try:
         for seq, record in enumerate(records, first_seq):
-            if type(record) is not dict or RESERVED_KEY in record:
-                return None
+            if type(record) is not dict or RESERVED_KEY in record or "seq" in record:
+                return None  # a record's own seq is checked, then dropped, by `normalize`
             payload = _pack_strict(with_seq(record, seq))
             _PLAIN.decode(payload)
             payloads.append(payload)
@@ -70,7 +70,7 @@ def pack_plain(records: Sequence[Any], first_seq: int) -> list[bytes] | None:
 
 def with_seq(record: dict[str, Any], seq: int) -> dict[str, Any]:
     """The record as stored: `seq` first, then its other fields in order (a 'seq' the record
-    holds itself gives up its value, as `normalize` drops it)."""
+    holds itself, which `normalize` has checked, gives up its value, as `normalize` drops it)."""
     stored = {"seq": seq, **record}
     stored["seq"] = seq
     return stored

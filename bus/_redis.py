@@ -140,6 +140,8 @@ class RedisLog(Log):
         if plain or type(records) is not list or not records:
             return super().append(records, expected_seq, plain=plain)
         self._check_append(expected_seq)
+        # the seq the payloads start at: a guess until the log's end is known (no network call
+        # before the records are checked); a wrong guess costs one more encoding
         first = (expected_seq if expected_seq is not None else self._known_last or 0) + 1
         payloads = pack_plain(records, first)
         if payloads is None:  # a value to convert or refuse: normalize says which, and why

@@ -97,9 +97,11 @@ class AppendCases(LogHarness):
             {1: "int key"},
             {"x": object()},
             {"x": 2**64},
+            {"seq": float("nan")},
+            {"seq": b"bytes"},
             "not a mapping",
         ],
-        ids=["nan", "inf", "set", "bytes", "int-key", "object", "int-too-big", "str"],
+        ids=["nan", "inf", "set", "bytes", "int-key", "object", "int-too-big", "nan-seq", "bytes-seq", "str"],
     )
     def test_bad_record_rejects_whole_batch(self, bad: Any) -> None:
         """A batch holding one invalid record raises InvalidRecordError and writes nothing."""

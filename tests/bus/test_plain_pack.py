@@ -19,7 +19,6 @@ class Color(StrEnum):
 
 PLAIN: dict[str, Any] = {
     "kind": "GateChecked",
-    "seq": 0,
     "step": 3,
     "big": (1 << 64) - 1,
     "small": -(1 << 63),
@@ -59,6 +58,8 @@ def test_values_normalize_must_convert_or_refuse_take_the_slow_path(value: objec
 
 
 def test_records_that_are_not_plain_dicts_take_the_slow_path() -> None:
-    """A mapping that is not a dict, or a record with the reserved key, goes to normalize."""
+    """A mapping that is not a dict, a record with the reserved key, or one with a seq of its own
+    (which normalize checks and then drops) goes to normalize."""
     assert pack_plain([OrderedDict(a=1)], 1) is None
     assert pack_plain([{"_batch": 1}], 1) is None
+    assert pack_plain([{"seq": 0, "x": 1}], 1) is None
