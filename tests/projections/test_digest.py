@@ -10,20 +10,9 @@ import torch
 from torch import nn
 
 from lifecycle_es.errors import UsageError
-from projections.digest import (
-    _KEPT,
-    ROW,
-    _device_sum,
-    _host_sum,
-    _item_weight,
-    _row_sums,
-    _row_weight,
-    _words,
-    digest,
-    extend_chain,
-    sm,
-    training_items,
-)
+from projections._digest_device import _KEPT, _device_sum, _row_sums, _words
+from projections._digest_words import ROW, _row_weight
+from projections.digest import _host_sum, _item_weight, digest, extend_chain, sm, training_items
 
 MASK = (1 << 64) - 1
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.int64)
@@ -211,6 +200,8 @@ def test_the_device_path_packs_tensors_as_the_host_path_sums_them(block_rows: in
     sizes = [1, 7, ROW * 8 - 1, ROW * 8, ROW * 8 + 1, 3, ROW * 8 * 3 + 5, 2 * ROW * 8, 11, ROW * 8 * 9 + 2]
     data = [torch.randint(0, 256, (n,), dtype=torch.uint8, generator=g) for n in sizes]
     big = torch.randn(ROW * 3 + 7, generator=g)
+    # the transposed tensor is not contiguous: it keeps this set off the kept packing, whose own
+    # test is below, so the packs and the in-place sums are what is checked here
     tensors = [*data, big[1:], big[3 : ROW + 3], torch.randn(5, 6, generator=g).t()]
     entries = [(_item_weight(t), tensor) for t, tensor in enumerate(tensors)]
     host_bytes = [tensor.contiguous().reshape(-1).view(torch.uint8).numpy() for tensor in tensors]
@@ -267,6 +258,7 @@ def test_the_cuda_path_gives_the_cpu_digest(dtype: torch.dtype) -> None:
     assert digest(on_gpu) == digest(items)
     small = [(n, v.clone()) for n, v in on_gpu if isinstance(v, torch.Tensor) and v.is_contiguous()]
     assert digest(small) == digest([(n, v.cpu()) for n, v in small])  # packed now, and kept
+    assert _KEPT[small[0][1].device].sources[0].data_ptr() == small[0][1].data_ptr()
     flip(small[0][1], 3)  # in place: seen through the kept packing
     assert digest(small) == digest([(n, v.cpu()) for n, v in small])
     assert digest(many) == digest([(n, v.cpu()) for n, v in many])
