@@ -334,7 +334,8 @@ class StateTensors(Projection):
     # -- snapshots -----------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        """Return the live rows as CPU tensors, with the entities and each row's spec.
+        """Return the live rows as CPU tensors, with the entities and each row's spec; time in
+        state is brought up to the clock first (see `state`).
 
         Entities are one JSON string and row specs one tensor: `torch.load(weights_only=True)`
         unpickles in Python, one object at a time, so 10k small objects would cost more than

@@ -149,8 +149,8 @@ def _timed(key: str, t: StateTensors, batch: Records, clock: Clock) -> float:
     if key == "batch apply":
         return clock(lambda: t.apply(batch))
     if key == "loop apply":
-        return clock(lambda: per_seed_loop(t, plan_batch(t._index, batch, t._clock)))
-    plan = plan_batch(t._index, batch, t._clock)
+        return clock(lambda: per_seed_loop(t, plan_batch(t._index, batch, t._base)))
+    plan = plan_batch(t._index, batch, t._base)
     return clock(lambda: t._commit(plan) if key == "batch writes" else per_seed_loop(t, plan))
 
 
