@@ -395,7 +395,12 @@ def env() -> dict[str, str]:
 
 
 def start_tail(url: str, run_id: str, *argv: str) -> subprocess.Popen[str]:
-    """Start `python -m replay.cli tail URL --run RUN ARGV` with its output piped."""
+    """Start `python -m replay.cli tail URL --run RUN ARGV` with its output piped.
+
+    SIGINT starts at its default in the child, so Python turns it into KeyboardInterrupt there
+    even when this test runs from a background job, whose children inherit SIGINT ignored (a
+    shell without job control starts `cmd &` so): Ctrl-C is what the tests send.
+    """
     return subprocess.Popen(
         [sys.executable, "-m", "replay.cli", "tail", url, "--run", run_id, *argv],
         cwd=REPO,
@@ -403,7 +408,12 @@ def start_tail(url: str, run_id: str, *argv: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stdout_lines(process: subprocess.Popen[str]) -> queue.Queue[str | None]:
