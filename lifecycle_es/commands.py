@@ -54,6 +54,8 @@ class Stamp:
     """The rank of the process issuing the command."""
     causation: str | None = None
     """The event_id of the event that caused the command (a decision), if any."""
+    envelope: dict[str, Any] = field(init=False, repr=False, compare=False)
+    """The four values as an event's keyword arguments, made once: `Event.trusted(**envelope, ...)`."""
 
     def __post_init__(self) -> None:
         if self.step < 0 or self.rank < 0:
@@ -67,6 +69,8 @@ class Stamp:
             value = getattr(self, name)
             if value is not None and type(value) is not kind:  # an IntEnum, a str subclass
                 object.__setattr__(self, name, kind(value))  # plain: the log takes events as built
+        envelope = {"run_id": self.run_id, "step": self.step, "rank": self.rank, "causation": self.causation}
+        object.__setattr__(self, "envelope", envelope)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -146,10 +150,7 @@ def register(
         check_embargo(registry, gates, policy or GatePolicy(), stamp.step, candidate)
     try:
         return EntityRegistered(
-            run_id=stamp.run_id,
-            step=stamp.step,
-            rank=stamp.rank,
-            causation=stamp.causation,
+            **stamp.envelope,
             entity=entity,
             spec=spec,
             state=state,
@@ -181,10 +182,7 @@ def observe(
         raise UsageError(f"layer must be a non-negative int, got {layer!r}")
     layer = None if layer is None else int(layer)
     return MetricsObserved.trusted(
-        run_id=stamp.run_id,
-        step=stamp.step,
-        rank=stamp.rank,
-        causation=stamp.causation,
+        **stamp.envelope,
         entity=entity,
         layer=layer,
         metrics=checked,
@@ -309,10 +307,7 @@ def _check(
     result = gate.fn(gate_input, params)
     blocking = policy.mode is _STRICT or gate.category is _STRUCTURAL
     return GateChecked.trusted(
-        run_id=stamp.run_id,
-        step=stamp.step,
-        rank=stamp.rank,
-        causation=stamp.causation,
+        **stamp.envelope,
         entity=gate_input.entity.entity,
         from_state=edge.source,
         to_state=edge.target,
@@ -332,10 +327,7 @@ def _applied(
     stamp: Stamp, current: EntityState, target: str, trigger: str, reason: str, who: dict[str, Any]
 ) -> TransitionApplied:
     return TransitionApplied.trusted(
-        run_id=stamp.run_id,
-        step=stamp.step,
-        rank=stamp.rank,
-        causation=stamp.causation,
+        **stamp.envelope,
         entity=current.entity,
         from_state=current.state,
         to_state=target,
@@ -355,10 +347,7 @@ def _rejected(
     who: dict[str, Any],
 ) -> Outcome:
     rejected = TransitionRejected.trusted(
-        run_id=stamp.run_id,
-        step=stamp.step,
-        rank=stamp.rank,
-        causation=stamp.causation,
+        **stamp.envelope,
         entity=current.entity,
         from_state=current.state,
         to_state=target,
