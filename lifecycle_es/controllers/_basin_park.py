@@ -85,23 +85,39 @@ def departed_types(series: Sequence[dict[int, float]], config: ExpertCoordinator
 def departed_basin(
     registry: Registry, e: EntityState, series: Sequence[dict[int, float]], config: ExpertCoordinatorConfig
 ) -> DepartedBasin | None:
-    """Return what departed from `e`'s basin, or None when no type left or `e` was not yet routed."""
+    """Return what departed from `e`'s basin, or None when none of its types left.
+
+    Its basin is read at the last checkpoint at which it was routed while a departed type was
+    still in the input: for an active expert, the last one they were seen at; for one that went
+    idle as they left, the last one it had tokens at.
+    """
     gone = departed_types(series, config)
     if not gone:
         return None
     eps = config.park_type_share_epsilon
-    seen = max(i for i, cp in enumerate(series) if any(cp.get(k, 0.0) >= eps for k in gone))
     shares = registry.metric_window(e.entity, SHARE)
-    at = seen - (len(series) - len(shares))  # the expert's window ends at the same checkpoint
-    if at < 0 or shares[at] < config.dormant_share_epsilon:
+    offset = len(series) - len(shares)  # the expert's window ends at the same checkpoint
+    seen = next(
+        (
+            i
+            for i in range(len(series) - 1, max(offset, 0) - 1, -1)
+            if shares[i - offset] >= config.dormant_share_epsilon
+            and any(series[i].get(k, 0.0) >= eps for k in gone)
+        ),
+        None,
+    )
+    if seen is None:
         return None
     basin = {}
     for name in sorted(registry.latest_metrics(e.entity)):
         window = registry.metric_window(e.entity, name)
         if name.startswith(TOKEN_TYPE) and len(window) == len(shares):
-            basin[name] = window[at]
-    fraction = math.fsum(basin.get(f"{TOKEN_TYPE}{k}", 0.0) for k in gone)
-    return DepartedBasin(gone, basin, fraction, len(series) - 1 - seen)
+            basin[name] = window[seen - offset]
+    mine = tuple(k for k in gone if basin.get(f"{TOKEN_TYPE}{k}", 0.0) > 0.0)
+    if not mine:
+        return None
+    fraction = math.fsum(basin[f"{TOKEN_TYPE}{k}"] for k in mine)
+    return DepartedBasin(mine, basin, fraction, len(series) - 1 - seen)
 
 
 @dataclass(frozen=True, slots=True)

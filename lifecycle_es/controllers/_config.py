@@ -135,6 +135,16 @@ class ExpertCoordinatorConfig:
     active, with no parent) is never pruned: experts that collapse at initialisation often get
     tokens again once the router has learnt. 0 (seeds/002) gives none; the default, four times
     `prune_patience`, lets a router that starts collapsed settle first."""
+    keep_departed_share: float | None = 0.5
+    """A dormant expert at least this fraction of whose basin, at the last checkpoint its
+    departed token types were seen, came from types that have since left the layer's input
+    (`park_type_share_epsilon`, for `park_patience` checkpoints) is kept, not pruned: it went
+    idle because its inputs left, and it still answers them while they are away and takes them
+    back when they return. None (seeds/002) prunes it as dead."""
+    keep_departed_budget: int = 4
+    """Dormant experts per layer kept for inputs that left, the most recently dormant first;
+    the oldest beyond it is pruned as dead. Each costs one expert's parameters and optimizer
+    moments, as a routing slot of the model."""
 
     # -- splitting -----------------------------------------------------------------------------
     split_share_threshold: float = 0.4
@@ -271,6 +281,7 @@ SEEDS_002: dict[str, object] = {
     "prune_patience": 10,
     "dormant_share_epsilon": 1e-6,
     "prune_init_grace": 0,
+    "keep_departed_share": None,
     "split_cooldown_per_expert": 1000,
     "merge_below_split_share": False,
     "lifecycle_eval_interval": 5,

@@ -35,6 +35,7 @@ _COUNTS_FROM_1 = (
 )
 _COUNTS_FROM_0 = (
     "park_budget",
+    "keep_departed_budget",
     "max_revives_per_cycle",
     "prune_init_grace",
     "spawn_cooldown_steps",
@@ -59,6 +60,7 @@ _RANGES: tuple[tuple[str, str, float, float, str], ...] = (
     ("park_type_share_epsilon", "(", 0.0, 1.0, ")"),
     ("revive_type_share_threshold", "(", 0.0, 1.0, "]"),
     ("park_basin_gone_share", "(", 0.0, 1.0, "]"),
+    ("keep_departed_share", "(", 0.0, 1.0, "]"),
     ("starvation_entropy_threshold", "(", 0.0, 1.0, "]"),
     ("starvation_saturation_threshold", "(", 0.0, 1.0, "]"),
     ("starvation_breadth_threshold", "[", 1.0, _INF, ")"),
@@ -71,6 +73,7 @@ _RANGES: tuple[tuple[str, str, float, float, str], ...] = (
 _OPTIONAL = frozenset(
     {
         "park_basin_gone_share",
+        "keep_departed_share",
         "starvation_entropy_threshold",
         "starvation_saturation_threshold",
         "starvation_breadth_threshold",

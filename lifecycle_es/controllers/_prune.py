@@ -2,11 +2,19 @@
 
 It is scheduled for removal (pending_prune, reason `confirmed_dead`); upkeep archives it once
 surgery has applied the removal, and surgery parks its weights for a later revival.
+
+An expert that went dormant because its inputs left the layer is not dead: most of its basin
+came from token types that have since left (`_basin_park.departed_basin`), and it still holds
+what it learnt of them. Up to `keep_departed_budget` such experts per layer, the most recently
+dormant first, are kept in routing (the `prune.inputs_departed` gate fails), where they still
+answer those types' inputs and take them back as they return (dormant -> active); the oldest
+beyond the budget is pruned as dead.
 """
 
 from __future__ import annotations
 
 from lifecycle_es.controllers import _checks as checks
+from lifecycle_es.controllers._basin_park import DepartedBasin, departed_basin, type_shares
 from lifecycle_es.controllers._batch import Check
 from lifecycle_es.controllers._expert_phase import PERF, STRUCT, ExpertPhase
 from lifecycle_es.controllers._signals import CONTRIBUTION, checkpoints_since
@@ -27,10 +35,32 @@ class Prunes(ExpertPhase):
 
     def run(self) -> None:
         """Schedule the removal of every dormant expert whose gates all pass."""
-        for e in self.experts((S.DORMANT,)):
-            self._prune(e)
+        dormant = self.experts((S.DORMANT,))
+        kept = self._kept_departed(dormant)
+        for e in dormant:
+            self._prune(e, kept)
 
-    def _prune(self, e: EntityState) -> None:
+    def _kept_departed(self, dormant: list[EntityState]) -> dict[str, tuple[DepartedBasin, int]]:
+        """Return each dormant expert whose inputs left, with its departure and its rank in its
+        layer (0 for the most recently dormant)."""
+        share = self.config.keep_departed_share
+        if share is None or not dormant:
+            return {}
+        found: dict[int, list[tuple[EntityState, DepartedBasin]]] = {}
+        layers = {e.layer for e in dormant if e.layer is not None}
+        series = {layer: type_shares(self.batch.registry, layer) for layer in layers}
+        for e in dormant:
+            assert e.layer is not None
+            departed = departed_basin(self.batch.registry, e, series[e.layer], self.config)
+            if departed is not None and departed.gone_fraction >= share:
+                found.setdefault(e.layer, []).append((e, departed))
+        ranked = {}
+        for pairs in found.values():
+            pairs.sort(key=lambda pair: (-pair[0].entered_step, pair[0].slot or 0, pair[0].entity))
+            ranked.update({e.entity: (departed, rank) for rank, (e, departed) in enumerate(pairs)})
+        return ranked
+
+    def _prune(self, e: EntityState, kept: dict[str, tuple[DepartedBasin, int]]) -> None:
         cfg, registry = self.config, self.batch.registry
         assert e.layer is not None
         shares = self.shares_in_state(e)
@@ -46,6 +76,7 @@ class Prunes(ExpertPhase):
                 {"prune_patience": cfg.prune_patience},
             ),
             *self._needs(e),
+            *self._departed(kept.get(e.entity)),
             checks.floor(registry, cfg, "prune.population_floor", e.layer),
             checks.budget(registry, "prune.budget", Action.PRUNE, cfg.max_prunes_per_cycle),
         ]
@@ -94,3 +125,23 @@ class Prunes(ExpertPhase):
                 )
             )
         return found
+
+    def _departed(self, kept: tuple[DepartedBasin, int] | None) -> list[Check]:
+        """Return the check that keeps an expert whose inputs left, within the layer's budget."""
+        if kept is None:
+            return []
+        departed, rank = kept
+        share, budget = self.config.keep_departed_share, self.config.keep_departed_budget
+        assert share is not None  # nothing is kept without it
+        return [
+            Check(
+                "prune.inputs_departed",
+                PERF,
+                rank >= budget,
+                f"types {list(departed.types)} left {checks.count(departed.checkpoints_gone, 'checkpoint')} "
+                f"ago with {departed.gone_fraction:.3g} of its basin; "
+                f"{checks.count(rank, 'more recently dormant one')} kept before it, budget {budget}",
+                {"gone_fraction": departed.gone_fraction, "kept_before": rank},
+                {"keep_departed_share": share, "keep_departed_budget": budget},
+            )
+        ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle_es import Action, ConfigError, DecisionMade, Lifecycle, LifecycleConfig
+from lifecycle_es import CODEC, Action, ConfigError, DecisionMade, Lifecycle, LifecycleConfig
 from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id
 from lifecycle_es.events import EventBase, GatesChecked, gate_results
 from tests.domain._coordinator_run import CoordinatorRun
@@ -85,7 +85,7 @@ def test_no_expert_is_parked_while_its_types_are_still_in_the_input() -> None:
     for basins in [PRESENT] * 2 + [{**GONE, E0: (0.1, 0.9, 0.0)}] * 6:
         events += _observe(run, basins)
     assert not _decisions(events)
-    gates = [g.gate for e in events if isinstance(e, GatesChecked) for g in gate_results(e)]
+    gates = [g.gate for e in events if isinstance(e, GatesChecked) for g in gate_results(CODEC.to_record(e))]
     assert not [g for g in gates if g.startswith("park.")]
     assert run.lc.registry.get(E0).state == "active"
 

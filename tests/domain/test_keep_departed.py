@@ -1,0 +1,144 @@
+"""A dormant expert whose token types left is kept in routing, not pruned, within a budget.
+
+Scripted shares and basins go through a real `Lifecycle` on a `MemoryLog`, checkpoint by
+checkpoint (tests/domain/_coordinator_run.py): nothing here depends on floats a machine computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from lifecycle_es import CODEC, Action, ConfigError, DecisionMade, Lifecycle, LifecycleConfig
+from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id
+from lifecycle_es.events import EventBase, GatesChecked, gate_results
+from tests.domain._coordinator_run import CoordinatorRun
+
+CONFIG = ExpertCoordinatorConfig(
+    basin_window_size=10,
+    park_patience=2,
+    prune_patience=2,
+    prune_init_grace=0,
+    max_spawns_per_cycle=0,
+    max_splits_per_cycle=0,
+    max_merges_per_cycle=0,
+)
+"""The defaults (keeping on, parking off) with short windows and no spawn, split or merge."""
+E0, E1, E2, E3 = (expert_id(0, i) for i in range(4))
+OWN = {e: tuple(1.0 if k == i else 0.0 for k in range(4)) for i, e in enumerate((E0, E1, E2, E3))}
+"""Each expert's basin is its own token type: E0 answers type 0, E1 type 1, and so on."""
+
+
+def _observe(run: CoordinatorRun, idle: tuple[str, ...] = ()) -> list[EventBase]:
+    """One checkpoint: the `idle` experts get no tokens (their types are gone), the others even shares."""
+    routing = [e.entity for e in run.lc.registry.live() if e.state in ("cooling", "active", "dormant")]
+    busy = [e for e in routing if e not in idle]
+    shares = {e: (0.0 if e in idle else 1 / len(busy)) for e in routing}
+    extra = {e: {f"token_type.{k}": (0.0 if e in idle else p) for k, p in enumerate(OWN[e])} for e in routing}
+    return run.checkpoint(shares, extra=extra)
+
+
+def _decisions(events: list[EventBase]) -> list[DecisionMade]:
+    return [e for e in events if isinstance(e, DecisionMade)]
+
+
+def _gates(events: list[EventBase], name: str) -> list[tuple[str, bool, str]]:
+    return [
+        (e.entity, g.passed, g.reason)
+        for e in events
+        if isinstance(e, GatesChecked)
+        for g in gate_results(CODEC.to_record(e))
+        if g.gate == name
+    ]
+
+
+def _run(config: ExpertCoordinatorConfig, name: str) -> CoordinatorRun:
+    run = CoordinatorRun(config, run_id=name, slots=4, initial=4)
+    for _ in range(2):
+        assert not _decisions(_observe(run))
+    return run
+
+
+def test_a_dormant_expert_whose_types_left_is_kept_with_the_reason() -> None:
+    """E0's one type gone: it goes dormant and stays, each prune refused by `prune.inputs_departed`."""
+    run = _run(CONFIG, "keep")
+    events: list[EventBase] = []
+    for _ in range(3 * CONFIG.prune_patience):
+        events += _observe(run, idle=(E0,))
+    assert not _decisions(events)
+    assert run.lc.registry.get(E0).state == "dormant"
+    kept = _gates(events, "prune.inputs_departed")
+    assert kept and all(entity == E0 and not passed for entity, passed, _ in kept)
+    assert "types [0] left" in kept[-1][2] and "1 of its basin" in kept[-1][2]
+
+
+def test_a_kept_expert_takes_its_types_back_when_they_return() -> None:
+    """Once type 0 is back E0 receives tokens again and is active, as it was before they left."""
+    run = _run(CONFIG, "keep-return")
+    for _ in range(2 * CONFIG.prune_patience):
+        _observe(run, idle=(E0,))
+    assert run.lc.registry.get(E0).state == "dormant"
+    assert not _decisions(_observe(run))
+    assert run.lc.registry.get(E0).state == "active"
+
+
+def test_beyond_the_budget_the_oldest_kept_expert_is_pruned_as_dead() -> None:
+    """Budget 1: E0 went dormant first and E1 after it, so E0 is pruned and E1 kept."""
+    run = _run(dataclasses.replace(CONFIG, keep_departed_budget=1), "keep-budget")
+    events = _observe(run, idle=(E0,))
+    for _ in range(2 * CONFIG.prune_patience):
+        events += _observe(run, idle=(E0, E1))
+    assert [(d.action, d.entity, d.reason) for d in _decisions(events)] == [
+        (Action.PRUNE, E0, "confirmed_dead")
+    ]
+    assert {e for e, passed, _ in _gates(events, "prune.inputs_departed") if passed} == {E0}
+    assert {e for e, passed, _ in _gates(events, "prune.inputs_departed") if not passed} == {E0, E1}
+    assert run.lc.registry.get(E1).state == "dormant"
+
+
+def test_seeds_002_settings_prune_it_as_dead() -> None:
+    """With `keep_departed_share=None` the same idle expert is pruned once its patience holds."""
+    run = _run(dataclasses.replace(CONFIG, keep_departed_share=None), "keep-off")
+    events: list[EventBase] = []
+    for _ in range(2 * CONFIG.prune_patience):
+        events += _observe(run, idle=(E0,))
+    assert [(d.action, d.entity) for d in _decisions(events)] == [(Action.PRUNE, E0)]
+    assert not _gates(events, "prune.inputs_departed")
+
+
+def test_an_expert_idle_while_its_types_are_still_in_the_input_is_pruned() -> None:
+    """E0 idle while type 0 goes to E1 instead: nothing left the input, so it is dead and pruned."""
+    run = _run(CONFIG, "keep-dead")
+    events: list[EventBase] = []
+    for _ in range(2 * CONFIG.prune_patience):
+        extra = {E1: {"token_type.0": 0.5, "token_type.1": 0.5}, E0: {"token_type.0": 0.0}}
+        events += run.checkpoint({E0: 0.0, E1: 1 / 3, E2: 1 / 3, E3: 1 / 3}, extra=extra)
+    assert [(d.action, d.entity) for d in _decisions(events)] == [(Action.PRUNE, E0)]
+    assert not _gates(events, "prune.inputs_departed")
+
+
+def test_replaying_a_kept_expert_rebuilds_the_live_registry() -> None:
+    """A registry folded from the log of a kept expert, pruned beyond the budget, equals the live one."""
+    run = _run(dataclasses.replace(CONFIG, keep_departed_budget=1), "keep-replay")
+    _observe(run, idle=(E0,))
+    for _ in range(2 * CONFIG.prune_patience):
+        _observe(run, idle=(E0, E1))
+    rebuilt = Lifecycle(run.lc.log, config=LifecycleConfig(metric_window=CONFIG.basin_window_size))
+    assert rebuilt.registry == run.lc.registry
+
+
+@pytest.mark.parametrize(
+    "bad", [{"keep_departed_share": 0.0}, {"keep_departed_share": 1.5}, {"keep_departed_budget": -1}]
+)
+def test_bad_keep_settings_are_refused_at_construction(bad: dict[str, Any]) -> None:
+    """Each out-of-range keep setting raises a one-sentence ConfigError naming the setting."""
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        ExpertCoordinatorConfig(**bad)
+
+
+def test_help_describes_the_keep_settings() -> None:
+    """The two settings are documented where help() shows them."""
+    doc = ExpertCoordinatorConfig.__doc__ or ""
+    assert "keep_departed_share" in doc and "keep_departed_budget" in doc
