@@ -30,7 +30,7 @@ from lifecycle_es.events import Action, GateCategory
 from lifecycle_es.registry import EntityState, Registry
 from lifecycle_es.specs.expert import EXPERT_SPEC, BasinGoneMetrics, ExpertState
 
-__all__ = ["BASIN_GONE", "BasinParks", "DepartedBasin", "departed_share", "type_shares"]
+__all__ = ["BASIN_GONE", "BasinParks", "DepartedBasin", "departed_share", "returned_types", "type_shares"]
 
 BASIN_GONE = "basin_gone"
 """The reason of a PRUNE that parks an active expert whose inputs left (and of its moves' metadata)."""
@@ -80,6 +80,28 @@ def departed_types(series: Sequence[dict[int, float]], config: ExpertCoordinator
         if all(cp.get(k, 0.0) < eps for cp in series[-n:])
         and any(cp.get(k, 0.0) >= eps for cp in series[:-n])
     )
+
+
+def returned_types(
+    series: Sequence[dict[int, float]], config: ExpertCoordinatorConfig, within: int
+) -> dict[int, int]:
+    """Return each type that came back in the last `within` checkpoints, with the checkpoints since.
+
+    A type came back when it is present now, was absent for at least `park_patience` checkpoints
+    in a row just before (it had departed) and was present before that.
+    """
+    eps, n, found = config.park_type_share_epsilon, config.park_patience, {}
+    for k in sorted({k for cp in series for k in cp}):
+        present = [cp.get(k, 0.0) >= eps for cp in series]
+        back = len(present)
+        while back > 0 and present[back - 1]:
+            back -= 1
+        left = back
+        while left > 0 and not present[left - 1]:
+            left -= 1
+        if back < len(present) and left > 0 and back - left >= n and len(present) - back <= within:
+            found[k] = len(present) - back
+    return found
 
 
 def departed_basin(

@@ -36,6 +36,7 @@ _COUNTS_FROM_1 = (
 _COUNTS_FROM_0 = (
     "park_budget",
     "keep_departed_budget",
+    "spawn_return_grace",
     "max_revives_per_cycle",
     "prune_init_grace",
     "spawn_cooldown_steps",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lifecycle_es.controllers import _checks as checks
+from lifecycle_es.controllers._basin_park import returned_types, type_shares
 from lifecycle_es.controllers._batch import Check
 from lifecycle_es.controllers._expert_phase import PERF, STRUCT, ExpertPhase, position
 from lifecycle_es.controllers._need import NeedPayoff, need_payoff
@@ -130,6 +131,7 @@ class Spawns(ExpertPhase):
             checks.slot("spawn.free_slot", layer, spawn.slot, self.capacity[layer]),
             checks.budget(registry, "spawn.budget", Action.SPAWN, cfg.max_spawns_per_cycle),
         ]
+        gates[1:1] = self._return_grace(layer)
         if spawn.payoff is not None:  # a spawn for need: it waits for the last one's payoff, and any floor
             gates.insert(1, spawn.payoff.check(cfg))
         if cfg.spawn_init_strategy != "random":
@@ -144,6 +146,24 @@ class Spawns(ExpertPhase):
                 )
             )
         return gates
+
+    def _return_grace(self, layer: int) -> list[Check]:
+        """Return the check that holds a spawn while token types that had left are coming back."""
+        grace = self.config.spawn_return_grace
+        back = returned_types(type_shares(self.batch.registry, layer), self.config, grace) if grace else {}
+        if not back:
+            return []
+        return [
+            Check(
+                "spawn.return_grace",
+                PERF,
+                False,
+                f"types {list(back)} came back {checks.count(min(back.values()), 'checkpoint')} ago, "
+                f"grace {grace}: their loss is forgetting, not short capacity",
+                {"types_returned": len(back), "checkpoints_since_return": min(back.values())},
+                {"spawn_return_grace": grace},
+            )
+        ]
 
     def _metrics(self, spawn: _Spawn) -> SpawnMetrics:
         """Return the SPAWN decision's metrics: the starvation evidence and the init's source."""

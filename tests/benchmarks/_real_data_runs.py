@@ -43,6 +43,8 @@ class RunOptions:
     weight_decay: float = 0.01
     balance_coef: float = 0.01
     """Weight of the Switch load-balancing loss (Switch Transformer's value)."""
+    validation: bool = False
+    """Measure on a validation split carved from the training images, not on the test split."""
     capacity: int = 16
     """Expert slots of every model, lifecycle or static: a static run of n experts routes to the
     first n slots only, so it starts from the very weights the lifecycle run of its seed starts
@@ -79,7 +81,7 @@ def train(
 ) -> RunResult:
     """Train one seed: with the lifecycle from `experts` experts under `config`, or static (None)."""
     torch.manual_seed(seed)
-    data = Digits(seed, batch_size=options.batch_size)
+    data = Digits(seed, batch_size=options.batch_size, validation=options.validation)
     model = DigitMoE(
         d_in=PIXELS,
         classes=CLASSES,

@@ -5,7 +5,9 @@
 Classes arrive in three phases (0-3, then 4-6, then 7-9), then 0-3 are dropped (training sees
 4-9 only) and then every class returns. Each step draws a batch, with replacement, from the
 training images of the phase's classes, from a generator seeded by the run's seed, so the
-lifecycle run and every static baseline of one seed see the same batches.
+lifecycle run and every static baseline of one seed see the same batches. With `validation`,
+a quarter of the training images (stratified, seeded) is held out and `test` returns it: for
+choosing settings without looking at the test split.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ PIXELS = 64
 class Digits:
     """The digits split for one seed, with a seeded batch stream."""
 
-    def __init__(self, seed: int, *, batch_size: int) -> None:
+    def __init__(self, seed: int, *, batch_size: int, validation: bool = False) -> None:
         from sklearn.datasets import load_digits  # the bench extra's one dependency
         from sklearn.model_selection import train_test_split
 
@@ -49,6 +51,10 @@ class Digits:
         x_train, x_test, y_train, y_test = train_test_split(
             x / 16.0, y, test_size=0.3, stratify=y, random_state=seed
         )
+        if validation:  # a quarter of the training images held out and measured instead of the test split
+            x_train, x_test, y_train, y_test = train_test_split(
+                x_train, y_train, test_size=0.25, stratify=y_train, random_state=seed
+            )
         self.x_train = torch.tensor(x_train, dtype=torch.float32)
         self.y_train = torch.tensor(y_train, dtype=torch.long)
         self.x_test = torch.tensor(x_test, dtype=torch.float32)

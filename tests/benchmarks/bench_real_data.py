@@ -2,7 +2,7 @@
 
 Run from the repository root, after `pip install -e ".[bench]"` (scikit-learn ships the data):
     PYTHONPATH=. python tests/benchmarks/bench_real_data.py [--seeds 10] [--steps-per-phase 300]
-        [--config default|seeds_002] [--quick]
+        [--config default|seeds_002] [--validation] [--quick]
 A script, not a CI test: the lifecycle's decisions are emergent (float-driven), so they are
 measured over seeds here rather than asserted in the suite. The full default run (10 seeds)
 took 3.2 minutes on 2 CPU cores with another job beside it (every static model computes all 16
@@ -65,6 +65,11 @@ def _arguments() -> argparse.Namespace:
         "--config", choices=("default", "seeds_002"), default="default", help="coordinator settings"
     )
     parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="measure on a quarter of the training images held out, not the test split (to choose settings)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="2 seeds, 60 steps per phase (overrides both): a smoke run"
     )
     args = parser.parse_args()
@@ -104,11 +109,11 @@ def _column(runs: list[RunResult], metric: str, phase: int) -> list[float]:
     return [getattr(run, metric)[phase] for run in runs if len(getattr(run, metric)) > phase]
 
 
-def _table(lifecycle: list[RunResult], static: dict[int, list[RunResult]]) -> None:
-    """Print accuracy per phase: the lifecycle beside each static baseline."""
+def _table(lifecycle: list[RunResult], static: dict[int, list[RunResult]], split: str) -> None:
+    """Print accuracy per phase on `split` (test or validation): the lifecycle beside each baseline."""
     names = ["lifecycle", *(f"static {n}" for n in static)]
     every = [lifecycle, *static.values()]
-    print(f"\n{'test accuracy % (mean ± std)':<40}" + "".join(f"{name:>16}" for name in names))
+    print(f"\n{split + ' accuracy % (mean ± std)':<40}" + "".join(f"{name:>16}" for name in names))
     rows = [(f"{p.name}: its classes", "phase_acc", i) for i, p in enumerate(PHASES)]
     rows.append((f"{PHASES[DROP].name}: all classes", "all_acc", DROP))
     rows += [(f"{PHASES[i].name}: dropped 0-3 (forgetting)", "dropped_acc", i) for i in (DROP, RETURN)]
@@ -172,8 +177,11 @@ def main() -> int:
     """Run the lifecycle and the static baselines over the seeds and print the comparison."""
     args = _arguments()
     torch.set_num_threads(1)  # tiny models: threads cost more than they give, and cores are shared
-    options = RunOptions(steps_per_phase=args.steps_per_phase, capacity=MAX_EXPERTS)
+    options = RunOptions(
+        steps_per_phase=args.steps_per_phase, capacity=MAX_EXPERTS, validation=args.validation
+    )
     config = _config(args.config)
+    split = "validation" if args.validation else "test"
     seeds = range(args.seeds)
     began = time.perf_counter()
     lifecycle = [train(seed, options, experts=START_EXPERTS, config=config) for seed in seeds]
@@ -183,10 +191,11 @@ def main() -> int:
     static = {n: [train(seed, options, experts=n, config=None) for seed in seeds] for n in sizes}
     print(
         f"digits, {args.seeds} seeds, {len(PHASES)} phases x {args.steps_per_phase} steps, "
-        f"--config {args.config} (eval every {config.lifecycle_eval_interval} steps); "
+        f"--config {args.config} (eval every {config.lifecycle_eval_interval} steps), "
+        f"measured on the {split} split; "
         f"lifecycle runs {middle - began:.0f} s, static runs {time.perf_counter() - middle:.0f} s"
     )
-    _table(lifecycle, static)
+    _table(lifecycle, static, split)
     _lifecycle_summary(lifecycle)
     _target(lifecycle, static, mean_size)
     return 0
