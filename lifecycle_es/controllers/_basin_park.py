@@ -39,7 +39,8 @@ S = ExpertState
 
 @dataclass(frozen=True, slots=True)
 class DepartedBasin:
-    """What parks an expert: the types that left, and its basin when they were last seen."""
+    """What parks or keeps an expert: its types that left, its basin at the last checkpoint it was
+    routed while they were present, the part of it they held, and checkpoints since they left."""
 
     types: tuple[int, ...]
     basin: dict[str, float]
@@ -85,10 +86,11 @@ def departed_types(series: Sequence[dict[int, float]], config: ExpertCoordinator
 def returned_types(
     series: Sequence[dict[int, float]], config: ExpertCoordinatorConfig, within: int
 ) -> dict[int, int]:
-    """Return each type that came back in the last `within` checkpoints, with the checkpoints since.
+    """Return each type back for at most `within` checkpoints, with how many it has been back.
 
-    A type came back when it is present now, was absent for at least `park_patience` checkpoints
-    in a row just before (it had departed) and was present before that.
+    A type is back when it is present now (the checkpoint of its return counts as 1), was absent
+    for at least `park_patience` checkpoints in a row just before (it had departed) and was
+    present before that, all within `series` (the layer's window).
     """
     eps, n, found = config.park_type_share_epsilon, config.park_patience, {}
     for k in sorted({k for cp in series for k in cp}):
@@ -107,27 +109,18 @@ def returned_types(
 def departed_basin(
     registry: Registry, e: EntityState, series: Sequence[dict[int, float]], config: ExpertCoordinatorConfig
 ) -> DepartedBasin | None:
-    """Return what departed from `e`'s basin, or None when none of its types left.
+    """Return what departed from `e`'s basin, or None when its inputs did not leave while it had them.
 
-    Its basin is read at the last checkpoint at which it was routed while a departed type was
-    still in the input: for an active expert, the last one they were seen at; for one that went
-    idle as they left, the last one it had tokens at.
+    Its basin is read at the last checkpoint it was routed while a departed type was still in
+    the input: for an active expert, the last one they were seen at; for one that went idle as
+    they left, the last one it had tokens at. Only its own departed types count, and only if
+    they left within `park_patience` checkpoints of that one: an expert that went idle while its
+    types were still in the input (served by another) is dead, whatever left later.
     """
     gone = departed_types(series, config)
-    if not gone:
-        return None
-    eps = config.park_type_share_epsilon
     shares = registry.metric_window(e.entity, SHARE)
     offset = len(series) - len(shares)  # the expert's window ends at the same checkpoint
-    seen = next(
-        (
-            i
-            for i in range(len(series) - 1, max(offset, 0) - 1, -1)
-            if shares[i - offset] >= config.dormant_share_epsilon
-            and any(series[i].get(k, 0.0) >= eps for k in gone)
-        ),
-        None,
-    )
+    seen = _last_routed_with(series, shares, gone, config) if gone else None
     if seen is None:
         return None
     basin = {}
@@ -136,10 +129,29 @@ def departed_basin(
         if name.startswith(TOKEN_TYPE) and len(window) == len(shares):
             basin[name] = window[seen - offset]
     mine = tuple(k for k in gone if basin.get(f"{TOKEN_TYPE}{k}", 0.0) > 0.0)
-    if not mine:
+    eps = config.park_type_share_epsilon
+    last = max((i for i, cp in enumerate(series) if any(cp.get(k, 0.0) >= eps for k in mine)), default=None)
+    if last is None or last - seen > config.park_patience:
         return None
     fraction = math.fsum(basin[f"{TOKEN_TYPE}{k}"] for k in mine)
-    return DepartedBasin(mine, basin, fraction, len(series) - 1 - seen)
+    return DepartedBasin(mine, basin, fraction, len(series) - 1 - last)
+
+
+def _last_routed_with(
+    series: Sequence[dict[int, float]],
+    shares: Sequence[float],
+    gone: Sequence[int],
+    config: ExpertCoordinatorConfig,
+) -> int | None:
+    """Return the last checkpoint (index into `series`) the expert was routed while a type of
+    `gone` was in the input, or None if there is none in its window."""
+    offset, eps = len(series) - len(shares), config.park_type_share_epsilon
+    for i in range(len(series) - 1, max(offset, 0) - 1, -1):
+        if shares[i - offset] >= config.dormant_share_epsilon and any(
+            series[i].get(k, 0.0) >= eps for k in gone
+        ):
+            return i
+    return None
 
 
 @dataclass(frozen=True, slots=True)

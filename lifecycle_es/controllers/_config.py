@@ -113,6 +113,15 @@ class ExpertCoordinatorConfig:
     types, a floor after the first failure left its held-out loss 2-10x higher on seeds 0, 2
     and 4 of 0-4 than without the payoff test; after the second, within 15% of it). 1 floors
     at the first failure."""
+    spawn_return_grace: int = 20
+    """Checkpoints, counting the one of its return, during which the layer spawns nothing after a
+    token type that had left its input (absent for `park_patience` checkpoints) comes back: the
+    returning type's high loss is forgetting, which its kept expert (`keep_departed_share`) and
+    a little training mend, not short capacity. The return is read from the layer's window, so
+    a type must have been present, gone and back within `basin_window_size` checkpoints: after
+    a longer absence the grace holds fewer checkpoints, or none. On the real-data benchmark's
+    validation split (10 seeds) the returning classes ended 0.4 points higher with 0.1 fewer
+    experts on average. 0 (seeds/002) gives none."""
 
     # -- pruning -------------------------------------------------------------------------------
     prune_patience: int = 5
@@ -135,23 +144,19 @@ class ExpertCoordinatorConfig:
     active, with no parent) is never pruned: experts that collapse at initialisation often get
     tokens again once the router has learnt. 0 (seeds/002) gives none; the default, four times
     `prune_patience`, lets a router that starts collapsed settle first."""
-    spawn_return_grace: int = 20
-    """Checkpoints after a token type that had left the layer's input (absent for
-    `park_patience` checkpoints) comes back during which the layer spawns nothing: the returning
-    type's high loss is forgetting, which its kept expert (`keep_departed_share`) and a little
-    training mend, not short capacity. On the real-data benchmark's validation split (10 seeds)
-    the returning classes ended 0.4 points higher with 0.1 fewer experts on average. 0
-    (seeds/002) gives none."""
     keep_departed_share: float | None = 0.5
-    """A dormant expert at least this fraction of whose basin, at the last checkpoint its
-    departed token types were seen, came from types that have since left the layer's input
-    (`park_type_share_epsilon`, for `park_patience` checkpoints) is kept, not pruned: it went
-    idle because its inputs left, and it still answers them while they are away and takes them
-    back when they return. None (seeds/002) prunes it as dead."""
+    """A dormant expert at least this fraction of whose basin, at the last checkpoint it was
+    routed while its departed token types were present, came from those types (gone from the
+    layer's input, `park_type_share_epsilon`, for `park_patience` checkpoints, having left within
+    `park_patience` checkpoints of that one) is kept, not pruned: it went idle because its
+    inputs left, and it still answers them while they are away and takes them back when they
+    return. The departure is read from the layer's window, so an expert whose types have been
+    gone for `basin_window_size` checkpoints is pruned as dead. None (seeds/002) prunes it as
+    dead at once."""
     keep_departed_budget: int = 4
-    """Dormant experts per layer kept for inputs that left, the most recently dormant first;
-    the oldest beyond it is pruned as dead. Each costs one expert's parameters and optimizer
-    moments, as a routing slot of the model."""
+    """Dormant experts per layer kept for inputs that left, those whose types left most recently
+    first; the next beyond it is pruned as dead. Each costs one expert's parameters and
+    optimizer moments, as a routing slot of the model. 0 keeps none."""
 
     # -- splitting -----------------------------------------------------------------------------
     split_share_threshold: float = 0.4
@@ -232,8 +237,8 @@ class ExpertCoordinatorConfig:
     park_basin_gone_share: float | None = None
     """An active expert is parked (a PRUNE with reason `basin_gone`, its weights and optimizer
     state kept under `park_budget`) when at least this fraction of its basin, at the last
-    checkpoint its departed token types were seen, came from types that have since left the
-    layer's input (`park_type_share_epsilon`, for `park_patience` checkpoints). Parking takes it
+    checkpoint its departed token types were seen, came from those of its types that have since
+    left the layer's input (`park_type_share_epsilon`, for `park_patience` checkpoints). Parking takes it
     out of routing: kept routing, a load-balancing loss would feed it other tokens and
     overwrite what it knew, before its inputs return. None (the default) disables it: at 0.5
     on the real-data benchmark (digits, 5 seeds) it parked 16 experts and revived 16, yet the

@@ -3,12 +3,14 @@
 It is scheduled for removal (pending_prune, reason `confirmed_dead`); upkeep archives it once
 surgery has applied the removal, and surgery parks its weights for a later revival.
 
-An expert that went dormant because its inputs left the layer is not dead: most of its basin
-came from token types that have since left (`_basin_park.departed_basin`), and it still holds
-what it learnt of them. Up to `keep_departed_budget` such experts per layer, the most recently
-dormant first, are kept in routing (the `prune.inputs_departed` gate fails), where they still
-answer those types' inputs and take them back as they return (dormant -> active); the oldest
-beyond the budget is pruned as dead.
+An expert that went dormant because its inputs left is not dead: most of its basin came from
+token types that have since left the layer's input (`_basin_park.departed_basin`), and it
+still holds what it learnt of them. Up to `keep_departed_budget` such experts per layer, those
+whose types left most recently first, are kept in routing (the `prune.inputs_departed` gate
+fails), where they still answer those types' inputs and take them back as they return (dormant
+-> active); the next beyond the budget is pruned as dead. The departure is read from the
+layer's window, so an expert whose types have been gone for `basin_window_size` checkpoints is
+no longer kept.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from lifecycle_es.controllers import _checks as checks
 from lifecycle_es.controllers._basin_park import DepartedBasin, departed_basin, type_shares
 from lifecycle_es.controllers._batch import Check
-from lifecycle_es.controllers._expert_phase import PERF, STRUCT, ExpertPhase
+from lifecycle_es.controllers._expert_phase import PERF, STRUCT, ExpertPhase, position
 from lifecycle_es.controllers._signals import CONTRIBUTION, checkpoints_since
 from lifecycle_es.events import Action
 from lifecycle_es.policies import patience, streak
@@ -42,9 +44,9 @@ class Prunes(ExpertPhase):
 
     def _kept_departed(self, dormant: list[EntityState]) -> dict[str, tuple[DepartedBasin, int]]:
         """Return each dormant expert whose inputs left, with its departure and its rank in its
-        layer (0 for the most recently dormant)."""
+        layer (0 for the one whose types left most recently)."""
         share = self.config.keep_departed_share
-        if share is None or not dormant:
+        if share is None or not self.config.keep_departed_budget or not dormant:
             return {}
         found: dict[int, list[tuple[EntityState, DepartedBasin]]] = {}
         layers = {e.layer for e in dormant if e.layer is not None}
@@ -56,7 +58,7 @@ class Prunes(ExpertPhase):
                 found.setdefault(e.layer, []).append((e, departed))
         ranked = {}
         for pairs in found.values():
-            pairs.sort(key=lambda pair: (-pair[0].entered_step, pair[0].slot or 0, pair[0].entity))
+            pairs.sort(key=lambda pair: (pair[1].checkpoints_gone, -pair[0].entered_step, *position(pair[0])))
             ranked.update({e.entity: (departed, rank) for rank, (e, departed) in enumerate(pairs)})
         return ranked
 
@@ -140,7 +142,7 @@ class Prunes(ExpertPhase):
                 rank >= budget,
                 f"types {list(departed.types)} left {checks.count(departed.checkpoints_gone, 'checkpoint')} "
                 f"ago with {departed.gone_fraction:.3g} of its basin; "
-                f"{checks.count(rank, 'more recently dormant one')} kept before it, budget {budget}",
+                f"{rank} kept before it (their types left more recently), budget {budget}",
                 {"gone_fraction": departed.gone_fraction, "kept_before": rank},
                 {"keep_departed_share": share, "keep_departed_budget": budget},
             )

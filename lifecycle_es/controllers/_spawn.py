@@ -158,9 +158,9 @@ class Spawns(ExpertPhase):
                 "spawn.return_grace",
                 PERF,
                 False,
-                f"types {list(back)} came back {checks.count(min(back.values()), 'checkpoint')} ago, "
+                f"types {list(back)} back for {checks.count(min(back.values()), 'checkpoint')}, "
                 f"grace {grace}: their loss is forgetting, not short capacity",
-                {"types_returned": len(back), "checkpoints_since_return": min(back.values())},
+                {"types_returned": len(back), "checkpoints_back": min(back.values())},
                 {"spawn_return_grace": grace},
             )
         ]

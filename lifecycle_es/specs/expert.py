@@ -222,7 +222,8 @@ class BasinGoneMetrics(TypedDict):
     """`metrics_at_decision` of a PRUNE with reason `basin_gone`: the inputs its basin held left."""
 
     departed_types: list[int]
-    """The token types gone from the layer's input for `park_patience` checkpoints or more."""
+    """The expert's own token types (in its basin) gone from the layer's input for
+    `park_patience` checkpoints or more."""
     type_shares: list[float]
     """Each departed type's latest share of the layer's tokens (below `park_type_share_epsilon`)."""
     basin_before: dict[str, float]

@@ -122,10 +122,14 @@ def _run_state(log: Path) -> str:
 
 
 def _wait_for_step(log: Path, step: int, procs: list[subprocess.Popen[bytes]]) -> None:
-    """Wait until the JSONL log holds a record of `step` or later; fail if a process ends first."""
+    """Wait until the JSONL log holds a record of `step` or later; fail if a process ends first.
+
+    The ranks are writing the log while it is read: only lines ended by a newline are whole, and
+    the text after the last newline (a record still being written) is left for the next look.
+    """
     deadline = time.monotonic() + HARD_TIMEOUT_S
     while not log.exists() or all(
-        json.loads(line).get("step", 0) < step for line in log.read_text().splitlines() if line.strip()
+        json.loads(line).get("step", 0) < step for line in log.read_text().split("\n")[:-1] if line.strip()
     ):
         assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "ended before the step"
         time.sleep(0.05)

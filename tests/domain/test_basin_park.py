@@ -137,6 +137,24 @@ def test_a_spawn_leaves_a_parked_experts_slot_free_while_another_is() -> None:
     assert [(d.action, d.metrics_at_decision["slot"]) for d in spawned] == [(Action.SPAWN, 4)]
 
 
+def test_an_expert_is_parked_for_its_own_types_and_revived_only_by_them() -> None:
+    """Types 0 and 1 leave: E0 is parked for [0] and E1 for [1]; type 1 back revives E1 alone."""
+    own = {e: tuple(float(k == i) for k in range(4)) for i, e in enumerate((E0, E1, E2, E3))}
+    busy = {E0: (0.0, 0.0, 1.0, 0.0), E1: (0.0, 0.0, 0.0, 1.0), E2: own[E2], E3: own[E3]}
+    run = CoordinatorRun(CONFIG, run_id="basin-own", slots=4, initial=4)
+    decided: list[DecisionMade] = []
+    for basins in [own] * 2 + [busy] * (CONFIG.park_patience + 1):
+        decided += _decisions(_observe(run, basins))
+    parks = {d.entity: d.metrics_at_decision["departed_types"] for d in decided}
+    assert parks == {E0: [0], E1: [1]}
+    back = {E2: (0.0, 0.5, 0.5, 0.0), E3: (0.0, 0.0, 0.0, 1.0)}
+    revived: list[DecisionMade] = []
+    for _ in range(CONFIG.revive_patience + 3):
+        revived += _decisions(_observe(run, back if not revived else {**back, E1: own[E1]}))
+    assert [(d.action, d.entity) for d in revived] == [(Action.REVIVE, E1)]
+    assert run.lc.registry.get(E0).state == "archived"
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -71,7 +71,7 @@ def test_a_dormant_expert_whose_types_left_is_kept_with_the_reason() -> None:
     assert run.lc.registry.get(E0).state == "dormant"
     kept = _gates(events, "prune.inputs_departed")
     assert kept and all(entity == E0 and not passed for entity, passed, _ in kept)
-    assert "types [0] left" in kept[-1][2] and "1 of its basin" in kept[-1][2]
+    assert kept[-1][2].startswith("types [0] left 6 checkpoints ago with 1 of its basin")
 
 
 def test_a_kept_expert_takes_its_types_back_when_they_return() -> None:
@@ -119,6 +119,21 @@ def test_an_expert_idle_while_its_types_are_still_in_the_input_is_pruned() -> No
     assert not _gates(events, "prune.inputs_departed")
 
 
+def test_an_expert_idle_before_its_types_left_is_dead_whatever_leaves_later() -> None:
+    """E0 idle for 3 checkpoints while E1 serves type 0, then type 0 leaves: E0 is dead, not kept."""
+    run = _run(dataclasses.replace(CONFIG, prune_patience=6), "keep-dead-first")
+    served = {E0: {"token_type.0": 0.0}, E1: {"token_type.0": 0.5, "token_type.1": 0.5}}
+    events: list[EventBase] = []
+    for _ in range(3):
+        events += run.checkpoint({E0: 0.0, E1: 1 / 3, E2: 1 / 3, E3: 1 / 3}, extra=served)
+    for _ in range(4):  # dormant from the first of the 3 above: patience 6 holds at the 7th
+        events += _observe(run, idle=(E0,))
+    assert [(d.action, d.entity, d.reason) for d in _decisions(events)] == [
+        (Action.PRUNE, E0, "confirmed_dead")
+    ]
+    assert not _gates(events, "prune.inputs_departed")
+
+
 def test_replaying_a_kept_expert_rebuilds_the_live_registry() -> None:
     """A registry folded from the log of a kept expert, pruned beyond the budget, equals the live one."""
     run = _run(dataclasses.replace(CONFIG, keep_departed_budget=1), "keep-replay")
@@ -138,7 +153,7 @@ def test_bad_keep_settings_are_refused_at_construction(bad: dict[str, Any]) -> N
         ExpertCoordinatorConfig(**bad)
 
 
-def test_help_describes_the_keep_settings() -> None:
-    """The two settings are documented where help() shows them."""
+def test_help_describes_the_keep_and_return_settings() -> None:
+    """The three settings are documented where help() shows them."""
     doc = ExpertCoordinatorConfig.__doc__ or ""
-    assert "keep_departed_share" in doc and "keep_departed_budget" in doc
+    assert all(name in doc for name in ("keep_departed_share", "keep_departed_budget", "spawn_return_grace"))

@@ -79,7 +79,7 @@ def test_no_spawn_while_a_departed_type_comes_back() -> None:
         assert not _spawns(events)
         [(passed, reason)] = _held(events)
         assert not passed
-        assert reason.startswith(f"types [0] came back {since} checkpoint")
+        assert reason.startswith(f"types [0] back for {since} checkpoint")
     events = _observe(run, ALL, NEED)
     assert len(_spawns(events)) == 1 and not _held(events)
 
@@ -112,11 +112,11 @@ def test_replaying_a_held_spawn_rebuilds_the_live_registry() -> None:
 @pytest.mark.parametrize(
     ("series", "found"),
     [
-        ([{0: 0.5}, {0: 0.0}, {0: 0.0}, {0: 0.5}], {0: 1}),  # gone 2, back 1 checkpoint ago
+        ([{0: 0.5}, {0: 0.0}, {0: 0.0}, {0: 0.5}], {0: 1}),  # gone 2, back for 1 checkpoint
         ([{0: 0.5}, {0: 0.0}, {0: 0.5}, {0: 0.5}], {}),  # gone 1 < park_patience: never departed
         ([{0: 0.0}, {0: 0.0}, {0: 0.5}, {0: 0.5}], {}),  # never present before: arrived, not back
         ([{0: 0.5}, {0: 0.0}, {0: 0.0}, {0: 0.0}], {}),  # still gone
-        ([{0: 0.5}, {0: 0.0}, {0: 0.0}, {0: 0.5}, {0: 0.5}, {0: 0.5}, {0: 0.5}], {}),  # back 4 ago > 3
+        ([{0: 0.5}, {0: 0.0}, {0: 0.0}, {0: 0.5}, {0: 0.5}, {0: 0.5}, {0: 0.5}], {}),  # back for 4 > 3
         ([{0: 0.5, 1: 0.5}, {1: 1.0}, {1: 1.0}, {0: 0.2, 1: 0.8}, {0: 0.2, 1: 0.8}], {0: 2}),
     ],
 )
