@@ -74,6 +74,7 @@ from projections._state_plan import (
     plan_batch,
     plan_lines,
 )
+from projections._state_rows import row_dicts
 from projections._state_upload import pack
 from projections._writes import SMALL_BATCH, Writes
 
@@ -370,33 +371,4 @@ class StateTensors(Projection):
 
         For tests and debugging; a training loop reads the tensors, never this.
         """
-        live = self._index.live
-        packed = torch.cat(
-            (
-                self.state[:live],
-                self.history[:live].reshape(live, 2 * HISTORY_DEPTH),
-                self.metrics[:live].view(torch.int32),
-            ),
-            dim=1,
-        ).cpu()
-        ints = packed[:, : 8 + 2 * HISTORY_DEPTH].tolist()
-        floats = packed[:, 8 + 2 * HISTORY_DEPTH :].contiguous().view(torch.float32).tolist()
-        return [self._row_dict(entity, ints[row], floats[row]) for entity, row in self._index.rows.items()]
-
-    def _row_dict(self, entity: str, ints: list[int], floats: list[float]) -> dict[str, Any]:
-        spec = self.specs[self._index.spec_names[self._index.row_spec[self._index.rows[entity]]]]
-
-        def name(code: int) -> str | None:
-            return None if code < 0 else spec.state_by_code(code).name
-
-        pairs = zip(ints[8::2], ints[9::2], strict=True)
-        return {
-            "entity": entity,
-            "spec": spec.name,
-            **dict(zip(COLUMNS, ints[:8], strict=True)),
-            "state_code": ints[STATE],
-            "state": name(ints[STATE]),
-            "parent_state": name(ints[PARENT_STATE]),
-            "history": [(name(a), name(b)) for a, b in pairs if a >= 0],
-            "metrics": dict(zip(METRIC_NAMES, floats, strict=True)),
-        }
+        return row_dicts(self.specs, self._index, self.state, self.history, self.metrics)
