@@ -36,19 +36,18 @@ reads time in state once per training step (an alpha ramp) then pays it once per
 per batch and once per `advance`. So rows a batch writes are written relative to the step the
 column has reached (`_base`), not to the clock.
 
-A batch is scanned on the host into a plan (`_state_plan`), uploaded in one transfer, then each
-tensor gets one `index_put_` of the cells registrations and metrics write, and each round of
-transitions one write of its columns and keys and one push onto the history rings; nothing
-reads a device tensor back while applying. A torch call costs microseconds on the host (a
-kernel launch on CUDA), most of what a batch of one transition costs, so a batch makes no more
-calls than its writes need.
+A batch is scanned on the host into a plan (`_state_plan`), uploaded in one transfer
+(`_state_upload`), then each tensor gets one `index_put_` of the cells registrations and metrics
+write, and each round of transitions one write of its columns and keys and one push onto the
+history rings; nothing reads a device tensor back while applying. A torch call costs
+microseconds on the host (a kernel launch on CUDA), most of what a batch of one transition
+costs, so a batch makes no more calls than its writes need.
 """
 
 from __future__ import annotations
 
 import json
-from array import array
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -75,6 +74,8 @@ from projections._state_plan import (
     plan_batch,
     plan_lines,
 )
+from projections._state_rows import row_dicts
+from projections._state_upload import pack
 from projections._writes import SMALL_BATCH, Writes
 
 __all__ = [
@@ -176,24 +177,6 @@ class StateTensors(Projection):
         """Rows allocated; it doubles when a registration needs more."""
         return int(self._state.shape[0])
 
-    def _upload(self, data: array[int], dtype: torch.dtype) -> torch.Tensor:
-        """Move host values to the device without waiting on it (pinned memory on CUDA)."""
-        if not data:
-            return torch.empty(0, dtype=dtype, device=self.device)
-        host = torch.frombuffer(data, dtype=dtype)
-        if self.device.type == "cpu":
-            return host
-        if self.device.type == "cuda":
-            return host.pin_memory().to(self.device, non_blocking=True)
-        return host.to(self.device)
-
-    def _pack(self, parts: Sequence[Collection[int]], dtype: torch.dtype) -> Sequence[torch.Tensor]:
-        """Upload int64 or int32 sequences in one transfer; return one device view per sequence."""
-        data = array("q" if dtype == torch.int64 else "i")
-        for part in parts:
-            data.extend(part)
-        return self._upload(data, dtype).split_with_sizes([len(p) for p in parts])
-
     # -- applying a batch ----------------------------------------------------------------------
 
     @property
@@ -218,8 +201,8 @@ class StateTensors(Projection):
             self._grow(plan.first_row + len(plan.new_specs))
         self._index.commit(plan)
         writes = Writes.of(plan, plan.history_rounds(), small=self.small_batch)
-        cells, rows, where, *indices = self._pack(writes.indices, torch.int64)
-        values, keys, bits, *rest = self._pack(writes.values, torch.int32)
+        cells, rows, where, *indices = pack(writes.indices, torch.int64, self.device)
+        values, keys, bits, *rest = pack(writes.values, torch.int32, self.device)
         has_cells, has_keys, has_metrics = writes.indices[:3]
         if has_cells:
             self._flat_state.put_(cells, values)
@@ -388,33 +371,4 @@ class StateTensors(Projection):
 
         For tests and debugging; a training loop reads the tensors, never this.
         """
-        live = self._index.live
-        packed = torch.cat(
-            (
-                self.state[:live],
-                self.history[:live].reshape(live, 2 * HISTORY_DEPTH),
-                self.metrics[:live].view(torch.int32),
-            ),
-            dim=1,
-        ).cpu()
-        ints = packed[:, : 8 + 2 * HISTORY_DEPTH].tolist()
-        floats = packed[:, 8 + 2 * HISTORY_DEPTH :].contiguous().view(torch.float32).tolist()
-        return [self._row_dict(entity, ints[row], floats[row]) for entity, row in self._index.rows.items()]
-
-    def _row_dict(self, entity: str, ints: list[int], floats: list[float]) -> dict[str, Any]:
-        spec = self.specs[self._index.spec_names[self._index.row_spec[self._index.rows[entity]]]]
-
-        def name(code: int) -> str | None:
-            return None if code < 0 else spec.state_by_code(code).name
-
-        pairs = zip(ints[8::2], ints[9::2], strict=True)
-        return {
-            "entity": entity,
-            "spec": spec.name,
-            **dict(zip(COLUMNS, ints[:8], strict=True)),
-            "state_code": ints[STATE],
-            "state": name(ints[STATE]),
-            "parent_state": name(ints[PARENT_STATE]),
-            "history": [(name(a), name(b)) for a, b in pairs if a >= 0],
-            "metrics": dict(zip(METRIC_NAMES, floats, strict=True)),
-        }
+        return row_dicts(self.specs, self._index, self.state, self.history, self.metrics)
