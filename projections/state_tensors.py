@@ -36,7 +36,7 @@ reads time in state once per training step (an alpha ramp) then pays it once per
 per batch and once per `advance`. So rows a batch writes are written relative to the step the
 column has reached (`_base`), not to the clock.
 
-A batch is scanned on the host into a plan (`_state_plan`), uploaded in one transfer
+A batch is scanned on the host into a plan (`_state_plan`), uploaded in one transfer per dtype
 (`_state_upload`), then each tensor gets one `index_put_` of the cells registrations and metrics
 write, and each round of transitions one write of its columns and keys and one push onto the
 history rings; nothing reads a device tensor back while applying. A torch call costs
