@@ -124,6 +124,7 @@ class Spawns(ExpertPhase):
                 },
                 starvation_thresholds(cfg),
             ),
+            *self._return_grace(layer),
             checks.cooldown(
                 registry, self.step, "spawn.cooldown", Action.SPAWN, cfg.spawn_cooldown_steps, None
             ),
@@ -131,7 +132,6 @@ class Spawns(ExpertPhase):
             checks.slot("spawn.free_slot", layer, spawn.slot, self.capacity[layer]),
             checks.budget(registry, "spawn.budget", Action.SPAWN, cfg.max_spawns_per_cycle),
         ]
-        gates[1:1] = self._return_grace(layer)
         if spawn.payoff is not None:  # a spawn for need: it waits for the last one's payoff, and any floor
             gates.insert(1, spawn.payoff.check(cfg))
         if cfg.spawn_init_strategy != "random":

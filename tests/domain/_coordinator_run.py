@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from lifecycle_es import Lifecycle, LifecycleConfig
+from lifecycle_es import CODEC, Action, DecisionMade, GatesChecked, Lifecycle, LifecycleConfig
 from lifecycle_es.controllers import ExpertCoordinator, ExpertCoordinatorConfig
-from lifecycle_es.events import EventBase
+from lifecycle_es.events import EventBase, GateOutcome, gate_results
 
 EVERY = 10
 """Training steps between two checkpoints."""
@@ -73,3 +73,29 @@ class CoordinatorRun:
         self.lc.append(events)
         self.lc.seal(self.step)
         return events
+
+    def typed_checkpoint(
+        self, types: Mapping[str, int | None], *, kinds: int = 4, user: Mapping[str, float] | None = None
+    ) -> list[EventBase]:
+        """One checkpoint where each expert of `types` answers its one token type of `kinds` (its
+        basin), at even shares among those busy; None gets no tokens (its type is gone)."""
+        busy = [e for e, k in types.items() if k is not None]
+        shares = {e: (1 / len(busy) if k is not None else 0.0) for e, k in types.items()}
+        extra = {e: {f"token_type.{j}": float(j == k) for j in range(kinds)} for e, k in types.items()}
+        return self.checkpoint(shares, extra=extra, user=user)
+
+
+def decisions(events: list[EventBase], action: Action | None = None) -> list[DecisionMade]:
+    """The decisions among `events`, of `action` if given."""
+    return [e for e in events if isinstance(e, DecisionMade) and (action is None or e.action == action)]
+
+
+def gate_checks(events: list[EventBase], gate: str | None = None) -> list[tuple[str, GateOutcome]]:
+    """Each gate result among `events` (of `gate` if given), with the entity it was checked on."""
+    return [
+        (e.entity, outcome)
+        for e in events
+        if isinstance(e, GatesChecked)
+        for outcome in gate_results(CODEC.to_record(e))
+        if gate is None or outcome.gate == gate
+    ]

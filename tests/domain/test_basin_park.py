@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from lifecycle_es import CODEC, Action, ConfigError, DecisionMade, Lifecycle, LifecycleConfig
+from lifecycle_es import Action, ConfigError, DecisionMade, Lifecycle, LifecycleConfig
 from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id
-from lifecycle_es.events import EventBase, GatesChecked, gate_results
-from tests.domain._coordinator_run import CoordinatorRun
+from lifecycle_es.events import EventBase
+from tests.domain._coordinator_run import CoordinatorRun, decisions, gate_checks
 
 CONFIG = ExpertCoordinatorConfig(
     park_basin_gone_share=0.5,
@@ -44,18 +44,14 @@ def _observe(run: CoordinatorRun, basins: Basins) -> list[EventBase]:
     return run.checkpoint(extra=extra)
 
 
-def _decisions(events: list[EventBase]) -> list[DecisionMade]:
-    return [e for e in events if isinstance(e, DecisionMade)]
-
-
 def _parked_run() -> tuple[CoordinatorRun, DecisionMade]:
     """Two checkpoints with type 0 present, then type 0 gone until E0 is parked."""
     run = CoordinatorRun(CONFIG, run_id="basin-park", slots=4, initial=4)
     for _ in range(2):
-        assert not _decisions(_observe(run, PRESENT))
+        assert not decisions(_observe(run, PRESENT))
     decided: list[DecisionMade] = []
     for _ in range(CONFIG.park_patience):
-        decided += _decisions(_observe(run, GONE))
+        decided += decisions(_observe(run, GONE))
     assert len(decided) == 1
     return run, decided[0]
 
@@ -84,8 +80,8 @@ def test_no_expert_is_parked_while_its_types_are_still_in_the_input() -> None:
     events: list[EventBase] = []
     for basins in [PRESENT] * 2 + [{**GONE, E0: (0.1, 0.9, 0.0)}] * 6:
         events += _observe(run, basins)
-    assert not _decisions(events)
-    gates = [g.gate for e in events if isinstance(e, GatesChecked) for g in gate_results(CODEC.to_record(e))]
+    assert not decisions(events)
+    gates = [g.gate for _, g in gate_checks(events)]
     assert not [g for g in gates if g.startswith("park.")]
     assert run.lc.registry.get(E0).state == "active"
 
@@ -97,7 +93,7 @@ def test_a_basin_gone_expert_is_revived_into_its_slot_when_its_types_return() ->
     revived: list[DecisionMade] = []
     for _ in range(CONFIG.revive_patience):
         assert not revived
-        revived += _decisions(_observe(run, RETURNED))
+        revived += decisions(_observe(run, RETURNED))
     assert [(d.action, d.entity, d.reason) for d in revived] == [(Action.REVIVE, E0, "basin_returned")]
     metrics: dict[str, Any] = dict(revived[0].metrics_at_decision)
     assert metrics.pop("type_share") == pytest.approx(1 / 6)
@@ -133,7 +129,7 @@ def test_a_spawn_leaves_a_parked_experts_slot_free_while_another_is() -> None:
         _observe(run, basins)
     assert run.lc.registry.get(E0).state == "pending_prune"
     extra = {e: {f"token_type.{k}": p for k, p in enumerate(b)} for e, b in GONE.items() if e != E0}
-    spawned = _decisions(run.checkpoint(extra=extra, user={"gap": 1.0}))
+    spawned = decisions(run.checkpoint(extra=extra, user={"gap": 1.0}))
     assert [(d.action, d.metrics_at_decision["slot"]) for d in spawned] == [(Action.SPAWN, 4)]
 
 
@@ -144,13 +140,13 @@ def test_an_expert_is_parked_for_its_own_types_and_revived_only_by_them() -> Non
     run = CoordinatorRun(CONFIG, run_id="basin-own", slots=4, initial=4)
     decided: list[DecisionMade] = []
     for basins in [own] * 2 + [busy] * (CONFIG.park_patience + 1):
-        decided += _decisions(_observe(run, basins))
+        decided += decisions(_observe(run, basins))
     parks = {d.entity: d.metrics_at_decision["departed_types"] for d in decided}
     assert parks == {E0: [0], E1: [1]}
     back = {E2: (0.0, 0.5, 0.5, 0.0), E3: (0.0, 0.0, 0.0, 1.0)}
     revived: list[DecisionMade] = []
     for _ in range(CONFIG.revive_patience + 3):
-        revived += _decisions(_observe(run, back if not revived else {**back, E1: own[E1]}))
+        revived += decisions(_observe(run, back if not revived else {**back, E1: own[E1]}))
     assert [(d.action, d.entity) for d in revived] == [(Action.REVIVE, E1)]
     assert run.lc.registry.get(E0).state == "archived"
 

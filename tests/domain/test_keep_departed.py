@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from lifecycle_es import CODEC, Action, ConfigError, DecisionMade, Lifecycle, LifecycleConfig
+from lifecycle_es import Action, ConfigError, Lifecycle, LifecycleConfig
 from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id
-from lifecycle_es.events import EventBase, GatesChecked, gate_results
-from tests.domain._coordinator_run import CoordinatorRun
+from lifecycle_es.events import EventBase
+from tests.domain._coordinator_run import CoordinatorRun, decisions, gate_checks
 
 CONFIG = ExpertCoordinatorConfig(
     basin_window_size=10,
@@ -27,37 +27,20 @@ CONFIG = ExpertCoordinatorConfig(
 )
 """The defaults (keeping on, parking off) with short windows and no spawn, split or merge."""
 E0, E1, E2, E3 = (expert_id(0, i) for i in range(4))
-OWN = {e: tuple(1.0 if k == i else 0.0 for k in range(4)) for i, e in enumerate((E0, E1, E2, E3))}
+OWN = {E0: 0, E1: 1, E2: 2, E3: 3}
 """Each expert's basin is its own token type: E0 answers type 0, E1 type 1, and so on."""
 
 
 def _observe(run: CoordinatorRun, idle: tuple[str, ...] = ()) -> list[EventBase]:
     """One checkpoint: the `idle` experts get no tokens (their types are gone), the others even shares."""
     routing = [e.entity for e in run.lc.registry.live() if e.state in ("cooling", "active", "dormant")]
-    busy = [e for e in routing if e not in idle]
-    shares = {e: (0.0 if e in idle else 1 / len(busy)) for e in routing}
-    extra = {e: {f"token_type.{k}": (0.0 if e in idle else p) for k, p in enumerate(OWN[e])} for e in routing}
-    return run.checkpoint(shares, extra=extra)
-
-
-def _decisions(events: list[EventBase]) -> list[DecisionMade]:
-    return [e for e in events if isinstance(e, DecisionMade)]
-
-
-def _gates(events: list[EventBase], name: str) -> list[tuple[str, bool, str]]:
-    return [
-        (e.entity, g.passed, g.reason)
-        for e in events
-        if isinstance(e, GatesChecked)
-        for g in gate_results(CODEC.to_record(e))
-        if g.gate == name
-    ]
+    return run.typed_checkpoint({e: None if e in idle else OWN[e] for e in routing})
 
 
 def _run(config: ExpertCoordinatorConfig, name: str) -> CoordinatorRun:
     run = CoordinatorRun(config, run_id=name, slots=4, initial=4)
     for _ in range(2):
-        assert not _decisions(_observe(run))
+        assert not decisions(_observe(run))
     return run
 
 
@@ -67,11 +50,11 @@ def test_a_dormant_expert_whose_types_left_is_kept_with_the_reason() -> None:
     events: list[EventBase] = []
     for _ in range(3 * CONFIG.prune_patience):
         events += _observe(run, idle=(E0,))
-    assert not _decisions(events)
+    assert not decisions(events)
     assert run.lc.registry.get(E0).state == "dormant"
-    kept = _gates(events, "prune.inputs_departed")
-    assert kept and all(entity == E0 and not passed for entity, passed, _ in kept)
-    assert kept[-1][2].startswith("types [0] left 6 checkpoints ago with 1 of its basin")
+    kept = gate_checks(events, "prune.inputs_departed")
+    assert kept and all(entity == E0 and not g.passed for entity, g in kept)
+    assert kept[-1][1].reason.startswith("types [0] left 6 checkpoints ago with 1 of its basin")
 
 
 def test_a_kept_expert_takes_its_types_back_when_they_return() -> None:
@@ -80,7 +63,7 @@ def test_a_kept_expert_takes_its_types_back_when_they_return() -> None:
     for _ in range(2 * CONFIG.prune_patience):
         _observe(run, idle=(E0,))
     assert run.lc.registry.get(E0).state == "dormant"
-    assert not _decisions(_observe(run))
+    assert not decisions(_observe(run))
     assert run.lc.registry.get(E0).state == "active"
 
 
@@ -90,11 +73,11 @@ def test_beyond_the_budget_the_oldest_kept_expert_is_pruned_as_dead() -> None:
     events = _observe(run, idle=(E0,))
     for _ in range(2 * CONFIG.prune_patience):
         events += _observe(run, idle=(E0, E1))
-    assert [(d.action, d.entity, d.reason) for d in _decisions(events)] == [
+    assert [(d.action, d.entity, d.reason) for d in decisions(events)] == [
         (Action.PRUNE, E0, "confirmed_dead")
     ]
-    assert {e for e, passed, _ in _gates(events, "prune.inputs_departed") if passed} == {E0}
-    assert {e for e, passed, _ in _gates(events, "prune.inputs_departed") if not passed} == {E0, E1}
+    assert {e for e, g in gate_checks(events, "prune.inputs_departed") if g.passed} == {E0}
+    assert {e for e, g in gate_checks(events, "prune.inputs_departed") if not g.passed} == {E0, E1}
     assert run.lc.registry.get(E1).state == "dormant"
 
 
@@ -104,8 +87,8 @@ def test_seeds_002_settings_prune_it_as_dead() -> None:
     events: list[EventBase] = []
     for _ in range(2 * CONFIG.prune_patience):
         events += _observe(run, idle=(E0,))
-    assert [(d.action, d.entity) for d in _decisions(events)] == [(Action.PRUNE, E0)]
-    assert not _gates(events, "prune.inputs_departed")
+    assert [(d.action, d.entity) for d in decisions(events)] == [(Action.PRUNE, E0)]
+    assert not gate_checks(events, "prune.inputs_departed")
 
 
 def test_an_expert_idle_while_its_types_are_still_in_the_input_is_pruned() -> None:
@@ -115,8 +98,8 @@ def test_an_expert_idle_while_its_types_are_still_in_the_input_is_pruned() -> No
     for _ in range(2 * CONFIG.prune_patience):
         extra = {E1: {"token_type.0": 0.5, "token_type.1": 0.5}, E0: {"token_type.0": 0.0}}
         events += run.checkpoint({E0: 0.0, E1: 1 / 3, E2: 1 / 3, E3: 1 / 3}, extra=extra)
-    assert [(d.action, d.entity) for d in _decisions(events)] == [(Action.PRUNE, E0)]
-    assert not _gates(events, "prune.inputs_departed")
+    assert [(d.action, d.entity) for d in decisions(events)] == [(Action.PRUNE, E0)]
+    assert not gate_checks(events, "prune.inputs_departed")
 
 
 def test_an_expert_idle_before_its_types_left_is_dead_whatever_leaves_later() -> None:
@@ -128,10 +111,10 @@ def test_an_expert_idle_before_its_types_left_is_dead_whatever_leaves_later() ->
         events += run.checkpoint({E0: 0.0, E1: 1 / 3, E2: 1 / 3, E3: 1 / 3}, extra=served)
     for _ in range(4):  # dormant from the first of the 3 above: patience 6 holds at the 7th
         events += _observe(run, idle=(E0,))
-    assert [(d.action, d.entity, d.reason) for d in _decisions(events)] == [
+    assert [(d.action, d.entity, d.reason) for d in decisions(events)] == [
         (Action.PRUNE, E0, "confirmed_dead")
     ]
-    assert not _gates(events, "prune.inputs_departed")
+    assert not gate_checks(events, "prune.inputs_departed")
 
 
 def test_replaying_a_kept_expert_rebuilds_the_live_registry() -> None:

@@ -7,13 +7,12 @@ from collections.abc import Sequence
 
 import pytest
 
-from lifecycle_es import Action, DecisionMade, GatesChecked, Lifecycle, LifecycleConfig
-from lifecycle_es.codec import CODEC
+from lifecycle_es import Action, DecisionMade, Lifecycle, LifecycleConfig
 from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id
 from lifecycle_es.errors import ConfigError
-from lifecycle_es.events import EventBase, gate_results
+from lifecycle_es.events import EventBase
 from replay.whatif import what_if
-from tests.domain._coordinator_run import EVERY, CoordinatorRun
+from tests.domain._coordinator_run import EVERY, CoordinatorRun, decisions, gate_checks
 
 RUN, N, W = "payoff", 3, 4
 GAP = "gap"
@@ -46,17 +45,11 @@ def _drive(
 
 
 def _spawns(events: list[list[EventBase]]) -> list[DecisionMade]:
-    return [e for each in events for e in each if isinstance(e, DecisionMade) and e.action == Action.SPAWN]
+    return [d for each in events for d in decisions(each, Action.SPAWN)]
 
 
 def _payoff_gates(events: list[EventBase]) -> list[tuple[bool, dict[str, float]]]:
-    return [
-        (o[1], o[2])
-        for e in events
-        if isinstance(e, GatesChecked)
-        for o in gate_results(CODEC.to_record(e))
-        if o[0] == "spawn.need_payoff"
-    ]
+    return [(o.passed, o.observed) for _, o in gate_checks(events, "spawn.need_payoff")]
 
 
 def test_a_high_need_that_a_spawn_does_not_reduce_stops_further_spawns() -> None:

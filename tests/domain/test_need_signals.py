@@ -6,12 +6,11 @@ import dataclasses
 
 import torch
 
-from lifecycle_es import Action, DecisionMade, GatesChecked, Lifecycle, LifecycleConfig, MetricsObserved
-from lifecycle_es.codec import CODEC
+from lifecycle_es import Action, Lifecycle, LifecycleConfig, MetricsObserved
 from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id
-from lifecycle_es.events import EventBase, gate_results
+from lifecycle_es.events import EventBase
 from projections.moe import ModelSurgery, MoELayer, masked_contribution
-from tests.domain._coordinator_run import EVERY, CoordinatorRun
+from tests.domain._coordinator_run import EVERY, CoordinatorRun, decisions, gate_checks
 
 RUN, N = "need", 3
 CONFIG = ExpertCoordinatorConfig.seeds_002(
@@ -33,18 +32,8 @@ def Run(config: ExpertCoordinatorConfig = CONFIG) -> CoordinatorRun:
     return CoordinatorRun(config, run_id=RUN)
 
 
-def _decided(events: list[EventBase], action: Action) -> list[DecisionMade]:
-    return [e for e in events if isinstance(e, DecisionMade) and e.action == action]
-
-
 def _gate(events: list[EventBase], name: str) -> tuple[bool, dict[str, float]]:
-    found = [
-        (o[1], o[2])
-        for e in events
-        if isinstance(e, GatesChecked)
-        for o in gate_results(CODEC.to_record(e))
-        if o[0] == name
-    ]
+    found = [(o.passed, o.observed) for _, o in gate_checks(events, name)]
     assert len(found) == 1, f"{name}: {len(found)} checks"
     return found[0]
 
@@ -55,7 +44,7 @@ def test_even_routing_does_not_starve_a_layer_whose_need_metric_is_met() -> None
     spawned = [
         d
         for _ in range(2 * N)
-        for d in _decided(run.checkpoint(user={"worst_class_loss": 0.1}), Action.SPAWN)
+        for d in decisions(run.checkpoint(user={"worst_class_loss": 0.1}), Action.SPAWN)
     ]
     assert spawned == []
 
@@ -64,9 +53,9 @@ def test_a_need_metric_above_its_threshold_starves_the_layer_whatever_the_spread
     """A worst-class loss above the threshold for spawn_patience checkpoints spawns, with it as evidence."""
     run = Run()
     for _ in range(N - 1):
-        assert not _decided(run.checkpoint(user={"worst_class_loss": 0.8}), Action.SPAWN)
+        assert not decisions(run.checkpoint(user={"worst_class_loss": 0.8}), Action.SPAWN)
     events = run.checkpoint(user={"worst_class_loss": 0.8})
-    assert len(_decided(events, Action.SPAWN)) == 1
+    assert len(decisions(events, Action.SPAWN)) == 1
     passed, observed = _gate(events, "spawn.starvation_patience")
     assert passed and observed["user.worst_class_loss"] == 0.8
 
@@ -74,7 +63,7 @@ def test_a_need_metric_above_its_threshold_starves_the_layer_whatever_the_spread
 def test_a_checkpoint_without_the_need_metric_falls_back_to_the_spread_test() -> None:
     """With a need metric named but not observed, the spread test decides: even routing spawns."""
     run = Run()
-    spawned = [d for _ in range(N) for d in _decided(run.checkpoint(), Action.SPAWN)]
+    spawned = [d for _ in range(N) for d in decisions(run.checkpoint(), Action.SPAWN)]
     assert len(spawned) == 1 and spawned[0].step == N * EVERY
 
 
@@ -95,10 +84,10 @@ def test_a_dormant_expert_that_still_contributes_is_not_pruned() -> None:
     run = Run()
     for _ in range(N + 1):
         events = run.checkpoint({E3: 0.0}, extra={E3: {"contribution": 0.2}})
-    assert not _decided(events, Action.PRUNE)
+    assert not decisions(events, Action.PRUNE)
     assert _gate(events, "prune.low_contribution") == (False, {"contribution": 0.2})
     events = run.checkpoint({E3: 0.0}, extra={E3: {"contribution": 0.0}})
-    assert [d.entity for d in _decided(events, Action.PRUNE)] == [E3]
+    assert [d.entity for d in decisions(events, Action.PRUNE)] == [E3]
 
 
 def test_an_expert_collapsed_at_initialisation_gets_a_grace_period() -> None:
@@ -107,7 +96,7 @@ def test_an_expert_collapsed_at_initialisation_gets_a_grace_period() -> None:
     run = Run(dataclasses.replace(CONFIG, prune_init_grace=grace))
     pruned_at = None
     for k in range(1, 3 * N):
-        if _decided(run.checkpoint({E3: 0.0}), Action.PRUNE):
+        if decisions(run.checkpoint({E3: 0.0}), Action.PRUNE):
             pruned_at = k
             break
     assert pruned_at == grace

@@ -10,11 +10,10 @@ import dataclasses
 
 import pytest
 
-from lifecycle_es import CODEC, Action, ConfigError, DecisionMade, Lifecycle, LifecycleConfig
+from lifecycle_es import Action, ConfigError, Lifecycle, LifecycleConfig
 from lifecycle_es.controllers import ExpertCoordinatorConfig, expert_id
 from lifecycle_es.controllers._basin_park import returned_types
-from lifecycle_es.events import EventBase, GatesChecked, gate_results
-from tests.domain._coordinator_run import CoordinatorRun
+from tests.domain._coordinator_run import CoordinatorRun, decisions, gate_checks
 
 CONFIG = ExpertCoordinatorConfig(
     basin_window_size=20,
@@ -33,41 +32,15 @@ CONFIG = ExpertCoordinatorConfig(
 """Spawns for a user need of 1.0 at once, a grace of 3 checkpoints, no split or merge in the way."""
 E0, E1, E2, E3 = (expert_id(0, i) for i in range(4))
 NEED = {"gap": 1.0}
-
-
-def _observe(
-    run: CoordinatorRun, types: dict[str, int | None], user: dict[str, float] | None = None
-) -> list[EventBase]:
-    """One checkpoint: each expert answers its one type, or nothing (None), at even shares."""
-    busy = [e for e, k in types.items() if k is not None]
-    shares = {e: (1 / len(busy) if k is not None else 0.0) for e, k in types.items()}
-    extra = {e: {f"token_type.{j}": float(j == k) for j in range(4)} for e, k in types.items()}
-    return run.checkpoint(shares, extra=extra, user=user)
-
-
 ALL = {E0: 0, E1: 1, E2: 2, E3: 3}
 GONE = {E0: None, E1: 1, E2: 2, E3: 3}
 """Type 0 has left: E0, whose type it was, idles (and is kept: its inputs departed)."""
 
 
-def _spawns(events: list[EventBase]) -> list[DecisionMade]:
-    return [e for e in events if isinstance(e, DecisionMade) and e.action == Action.SPAWN]
-
-
-def _held(events: list[EventBase]) -> list[tuple[bool, str]]:
-    return [
-        (g.passed, g.reason)
-        for e in events
-        if isinstance(e, GatesChecked)
-        for g in gate_results(CODEC.to_record(e))
-        if g.gate == "spawn.return_grace"
-    ]
-
-
 def _departed_run(config: ExpertCoordinatorConfig, name: str) -> CoordinatorRun:
     run = CoordinatorRun(config, run_id=name, slots=5, initial=4)
     for types in [ALL] * 2 + [GONE] * 3:
-        assert not _spawns(_observe(run, types))
+        assert not decisions(run.typed_checkpoint(types), Action.SPAWN)
     return run
 
 
@@ -75,36 +48,36 @@ def test_no_spawn_while_a_departed_type_comes_back() -> None:
     """Type 0 back with the need high: held for 3 checkpoints with the reason, then a spawn."""
     run = _departed_run(CONFIG, "grace")
     for since in range(1, CONFIG.spawn_return_grace + 1):
-        events = _observe(run, ALL, NEED)
-        assert not _spawns(events)
-        [(passed, reason)] = _held(events)
-        assert not passed
-        assert reason.startswith(f"types [0] back for {since} checkpoint")
-    events = _observe(run, ALL, NEED)
-    assert len(_spawns(events)) == 1 and not _held(events)
+        events = run.typed_checkpoint(ALL, user=NEED)
+        assert not decisions(events, Action.SPAWN)
+        [(_, held)] = gate_checks(events, "spawn.return_grace")
+        assert not held.passed
+        assert held.reason.startswith(f"types [0] back for {since} checkpoint")
+    events = run.typed_checkpoint(ALL, user=NEED)
+    assert len(decisions(events, Action.SPAWN)) == 1 and not gate_checks(events, "spawn.return_grace")
 
 
 def test_a_type_arriving_for_the_first_time_does_not_hold_a_spawn() -> None:
     """Type 3 new to the layer (never present before) is no return: the need spawns at once."""
     run = CoordinatorRun(CONFIG, run_id="grace-new", slots=5, initial=4)
     for _ in range(3):
-        _observe(run, {E0: 0, E1: 1, E2: 2, E3: 2})
-    events = _observe(run, ALL, NEED)
-    assert len(_spawns(events)) == 1 and not _held(events)
+        run.typed_checkpoint({E0: 0, E1: 1, E2: 2, E3: 2})
+    events = run.typed_checkpoint(ALL, user=NEED)
+    assert len(decisions(events, Action.SPAWN)) == 1 and not gate_checks(events, "spawn.return_grace")
 
 
 def test_without_a_grace_the_spawn_is_made_at_once() -> None:
     """`spawn_return_grace=0` (seeds/002) spawns at the first checkpoint of the return."""
     run = _departed_run(dataclasses.replace(CONFIG, spawn_return_grace=0), "grace-off")
-    events = _observe(run, ALL, NEED)
-    assert len(_spawns(events)) == 1 and not _held(events)
+    events = run.typed_checkpoint(ALL, user=NEED)
+    assert len(decisions(events, Action.SPAWN)) == 1 and not gate_checks(events, "spawn.return_grace")
 
 
 def test_replaying_a_held_spawn_rebuilds_the_live_registry() -> None:
     """A registry folded from the log of held spawns and the spawn after equals the live one."""
     run = _departed_run(CONFIG, "grace-replay")
     for _ in range(CONFIG.spawn_return_grace + 1):
-        _observe(run, ALL, NEED)
+        run.typed_checkpoint(ALL, user=NEED)
     rebuilt = Lifecycle(run.lc.log, config=LifecycleConfig(metric_window=CONFIG.basin_window_size))
     assert rebuilt.registry == run.lc.registry
 
