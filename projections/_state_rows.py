@@ -12,6 +12,10 @@ from projections._state_plan import COLUMNS, HISTORY_DEPTH, METRIC_NAMES, PARENT
 
 __all__ = ["row_dicts"]
 
+_COLS = len(COLUMNS)
+_INTS = _COLS + 2 * HISTORY_DEPTH
+"""A packed row's int32 words: its columns, then its history ring's (from, to) pairs."""
+
 
 def row_dicts(
     specs: Mapping[str, Spec],
@@ -31,8 +35,8 @@ def row_dicts(
         ),
         dim=1,
     ).cpu()
-    ints = packed[:, : 8 + 2 * HISTORY_DEPTH].tolist()
-    floats = packed[:, 8 + 2 * HISTORY_DEPTH :].contiguous().view(torch.float32).tolist()
+    ints = packed[:, :_INTS].tolist()
+    floats = packed[:, _INTS:].contiguous().view(torch.float32).tolist()
     return [_row_dict(specs, index, entity, ints[row], floats[row]) for entity, row in index.rows.items()]
 
 
@@ -44,11 +48,11 @@ def _row_dict(
     def name(code: int) -> str | None:
         return None if code < 0 else spec.state_by_code(code).name
 
-    pairs = zip(ints[8::2], ints[9::2], strict=True)
+    pairs = zip(ints[_COLS:_INTS:2], ints[_COLS + 1 : _INTS : 2], strict=True)
     return {
         "entity": entity,
         "spec": spec.name,
-        **dict(zip(COLUMNS, ints[:8], strict=True)),
+        **dict(zip(COLUMNS, ints[:_COLS], strict=True)),
         "state_code": ints[STATE],
         "state": name(ints[STATE]),
         "parent_state": name(ints[PARENT_STATE]),
