@@ -61,6 +61,9 @@ class RunResult:
     """Test accuracy on all ten classes at each phase's end."""
     dropped_acc: list[float] = field(default_factory=list)
     """Test accuracy on the dropped classes (0-3) at each phase's end."""
+    dropped_among_acc: list[float] = field(default_factory=list)
+    """The same, with only the dropped classes' own logits competing: how well the features
+    still tell them apart, whatever the head's calibration across all ten classes."""
     early_acc: list[float] = field(default_factory=list)
     """Test accuracy on the dropped classes (0-3) `EARLY` steps into the phase they return in:
     what parking is for (a parked expert comes back knowing them; the others relearn them)."""
@@ -146,13 +149,19 @@ def _loop(
         result.phase_acc.append(_accuracy(model, data, phase.classes))
         result.all_acc.append(_accuracy(model, data, tuple(range(CLASSES))))
         result.dropped_acc.append(_accuracy(model, data, DROPPED))
+        result.dropped_among_acc.append(_accuracy(model, data, DROPPED, among=True))
         result.phase_experts.append(result.experts[-1])
 
 
 @torch.no_grad()
-def _accuracy(model: DigitMoE, data: Digits, classes: tuple[int, ...]) -> float:
+def _accuracy(model: DigitMoE, data: Digits, classes: tuple[int, ...], *, among: bool = False) -> float:
+    """Accuracy on the test images of `classes`; with `among`, only those classes' logits compete."""
     x, y = data.test(classes)
-    return float((model(x).argmax(dim=-1) == y).float().mean())
+    logits = model(x)
+    if among:
+        own = torch.tensor(classes)
+        return float((own[logits[:, own].argmax(dim=-1)] == y).float().mean())
+    return float((logits.argmax(dim=-1) == y).float().mean())
 
 
 def _read_log(path: Path, steps: int, result: RunResult) -> None:
