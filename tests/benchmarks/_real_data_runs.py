@@ -11,7 +11,6 @@ balancing loss).
 
 from __future__ import annotations
 
-import functools
 import json
 import tempfile
 from collections import Counter
@@ -141,8 +140,7 @@ def _loop(
             if lifecycle is not None:
                 lifecycle.record(y, losses)  # each image's loss: the need signal
                 # the batch's MoE inputs: a parked expert whose side of the router they fall on is revived
-                inputs = functools.partial(dict, {0: model.moe.last_input})
-                if lifecycle.after_step(step, revival=inputs) is not None:
+                if lifecycle.after_step(step, revival=lambda: {0: model.moe.last_input}) is not None:
                     result.experts.append(lifecycle.routing_counts()[0])
             if phase == PHASES[-1] and into in EARLY:
                 result.early_acc.append(_accuracy(model, data, DROPPED))
