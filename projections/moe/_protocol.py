@@ -1,4 +1,5 @@
-"""Checking a user's layer against a layer protocol, naming what it lacks.
+"""Checking what a user hands the lifecycle: a layer against a layer protocol, naming what it
+lacks, and a batch's token types.
 
 `isinstance(layer, ExpertLayer)` answers yes or no; a user whose MoE layer misses one method
 needs to know which. The members are read from the protocol class itself, so the check cannot
@@ -9,9 +10,30 @@ from __future__ import annotations
 
 import inspect
 
-from lifecycle_es.errors import ConfigError
+import torch
 
-__all__ = ["check_layer", "missing_members", "protocol_members"]
+from lifecycle_es.errors import ConfigError, UsageError
+
+__all__ = ["check_layer", "check_token_types", "missing_members", "protocol_members"]
+
+TYPE_DTYPES = (torch.int64, torch.int32)
+"""The dtypes token type ids may have: those torch indexes with."""
+
+
+def check_token_types(token_types: object) -> None:
+    """Refuse token types that are not a 1-D int64 or int32 tensor, one id per token.
+
+    Only the tensor's metadata is read, so the check never waits for the device; the ids' range
+    is checked where they are counted.
+    """
+    if isinstance(token_types, torch.Tensor) and token_types.dim() == 1 and token_types.dtype in TYPE_DTYPES:
+        return
+    got = (
+        f"a {token_types.dtype} tensor of shape {tuple(token_types.shape)}"
+        if isinstance(token_types, torch.Tensor)
+        else f"a {type(token_types).__name__}"
+    )
+    raise UsageError(f"token types must be a 1-D int64 or int32 tensor, one id per token, but got {got}")
 
 
 def protocol_members(protocol: type) -> list[str]:

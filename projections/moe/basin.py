@@ -41,7 +41,7 @@ from projections.moe._basin_readout import (
     expert_rows,
     layer_metrics,
 )
-from projections.moe._protocol import check_layer
+from projections.moe._protocol import check_layer, check_token_types
 from projections.moe._routing_counters import Counters, routing_counts
 
 __all__ = ["BasinReadout", "BasinTracker", "RoutedLayer", "ShareBasis", "basin_breadth", "layer_metrics"]
@@ -117,6 +117,7 @@ class BasinTracker:
         refuses the interval with a `UsageError`: checked there, off the training step, since
         reading the ids here would wait for the device every step.
         """
+        check_token_types(token_types)
         tokens = int(token_types.shape[0])
         for index, layer in self.layers.items():
             if int(layer.last_indices.shape[0]) != tokens:

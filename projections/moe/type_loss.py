@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from lifecycle_es.errors import ConfigError, UsageError
+from projections.moe._protocol import check_token_types
 
 __all__ = ["TYPE_LOSS_GAP", "TypeLossTracker", "need_metrics"]
 
@@ -42,6 +43,7 @@ class TypeLossTracker:
 
     def record(self, token_types: torch.Tensor, losses: torch.Tensor) -> None:
         """Keep one step's per-token losses ([tokens] float) with the tokens' types ([tokens] long)."""
+        check_token_types(token_types)
         if tuple(losses.shape) != tuple(token_types.shape) or losses.dim() != 1:
             raise UsageError(
                 f"losses must be one value per token, shape {tuple(token_types.shape)}, "

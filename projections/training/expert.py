@@ -92,7 +92,7 @@ class ExpertLifecycle(LogOwner):
         trains through (surgery re-wraps it after a resize), and `sync` to change the leader,
         the seal timeout or repair.
         """
-        self.layers: dict[int, ExpertLayer] = dict(sorted((layers or find_expert_layers(model)).items()))
+        self.layers: dict[int, ExpertLayer] = dict(sorted(_given_layers(model, layers).items()))
         self.config = _config(config, self.layers, strategy)
         self.log, self._owns_log = _open(log, run_id)
         self.interval = self.config.lifecycle_eval_interval
@@ -200,7 +200,8 @@ class ExpertLifecycle(LogOwner):
         """Keep the last forward's routing with each token's type ([tokens] long, ids 0..num_types-1).
 
         Call it once per forward, after the optimizer step; it keeps references only (no
-        device work, no host sync). Ids outside the range are refused at the next evaluation.
+        device work, no host sync). Types that are not a 1-D int64 or int32 tensor are refused
+        here, ids outside the range at the next evaluation.
         `losses`, each token's training loss ([tokens], e.g. `cross_entropy(..., reduction=
         "none")`), gives the coordinator its need signal: each evaluation records the type loss
         gap (`projections.moe.type_loss`) as the user metric `user.type_loss_gap`, which the
@@ -333,6 +334,18 @@ def find_expert_layers(model: nn.Module) -> dict[int, ExpertLayer]:
     ]
     hint = "; ".join(near) if near else "pass layers={index: layer}"
     raise ConfigError(f"{type(model).__name__} holds no module meeting the ExpertLayer protocol: {hint}")
+
+
+def _given_layers(model: nn.Module, layers: object) -> Mapping[int, ExpertLayer]:
+    """Return `layers` once it is a mapping of layer indices, or the model's own (none given)."""
+    if not layers:
+        return find_expert_layers(model)
+    if isinstance(layers, Mapping) and all(type(i) is int and i >= 0 for i in layers):
+        return layers
+    got = f"keys {list(layers)}" if isinstance(layers, Mapping) else f"a {type(layers).__name__}"
+    raise ConfigError(
+        f"layers maps layer indices (ints >= 0) to MoE layers, e.g. {{0: model.moe}}, but got {got}"
+    )
 
 
 def _config(

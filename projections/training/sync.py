@@ -237,7 +237,7 @@ class LifecycleSync:
         if self.last_step is not None and step <= self.last_step:
             raise UsageError(
                 f"step {step}: this rank applied the boundary of step {self.last_step} already; "
-                "call at_boundary once per evaluation step, with steps that increase"
+                "give each evaluation step once (after_step, at_boundary), with steps that increase"
             )
         wrapper = None if self.replicated is None else self.replicated.wrapper
         if not getattr(wrapper, "require_backward_grad_sync", True):

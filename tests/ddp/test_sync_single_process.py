@@ -198,7 +198,7 @@ def test_a_repeated_or_earlier_boundary_step_is_refused_at_once() -> None:
             sync.at_boundary(step, decide=lambda lc: lc.observe({"loss": 1.0}))
         assert str(caught.value) == (
             f"step {step}: this rank applied the boundary of step 10 already; "
-            "call at_boundary once per evaluation step, with steps that increase"
+            "give each evaluation step once (after_step, at_boundary), with steps that increase"
         )
     assert time.monotonic() - began < 5.0
     assert log.last_seq() == seq

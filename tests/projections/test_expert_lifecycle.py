@@ -217,6 +217,66 @@ def test_an_evaluation_step_repeated_is_refused_at_once() -> None:
         lifecycle.after_step(5)
 
 
+def test_an_earlier_evaluation_step_is_refused_at_once() -> None:
+    """An evaluation step before the last one applied raises, naming both; nothing is appended."""
+    job = Job()
+    lifecycle = job.lifecycle(MemoryLog("earlier"))
+    lifecycle.start()
+    for step in range(1, 11):
+        lifecycle.record(job.step(step))
+        lifecycle.after_step(step)
+    seq = lifecycle.log.last_seq()
+    with pytest.raises(UsageError) as caught:
+        lifecycle.after_step(5)
+    assert str(caught.value) == (
+        "step 5: this rank applied the boundary of step 10 already; "
+        "give each evaluation step once (after_step, at_boundary), with steps that increase"
+    )
+    assert lifecycle.log.last_seq() == seq
+
+
+@pytest.mark.parametrize(
+    ("types", "got"),
+    [
+        (torch.zeros(TOKENS), f"a torch.float32 tensor of shape ({TOKENS},)"),
+        (torch.zeros(2, TOKENS // 2, dtype=torch.long), f"a torch.int64 tensor of shape (2, {TOKENS // 2})"),
+        (torch.zeros(TOKENS, dtype=torch.uint8), f"a torch.uint8 tensor of shape ({TOKENS},)"),
+        ([0] * TOKENS, "a list"),
+    ],
+)
+def test_token_types_that_are_not_one_int_id_per_token_are_refused_at_record(types: object, got: str) -> None:
+    """Floats, a 2-D batch, a dtype torch cannot index with or a list: one UsageError, nothing kept."""
+    job = Job()
+    lifecycle = job.lifecycle(MemoryLog("types"))
+    lifecycle.start()
+    job.step(1)
+    with pytest.raises(UsageError) as caught:
+        lifecycle.record(types, torch.ones(TOKENS))  # type: ignore[arg-type]
+    assert (
+        str(caught.value)
+        == f"token types must be a 1-D int64 or int32 tensor, one id per token, but got {got}"
+    )
+    assert lifecycle.basin.tokens == 0
+    lifecycle.record(job.step(2).int(), torch.ones(TOKENS))  # int32 ids are taken
+    assert lifecycle.basin.tokens == TOKENS
+
+
+@pytest.mark.parametrize(
+    ("layers", "got"),
+    [(["the layer"], "a list"), ({"moe": "the layer"}, "keys ['moe']"), ({-1: "the layer"}, "keys [-1]")],
+)
+def test_layers_not_keyed_by_layer_index_are_refused(layers: object, got: str) -> None:
+    """`layers=` maps layer indices to MoE layers; anything else is a ConfigError saying so."""
+    job = Job()
+    given = [job.model[0] for _ in layers] if isinstance(layers, list) else {k: job.model[0] for k in layers}
+    with pytest.raises(ConfigError) as caught:
+        job.lifecycle(MemoryLog("layers"), layers=given)
+    assert str(caught.value) == (
+        f"layers maps layer indices (ints >= 0) to MoE layers, e.g. {{0: model.moe}}, but got {got}"
+    )
+    assert job.lifecycle(MemoryLog("layers"), layers={0: job.model[0]}).layers == {0: job.model[0]}
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
