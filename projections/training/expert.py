@@ -237,6 +237,8 @@ class ExpertLifecycle(LogOwner):
         the boundary did.
         """
         self._check_started("after_step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise UsageError(f"step must be an int, got {type(step).__name__}")
         if step % self.interval:
             return None
         return self.evaluate(step, metrics, user=user, revival=revival)

@@ -236,6 +236,22 @@ def test_an_earlier_evaluation_step_is_refused_at_once() -> None:
 
 
 @pytest.mark.parametrize(
+    ("step", "got"), [("10", "str"), (True, "bool"), (10.0, "float"), (torch.tensor(10), "Tensor")]
+)
+def test_a_step_that_is_not_an_int_is_refused(step: object, got: str) -> None:
+    """after_step takes the int step of the loop: a str, bool, float or tensor is a UsageError."""
+    job = Job()
+    lifecycle = job.lifecycle(MemoryLog("step"))
+    lifecycle.start()
+    lifecycle.record(job.step(1))
+    seq = lifecycle.log.last_seq()
+    with pytest.raises(UsageError) as caught:
+        lifecycle.after_step(step)  # type: ignore[arg-type]
+    assert str(caught.value) == f"step must be an int, got {got}"
+    assert lifecycle.log.last_seq() == seq
+
+
+@pytest.mark.parametrize(
     ("types", "got"),
     [
         (torch.zeros(TOKENS), f"a torch.float32 tensor of shape ({TOKENS},)"),
