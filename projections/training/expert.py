@@ -145,7 +145,14 @@ class ExpertLifecycle(LogOwner):
         limit = self.config.max_experts_per_layer
         if count is None:
             return {i: min(layer.capacity, limit) for i, layer in self.layers.items()}
-        return dict.fromkeys(self.layers, count)  # the coordinator checks it when registering
+        for i, layer in self.layers.items():
+            top = min(layer.capacity, limit)
+            if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= top:
+                raise ConfigError(
+                    f"initial_experts must be an int in [1, {top}] (layer {i}'s slots and "
+                    f"max_experts_per_layer), got {count!r}"
+                )
+        return dict.fromkeys(self.layers, count)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -252,15 +259,28 @@ class ExpertLifecycle(LogOwner):
         revival: LayerInputs | None = None,
     ) -> Boundary:
         """One lifecycle evaluation at the boundary after step `step`, whatever the interval."""
+        for name, given in (("metrics", metrics), ("user", user), ("revival", revival)):
+            if given is not None and not callable(given):
+                raise UsageError(
+                    f"{name}= takes a function the evaluation calls, got a {type(given).__name__}: "
+                    "pass e.g. lambda: {...}"
+                )
+        evaluation = dict(revival()) if revival is not None else {}
+        unknown = sorted(set(evaluation) - set(self.layers), key=repr)
+        if unknown:
+            raise UsageError(
+                f"revival() gave inputs of layers {unknown}, but the managed layers are {list(self.layers)}"
+            )
+        # Scored before the interval's routing is read out, so bad inputs lose none of it.
+        affinity = {layer: revival_metrics(self.surgery, layer, x) for layer, x in evaluation.items()}
         observe = functools.partial(self.sync.observe, step)
         # One all-reduce for both: the dicts hold the very tensors each tracker reads back.
         both = self.type_loss.sum_across
         self.basin.sum_across(lambda routed: both(lambda lost: observe({**routed, **lost})))
         need = self.type_loss.collect()
         readout = self.basin.collect({i: self.surgery.routing_experts(i) for i in self.layers})
-        evaluation = dict(revival()) if revival is not None else {}
-        for layer, inputs in evaluation.items():
-            readout.layers[layer].update(revival_metrics(self.surgery, layer, inputs))
+        for layer, scores in affinity.items():
+            readout.layers[layer].update(scores)
 
         def decide(lc: Lifecycle) -> None:
             lc.append(
@@ -360,6 +380,11 @@ def _config(
     explicit config that asks for it is refused. Without a config, the defaults are used with
     `max_experts_per_layer` lowered to the fewest slots of any layer (recorded as such).
     """
+    if config is not None and not isinstance(config, ExpertCoordinatorConfig):
+        raise ConfigError(
+            f"config must be an ExpertCoordinatorConfig, got a {type(config).__name__}: "
+            "build one with its settings, e.g. ExpertCoordinatorConfig(spawn_patience=5)"
+        )
     if strategy != "masked" or not layers:
         return ExpertCoordinatorConfig() if config is None else config
     slots = {i: layer.capacity for i, layer in layers.items()}

@@ -293,6 +293,61 @@ def test_layers_not_keyed_by_layer_index_are_refused(layers: object, got: str) -
     assert job.lifecycle(MemoryLog("layers"), layers={0: job.model[0]}).layers == {0: job.model[0]}
 
 
+@pytest.mark.parametrize("count", [0, SLOTS + 1, 2.5, True])
+def test_initial_experts_outside_one_to_the_slots_are_refused_when_built(count: Any) -> None:
+    """A layer starts with at least one routing expert and at most its slots (and the cap)."""
+    job = Job()
+    with pytest.raises(ConfigError) as caught:
+        ExpertLifecycle(job.model, job.optimizer, MemoryLog("count"), num_types=TYPES, initial_experts=count)
+    assert str(caught.value) == (
+        f"initial_experts must be an int in [1, {SLOTS}] (layer 0's slots and max_experts_per_layer), "
+        f"got {count!r}"
+    )
+
+
+def test_a_config_that_is_not_the_coordinators_is_refused_when_built() -> None:
+    """Settings go in an ExpertCoordinatorConfig; a dict of them is a ConfigError saying so."""
+    job = Job()
+    settings: Any = {"spawn_patience": 3}
+    with pytest.raises(ConfigError) as caught:
+        ExpertLifecycle(job.model, job.optimizer, MemoryLog("cfg"), num_types=TYPES, config=settings)
+    assert str(caught.value) == (
+        "config must be an ExpertCoordinatorConfig, got a dict: "
+        "build one with its settings, e.g. ExpertCoordinatorConfig(spawn_patience=5)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"user": {"worst_class_loss": 1.0}}, "user= takes a function the evaluation calls, got a dict"),
+        ({"metrics": 1.0}, "metrics= takes a function the evaluation calls, got a float"),
+        (
+            {"revival": lambda: {3: torch.zeros(1, D)}},
+            r"revival\(\) gave inputs of layers \[3\], but the managed layers are \[0\]",
+        ),
+    ],
+)
+def test_bad_evaluation_inputs_are_refused_and_lose_no_routing(given: dict[str, Any], message: str) -> None:
+    """A value where a function belongs, or inputs of a layer not managed: a UsageError before the
+    interval's routing is read, so the same step evaluates once given right."""
+    job, log = Job(), MemoryLog("inputs")
+    lifecycle = job.lifecycle(log)
+    lifecycle.start()
+    for step in range(1, 6):
+        lifecycle.record(job.step(step))
+        if step < 5:
+            lifecycle.after_step(step)
+    seq = log.last_seq()
+    with pytest.raises(UsageError, match=rf"^{message}"):
+        lifecycle.after_step(5, **given)
+    assert log.last_seq() == seq
+    assert lifecycle.basin.tokens == 5 * TOKENS
+    assert lifecycle.after_step(5) is not None
+    seen = [r for r in log.read() if r["kind"] == "MetricsObserved" and r["step"] == 5 and r["entity"]]
+    assert sum(r["metrics"]["share"] for r in seen) == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
