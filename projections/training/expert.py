@@ -175,6 +175,8 @@ class ExpertLifecycle(LogOwner):
         own `extra` state from it; with no checkpoint recorded it starts from step 0 as above.
         `metadata` (what resumes the run: command line, arguments, ...) goes in `RunStarted`.
         """
+        if self._started:
+            raise UsageError("start() called twice: call it once, on every rank, before training")
         if config is not None and "lifecycle" in config:
             raise ConfigError(
                 "start(config=...) cannot use the key 'lifecycle': "
@@ -323,6 +325,7 @@ class ExpertLifecycle(LogOwner):
 
     def finish(self, step: int) -> str | None:
         """Check every rank ends with the same digest at `step`; return it (None in one process)."""
+        self._check_started("finish")
         return self.sync.verify(step)
 
     def _check_started(self, call: str) -> None:

@@ -186,7 +186,21 @@ def test_record_or_after_step_before_start_is_refused() -> None:
         lifecycle.record(types)
     with pytest.raises(UsageError, match=r"^after_step\(\) before start\(\)"):
         lifecycle.after_step(5)
+    with pytest.raises(UsageError, match=r"^finish\(\) before start\(\)"):
+        lifecycle.finish(5)
     assert lifecycle.log.last_seq() == 0
+
+
+def test_start_called_twice_is_refused() -> None:
+    """A second start() says so, instead of refusing step 0's boundary as behind the run."""
+    job = Job()
+    lifecycle = job.lifecycle(MemoryLog("twice-started"))
+    lifecycle.start()
+    seq = lifecycle.log.last_seq()
+    with pytest.raises(UsageError) as caught:
+        lifecycle.start()
+    assert str(caught.value) == "start() called twice: call it once, on every rank, before training"
+    assert lifecycle.log.last_seq() == seq
 
 
 def test_a_token_type_out_of_range_is_refused_at_the_next_evaluation() -> None:
