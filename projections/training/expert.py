@@ -267,14 +267,8 @@ class ExpertLifecycle(LogOwner):
                     f"{name}= takes a function the evaluation calls, got a {type(given).__name__}: "
                     "pass e.g. lambda: {...}"
                 )
-        evaluation = dict(revival()) if revival is not None else {}
-        unknown = sorted(set(evaluation) - set(self.layers), key=repr)
-        if unknown:
-            raise UsageError(
-                f"revival() gave inputs of layers {unknown}, but the managed layers are {list(self.layers)}"
-            )
         # Scored before the interval's routing is read out, so bad inputs lose none of it.
-        affinity = {layer: revival_metrics(self.surgery, layer, x) for layer, x in evaluation.items()}
+        evaluation, affinity = self._revival(revival)
         observe = functools.partial(self.sync.observe, step)
         # One all-reduce for both: the dicts hold the very tensors each tracker reads back.
         both = self.type_loss.sum_across
@@ -300,6 +294,18 @@ class ExpertLifecycle(LogOwner):
             lc.append([self._directed(event, evaluation) for event in decided])
 
         return self.sync.at_boundary(step, decide)
+
+    def _revival(
+        self, revival: LayerInputs | None
+    ) -> tuple[dict[int, torch.Tensor], dict[int, dict[str, float]]]:
+        """Return `revival()`'s inputs of each layer, and the parked experts' affinity for them."""
+        evaluation = dict(revival()) if revival is not None else {}
+        unknown = sorted(set(evaluation) - set(self.layers), key=repr)
+        if unknown:
+            raise UsageError(
+                f"revival() gave inputs of layers {unknown}, but the managed layers are {list(self.layers)}"
+            )
+        return evaluation, {layer: revival_metrics(self.surgery, layer, x) for layer, x in evaluation.items()}
 
     def _directed(self, event: EventBase, inputs: Mapping[int, torch.Tensor]) -> EventBase:
         """Return a SPLIT decision with the push direction of its parent's routed inputs added.
