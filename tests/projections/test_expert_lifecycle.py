@@ -20,7 +20,7 @@ import bus
 from bus import MemoryLog
 from lifecycle_es import ConfigError, UsageError
 from lifecycle_es.controllers import ExpertCoordinatorConfig
-from projections.training import ExpertLifecycle, find_expert_layers
+from projections.training import Boundary, ExpertLifecycle, find_expert_layers
 
 TYPES, D, SLOTS, TOKENS = 4, 8, 6, 32
 QUIET = ExpertCoordinatorConfig(
@@ -92,6 +92,14 @@ class Job:
         self.optimizer.step()
         return types
 
+    def train(self, lifecycle: ExpertLifecycle, steps: range) -> Boundary | None:
+        """Train each of `steps`, recording it and calling after_step; return the last call's result."""
+        boundary = None
+        for step in steps:
+            lifecycle.record(self.step(step))
+            boundary = lifecycle.after_step(step)
+        return boundary
+
     def lifecycle(self, log: bus.Log | str, **kwargs: Any) -> ExpertLifecycle:
         return ExpertLifecycle(
             self.model, self.optimizer, log, num_types=TYPES, initial_experts=4, config=QUIET, **kwargs
@@ -142,9 +150,7 @@ def test_a_log_url_is_opened_for_the_run_and_closed_with_it(tmp_path: Path) -> N
     job = Job()
     with job.lifecycle(str(tmp_path), run_id="by-url") as lifecycle:
         lifecycle.start()
-        for step in range(1, 6):
-            lifecycle.record(job.step(step))
-            lifecycle.after_step(step)
+        job.train(lifecycle, range(1, 6))
     with bus.open(f"jsonl://{tmp_path}", "by-url", create=False) as log:
         assert [r["step"] for r in log.read() if r["kind"] == "StepSealed"] == [0, 5]
 
@@ -155,9 +161,7 @@ def test_a_resumed_run_continues_after_its_checkpoint(tmp_path: Path) -> None:
     job, log = Job(), MemoryLog("resumed")
     first = job.lifecycle(log)
     first.start()
-    for step in range(1, 11):
-        first.record(job.step(step))
-        boundary = first.after_step(step)
+    boundary = job.train(first, range(1, 11))
     assert boundary is not None
     first.checkpoints.save(tmp_path, boundary, extra={"basin": first.basin.state()})
     again = Job()
@@ -168,9 +172,7 @@ def test_a_resumed_run_continues_after_its_checkpoint(tmp_path: Path) -> None:
     assert second.surgery.digest(event_ids=False) == first.surgery.digest(event_ids=False)
     with pytest.raises(UsageError, match="applied the boundary of step 10 already"):
         second.after_step(10)
-    for step in range(11, 16):
-        second.record(again.step(step))
-        second.after_step(step)
+    again.train(second, range(11, 16))
     assert second.lc.registry.sealed_step == 15
 
 
@@ -224,9 +226,7 @@ def test_an_evaluation_step_repeated_is_refused_at_once() -> None:
     job = Job()
     lifecycle = job.lifecycle(MemoryLog("twice"))
     lifecycle.start()
-    for step in range(1, 6):
-        lifecycle.record(job.step(step))
-        lifecycle.after_step(step)
+    job.train(lifecycle, range(1, 6))
     with pytest.raises(UsageError, match=r"^step 5: this rank applied the boundary of step 5 already"):
         lifecycle.after_step(5)
 
@@ -236,9 +236,7 @@ def test_an_earlier_evaluation_step_is_refused_at_once() -> None:
     job = Job()
     lifecycle = job.lifecycle(MemoryLog("earlier"))
     lifecycle.start()
-    for step in range(1, 11):
-        lifecycle.record(job.step(step))
-        lifecycle.after_step(step)
+    job.train(lifecycle, range(1, 11))
     seq = lifecycle.log.last_seq()
     with pytest.raises(UsageError) as caught:
         lifecycle.after_step(5)
@@ -351,10 +349,8 @@ def test_bad_evaluation_inputs_are_refused_and_lose_no_routing(given: dict[str, 
         job, log = Job(), MemoryLog("inputs")
         lifecycle = job.lifecycle(log)
         lifecycle.start()
-        for step in range(1, 6):
-            lifecycle.record(job.step(step))
-            if step < 5:
-                lifecycle.after_step(step)
+        job.train(lifecycle, range(1, 5))
+        lifecycle.record(job.step(5))
         if bad is not None:
             seq = log.last_seq()
             with pytest.raises(UsageError, match=rf"^{message}"):
